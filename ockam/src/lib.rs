@@ -1,0 +1,53 @@
+//! End-to-end encrypted, reliable messaging between Rust services and
+//! devices: the facade of the ockam-rs stack.
+//!
+//! A node runs workers; workers exchange messages along routes of any
+//! number of hops. This crate re-exports everything an application needs,
+//! the way the Ockam guides use it.
+//!
+//! ```
+//! use ockam::{Context, Result, Routed, Worker};
+//!
+//! struct Echoer;
+//!
+//! #[ockam::worker]
+//! impl Worker for Echoer {
+//!     type Message = String;
+//!     type Context = Context;
+//!
+//!     async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<String>) -> Result<()> {
+//!         ctx.send(msg.return_route(), msg.body()).await
+//!     }
+//! }
+//!
+//! #[ockam::node]
+//! async fn main(mut ctx: Context) -> Result<()> {
+//!     ctx.start_worker("echoer", Echoer).await?;
+//!     ctx.send(route!["echoer"], "Hello Ockam!".to_string()).await?;
+//!     let reply = ctx.receive::<String>().await?;
+//!     println!("App received: {}", reply);
+//!     ctx.stop().await
+//! }
+//! ```
+#![deny(missing_docs)]
+
+pub use ockam_core::{
+    async_trait, route, Address, AddressSet, Any, Error, ErrorKind, LocalMessage, Message, Result,
+    Route, RouteBuilder, RouteModifier, Routed, TransportMessage, TransportType, Worker, LOCAL,
+    TCP,
+};
+pub use ockam_node::{setup_tracing, start_node, Context, Executor};
+pub use ockam_node_attribute::{async_worker, node, worker};
+
+/// What `#[ockam::node]` brings into scope of the module it is used in, as a
+/// glob import (so the module's own imports of these names take precedence).
+#[doc(hidden)]
+pub mod __node_prelude {
+    pub use ockam_core::route;
+    pub use tracing::{debug, error, info, trace, warn};
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use async_trait::async_trait;
+}

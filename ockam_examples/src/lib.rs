@@ -1,0 +1,23 @@
+//! Helper workers of the guides' examples, published as `ockam_get_started`
+//! (the guides write `use ockam_get_started::Echoer;`).
+//!
+//! ```
+//! use ockam::{Context, Result};
+//! use ockam_get_started::Echoer;
+//!
+//! #[ockam::node]
+//! async fn main(mut ctx: Context) -> Result<()> {
+//!     ctx.start_worker("echoer", Echoer).await?;
+//!     ctx.send(route!["echoer"], "Hello Ockam!".to_string()).await?;
+//!     let reply = ctx.receive::<String>().await?;
+//!     assert_eq!(*reply, "Hello Ockam!");
+//!     ctx.stop().await
+//! }
+//! ```
+#![deny(missing_docs)]
+
+mod echoer;
+mod hop;
+
+pub use echoer::Echoer;
+pub use hop::Hop;

@@ -1,0 +1,119 @@
+//! The task that runs one worker: it feeds the worker its mailbox, one
+//! message at a time, and keeps one worker's failures away from the rest of
+//! the node.
+
+use crate::context::Context;
+use crate::router::WorkerRecord;
+use futures_util::FutureExt;
+use ockam_core::{Message, Routed, Worker};
+use std::panic::AssertUnwindSafe;
+use tokio::sync::{oneshot, watch};
+use tracing::{debug, error, warn};
+
+/// Starts the task of `worker`, whose context is already registered.
+pub(crate) fn spawn<W>(worker: W, ctx: Context)
+where
+    W: Worker<Context = Context>,
+{
+    let (stop_tx, stop_rx) = oneshot::channel();
+    let (done_tx, done_rx) = watch::channel(false);
+    ctx.router().add_worker(
+        ctx.id(),
+        WorkerRecord {
+            addresses: ctx.addresses().to_vec(),
+            stop: Some(stop_tx),
+            done: done_rx,
+        },
+    );
+    tokio::spawn(run(worker, ctx, stop_rx, done_tx));
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+async fn run<W>(
+    mut worker: W,
+    mut ctx: Context,
+    mut stop: oneshot::Receiver<()>,
+    done: watch::Sender<bool>,
+) where
+    W: Worker<Context = Context>,
+{
+    let address = ctx.address();
+    debug!(%address, "worker starting");
+    let mut healthy = match AssertUnwindSafe(worker.initialize(&mut ctx))
+        .catch_unwind()
+        .await
+    {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            error!(%address, error = %e, "worker failed to initialize; stopping it");
+            false
+        }
+        Err(p) => {
+            error!(%address, panic = %panic_message(p.as_ref()), "worker panicked in initialize; stopping it");
+            false
+        }
+    };
+
+    while healthy {
+        let local = tokio::select! {
+            biased;
+            _ = &mut stop => break,
+            m = ctx.next_message() => match m {
+                Some(m) => m,
+                None => break,
+            },
+        };
+        let body = match W::Message::decode(&local.transport().payload) {
+            Ok(body) => body,
+            Err(e) => {
+                warn!(
+                    %address,
+                    from = ?local.transport().return_route,
+                    error = %e,
+                    "dropped a message that is not a {}",
+                    std::any::type_name::<W::Message>()
+                );
+                continue;
+            }
+        };
+        let routed = Routed::new(body, local);
+        match AssertUnwindSafe(worker.handle_message(&mut ctx, routed))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(%address, error = %e, "worker failed to handle a message"),
+            Err(p) => {
+                error!(%address, panic = %panic_message(p.as_ref()), "worker panicked; stopping it");
+                healthy = false;
+            }
+        }
+    }
+
+    // A worker that panicked may be in any state: its shutdown is not run.
+    if healthy {
+        match AssertUnwindSafe(worker.shutdown(&mut ctx))
+            .catch_unwind()
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(%address, error = %e, "worker shutdown failed"),
+            Err(p) => {
+                error!(%address, panic = %panic_message(p.as_ref()), "worker panicked in shutdown")
+            }
+        }
+    }
+    debug!(%address, "worker stopped");
+    ctx.router().remove_worker(ctx.id());
+    drop(ctx);
+    done.send_replace(true);
+}

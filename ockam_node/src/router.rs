@@ -1,0 +1,273 @@
+//! The router: which mailbox each address belongs to, which worker routes
+//! each non-local transport type, and the node's stop sequence.
+//!
+//! Delivery does not go through a router task: a sender looks the next hop
+//! up in the shared table and puts the message straight into that mailbox,
+//! so a local send costs one read lock and one channel push.
+
+use crate::mailbox::{Mailbox, MailboxSender};
+use ockam_core::{Address, Error, ErrorKind, LocalMessage, Result, TransportType, LOCAL};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch};
+use tracing::{debug, info, warn};
+
+/// How long `stop()` waits for workers' `shutdown` before giving up on them.
+pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Identifies a context or worker registered with the router.
+pub(crate) type OwnerId = u64;
+
+struct Entry {
+    tx: MailboxSender,
+    owner: OwnerId,
+}
+
+/// What the router keeps about a running worker, to stop it.
+pub(crate) struct WorkerRecord {
+    pub(crate) addresses: Vec<Address>,
+    pub(crate) stop: Option<oneshot::Sender<()>>,
+    pub(crate) done: watch::Receiver<bool>,
+}
+
+pub(crate) struct Router {
+    table: RwLock<HashMap<Address, Entry>>,
+    workers: Mutex<HashMap<OwnerId, WorkerRecord>>,
+    transports: RwLock<HashMap<TransportType, Address>>,
+    next_id: AtomicU64,
+    stopping: AtomicBool,
+    stopped: watch::Sender<bool>,
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    // Nothing panics while holding these locks; if something ever did, the
+    // table itself is still consistent, so keep going.
+    l.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Router {
+    pub(crate) fn new() -> Arc<Router> {
+        Arc::new(Router {
+            table: RwLock::new(HashMap::new()),
+            workers: Mutex::new(HashMap::new()),
+            transports: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
+            stopped: watch::channel(false).0,
+        })
+    }
+
+    pub(crate) fn next_id(&self) -> OwnerId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<OwnerId, WorkerRecord>> {
+        self.workers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers `addresses` for a new mailbox owned by `owner`: all or none.
+    pub(crate) fn register(&self, addresses: &[Address], owner: OwnerId) -> Result<Mailbox> {
+        if self.is_stopping() {
+            return Err(Error::new(ErrorKind::Shutdown, "the node is stopping"));
+        }
+        if addresses.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "a worker needs at least one address",
+            ));
+        }
+        if let Some(a) = addresses.iter().find(|a| !a.is_local()) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("{a} is not a local address (transport type must be 0)"),
+            ));
+        }
+        let (tx, mailbox) = Mailbox::new();
+        let mut table = write(&self.table);
+        if let Some(a) = addresses.iter().find(|a| table.contains_key(*a)) {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("address {a} is already in use on this node"),
+            ));
+        }
+        for a in addresses {
+            table.insert(
+                a.clone(),
+                Entry {
+                    tx: tx.clone(),
+                    owner,
+                },
+            );
+        }
+        Ok(mailbox)
+    }
+
+    /// Removes the addresses `owner` registered.
+    pub(crate) fn deregister(&self, addresses: &[Address], owner: OwnerId) {
+        let mut table = write(&self.table);
+        for a in addresses {
+            if table.get(a).is_some_and(|e| e.owner == owner) {
+                table.remove(a);
+            }
+        }
+    }
+
+    pub(crate) fn add_worker(&self, id: OwnerId, record: WorkerRecord) {
+        self.workers().insert(id, record);
+    }
+
+    pub(crate) fn remove_worker(&self, id: OwnerId) {
+        self.workers().remove(&id);
+    }
+
+    /// Makes the worker at `address` route every address of transport type `tt`.
+    pub(crate) fn register_transport(&self, tt: TransportType, address: Address) -> Result<()> {
+        if tt == LOCAL {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "transport type 0 is the local node's own and cannot be routed elsewhere",
+            ));
+        }
+        let mut transports = write(&self.transports);
+        if let Some(existing) = transports.get(&tt) {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("transport type {tt} is already routed by {existing}"),
+            ));
+        }
+        debug!(transport_type = tt, router = %address, "registered external router");
+        transports.insert(tt, address);
+        Ok(())
+    }
+
+    /// Puts `msg` into the mailbox of the first address of its onward route
+    /// (or of the router of that address's transport type).
+    pub(crate) fn deliver(&self, msg: LocalMessage) -> Result<()> {
+        let next = msg.transport().onward_route.next()?;
+        let tx = if next.is_local() {
+            self.lookup(next)?
+        } else {
+            let router = read(&self.transports).get(&next.transport_type()).cloned();
+            match router {
+                Some(router) => self.lookup(&router)?,
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::NotFound,
+                        format!(
+                            "no router for transport type {} (needed for {next}); \
+                             create that transport first, e.g. TcpTransport::create",
+                            next.transport_type()
+                        ),
+                    ))
+                }
+            }
+        };
+        tx.send(msg)
+            .map_err(|e| match e.0.transport().onward_route.next() {
+                Ok(a) => not_found(a),
+                Err(e) => e,
+            })
+    }
+
+    fn lookup(&self, address: &Address) -> Result<MailboxSender> {
+        match read(&self.table).get(address) {
+            Some(e) => Ok(e.tx.clone()),
+            None => Err(not_found(address)),
+        }
+    }
+
+    /// Every registered address, sorted.
+    pub(crate) fn addresses(&self) -> Vec<Address> {
+        let mut v: Vec<Address> = read(&self.table).keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Stops the worker at `address` and waits for its `shutdown`, unless the
+    /// caller is that worker (it stops once its current message is handled).
+    pub(crate) async fn stop_worker(&self, address: &Address, caller: OwnerId) -> Result<()> {
+        let owner = read(&self.table).get(address).map(|e| e.owner);
+        let owner = owner.ok_or_else(|| not_found(address))?;
+        let (stop, mut done) = {
+            let mut workers = self.workers();
+            let record = workers.get_mut(&owner).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!(
+                        "{address} belongs to a context, not a worker; drop the context instead"
+                    ),
+                )
+            })?;
+            (record.stop.take(), record.done.clone())
+        };
+        if let Some(stop) = stop {
+            let _ = stop.send(());
+        }
+        if owner != caller {
+            let _ = done.wait_for(|d| *d).await;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// Stops every worker, waits for their `shutdown` (not the caller's own,
+    /// which runs after its current message) and marks the node stopped.
+    pub(crate) async fn stop_node(&self, caller: Option<OwnerId>) {
+        if self.stopping.swap(true, Ordering::AcqRel) {
+            let mut stopped = self.stopped.subscribe();
+            let _ = stopped.wait_for(|s| *s).await;
+            return;
+        }
+        let waits: Vec<(Vec<Address>, watch::Receiver<bool>)> = {
+            let mut workers = self.workers();
+            workers
+                .iter_mut()
+                .filter_map(|(id, record)| {
+                    if let Some(stop) = record.stop.take() {
+                        let _ = stop.send(());
+                    }
+                    (Some(*id) != caller).then(|| (record.addresses.clone(), record.done.clone()))
+                })
+                .collect()
+        };
+        info!(workers = waits.len(), "stopping node");
+        let all =
+            futures_util::future::join_all(waits.into_iter().map(|(addrs, mut done)| async move {
+                let _ = done.wait_for(|d| *d).await;
+                addrs
+            }));
+        if tokio::time::timeout(SHUTDOWN_TIMEOUT, all).await.is_err() {
+            let left: Vec<String> = self
+                .workers()
+                .values()
+                .filter(|r| !*r.done.borrow())
+                .map(|r| format!("{:?}", r.addresses))
+                .collect();
+            warn!(
+                ?left,
+                "workers did not finish shutdown in {:?}", SHUTDOWN_TIMEOUT
+            );
+        }
+        self.stopped.send_replace(true);
+    }
+
+    pub(crate) fn stopped(&self) -> watch::Receiver<bool> {
+        self.stopped.subscribe()
+    }
+}
+
+fn not_found(address: &Address) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!("no worker at address {address} on this node"),
+    )
+}

@@ -1,0 +1,171 @@
+//! Attribute macros of the ockam-rs stack, used through the `ockam` crate.
+//!
+//! - `#[ockam::node]` turns `async fn main(ctx: Context) -> Result<()>` into a
+//!   program that starts a node, runs the body on it and exits when the node
+//!   stops.
+//! - `#[ockam::worker]` (and its older spelling `#[async_worker]`) goes on an
+//!   `impl Worker for T` block so its `async fn`s can implement the trait.
+//!
+//! ```ignore
+//! use ockam::{Context, Result};
+//!
+//! #[ockam::node]
+//! async fn main(ctx: Context) -> Result<()> {
+//!     ctx.stop().await
+//! }
+//! ```
+
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::{quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{parse_macro_input, FnArg, Item, ItemFn, Pat, ReturnType};
+
+const NODE_SHAPE: &str = "expected `async fn main(ctx: Context) -> Result<()>`";
+
+fn error(span: Span, message: &str) -> TokenStream {
+    syn::Error::new(span, message).to_compile_error().into()
+}
+
+/// Runs an `async fn main(ctx: Context) -> Result<()>` on a new node.
+///
+/// The body gets the node's `app` context. Returning `Ok(())` without calling
+/// `ctx.stop()` keeps the node (and the process) running; `ctx.stop().await`
+/// shuts the node down. A `tracing` subscriber is installed (INFO, or
+/// `RUST_LOG`) unless one is set, and `route!` is in scope.
+#[proc_macro_attribute]
+pub fn node(args: TokenStream, item: TokenStream) -> TokenStream {
+    if !args.is_empty() {
+        return error(
+            TokenStream2::from(args).span(),
+            "#[ockam::node] takes no arguments",
+        );
+    }
+    let input = parse_macro_input!(item as Item);
+    let func = match input {
+        Item::Fn(f) => f,
+        other => {
+            return error(
+                other.span(),
+                &format!("#[ockam::node] goes on a function: {NODE_SHAPE}"),
+            )
+        }
+    };
+    match expand_node(func) {
+        Ok(ts) => ts.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn expand_node(func: ItemFn) -> syn::Result<TokenStream2> {
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+        ..
+    } = func;
+    if sig.asyncness.is_none() {
+        return Err(syn::Error::new(
+            sig.fn_token.span(),
+            format!("#[ockam::node] needs an `async fn`: {NODE_SHAPE}"),
+        ));
+    }
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        return Err(syn::Error::new(
+            sig.generics.span(),
+            format!("#[ockam::node] functions cannot be generic: {NODE_SHAPE}"),
+        ));
+    }
+    if sig.inputs.len() != 1 {
+        return Err(syn::Error::new(
+            if sig.inputs.is_empty() {
+                sig.ident.span()
+            } else {
+                sig.inputs.span()
+            },
+            format!(
+                "#[ockam::node] functions take exactly one argument, the node's Context: {NODE_SHAPE}"
+            ),
+        ));
+    }
+    let arg = match &sig.inputs[0] {
+        FnArg::Typed(pt) => match &*pt.pat {
+            Pat::Ident(_) => pt.clone(),
+            other => {
+                return Err(syn::Error::new(
+                    other.span(),
+                    format!("name the Context argument with a plain identifier: {NODE_SHAPE}"),
+                ))
+            }
+        },
+        FnArg::Receiver(r) => {
+            return Err(syn::Error::new(
+                r.span(),
+                format!("#[ockam::node] functions cannot take `self`: {NODE_SHAPE}"),
+            ))
+        }
+    };
+    let ret = match &sig.output {
+        ReturnType::Type(_, ty) => ty.clone(),
+        ReturnType::Default => {
+            return Err(syn::Error::new(
+                sig.ident.span(),
+                format!("#[ockam::node] functions must return `Result<()>`: {NODE_SHAPE}"),
+            ))
+        }
+    };
+    let name = &sig.ident;
+    let ret_span = ret.span();
+    let execute = quote_spanned! {ret_span=>
+        __ockam_executor.execute(__ockam_node_main(__ockam_ctx))
+    };
+    Ok(quote! {
+        // A glob import, so that a `use ockam::route;` of the user's own
+        // takes precedence instead of clashing (and stays used).
+        #[allow(unused_imports)]
+        use ::ockam::__node_prelude::*;
+
+        #(#attrs)*
+        #vis fn #name() -> #ret {
+            async fn __ockam_node_main(#arg) -> #ret #block
+
+            ::ockam::setup_tracing();
+            let (__ockam_ctx, mut __ockam_executor) = ::ockam::start_node();
+            #execute
+        }
+    })
+}
+
+fn worker_attribute(name: &str, args: TokenStream, item: TokenStream) -> TokenStream {
+    if !args.is_empty() {
+        return error(
+            TokenStream2::from(args).span(),
+            &format!("#[{name}] takes no arguments"),
+        );
+    }
+    let input = parse_macro_input!(item as Item);
+    match input {
+        Item::Impl(imp) if imp.trait_.is_some() => quote! {
+            #[::ockam::__private::async_trait]
+            #imp
+        }
+        .into(),
+        other => error(
+            other.span(),
+            &format!("#[{name}] goes on an `impl Worker for YourType {{ .. }}` block"),
+        ),
+    }
+}
+
+/// Lets an `impl Worker for T` block use `async fn` for the trait's methods.
+#[proc_macro_attribute]
+pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
+    worker_attribute("ockam::worker", args, item)
+}
+
+/// The older spelling of `#[ockam::worker]`.
+#[proc_macro_attribute]
+pub fn async_worker(args: TokenStream, item: TokenStream) -> TokenStream {
+    worker_attribute("async_worker", args, item)
+}
