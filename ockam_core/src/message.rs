@@ -31,13 +31,17 @@ where
 
 /// BARE-encodes any serde value.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    serde_bare::to_vec(value).map_err(|e| {
-        Error::with_source(
-            ErrorKind::Encoding,
-            format!("cannot encode {}", std::any::type_name::<T>()),
-            e,
-        )
-    })
+    // Most messages are small: one allocation instead of several regrowths.
+    let mut out = Vec::with_capacity(64);
+    serde_bare::to_writer(&mut out, value)
+        .map(|()| out)
+        .map_err(|e| {
+            Error::with_source(
+                ErrorKind::Encoding,
+                format!("cannot encode {}", std::any::type_name::<T>()),
+                e,
+            )
+        })
 }
 
 /// Decodes a BARE value, rejecting trailing bytes.

@@ -7,7 +7,7 @@
 use crate::address::{Address, TransportType};
 use crate::error::{Error, ErrorKind, Result};
 use serde::{Deserialize, Serialize};
-use std::collections::VecDeque;
+use smallvec::SmallVec;
 use std::fmt;
 
 /// An ordered list of [`Address`]es; the first is where a message goes next.
@@ -25,8 +25,12 @@ use std::fmt;
 /// ```
 #[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Route {
-    inner: VecDeque<Address>,
+    // Most routes are a few addresses long: keep the first ones inline so
+    // that sending a message does not allocate for its routes.
+    inner: Addresses,
 }
+
+type Addresses = SmallVec<[Address; 1]>;
 
 impl Route {
     /// Starts building a route (the guides' `Route::new().append(..)`).
@@ -49,22 +53,26 @@ impl Route {
 
     /// Removes and returns the first address: what a hop does with itself.
     pub fn step(&mut self) -> Result<Address> {
-        self.inner
-            .pop_front()
-            .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "route is empty: no next hop"))
+        if self.inner.is_empty() {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                "route is empty: no next hop",
+            ));
+        }
+        Ok(self.inner.remove(0))
     }
 
     /// The first address: where a message goes next.
     pub fn next(&self) -> Result<&Address> {
         self.inner
-            .front()
+            .first()
             .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "route is empty: no next hop"))
     }
 
     /// The last address: the final recipient.
     pub fn recipient(&self) -> Result<Address> {
         self.inner
-            .back()
+            .last()
             .cloned()
             .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "route is empty: no recipient"))
     }
@@ -115,7 +123,7 @@ impl fmt::Debug for Route {
 
 impl IntoIterator for Route {
     type Item = Address;
-    type IntoIter = std::collections::vec_deque::IntoIter<Address>;
+    type IntoIter = smallvec::IntoIter<[Address; 1]>;
     fn into_iter(self) -> Self::IntoIter {
         self.inner.into_iter()
     }
@@ -125,14 +133,14 @@ impl IntoIterator for Route {
 /// Anything that takes a route accepts the builder as it is.
 #[derive(Clone, Default, Debug, PartialEq, Eq)]
 pub struct RouteBuilder {
-    inner: VecDeque<Address>,
+    inner: Addresses,
 }
 
 impl RouteBuilder {
     /// Adds an address at the end.
     #[allow(clippy::should_implement_trait)]
     pub fn append(mut self, address: impl Into<Address>) -> Self {
-        self.inner.push_back(address.into());
+        self.inner.push(address.into());
         self
     }
 
@@ -143,7 +151,7 @@ impl RouteBuilder {
 
     /// Adds an address at the front.
     pub fn prepend(mut self, address: impl Into<Address>) -> Self {
-        self.inner.push_front(address.into());
+        self.inner.insert(0, address.into());
         self
     }
 
@@ -168,22 +176,20 @@ pub struct RouteModifier<'r> {
 impl RouteModifier<'_> {
     /// Adds an address at the front.
     pub fn prepend(self, address: impl Into<Address>) -> Self {
-        self.route.inner.push_front(address.into());
+        self.route.inner.insert(0, address.into());
         self
     }
 
     /// Adds an address at the end.
     #[allow(clippy::should_implement_trait)]
     pub fn append(self, address: impl Into<Address>) -> Self {
-        self.route.inner.push_back(address.into());
+        self.route.inner.push(address.into());
         self
     }
 
     /// Adds every address of `route` at the front, keeping their order.
     pub fn prepend_route(self, route: impl Into<Route>) -> Self {
-        for a in route.into().inner.into_iter().rev() {
-            self.route.inner.push_front(a);
-        }
+        self.route.inner.insert_many(0, route.into().inner);
         self
     }
 
@@ -195,7 +201,9 @@ impl RouteModifier<'_> {
 
     /// Removes the first address, if any.
     pub fn pop_front(self) -> Self {
-        self.route.inner.pop_front();
+        if !self.route.inner.is_empty() {
+            self.route.inner.remove(0);
+        }
         self
     }
 }
@@ -214,8 +222,8 @@ impl From<&Route> for Route {
 
 impl From<Address> for Route {
     fn from(a: Address) -> Self {
-        let mut inner = VecDeque::with_capacity(1);
-        inner.push_back(a);
+        let mut inner = Addresses::new();
+        inner.push(a);
         Route { inner }
     }
 }
@@ -252,7 +260,9 @@ impl From<(TransportType, &str)> for Route {
 
 impl From<Vec<Address>> for Route {
     fn from(v: Vec<Address>) -> Self {
-        Route { inner: v.into() }
+        Route {
+            inner: Addresses::from_vec(v),
+        }
     }
 }
 

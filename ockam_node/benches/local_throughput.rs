@@ -1,1 +1,134 @@
-fn main() {}
+//! Local one-way throughput: small `String` messages from one sender to one
+//! worker on a node, beside a bare tokio mpsc channel carrying the same
+//! payload on the same kind of runtime, in the same run.
+//!
+//! `cargo bench -p ockam_node --bench local_throughput`
+//! (`BENCH_MESSAGES=n` and `BENCH_ROUNDS=n` change the sizes).
+
+use ockam_core::{async_trait, Result, Routed, Worker};
+use ockam_node::{start_node, Context};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+const PAYLOAD: &str = "hello ockam node";
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Counts messages and says when the last one arrived.
+struct Sink {
+    remaining: u64,
+    done: Option<oneshot::Sender<Instant>>,
+}
+
+#[async_trait]
+impl Worker for Sink {
+    type Message = String;
+    type Context = Context;
+
+    async fn handle_message(&mut self, _ctx: &mut Context, msg: Routed<String>) -> Result<()> {
+        debug_assert_eq!(msg.len(), PAYLOAD.len());
+        self.remaining -= 1;
+        if self.remaining == 0 {
+            if let Some(done) = self.done.take() {
+                let _ = done.send(Instant::now());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn ockam_round(n: u64) -> Duration {
+    let (ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let (tx, rx) = oneshot::channel();
+            ctx.start_worker(
+                "sink",
+                Sink {
+                    remaining: n,
+                    done: Some(tx),
+                },
+            )
+            .await?;
+            let payload = PAYLOAD.to_string();
+            let start = Instant::now();
+            for _ in 0..n {
+                ctx.send("sink", payload.clone()).await?;
+            }
+            let end = rx.await.expect("sink finished");
+            ctx.stop().await?;
+            Ok(end - start)
+        })
+        .expect("node round")
+}
+
+fn mpsc_round(n: u64) -> Duration {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async move {
+        tokio::spawn(async move {
+            let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+            let (done_tx, done_rx) = oneshot::channel();
+            tokio::spawn(async move {
+                let mut remaining = n;
+                while let Some(msg) = rx.recv().await {
+                    debug_assert_eq!(msg.len(), PAYLOAD.len());
+                    remaining -= 1;
+                    if remaining == 0 {
+                        let _ = done_tx.send(Instant::now());
+                        break;
+                    }
+                }
+            });
+            let payload = PAYLOAD.to_string();
+            let start = Instant::now();
+            for _ in 0..n {
+                tx.send(payload.clone()).expect("receiver alive");
+            }
+            done_rx.await.expect("receiver finished") - start
+        })
+        .await
+        .expect("mpsc round")
+    })
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing
+    // and wants a quick smoke run.
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let n = env_or("BENCH_MESSAGES", if quick { 10_000 } else { 1_000_000 });
+    let rounds = env_or("BENCH_ROUNDS", if quick { 1 } else { 5 });
+    let mut ours = Vec::new();
+    let mut bare = Vec::new();
+    for round in 1..=rounds {
+        let b = n as f64 / mpsc_round(n).as_secs_f64();
+        let o = n as f64 / ockam_round(n).as_secs_f64();
+        println!(
+            "round {round}: tokio mpsc {:>12.0} msg/s   ockam node {:>12.0} msg/s   ratio {:.3}",
+            b,
+            o,
+            o / b
+        );
+        bare.push(b);
+        ours.push(o);
+    }
+    let (b, o) = (median(bare), median(ours));
+    println!(
+        "RESULT local one-way, {n} x {}-byte String, median of {rounds}: \
+         tokio_mpsc={b:.0} msg/s ockam_node={o:.0} msg/s ratio={:.3}",
+        PAYLOAD.len(),
+        o / b
+    );
+}

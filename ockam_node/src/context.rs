@@ -52,6 +52,10 @@ impl Context {
         self.mailbox.next().await
     }
 
+    pub(crate) fn try_next_message(&mut self) -> Option<LocalMessage> {
+        self.mailbox.try_next()
+    }
+
     /// This context's primary address.
     pub fn address(&self) -> Address {
         self.addresses[0].clone()
@@ -112,13 +116,23 @@ impl Context {
         }
         let payload = msg.encode()?;
         let transport = TransportMessage::v1(route, sending_address, payload);
-        self.router.deliver(LocalMessage::new(transport))
+        self.forward(LocalMessage::new(transport)).await
     }
 
     /// Delivers a message as it is, to the first address of its onward route:
     /// what a hop does after updating the routes.
+    ///
+    /// When the receiving mailbox holds more than
+    /// [`HIGH_WATER_MARK`](crate::HIGH_WATER_MARK) messages, this waits a
+    /// little for the receiver to catch up (see the `mailbox` docs).
     pub async fn forward(&self, msg: LocalMessage) -> Result<()> {
-        self.router.deliver(msg)
+        if let Some(pressure) = self.router.deliver(msg)? {
+            // Never wait for one's own mailbox: only we can drain it.
+            if !Arc::ptr_eq(&pressure, self.mailbox.pressure()) {
+                pressure.wait_below_mark().await;
+            }
+        }
+        Ok(())
     }
 
     /// The next message of type `M`, waiting at most

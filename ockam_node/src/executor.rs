@@ -2,7 +2,7 @@
 //! a node's `main` is over.
 
 use crate::context::Context;
-use crate::router::Router;
+use crate::router::{Router, SHUTDOWN_TIMEOUT};
 use ockam_core::{Address, Error, ErrorKind, Result};
 use std::future::Future;
 use std::sync::Arc;
@@ -138,6 +138,7 @@ impl Executor {
                 }
             }
         });
+        runtime.block_on(self.router.wait_workers_finished(SHUTDOWN_TIMEOUT));
         runtime.shutdown_timeout(Duration::from_millis(500));
         result
     }

@@ -1,29 +1,149 @@
 //! Mailboxes: the queue of messages waiting for one worker or context.
 //!
-//! Mailboxes are unbounded so that two workers sending to each other can
-//! never deadlock on full queues; a sender that outruns its receiver grows
-//! the receiver's queue.
+//! A mailbox never refuses a message, so two workers sending to each other
+//! cannot deadlock on full queues. It is *softly* bounded: once more than
+//! [`HIGH_WATER_MARK`] messages wait in it, a sender that is not the owner
+//! pauses after sending (for at most [`PRESSURE_WAIT`]) until the owner has
+//! caught up. A fast producer therefore runs at its consumer's pace instead
+//! of filling memory, and a cycle of full mailboxes slows down instead of
+//! hanging.
 
 use ockam_core::LocalMessage;
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+
+/// Messages waiting in a mailbox beyond which senders pause.
+pub const HIGH_WATER_MARK: usize = 4096;
+
+/// The longest a sender pauses for one full mailbox.
+pub const PRESSURE_WAIT: Duration = Duration::from_millis(10);
+
+/// The consumer gives back credit in batches, to keep the shared counter's
+/// cache line from bouncing between threads on every message.
+const RELEASE_BATCH: usize = 32;
+
+/// Shared between a mailbox and the router entries that feed it.
+#[derive(Default)]
+pub(crate) struct Pressure {
+    queued: AtomicUsize,
+    below_mark: Notify,
+}
+
+impl Pressure {
+    /// Counts one more queued message; true when the mailbox is over the mark.
+    pub(crate) fn add(&self) -> bool {
+        self.queued.fetch_add(1, Ordering::Relaxed) >= HIGH_WATER_MARK
+    }
+
+    /// Waits until the mailbox is under the mark again, or [`PRESSURE_WAIT`].
+    pub(crate) async fn wait_below_mark(&self) {
+        let wait = async {
+            loop {
+                let notified = self.below_mark.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                if self.queued.load(Ordering::Acquire) < HIGH_WATER_MARK {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        let _ = tokio::time::timeout(PRESSURE_WAIT, wait).await;
+    }
+
+    fn release(&self, n: usize) {
+        let before = self.queued.fetch_sub(n, Ordering::AcqRel);
+        if before >= HIGH_WATER_MARK && before - n < HIGH_WATER_MARK {
+            self.below_mark.notify_waiters();
+        }
+    }
+}
 
 /// The sending half, held by the router table.
-pub(crate) type MailboxSender = mpsc::UnboundedSender<LocalMessage>;
+#[derive(Clone)]
+pub(crate) struct MailboxSender {
+    tx: mpsc::UnboundedSender<LocalMessage>,
+    pressure: Arc<Pressure>,
+}
+
+impl MailboxSender {
+    /// Queues `msg`; `Ok(true)` when the mailbox is over its mark.
+    pub(crate) fn send(&self, msg: LocalMessage) -> Result<bool, LocalMessage> {
+        match self.tx.send(msg) {
+            Ok(()) => Ok(self.pressure.add()),
+            Err(e) => Err(e.0),
+        }
+    }
+
+    pub(crate) fn pressure(&self) -> &Arc<Pressure> {
+        &self.pressure
+    }
+}
 
 /// The receiving half, held by a worker's or context's `Context`.
 pub(crate) struct Mailbox {
     rx: mpsc::UnboundedReceiver<LocalMessage>,
+    pressure: Arc<Pressure>,
+    taken: usize,
 }
 
 impl Mailbox {
     pub(crate) fn new() -> (MailboxSender, Mailbox) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (tx, Mailbox { rx })
+        let pressure = Arc::new(Pressure::default());
+        (
+            MailboxSender {
+                tx,
+                pressure: pressure.clone(),
+            },
+            Mailbox {
+                rx,
+                pressure,
+                taken: 0,
+            },
+        )
+    }
+
+    pub(crate) fn pressure(&self) -> &Arc<Pressure> {
+        &self.pressure
+    }
+
+    fn release(&mut self) {
+        if self.taken > 0 {
+            self.pressure.release(self.taken);
+            self.taken = 0;
+        }
+    }
+
+    fn took(&mut self, msg: LocalMessage) -> LocalMessage {
+        self.taken += 1;
+        if self.taken >= RELEASE_BATCH {
+            self.release();
+        }
+        msg
+    }
+
+    /// The next message if one is waiting, without waiting.
+    pub(crate) fn try_next(&mut self) -> Option<LocalMessage> {
+        match self.rx.try_recv() {
+            Ok(m) => Some(self.took(m)),
+            Err(_) => {
+                // Empty (about to wait) or closed: give all credit back.
+                self.release();
+                None
+            }
+        }
     }
 
     /// The next message; `None` once every sender is gone.
     pub(crate) async fn next(&mut self) -> Option<LocalMessage> {
-        self.rx.recv().await
+        if let Some(m) = self.try_next() {
+            return Some(m);
+        }
+        let m = self.rx.recv().await?;
+        Some(self.took(m))
     }
 
     /// Messages waiting right now.

@@ -64,12 +64,22 @@ async fn run<W>(
     };
 
     while healthy {
-        let local = tokio::select! {
-            biased;
-            _ = &mut stop => break,
-            m = ctx.next_message() => match m {
-                Some(m) => m,
-                None => break,
+        // Only wait on the stop signal when idle: while messages are
+        // queued, a non-blocking check between them is enough (and cheaper).
+        let local = match ctx.try_next_message() {
+            Some(m) => {
+                if !matches!(stop.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
+                    break;
+                }
+                m
+            }
+            None => tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                m = ctx.next_message() => match m {
+                    Some(m) => m,
+                    None => break,
+                },
             },
         };
         let body = match W::Message::decode(&local.transport().payload) {

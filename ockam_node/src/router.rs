@@ -5,7 +5,7 @@
 //! up in the shared table and puts the message straight into that mailbox,
 //! so a local send costs one read lock and one channel push.
 
-use crate::mailbox::{Mailbox, MailboxSender};
+use crate::mailbox::{Mailbox, MailboxSender, Pressure};
 use ockam_core::{Address, Error, ErrorKind, LocalMessage, Result, TransportType, LOCAL};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,6 +20,9 @@ pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Identifies a context or worker registered with the router.
 pub(crate) type OwnerId = u64;
 
+// Lookups happen on every send: a fast (seeded) hasher instead of SipHash.
+type Table<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 struct Entry {
     tx: MailboxSender,
     owner: OwnerId,
@@ -33,9 +36,9 @@ pub(crate) struct WorkerRecord {
 }
 
 pub(crate) struct Router {
-    table: RwLock<HashMap<Address, Entry>>,
+    table: RwLock<Table<Address, Entry>>,
     workers: Mutex<HashMap<OwnerId, WorkerRecord>>,
-    transports: RwLock<HashMap<TransportType, Address>>,
+    transports: RwLock<Table<TransportType, Address>>,
     next_id: AtomicU64,
     stopping: AtomicBool,
     stopped: watch::Sender<bool>,
@@ -54,9 +57,9 @@ fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 impl Router {
     pub(crate) fn new() -> Arc<Router> {
         Arc::new(Router {
-            table: RwLock::new(HashMap::new()),
+            table: RwLock::new(Table::default()),
             workers: Mutex::new(HashMap::new()),
-            transports: RwLock::new(HashMap::new()),
+            transports: RwLock::new(Table::default()),
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             stopped: watch::channel(false).0,
@@ -147,15 +150,18 @@ impl Router {
     }
 
     /// Puts `msg` into the mailbox of the first address of its onward route
-    /// (or of the router of that address's transport type).
-    pub(crate) fn deliver(&self, msg: LocalMessage) -> Result<()> {
+    /// (or of the router of that address's transport type). Returns that
+    /// mailbox's [`Pressure`] when it is over its high-water mark, for the
+    /// sender to wait on.
+    pub(crate) fn deliver(&self, msg: LocalMessage) -> Result<Option<Arc<Pressure>>> {
         let next = msg.transport().onward_route.next()?;
-        let tx = if next.is_local() {
-            self.lookup(next)?
+        let table = read(&self.table);
+        let entry = if next.is_local() {
+            table.get(next)
         } else {
-            let router = read(&self.transports).get(&next.transport_type()).cloned();
-            match router {
-                Some(router) => self.lookup(&router)?,
+            let transports = read(&self.transports);
+            match transports.get(&next.transport_type()) {
+                Some(router) => table.get(router),
                 None => {
                     return Err(Error::new(
                         ErrorKind::NotFound,
@@ -168,17 +174,18 @@ impl Router {
                 }
             }
         };
-        tx.send(msg)
-            .map_err(|e| match e.0.transport().onward_route.next() {
-                Ok(a) => not_found(a),
-                Err(e) => e,
-            })
-    }
-
-    fn lookup(&self, address: &Address) -> Result<MailboxSender> {
-        match read(&self.table).get(address) {
-            Some(e) => Ok(e.tx.clone()),
-            None => Err(not_found(address)),
+        // Sending never blocks (mailboxes are unbounded), so it happens
+        // under the read lock instead of cloning the sender.
+        match entry {
+            Some(entry) => match entry.tx.send(msg) {
+                Ok(false) => Ok(None),
+                Ok(true) => Ok(Some(entry.tx.pressure().clone())),
+                Err(msg) => Err(match msg.transport().onward_route.next() {
+                    Ok(a) => not_found(a),
+                    Err(e) => e,
+                }),
+            },
+            None => Err(not_found(next)),
         }
     }
 
@@ -258,6 +265,19 @@ impl Router {
             );
         }
         self.stopped.send_replace(true);
+    }
+
+    /// Waits (at most `timeout`) until every worker's task has finished,
+    /// including one that stopped the node from its own `handle_message`.
+    pub(crate) async fn wait_workers_finished(&self, timeout: Duration) {
+        let waits: Vec<watch::Receiver<bool>> =
+            self.workers().values().map(|r| r.done.clone()).collect();
+        let all = futures_util::future::join_all(waits.into_iter().map(|mut done| async move {
+            let _ = done.wait_for(|d| *d).await;
+        }));
+        if tokio::time::timeout(timeout, all).await.is_err() {
+            warn!("some workers did not finish within {:?}", timeout);
+        }
     }
 
     pub(crate) fn stopped(&self) -> watch::Receiver<bool> {
