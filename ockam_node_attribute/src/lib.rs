@@ -51,9 +51,15 @@ pub fn node(args: TokenStream, item: TokenStream) -> TokenStream {
             )
         }
     };
+    let name = func.sig.ident.clone();
     match expand_node(func) {
         Ok(ts) => ts.into(),
-        Err(e) => e.to_compile_error().into(),
+        Err(e) => {
+            // Keep a function of that name so the only error is ours (no
+            // follow-up "`main` function not found").
+            let e = e.to_compile_error();
+            quote!(#e fn #name() {}).into()
+        }
     }
 }
 
@@ -116,8 +122,9 @@ fn expand_node(func: ItemFn) -> syn::Result<TokenStream2> {
         }
     };
     let name = &sig.ident;
-    let ret_span = ret.span();
-    let execute = quote_spanned! {ret_span=>
+    // A wrong argument type is reported on that type.
+    let arg_span = arg.ty.span();
+    let execute = quote_spanned! {arg_span=>
         __ockam_executor.execute(__ockam_node_main(__ockam_ctx))
     };
     Ok(quote! {

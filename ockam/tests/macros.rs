@@ -1,0 +1,9 @@
+//! `#[ockam::node]`, `#[ockam::worker]` and `#[async_worker]`: the right
+//! shapes compile, wrong shapes get a clear compile error.
+
+#[test]
+fn macro_shapes() {
+    let t = trybuild::TestCases::new();
+    t.pass("tests/ui/pass/*.rs");
+    t.compile_fail("tests/ui/fail/*.rs");
+}

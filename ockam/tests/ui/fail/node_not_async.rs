@@ -1,0 +1,6 @@
+use ockam::{Context, Result};
+
+#[ockam::node]
+fn main(ctx: Context) -> Result<()> {
+    Ok(())
+}

@@ -1,0 +1,4 @@
+#[ockam::node]
+struct NotAFunction;
+
+fn main() {}

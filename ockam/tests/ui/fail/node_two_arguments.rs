@@ -1,0 +1,6 @@
+use ockam::{Context, Result};
+
+#[ockam::node]
+async fn main(ctx: Context, other: u32) -> Result<()> {
+    Ok(())
+}

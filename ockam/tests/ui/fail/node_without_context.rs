@@ -1,0 +1,6 @@
+use ockam::Result;
+
+#[ockam::node]
+async fn main() -> Result<()> {
+    Ok(())
+}

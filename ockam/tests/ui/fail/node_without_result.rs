@@ -1,0 +1,5 @@
+use ockam::Context;
+
+#[ockam::node]
+async fn main(ctx: Context) {
+}

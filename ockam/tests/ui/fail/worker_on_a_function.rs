@@ -1,0 +1,4 @@
+#[ockam::worker]
+async fn not_an_impl() {}
+
+fn main() {}
