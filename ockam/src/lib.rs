@@ -36,8 +36,9 @@ pub use ockam_core::{
     Route, RouteBuilder, RouteModifier, Routed, TransportMessage, TransportType, Worker, LOCAL,
     TCP,
 };
-pub use ockam_node::{setup_tracing, start_node, Context, Executor};
+pub use ockam_node::{setup_tracing, start_node, Context, Executor, TransportRouter};
 pub use ockam_node_attribute::{async_worker, node, worker};
+pub use ockam_transport_tcp::{TcpOptions, TcpTransport};
 
 /// What `#[ockam::node]` brings into scope of the module it is used in, as a
 /// glob import (so the module's own imports of these names take precedence).

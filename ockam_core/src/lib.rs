@@ -29,7 +29,8 @@ mod worker;
 pub use address::{Address, AddressSet, TransportType, LOCAL, TCP};
 pub use error::{Error, ErrorKind, Result};
 pub use message::{
-    decode, encode, Any, LocalMessage, Message, TransportMessage, TRANSPORT_MESSAGE_VERSION,
+    decode, encode, encode_into, Any, LocalMessage, Message, TransportMessage,
+    TRANSPORT_MESSAGE_VERSION,
 };
 pub use route::{Route, RouteBuilder, RouteModifier};
 pub use routed::Routed;

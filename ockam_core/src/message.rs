@@ -44,6 +44,17 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
         })
 }
 
+/// BARE-encodes any serde value at the end of `out`.
+pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
+    serde_bare::to_writer(out, value).map_err(|e| {
+        Error::with_source(
+            ErrorKind::Encoding,
+            format!("cannot encode {}", std::any::type_name::<T>()),
+            e,
+        )
+    })
+}
+
 /// Decodes a BARE value, rejecting trailing bytes.
 pub fn decode<T: DeserializeOwned>(data: &[u8]) -> Result<T> {
     let mut rest = data;

@@ -3,7 +3,7 @@
 
 use crate::mailbox::Mailbox;
 use crate::relay;
-use crate::router::{OwnerId, Router};
+use crate::router::{OwnerId, Router, TransportRouter};
 use ockam_core::{
     Address, AddressSet, Error, ErrorKind, LocalMessage, Message, Result, Route, Routed,
     TransportMessage, TransportType, Worker,
@@ -213,10 +213,32 @@ impl Context {
         Context::new_registered(self.router.clone(), vec![address.into()])
     }
 
-    /// Makes the worker at `address` the router of every address of
-    /// transport type `tt` (how a transport such as TCP plugs into the node).
+    /// Makes the worker at `address` take every message whose next hop has
+    /// transport type `tt` (the simplest way for a transport to plug into
+    /// the node).
     pub async fn register(&self, tt: TransportType, address: impl Into<Address>) -> Result<()> {
-        self.router.register_transport(tt, address.into())
+        self.router.register_transport_worker(tt, address.into())
+    }
+
+    /// Makes `router` decide, per address, which local worker takes the
+    /// messages whose next hop has transport type `tt` (how TCP sends
+    /// straight to the connection's worker and reports unreachable peers).
+    pub fn register_transport(
+        &self,
+        tt: TransportType,
+        router: Arc<dyn TransportRouter>,
+    ) -> Result<()> {
+        self.router.register_transport(tt, router)
+    }
+
+    /// The node's one value of type `T`, created by `init` the first time
+    /// anyone asks: how a transport keeps per-node state.
+    pub fn node_extension<T, F>(&self, init: F) -> Arc<T>
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce() -> T,
+    {
+        self.router.extension(init)
     }
 
     /// Every address registered on this node, sorted.

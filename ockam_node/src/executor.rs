@@ -175,10 +175,12 @@ async fn shutdown_signal() -> &'static str {
 /// Installs a `tracing` subscriber writing to stderr, at INFO unless
 /// `RUST_LOG` says otherwise. Does nothing if a subscriber is already set.
 pub fn setup_tracing() {
+    use std::io::IsTerminal;
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .try_init();
 }

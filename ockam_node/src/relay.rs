@@ -122,6 +122,10 @@ async fn run<W>(
             }
         }
     }
+    let undelivered = ctx.pending_messages();
+    if undelivered > 0 {
+        warn!(%address, undelivered, "worker stopped with messages still in its mailbox; they are dropped");
+    }
     debug!(%address, "worker stopped");
     ctx.router().remove_worker(ctx.id());
     drop(ctx);

@@ -7,6 +7,7 @@
 
 use crate::mailbox::{Mailbox, MailboxSender, Pressure};
 use ockam_core::{Address, Error, ErrorKind, LocalMessage, Result, TransportType, LOCAL};
+use std::any::{Any as StdAny, TypeId};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -23,6 +24,27 @@ pub(crate) type OwnerId = u64;
 // Lookups happen on every send: a fast (seeded) hasher instead of SipHash.
 type Table<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// Decides which local worker handles the addresses of one non-local
+/// transport type (see [`Context::register_transport`](crate::Context::register_transport)).
+///
+/// `resolve` runs on the sender's thread for every message whose next hop
+/// has this transport type, so it must be quick and must not block: a map
+/// lookup, not a connection attempt.
+pub trait TransportRouter: Send + Sync + 'static {
+    /// The local address of the worker that takes messages for `address`,
+    /// or an error the sender gets (e.g. the peer is known to be down).
+    fn resolve(&self, address: &Address) -> Result<Address>;
+}
+
+/// Routes every address of a transport type to one worker.
+struct FixedRouter(Address);
+
+impl TransportRouter for FixedRouter {
+    fn resolve(&self, _address: &Address) -> Result<Address> {
+        Ok(self.0.clone())
+    }
+}
+
 struct Entry {
     tx: MailboxSender,
     owner: OwnerId,
@@ -38,7 +60,8 @@ pub(crate) struct WorkerRecord {
 pub(crate) struct Router {
     table: RwLock<Table<Address, Entry>>,
     workers: Mutex<HashMap<OwnerId, WorkerRecord>>,
-    transports: RwLock<Table<TransportType, Address>>,
+    transports: RwLock<Table<TransportType, Arc<dyn TransportRouter>>>,
+    extensions: Mutex<HashMap<TypeId, Arc<dyn StdAny + Send + Sync>>>,
     next_id: AtomicU64,
     stopping: AtomicBool,
     stopped: watch::Sender<bool>,
@@ -60,6 +83,7 @@ impl Router {
             table: RwLock::new(Table::default()),
             workers: Mutex::new(HashMap::new()),
             transports: RwLock::new(Table::default()),
+            extensions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             stopping: AtomicBool::new(false),
             stopped: watch::channel(false).0,
@@ -129,8 +153,12 @@ impl Router {
         self.workers().remove(&id);
     }
 
-    /// Makes the worker at `address` route every address of transport type `tt`.
-    pub(crate) fn register_transport(&self, tt: TransportType, address: Address) -> Result<()> {
+    /// Makes `router` decide where messages for transport type `tt` go.
+    pub(crate) fn register_transport(
+        &self,
+        tt: TransportType,
+        router: Arc<dyn TransportRouter>,
+    ) -> Result<()> {
         if tt == LOCAL {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
@@ -138,15 +166,42 @@ impl Router {
             ));
         }
         let mut transports = write(&self.transports);
-        if let Some(existing) = transports.get(&tt) {
+        if transports.contains_key(&tt) {
             return Err(Error::new(
                 ErrorKind::AlreadyExists,
-                format!("transport type {tt} is already routed by {existing}"),
+                format!("transport type {tt} already has a router on this node"),
             ));
         }
-        debug!(transport_type = tt, router = %address, "registered external router");
-        transports.insert(tt, address);
+        debug!(transport_type = tt, "registered transport router");
+        transports.insert(tt, router);
         Ok(())
+    }
+
+    /// Makes the worker at `address` take every address of transport type `tt`.
+    pub(crate) fn register_transport_worker(
+        &self,
+        tt: TransportType,
+        address: Address,
+    ) -> Result<()> {
+        self.register_transport(tt, Arc::new(FixedRouter(address)))
+    }
+
+    /// The node's single value of type `T`, made by `init` on first use.
+    pub(crate) fn extension<T, F>(&self, init: F) -> Arc<T>
+    where
+        T: Send + Sync + 'static,
+        F: FnOnce() -> T,
+    {
+        let mut map = self.extensions.lock().unwrap_or_else(|e| e.into_inner());
+        let any = map
+            .entry(TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(init()) as Arc<dyn StdAny + Send + Sync>)
+            .clone();
+        match any.downcast::<T>() {
+            Ok(t) => t,
+            // The map is keyed by TypeId, so the value always has type T.
+            Err(_) => unreachable!("node extension stored under the wrong TypeId"),
+        }
     }
 
     /// Puts `msg` into the mailbox of the first address of its onward route
@@ -155,13 +210,10 @@ impl Router {
     /// sender to wait on.
     pub(crate) fn deliver(&self, msg: LocalMessage) -> Result<Option<Arc<Pressure>>> {
         let next = msg.transport().onward_route.next()?;
-        let table = read(&self.table);
-        let entry = if next.is_local() {
-            table.get(next)
-        } else {
-            let transports = read(&self.transports);
-            match transports.get(&next.transport_type()) {
-                Some(router) => table.get(router),
+        if !next.is_local() {
+            let router = read(&self.transports).get(&next.transport_type()).cloned();
+            let worker = match router {
+                Some(router) => router.resolve(next)?,
                 None => {
                     return Err(Error::new(
                         ErrorKind::NotFound,
@@ -172,19 +224,17 @@ impl Router {
                         ),
                     ))
                 }
-            }
-        };
+            };
+            return match read(&self.table).get(&worker) {
+                Some(entry) => push(entry, msg),
+                None => Err(not_found(&worker)),
+            };
+        }
         // Sending never blocks (mailboxes are unbounded), so it happens
         // under the read lock instead of cloning the sender.
-        match entry {
-            Some(entry) => match entry.tx.send(msg) {
-                Ok(false) => Ok(None),
-                Ok(true) => Ok(Some(entry.tx.pressure().clone())),
-                Err(msg) => Err(match msg.transport().onward_route.next() {
-                    Ok(a) => not_found(a),
-                    Err(e) => e,
-                }),
-            },
+        let table = read(&self.table);
+        match table.get(next) {
+            Some(entry) => push(entry, msg),
             None => Err(not_found(next)),
         }
     }
@@ -282,6 +332,18 @@ impl Router {
 
     pub(crate) fn stopped(&self) -> watch::Receiver<bool> {
         self.stopped.subscribe()
+    }
+}
+
+fn push(entry: &Entry, msg: LocalMessage) -> Result<Option<Arc<Pressure>>> {
+    match entry.tx.send(msg) {
+        Ok(false) => Ok(None),
+        Ok(true) => Ok(Some(entry.tx.pressure().clone())),
+        // The owner is gone but not yet deregistered.
+        Err(msg) => Err(match msg.transport().onward_route.next() {
+            Ok(a) => not_found(a),
+            Err(e) => e,
+        }),
     }
 }
 

@@ -1,0 +1,201 @@
+//! One TCP connection: a worker that writes frames (and owns the socket)
+//! and a task that reads frames and hands their messages to the node.
+
+use crate::frame::{encode_frame, FrameDecoder};
+use crate::peers::TcpShared;
+use ockam_core::{
+    async_trait, Address, Any, Error, ErrorKind, LocalMessage, Result, Routed, TransportMessage,
+    Worker, TCP,
+};
+use ockam_node::Context;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+/// How much the reader asks the socket for at a time.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Connects to `peer` within the transport's connect timeout.
+pub(crate) async fn connect(peer: &str, shared: &TcpShared) -> Result<TcpStream> {
+    let stream = tokio::time::timeout(shared.options.connect_timeout, TcpStream::connect(peer))
+        .await
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "connecting to TCP peer {peer} took longer than {:?}",
+                    shared.options.connect_timeout
+                ),
+            )
+        })?
+        .map_err(|e| {
+            Error::with_source(
+                ErrorKind::Unavailable,
+                format!("cannot connect to TCP peer {peer}"),
+                e,
+            )
+        })?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Sends the messages routed to one TCP peer over its connection.
+pub(crate) struct TcpSendWorker {
+    /// The peer's TCP address text (`host:port`), the key in the peer table.
+    peer: String,
+    /// A connection made before the worker started; without one, the worker
+    /// connects in `initialize` (messages wait in its mailbox meanwhile).
+    stream: Option<TcpStream>,
+    writer: Option<OwnedWriteHalf>,
+    out: Vec<u8>,
+    shared: Arc<TcpShared>,
+    receiver: Option<JoinHandle<()>>,
+}
+
+impl TcpSendWorker {
+    pub(crate) fn new(peer: String, stream: Option<TcpStream>, shared: Arc<TcpShared>) -> Self {
+        TcpSendWorker {
+            peer,
+            stream,
+            writer: None,
+            out: Vec::new(),
+            shared,
+            receiver: None,
+        }
+    }
+
+    async fn write_out(&mut self, ctx: &mut Context) {
+        let Some(writer) = self.writer.as_mut() else {
+            return;
+        };
+        if let Err(e) = writer.write_all(&self.out).await {
+            warn!(peer = %self.peer, error = %e, "TCP write failed; closing the connection");
+            self.shared.closed(&self.peer, &ctx.address());
+            self.writer = None;
+            let _ = ctx.stop_worker(ctx.address()).await;
+        }
+        self.out.clear();
+    }
+}
+
+#[async_trait]
+impl Worker for TcpSendWorker {
+    type Message = Any;
+    type Context = Context;
+
+    async fn initialize(&mut self, ctx: &mut Context) -> Result<()> {
+        let me = ctx.address();
+        let stream = match self.stream.take() {
+            Some(s) => s,
+            None => match connect(&self.peer, &self.shared).await {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(peer = %self.peer, error = %e, "TCP connection failed; messages for this peer are dropped");
+                    self.shared.failed(&self.peer, &me, e.to_string());
+                    return Err(e);
+                }
+            },
+        };
+        self.shared.connected(&self.peer, &me);
+        let local = stream.local_addr().ok();
+        let (reader, writer) = stream.into_split();
+        self.writer = Some(writer);
+        let recv_ctx = ctx.new_context(Address::random_local()).await?;
+        self.receiver = Some(tokio::spawn(receive_loop(
+            recv_ctx,
+            reader,
+            self.peer.clone(),
+            me,
+            self.shared.clone(),
+        )));
+        info!(peer = %self.peer, local = ?local, "TCP connection up");
+        Ok(())
+    }
+
+    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
+        let mut transport = msg.into_transport_message();
+        // Our own hop (the peer's TCP address) is done.
+        transport.onward_route.step()?;
+        if let Err(e) = encode_frame(
+            &transport,
+            &mut self.out,
+            self.shared.options.max_frame_size,
+        ) {
+            warn!(peer = %self.peer, error = %e, onward = %transport.onward_route, "dropped a message too large to send");
+            return Ok(());
+        }
+        // Coalesce: while more messages wait, collect them into one write.
+        if ctx.pending_messages() == 0 || self.out.len() >= self.shared.options.write_batch_bytes {
+            self.write_out(ctx).await;
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&mut self, ctx: &mut Context) -> Result<()> {
+        if !self.out.is_empty() {
+            self.write_out(ctx).await;
+        }
+        if let Some(mut w) = self.writer.take() {
+            let _ = w.shutdown().await;
+        }
+        if let Some(r) = self.receiver.take() {
+            r.abort();
+        }
+        self.shared.closed(&self.peer, &ctx.address());
+        info!(peer = %self.peer, "TCP connection closed");
+        Ok(())
+    }
+}
+
+/// Reads frames until the connection ends or breaks the protocol, then
+/// stops the connection's send worker.
+async fn receive_loop(
+    ctx: Context,
+    mut reader: OwnedReadHalf,
+    peer: String,
+    sender: Address,
+    shared: Arc<TcpShared>,
+) {
+    let hop = Address::new(TCP, &peer);
+    let mut decoder = FrameDecoder::new(shared.options.max_frame_size);
+    let reason = 'conn: loop {
+        match reader.read_buf(decoder.read_buffer(READ_CHUNK)).await {
+            Ok(0) if decoder.pending() == 0 => break "the peer closed the connection".to_string(),
+            Ok(0) => {
+                break format!(
+                    "the peer closed the connection in the middle of a frame ({} bytes pending)",
+                    decoder.pending()
+                )
+            }
+            Ok(_) => {}
+            Err(e) => break format!("read failed: {e}"),
+        }
+        loop {
+            let frame = match decoder.next_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => break 'conn format!("invalid frame: {e}"),
+            };
+            let mut transport = match TransportMessage::decode(frame) {
+                Ok(t) => t,
+                Err(e) => break 'conn format!("frame is not a transport message: {e}"),
+            };
+            if transport.onward_route.is_empty() {
+                warn!(%peer, "dropped a message with an empty onward route");
+                continue;
+            }
+            // Replies go back over this connection.
+            transport.return_route.modify().prepend(hop.clone());
+            if let Err(e) = ctx.forward(LocalMessage::new(transport)).await {
+                warn!(%peer, error = %e, "dropped a message from a TCP peer");
+            }
+        }
+    };
+    info!(%peer, %reason, "closing TCP connection");
+    shared.closed(&peer, &sender);
+    let _ = ctx.stop_worker(sender).await;
+    debug!(%peer, "TCP receiver done");
+}

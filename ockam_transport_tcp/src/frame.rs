@@ -1,0 +1,266 @@
+//! The TCP frame codec: a big-endian `u32` length, then that many bytes of
+//! one BARE-encoded [`TransportMessage`]. A plain state machine with no I/O:
+//! the connection reads bytes into it and takes whole frames out.
+
+use ockam_core::{encode_into, Error, ErrorKind, Result, TransportMessage};
+
+/// Bytes of the length prefix.
+pub const LENGTH_PREFIX: usize = 4;
+
+/// Default largest frame accepted or sent: 16 MiB.
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
+
+/// Why a byte stream is not a valid sequence of frames.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// The length prefix announces more than the maximum frame size.
+    Oversize {
+        /// Announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A frame of length zero (no transport message is that short).
+    Empty,
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Oversize { len, max } => {
+                write!(f, "frame of {len} bytes exceeds the maximum of {max}")
+            }
+            FrameError::Empty => f.write_str("empty frame"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+impl From<FrameError> for Error {
+    fn from(e: FrameError) -> Self {
+        let kind = match e {
+            FrameError::Oversize { .. } => ErrorKind::ResourceExhausted,
+            FrameError::Empty => ErrorKind::Protocol,
+        };
+        Error::with_source(kind, "invalid TCP frame", e)
+    }
+}
+
+/// Splits a byte stream into frames.
+///
+/// ```
+/// use ockam_transport_tcp::FrameDecoder;
+///
+/// let mut d = FrameDecoder::new(1024);
+/// d.extend(&[0, 0, 0, 3, b'a', b'b']);
+/// assert_eq!(d.next_frame().unwrap(), None); // incomplete
+/// d.extend(&[b'c', 0, 0]);
+/// assert_eq!(d.next_frame().unwrap(), Some(&b"abc"[..]));
+/// assert_eq!(d.next_frame().unwrap(), None);
+/// assert_eq!(d.pending(), 2);
+/// ```
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    start: usize,
+    max_frame: usize,
+}
+
+impl FrameDecoder {
+    /// A decoder that rejects frames longer than `max_frame` bytes.
+    pub fn new(max_frame: usize) -> Self {
+        FrameDecoder {
+            buf: Vec::new(),
+            start: 0,
+            max_frame,
+        }
+    }
+
+    /// Bytes received but not yet returned as frames.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Appends received bytes.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.compact();
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The buffer to read into (append at its end), with room for at least
+    /// `min` more bytes, or for the rest of a frame already announced.
+    pub fn read_buffer(&mut self, min: usize) -> &mut Vec<u8> {
+        self.compact();
+        let avail = &self.buf[self.start..];
+        let mut want = min;
+        if avail.len() >= LENGTH_PREFIX {
+            let len = frame_len(avail);
+            if len <= self.max_frame {
+                want = want.max(LENGTH_PREFIX + len - avail.len().min(LENGTH_PREFIX + len));
+            }
+        }
+        self.buf.reserve(want);
+        &mut self.buf
+    }
+
+    /// Drops consumed bytes once they are the larger part of the buffer, so
+    /// the partial frame at the end moves rarely and only a short way.
+    fn compact(&mut self) {
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > 0 && self.start >= self.buf.len() / 2 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+    }
+
+    /// The next whole frame, if one has arrived. After an error the stream
+    /// is unusable: close the connection.
+    pub fn next_frame(&mut self) -> std::result::Result<Option<&[u8]>, FrameError> {
+        let avail = &self.buf[self.start..];
+        if avail.len() < LENGTH_PREFIX {
+            return Ok(None);
+        }
+        let len = frame_len(avail);
+        if len > self.max_frame {
+            return Err(FrameError::Oversize {
+                len,
+                max: self.max_frame,
+            });
+        }
+        if len == 0 {
+            return Err(FrameError::Empty);
+        }
+        if avail.len() < LENGTH_PREFIX + len {
+            return Ok(None);
+        }
+        let body = self.start + LENGTH_PREFIX;
+        self.start = body + len;
+        Ok(Some(&self.buf[body..body + len]))
+    }
+}
+
+fn frame_len(avail: &[u8]) -> usize {
+    u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize
+}
+
+/// Appends `msg` as one frame to `out`; refuses (and leaves `out` as it
+/// was) when the encoding is longer than `max_frame`.
+pub fn encode_frame(msg: &TransportMessage, out: &mut Vec<u8>, max_frame: usize) -> Result<()> {
+    let start = out.len();
+    out.extend_from_slice(&[0; LENGTH_PREFIX]);
+    if let Err(e) = encode_into(msg, out) {
+        out.truncate(start);
+        return Err(e);
+    }
+    let len = out.len() - start - LENGTH_PREFIX;
+    if len > max_frame || len > u32::MAX as usize {
+        out.truncate(start);
+        return Err(FrameError::Oversize {
+            len,
+            max: max_frame,
+        }
+        .into());
+    }
+    out[start..start + LENGTH_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ockam_core::route;
+    use proptest::prelude::*;
+
+    fn msg(payload: Vec<u8>) -> TransportMessage {
+        TransportMessage::v1(route!["echoer"], route!["app"], payload)
+    }
+
+    #[test]
+    fn frames_round_trip() {
+        let mut out = Vec::new();
+        for n in 0..5u8 {
+            encode_frame(&msg(vec![n; n as usize * 100]), &mut out, 1 << 20).unwrap();
+        }
+        let mut d = FrameDecoder::new(1 << 20);
+        d.extend(&out);
+        for n in 0..5u8 {
+            let f = d.next_frame().unwrap().unwrap();
+            assert_eq!(
+                TransportMessage::decode(f).unwrap(),
+                msg(vec![n; n as usize * 100])
+            );
+        }
+        assert_eq!(d.next_frame().unwrap(), None);
+        assert_eq!(d.pending(), 0);
+    }
+
+    #[test]
+    fn oversize_and_empty_frames_are_errors() {
+        let mut d = FrameDecoder::new(10);
+        d.extend(&[0, 0, 0, 11]);
+        assert_eq!(
+            d.next_frame(),
+            Err(FrameError::Oversize { len: 11, max: 10 })
+        );
+        let mut d = FrameDecoder::new(10);
+        d.extend(&[0xff, 0xff, 0xff, 0xff]);
+        assert!(d.next_frame().is_err());
+        let mut d = FrameDecoder::new(10);
+        d.extend(&[0, 0, 0, 0]);
+        assert_eq!(d.next_frame(), Err(FrameError::Empty));
+    }
+
+    #[test]
+    fn encoding_refuses_oversize_messages_and_keeps_the_buffer() {
+        let mut out = vec![1, 2, 3];
+        let err = encode_frame(&msg(vec![0; 100]), &mut out, 50).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ResourceExhausted);
+        assert_eq!(out, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn read_buffer_reserves_room_for_an_announced_frame() {
+        let mut d = FrameDecoder::new(1 << 20);
+        d.extend(&(100_000u32).to_be_bytes());
+        let buf = d.read_buffer(16);
+        assert!(buf.capacity() - buf.len() >= 100_000);
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_of_the_stream_gives_the_same_frames(
+            payloads in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..300), 1..8),
+            cuts in prop::collection::vec(1usize..64, 1..50),
+        ) {
+            let mut stream = Vec::new();
+            for p in &payloads {
+                encode_frame(&msg(p.clone()), &mut stream, 1 << 20).unwrap();
+            }
+            let mut d = FrameDecoder::new(1 << 20);
+            let mut got = Vec::new();
+            let mut rest = &stream[..];
+            let mut cut = cuts.iter().cycle();
+            while !rest.is_empty() {
+                let n = (*cut.next().unwrap()).min(rest.len());
+                d.extend(&rest[..n]);
+                rest = &rest[n..];
+                while let Some(f) = d.next_frame().unwrap() {
+                    got.push(TransportMessage::decode(f).unwrap().payload);
+                }
+            }
+            prop_assert_eq!(got, payloads);
+        }
+
+        #[test]
+        fn garbage_never_panics(data in prop::collection::vec(any::<u8>(), 0..512)) {
+            let mut d = FrameDecoder::new(256);
+            d.extend(&data);
+            while let Ok(Some(f)) = d.next_frame() {
+                let _ = TransportMessage::decode(f);
+            }
+        }
+    }
+}

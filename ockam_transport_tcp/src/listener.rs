@@ -1,0 +1,80 @@
+//! The listener: accepts connections and gives each its connection worker.
+
+use crate::connection::TcpSendWorker;
+use crate::peers::TcpShared;
+use ockam_core::{async_trait, Address, Any, Result, Worker};
+use ockam_node::Context;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+/// Owns the accept loop of one listening socket; stopping it closes the socket.
+pub(crate) struct TcpListenWorker {
+    listener: Option<TcpListener>,
+    shared: Arc<TcpShared>,
+    accept: Option<JoinHandle<()>>,
+}
+
+impl TcpListenWorker {
+    pub(crate) fn new(listener: TcpListener, shared: Arc<TcpShared>) -> Self {
+        TcpListenWorker {
+            listener: Some(listener),
+            shared,
+            accept: None,
+        }
+    }
+}
+
+#[async_trait]
+impl Worker for TcpListenWorker {
+    type Message = Any;
+    type Context = Context;
+
+    async fn initialize(&mut self, ctx: &mut Context) -> Result<()> {
+        if let Some(listener) = self.listener.take() {
+            let accept_ctx = ctx.new_context(Address::random_local()).await?;
+            self.accept = Some(tokio::spawn(accept_loop(
+                accept_ctx,
+                listener,
+                self.shared.clone(),
+            )));
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&mut self, _ctx: &mut Context) -> Result<()> {
+        if let Some(a) = self.accept.take() {
+            a.abort();
+        }
+        Ok(())
+    }
+}
+
+async fn accept_loop(ctx: Context, listener: TcpListener, shared: Arc<TcpShared>) {
+    let local = listener.local_addr().ok();
+    info!(listen = ?local, "TCP listener up");
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer_addr)) => {
+                if let Err(e) = stream.set_nodelay(true) {
+                    debug!(peer = %peer_addr, error = %e, "could not set TCP_NODELAY");
+                }
+                let peer = peer_addr.to_string();
+                let worker = Address::random_local();
+                shared.set_up(&peer, &worker, 0);
+                let w = TcpSendWorker::new(peer.clone(), Some(stream), shared.clone());
+                if let Err(e) = ctx.start_worker(worker.clone(), w).await {
+                    shared.closed(&peer, &worker);
+                    warn!(%peer, error = %e, "could not start a worker for an accepted connection");
+                }
+            }
+            Err(e) => {
+                // Typically out of file descriptors: wait instead of spinning.
+                warn!(listen = ?local, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

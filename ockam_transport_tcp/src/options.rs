@@ -1,0 +1,37 @@
+//! Settings of a node's TCP transport.
+
+use crate::frame::DEFAULT_MAX_FRAME_SIZE;
+use std::time::Duration;
+
+/// Settings of a node's TCP transport, fixed when the node's first
+/// [`TcpTransport`](crate::TcpTransport) is created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpOptions {
+    /// Largest frame sent or accepted, in bytes (default 16 MiB). A peer that
+    /// announces a larger one is disconnected; a local message that encodes
+    /// larger is dropped with a log line.
+    pub max_frame_size: usize,
+    /// How long a connection attempt may take (default 10 s).
+    pub connect_timeout: Duration,
+    /// Whether a message that arrived *from a TCP peer* may make this node
+    /// open a new connection to a peer it is not connected to (default
+    /// false: such messages are dropped and logged, so that a remote peer
+    /// cannot make this node connect anywhere it likes). Messages sent by
+    /// this node's own workers always connect on demand.
+    pub connect_for_remote_senders: bool,
+    /// Pending output is written once this many bytes are queued even if
+    /// more messages are waiting (default 256 KiB); with nothing waiting it
+    /// is written at once.
+    pub write_batch_bytes: usize,
+}
+
+impl Default for TcpOptions {
+    fn default() -> Self {
+        TcpOptions {
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            connect_timeout: Duration::from_secs(10),
+            connect_for_remote_senders: false,
+            write_batch_bytes: 256 * 1024,
+        }
+    }
+}
