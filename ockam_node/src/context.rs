@@ -126,13 +126,27 @@ impl Context {
     /// [`HIGH_WATER_MARK`](crate::HIGH_WATER_MARK) messages, this waits a
     /// little for the receiver to catch up (see the `mailbox` docs).
     pub async fn forward(&self, msg: LocalMessage) -> Result<()> {
-        if let Some(pressure) = self.router.deliver(msg)? {
+        let pressure = self.router.deliver(msg)?;
+        self.yield_to_pressure(pressure).await;
+        Ok(())
+    }
+
+    /// Delivers a message as it is to the local worker at `address`,
+    /// whatever its onward route says: for transports that have already
+    /// decided which worker carries it.
+    pub async fn forward_to(&self, address: &Address, msg: LocalMessage) -> Result<()> {
+        let pressure = self.router.deliver_to(address, msg)?;
+        self.yield_to_pressure(pressure).await;
+        Ok(())
+    }
+
+    async fn yield_to_pressure(&self, pressure: Option<Arc<crate::mailbox::Pressure>>) {
+        if let Some(pressure) = pressure {
             // Never wait for one's own mailbox: only we can drain it.
             if !Arc::ptr_eq(&pressure, self.mailbox.pressure()) {
                 pressure.wait_below_mark().await;
             }
         }
-        Ok(())
     }
 
     /// The next message of type `M`, waiting at most

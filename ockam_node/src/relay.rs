@@ -3,7 +3,7 @@
 //! the node.
 
 use crate::context::Context;
-use crate::router::WorkerRecord;
+use crate::router::{StopMode, WorkerRecord};
 use futures_util::FutureExt;
 use ockam_core::{Message, Routed, Worker};
 use std::panic::AssertUnwindSafe;
@@ -41,7 +41,7 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 async fn run<W>(
     mut worker: W,
     mut ctx: Context,
-    mut stop: oneshot::Receiver<()>,
+    mut stop: oneshot::Receiver<StopMode>,
     done: watch::Sender<bool>,
 ) where
     W: Worker<Context = Context>,
@@ -63,19 +63,39 @@ async fn run<W>(
         }
     };
 
+    // Messages still to handle after a draining stop request.
+    let mut draining: Option<usize> = None;
     while healthy {
         // Only wait on the stop signal when idle: while messages are
         // queued, a non-blocking check between them is enough (and cheaper).
+        if draining.is_none() {
+            match stop.try_recv() {
+                Err(oneshot::error::TryRecvError::Empty) => {}
+                Ok(StopMode::Drain) => draining = Some(ctx.pending_messages()),
+                Ok(StopMode::Now) | Err(oneshot::error::TryRecvError::Closed) => break,
+            }
+        }
+        if draining == Some(0) {
+            break;
+        }
         let local = match ctx.try_next_message() {
             Some(m) => {
-                if !matches!(stop.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
-                    break;
+                if let Some(n) = draining.as_mut() {
+                    *n -= 1;
                 }
                 m
             }
+            None if draining.is_some() => break,
             None => tokio::select! {
                 biased;
-                _ = &mut stop => break,
+                mode = &mut stop => match mode {
+                    // Something may have arrived just now: look again.
+                    Ok(StopMode::Drain) => {
+                        draining = Some(ctx.pending_messages());
+                        continue;
+                    }
+                    Ok(StopMode::Now) | Err(_) => break,
+                },
                 m = ctx.next_message() => match m {
                     Some(m) => m,
                     None => break,

@@ -31,16 +31,17 @@ type Table<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// has this transport type, so it must be quick and must not block: a map
 /// lookup, not a connection attempt.
 pub trait TransportRouter: Send + Sync + 'static {
-    /// The local address of the worker that takes messages for `address`,
-    /// or an error the sender gets (e.g. the peer is known to be down).
-    fn resolve(&self, address: &Address) -> Result<Address>;
+    /// The local address of the worker that takes `msg` (whose next hop,
+    /// `msg.transport().onward_route.next()`, has this router's transport
+    /// type), or an error the sender gets (e.g. the peer is known to be down).
+    fn resolve(&self, msg: &LocalMessage) -> Result<Address>;
 }
 
 /// Routes every address of a transport type to one worker.
 struct FixedRouter(Address);
 
 impl TransportRouter for FixedRouter {
-    fn resolve(&self, _address: &Address) -> Result<Address> {
+    fn resolve(&self, _msg: &LocalMessage) -> Result<Address> {
         Ok(self.0.clone())
     }
 }
@@ -50,10 +51,20 @@ struct Entry {
     owner: OwnerId,
 }
 
+/// How a worker is asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopMode {
+    /// After the message at hand (`stop_worker`).
+    Now,
+    /// After the messages already in its mailbox (the node stopping), so
+    /// that what was sent before `stop()` (a last reply, say) still goes out.
+    Drain,
+}
+
 /// What the router keeps about a running worker, to stop it.
 pub(crate) struct WorkerRecord {
     pub(crate) addresses: Vec<Address>,
-    pub(crate) stop: Option<oneshot::Sender<()>>,
+    pub(crate) stop: Option<oneshot::Sender<StopMode>>,
     pub(crate) done: watch::Receiver<bool>,
 }
 
@@ -213,7 +224,7 @@ impl Router {
         if !next.is_local() {
             let router = read(&self.transports).get(&next.transport_type()).cloned();
             let worker = match router {
-                Some(router) => router.resolve(next)?,
+                Some(router) => router.resolve(&msg)?,
                 None => {
                     return Err(Error::new(
                         ErrorKind::NotFound,
@@ -225,10 +236,7 @@ impl Router {
                     ))
                 }
             };
-            return match read(&self.table).get(&worker) {
-                Some(entry) => push(entry, msg),
-                None => Err(not_found(&worker)),
-            };
+            return self.deliver_to(&worker, msg);
         }
         // Sending never blocks (mailboxes are unbounded), so it happens
         // under the read lock instead of cloning the sender.
@@ -236,6 +244,19 @@ impl Router {
         match table.get(next) {
             Some(entry) => push(entry, msg),
             None => Err(not_found(next)),
+        }
+    }
+
+    /// Puts `msg` into the mailbox of the local address `address`, whatever
+    /// its onward route says.
+    pub(crate) fn deliver_to(
+        &self,
+        address: &Address,
+        msg: LocalMessage,
+    ) -> Result<Option<Arc<Pressure>>> {
+        match read(&self.table).get(address) {
+            Some(entry) => push(entry, msg),
+            None => Err(not_found(address)),
         }
     }
 
@@ -264,7 +285,7 @@ impl Router {
             (record.stop.take(), record.done.clone())
         };
         if let Some(stop) = stop {
-            let _ = stop.send(());
+            let _ = stop.send(StopMode::Now);
         }
         if owner != caller {
             let _ = done.wait_for(|d| *d).await;
@@ -276,8 +297,9 @@ impl Router {
         self.stopping.load(Ordering::Acquire)
     }
 
-    /// Stops every worker, waits for their `shutdown` (not the caller's own,
-    /// which runs after its current message) and marks the node stopped.
+    /// Stops every worker once it has handled the messages already in its
+    /// mailbox, waits for their `shutdown` (not the caller's own, which runs
+    /// after its current message) and marks the node stopped.
     pub(crate) async fn stop_node(&self, caller: Option<OwnerId>) {
         if self.stopping.swap(true, Ordering::AcqRel) {
             let mut stopped = self.stopped.subscribe();
@@ -290,7 +312,7 @@ impl Router {
                 .iter_mut()
                 .filter_map(|(id, record)| {
                     if let Some(stop) = record.stop.take() {
-                        let _ = stop.send(());
+                        let _ = stop.send(StopMode::Drain);
                     }
                     (Some(*id) != caller).then(|| (record.addresses.clone(), record.done.clone()))
                 })

@@ -3,10 +3,11 @@
 //! [`TransportRouter`] for transport type `TCP`.
 
 use crate::options::TcpOptions;
-use ockam_core::{Address, Error, ErrorKind, Result};
+use ockam_core::{Address, Error, ErrorKind, LocalMessage, Result, TCP};
 use ockam_node::TransportRouter;
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tracing::debug;
 
@@ -17,8 +18,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 enum Peer {
-    /// A connection worker exists (connected or connecting).
-    Up { worker: Address, failures: u32 },
+    /// A connection worker exists (connected or connecting), or is about
+    /// to be started by the on-demand router (`needs_start`).
+    Up {
+        worker: Address,
+        failures: u32,
+        needs_start: bool,
+        /// Messages for this peer that were handed to the on-demand router
+        /// and not yet passed on. While there are any, later messages take
+        /// the same way, so that none overtakes another.
+        via_router: Arc<AtomicUsize>,
+    },
     /// The last attempt failed; senders get an error until `until`.
     Down {
         until: Instant,
@@ -27,11 +37,20 @@ enum Peer {
     },
 }
 
-/// What the on-demand router should do with a message for a peer.
-pub(crate) enum PeerState {
-    Up,
-    Down(String),
-    Unknown { failures: u32 },
+/// What the on-demand router does with a message it was handed.
+pub(crate) enum RouterAction {
+    /// Start the connection worker (it connects), then pass the message on.
+    Start {
+        worker: Address,
+        via_router: Arc<AtomicUsize>,
+    },
+    /// Pass the message on to the connection worker.
+    Forward {
+        worker: Address,
+        via_router: Arc<AtomicUsize>,
+    },
+    /// The peer is unreachable: drop the message.
+    Drop(String),
 }
 
 /// Per-node TCP state shared by the transport's workers.
@@ -61,23 +80,27 @@ impl TcpShared {
         self.peers.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub(crate) fn state(&self, peer: &str) -> PeerState {
-        match self.read().get(peer) {
-            Some(Peer::Up { .. }) => PeerState::Up,
-            Some(Peer::Down {
-                until,
-                failures,
-                reason,
+    /// For the on-demand router: what to do with a message for `peer`.
+    pub(crate) fn router_action(&self, peer: &str) -> RouterAction {
+        let mut peers = self.write();
+        match peers.get_mut(peer) {
+            Some(Peer::Up {
+                worker,
+                needs_start,
+                via_router,
+                ..
             }) => {
-                if Instant::now() < *until {
-                    PeerState::Down(reason.clone())
+                let (worker, via_router) = (worker.clone(), via_router.clone());
+                if std::mem::take(needs_start) {
+                    RouterAction::Start { worker, via_router }
                 } else {
-                    PeerState::Unknown {
-                        failures: *failures,
-                    }
+                    RouterAction::Forward { worker, via_router }
                 }
             }
-            None => PeerState::Unknown { failures: 0 },
+            Some(Peer::Down { reason, .. }) => RouterAction::Drop(reason.clone()),
+            // The entry went away (connection closed) after this message
+            // was routed here: let the next message start over.
+            None => RouterAction::Drop("its connection closed".to_string()),
         }
     }
 
@@ -89,13 +112,19 @@ impl TcpShared {
         }
     }
 
-    /// `worker` now carries messages for `peer`.
-    pub(crate) fn set_up(&self, peer: &str, worker: &Address, failures: u32) {
+    /// `worker`, about to be started by the caller, carries messages for
+    /// `peer` from now on. Until the caller releases the returned hold
+    /// (after starting the worker), messages for `peer` queue up in order
+    /// at the on-demand router, which passes them on once the worker exists.
+    pub(crate) fn set_up(&self, peer: &str, worker: &Address) -> Arc<AtomicUsize> {
+        let hold = Arc::new(AtomicUsize::new(1));
         let old = self.write().insert(
             peer.to_string(),
             Peer::Up {
                 worker: worker.clone(),
-                failures,
+                failures: 0,
+                needs_start: false,
+                via_router: hold.clone(),
             },
         );
         if let Some(Peer::Up { worker: old, .. }) = old {
@@ -103,6 +132,7 @@ impl TcpShared {
                 debug!(peer, %old, new = %worker, "a newer connection replaces the old one for this peer");
             }
         }
+        hold
     }
 
     /// The connection of `worker` is established: forget past failures.
@@ -110,6 +140,7 @@ impl TcpShared {
         if let Some(Peer::Up {
             worker: w,
             failures,
+            ..
         }) = self.write().get_mut(peer)
         {
             if w == worker {
@@ -125,6 +156,7 @@ impl TcpShared {
             Some(Peer::Up {
                 worker: w,
                 failures,
+                ..
             }) if w == worker => failures + 1,
             // A newer connection took over; it decides.
             _ => return,
@@ -158,20 +190,93 @@ impl TcpShared {
             .filter(|p| matches!(p, Peer::Up { .. }))
             .count()
     }
+
+    /// The slow path of `resolve`: no usable entry for `peer`. Creates one
+    /// whose worker the on-demand router will start, and counts this
+    /// message as on its way through the router.
+    fn resolve_new(&self, msg: &LocalMessage, address: &Address) -> Result<Address> {
+        let peer = address.address();
+        let mut peers = self.write();
+        let failures = match peers.get(peer) {
+            Some(Peer::Up { .. }) => {
+                // Someone created it meanwhile: take the fast path again.
+                drop(peers);
+                return self.resolve(msg);
+            }
+            Some(Peer::Down {
+                until,
+                failures,
+                reason,
+            }) => {
+                if Instant::now() < *until {
+                    return Err(unreachable(address, reason, *until));
+                }
+                *failures
+            }
+            None => 0,
+        };
+        let from_remote = msg
+            .transport()
+            .return_route
+            .next()
+            .is_ok_and(|a| a.transport_type() == TCP);
+        if from_remote && !self.options.connect_for_remote_senders {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!(
+                    "not connected to TCP peer {address}, and a message from another TCP peer \
+                     may not open connections (TcpOptions::connect_for_remote_senders is off)"
+                ),
+            ));
+        }
+        peers.insert(
+            peer.to_string(),
+            Peer::Up {
+                worker: Address::random_local(),
+                failures,
+                needs_start: true,
+                via_router: Arc::new(AtomicUsize::new(1)),
+            },
+        );
+        Ok(self.router_address.clone())
+    }
+}
+
+fn unreachable(address: &Address, reason: &str, until: Instant) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        format!(
+            "TCP peer {address} is unreachable ({reason}); retrying in {:?}",
+            until.saturating_duration_since(Instant::now())
+        ),
+    )
 }
 
 impl TransportRouter for TcpShared {
-    fn resolve(&self, address: &Address) -> Result<Address> {
+    fn resolve(&self, msg: &LocalMessage) -> Result<Address> {
+        let address = msg.transport().onward_route.next()?;
         match self.read().get(address.address()) {
-            Some(Peer::Up { worker, .. }) => Ok(worker.clone()),
-            Some(Peer::Down { until, reason, .. }) if Instant::now() < *until => Err(Error::new(
-                ErrorKind::Unavailable,
-                format!(
-                    "TCP peer {address} is unreachable ({reason}); retrying in {:?}",
-                    until.saturating_duration_since(Instant::now())
-                ),
-            )),
-            _ => Ok(self.router_address.clone()),
+            Some(Peer::Up {
+                worker, via_router, ..
+            }) => {
+                // Follow earlier messages through the router while any are
+                // still there; go straight to the connection once none are.
+                let queued = via_router
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                        (n > 0).then_some(n + 1)
+                    })
+                    .is_ok();
+                return Ok(if queued {
+                    self.router_address.clone()
+                } else {
+                    worker.clone()
+                });
+            }
+            Some(Peer::Down { until, reason, .. }) if Instant::now() < *until => {
+                return Err(unreachable(address, reason, *until))
+            }
+            _ => {}
         }
+        self.resolve_new(msg, address)
     }
 }

@@ -1,10 +1,12 @@
-//! The on-demand router: takes messages for TCP peers that have no
-//! connection yet, and starts one.
+//! The on-demand router: takes the messages for TCP peers that have no
+//! running connection worker yet, starts that worker (which connects), and
+//! passes the messages on in the order they came.
 
 use crate::connection::TcpSendWorker;
-use crate::peers::{PeerState, TcpShared};
-use ockam_core::{async_trait, Address, Any, Result, Routed, Worker, TCP};
+use crate::peers::{RouterAction, TcpShared};
+use ockam_core::{async_trait, Any, Result, Routed, Worker};
 use ockam_node::Context;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tracing::warn;
 
@@ -19,39 +21,29 @@ impl Worker for TcpRouterWorker {
 
     async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
         let local = msg.into_local_message();
-        let next = local.transport().onward_route.next()?.clone();
-        let peer = next.address().to_string();
-        match self.shared.state(&peer) {
-            PeerState::Up => {}
-            PeerState::Down(reason) => {
+        let peer = local.transport().onward_route.next()?.address().to_string();
+        let (worker, via_router) = match self.shared.router_action(&peer) {
+            RouterAction::Drop(reason) => {
                 warn!(%peer, %reason, "dropped a message for an unreachable TCP peer");
                 return Ok(());
             }
-            PeerState::Unknown { failures } => {
-                let from_remote = local
-                    .transport()
-                    .return_route
-                    .next()
-                    .is_ok_and(|a| a.transport_type() == TCP);
-                if from_remote && !self.shared.options.connect_for_remote_senders {
-                    warn!(
-                        %peer,
-                        from = %local.transport().return_route,
-                        "dropped a message from a TCP peer to a peer this node is not connected to \
-                         (TcpOptions::connect_for_remote_senders is off)"
-                    );
-                    return Ok(());
-                }
-                let worker = Address::random_local();
-                self.shared.set_up(&peer, &worker, failures);
+            RouterAction::Forward { worker, via_router } => (worker, via_router),
+            RouterAction::Start { worker, via_router } => {
                 let w = TcpSendWorker::new(peer.clone(), None, self.shared.clone());
                 if let Err(e) = ctx.start_worker(worker.clone(), w).await {
                     self.shared.closed(&peer, &worker);
+                    via_router.fetch_sub(1, Ordering::AcqRel);
                     return Err(e);
                 }
+                (worker, via_router)
             }
+        };
+        let sent = ctx.forward_to(&worker, local).await;
+        // Only now may later messages go straight to the connection.
+        via_router.fetch_sub(1, Ordering::AcqRel);
+        if let Err(e) = sent {
+            warn!(%peer, error = %e, "dropped a message: the TCP connection is gone");
         }
-        // The peer table now names the connection's worker.
-        ctx.forward(local).await
+        Ok(())
     }
 }

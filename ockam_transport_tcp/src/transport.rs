@@ -89,13 +89,14 @@ impl TcpTransport {
         stream: tokio::net::TcpStream,
     ) -> Result<Address> {
         let worker = Address::random_local();
-        self.shared.set_up(&peer, &worker, 0);
+        let hold = self.shared.set_up(&peer, &worker);
         let w = TcpSendWorker::new(peer.clone(), Some(stream), self.shared.clone());
-        if let Err(e) = self.ctx.start_worker(worker.clone(), w).await {
+        let started = self.ctx.start_worker(worker.clone(), w).await;
+        if started.is_err() {
             self.shared.closed(&peer, &worker);
-            return Err(e);
         }
-        Ok(worker)
+        hold.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        started.map(|()| worker)
     }
 
     /// The local worker that carries messages for `peer`, if connected.

@@ -1,0 +1,199 @@
+//! Routes across several nodes over TCP, connections made on demand, and
+//! what senders see when a peer cannot be reached.
+
+mod common;
+
+use common::TestNode;
+use ockam_core::{route, ErrorKind, Route, TCP};
+use ockam_node::start_node;
+use ockam_transport_tcp::{TcpOptions, TcpTransport};
+use std::time::{Duration, Instant};
+
+#[test]
+fn a_message_crosses_two_tcp_hops_and_the_reply_comes_back() {
+    let c = TestNode::start();
+    let b = TestNode::start_with(TcpOptions::default(), vec![c.addr.to_string()]);
+    let (b_addr, c_addr) = (b.addr.to_string(), c.addr.to_string());
+    let (mut ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let _tcp = TcpTransport::create(&ctx).await?;
+            // A is not connected to B yet: the first send connects on demand.
+            let onward: Route = route![(TCP, b_addr.as_str()), (TCP, c_addr.as_str()), "echoer"];
+            for i in 0..10 {
+                ctx.send(onward.clone(), format!("hello {i}")).await?;
+                let reply = ctx.receive::<String>().await?;
+                assert_eq!(reply.as_body(), &format!("hello {i}"));
+                assert_eq!(reply.return_route(), onward);
+            }
+            ctx.stop().await
+        })
+        .unwrap();
+}
+
+#[test]
+fn remote_senders_cannot_make_a_node_connect_anywhere_unless_allowed() {
+    let c = TestNode::start();
+    let closed = TestNode::start();
+    let open = TestNode::start_with(
+        TcpOptions {
+            connect_for_remote_senders: true,
+            ..TcpOptions::default()
+        },
+        vec![],
+    );
+    let (closed_addr, open_addr, c_addr) = (
+        closed.addr.to_string(),
+        open.addr.to_string(),
+        c.addr.to_string(),
+    );
+    let (mut ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let _tcp = TcpTransport::create(&ctx).await?;
+            let via_closed = route![
+                (TCP, closed_addr.as_str()),
+                (TCP, c_addr.as_str()),
+                "echoer"
+            ];
+            ctx.send(via_closed, "refused".to_string()).await?;
+            let err = ctx
+                .receive_duration::<String>(Duration::from_secs(2))
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Timeout);
+
+            let via_open = route![(TCP, open_addr.as_str()), (TCP, c_addr.as_str()), "echoer"];
+            ctx.send(via_open, "allowed".to_string()).await?;
+            assert_eq!(ctx.receive::<String>().await?.take(), "allowed");
+            ctx.stop().await
+        })
+        .unwrap();
+}
+
+#[test]
+fn unreachable_peers_give_errors_and_bad_addresses_are_refused() {
+    // A port nothing listens on: bind one, note it, close it.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dead = dead.to_string();
+    let (ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let tcp = TcpTransport::create(&ctx).await?;
+            let err = tcp.connect(&dead).await.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+            for bad in ["nonsense", "host:", ":80", "h:99999"] {
+                let err = tcp.connect(bad).await.unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad}: {err}");
+            }
+            // Sends: the first may be accepted (and dropped once the
+            // connection attempt fails); soon they fail outright.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                match ctx.send(route![(TCP, dead.as_str()), "x"], 1u8).await {
+                    Err(e) => {
+                        assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+                        assert!(e.to_string().contains(&dead), "{e}");
+                        break;
+                    }
+                    Ok(()) => {
+                        assert!(
+                            Instant::now() < deadline,
+                            "sends to a dead peer never failed"
+                        );
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+            assert!(tcp.connection_worker(&dead).is_none());
+            ctx.stop().await
+        })
+        .unwrap();
+}
+
+#[test]
+fn messages_larger_than_the_frame_limit_are_dropped_not_fatal() {
+    let server = TestNode::start();
+    let peer = server.addr.to_string();
+    let (mut ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let tcp = TcpTransport::create_with_options(
+                &ctx,
+                TcpOptions {
+                    max_frame_size: 1024,
+                    ..TcpOptions::default()
+                },
+            )
+            .await?;
+            tcp.connect(&peer).await?;
+            ctx.send(route![(TCP, peer.as_str()), "echoer"], "x".repeat(4096))
+                .await?;
+            ctx.send(route![(TCP, peer.as_str()), "echoer"], "small".to_string())
+                .await?;
+            assert_eq!(ctx.receive::<String>().await?.take(), "small");
+            ctx.stop().await
+        })
+        .unwrap();
+}
+
+#[test]
+fn many_small_messages_over_tcp_arrive_complete_and_in_order() {
+    use ockam_core::{async_trait, Result, Routed, Worker};
+    use ockam_node::Context;
+
+    const N: u64 = 200_000;
+
+    struct Checker {
+        next: u64,
+    }
+
+    #[async_trait]
+    impl Worker for Checker {
+        type Message = u64;
+        type Context = Context;
+        async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<u64>) -> Result<()> {
+            assert_eq!(*msg, self.next);
+            self.next += 1;
+            if self.next == N {
+                ctx.send(msg.return_route(), self.next).await?;
+                // Its job is done: stop the server node.
+                ctx.stop().await?;
+            }
+            Ok(())
+        }
+    }
+
+    ockam_node::setup_tracing();
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let server = std::thread::spawn(move || {
+        let (ctx, mut executor) = start_node();
+        executor
+            .execute(async move {
+                let tcp = TcpTransport::create(&ctx).await?;
+                ctx.start_worker("checker", Checker { next: 0 }).await?;
+                addr_tx.send(tcp.listen("127.0.0.1:0").await?).unwrap();
+                Ok(())
+            })
+            .unwrap();
+    });
+    let peer = addr_rx.recv().unwrap().to_string();
+    let (mut ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let _tcp = TcpTransport::create(&ctx).await?;
+            for n in 0..N {
+                ctx.send(route![(TCP, peer.as_str()), "checker"], n).await?;
+            }
+            let done = ctx
+                .receive_duration::<u64>(Duration::from_secs(120))
+                .await?;
+            assert_eq!(*done, N);
+            ctx.stop().await
+        })
+        .unwrap();
+    server.join().expect("the server node stopped cleanly");
+}
