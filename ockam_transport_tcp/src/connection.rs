@@ -9,7 +9,9 @@ use ockam_core::{
 };
 use ockam_node::Context;
 use std::sync::Arc;
+use std::sync::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -42,6 +44,78 @@ pub(crate) async fn connect(peer: &str, shared: &TcpShared) -> Result<TcpStream>
     Ok(stream)
 }
 
+/// Frames waiting to be written, shared between a connection's worker
+/// (which appends) and its writer task (which takes everything at once).
+/// While the writer is in a system call, frames pile up and go out
+/// together in the next one: batching without waiting for a timer.
+struct Outbox {
+    state: Mutex<OutboxState>,
+    /// The writer waits here for frames.
+    ready: Notify,
+    /// The worker waits here when too much is queued.
+    drained: Notify,
+}
+
+struct OutboxState {
+    buf: Vec<u8>,
+    /// Set when the writer is gone (write failed, connection closing).
+    closed: bool,
+}
+
+impl Outbox {
+    fn new() -> Self {
+        Outbox {
+            state: Mutex::new(OutboxState {
+                buf: Vec::new(),
+                closed: false,
+            }),
+            ready: Notify::new(),
+            drained: Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_one();
+        self.drained.notify_waiters();
+    }
+}
+
+/// Writes whatever the outbox holds, until it is closed and empty.
+async fn write_loop(mut writer: OwnedWriteHalf, outbox: Arc<Outbox>, peer: String) -> Option<String> {
+    let mut spare = Vec::new();
+    loop {
+        // Let the tasks that produce frames run first: what they add now
+        // goes out in this write instead of costing a system call of its own.
+        tokio::task::yield_now().await;
+        let (batch, closed) = {
+            let mut st = outbox.lock();
+            std::mem::swap(&mut st.buf, &mut spare);
+            (std::mem::take(&mut spare), st.closed)
+        };
+        outbox.drained.notify_waiters();
+        if batch.is_empty() {
+            if closed {
+                let _ = writer.shutdown().await;
+                return None;
+            }
+            outbox.ready.notified().await;
+            spare = batch;
+            continue;
+        }
+        if let Err(e) = writer.write_all(&batch).await {
+            outbox.close();
+            return Some(format!("write to {peer} failed: {e}"));
+        }
+        spare = batch;
+        spare.clear();
+    }
+}
+
 /// Sends the messages routed to one TCP peer over its connection.
 pub(crate) struct TcpSendWorker {
     /// The peer's TCP address text (`host:port`), the key in the peer table.
@@ -49,10 +123,10 @@ pub(crate) struct TcpSendWorker {
     /// A connection made before the worker started; without one, the worker
     /// connects in `initialize` (messages wait in its mailbox meanwhile).
     stream: Option<TcpStream>,
-    writer: Option<OwnedWriteHalf>,
-    out: Vec<u8>,
+    outbox: Arc<Outbox>,
     shared: Arc<TcpShared>,
     receiver: Option<JoinHandle<()>>,
+    writer: Option<JoinHandle<Option<String>>>,
 }
 
 impl TcpSendWorker {
@@ -60,24 +134,11 @@ impl TcpSendWorker {
         TcpSendWorker {
             peer,
             stream,
-            writer: None,
-            out: Vec::new(),
+            outbox: Arc::new(Outbox::new()),
             shared,
             receiver: None,
+            writer: None,
         }
-    }
-
-    async fn write_out(&mut self, ctx: &mut Context) {
-        let Some(writer) = self.writer.as_mut() else {
-            return;
-        };
-        if let Err(e) = writer.write_all(&self.out).await {
-            warn!(peer = %self.peer, error = %e, "TCP write failed; closing the connection");
-            self.shared.closed(&self.peer, &ctx.address());
-            self.writer = None;
-            let _ = ctx.stop_worker(ctx.address()).await;
-        }
-        self.out.clear();
     }
 }
 
@@ -102,7 +163,11 @@ impl Worker for TcpSendWorker {
         self.shared.connected(&self.peer, &me);
         let local = stream.local_addr().ok();
         let (reader, writer) = stream.into_split();
-        self.writer = Some(writer);
+        self.writer = Some(tokio::spawn(write_loop(
+            writer,
+            self.outbox.clone(),
+            self.peer.clone(),
+        )));
         let recv_ctx = ctx.new_context(Address::random_local()).await?;
         self.receiver = Some(tokio::spawn(receive_loop(
             recv_ctx,
@@ -119,27 +184,57 @@ impl Worker for TcpSendWorker {
         let mut transport = msg.into_transport_message();
         // Our own hop (the peer's TCP address) is done.
         transport.onward_route.step()?;
-        if let Err(e) = encode_frame(
-            &transport,
-            &mut self.out,
-            self.shared.options.max_frame_size,
-        ) {
-            warn!(peer = %self.peer, error = %e, onward = %transport.onward_route, "dropped a message too large to send");
-            return Ok(());
+        let limit = self.shared.options.write_batch_bytes;
+        enum Outcome {
+            Queued,
+            Full,
+            Closed,
+            TooLarge(ockam_core::Error),
         }
-        // Coalesce: while more messages wait, collect them into one write.
-        if ctx.pending_messages() == 0 || self.out.len() >= self.shared.options.write_batch_bytes {
-            self.write_out(ctx).await;
+        loop {
+            let drained = self.outbox.drained.notified();
+            let outcome = {
+                let mut st = self.outbox.lock();
+                if st.closed {
+                    Outcome::Closed
+                } else if st.buf.len() >= limit {
+                    // Keep about `limit` bytes queued at most: beyond that
+                    // wait for the writer, so a slow peer slows senders down.
+                    Outcome::Full
+                } else {
+                    match encode_frame(&transport, &mut st.buf, self.shared.options.max_frame_size) {
+                        Ok(()) => Outcome::Queued,
+                        Err(e) => Outcome::TooLarge(e),
+                    }
+                }
+            };
+            match outcome {
+                Outcome::Queued => break,
+                Outcome::Full => drained.await,
+                Outcome::Closed => {
+                    warn!(peer = %self.peer, "TCP connection is closing; dropped a message");
+                    let _ = ctx.stop_worker(ctx.address()).await;
+                    return Ok(());
+                }
+                Outcome::TooLarge(e) => {
+                    warn!(peer = %self.peer, error = %e, onward = %transport.onward_route, "dropped a message too large to send");
+                    return Ok(());
+                }
+            }
         }
+        self.outbox.ready.notify_one();
         Ok(())
     }
 
     async fn shutdown(&mut self, ctx: &mut Context) -> Result<()> {
-        if !self.out.is_empty() {
-            self.write_out(ctx).await;
-        }
-        if let Some(mut w) = self.writer.take() {
-            let _ = w.shutdown().await;
+        // Let the writer send what is queued, then close the socket.
+        self.outbox.close();
+        if let Some(w) = self.writer.take() {
+            match tokio::time::timeout(std::time::Duration::from_secs(5), w).await {
+                Ok(Ok(Some(reason))) => debug!(peer = %self.peer, %reason, "writer ended"),
+                Ok(_) => {}
+                Err(_) => warn!(peer = %self.peer, "unsent TCP output dropped after 5 s"),
+            }
         }
         if let Some(r) = self.receiver.take() {
             r.abort();

@@ -2,7 +2,7 @@
 //! one BARE-encoded [`TransportMessage`]. A plain state machine with no I/O:
 //! the connection reads bytes into it and takes whole frames out.
 
-use ockam_core::{encode_into, Error, ErrorKind, Result, TransportMessage};
+use ockam_core::{Error, ErrorKind, Result, TransportMessage};
 
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX: usize = 4;
@@ -151,10 +151,7 @@ fn frame_len(avail: &[u8]) -> usize {
 pub fn encode_frame(msg: &TransportMessage, out: &mut Vec<u8>, max_frame: usize) -> Result<()> {
     let start = out.len();
     out.extend_from_slice(&[0; LENGTH_PREFIX]);
-    if let Err(e) = encode_into(msg, out) {
-        out.truncate(start);
-        return Err(e);
-    }
+    msg.encode_into(out);
     let len = out.len() - start - LENGTH_PREFIX;
     if len > max_frame || len > u32::MAX as usize {
         out.truncate(start);

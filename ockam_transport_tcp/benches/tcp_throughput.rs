@@ -1,0 +1,434 @@
+//! Node → TCP → node, side by side with the anchors of issue 3, in one run:
+//! one-way throughput (two processes) and echo round-trip latency for 64 B
+//! and 4 KiB payloads, against raw tokio TCP with the same framing, tonic
+//! bidirectional streaming, `ockam` 0.150 and the 2021 Ockam crates.
+//!
+//! ```sh
+//! scripts/build-anchors.sh                         # once: builds ../shared/anchors
+//! cargo bench -p ockam_transport_tcp --bench tcp_throughput
+//! ```
+//!
+//! The same binary is also each process of a run: `sink`, `source`,
+//! `echo-server`, `echo-client`, `raw-echo-server`, `raw-echo-client`.
+//! Anchor binaries are looked up in `$ANCHOR_BIN_DIR` or under
+//! `target/anchors/<name>/release/`; missing ones are reported and skipped.
+
+use ockam_core::{async_trait, route, Result, Routed, Worker, TCP};
+use ockam_node::{start_node, Context};
+use ockam_transport_tcp::{FrameDecoder, TcpTransport};
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+// ---------------------------------------------------------------- our node
+
+/// Counts messages; at the last one prints the rate, tells the source, stops.
+struct Sink {
+    want: u64,
+    got: u64,
+    start: Option<Instant>,
+}
+
+#[async_trait]
+impl Worker for Sink {
+    type Message = String;
+    type Context = Context;
+
+    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<String>) -> Result<()> {
+        let start = *self.start.get_or_insert_with(Instant::now);
+        self.got += 1;
+        if self.got == self.want {
+            let s = start.elapsed().as_secs_f64();
+            println!(
+                "RESULT msgs={} secs={:.3} msg_per_s={:.0}",
+                self.got,
+                s,
+                self.got as f64 / s
+            );
+            ctx.send(msg.return_route(), self.got).await?;
+            ctx.stop().await?;
+        }
+        Ok(())
+    }
+}
+
+fn sink(port: &str, n: u64) {
+    let port = port.to_string();
+    let (ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let tcp = TcpTransport::create(&ctx).await?;
+            ctx.start_worker(
+                "sink",
+                Sink {
+                    want: n,
+                    got: 0,
+                    start: None,
+                },
+            )
+            .await?;
+            tcp.listen(format!("127.0.0.1:{port}")).await?;
+            Ok(())
+        })
+        .expect("sink node");
+}
+
+fn source(port: &str, n: u64, size: usize) {
+    let peer = format!("127.0.0.1:{port}");
+    let (mut ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let tcp = TcpTransport::create(&ctx).await?;
+            tcp.connect(&peer).await?;
+            let payload = "x".repeat(size);
+            for _ in 0..n {
+                ctx.send(route![(TCP, peer.as_str()), "sink"], payload.clone())
+                    .await?;
+            }
+            let done = ctx.receive_duration::<u64>(Duration::from_secs(300)).await?;
+            assert_eq!(*done, n, "the sink counted every message");
+            ctx.stop().await
+        })
+        .expect("source node");
+}
+
+struct Echoer;
+
+#[async_trait]
+impl Worker for Echoer {
+    type Message = String;
+    type Context = Context;
+
+    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<String>) -> Result<()> {
+        ctx.send(msg.return_route(), msg.body()).await
+    }
+}
+
+fn echo_server(port: &str) {
+    let port = port.to_string();
+    let (ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let tcp = TcpTransport::create(&ctx).await?;
+            ctx.start_worker("echoer", Echoer).await?;
+            tcp.listen(format!("127.0.0.1:{port}")).await?;
+            Ok(())
+        })
+        .expect("echo server node");
+}
+
+fn echo_client(port: &str, n: usize, size: usize) {
+    let peer = format!("127.0.0.1:{port}");
+    let (mut ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let tcp = TcpTransport::create(&ctx).await?;
+            tcp.connect(&peer).await?;
+            let payload = "x".repeat(size);
+            let mut samples = Vec::with_capacity(n);
+            for i in 0..n + n / 10 {
+                let t = Instant::now();
+                ctx.send(route![(TCP, peer.as_str()), "echoer"], payload.clone())
+                    .await?;
+                let reply = ctx.receive::<String>().await?;
+                assert_eq!(reply.len(), size);
+                if i >= n / 10 {
+                    samples.push(t.elapsed());
+                }
+            }
+            print_latency(&mut samples);
+            ctx.stop().await
+        })
+        .expect("echo client node");
+}
+
+fn print_latency(samples: &mut [Duration]) {
+    samples.sort();
+    let p = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    println!(
+        "LATENCY n={} p50_us={:.1} p99_us={:.1}",
+        samples.len(),
+        p(0.50).as_secs_f64() * 1e6,
+        p(0.99).as_secs_f64() * 1e6
+    );
+}
+
+// ------------------------------------------- raw tokio TCP, same framing
+
+fn raw_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+async fn read_frame(s: &mut tokio::net::TcpStream, d: &mut FrameDecoder) -> Vec<u8> {
+    loop {
+        if let Some(f) = d.next_frame().expect("valid frame") {
+            return f.to_vec();
+        }
+        let n = s.read_buf(d.read_buffer(64 * 1024)).await.expect("read");
+        assert!(n > 0, "connection closed");
+    }
+}
+
+fn raw_echo_server(port: &str) {
+    let addr = format!("127.0.0.1:{port}");
+    raw_runtime().block_on(async move {
+        let l = tokio::net::TcpListener::bind(addr).await.expect("bind");
+        loop {
+            let (mut s, _) = l.accept().await.expect("accept");
+            s.set_nodelay(true).expect("nodelay");
+            tokio::spawn(async move {
+                let mut d = FrameDecoder::new(1 << 24);
+                loop {
+                    let f = read_frame(&mut s, &mut d).await;
+                    let mut out = (f.len() as u32).to_be_bytes().to_vec();
+                    out.extend_from_slice(&f);
+                    if s.write_all(&out).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+}
+
+fn raw_echo_client(port: &str, n: usize, size: usize) {
+    let addr = format!("127.0.0.1:{port}");
+    raw_runtime().block_on(async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.set_nodelay(true).expect("nodelay");
+        let mut frame = (size as u32).to_be_bytes().to_vec();
+        frame.extend(std::iter::repeat_n(b'x', size));
+        let mut d = FrameDecoder::new(1 << 24);
+        let mut samples = Vec::with_capacity(n);
+        for i in 0..n + n / 10 {
+            let t = Instant::now();
+            s.write_all(&frame).await.expect("write");
+            let f = read_frame(&mut s, &mut d).await;
+            assert_eq!(f.len(), size);
+            if i >= n / 10 {
+                samples.push(t.elapsed());
+            }
+        }
+        print_latency(&mut samples);
+    });
+}
+
+// ------------------------------------------------------------ orchestration
+
+fn free_port() -> String {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind")
+        .port()
+        .to_string()
+}
+
+fn wait_listening(port: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn anchor(name: &str) -> Option<PathBuf> {
+    let file = format!("{name}-anchor");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let candidates = [
+        std::env::var_os("ANCHOR_BIN_DIR").map(|d| PathBuf::from(d).join(&file)),
+        Some(root.join("target/anchors").join(name).join("release").join(&file)),
+    ];
+    candidates.into_iter().flatten().find(|p| p.exists())
+}
+
+/// Waits for `child` to print a line starting with `prefix` (at most
+/// `timeout`), then kills it. Returns the line, or why there is none.
+fn line_from(mut child: Child, prefix: &str, timeout: Duration) -> std::result::Result<String, String> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let p = prefix.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(|l| l.ok()) {
+            if line.starts_with(&p) {
+                let _ = tx.send(line);
+                return;
+            }
+        }
+    });
+    let r = rx.recv_timeout(timeout).map_err(|_| format!("no {prefix} line within {timeout:?}"));
+    let _ = child.kill();
+    let _ = child.wait();
+    r
+}
+
+fn field(line: &str, key: &str) -> Option<f64> {
+    line.split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')?.parse().ok())
+}
+
+fn spawn(cmd: &mut Command) -> Child {
+    cmd.stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .env("RUST_LOG", "warn")
+        .spawn()
+        .expect("spawn")
+}
+
+/// A two-process one-way run: start the sink, then the source.
+fn two_process(
+    bin: &PathBuf,
+    sink_args: &[&str],
+    source_args: &[&str],
+    timeout: Duration,
+) -> std::result::Result<f64, String> {
+    let port = free_port();
+    let sink = spawn(Command::new(bin).args(subst(sink_args, &port)));
+    wait_listening(&port);
+    let mut source = spawn(Command::new(bin).args(subst(source_args, &port)));
+    let r = line_from(sink, "RESULT", timeout);
+    let _ = source.kill();
+    let _ = source.wait();
+    let line = r?;
+    field(&line, "msg_per_s").ok_or_else(|| format!("unreadable result {line:?}"))
+}
+
+fn subst(args: &[&str], port: &str) -> Vec<String> {
+    args.iter()
+        .map(|a| if *a == "PORT" { port.to_string() } else { a.to_string() })
+        .collect()
+}
+
+fn latency(bin: &PathBuf, server: &[&str], client: &[&str]) -> std::result::Result<(f64, f64), String> {
+    let port = free_port();
+    let mut srv = spawn(Command::new(bin).args(subst(server, &port)));
+    wait_listening(&port);
+    let cli = spawn(Command::new(bin).args(subst(client, &port)));
+    let r = line_from(cli, "LATENCY", Duration::from_secs(120));
+    let _ = srv.kill();
+    let _ = srv.wait();
+    let line = r?;
+    Ok((
+        field(&line, "p50_us").ok_or("no p50")?,
+        field(&line, "p99_us").ok_or("no p99")?,
+    ))
+}
+
+fn orchestrate(quick: bool) {
+    let me = std::env::current_exe().expect("own path");
+    let sizes = [64usize, 4096];
+    let n_ours: u64 = if quick { 20_000 } else { 1_000_000 };
+    let n_raw: u64 = if quick { 20_000 } else { 2_000_000 };
+    let n_tonic: u64 = if quick { 20_000 } else { 1_000_000 };
+    let n_ockam: u64 = if quick { 5_000 } else { 100_000 };
+    let n_echo: usize = if quick { 500 } else { 20_000 };
+    let to = Duration::from_secs(if quick { 60 } else { 120 });
+
+    println!("one-way throughput, msg/s (every message counted by the receiver):");
+    println!(
+        "{:>6} | {:>12} | {:>12} | {:>12} | {:>12} | {:>12} | ours/tonic | ours/ockam2024 | ours/raw",
+        "size", "ours", "raw tcp", "tonic", "ockam2024", "ockam2021"
+    );
+    let mut table = Vec::new();
+    for size in sizes {
+        let s = size.to_string();
+        let ours = two_process(
+            &me,
+            &["sink", "PORT", &n_ours.to_string()],
+            &["source", "PORT", &n_ours.to_string(), &s],
+            to,
+        );
+        let raw = match anchor("rawtcp") {
+            Some(bin) => line_from(
+                spawn(Command::new(bin).args([n_raw.to_string(), s.clone()])),
+                "RESULT",
+                to,
+            )
+            .and_then(|l| field(&l, "msg_per_s").ok_or("unreadable".into())),
+            None => Err("not built".into()),
+        };
+        let tonic = match anchor("tonic") {
+            Some(bin) => two_process(
+                &bin,
+                &["server", "PORT", &n_tonic.to_string()],
+                &["client", "PORT", &n_tonic.to_string(), &s],
+                to,
+            ),
+            None => Err("not built".into()),
+        };
+        let ockam = |name: &str, n: u64| match anchor(name) {
+            Some(bin) => two_process(
+                &bin,
+                &["sink", "PORT", &n.to_string()],
+                &["source", "PORT", &n.to_string(), &s],
+                Duration::from_secs(30),
+            ),
+            None => Err("not built".into()),
+        };
+        let o24 = ockam("ockam2024", n_ockam);
+        let o21 = ockam("ockam2021", n_ockam);
+        let show = |r: &std::result::Result<f64, String>| match r {
+            Ok(v) => format!("{v:.0}"),
+            Err(e) => e.clone(),
+        };
+        let ratio = |a: &std::result::Result<f64, String>, b: &std::result::Result<f64, String>| match (a, b) {
+            (Ok(a), Ok(b)) => format!("{:.2}", a / b),
+            _ => "-".into(),
+        };
+        println!(
+            "{:>6} | {:>12} | {:>12} | {:>12} | {:>12} | {:>12} | {:>10} | {:>14} | {:>8}",
+            size,
+            show(&ours),
+            show(&raw),
+            show(&tonic),
+            show(&o24),
+            show(&o21),
+            ratio(&ours, &tonic),
+            ratio(&ours, &o24),
+            ratio(&ours, &raw)
+        );
+        table.push((size, ours, raw));
+    }
+
+    println!("\necho round trip (one request at a time), microseconds:");
+    println!("{:>6} | {:>10} | {:>10} | {:>10} | {:>10} | p50 ours/raw", "size", "ours p50", "ours p99", "raw p50", "raw p99");
+    for size in sizes {
+        let s = size.to_string();
+        let n = n_echo.to_string();
+        let ours = latency(&me, &["echo-server", "PORT"], &["echo-client", "PORT", &n, &s]);
+        let raw = latency(&me, &["raw-echo-server", "PORT"], &["raw-echo-client", "PORT", &n, &s]);
+        match (ours, raw) {
+            (Ok(o), Ok(r)) => println!(
+                "{:>6} | {:>10.1} | {:>10.1} | {:>10.1} | {:>10.1} | {:.2}",
+                size,
+                o.0,
+                o.1,
+                r.0,
+                r.1,
+                o.0 / r.0
+            ),
+            (o, r) => println!("{size:>6} | ours: {o:?} raw: {r:?}"),
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let a: Vec<&str> = args.iter().map(String::as_str).collect();
+    let num = |i: usize| a.get(i).and_then(|v| v.parse::<u64>().ok()).expect("a number");
+    match a.as_slice() {
+        ["sink", port, _] => sink(port, num(2)),
+        ["source", port, _, _] => source(port, num(2), num(3) as usize),
+        ["echo-server", port] => echo_server(port),
+        ["echo-client", port, _, _] => echo_client(port, num(2) as usize, num(3) as usize),
+        ["raw-echo-server", port] => raw_echo_server(port),
+        ["raw-echo-client", port, _, _] => raw_echo_client(port, num(2) as usize, num(3) as usize),
+        // `cargo bench` passes --bench; `cargo test --benches` passes
+        // nothing and wants a quick smoke run.
+        rest => orchestrate(!rest.contains(&"--bench")),
+    }
+}
