@@ -36,7 +36,7 @@ pub use ockam_core::{
     Route, RouteBuilder, RouteModifier, Routed, TransportMessage, TransportType, Worker, LOCAL,
     TCP,
 };
-pub use ockam_node::{setup_tracing, start_node, Context, Executor, TransportRouter};
+pub use ockam_node::{setup_tracing, start_node, Context, Executor, Routing, TransportRouter};
 pub use ockam_node_attribute::{async_worker, node, worker};
 pub use ockam_transport_tcp::{TcpOptions, TcpTransport};
 

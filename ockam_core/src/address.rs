@@ -68,9 +68,8 @@ impl Address {
 
     /// An address from wire bytes, which must be UTF-8.
     pub fn from_utf8(tt: TransportType, bytes: &[u8]) -> Result<Self> {
-        let inner = CompactString::from_utf8(bytes).map_err(|_| {
-            Error::new(ErrorKind::Decoding, "address bytes are not UTF-8")
-        })?;
+        let inner = CompactString::from_utf8(bytes)
+            .map_err(|_| Error::new(ErrorKind::Decoding, "address bytes are not UTF-8"))?;
         Ok(Address { tt, inner })
     }
 

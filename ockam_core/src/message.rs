@@ -253,7 +253,10 @@ mod wire {
                     return Ok(v);
                 }
             }
-            Err(Error::new(ErrorKind::Decoding, "uint is longer than 10 bytes"))
+            Err(Error::new(
+                ErrorKind::Decoding,
+                "uint is longer than 10 bytes",
+            ))
         }
 
         pub(super) fn bytes(&mut self) -> Result<&'a [u8]> {
@@ -287,7 +290,10 @@ mod wire {
             } else {
                 Err(Error::new(
                     ErrorKind::Decoding,
-                    format!("{} bytes left over after the transport message", self.buf.len()),
+                    format!(
+                        "{} bytes left over after the transport message",
+                        self.buf.len()
+                    ),
                 ))
             }
         }
@@ -360,12 +366,18 @@ mod tests {
         wire::put_uint(&mut b, 1 << 60);
         assert!(TransportMessage::decode(&b).is_err());
         // An 11-byte uint.
-        assert!(TransportMessage::decode(&[1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0]).is_err());
+        assert!(TransportMessage::decode(&[
+            1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0
+        ])
+        .is_err());
         // A non-canonical zero (0x80 0x00).
         assert!(TransportMessage::decode(&[1, 0x80, 0x00, 0, 0]).is_err());
         // A payload length beyond the end.
         assert!(TransportMessage::decode(&[1, 0, 0, 5, 1]).is_err());
-        assert_eq!(TransportMessage::decode(&[1, 0, 0, 1, 7]).unwrap().payload, vec![7]);
+        assert_eq!(
+            TransportMessage::decode(&[1, 0, 0, 1, 7]).unwrap().payload,
+            vec![7]
+        );
     }
 
     #[test]

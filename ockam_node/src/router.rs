@@ -24,25 +24,35 @@ pub(crate) type OwnerId = u64;
 // Lookups happen on every send: a fast (seeded) hasher instead of SipHash.
 type Table<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
-/// Decides which local worker handles the addresses of one non-local
+/// What a [`TransportRouter`] did with a message.
+#[derive(Debug)]
+pub enum Routing {
+    /// The transport took the message itself (e.g. queued it for a socket).
+    Taken,
+    /// Deliver the message to the mailbox of this local worker.
+    Deliver(Address, LocalMessage),
+}
+
+/// Decides what happens to messages whose next hop has one non-local
 /// transport type (see [`Context::register_transport`](crate::Context::register_transport)).
 ///
-/// `resolve` runs on the sender's thread for every message whose next hop
-/// has this transport type, so it must be quick and must not block: a map
-/// lookup, not a connection attempt.
+/// `route` runs on the sender's thread for every such message, so it must
+/// be quick and must not block: a map lookup or an append to a buffer, not
+/// a connection attempt.
 pub trait TransportRouter: Send + Sync + 'static {
-    /// The local address of the worker that takes `msg` (whose next hop,
-    /// `msg.transport().onward_route.next()`, has this router's transport
-    /// type), or an error the sender gets (e.g. the peer is known to be down).
-    fn resolve(&self, msg: &LocalMessage) -> Result<Address>;
+    /// Takes `msg` (whose next hop, `msg.transport().onward_route.next()`,
+    /// has this router's transport type), or names the local worker whose
+    /// mailbox it goes to; an error goes to the sender (e.g. the peer is
+    /// known to be down).
+    fn route(&self, msg: LocalMessage) -> Result<Routing>;
 }
 
 /// Routes every address of a transport type to one worker.
 struct FixedRouter(Address);
 
 impl TransportRouter for FixedRouter {
-    fn resolve(&self, _msg: &LocalMessage) -> Result<Address> {
-        Ok(self.0.clone())
+    fn route(&self, msg: LocalMessage) -> Result<Routing> {
+        Ok(Routing::Deliver(self.0.clone(), msg))
     }
 }
 
@@ -222,21 +232,23 @@ impl Router {
     pub(crate) fn deliver(&self, msg: LocalMessage) -> Result<Option<Arc<Pressure>>> {
         let next = msg.transport().onward_route.next()?;
         if !next.is_local() {
-            let router = read(&self.transports).get(&next.transport_type()).cloned();
-            let worker = match router {
-                Some(router) => router.resolve(&msg)?,
+            let tt = next.transport_type();
+            let routing = match read(&self.transports).get(&tt) {
+                Some(router) => router.route(msg)?,
                 None => {
                     return Err(Error::new(
                         ErrorKind::NotFound,
                         format!(
-                            "no router for transport type {} (needed for {next}); \
-                             create that transport first, e.g. TcpTransport::create",
-                            next.transport_type()
+                            "no router for transport type {tt} (needed for {next}); \
+                             create that transport first, e.g. TcpTransport::create"
                         ),
                     ))
                 }
             };
-            return self.deliver_to(&worker, msg);
+            return match routing {
+                Routing::Taken => Ok(None),
+                Routing::Deliver(worker, msg) => self.deliver_to(&worker, msg),
+            };
         }
         // Sending never blocks (mailboxes are unbounded), so it happens
         // under the read lock instead of cloning the sender.

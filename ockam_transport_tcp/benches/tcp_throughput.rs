@@ -87,7 +87,9 @@ fn source(port: &str, n: u64, size: usize) {
                 ctx.send(route![(TCP, peer.as_str()), "sink"], payload.clone())
                     .await?;
             }
-            let done = ctx.receive_duration::<u64>(Duration::from_secs(300)).await?;
+            let done = ctx
+                .receive_duration::<u64>(Duration::from_secs(300))
+                .await?;
             assert_eq!(*done, n, "the sink counted every message");
             ctx.stop().await
         })
@@ -241,14 +243,23 @@ fn anchor(name: &str) -> Option<PathBuf> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let candidates = [
         std::env::var_os("ANCHOR_BIN_DIR").map(|d| PathBuf::from(d).join(&file)),
-        Some(root.join("target/anchors").join(name).join("release").join(&file)),
+        Some(
+            root.join("target/anchors")
+                .join(name)
+                .join("release")
+                .join(&file),
+        ),
     ];
     candidates.into_iter().flatten().find(|p| p.exists())
 }
 
 /// Waits for `child` to print a line starting with `prefix` (at most
 /// `timeout`), then kills it. Returns the line, or why there is none.
-fn line_from(mut child: Child, prefix: &str, timeout: Duration) -> std::result::Result<String, String> {
+fn line_from(
+    mut child: Child,
+    prefix: &str,
+    timeout: Duration,
+) -> std::result::Result<String, String> {
     let stdout = child.stdout.take().expect("piped stdout");
     let (tx, rx) = std::sync::mpsc::channel();
     let p = prefix.to_string();
@@ -260,7 +271,9 @@ fn line_from(mut child: Child, prefix: &str, timeout: Duration) -> std::result::
             }
         }
     });
-    let r = rx.recv_timeout(timeout).map_err(|_| format!("no {prefix} line within {timeout:?}"));
+    let r = rx
+        .recv_timeout(timeout)
+        .map_err(|_| format!("no {prefix} line within {timeout:?}"));
     let _ = child.kill();
     let _ = child.wait();
     r
@@ -299,11 +312,21 @@ fn two_process(
 
 fn subst(args: &[&str], port: &str) -> Vec<String> {
     args.iter()
-        .map(|a| if *a == "PORT" { port.to_string() } else { a.to_string() })
+        .map(|a| {
+            if *a == "PORT" {
+                port.to_string()
+            } else {
+                a.to_string()
+            }
+        })
         .collect()
 }
 
-fn latency(bin: &PathBuf, server: &[&str], client: &[&str]) -> std::result::Result<(f64, f64), String> {
+fn latency(
+    bin: &PathBuf,
+    server: &[&str],
+    client: &[&str],
+) -> std::result::Result<(f64, f64), String> {
     let port = free_port();
     let mut srv = spawn(Command::new(bin).args(subst(server, &port)));
     wait_listening(&port);
@@ -375,10 +398,13 @@ fn orchestrate(quick: bool) {
             Ok(v) => format!("{v:.0}"),
             Err(e) => e.clone(),
         };
-        let ratio = |a: &std::result::Result<f64, String>, b: &std::result::Result<f64, String>| match (a, b) {
-            (Ok(a), Ok(b)) => format!("{:.2}", a / b),
-            _ => "-".into(),
-        };
+        let ratio =
+            |a: &std::result::Result<f64, String>, b: &std::result::Result<f64, String>| match (
+                a, b,
+            ) {
+                (Ok(a), Ok(b)) => format!("{:.2}", a / b),
+                _ => "-".into(),
+            };
         println!(
             "{:>6} | {:>12} | {:>12} | {:>12} | {:>12} | {:>12} | {:>10} | {:>14} | {:>8}",
             size,
@@ -395,12 +421,23 @@ fn orchestrate(quick: bool) {
     }
 
     println!("\necho round trip (one request at a time), microseconds:");
-    println!("{:>6} | {:>10} | {:>10} | {:>10} | {:>10} | p50 ours/raw", "size", "ours p50", "ours p99", "raw p50", "raw p99");
+    println!(
+        "{:>6} | {:>10} | {:>10} | {:>10} | {:>10} | p50 ours/raw",
+        "size", "ours p50", "ours p99", "raw p50", "raw p99"
+    );
     for size in sizes {
         let s = size.to_string();
         let n = n_echo.to_string();
-        let ours = latency(&me, &["echo-server", "PORT"], &["echo-client", "PORT", &n, &s]);
-        let raw = latency(&me, &["raw-echo-server", "PORT"], &["raw-echo-client", "PORT", &n, &s]);
+        let ours = latency(
+            &me,
+            &["echo-server", "PORT"],
+            &["echo-client", "PORT", &n, &s],
+        );
+        let raw = latency(
+            &me,
+            &["raw-echo-server", "PORT"],
+            &["raw-echo-client", "PORT", &n, &s],
+        );
         match (ours, raw) {
             (Ok(o), Ok(r)) => println!(
                 "{:>6} | {:>10.1} | {:>10.1} | {:>10.1} | {:>10.1} | {:.2}",
@@ -419,7 +456,11 @@ fn orchestrate(quick: bool) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    let num = |i: usize| a.get(i).and_then(|v| v.parse::<u64>().ok()).expect("a number");
+    let num = |i: usize| {
+        a.get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .expect("a number")
+    };
     match a.as_slice() {
         ["sink", port, _] => sink(port, num(2)),
         ["source", port, _, _] => source(port, num(2), num(3) as usize),

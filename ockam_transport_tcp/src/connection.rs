@@ -1,7 +1,8 @@
 //! One TCP connection: a worker that writes frames (and owns the socket)
 //! and a task that reads frames and hands their messages to the node.
 
-use crate::frame::{encode_frame, FrameDecoder};
+use crate::frame::FrameDecoder;
+use crate::outbox::{Outbox, Push};
 use crate::peers::TcpShared;
 use ockam_core::{
     async_trait, Address, Any, Error, ErrorKind, LocalMessage, Result, Routed, TransportMessage,
@@ -9,9 +10,7 @@ use ockam_core::{
 };
 use ockam_node::Context;
 use std::sync::Arc;
-use std::sync::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::Notify;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -44,84 +43,37 @@ pub(crate) async fn connect(peer: &str, shared: &TcpShared) -> Result<TcpStream>
     Ok(stream)
 }
 
-/// Frames waiting to be written, shared between a connection's worker
-/// (which appends) and its writer task (which takes everything at once).
-/// While the writer is in a system call, frames pile up and go out
-/// together in the next one: batching without waiting for a timer.
-struct Outbox {
-    state: Mutex<OutboxState>,
-    /// The writer waits here for frames.
-    ready: Notify,
-    /// The worker waits here when too much is queued.
-    drained: Notify,
-}
-
-struct OutboxState {
-    buf: Vec<u8>,
-    /// Set when the writer is gone (write failed, connection closing).
-    closed: bool,
-}
-
-impl Outbox {
-    fn new() -> Self {
-        Outbox {
-            state: Mutex::new(OutboxState {
-                buf: Vec::new(),
-                closed: false,
-            }),
-            ready: Notify::new(),
-            drained: Notify::new(),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn close(&self) {
-        self.lock().closed = true;
-        self.ready.notify_one();
-        self.drained.notify_waiters();
-    }
-}
-
 /// Writes whatever the outbox holds, until it is closed and empty.
-async fn write_loop(mut writer: OwnedWriteHalf, outbox: Arc<Outbox>, peer: String) -> Option<String> {
+async fn write_loop(
+    mut writer: OwnedWriteHalf,
+    outbox: Arc<Outbox>,
+    peer: String,
+) -> Option<String> {
     let mut spare = Vec::new();
     loop {
         // Let the tasks that produce frames run first: what they add now
         // goes out in this write instead of costing a system call of its own.
         tokio::task::yield_now().await;
-        let (batch, closed) = {
-            let mut st = outbox.lock();
-            std::mem::swap(&mut st.buf, &mut spare);
-            (std::mem::take(&mut spare), st.closed)
-        };
-        outbox.drained.notify_waiters();
-        if batch.is_empty() {
-            if closed {
-                let _ = writer.shutdown().await;
-                return None;
-            }
-            outbox.ready.notified().await;
-            spare = batch;
-            continue;
+        let (mut batch, closed) = outbox.take(spare).await;
+        if batch.is_empty() && closed {
+            let _ = writer.shutdown().await;
+            return None;
         }
         if let Err(e) = writer.write_all(&batch).await {
             outbox.close();
             return Some(format!("write to {peer} failed: {e}"));
         }
+        batch.clear();
         spare = batch;
-        spare.clear();
     }
 }
 
-/// Sends the messages routed to one TCP peer over its connection.
+/// Owns one TCP connection: connects (unless given a connected socket),
+/// runs its writer and reader, and appends the messages that were deferred
+/// to its mailbox (see [`Outbox`]) to the outbox.
 pub(crate) struct TcpSendWorker {
     /// The peer's TCP address text (`host:port`), the key in the peer table.
     peer: String,
-    /// A connection made before the worker started; without one, the worker
-    /// connects in `initialize` (messages wait in its mailbox meanwhile).
     stream: Option<TcpStream>,
     outbox: Arc<Outbox>,
     shared: Arc<TcpShared>,
@@ -130,14 +82,34 @@ pub(crate) struct TcpSendWorker {
 }
 
 impl TcpSendWorker {
-    pub(crate) fn new(peer: String, stream: Option<TcpStream>, shared: Arc<TcpShared>) -> Self {
+    pub(crate) fn new(
+        peer: String,
+        stream: Option<TcpStream>,
+        outbox: Arc<Outbox>,
+        shared: Arc<TcpShared>,
+    ) -> Self {
         TcpSendWorker {
             peer,
             stream,
-            outbox: Arc::new(Outbox::new()),
+            outbox,
             shared,
             receiver: None,
             writer: None,
+        }
+    }
+}
+
+/// Logs what happened to a message offered to an outbox; true if queued.
+pub(crate) fn report(peer: &str, push: Push) -> bool {
+    match push {
+        Push::Queued | Push::Deferred => true,
+        Push::Closed => {
+            warn!(%peer, "dropped a message: the TCP connection is closing");
+            false
+        }
+        Push::TooLarge(e) => {
+            warn!(%peer, error = %e, "dropped a message too large to send");
+            false
         }
     }
 }
@@ -155,6 +127,7 @@ impl Worker for TcpSendWorker {
                 Ok(s) => s,
                 Err(e) => {
                     warn!(peer = %self.peer, error = %e, "TCP connection failed; messages for this peer are dropped");
+                    self.outbox.close();
                     self.shared.failed(&self.peer, &me, e.to_string());
                     return Err(e);
                 }
@@ -180,49 +153,11 @@ impl Worker for TcpSendWorker {
         Ok(())
     }
 
-    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
+    async fn handle_message(&mut self, _ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
         let mut transport = msg.into_transport_message();
         // Our own hop (the peer's TCP address) is done.
         transport.onward_route.step()?;
-        let limit = self.shared.options.write_batch_bytes;
-        enum Outcome {
-            Queued,
-            Full,
-            Closed,
-            TooLarge(ockam_core::Error),
-        }
-        loop {
-            let drained = self.outbox.drained.notified();
-            let outcome = {
-                let mut st = self.outbox.lock();
-                if st.closed {
-                    Outcome::Closed
-                } else if st.buf.len() >= limit {
-                    // Keep about `limit` bytes queued at most: beyond that
-                    // wait for the writer, so a slow peer slows senders down.
-                    Outcome::Full
-                } else {
-                    match encode_frame(&transport, &mut st.buf, self.shared.options.max_frame_size) {
-                        Ok(()) => Outcome::Queued,
-                        Err(e) => Outcome::TooLarge(e),
-                    }
-                }
-            };
-            match outcome {
-                Outcome::Queued => break,
-                Outcome::Full => drained.await,
-                Outcome::Closed => {
-                    warn!(peer = %self.peer, "TCP connection is closing; dropped a message");
-                    let _ = ctx.stop_worker(ctx.address()).await;
-                    return Ok(());
-                }
-                Outcome::TooLarge(e) => {
-                    warn!(peer = %self.peer, error = %e, onward = %transport.onward_route, "dropped a message too large to send");
-                    return Ok(());
-                }
-            }
-        }
-        self.outbox.ready.notify_one();
+        report(&self.peer, self.outbox.push_deferred(&transport).await);
         Ok(())
     }
 

@@ -36,6 +36,7 @@ mod connection;
 pub mod frame;
 mod listener;
 mod options;
+mod outbox;
 mod peers;
 mod router;
 mod transport;

@@ -3,8 +3,9 @@
 //! [`TransportRouter`] for transport type `TCP`.
 
 use crate::options::TcpOptions;
+use crate::outbox::{Outbox, Push};
 use ockam_core::{Address, Error, ErrorKind, LocalMessage, Result, TCP};
-use ockam_node::TransportRouter;
+use ockam_node::{Routing, TransportRouter};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
@@ -22,6 +23,7 @@ enum Peer {
     /// to be started by the on-demand router (`needs_start`).
     Up {
         worker: Address,
+        outbox: Arc<Outbox>,
         failures: u32,
         needs_start: bool,
         /// Messages for this peer that were handed to the on-demand router
@@ -42,11 +44,13 @@ pub(crate) enum RouterAction {
     /// Start the connection worker (it connects), then pass the message on.
     Start {
         worker: Address,
+        outbox: Arc<Outbox>,
         via_router: Arc<AtomicUsize>,
     },
-    /// Pass the message on to the connection worker.
+    /// Pass the message on to the connection.
     Forward {
         worker: Address,
+        outbox: Arc<Outbox>,
         via_router: Arc<AtomicUsize>,
     },
     /// The peer is unreachable: drop the message.
@@ -86,15 +90,25 @@ impl TcpShared {
         match peers.get_mut(peer) {
             Some(Peer::Up {
                 worker,
+                outbox,
                 needs_start,
                 via_router,
                 ..
             }) => {
-                let (worker, via_router) = (worker.clone(), via_router.clone());
+                let (worker, outbox, via_router) =
+                    (worker.clone(), outbox.clone(), via_router.clone());
                 if std::mem::take(needs_start) {
-                    RouterAction::Start { worker, via_router }
+                    RouterAction::Start {
+                        worker,
+                        outbox,
+                        via_router,
+                    }
                 } else {
-                    RouterAction::Forward { worker, via_router }
+                    RouterAction::Forward {
+                        worker,
+                        outbox,
+                        via_router,
+                    }
                 }
             }
             Some(Peer::Down { reason, .. }) => RouterAction::Drop(reason.clone()),
@@ -116,12 +130,14 @@ impl TcpShared {
     /// `peer` from now on. Until the caller releases the returned hold
     /// (after starting the worker), messages for `peer` queue up in order
     /// at the on-demand router, which passes them on once the worker exists.
-    pub(crate) fn set_up(&self, peer: &str, worker: &Address) -> Arc<AtomicUsize> {
+    pub(crate) fn set_up(&self, peer: &str, worker: &Address) -> (Arc<AtomicUsize>, Arc<Outbox>) {
         let hold = Arc::new(AtomicUsize::new(1));
+        let outbox = self.new_outbox();
         let old = self.write().insert(
             peer.to_string(),
             Peer::Up {
                 worker: worker.clone(),
+                outbox: outbox.clone(),
                 failures: 0,
                 needs_start: false,
                 via_router: hold.clone(),
@@ -132,7 +148,14 @@ impl TcpShared {
                 debug!(peer, %old, new = %worker, "a newer connection replaces the old one for this peer");
             }
         }
-        hold
+        (hold, outbox)
+    }
+
+    fn new_outbox(&self) -> Arc<Outbox> {
+        Arc::new(Outbox::new(
+            self.options.write_batch_bytes,
+            self.options.max_frame_size,
+        ))
     }
 
     /// The connection of `worker` is established: forget past failures.
@@ -194,14 +217,15 @@ impl TcpShared {
     /// The slow path of `resolve`: no usable entry for `peer`. Creates one
     /// whose worker the on-demand router will start, and counts this
     /// message as on its way through the router.
-    fn resolve_new(&self, msg: &LocalMessage, address: &Address) -> Result<Address> {
+    fn route_new(&self, msg: LocalMessage) -> Result<Routing> {
+        let address = msg.transport().onward_route.next()?;
         let peer = address.address();
         let mut peers = self.write();
         let failures = match peers.get(peer) {
             Some(Peer::Up { .. }) => {
                 // Someone created it meanwhile: take the fast path again.
                 drop(peers);
-                return self.resolve(msg);
+                return self.route(msg);
             }
             Some(Peer::Down {
                 until,
@@ -233,12 +257,13 @@ impl TcpShared {
             peer.to_string(),
             Peer::Up {
                 worker: Address::random_local(),
+                outbox: self.new_outbox(),
                 failures,
                 needs_start: true,
                 via_router: Arc::new(AtomicUsize::new(1)),
             },
         );
-        Ok(self.router_address.clone())
+        Ok(Routing::Deliver(self.router_address.clone(), msg))
     }
 }
 
@@ -253,30 +278,47 @@ fn unreachable(address: &Address, reason: &str, until: Instant) -> Error {
 }
 
 impl TransportRouter for TcpShared {
-    fn resolve(&self, msg: &LocalMessage) -> Result<Address> {
-        let address = msg.transport().onward_route.next()?;
-        match self.read().get(address.address()) {
-            Some(Peer::Up {
-                worker, via_router, ..
-            }) => {
-                // Follow earlier messages through the router while any are
-                // still there; go straight to the connection once none are.
-                let queued = via_router
-                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                        (n > 0).then_some(n + 1)
-                    })
-                    .is_ok();
-                return Ok(if queued {
-                    self.router_address.clone()
-                } else {
-                    worker.clone()
-                });
+    fn route(&self, mut msg: LocalMessage) -> Result<Routing> {
+        {
+            let peers = self.read();
+            let address = msg.transport().onward_route.next()?;
+            match peers.get(address.address()) {
+                Some(Peer::Up {
+                    worker,
+                    outbox,
+                    via_router,
+                    ..
+                }) => {
+                    // Follow earlier messages through the router while any
+                    // are still there, so that none is overtaken.
+                    let queued = via_router
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                            (n > 0).then_some(n + 1)
+                        })
+                        .is_ok();
+                    if queued {
+                        return Ok(Routing::Deliver(self.router_address.clone(), msg));
+                    }
+                    let hop = msg.transport_mut().onward_route.step()?;
+                    return match outbox.push(msg.transport()) {
+                        Push::Queued => Ok(Routing::Taken),
+                        Push::Deferred => {
+                            msg.transport_mut().onward_route.modify().prepend(hop);
+                            Ok(Routing::Deliver(worker.clone(), msg))
+                        }
+                        Push::Closed => Err(Error::new(
+                            ErrorKind::Unavailable,
+                            format!("the TCP connection to {hop} is closing"),
+                        )),
+                        Push::TooLarge(e) => Err(e),
+                    };
+                }
+                Some(Peer::Down { until, reason, .. }) if Instant::now() < *until => {
+                    return Err(unreachable(address, reason, *until))
+                }
+                _ => {}
             }
-            Some(Peer::Down { until, reason, .. }) if Instant::now() < *until => {
-                return Err(unreachable(address, reason, *until))
-            }
-            _ => {}
         }
-        self.resolve_new(msg, address)
+        self.route_new(msg)
     }
 }

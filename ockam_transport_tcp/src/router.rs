@@ -2,7 +2,8 @@
 //! running connection worker yet, starts that worker (which connects), and
 //! passes the messages on in the order they came.
 
-use crate::connection::TcpSendWorker;
+use crate::connection::{report, TcpSendWorker};
+use crate::outbox::Push;
 use crate::peers::{RouterAction, TcpShared};
 use ockam_core::{async_trait, Any, Result, Routed, Worker};
 use ockam_node::Context;
@@ -22,28 +23,46 @@ impl Worker for TcpRouterWorker {
     async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
         let local = msg.into_local_message();
         let peer = local.transport().onward_route.next()?.address().to_string();
-        let (worker, via_router) = match self.shared.router_action(&peer) {
+        let (worker, outbox, via_router) = match self.shared.router_action(&peer) {
             RouterAction::Drop(reason) => {
                 warn!(%peer, %reason, "dropped a message for an unreachable TCP peer");
                 return Ok(());
             }
-            RouterAction::Forward { worker, via_router } => (worker, via_router),
-            RouterAction::Start { worker, via_router } => {
-                let w = TcpSendWorker::new(peer.clone(), None, self.shared.clone());
+            RouterAction::Forward {
+                worker,
+                outbox,
+                via_router,
+            } => (worker, outbox, via_router),
+            RouterAction::Start {
+                worker,
+                outbox,
+                via_router,
+            } => {
+                let w = TcpSendWorker::new(peer.clone(), None, outbox.clone(), self.shared.clone());
                 if let Err(e) = ctx.start_worker(worker.clone(), w).await {
+                    outbox.close();
                     self.shared.closed(&peer, &worker);
                     via_router.fetch_sub(1, Ordering::AcqRel);
                     return Err(e);
                 }
-                (worker, via_router)
+                (worker, outbox, via_router)
             }
         };
-        let sent = ctx.forward_to(&worker, local).await;
+        let mut local = local;
+        let hop = local.transport_mut().onward_route.step()?;
+        match outbox.push(local.transport()) {
+            Push::Deferred => {
+                local.transport_mut().onward_route.modify().prepend(hop);
+                if let Err(e) = ctx.forward_to(&worker, local).await {
+                    warn!(%peer, error = %e, "dropped a message: the TCP connection is gone");
+                }
+            }
+            other => {
+                report(&peer, other);
+            }
+        }
         // Only now may later messages go straight to the connection.
         via_router.fetch_sub(1, Ordering::AcqRel);
-        if let Err(e) = sent {
-            warn!(%peer, error = %e, "dropped a message: the TCP connection is gone");
-        }
         Ok(())
     }
 }

@@ -89,8 +89,8 @@ impl TcpTransport {
         stream: tokio::net::TcpStream,
     ) -> Result<Address> {
         let worker = Address::random_local();
-        let hold = self.shared.set_up(&peer, &worker);
-        let w = TcpSendWorker::new(peer.clone(), Some(stream), self.shared.clone());
+        let (hold, outbox) = self.shared.set_up(&peer, &worker);
+        let w = TcpSendWorker::new(peer.clone(), Some(stream), outbox, self.shared.clone());
         let started = self.ctx.start_worker(worker.clone(), w).await;
         if started.is_err() {
             self.shared.closed(&peer, &worker);

@@ -115,7 +115,7 @@ fn unreachable_peers_give_errors_and_bad_addresses_are_refused() {
 }
 
 #[test]
-fn messages_larger_than_the_frame_limit_are_dropped_not_fatal() {
+fn messages_larger_than_the_frame_limit_are_refused_not_fatal() {
     let server = TestNode::start();
     let peer = server.addr.to_string();
     let (mut ctx, mut executor) = start_node();
@@ -130,8 +130,11 @@ fn messages_larger_than_the_frame_limit_are_dropped_not_fatal() {
             )
             .await?;
             tcp.connect(&peer).await?;
-            ctx.send(route![(TCP, peer.as_str()), "echoer"], "x".repeat(4096))
-                .await?;
+            let err = ctx
+                .send(route![(TCP, peer.as_str()), "echoer"], "x".repeat(4096))
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ResourceExhausted, "{err}");
             ctx.send(route![(TCP, peer.as_str()), "echoer"], "small".to_string())
                 .await?;
             assert_eq!(ctx.receive::<String>().await?.take(), "small");
