@@ -1,0 +1,397 @@
+//! The workers: one [`ChannelWorker`] per channel end, with two addresses
+//! (`local`: plaintext from this node's workers goes in here; `remote`: the
+//! peer's ciphertexts arrive here), and a [`ListenerWorker`] that starts a
+//! responder end for every handshake that reaches it.
+
+use crate::handshake_state::TransportState;
+use crate::handshake_state::{HandshakeState, Role};
+use crate::messages::{ChannelMessage, PLAIN_MESSAGE, PLAIN_READY};
+use crate::replay::ReplayWindow;
+use ockam_core::{
+    async_trait, Address, Any, Error, ErrorKind, LocalMessage, Message, Result, Route, Routed,
+    TransportMessage, Worker,
+};
+use ockam_node::Context;
+use ockam_vault::{PublicKey, SecretHandle, Vault};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+/// Which peer keys an end accepts.
+#[derive(Debug, Clone, Default)]
+pub(crate) enum Trust {
+    #[default]
+    Anyone,
+    Only(Arc<Vec<PublicKey>>),
+}
+
+impl Trust {
+    fn check(&self, key: &PublicKey) -> Result<()> {
+        match self {
+            Trust::Anyone => Ok(()),
+            Trust::Only(keys) if keys.contains(key) => Ok(()),
+            Trust::Only(_) => Err(Error::new(
+                ErrorKind::Security,
+                format!("the peer's static key {key} is not a trusted key"),
+            )),
+        }
+    }
+}
+
+enum Phase {
+    Handshake(Box<HandshakeState>),
+    Established {
+        transport: TransportState,
+        replay: ReplayWindow,
+    },
+    /// Transient, while moving between the other two.
+    Switching,
+}
+
+/// One end of a secure channel.
+pub(crate) struct ChannelWorker {
+    vault: Vault,
+    /// A static key made for this channel alone, deleted with it.
+    own_static: Option<SecretHandle>,
+    phase: Phase,
+    local: Address,
+    remote: Address,
+    /// Where the peer's `remote` address is. For the initiator, first the
+    /// route to the listener.
+    peer_route: Route,
+    trust: Trust,
+    /// The initiator's `create` waits on this until the peer is ready.
+    done: Option<oneshot::Sender<Result<(PublicKey, [u8; 32])>>>,
+    /// The responder's first handshake message, handled in `initialize`.
+    first: Option<Vec<u8>>,
+}
+
+impl ChannelWorker {
+    pub(crate) fn initiator(
+        vault: &Vault,
+        s: SecretHandle,
+        own_static: bool,
+        addresses: (Address, Address),
+        route: Route,
+        trust: Trust,
+        done: oneshot::Sender<Result<(PublicKey, [u8; 32])>>,
+    ) -> Self {
+        ChannelWorker {
+            vault: vault.clone(),
+            own_static: own_static.then(|| s.clone()),
+            phase: Phase::Handshake(Box::new(HandshakeState::new(
+                vault,
+                Role::Initiator,
+                &[],
+                s,
+            ))),
+            local: addresses.0,
+            remote: addresses.1,
+            peer_route: route,
+            trust,
+            done: Some(done),
+            first: None,
+        }
+    }
+
+    fn responder(
+        vault: &Vault,
+        s: SecretHandle,
+        addresses: (Address, Address),
+        route: Route,
+        trust: Trust,
+        first: Vec<u8>,
+    ) -> Self {
+        ChannelWorker {
+            vault: vault.clone(),
+            own_static: None,
+            phase: Phase::Handshake(Box::new(HandshakeState::new(
+                vault,
+                Role::Responder,
+                &[],
+                s,
+            ))),
+            local: addresses.0,
+            remote: addresses.1,
+            peer_route: route,
+            trust,
+            done: None,
+            first: Some(first),
+        }
+    }
+
+    async fn send_to_peer(&self, ctx: &Context, msg: ChannelMessage) -> Result<()> {
+        ctx.send_from_address(self.peer_route.clone(), msg, self.remote.clone())
+            .await
+    }
+
+    /// Ends this channel after a failure: tells a waiting `create`, stops.
+    async fn fail(&mut self, ctx: &mut Context, e: Error) {
+        warn!(channel = %self.local, error = %e, "secure channel failed");
+        if let Some(done) = self.done.take() {
+            let _ = done.send(Err(e));
+        }
+        let _ = ctx.stop_worker(self.local.clone()).await;
+    }
+
+    /// Encrypts one plaintext (first byte: its kind) and sends it.
+    async fn seal_and_send(&mut self, ctx: &Context, mut plain: Vec<u8>) -> Result<()> {
+        let Phase::Established { transport, .. } = &mut self.phase else {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                "the secure channel is not established yet",
+            ));
+        };
+        let nonce = transport.send.next_nonce()?;
+        transport.send.encrypt_with_nonce(nonce, &[], &mut plain)?;
+        self.send_to_peer(
+            ctx,
+            ChannelMessage::Transport {
+                nonce,
+                ciphertext: plain,
+            },
+        )
+        .await
+    }
+
+    async fn handle_handshake(
+        &mut self,
+        ctx: &mut Context,
+        data: Vec<u8>,
+        from: Route,
+    ) -> Result<()> {
+        let Phase::Handshake(hs) = &mut self.phase else {
+            debug!(channel = %self.local, "dropped a handshake message for an established channel");
+            return Ok(());
+        };
+        hs.read_message(&data)?;
+        if let Some(rs) = hs.remote_static() {
+            self.trust.check(&rs)?;
+        }
+        let m3 = match hs.role() {
+            Role::Initiator => Some(hs.write_message(&[])?),
+            Role::Responder => None,
+        };
+        let finished = hs.is_finished();
+        if let Some(m3) = m3 {
+            // Message 2 came from the responder's `remote` address.
+            self.peer_route = from;
+            self.send_to_peer(ctx, ChannelMessage::Handshake(m3))
+                .await?;
+        }
+        if finished {
+            self.establish()?;
+            if let Phase::Established { transport, .. } = &self.phase {
+                info!(channel = %self.local, peer = %transport.remote_static, "secure channel handshake done");
+            }
+            if self.done.is_none() {
+                // Responder: tell the initiator it may send.
+                self.seal_and_send(ctx, vec![PLAIN_READY]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    fn establish(&mut self) -> Result<()> {
+        match std::mem::replace(&mut self.phase, Phase::Switching) {
+            Phase::Handshake(hs) => {
+                self.phase = Phase::Established {
+                    transport: hs.into_transport()?,
+                    replay: ReplayWindow::default(),
+                };
+                Ok(())
+            }
+            other => {
+                self.phase = other;
+                Ok(())
+            }
+        }
+    }
+
+    async fn handle_transport(
+        &mut self,
+        ctx: &mut Context,
+        nonce: u64,
+        mut buf: Vec<u8>,
+    ) -> Result<()> {
+        let Phase::Established { transport, replay } = &mut self.phase else {
+            warn!(channel = %self.local, "dropped an encrypted message that arrived before the handshake ended");
+            return Ok(());
+        };
+        if !replay.check(nonce) {
+            warn!(channel = %self.local, nonce, "dropped a replayed (or too old) message");
+            return Ok(());
+        }
+        if let Err(e) = transport.recv.decrypt_with_nonce(nonce, &[], &mut buf) {
+            warn!(channel = %self.local, nonce, error = %e, "dropped a message that failed authentication");
+            return Ok(());
+        }
+        replay.accept(nonce);
+        let peer = transport.remote_static;
+        let hash = transport.handshake_hash;
+        match buf.first() {
+            Some(&PLAIN_READY) => {
+                if let Some(done) = self.done.take() {
+                    let _ = done.send(Ok((peer, hash)));
+                }
+            }
+            Some(&PLAIN_MESSAGE) => {
+                let mut inner = match TransportMessage::decode(&buf[1..]) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        warn!(channel = %self.local, error = %e, "dropped a decrypted message that does not decode");
+                        return Ok(());
+                    }
+                };
+                // Replies come back through this channel.
+                inner.return_route.modify().prepend(self.local.clone());
+                if let Err(e) = ctx.forward(LocalMessage::new(inner)).await {
+                    warn!(channel = %self.local, error = %e, "dropped a message from the secure channel");
+                }
+            }
+            _ => warn!(channel = %self.local, "dropped a decrypted message of unknown kind"),
+        }
+        Ok(())
+    }
+
+    async fn handle_plaintext(&mut self, ctx: &mut Context, local: LocalMessage) -> Result<()> {
+        let mut inner = local.into_transport_message();
+        // Our own `local` address is done.
+        inner.onward_route.step()?;
+        let mut plain = Vec::with_capacity(1 + inner.payload.len() + 64 + 16);
+        plain.push(PLAIN_MESSAGE);
+        inner.encode_into(&mut plain);
+        self.seal_and_send(ctx, plain).await
+    }
+}
+
+#[async_trait]
+impl Worker for ChannelWorker {
+    type Message = Any;
+    type Context = Context;
+
+    async fn initialize(&mut self, ctx: &mut Context) -> Result<()> {
+        let r = async {
+            let Phase::Handshake(hs) = &mut self.phase else {
+                return Ok(());
+            };
+            match self.first.take() {
+                // Initiator: message 1.
+                None => {
+                    let m1 = hs.write_message(&[])?;
+                    self.send_to_peer(ctx, ChannelMessage::Handshake(m1)).await
+                }
+                // Responder: read message 1, answer with message 2.
+                Some(m1) => {
+                    hs.read_message(&m1)?;
+                    let m2 = hs.write_message(&[])?;
+                    self.send_to_peer(ctx, ChannelMessage::Handshake(m2)).await
+                }
+            }
+        }
+        .await;
+        if let Err(e) = r {
+            if let Some(done) = self.done.take() {
+                let _ = done.send(Err(e.clone()));
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&mut self, _ctx: &mut Context) -> Result<()> {
+        if let Some(s) = self.own_static.take() {
+            self.vault.delete(&s);
+        }
+        Ok(())
+    }
+
+    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
+        let to_local = msg.msg_addr() == Some(&self.local);
+        let return_route = msg.return_route();
+        let local = msg.into_local_message();
+        if to_local {
+            if let Err(e) = self.handle_plaintext(ctx, local).await {
+                warn!(channel = %self.local, error = %e, "could not send through the secure channel");
+            }
+            return Ok(());
+        }
+        let cm = match ChannelMessage::decode(&local.transport().payload) {
+            Ok(m) => m,
+            Err(e) => {
+                warn!(channel = %self.local, error = %e, "dropped a message that is not a channel message");
+                return Ok(());
+            }
+        };
+        match cm {
+            ChannelMessage::Handshake(data) => {
+                if let Err(e) = self.handle_handshake(ctx, data, return_route).await {
+                    if self.done.is_none() {
+                        // Responder: tell the initiator why, when it is
+                        // about trust; then give up this channel.
+                        if e.kind() == ErrorKind::Security {
+                            let _ = self
+                                .send_to_peer(ctx, ChannelMessage::Refused(e.message().to_string()))
+                                .await;
+                        }
+                    }
+                    self.fail(ctx, e).await;
+                }
+            }
+            ChannelMessage::Transport { nonce, ciphertext } => {
+                self.handle_transport(ctx, nonce, ciphertext).await?;
+            }
+            ChannelMessage::Refused(reason) => {
+                if self.done.is_some() {
+                    self.fail(
+                        ctx,
+                        Error::new(
+                            ErrorKind::Security,
+                            format!("the listener refused the channel: {reason}"),
+                        ),
+                    )
+                    .await;
+                } else {
+                    debug!(channel = %self.local, %reason, "ignored a refusal for an established channel");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Starts a responder end for every first handshake message it receives.
+pub(crate) struct ListenerWorker {
+    pub(crate) vault: Vault,
+    pub(crate) s: SecretHandle,
+    pub(crate) trust: Trust,
+}
+
+#[async_trait]
+impl Worker for ListenerWorker {
+    type Message = ChannelMessage;
+    type Context = Context;
+
+    async fn handle_message(
+        &mut self,
+        ctx: &mut Context,
+        msg: Routed<ChannelMessage>,
+    ) -> Result<()> {
+        let return_route = msg.return_route();
+        let ChannelMessage::Handshake(m1) = msg.body() else {
+            warn!(listener = %ctx.address(), "dropped a message that does not start a handshake");
+            return Ok(());
+        };
+        let addresses = (Address::random_local(), Address::random_local());
+        debug!(listener = %ctx.address(), channel = %addresses.0, "starting a secure channel responder");
+        let w = ChannelWorker::responder(
+            &self.vault,
+            self.s.clone(),
+            addresses.clone(),
+            return_route,
+            self.trust.clone(),
+            m1,
+        );
+        ctx.start_worker(vec![addresses.0, addresses.1], w).await
+    }
+}
