@@ -31,6 +31,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub use ockam_channel::{ListenerOptions, SecureChannel, SecureChannelOptions};
 pub use ockam_core::{
     async_trait, route, Address, AddressSet, Any, Error, ErrorKind, LocalMessage, Message, Result,
     Route, RouteBuilder, RouteModifier, Routed, TransportMessage, TransportType, Worker, LOCAL,
@@ -39,6 +40,7 @@ pub use ockam_core::{
 pub use ockam_node::{setup_tracing, start_node, Context, Executor, Routing, TransportRouter};
 pub use ockam_node_attribute::{async_worker, node, worker};
 pub use ockam_transport_tcp::{TcpOptions, TcpTransport};
+pub use ockam_vault::{PublicKey, SecretHandle, Vault};
 
 /// What `#[ockam::node]` brings into scope of the module it is used in, as a
 /// glob import (so the module's own imports of these names take precedence).

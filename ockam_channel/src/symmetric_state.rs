@@ -9,6 +9,9 @@ use zeroize::Zeroizing;
 /// HASHLEN for SHA-256.
 pub const HASHLEN: usize = 32;
 
+/// Two 32-byte HKDF outputs.
+type Outputs2 = (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>);
+
 /// Chaining key, handshake hash and cipher state of a handshake.
 #[derive(Debug)]
 pub struct SymmetricState {
@@ -36,7 +39,7 @@ impl SymmetricState {
     }
 
     /// `HKDF(ck, ikm, 2)`: two 32-byte outputs.
-    fn hkdf2(&self, ikm: &[u8]) -> Result<(Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>)> {
+    fn hkdf2(&self, ikm: &[u8]) -> Result<Outputs2> {
         let mut okm = Zeroizing::new([0u8; 64]);
         Vault::hkdf_sha256(&self.ck[..], ikm, &mut okm[..])?;
         let mut a = Zeroizing::new([0u8; 32]);

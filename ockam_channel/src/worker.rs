@@ -38,12 +38,17 @@ impl Trust {
     }
 }
 
+/// Where `create` learns the outcome: the peer's key and the handshake hash.
+pub(crate) type Done = oneshot::Sender<Result<(PublicKey, [u8; 32])>>;
+
+struct Established {
+    transport: TransportState,
+    replay: ReplayWindow,
+}
+
 enum Phase {
     Handshake(Box<HandshakeState>),
-    Established {
-        transport: TransportState,
-        replay: ReplayWindow,
-    },
+    Established(Box<Established>),
     /// Transient, while moving between the other two.
     Switching,
 }
@@ -61,7 +66,7 @@ pub(crate) struct ChannelWorker {
     peer_route: Route,
     trust: Trust,
     /// The initiator's `create` waits on this until the peer is ready.
-    done: Option<oneshot::Sender<Result<(PublicKey, [u8; 32])>>>,
+    done: Option<Done>,
     /// The responder's first handshake message, handled in `initialize`.
     first: Option<Vec<u8>>,
 }
@@ -74,7 +79,7 @@ impl ChannelWorker {
         addresses: (Address, Address),
         route: Route,
         trust: Trust,
-        done: oneshot::Sender<Result<(PublicKey, [u8; 32])>>,
+        done: Done,
     ) -> Self {
         ChannelWorker {
             vault: vault.clone(),
@@ -136,14 +141,16 @@ impl ChannelWorker {
 
     /// Encrypts one plaintext (first byte: its kind) and sends it.
     async fn seal_and_send(&mut self, ctx: &Context, mut plain: Vec<u8>) -> Result<()> {
-        let Phase::Established { transport, .. } = &mut self.phase else {
+        let Phase::Established(est) = &mut self.phase else {
             return Err(Error::new(
                 ErrorKind::Unavailable,
                 "the secure channel is not established yet",
             ));
         };
-        let nonce = transport.send.next_nonce()?;
-        transport.send.encrypt_with_nonce(nonce, &[], &mut plain)?;
+        let nonce = est.transport.send.next_nonce()?;
+        est.transport
+            .send
+            .encrypt_with_nonce(nonce, &[], &mut plain)?;
         self.send_to_peer(
             ctx,
             ChannelMessage::Transport {
@@ -181,8 +188,8 @@ impl ChannelWorker {
         }
         if finished {
             self.establish()?;
-            if let Phase::Established { transport, .. } = &self.phase {
-                info!(channel = %self.local, peer = %transport.remote_static, "secure channel handshake done");
+            if let Phase::Established(est) = &self.phase {
+                info!(channel = %self.local, peer = %est.transport.remote_static, "secure channel handshake done");
             }
             if self.done.is_none() {
                 // Responder: tell the initiator it may send.
@@ -195,10 +202,10 @@ impl ChannelWorker {
     fn establish(&mut self) -> Result<()> {
         match std::mem::replace(&mut self.phase, Phase::Switching) {
             Phase::Handshake(hs) => {
-                self.phase = Phase::Established {
+                self.phase = Phase::Established(Box::new(Established {
                     transport: hs.into_transport()?,
                     replay: ReplayWindow::default(),
-                };
+                }));
                 Ok(())
             }
             other => {
@@ -214,10 +221,11 @@ impl ChannelWorker {
         nonce: u64,
         mut buf: Vec<u8>,
     ) -> Result<()> {
-        let Phase::Established { transport, replay } = &mut self.phase else {
+        let Phase::Established(est) = &mut self.phase else {
             warn!(channel = %self.local, "dropped an encrypted message that arrived before the handshake ended");
             return Ok(());
         };
+        let Established { transport, replay } = &mut **est;
         if !replay.check(nonce) {
             warn!(channel = %self.local, nonce, "dropped a replayed (or too old) message");
             return Ok(());
