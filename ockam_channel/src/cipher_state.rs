@@ -83,6 +83,25 @@ impl CipherState {
         self.key()?.open_in_place(&aes_gcm_nonce(n), ad, buf)
     }
 
+    /// Encrypts `buf` in place with nonce `n`; returns the tag.
+    pub fn encrypt_slice_with_nonce(&self, n: u64, ad: &[u8], buf: &mut [u8]) -> Result<[u8; 16]> {
+        self.key()?.seal_detached(&aes_gcm_nonce(n), ad, buf)
+    }
+
+    /// Checks `tag` and decrypts `buf` in place with nonce `n`.
+    pub fn decrypt_slice_with_nonce(
+        &self,
+        n: u64,
+        ad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; 16],
+    ) -> Result<()> {
+        if n == MAX_NONCE {
+            return Err(exhausted());
+        }
+        self.key()?.open_detached(&aes_gcm_nonce(n), ad, buf, tag)
+    }
+
     fn key(&self) -> Result<&AeadKey> {
         self.k
             .as_ref()

@@ -5,7 +5,9 @@
 
 use crate::handshake_state::TransportState;
 use crate::handshake_state::{HandshakeState, Role};
-use crate::messages::{ChannelMessage, PLAIN_MESSAGE, PLAIN_READY};
+use crate::messages::{
+    parse_transport, seal_transport, ChannelMessage, PLAIN_MESSAGE, PLAIN_READY,
+};
 use crate::replay::ReplayWindow;
 use ockam_core::{
     async_trait, Address, Any, Error, ErrorKind, LocalMessage, Message, Result, Route, Routed,
@@ -139,8 +141,13 @@ impl ChannelWorker {
         let _ = ctx.stop_worker(self.local.clone()).await;
     }
 
-    /// Encrypts one plaintext (first byte: its kind) and sends it.
-    async fn seal_and_send(&mut self, ctx: &Context, mut plain: Vec<u8>) -> Result<()> {
+    /// Encrypts one plaintext (its kind, then `body`) and sends it.
+    async fn seal_and_send(
+        &mut self,
+        ctx: &Context,
+        kind: u8,
+        body: Option<&TransportMessage>,
+    ) -> Result<()> {
         let Phase::Established(est) = &mut self.phase else {
             return Err(Error::new(
                 ErrorKind::Unavailable,
@@ -148,17 +155,9 @@ impl ChannelWorker {
             ));
         };
         let nonce = est.transport.send.next_nonce()?;
-        est.transport
-            .send
-            .encrypt_with_nonce(nonce, &[], &mut plain)?;
-        self.send_to_peer(
-            ctx,
-            ChannelMessage::Transport {
-                nonce,
-                ciphertext: plain,
-            },
-        )
-        .await
+        let payload = seal_transport(&est.transport.send, nonce, kind, body)?;
+        let msg = TransportMessage::v1(self.peer_route.clone(), self.remote.clone(), payload);
+        ctx.forward(LocalMessage::new(msg)).await
     }
 
     async fn handle_handshake(
@@ -193,7 +192,7 @@ impl ChannelWorker {
             }
             if self.done.is_none() {
                 // Responder: tell the initiator it may send.
-                self.seal_and_send(ctx, vec![PLAIN_READY]).await?;
+                self.seal_and_send(ctx, PLAIN_READY, None).await?;
             }
         }
         Ok(())
@@ -215,12 +214,13 @@ impl ChannelWorker {
         }
     }
 
-    async fn handle_transport(
-        &mut self,
-        ctx: &mut Context,
-        nonce: u64,
-        mut buf: Vec<u8>,
-    ) -> Result<()> {
+    /// Handles an encrypted message; `payload` is the whole encoded
+    /// `ChannelMessage::Transport`, decrypted in place.
+    async fn handle_transport(&mut self, ctx: &mut Context, mut payload: Vec<u8>) -> Result<()> {
+        let Some((nonce, body, tag)) = parse_transport(&payload) else {
+            warn!(channel = %self.local, "dropped a malformed encrypted message");
+            return Ok(());
+        };
         let Phase::Established(est) = &mut self.phase else {
             warn!(channel = %self.local, "dropped an encrypted message that arrived before the handshake ended");
             return Ok(());
@@ -230,21 +230,25 @@ impl ChannelWorker {
             warn!(channel = %self.local, nonce, "dropped a replayed (or too old) message");
             return Ok(());
         }
-        if let Err(e) = transport.recv.decrypt_with_nonce(nonce, &[], &mut buf) {
+        let plain = &mut payload[body];
+        if let Err(e) = transport
+            .recv
+            .decrypt_slice_with_nonce(nonce, &[], plain, &tag)
+        {
             warn!(channel = %self.local, nonce, error = %e, "dropped a message that failed authentication");
             return Ok(());
         }
         replay.accept(nonce);
         let peer = transport.remote_static;
         let hash = transport.handshake_hash;
-        match buf.first() {
+        match plain.first() {
             Some(&PLAIN_READY) => {
                 if let Some(done) = self.done.take() {
                     let _ = done.send(Ok((peer, hash)));
                 }
             }
             Some(&PLAIN_MESSAGE) => {
-                let mut inner = match TransportMessage::decode(&buf[1..]) {
+                let mut inner = match TransportMessage::decode(&plain[1..]) {
                     Ok(m) => m,
                     Err(e) => {
                         warn!(channel = %self.local, error = %e, "dropped a decrypted message that does not decode");
@@ -266,10 +270,7 @@ impl ChannelWorker {
         let mut inner = local.into_transport_message();
         // Our own `local` address is done.
         inner.onward_route.step()?;
-        let mut plain = Vec::with_capacity(1 + inner.payload.len() + 64 + 16);
-        plain.push(PLAIN_MESSAGE);
-        inner.encode_into(&mut plain);
-        self.seal_and_send(ctx, plain).await
+        self.seal_and_send(ctx, PLAIN_MESSAGE, Some(&inner)).await
     }
 }
 
@@ -316,7 +317,6 @@ impl Worker for ChannelWorker {
 
     async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
         let to_local = msg.msg_addr() == Some(&self.local);
-        let return_route = msg.return_route();
         let local = msg.into_local_message();
         if to_local {
             if let Err(e) = self.handle_plaintext(ctx, local).await {
@@ -324,6 +324,13 @@ impl Worker for ChannelWorker {
             }
             return Ok(());
         }
+        // The hot path: encrypted messages, decrypted where they lie.
+        if parse_transport(&local.transport().payload).is_some() {
+            return self
+                .handle_transport(ctx, local.into_transport_message().payload)
+                .await;
+        }
+        let return_route = local.transport().return_route.clone();
         let cm = match ChannelMessage::decode(&local.transport().payload) {
             Ok(m) => m,
             Err(e) => {
@@ -346,8 +353,8 @@ impl Worker for ChannelWorker {
                     self.fail(ctx, e).await;
                 }
             }
-            ChannelMessage::Transport { nonce, ciphertext } => {
-                self.handle_transport(ctx, nonce, ciphertext).await?;
+            ChannelMessage::Transport { .. } => {
+                warn!(channel = %self.local, "dropped a malformed encrypted message");
             }
             ChannelMessage::Refused(reason) => {
                 if self.done.is_some() {

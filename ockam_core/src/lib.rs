@@ -28,6 +28,7 @@ mod worker;
 
 pub use address::{Address, AddressSet, TransportType, LOCAL, TCP};
 pub use error::{Error, ErrorKind, Result};
+pub use message::wire;
 pub use message::{
     decode, encode, encode_into, Any, LocalMessage, Message, TransportMessage,
     TRANSPORT_MESSAGE_VERSION,

@@ -145,9 +145,24 @@ impl TransportMessage {
 
     /// The BARE encoding of this message.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(self.encoded_len());
         self.encode_into(&mut out);
         Ok(out)
+    }
+
+    /// Bytes of [`TransportMessage::encode`]'s output.
+    pub fn encoded_len(&self) -> usize {
+        let uint_len = |v: usize| (usize::BITS - (v | 1).leading_zeros()).div_ceil(7) as usize;
+        let route_len = |r: &Route| {
+            uint_len(r.len())
+                + r.iter()
+                    .map(|a| 1 + uint_len(a.address().len()) + a.address().len())
+                    .sum::<usize>()
+        };
+        1 + route_len(&self.onward_route)
+            + route_len(&self.return_route)
+            + uint_len(self.payload.len())
+            + self.payload.len()
     }
 
     /// Appends the BARE encoding of this message to `out`. Written by hand
@@ -202,14 +217,15 @@ impl TransportMessage {
     }
 }
 
-/// Hand-written BARE primitives for the transport message, the one type
-/// decoded for every message that arrives from a peer.
-mod wire {
+/// Hand-written BARE primitives for the hot paths (the transport message is
+/// decoded for every message that arrives from a peer).
+pub mod wire {
     use crate::address::Address;
     use crate::error::{Error, ErrorKind, Result};
     use crate::route::Route;
 
-    pub(super) fn put_uint(out: &mut Vec<u8>, mut v: u64) {
+    /// Appends a BARE `uint` (LEB128).
+    pub fn put_uint(out: &mut Vec<u8>, mut v: u64) {
         while v >= 0x80 {
             out.push((v as u8) | 0x80);
             v >>= 7;
@@ -221,24 +237,44 @@ mod wire {
         Error::new(ErrorKind::Decoding, "transport message is truncated")
     }
 
-    pub(super) struct Reader<'a> {
+    /// Reads BARE primitives from a byte slice, strictly.
+    pub struct Reader<'a> {
         buf: &'a [u8],
     }
 
     impl<'a> Reader<'a> {
-        pub(super) fn new(buf: &'a [u8]) -> Self {
+        /// A reader over `buf`.
+        pub fn new(buf: &'a [u8]) -> Self {
             Reader { buf }
         }
 
-        pub(super) fn u8(&mut self) -> Result<u8> {
+        /// One byte.
+        pub fn u8(&mut self) -> Result<u8> {
             let (&b, rest) = self.buf.split_first().ok_or_else(truncated)?;
             self.buf = rest;
             Ok(b)
         }
 
+        /// A BARE `u64`: 8 bytes, little-endian.
+        pub fn u64(&mut self) -> Result<u64> {
+            if self.buf.len() < 8 {
+                return Err(truncated());
+            }
+            let (b, rest) = self.buf.split_at(8);
+            self.buf = rest;
+            let mut v = [0u8; 8];
+            v.copy_from_slice(b);
+            Ok(u64::from_le_bytes(v))
+        }
+
+        /// Bytes not read yet.
+        pub fn remaining(&self) -> usize {
+            self.buf.len()
+        }
+
         /// A LEB128 `uint`: at most 10 bytes, no overflow, no trailing zero
         /// groups (the encoding is canonical).
-        pub(super) fn uint(&mut self) -> Result<u64> {
+        pub fn uint(&mut self) -> Result<u64> {
             let mut v: u64 = 0;
             for i in 0..10 {
                 let b = self.u8()?;
@@ -259,7 +295,8 @@ mod wire {
             ))
         }
 
-        pub(super) fn bytes(&mut self) -> Result<&'a [u8]> {
+        /// A BARE `data`: length, then that many bytes.
+        pub fn bytes(&mut self) -> Result<&'a [u8]> {
             let len = self.uint()?;
             if len > self.buf.len() as u64 {
                 return Err(truncated());
@@ -269,7 +306,8 @@ mod wire {
             Ok(b)
         }
 
-        pub(super) fn route(&mut self) -> Result<Route> {
+        /// A route: a count, then addresses.
+        pub fn route(&mut self) -> Result<Route> {
             let n = self.uint()?;
             // Every address takes at least two bytes: a count beyond that
             // is a lie, and must not size an allocation.
@@ -284,7 +322,8 @@ mod wire {
             Ok(Route::from(addresses))
         }
 
-        pub(super) fn finish(&self) -> Result<()> {
+        /// Fails unless every byte was read.
+        pub fn finish(&self) -> Result<()> {
             if self.buf.is_empty() {
                 Ok(())
             } else {
@@ -405,6 +444,7 @@ mod tests {
             let m = TransportMessage::v1(route.clone(), route, payload);
             let ours = m.encode().unwrap();
             proptest::prop_assert_eq!(&ours, &serde_bare::to_vec(&m).unwrap());
+            proptest::prop_assert_eq!(ours.len(), m.encoded_len());
             let theirs: TransportMessage = serde_bare::from_slice(&ours).unwrap();
             proptest::prop_assert_eq!(TransportMessage::decode(&ours).unwrap(), theirs);
         }

@@ -27,8 +27,8 @@
 //! ```
 #![deny(missing_docs)]
 
-use aes_gcm::aead::{AeadInPlace, KeyInit};
-use aes_gcm::{Aes256Gcm, Nonce};
+use aes_gcm::aead::{AeadInOut, KeyInit};
+use aes_gcm::Aes256Gcm;
 use ockam_core::{Error, ErrorKind, Result};
 use ockam_node::Context;
 use sha2::{Digest, Sha256};
@@ -217,13 +217,13 @@ pub const AEAD_TAG_LEN: usize = 16;
 impl AeadKey {
     /// A key from its 32 bytes.
     pub fn new(key: &[u8; 32]) -> AeadKey {
-        AeadKey(Aes256Gcm::new(key.into()))
+        AeadKey(Aes256Gcm::new(&(*key).into()))
     }
 
     /// Encrypts `buf` in place and appends the tag.
     pub fn seal_in_place(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> Result<()> {
         self.0
-            .encrypt_in_place(Nonce::from_slice(nonce), aad, buf)
+            .encrypt_in_place(&(*nonce).into(), aad, buf)
             .map_err(|_| Error::new(ErrorKind::Encoding, "AES-GCM encryption failed"))
     }
 
@@ -231,7 +231,40 @@ impl AeadKey {
     /// removed). On failure `buf` is left unusable.
     pub fn open_in_place(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> Result<()> {
         self.0
-            .decrypt_in_place(Nonce::from_slice(nonce), aad, buf)
+            .decrypt_in_place(&(*nonce).into(), aad, buf)
+            .map_err(|_| {
+                Error::new(
+                    ErrorKind::Security,
+                    "AES-GCM authentication failed: the ciphertext or its header was altered",
+                )
+            })
+    }
+
+    /// Encrypts `buf` in place and returns the tag (kept apart).
+    pub fn seal_detached(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> Result<[u8; AEAD_TAG_LEN]> {
+        let tag = self
+            .0
+            .encrypt_inout_detached(&(*nonce).into(), aad, buf.into())
+            .map_err(|_| Error::new(ErrorKind::Encoding, "AES-GCM encryption failed"))?;
+        Ok(tag.into())
+    }
+
+    /// Checks `tag` and decrypts `buf` in place.
+    pub fn open_detached(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+        tag: &[u8; AEAD_TAG_LEN],
+    ) -> Result<()> {
+        let tag: aes_gcm::Tag = (*tag).into();
+        self.0
+            .decrypt_inout_detached(&(*nonce).into(), aad, buf.into(), &tag)
             .map_err(|_| {
                 Error::new(
                     ErrorKind::Security,
@@ -316,6 +349,14 @@ mod tests {
         assert_eq!(key.open(&[1; 12], b"ad", &sealed).unwrap(), b"secret");
         assert!(key.open(&[1; 12], b"other ad", &sealed).is_err());
         assert!(key.open(&[2; 12], b"ad", &sealed).is_err());
+        let mut detached = b"secret".to_vec();
+        let tag = key.seal_detached(&[1; 12], b"ad", &mut detached).unwrap();
+        detached.extend_from_slice(&tag);
+        assert_eq!(detached, sealed, "detached and attached agree");
+        let (body, tag) = detached.split_at_mut(6);
+        let tag: [u8; 16] = tag.try_into().unwrap();
+        key.open_detached(&[1; 12], b"ad", body, &tag).unwrap();
+        assert_eq!(body, b"secret");
         sealed[0] ^= 1;
         assert_eq!(
             key.open(&[1; 12], b"ad", &sealed).unwrap_err().kind(),
