@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 pub enum ChannelMessage {
     /// One of the three Noise XX handshake messages.
     Handshake(#[serde(with = "serde_bytes_compat")] Vec<u8>),
-    /// An encrypted [`Plaintext`], with its explicit nonce.
+    /// An encrypted message (a kind byte, then an encoded transport
+    /// message), with its explicit nonce.
     Transport {
         /// The nonce it was encrypted with (also the replay counter).
         nonce: u64,

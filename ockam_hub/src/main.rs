@@ -1,0 +1,74 @@
+//! `ockam_hub`: runs a hub node. `ockam_hub --help` for the flags.
+
+use clap::{Parser, ValueEnum};
+use ockam_hub::{Hub, HubConfig, Limits, StorageKind};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Storage {
+    /// On disk in --data-dir (survives restarts and crashes).
+    Durable,
+    /// In memory (lost when the hub stops).
+    Memory,
+}
+
+/// A hub node: echo and durable stream services for other nodes, over TCP.
+///
+/// Stop it with Ctrl-C or SIGTERM: it finishes what it is handling and
+/// exits 0.
+#[derive(Debug, Parser)]
+#[command(name = "ockam_hub", version)]
+struct Args {
+    /// TCP address to listen on.
+    #[arg(long, default_value = "127.0.0.1:4000", env = "OCKAM_HUB_LISTEN")]
+    listen: String,
+    /// Directory of the durable store.
+    #[arg(long, default_value = "ockam_hub_data", env = "OCKAM_HUB_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Where streams are kept.
+    #[arg(long, value_enum, default_value = "durable")]
+    storage: Storage,
+    /// Most messages one pull returns.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    max_pull: u64,
+    /// Longest a waiting pull waits, in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    max_wait_ms: u64,
+    /// Largest message a push may store, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024))]
+    max_message_size: u64,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if std::env::var_os("RUST_LOG").is_none() {
+        // SAFETY of intent: set before any thread exists.
+        std::env::set_var("RUST_LOG", &args.log_level);
+    }
+    ockam_node::setup_tracing();
+    let config = HubConfig {
+        listen: args.listen,
+        storage: match args.storage {
+            Storage::Durable => StorageKind::Durable(args.data_dir),
+            Storage::Memory => StorageKind::Memory,
+        },
+        limits: Limits {
+            max_pull: args.max_pull as usize,
+            max_wait: Duration::from_millis(args.max_wait_ms),
+            max_message_size: args.max_message_size as usize,
+        },
+    };
+    let (ctx, mut executor) = ockam_node::start_node();
+    match executor.execute(async move { Hub::start(&ctx, config).await.map(|_| ()) }) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ockam_hub: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The hub's services: `echo_service`, `stream` (and the stream workers it
+//! starts) and `stream_index`.
+
+use crate::storage::StreamStore;
+use ockam_core::{
+    async_trait, Address, Any, LocalMessage, Result, Route, Routed, TransportMessage, Worker,
+};
+use ockam_node::Context;
+use ockam_stream_client::protocol::{
+    validate_name, CreateStreamRequest, Index, IndexRequest, Init, ProtocolPayload, PullRequest,
+    PullResponse, PullWaitRequest, PushConfirm, PushRequest, PushStatus, StreamError,
+    StreamMessage, STREAM_CREATE, STREAM_ERROR, STREAM_INDEX, STREAM_PULL, STREAM_PULL_WAIT,
+    STREAM_PUSH,
+};
+use serde_bare::Uint;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+/// Limits the hub applies to requests.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Most messages one pull returns.
+    pub max_pull: usize,
+    /// Longest a waiting pull waits.
+    pub max_wait: Duration,
+    /// Largest message a push may store, in bytes.
+    pub max_message_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_pull: 1000,
+            max_wait: Duration::from_secs(30),
+            max_message_size: 1024 * 1024,
+        }
+    }
+}
+
+/// State the stream services share.
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn StreamStore>,
+    pub(crate) limits: Limits,
+    /// Per stream: the next index, announced after every push (waiting
+    /// pulls watch it).
+    heads: Mutex<HashMap<String, watch::Sender<u64>>>,
+}
+
+impl Shared {
+    pub(crate) fn new(store: Arc<dyn StreamStore>, limits: Limits) -> Arc<Self> {
+        Arc::new(Shared {
+            store,
+            limits,
+            heads: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn head(&self, stream: &str) -> watch::Sender<u64> {
+        self.heads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(stream.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .clone()
+    }
+}
+
+async fn refuse(ctx: &Context, to: Route, protocol: &str, reason: String) -> Result<()> {
+    warn!(%protocol, %reason, "refused a stream request");
+    let err = StreamError {
+        protocol: protocol.to_string(),
+        reason,
+    };
+    ctx.send(to, ProtocolPayload::new(STREAM_ERROR, &err)?)
+        .await
+}
+
+/// Replies to any message with the same payload.
+pub(crate) struct EchoService;
+
+#[async_trait]
+impl Worker for EchoService {
+    type Message = Any;
+    type Context = Context;
+
+    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
+        let back = msg.return_route();
+        let payload = msg.into_transport_message().payload;
+        ctx.forward(LocalMessage::new(TransportMessage::v1(
+            back,
+            ctx.address(),
+            payload,
+        )))
+        .await
+    }
+}
+
+/// `stream`: answers `stream_create` by starting a stream worker.
+pub(crate) struct StreamService {
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl Worker for StreamService {
+    type Message = ProtocolPayload;
+    type Context = Context;
+
+    async fn handle_message(
+        &mut self,
+        ctx: &mut Context,
+        msg: Routed<ProtocolPayload>,
+    ) -> Result<()> {
+        let back = msg.return_route();
+        let req: CreateStreamRequest = match msg.decode_data(STREAM_CREATE) {
+            Ok(r) => r,
+            Err(e) => return refuse(ctx, back, &msg.protocol, e.to_string()).await,
+        };
+        let name = match req.stream_name {
+            Some(n) => n,
+            None => format!("stream-{:016x}", rand::random::<u64>()),
+        };
+        if let Err(e) = validate_name("stream", &name) {
+            return refuse(ctx, back, STREAM_CREATE, e.message().to_string()).await;
+        }
+        debug!(stream = %name, "opening a stream worker");
+        let worker = StreamWorker {
+            stream: name,
+            shared: self.shared.clone(),
+            requester: Some(back),
+        };
+        ctx.start_worker(Address::random_local(), worker).await
+    }
+}
+
+/// Serves pushes and pulls of one stream for the client that opened it.
+struct StreamWorker {
+    stream: String,
+    shared: Arc<Shared>,
+    requester: Option<Route>,
+}
+
+impl StreamWorker {
+    async fn pull(&self, from: u64, limit: u64) -> Result<Vec<StreamMessage>> {
+        let limit = usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .min(self.shared.limits.max_pull);
+        Ok(self
+            .shared
+            .store
+            .pull(&self.stream, from, limit)
+            .await?
+            .into_iter()
+            .map(|(index, data)| StreamMessage {
+                index: Uint(index),
+                data,
+            })
+            .collect())
+    }
+}
+
+#[async_trait]
+impl Worker for StreamWorker {
+    type Message = ProtocolPayload;
+    type Context = Context;
+
+    async fn initialize(&mut self, ctx: &mut Context) -> Result<()> {
+        // Sent from this worker's address: its return route reaches us.
+        if let Some(to) = self.requester.take() {
+            let init = Init {
+                stream_name: self.stream.clone(),
+            };
+            ctx.send(to, ProtocolPayload::new(STREAM_CREATE, &init)?)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn handle_message(
+        &mut self,
+        ctx: &mut Context,
+        msg: Routed<ProtocolPayload>,
+    ) -> Result<()> {
+        let back = msg.return_route();
+        match msg.protocol.as_str() {
+            STREAM_PUSH => {
+                let req: PushRequest = match msg.decode_data(STREAM_PUSH) {
+                    Ok(r) => r,
+                    Err(e) => return refuse(ctx, back, STREAM_PUSH, e.to_string()).await,
+                };
+                let (status, index) = if req.data.len() > self.shared.limits.max_message_size {
+                    warn!(stream = %self.stream, size = req.data.len(), "refused a message over the size limit");
+                    (PushStatus::Error, 0)
+                } else {
+                    match self.shared.store.push(&self.stream, req.data).await {
+                        Ok(index) => {
+                            self.shared.head(&self.stream).send_replace(index + 1);
+                            (PushStatus::Ok, index)
+                        }
+                        Err(e) => {
+                            warn!(stream = %self.stream, error = %e, "push not stored");
+                            (PushStatus::Error, 0)
+                        }
+                    }
+                };
+                let confirm = PushConfirm {
+                    request_id: req.request_id,
+                    status,
+                    index: Uint(index),
+                };
+                ctx.send(back, ProtocolPayload::new(STREAM_PUSH, &confirm)?)
+                    .await
+            }
+            STREAM_PULL => {
+                let req: PullRequest = match msg.decode_data(STREAM_PULL) {
+                    Ok(r) => r,
+                    Err(e) => return refuse(ctx, back, STREAM_PULL, e.to_string()).await,
+                };
+                let messages = self.pull(req.index.0, req.limit.0).await?;
+                let resp = PullResponse {
+                    request_id: req.request_id,
+                    messages,
+                };
+                ctx.send(back, ProtocolPayload::new(STREAM_PULL, &resp)?)
+                    .await
+            }
+            STREAM_PULL_WAIT => {
+                let req: PullWaitRequest = match msg.decode_data(STREAM_PULL_WAIT) {
+                    Ok(r) => r,
+                    Err(e) => return refuse(ctx, back, STREAM_PULL_WAIT, e.to_string()).await,
+                };
+                let mut head = self.shared.head(&self.stream).subscribe();
+                let mut messages = self.pull(req.index.0, req.limit.0).await?;
+                if messages.is_empty() {
+                    // Answer as soon as something is pushed, or at the deadline.
+                    let wait =
+                        Duration::from_millis(req.wait_ms.0).min(self.shared.limits.max_wait);
+                    let from = req.index.0;
+                    let _ = tokio::time::timeout(wait, head.wait_for(|next| *next > from)).await;
+                    messages = self.pull(req.index.0, req.limit.0).await?;
+                }
+                let resp = PullResponse {
+                    request_id: req.request_id,
+                    messages,
+                };
+                ctx.send(back, ProtocolPayload::new(STREAM_PULL, &resp)?)
+                    .await
+            }
+            other => {
+                refuse(
+                    ctx,
+                    back,
+                    other,
+                    format!("unknown protocol {other:?} for a stream"),
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// `stream_index`: client read positions.
+pub(crate) struct IndexService {
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl Worker for IndexService {
+    type Message = ProtocolPayload;
+    type Context = Context;
+
+    async fn handle_message(
+        &mut self,
+        ctx: &mut Context,
+        msg: Routed<ProtocolPayload>,
+    ) -> Result<()> {
+        let back = msg.return_route();
+        let req: IndexRequest = match msg.decode_data(STREAM_INDEX) {
+            Ok(r) => r,
+            Err(e) => return refuse(ctx, back, &msg.protocol, e.to_string()).await,
+        };
+        match req {
+            IndexRequest::Get {
+                client_id,
+                stream_name,
+            } => {
+                if let Err(e) =
+                    validate_name("client", &client_id).and(validate_name("stream", &stream_name))
+                {
+                    return refuse(ctx, back, STREAM_INDEX, e.message().to_string()).await;
+                }
+                let index = self
+                    .shared
+                    .store
+                    .get_index(&client_id, &stream_name)
+                    .await?;
+                let resp = Index {
+                    client_id,
+                    stream_name,
+                    index: index.map(Uint),
+                };
+                ctx.send(back, ProtocolPayload::new(STREAM_INDEX, &resp)?)
+                    .await
+            }
+            IndexRequest::Save {
+                client_id,
+                stream_name,
+                index,
+            } => {
+                if let Err(e) =
+                    validate_name("client", &client_id).and(validate_name("stream", &stream_name))
+                {
+                    return refuse(ctx, back, STREAM_INDEX, e.message().to_string()).await;
+                }
+                self.shared
+                    .store
+                    .save_index(&client_id, &stream_name, index.0)
+                    .await
+            }
+        }
+    }
+}

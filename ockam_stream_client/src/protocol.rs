@@ -1,0 +1,280 @@
+//! Messages of the Ockam stream protocol, BARE-encoded.
+//!
+//! Every request and response is a [`ProtocolPayload`]: a protocol id and
+//! the encoding of that protocol's message.
+//!
+//! | protocol | request | response |
+//! | --- | --- | --- |
+//! | `stream_create` | [`CreateStreamRequest`] | [`Init`], sent from the stream worker's address |
+//! | `stream_push` | [`PushRequest`] | [`PushConfirm`] |
+//! | `stream_pull` | [`PullRequest`] | [`PullResponse`] |
+//! | `stream_pull_wait` (extension) | [`PullWaitRequest`] | [`PullResponse`] as `stream_pull` |
+//! | `stream_index` | [`IndexRequest`] | [`Index`] (to `Get`) |
+//! | `stream_error` (extension) | — | [`StreamError`]: why a request was refused |
+
+use ockam_core::{decode, encode, Error, ErrorKind, Result};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_bare::Uint;
+
+/// Protocol id: create (or open) a stream.
+pub const STREAM_CREATE: &str = "stream_create";
+/// Protocol id: append a message.
+pub const STREAM_PUSH: &str = "stream_push";
+/// Protocol id: read messages from an index on.
+pub const STREAM_PULL: &str = "stream_pull";
+/// Protocol id (extension): read, waiting up to `wait_ms` for new messages.
+pub const STREAM_PULL_WAIT: &str = "stream_pull_wait";
+/// Protocol id: client read positions.
+pub const STREAM_INDEX: &str = "stream_index";
+/// Protocol id (extension): a request was refused.
+pub const STREAM_ERROR: &str = "stream_error";
+
+/// The envelope of every stream protocol message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProtocolPayload {
+    /// Which protocol `data` belongs to.
+    pub protocol: String,
+    /// The BARE encoding of that protocol's message.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+impl ProtocolPayload {
+    /// Wraps `msg` as protocol `protocol`.
+    pub fn new<T: Serialize>(protocol: &str, msg: &T) -> Result<Self> {
+        Ok(ProtocolPayload {
+            protocol: protocol.to_string(),
+            data: encode(msg)?,
+        })
+    }
+
+    /// Decodes the data as `T`, if the protocol is `expected`.
+    pub fn decode_data<T: DeserializeOwned>(&self, expected: &str) -> Result<T> {
+        if self.protocol != expected {
+            return Err(Error::new(
+                ErrorKind::Protocol,
+                format!("expected protocol {expected:?}, got {:?}", self.protocol),
+            ));
+        }
+        decode(&self.data)
+    }
+}
+
+/// `stream_create` request: open `stream_name`, or a new stream with a
+/// generated name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateStreamRequest {
+    /// The stream to open (created if missing).
+    pub stream_name: Option<String>,
+}
+
+/// `stream_create` response, sent from the stream worker's address: its
+/// return route is how to reach the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Init {
+    /// The stream's name.
+    pub stream_name: String,
+}
+
+/// `stream_push` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushRequest {
+    /// Echoed in the confirmation; retries reuse it.
+    pub request_id: Uint,
+    /// The message to append.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// Outcome of a push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PushStatus {
+    /// Stored durably at `index`.
+    Ok,
+    /// Not stored; the client should retry.
+    Error,
+}
+
+/// `stream_push` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushConfirm {
+    /// The request's id.
+    pub request_id: Uint,
+    /// Whether the message is stored.
+    pub status: PushStatus,
+    /// Where it is stored (meaningful when `status` is `Ok`).
+    pub index: Uint,
+}
+
+/// `stream_pull` request: up to `limit` messages from `index` on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullRequest {
+    /// Echoed in the response.
+    pub request_id: Uint,
+    /// The first index wanted.
+    pub index: Uint,
+    /// At most this many messages (the hub may cap it).
+    pub limit: Uint,
+}
+
+/// `stream_pull_wait` request (extension): like [`PullRequest`], but when
+/// nothing is there yet the hub answers as soon as something is pushed, or
+/// after `wait_ms` with an empty response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullWaitRequest {
+    /// Echoed in the response.
+    pub request_id: Uint,
+    /// The first index wanted.
+    pub index: Uint,
+    /// At most this many messages.
+    pub limit: Uint,
+    /// How long to wait for a first message (the hub may cap it).
+    pub wait_ms: Uint,
+}
+
+/// One stored message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamMessage {
+    /// Its position in the stream.
+    pub index: Uint,
+    /// Its bytes.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+/// `stream_pull` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PullResponse {
+    /// The request's id.
+    pub request_id: Uint,
+    /// The messages, in order.
+    pub messages: Vec<StreamMessage>,
+}
+
+/// `stream_index` request to the index service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IndexRequest {
+    /// Where did `client_id` stop reading `stream_name`?
+    Get {
+        /// The reading client.
+        client_id: String,
+        /// The stream.
+        stream_name: String,
+    },
+    /// `client_id` has handled `stream_name` up to (not including) `index`.
+    Save {
+        /// The reading client.
+        client_id: String,
+        /// The stream.
+        stream_name: String,
+        /// The next index to read.
+        index: Uint,
+    },
+}
+
+/// `stream_index` response to `Get`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Index {
+    /// The reading client.
+    pub client_id: String,
+    /// The stream.
+    pub stream_name: String,
+    /// The saved index, if any.
+    pub index: Option<Uint>,
+}
+
+/// `stream_error` (extension): why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamError {
+    /// The refused request's protocol id.
+    pub protocol: String,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// Longest stream or client name accepted (Kafka's topic limit).
+pub const MAX_NAME_LEN: usize = 249;
+
+/// Checks a stream or client name: 1 to [`MAX_NAME_LEN`] bytes of ASCII
+/// letters, digits, `.`, `_` and `-` (names a file system or Kafka takes
+/// as they are).
+pub fn validate_name(kind: &str, name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        let shown: String = name.chars().take(40).collect();
+        Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{kind} name {shown:?}{} is not 1-{MAX_NAME_LEN} characters of [A-Za-z0-9._-]",
+                if name.chars().count() > 40 { "…" } else { "" }
+            ),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_forms_are_bare() {
+        let p = ProtocolPayload::new(
+            STREAM_PUSH,
+            &PushRequest {
+                request_id: Uint(300),
+                data: vec![7],
+            },
+        )
+        .unwrap();
+        // request_id 300 as a uint is two bytes; data is length + bytes.
+        assert_eq!(p.data, vec![0xac, 0x02, 1, 7]);
+        let bytes = encode(&p).unwrap();
+        assert_eq!(&bytes[..12], b"\x0bstream_push");
+        let back: ProtocolPayload = decode(&bytes).unwrap();
+        assert_eq!(back, p);
+        assert!(back.decode_data::<PushRequest>(STREAM_PULL).is_err());
+        let confirm = PushConfirm {
+            request_id: Uint(1),
+            status: PushStatus::Error,
+            index: Uint(0),
+        };
+        assert_eq!(encode(&confirm).unwrap(), vec![1, 1, 0]);
+        let get = IndexRequest::Get {
+            client_id: "c".into(),
+            stream_name: "s".into(),
+        };
+        assert_eq!(encode(&get).unwrap(), vec![0, 1, b'c', 1, b's']);
+    }
+
+    #[test]
+    fn names_are_checked() {
+        for good in ["a", "orders-2021.eu_west", &"x".repeat(MAX_NAME_LEN)] {
+            validate_name("stream", good).unwrap();
+        }
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../etc/passwd",
+            "a/b",
+            "a b",
+            "é",
+            &"x".repeat(MAX_NAME_LEN + 1),
+        ] {
+            assert_eq!(
+                validate_name("stream", bad).unwrap_err().kind(),
+                ErrorKind::InvalidInput,
+                "{bad:?}"
+            );
+        }
+    }
+}
