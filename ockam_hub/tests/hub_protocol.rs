@@ -1,0 +1,328 @@
+//! The hub binary over TCP, spoken to with the raw stream protocol: echo,
+//! create/push/pull/waiting pull, indexes, and bad input of every kind.
+
+use ockam_core::{route, Result, Route, TCP};
+use ockam_node::{start_node, Context};
+use ockam_stream_client::protocol::*;
+use ockam_transport_tcp::TcpTransport;
+use serde_bare::Uint;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct HubProcess(Child);
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_hub(args: &[&str]) -> (HubProcess, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(env!("CARGO_BIN_EXE_ockam_hub"))
+        .args(["--listen", &addr])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn hub");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "hub did not listen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (HubProcess(child), addr)
+}
+
+async fn request<T: serde::Serialize>(
+    ctx: &mut Context,
+    to: Route,
+    protocol: &str,
+    msg: &T,
+) -> Result<ProtocolPayload> {
+    ctx.send(to, ProtocolPayload::new(protocol, msg)?).await?;
+    Ok(ctx.receive::<ProtocolPayload>().await?.take())
+}
+
+#[test]
+fn the_hub_serves_echo_streams_and_indexes_and_survives_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_hub, hub) = start_hub(&[
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--max-pull",
+        "50",
+    ]);
+    let (mut ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let _tcp = TcpTransport::create(&ctx).await?;
+            let h = hub.as_str();
+
+            ctx.send(route![(TCP, h), "echo_service"], "ping".to_string())
+                .await?;
+            assert_eq!(ctx.receive::<String>().await?.take(), "ping");
+
+            // Create: the reply comes from the stream worker.
+            ctx.send(
+                route![(TCP, h), "stream"],
+                ProtocolPayload::new(
+                    STREAM_CREATE,
+                    &CreateStreamRequest {
+                        stream_name: Some("orders".into()),
+                    },
+                )?,
+            )
+            .await?;
+            let init = ctx.receive::<ProtocolPayload>().await?;
+            let stream = init.return_route();
+            let i: Init = init.decode_data(STREAM_CREATE)?;
+            assert_eq!(i.stream_name, "orders");
+
+            for n in 0..120u64 {
+                let c: PushConfirm = request(
+                    &mut ctx,
+                    stream.clone(),
+                    STREAM_PUSH,
+                    &PushRequest {
+                        request_id: Uint(n),
+                        data: n.to_be_bytes().to_vec(),
+                    },
+                )
+                .await?
+                .decode_data(STREAM_PUSH)?;
+                assert_eq!(
+                    (c.request_id, c.status, c.index),
+                    (Uint(n), PushStatus::Ok, Uint(n))
+                );
+            }
+            // An absurd limit is capped (--max-pull 50).
+            let p: PullResponse = request(
+                &mut ctx,
+                stream.clone(),
+                STREAM_PULL,
+                &PullRequest {
+                    request_id: Uint(1),
+                    index: Uint(10),
+                    limit: Uint(u64::MAX),
+                },
+            )
+            .await?
+            .decode_data(STREAM_PULL)?;
+            assert_eq!(p.messages.len(), 50);
+            assert!(p.messages.iter().enumerate().all(
+                |(i, m)| m.index.0 == 10 + i as u64 && m.data == (10 + i as u64).to_be_bytes()
+            ));
+            let p: PullResponse = request(
+                &mut ctx,
+                stream.clone(),
+                STREAM_PULL,
+                &PullRequest {
+                    request_id: Uint(2),
+                    index: Uint(u64::MAX),
+                    limit: Uint(10),
+                },
+            )
+            .await?
+            .decode_data(STREAM_PULL)?;
+            assert!(p.messages.is_empty());
+
+            // A waiting pull on an empty stream times out empty...
+            ctx.send(
+                route![(TCP, h), "stream"],
+                ProtocolPayload::new(
+                    STREAM_CREATE,
+                    &CreateStreamRequest {
+                        stream_name: Some("quiet".into()),
+                    },
+                )?,
+            )
+            .await?;
+            let quiet = ctx.receive::<ProtocolPayload>().await?.return_route();
+            let t = Instant::now();
+            let p: PullResponse = request(
+                &mut ctx,
+                quiet,
+                STREAM_PULL_WAIT,
+                &PullWaitRequest {
+                    request_id: Uint(3),
+                    index: Uint(0),
+                    limit: Uint(10),
+                    wait_ms: Uint(300),
+                },
+            )
+            .await?
+            .decode_data(STREAM_PULL)?;
+            assert!(p.messages.is_empty() && t.elapsed() >= Duration::from_millis(250));
+
+            // Indexes.
+            let get = IndexRequest::Get {
+                client_id: "c1".into(),
+                stream_name: "orders".into(),
+            };
+            let idx: Index = request(
+                &mut ctx,
+                route![(TCP, h), "stream_index"],
+                STREAM_INDEX,
+                &get,
+            )
+            .await?
+            .decode_data(STREAM_INDEX)?;
+            assert_eq!(idx.index, None);
+            ctx.send(
+                route![(TCP, h), "stream_index"],
+                ProtocolPayload::new(
+                    STREAM_INDEX,
+                    &IndexRequest::Save {
+                        client_id: "c1".into(),
+                        stream_name: "orders".into(),
+                        index: Uint(42),
+                    },
+                )?,
+            )
+            .await?;
+            let idx: Index = request(
+                &mut ctx,
+                route![(TCP, h), "stream_index"],
+                STREAM_INDEX,
+                &get,
+            )
+            .await?
+            .decode_data(STREAM_INDEX)?;
+            assert_eq!(idx.index, Some(Uint(42)));
+
+            // Bad input: each gets a stream_error, the hub keeps serving.
+            let huge = "x".repeat(10_000);
+            for name in ["", "../../etc/passwd", "a/b", huge.as_str()] {
+                let r = request(
+                    &mut ctx,
+                    route![(TCP, h), "stream"],
+                    STREAM_CREATE,
+                    &CreateStreamRequest {
+                        stream_name: Some(name.into()),
+                    },
+                )
+                .await?;
+                assert_eq!(r.protocol, STREAM_ERROR, "{name:?}");
+            }
+            let r = request(
+                &mut ctx,
+                route![(TCP, h), "stream"],
+                "stream_delete_everything",
+                &1u8,
+            )
+            .await?;
+            assert_eq!(r.protocol, STREAM_ERROR);
+            let r = request(&mut ctx, stream.clone(), "stream_explode", &1u8).await?;
+            assert_eq!(r.protocol, STREAM_ERROR);
+            let r = request(&mut ctx, stream.clone(), STREAM_PUSH, &vec![0xffu8; 3]).await?;
+            assert_eq!(r.protocol, STREAM_ERROR);
+            let r = request(
+                &mut ctx,
+                route![(TCP, h), "stream_index"],
+                STREAM_INDEX,
+                &IndexRequest::Get {
+                    client_id: "../x".into(),
+                    stream_name: "s".into(),
+                },
+            )
+            .await?;
+            assert_eq!(r.protocol, STREAM_ERROR);
+            // Not even a protocol payload: dropped (logged) without a reply.
+            ctx.send(route![(TCP, h), "stream"], vec![0xffu8; 7])
+                .await?;
+            assert!(ctx
+                .receive_duration::<ProtocolPayload>(Duration::from_millis(300))
+                .await
+                .is_err());
+
+            // Still serving.
+            let c: PushConfirm = request(
+                &mut ctx,
+                stream.clone(),
+                STREAM_PUSH,
+                &PushRequest {
+                    request_id: Uint(999),
+                    data: vec![1],
+                },
+            )
+            .await?
+            .decode_data(STREAM_PUSH)?;
+            assert_eq!(c.index, Uint(120));
+            ctx.stop().await
+        })
+        .unwrap();
+    // Nothing escaped the data directory: it holds the store only.
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from("streams.redb")]);
+}
+
+#[test]
+fn help_and_bad_flags_exit_with_meaningful_codes() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ockam_hub"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--storage",
+        "--max-pull",
+        "--max-wait-ms",
+        "--max-message-size",
+        "--log-level",
+    ] {
+        assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_ockam_hub"))
+        .args(["--storage", "floppy"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = Command::new(env!("CARGO_BIN_EXE_ockam_hub"))
+        .args(["--max-pull", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // A listen address that cannot be used: a clear error and exit code 1.
+    let out = Command::new(env!("CARGO_BIN_EXE_ockam_hub"))
+        .args(["--storage", "memory", "--listen", "256.1.1.1:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+}
+
+#[test]
+fn sigterm_stops_the_hub_cleanly() {
+    let (mut hub, _) = start_hub(&["--storage", "memory"]);
+    let pid = hub.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = hub.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "hub ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}
