@@ -32,6 +32,12 @@
 #![deny(missing_docs)]
 
 pub use ockam_channel::{ListenerOptions, SecureChannel, SecureChannelOptions};
+pub use ockam_stream_client::RemoteForwarder;
+
+/// Reliable streams through a hub: `stream::Stream::new(&ctx)?...connect(..)`.
+pub mod stream {
+    pub use ockam_stream_client::{protocol, ReceiverAddress, SenderAddress, Stream};
+}
 pub use ockam_core::{
     async_trait, route, Address, AddressSet, Any, Error, ErrorKind, LocalMessage, Message, Result,
     Route, RouteBuilder, RouteModifier, Routed, TransportMessage, TransportType, Worker, LOCAL,

@@ -27,7 +27,7 @@ pub use storage::{DurableStore, MemoryStore, StreamStore};
 use ockam_core::Result;
 use ockam_node::Context;
 use ockam_transport_tcp::TcpTransport;
-use services::{EchoService, IndexService, Shared, StreamService};
+use services::{EchoService, ForwardingService, IndexService, Shared, StreamService};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,6 +76,8 @@ impl Hub {
         };
         let shared = Shared::new(store, config.limits.clone());
         ctx.start_worker("echo_service", EchoService).await?;
+        ctx.start_worker("forwarding_service", ForwardingService)
+            .await?;
         ctx.start_worker(
             "stream",
             StreamService {
@@ -87,7 +89,7 @@ impl Hub {
             .await?;
         let tcp = TcpTransport::create(ctx).await?;
         let addr = tcp.listen(&config.listen).await?;
-        info!(listen = %addr, storage = ?config.storage, "hub up: echo_service, stream, stream_index");
+        info!(listen = %addr, storage = ?config.storage, "hub up: echo_service, forwarding_service, stream, stream_index");
         Ok(addr)
     }
 }

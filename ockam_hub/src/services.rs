@@ -322,3 +322,72 @@ impl Worker for IndexService {
         }
     }
 }
+
+/// `forwarding_service`: registers forwarders (see `RemoteForwarder`). The
+/// request's payload names the destination worker on the registrant's
+/// node; the reply, sent from the new forwarder, is its address.
+pub(crate) struct ForwardingService;
+
+#[async_trait]
+impl Worker for ForwardingService {
+    type Message = String;
+    type Context = Context;
+
+    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<String>) -> Result<()> {
+        let back = msg.return_route();
+        let destination = match Address::parse(msg.as_body()) {
+            Ok(a) if a.is_local() && !back.is_empty() => a,
+            _ => {
+                warn!(from = %back, "refused a forwarder registration with a bad destination");
+                return Ok(());
+            }
+        };
+        // The registrant's last hop is its temporary context; the
+        // destination lives on the same node.
+        let mut target: Vec<Address> = back.iter().cloned().collect();
+        target.pop();
+        target.push(destination);
+        let address = Address::random_local();
+        debug!(forwarder = %address, target = ?target, "forwarder registered");
+        ctx.start_worker(
+            address.clone(),
+            Forwarder {
+                target: Route::from(target),
+                registrant: Some((back, address.to_string())),
+            },
+        )
+        .await
+    }
+}
+
+/// Sends everything it receives on to its target route, routes otherwise
+/// unchanged.
+struct Forwarder {
+    target: Route,
+    registrant: Option<(Route, String)>,
+}
+
+#[async_trait]
+impl Worker for Forwarder {
+    type Message = Any;
+    type Context = Context;
+
+    async fn initialize(&mut self, ctx: &mut Context) -> Result<()> {
+        if let Some((to, me)) = self.registrant.take() {
+            ctx.send(to, me).await?;
+        }
+        Ok(())
+    }
+
+    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
+        let mut t = msg.into_transport_message();
+        t.onward_route.step()?;
+        t.onward_route.modify().prepend_route(self.target.clone());
+        // Not added to the return route: replies go straight back, not
+        // through this forwarder (which would send them to its target again).
+        if let Err(e) = ctx.forward(LocalMessage::new(t)).await {
+            warn!(forwarder = %ctx.address(), error = %e, "dropped a forwarded message");
+        }
+        Ok(())
+    }
+}

@@ -16,4 +16,11 @@
 //! ```
 #![deny(missing_docs)]
 
+mod client;
+mod forwarder;
 pub mod protocol;
+
+pub use client::{
+    ReceiverAddress, SenderAddress, Stream, MAX_IN_FLIGHT, PULL_LIMIT, PULL_WAIT, RETRY_AFTER,
+};
+pub use forwarder::{RemoteForwarder, FORWARDING_SERVICE};

@@ -74,6 +74,8 @@ async fn write_loop(
 pub(crate) struct TcpSendWorker {
     /// The peer's TCP address text (`host:port`), the key in the peer table.
     peer: String,
+    /// The peer connected to us (its address is not one to dial).
+    accepted: bool,
     stream: Option<TcpStream>,
     outbox: Arc<Outbox>,
     shared: Arc<TcpShared>,
@@ -82,6 +84,12 @@ pub(crate) struct TcpSendWorker {
 }
 
 impl TcpSendWorker {
+    /// Marks the connection as one the peer opened to us.
+    pub(crate) fn accepted(mut self) -> Self {
+        self.accepted = true;
+        self
+    }
+
     pub(crate) fn new(
         peer: String,
         stream: Option<TcpStream>,
@@ -90,6 +98,7 @@ impl TcpSendWorker {
     ) -> Self {
         TcpSendWorker {
             peer,
+            accepted: false,
             stream,
             outbox,
             shared,
@@ -126,10 +135,12 @@ impl Worker for TcpSendWorker {
             None => match connect(&self.peer, &self.shared).await {
                 Ok(s) => s,
                 Err(e) => {
+                    // Expected now and then: a warning, not a worker error.
                     warn!(peer = %self.peer, error = %e, "TCP connection failed; messages for this peer are dropped");
                     self.outbox.close();
                     self.shared.failed(&self.peer, &me, e.to_string());
-                    return Err(e);
+                    let _ = ctx.stop_worker(me).await;
+                    return Ok(());
                 }
             },
         };
@@ -174,7 +185,11 @@ impl Worker for TcpSendWorker {
         if let Some(r) = self.receiver.take() {
             r.abort();
         }
-        self.shared.closed(&self.peer, &ctx.address());
+        if self.accepted {
+            self.shared.closed_accepted(&self.peer, &ctx.address());
+        } else {
+            self.shared.closed(&self.peer, &ctx.address());
+        }
         info!(peer = %self.peer, "TCP connection closed");
         Ok(())
     }

@@ -65,7 +65,8 @@ async fn accept_loop(ctx: Context, listener: TcpListener, shared: Arc<TcpShared>
                 let peer = peer_addr.to_string();
                 let worker = Address::random_local();
                 let (hold, outbox) = shared.set_up(&peer, &worker);
-                let w = TcpSendWorker::new(peer.clone(), Some(stream), outbox, shared.clone());
+                let w = TcpSendWorker::new(peer.clone(), Some(stream), outbox, shared.clone())
+                    .accepted();
                 if let Err(e) = ctx.start_worker(worker.clone(), w).await {
                     shared.closed(&peer, &worker);
                     warn!(%peer, error = %e, "could not start a worker for an accepted connection");

@@ -14,6 +14,9 @@ use tracing::debug;
 
 /// Backoff after the first failed connection attempt; doubles per failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+/// How long messages for a peer that had connected to us (and left) fail
+/// at once.
+const ACCEPTED_GONE: Duration = Duration::from_secs(600);
 /// Longest backoff between connection attempts to one peer.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -195,6 +198,28 @@ impl TcpShared {
                 reason,
             },
         );
+    }
+
+    /// The connection of `worker`, which `peer` opened to us, is over. Its
+    /// address is an ephemeral port on the peer: nobody listens there, so
+    /// messages for it fail at once for a while instead of dialing back.
+    pub(crate) fn closed_accepted(&self, peer: &str, worker: &Address) {
+        let mut peers = self.write();
+        if matches!(peers.get(peer), Some(Peer::Up { worker: w, .. }) if w == worker) {
+            peers.insert(
+                peer.to_string(),
+                Peer::Down {
+                    until: Instant::now() + ACCEPTED_GONE,
+                    failures: 0,
+                    reason: "it had connected to this node and has disconnected".into(),
+                },
+            );
+        }
+        // Forget long-expired entries now and then, so the table stays small.
+        if peers.len() > 1024 {
+            let now = Instant::now();
+            peers.retain(|_, p| !matches!(p, Peer::Down { until, .. } if *until < now));
+        }
     }
 
     /// The connection of `worker` is over: forget it (the next message for

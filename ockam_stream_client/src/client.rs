@@ -1,0 +1,717 @@
+//! The stream client: a producer worker that turns messages sent to it into
+//! confirmed pushes, and a consumer worker that pulls, delivers and saves
+//! its read position.
+
+use crate::protocol::*;
+use ockam_core::{
+    async_trait, Address, Any, Error, ErrorKind, LocalMessage, Message, Result, Route, Routed,
+    TransportMessage, Worker,
+};
+use ockam_node::Context;
+use serde_bare::Uint;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+/// Pushes sent and not yet confirmed, at most.
+pub const MAX_IN_FLIGHT: usize = 64;
+/// A push not confirmed within this is retried (after re-opening the stream).
+pub const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// How long a waiting pull asks the hub to wait.
+pub const PULL_WAIT: Duration = Duration::from_secs(5);
+/// Messages asked for per pull.
+pub const PULL_LIMIT: u64 = 256;
+
+const TICK: &str = "tick";
+
+/// Sends a tick to `to` every `every`, so workers notice timeouts.
+async fn ticker(ctx: Context, to: Address, every: Duration) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let tick = ProtocolPayload {
+            protocol: TICK.into(),
+            data: Vec::new(),
+        };
+        if ctx.send(to.clone(), tick).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn hub_route(hub: &Route, service: &str) -> Route {
+    Route::new()
+        .append_route(hub.clone())
+        .append(service)
+        .into()
+}
+
+// ---------------------------------------------------------------- producer
+
+struct Pending {
+    id: u64,
+    data: Vec<u8>,
+    sent: Option<Instant>,
+}
+
+/// Pushes every message sent to its public address to the outgoing stream,
+/// in order, retrying until the hub confirms each.
+pub(crate) struct Producer {
+    hub: Route,
+    service: String,
+    stream: String,
+    public: Address,
+    control: Address,
+    interval: Duration,
+    /// The stream worker on the hub, once it answered.
+    stream_route: Option<Route>,
+    create_sent: Option<Instant>,
+    queue: VecDeque<Pending>,
+    next_id: u64,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl Producer {
+    pub(crate) fn new(
+        hub: Route,
+        service: String,
+        stream: String,
+        public: Address,
+        control: Address,
+        interval: Duration,
+    ) -> Self {
+        Producer {
+            hub,
+            service,
+            stream,
+            public,
+            control,
+            interval,
+            stream_route: None,
+            create_sent: None,
+            queue: VecDeque::new(),
+            next_id: 1,
+            ticker: None,
+        }
+    }
+
+    async fn open(&mut self, ctx: &Context) {
+        self.stream_route = None;
+        self.create_sent = Some(Instant::now());
+        let req = CreateStreamRequest {
+            stream_name: Some(self.stream.clone()),
+        };
+        let sent = match ProtocolPayload::new(STREAM_CREATE, &req) {
+            Ok(p) => {
+                ctx.send_from_address(hub_route(&self.hub, &self.service), p, self.control.clone())
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        if let Err(e) = sent {
+            debug!(stream = %self.stream, error = %e, "could not reach the hub; will retry");
+        }
+    }
+
+    /// Sends every unsent push, up to the in-flight bound.
+    async fn pump(&mut self, ctx: &Context) {
+        let Some(route) = self.stream_route.clone() else {
+            return;
+        };
+        let in_flight = self.queue.iter().filter(|p| p.sent.is_some()).count();
+        let budget = MAX_IN_FLIGHT.saturating_sub(in_flight);
+        for p in self
+            .queue
+            .iter_mut()
+            .filter(|p| p.sent.is_none())
+            .take(budget)
+        {
+            let push = PushRequest {
+                request_id: Uint(p.id),
+                data: p.data.clone(),
+            };
+            let sent = match ProtocolPayload::new(STREAM_PUSH, &push) {
+                Ok(m) => {
+                    ctx.send_from_address(route.clone(), m, self.control.clone())
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match sent {
+                Ok(()) => p.sent = Some(Instant::now()),
+                Err(e) => {
+                    debug!(stream = %self.stream, error = %e, "push not sent; will retry");
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn on_hub_message(&mut self, ctx: &Context, p: ProtocolPayload, from: Route) {
+        match p.protocol.as_str() {
+            STREAM_CREATE => match p.decode_data::<Init>(STREAM_CREATE) {
+                Ok(init) if init.stream_name == self.stream => {
+                    debug!(stream = %self.stream, "outgoing stream open");
+                    self.stream_route = Some(from);
+                    self.create_sent = None;
+                    // Everything unconfirmed goes again, in order, with the
+                    // same request ids.
+                    for q in self.queue.iter_mut() {
+                        q.sent = None;
+                    }
+                    self.pump(ctx).await;
+                }
+                _ => warn!(stream = %self.stream, "ignored an unexpected stream_create answer"),
+            },
+            STREAM_PUSH => match p.decode_data::<PushConfirm>(STREAM_PUSH) {
+                Ok(c) if c.status == PushStatus::Ok => {
+                    if let Some(pos) = self.queue.iter().position(|q| q.id == c.request_id.0) {
+                        // Confirmations come in order; anything before is confirmed too.
+                        self.queue.drain(..=pos);
+                    }
+                    self.pump(ctx).await;
+                }
+                Ok(c) => {
+                    warn!(stream = %self.stream, request = c.request_id.0, "the hub could not store a push; retrying");
+                    if let Some(q) = self.queue.iter_mut().find(|q| q.id == c.request_id.0) {
+                        q.sent = None;
+                    }
+                }
+                Err(e) => {
+                    warn!(stream = %self.stream, error = %e, "ignored a malformed push confirmation")
+                }
+            },
+            STREAM_ERROR => {
+                let reason = p
+                    .decode_data::<StreamError>(STREAM_ERROR)
+                    .map(|e| e.reason)
+                    .unwrap_or_default();
+                warn!(stream = %self.stream, %reason, "the hub refused a request");
+            }
+            TICK => self.on_tick(ctx).await,
+            other => debug!(stream = %self.stream, protocol = other, "ignored a message"),
+        }
+    }
+
+    async fn on_tick(&mut self, ctx: &Context) {
+        let now = Instant::now();
+        match (&self.stream_route, self.create_sent) {
+            (None, Some(t)) if now - t < RETRY_AFTER => {}
+            (None, _) => self.open(ctx).await,
+            (Some(_), _) => {
+                let stale = self
+                    .queue
+                    .iter()
+                    .any(|q| q.sent.is_some_and(|t| now - t > RETRY_AFTER));
+                if stale {
+                    // The hub (or the way to it) lost our pushes: reopen the
+                    // stream and send everything unconfirmed again.
+                    info!(stream = %self.stream, unconfirmed = self.queue.len(), "pushes unconfirmed; reopening the stream");
+                    self.open(ctx).await;
+                } else {
+                    self.pump(ctx).await;
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Worker for Producer {
+    type Message = Any;
+    type Context = Context;
+
+    async fn initialize(&mut self, ctx: &mut Context) -> Result<()> {
+        let tick_ctx = ctx.new_context(Address::random_local()).await?;
+        self.ticker = Some(tokio::spawn(ticker(
+            tick_ctx,
+            self.control.clone(),
+            self.interval,
+        )));
+        self.open(ctx).await;
+        Ok(())
+    }
+
+    async fn shutdown(&mut self, _ctx: &mut Context) -> Result<()> {
+        if let Some(t) = self.ticker.take() {
+            t.abort();
+        }
+        if !self.queue.is_empty() {
+            warn!(stream = %self.stream, unconfirmed = self.queue.len(), "stopping with unconfirmed pushes");
+        }
+        Ok(())
+    }
+
+    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
+        if msg.msg_addr() == Some(&self.public) {
+            // A message to send through the stream: its own routes travel
+            // with it, minus our hop.
+            let mut t = msg.into_transport_message();
+            t.onward_route.step()?;
+            let id = self.next_id;
+            self.next_id += 1;
+            self.queue.push_back(Pending {
+                id,
+                data: t.encode()?,
+                sent: None,
+            });
+            self.pump(ctx).await;
+            return Ok(());
+        }
+        let from = msg.return_route();
+        match ProtocolPayload::decode(msg.payload()) {
+            Ok(p) => self.on_hub_message(ctx, p, from).await,
+            Err(e) => {
+                warn!(stream = %self.stream, error = %e, "dropped a message that is not a stream protocol payload")
+            }
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- consumer
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConsumerState {
+    /// Waiting for the stream worker's `Init`.
+    Opening,
+    /// Waiting for the saved index.
+    Indexing,
+    /// Pulling.
+    Pulling,
+}
+
+/// Pulls the incoming stream from the saved index on, delivers each
+/// message, then saves the new index.
+pub(crate) struct Consumer {
+    hub: Route,
+    service: String,
+    index_service: String,
+    client_id: String,
+    stream: String,
+    /// Replies to delivered messages go through this producer.
+    producer: Address,
+    /// Where messages with nowhere else to go are delivered.
+    recipient: Address,
+    interval: Duration,
+    waiting_pull: bool,
+    state: ConsumerState,
+    stream_route: Option<Route>,
+    next: Option<u64>,
+    request_sent: Option<Instant>,
+    request_id: u64,
+    ticker: Option<JoinHandle<()>>,
+}
+
+impl Consumer {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        hub: Route,
+        service: String,
+        index_service: String,
+        client_id: String,
+        stream: String,
+        producer: Address,
+        recipient: Address,
+        interval: Duration,
+        waiting_pull: bool,
+    ) -> Self {
+        Consumer {
+            hub,
+            service,
+            index_service,
+            client_id,
+            stream,
+            producer,
+            recipient,
+            interval,
+            waiting_pull,
+            state: ConsumerState::Opening,
+            stream_route: None,
+            next: None,
+            request_sent: None,
+            request_id: 0,
+            ticker: None,
+        }
+    }
+
+    async fn request(&mut self, ctx: &Context, to: Route, protocol: &str, msg: ProtocolPayload) {
+        self.request_sent = Some(Instant::now());
+        if let Err(e) = ctx.send(to, msg).await {
+            debug!(stream = %self.stream, %protocol, error = %e, "could not reach the hub; will retry");
+        }
+    }
+
+    async fn open(&mut self, ctx: &Context) {
+        self.state = ConsumerState::Opening;
+        let req = CreateStreamRequest {
+            stream_name: Some(self.stream.clone()),
+        };
+        if let Ok(p) = ProtocolPayload::new(STREAM_CREATE, &req) {
+            self.request(ctx, hub_route(&self.hub, &self.service), STREAM_CREATE, p)
+                .await;
+        }
+    }
+
+    async fn get_index(&mut self, ctx: &Context) {
+        self.state = ConsumerState::Indexing;
+        let req = IndexRequest::Get {
+            client_id: self.client_id.clone(),
+            stream_name: self.stream.clone(),
+        };
+        if let Ok(p) = ProtocolPayload::new(STREAM_INDEX, &req) {
+            self.request(
+                ctx,
+                hub_route(&self.hub, &self.index_service),
+                STREAM_INDEX,
+                p,
+            )
+            .await;
+        }
+    }
+
+    async fn pull(&mut self, ctx: &Context) {
+        let (Some(route), Some(next)) = (self.stream_route.clone(), self.next) else {
+            return;
+        };
+        self.request_id += 1;
+        let p = if self.waiting_pull {
+            ProtocolPayload::new(
+                STREAM_PULL_WAIT,
+                &PullWaitRequest {
+                    request_id: Uint(self.request_id),
+                    index: Uint(next),
+                    limit: Uint(PULL_LIMIT),
+                    wait_ms: Uint(PULL_WAIT.as_millis() as u64),
+                },
+            )
+        } else {
+            ProtocolPayload::new(
+                STREAM_PULL,
+                &PullRequest {
+                    request_id: Uint(self.request_id),
+                    index: Uint(next),
+                    limit: Uint(PULL_LIMIT),
+                },
+            )
+        };
+        if let Ok(p) = p {
+            self.request(ctx, route, STREAM_PULL, p).await;
+        }
+    }
+
+    /// Delivers one stored message: its routes as the producer sent them,
+    /// with replies going back through our producer.
+    async fn deliver(&self, ctx: &Context, data: &[u8]) {
+        let mut t = match TransportMessage::decode(data) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(stream = %self.stream, error = %e, "skipped a stream message that is not a transport message");
+                return;
+            }
+        };
+        t.return_route.modify().prepend(self.producer.clone());
+        if t.onward_route.is_empty() {
+            t.onward_route.modify().append(self.recipient.clone());
+        }
+        if let Err(e) = ctx.forward(LocalMessage::new(t)).await {
+            warn!(stream = %self.stream, error = %e, "dropped a message from the stream");
+        }
+    }
+
+    async fn on_hub_message(&mut self, ctx: &Context, p: ProtocolPayload, from: Route) {
+        match (p.protocol.as_str(), self.state) {
+            (STREAM_CREATE, ConsumerState::Opening)
+                if p.decode_data::<Init>(STREAM_CREATE).is_ok() =>
+            {
+                self.stream_route = Some(from);
+                self.request_sent = None;
+                if self.next.is_some() {
+                    self.state = ConsumerState::Pulling;
+                    self.pull(ctx).await;
+                } else {
+                    self.get_index(ctx).await;
+                }
+            }
+            (STREAM_INDEX, ConsumerState::Indexing) => {
+                if let Ok(i) = p.decode_data::<Index>(STREAM_INDEX) {
+                    self.next = Some(i.index.map_or(0, |u| u.0));
+                    debug!(stream = %self.stream, from = self.next, "incoming stream open");
+                    self.state = ConsumerState::Pulling;
+                    self.request_sent = None;
+                    self.pull(ctx).await;
+                }
+            }
+            (STREAM_PULL, ConsumerState::Pulling) => {
+                let Ok(resp) = p.decode_data::<PullResponse>(STREAM_PULL) else {
+                    warn!(stream = %self.stream, "ignored a malformed pull response");
+                    return;
+                };
+                if resp.request_id.0 != self.request_id {
+                    return; // an answer to a pull we gave up on
+                }
+                self.request_sent = None;
+                let Some(mut next) = self.next else { return };
+                let got = !resp.messages.is_empty();
+                for m in resp.messages {
+                    if m.index.0 < next {
+                        continue;
+                    }
+                    self.deliver(ctx, &m.data).await;
+                    next = m.index.0 + 1;
+                }
+                if got {
+                    self.next = Some(next);
+                    // Saved only after delivery: at least once.
+                    let save = IndexRequest::Save {
+                        client_id: self.client_id.clone(),
+                        stream_name: self.stream.clone(),
+                        index: Uint(next),
+                    };
+                    if let Ok(p) = ProtocolPayload::new(STREAM_INDEX, &save) {
+                        let _ = ctx.send(hub_route(&self.hub, &self.index_service), p).await;
+                    }
+                }
+                if got || self.waiting_pull {
+                    self.pull(ctx).await;
+                }
+            }
+            (STREAM_ERROR, _) => {
+                let e = p.decode_data::<StreamError>(STREAM_ERROR);
+                if self.waiting_pull && e.as_ref().is_ok_and(|e| e.protocol == STREAM_PULL_WAIT) {
+                    info!(stream = %self.stream, "the hub has no waiting pull; polling instead");
+                    self.waiting_pull = false;
+                    self.request_sent = None;
+                } else {
+                    warn!(stream = %self.stream, reason = ?e.map(|e| e.reason), "the hub refused a request");
+                }
+            }
+            (TICK, _) => self.on_tick(ctx).await,
+            _ => {}
+        }
+    }
+
+    async fn on_tick(&mut self, ctx: &Context) {
+        let timeout = if self.waiting_pull && self.state == ConsumerState::Pulling {
+            PULL_WAIT + RETRY_AFTER
+        } else {
+            RETRY_AFTER
+        };
+        match self.request_sent {
+            Some(t) if t.elapsed() < timeout => {}
+            // Lost (hub restarted, connection gone): start over, keeping
+            // our position if we have one.
+            Some(_) => self.open(ctx).await,
+            None => match self.state {
+                ConsumerState::Pulling => self.pull(ctx).await,
+                ConsumerState::Opening => self.open(ctx).await,
+                ConsumerState::Indexing => self.get_index(ctx).await,
+            },
+        }
+    }
+}
+
+#[async_trait]
+impl Worker for Consumer {
+    type Message = Any;
+    type Context = Context;
+
+    async fn initialize(&mut self, ctx: &mut Context) -> Result<()> {
+        let tick_ctx = ctx.new_context(Address::random_local()).await?;
+        self.ticker = Some(tokio::spawn(ticker(tick_ctx, ctx.address(), self.interval)));
+        self.open(ctx).await;
+        Ok(())
+    }
+
+    async fn shutdown(&mut self, _ctx: &mut Context) -> Result<()> {
+        if let Some(t) = self.ticker.take() {
+            t.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
+        let from = msg.return_route();
+        match ProtocolPayload::decode(msg.payload()) {
+            Ok(p) => self.on_hub_message(ctx, p, from).await,
+            Err(e) => {
+                warn!(stream = %self.stream, error = %e, "dropped a message that is not a stream protocol payload")
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where `connect` put the outgoing stream: route messages through it with
+/// `route![sender.clone(), "worker-on-the-other-side"]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SenderAddress(pub(crate) Address);
+
+impl SenderAddress {
+    /// A route into the outgoing stream.
+    pub fn to_route(&self) -> Route {
+        Route::from(self.0.clone())
+    }
+
+    /// The producer's address.
+    pub fn address(&self) -> Address {
+        self.0.clone()
+    }
+}
+
+impl From<SenderAddress> for Address {
+    fn from(s: SenderAddress) -> Address {
+        s.0
+    }
+}
+
+impl From<&SenderAddress> for Address {
+    fn from(s: &SenderAddress) -> Address {
+        s.0.clone()
+    }
+}
+
+impl From<SenderAddress> for Route {
+    fn from(s: SenderAddress) -> Route {
+        s.to_route()
+    }
+}
+
+/// Where incoming stream messages without another destination arrive.
+pub struct ReceiverAddress {
+    pub(crate) ctx: Context,
+}
+
+impl ReceiverAddress {
+    /// The receiving address.
+    pub fn address(&self) -> Address {
+        self.ctx.address()
+    }
+
+    /// The next incoming message of type `T` (waits as long as it takes).
+    pub async fn next<T: Message>(&mut self) -> Result<Routed<T>> {
+        self.ctx.receive_block::<T>().await
+    }
+}
+
+impl std::fmt::Debug for ReceiverAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ReceiverAddress({})", self.ctx.address())
+    }
+}
+
+/// Builds a stream connection: `Stream::new(&ctx)?.stream_service("stream")
+/// .index_service("stream_index").client_id("me").connect(hub, out, in)`.
+pub struct Stream<'a> {
+    ctx: &'a Context,
+    stream_service: String,
+    index_service: String,
+    client_id: Option<String>,
+    interval: Duration,
+    recipient: Option<Address>,
+    waiting_pull: bool,
+}
+
+impl<'a> Stream<'a> {
+    /// A builder with the defaults: services `stream` / `stream_index`, a
+    /// generated client id, 100 ms ticks, waiting pulls (falling back to
+    /// polling if the hub lacks them).
+    pub fn new(ctx: &'a Context) -> Result<Self> {
+        Ok(Stream {
+            ctx,
+            stream_service: "stream".into(),
+            index_service: "stream_index".into(),
+            client_id: None,
+            interval: Duration::from_millis(100),
+            recipient: None,
+            waiting_pull: true,
+        })
+    }
+
+    /// The hub service that opens streams (`stream`, `stream_kafka`, ...).
+    pub fn stream_service(mut self, name: impl Into<String>) -> Self {
+        self.stream_service = name.into();
+        self
+    }
+
+    /// The hub service that keeps read positions.
+    pub fn index_service(mut self, name: impl Into<String>) -> Self {
+        self.index_service = name.into();
+        self
+    }
+
+    /// The name the hub saves this client's read position under.
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = Some(id.into());
+        self
+    }
+
+    /// How often to poll (without waiting pulls) and check for timeouts.
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Where incoming messages with no route of their own are delivered.
+    pub fn with_recipient(mut self, address: impl Into<Address>) -> Self {
+        self.recipient = Some(address.into());
+        self
+    }
+
+    /// Whether to use waiting pulls (default) or only poll every interval.
+    pub fn with_waiting_pull(mut self, enabled: bool) -> Self {
+        self.waiting_pull = enabled;
+        self
+    }
+
+    /// Opens `outgoing` (for sending) and `incoming` (for receiving) on the
+    /// hub at `route`.
+    pub async fn connect(
+        self,
+        route: impl Into<Route>,
+        outgoing: impl Into<String>,
+        incoming: impl Into<String>,
+    ) -> Result<(SenderAddress, ReceiverAddress)> {
+        let hub: Route = route.into();
+        let (outgoing, incoming) = (outgoing.into(), incoming.into());
+        validate_name("stream", &outgoing)?;
+        validate_name("stream", &incoming)?;
+        let client_id = match self.client_id {
+            Some(id) => id,
+            None => format!("client-{}", Address::random_local().address()),
+        };
+        validate_name("client", &client_id)
+            .map_err(|e| Error::new(ErrorKind::InvalidInput, e.message().to_string()))?;
+        let receiver = self.ctx.new_context(Address::random_local()).await?;
+        let recipient = self.recipient.unwrap_or_else(|| receiver.address());
+        let (public, control) = (Address::random_local(), Address::random_local());
+        let producer = Producer::new(
+            hub.clone(),
+            self.stream_service.clone(),
+            outgoing,
+            public.clone(),
+            control.clone(),
+            self.interval,
+        );
+        self.ctx
+            .start_worker(vec![public.clone(), control], producer)
+            .await?;
+        let consumer = Consumer::new(
+            hub,
+            self.stream_service,
+            self.index_service,
+            client_id,
+            incoming,
+            public.clone(),
+            recipient,
+            self.interval,
+            self.waiting_pull,
+        );
+        self.ctx
+            .start_worker(Address::random_local(), consumer)
+            .await?;
+        Ok((SenderAddress(public), ReceiverAddress { ctx: receiver }))
+    }
+}
