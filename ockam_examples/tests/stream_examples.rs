@@ -1,0 +1,115 @@
+//! The streams guides' examples (seeds 000 and 001), the hub echo and the
+//! forwarding examples, as processes, against a hub on 127.0.0.1:4000 (the
+//! address the seeds' code names).
+
+mod common;
+
+use common::{example, run, Running};
+use ockam_hub::{Hub, HubConfig, StorageKind};
+use std::time::Duration;
+
+/// A hub in this process (durable store in a temp dir), stopped on drop.
+struct LocalHub {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl LocalHub {
+    fn start(listen: &str) -> LocalHub {
+        let dir = tempfile::tempdir().unwrap();
+        let config = HubConfig {
+            listen: listen.to_string(),
+            storage: StorageKind::Durable(dir.path().to_path_buf()),
+            ..HubConfig::default()
+        };
+        let (up_tx, up_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let (ctx, mut executor) = ockam::start_node();
+            executor
+                .execute(async move {
+                    Hub::start(&ctx, config).await?;
+                    up_tx.send(()).unwrap();
+                    let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+                    ctx.stop().await
+                })
+                .expect("hub node");
+        });
+        up_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("hub up (is 127.0.0.1:4000 free?)");
+        LocalHub {
+            stop: Some(stop),
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for LocalHub {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn stdout_of(cmd: &mut std::process::Command) -> String {
+    let out = run(cmd);
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+// One test: the seeds' examples all use port 4000.
+#[test]
+fn stream_hub_and_forwarding_examples() {
+    let _hub = LocalHub::start("127.0.0.1:4000");
+
+    assert!(stdout_of(&mut example("15-hub-echo")).contains("Hub echoed: Hello Hub!"));
+
+    // Seed 000: the initiator first, the responder seconds later.
+    let mut initiator = Running::start(&mut example("14-streams-initiator"));
+    std::thread::sleep(Duration::from_secs(2));
+    let responder = Running::start(&mut example("14-streams-responder"));
+    let line = initiator.wait_for("Reply via stream:");
+    assert!(line.contains("Hello World!"), "{line}");
+    let status = initiator.child.wait().unwrap();
+    assert!(status.success());
+    drop(responder);
+
+    // Seed 001: a secure channel over the streams.
+    let responder = Running::start(&mut example(
+        "14-secure-channel-over-stream-over-cloud-node-responder",
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    let out = stdout_of(&mut example(
+        "14-secure-channel-over-stream-over-cloud-node-initiator",
+    ));
+    assert!(
+        out.contains("Reply via secure channel via stream: Hello World!"),
+        "{out}"
+    );
+    drop(responder);
+
+    // Forwarding through the hub, plain and with a secure channel.
+    let responder = Running::start(&mut example("16-forwarding-responder"));
+    let echoer = responder.wait_for("of echoer on the hub:");
+    let listener = responder.wait_for("of secure_channel_listener on the hub:");
+    let last = |l: &str| l.split_whitespace().last().unwrap().to_string();
+    let out = stdout_of(
+        example("16-forwarding-initiator")
+            .arg(last(&echoer))
+            .arg(last(&listener)),
+    );
+    assert!(
+        out.contains("Reply through the forwarder: Hello through the hub!"),
+        "{out}"
+    );
+    assert!(
+        out.contains("Reply through a secure channel over the forwarder: Hello, secretly!"),
+        "{out}"
+    );
+    drop(responder);
+}
