@@ -1,7 +1,7 @@
 //! The hub's services: `echo_service`, `stream` (and the stream workers it
 //! starts) and `stream_index`.
 
-use crate::storage::StreamStore;
+use crate::storage::{PendingPush, StreamStore};
 use ockam_core::{
     async_trait, Address, Any, LocalMessage, Result, Route, Routed, TransportMessage, Worker,
 };
@@ -14,8 +14,10 @@ use ockam_stream_client::protocol::{
 };
 use serde_bare::Uint;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::mpsc;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
@@ -130,6 +132,9 @@ impl Worker for StreamService {
             stream: name,
             shared: self.shared.clone(),
             requester: Some(back),
+            failed: Arc::new(AtomicBool::new(false)),
+            confirms: None,
+            replier: None,
         };
         ctx.start_worker(Address::random_local(), worker).await
     }
@@ -140,6 +145,54 @@ struct StreamWorker {
     stream: String,
     shared: Arc<Shared>,
     requester: Option<Route>,
+    /// A push failed: every later push is refused too, so that nothing is
+    /// stored after a gap; the client opens the stream again and resends.
+    failed: Arc<AtomicBool>,
+    /// Pushes submitted to the store, in order, for the replier to confirm.
+    confirms: Option<mpsc::UnboundedSender<(Option<PendingPush>, Route, Uint)>>,
+    replier: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// Confirms pushes in the order they were submitted, as each becomes
+/// durable: the stream worker keeps taking pushes meanwhile, so one
+/// client's pushes share commits instead of waiting for one each.
+async fn confirm_loop(
+    ctx: Context,
+    stream: String,
+    shared: Arc<Shared>,
+    failed: Arc<AtomicBool>,
+    mut rx: mpsc::UnboundedReceiver<(Option<PendingPush>, Route, Uint)>,
+) {
+    while let Some((pending, back, request_id)) = rx.recv().await {
+        // `None`: refused before storage (too large, or after a failure).
+        let outcome = match pending {
+            Some(p) => Some(p.await),
+            None => None,
+        };
+        let (status, index) = match outcome {
+            None => (PushStatus::Error, 0),
+            Some(Ok(index)) => {
+                shared.head(&stream).send_replace(index + 1);
+                (PushStatus::Ok, index)
+            }
+            Some(Err(e)) => {
+                if !failed.swap(true, Ordering::AcqRel) {
+                    warn!(%stream, error = %e, "push not stored; refusing later pushes on this stream worker");
+                }
+                (PushStatus::Error, 0)
+            }
+        };
+        let confirm = PushConfirm {
+            request_id,
+            status,
+            index: Uint(index),
+        };
+        if let Ok(p) = ProtocolPayload::new(STREAM_PUSH, &confirm) {
+            if let Err(e) = ctx.send(back, p).await {
+                debug!(%stream, error = %e, "could not confirm a push");
+            }
+        }
+    }
 }
 
 impl StreamWorker {
@@ -167,6 +220,16 @@ impl Worker for StreamWorker {
     type Context = Context;
 
     async fn initialize(&mut self, ctx: &mut Context) -> Result<()> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let replier_ctx = ctx.new_context(Address::random_local()).await?;
+        self.replier = Some(tokio::spawn(confirm_loop(
+            replier_ctx,
+            self.stream.clone(),
+            self.shared.clone(),
+            self.failed.clone(),
+            rx,
+        )));
+        self.confirms = Some(tx);
         // Sent from this worker's address: its return route reaches us.
         if let Some(to) = self.requester.take() {
             let init = Init {
@@ -190,28 +253,23 @@ impl Worker for StreamWorker {
                     Ok(r) => r,
                     Err(e) => return refuse(ctx, back, STREAM_PUSH, e.to_string()).await,
                 };
-                let (status, index) = if req.data.len() > self.shared.limits.max_message_size {
+                let refuse_now = if self.failed.load(Ordering::Acquire) {
+                    true
+                } else if req.data.len() > self.shared.limits.max_message_size {
                     warn!(stream = %self.stream, size = req.data.len(), "refused a message over the size limit");
-                    (PushStatus::Error, 0)
+                    true
                 } else {
-                    match self.shared.store.push(&self.stream, req.data).await {
-                        Ok(index) => {
-                            self.shared.head(&self.stream).send_replace(index + 1);
-                            (PushStatus::Ok, index)
-                        }
-                        Err(e) => {
-                            warn!(stream = %self.stream, error = %e, "push not stored");
-                            (PushStatus::Error, 0)
-                        }
-                    }
+                    false
                 };
-                let confirm = PushConfirm {
-                    request_id: req.request_id,
-                    status,
-                    index: Uint(index),
+                let pending = if refuse_now {
+                    None
+                } else {
+                    Some(self.shared.store.submit_push(&self.stream, req.data))
                 };
-                ctx.send(back, ProtocolPayload::new(STREAM_PUSH, &confirm)?)
-                    .await
+                if let Some(confirms) = &self.confirms {
+                    let _ = confirms.send((pending, back, req.request_id));
+                }
+                Ok(())
             }
             STREAM_PULL => {
                 let req: PullRequest = match msg.decode_data(STREAM_PULL) {

@@ -18,7 +18,13 @@ use tracing::{debug, error, info};
 #[async_trait]
 pub trait StreamStore: Send + Sync + 'static {
     /// Appends `data` to `stream`; returns its index.
-    async fn push(&self, stream: &str, data: Vec<u8>) -> Result<u64>;
+    async fn push(&self, stream: &str, data: Vec<u8>) -> Result<u64> {
+        self.submit_push(stream, data).await
+    }
+    /// Queues `data` for `stream` *now* (pushes are stored in the order
+    /// they are submitted) and returns a future of its index, so that a
+    /// caller can submit more before the first is durable (group commit).
+    fn submit_push(&self, stream: &str, data: Vec<u8>) -> PendingPush;
     /// Up to `limit` messages of `stream` from `from` on, in order.
     async fn pull(&self, stream: &str, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>>;
     /// The index the next push to `stream` gets (0 for a new stream).
@@ -28,6 +34,9 @@ pub trait StreamStore: Send + Sync + 'static {
     /// Saves the read position of `(client, stream)`.
     async fn save_index(&self, client: &str, stream: &str, index: u64) -> Result<()>;
 }
+
+/// The outcome of a submitted push, once stored.
+pub type PendingPush = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64>> + Send>>;
 
 fn storage_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Io, format!("storage: {what}: {e}"))
@@ -51,11 +60,12 @@ impl MemoryStore {
 
 #[async_trait]
 impl StreamStore for MemoryStore {
-    async fn push(&self, stream: &str, data: Vec<u8>) -> Result<u64> {
+    fn submit_push(&self, stream: &str, data: Vec<u8>) -> PendingPush {
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         let log = streams.entry(stream.to_string()).or_default();
         log.push(data);
-        Ok(log.len() as u64 - 1)
+        let index = log.len() as u64 - 1;
+        Box::pin(async move { Ok(index) })
     }
 
     async fn pull(&self, stream: &str, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
@@ -193,6 +203,9 @@ impl DurableStore {
 
 /// The writer thread: takes every write waiting, commits them together.
 fn writer(db: Arc<redb::Database>, mut rx: mpsc::UnboundedReceiver<Write>) {
+    // After a failed commit nothing more is written: a later write landing
+    // after a lost one would leave a gap in a stream.
+    let mut broken: Option<Error> = None;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -202,7 +215,17 @@ fn writer(db: Arc<redb::Database>, mut rx: mpsc::UnboundedReceiver<Write>) {
             }
         }
         let n = batch.len();
-        match commit(&db, &batch) {
+        let result = match &broken {
+            Some(e) => Err(e.clone()),
+            None => commit(&db, &batch),
+        };
+        if let (Err(e), None) = (&result, &broken) {
+            broken = Some(Error::new(
+                ErrorKind::Unavailable,
+                format!("storage failed earlier ({e}); restart the hub"),
+            ));
+        }
+        match result {
             Ok(indexes) => {
                 for (w, index) in batch.into_iter().zip(indexes) {
                     match w {
@@ -282,15 +305,18 @@ fn commit(db: &redb::Database, batch: &[Write]) -> Result<Vec<u64>> {
 
 #[async_trait]
 impl StreamStore for DurableStore {
-    async fn push(&self, stream: &str, data: Vec<u8>) -> Result<u64> {
+    fn submit_push(&self, stream: &str, data: Vec<u8>) -> PendingPush {
         let (done, rx) = oneshot::channel();
-        self.send(Write::Push {
+        let sent = self.send(Write::Push {
             stream: stream.to_string(),
             data,
             done,
-        })?;
-        rx.await
-            .map_err(|_| Error::new(ErrorKind::Unavailable, "storage writer stopped"))?
+        });
+        Box::pin(async move {
+            sent?;
+            rx.await
+                .map_err(|_| Error::new(ErrorKind::Unavailable, "storage writer stopped"))?
+        })
     }
 
     async fn pull(&self, stream: &str, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {

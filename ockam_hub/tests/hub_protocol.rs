@@ -245,6 +245,20 @@ fn the_hub_serves_echo_streams_and_indexes_and_survives_bad_input() {
                 .await
                 .is_err());
 
+            // A message over --max-message-size is refused, alone.
+            let c: PushConfirm = request(
+                &mut ctx,
+                stream.clone(),
+                STREAM_PUSH,
+                &PushRequest {
+                    request_id: Uint(500),
+                    data: vec![0; 1001],
+                },
+            )
+            .await?
+            .decode_data(STREAM_PUSH)?;
+            assert_eq!(c.status, PushStatus::Error);
+
             // Still serving.
             let c: PushConfirm = request(
                 &mut ctx,

@@ -15,9 +15,11 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 /// Pushes sent and not yet confirmed, at most.
-pub const MAX_IN_FLIGHT: usize = 64;
+pub const MAX_IN_FLIGHT: usize = 1024;
 /// A push not confirmed within this is retried (after re-opening the stream).
 pub const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// Refusals of one message after which the producer gives it up.
+pub const MAX_REFUSALS: u32 = 3;
 /// How long a waiting pull asks the hub to wait.
 pub const PULL_WAIT: Duration = Duration::from_secs(5);
 /// Messages asked for per pull.
@@ -53,7 +55,6 @@ fn hub_route(hub: &Route, service: &str) -> Route {
 struct Pending {
     id: u64,
     data: Vec<u8>,
-    sent: Option<Instant>,
 }
 
 /// Pushes every message sent to its public address to the outgoing stream,
@@ -68,7 +69,12 @@ pub(crate) struct Producer {
     /// The stream worker on the hub, once it answered.
     stream_route: Option<Route>,
     create_sent: Option<Instant>,
+    /// Messages not yet confirmed, oldest first; the first
+    /// `sent_at.len()` of them have been sent (at those times).
     queue: VecDeque<Pending>,
+    sent_at: VecDeque<Instant>,
+    /// Refusals of the oldest message: after a few it is given up.
+    refusals: (u64, u32),
     next_id: u64,
     ticker: Option<JoinHandle<()>>,
 }
@@ -92,6 +98,8 @@ impl Producer {
             stream_route: None,
             create_sent: None,
             queue: VecDeque::new(),
+            sent_at: VecDeque::new(),
+            refusals: (0, 0),
             next_id: 1,
             ticker: None,
         }
@@ -115,19 +123,13 @@ impl Producer {
         }
     }
 
-    /// Sends every unsent push, up to the in-flight bound.
+    /// Sends unsent pushes, in order, up to the in-flight bound.
     async fn pump(&mut self, ctx: &Context) {
         let Some(route) = self.stream_route.clone() else {
             return;
         };
-        let in_flight = self.queue.iter().filter(|p| p.sent.is_some()).count();
-        let budget = MAX_IN_FLIGHT.saturating_sub(in_flight);
-        for p in self
-            .queue
-            .iter_mut()
-            .filter(|p| p.sent.is_none())
-            .take(budget)
-        {
+        while self.sent_at.len() < self.queue.len() && self.sent_at.len() < MAX_IN_FLIGHT {
+            let p = &self.queue[self.sent_at.len()];
             let push = PushRequest {
                 request_id: Uint(p.id),
                 data: p.data.clone(),
@@ -140,7 +142,7 @@ impl Producer {
                 Err(e) => Err(e),
             };
             match sent {
-                Ok(()) => p.sent = Some(Instant::now()),
+                Ok(()) => self.sent_at.push_back(Instant::now()),
                 Err(e) => {
                     debug!(stream = %self.stream, error = %e, "push not sent; will retry");
                     break;
@@ -158,26 +160,44 @@ impl Producer {
                     self.create_sent = None;
                     // Everything unconfirmed goes again, in order, with the
                     // same request ids.
-                    for q in self.queue.iter_mut() {
-                        q.sent = None;
-                    }
+                    self.sent_at.clear();
                     self.pump(ctx).await;
                 }
                 _ => warn!(stream = %self.stream, "ignored an unexpected stream_create answer"),
             },
             STREAM_PUSH => match p.decode_data::<PushConfirm>(STREAM_PUSH) {
                 Ok(c) if c.status == PushStatus::Ok => {
-                    if let Some(pos) = self.queue.iter().position(|q| q.id == c.request_id.0) {
+                    let sent = self.sent_at.len();
+                    if let Some(pos) = self
+                        .queue
+                        .iter()
+                        .take(sent)
+                        .position(|q| q.id == c.request_id.0)
+                    {
                         // Confirmations come in order; anything before is confirmed too.
                         self.queue.drain(..=pos);
+                        self.sent_at.drain(..=pos);
                     }
                     self.pump(ctx).await;
                 }
                 Ok(c) => {
-                    warn!(stream = %self.stream, request = c.request_id.0, "the hub could not store a push; retrying");
-                    if let Some(q) = self.queue.iter_mut().find(|q| q.id == c.request_id.0) {
-                        q.sent = None;
+                    // The hub refuses everything after a failed push on this
+                    // stream worker (so nothing is stored out of order):
+                    // open the stream again and resend all unconfirmed. A
+                    // message refused again and again (too large for the
+                    // hub, say) is given up rather than retried forever.
+                    let front = self.queue.front().map(|q| q.id);
+                    if front == Some(c.request_id.0) {
+                        let (id, n) = self.refusals;
+                        self.refusals =
+                            (c.request_id.0, if id == c.request_id.0 { n + 1 } else { 1 });
+                        if self.refusals.1 >= MAX_REFUSALS {
+                            warn!(stream = %self.stream, request = c.request_id.0, "the hub refused a message {MAX_REFUSALS} times; dropping it");
+                            self.queue.pop_front();
+                        }
                     }
+                    warn!(stream = %self.stream, request = c.request_id.0, "the hub could not store a push; reopening the stream");
+                    self.open(ctx).await;
                 }
                 Err(e) => {
                     warn!(stream = %self.stream, error = %e, "ignored a malformed push confirmation")
@@ -201,10 +221,8 @@ impl Producer {
             (None, Some(t)) if now - t < RETRY_AFTER => {}
             (None, _) => self.open(ctx).await,
             (Some(_), _) => {
-                let stale = self
-                    .queue
-                    .iter()
-                    .any(|q| q.sent.is_some_and(|t| now - t > RETRY_AFTER));
+                // The oldest unconfirmed push tells: were we answered?
+                let stale = self.sent_at.front().is_some_and(|t| now - *t > RETRY_AFTER);
                 if stale {
                     // The hub (or the way to it) lost our pushes: reopen the
                     // stream and send everything unconfirmed again.
@@ -255,7 +273,6 @@ impl Worker for Producer {
             self.queue.push_back(Pending {
                 id,
                 data: t.encode()?,
-                sent: None,
             });
             self.pump(ctx).await;
             return Ok(());
