@@ -61,6 +61,8 @@ fn the_hub_serves_echo_streams_and_indexes_and_survives_bad_input() {
         dir.path().to_str().unwrap(),
         "--max-pull",
         "50",
+        "--max-message-size",
+        "1000",
     ]);
     let (mut ctx, mut executor) = start_node();
     executor
