@@ -208,3 +208,113 @@ fn kill_9_of_the_hub_loses_nothing_and_the_consumer_resumes() {
     producer.join().unwrap();
     drop(hub_process);
 }
+
+/// The `numbers_consumer` example, which `cargo test` builds beside this test.
+fn numbers_consumer(hub: &str, client_id: &str) -> (Child, mpsc::Receiver<String>) {
+    let mut dir = std::env::current_exe().unwrap();
+    dir.pop();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join("examples").join("numbers_consumer");
+    assert!(
+        bin.exists(),
+        "{} missing: run through `cargo test`",
+        bin.display()
+    );
+    let mut child = Command::new(bin)
+        .args([hub, client_id])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines().map_while(|l| l.ok()) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Reads `NEXT n` lines until `n >= until`; panics on a gap. Returns the
+/// last `n` and the `FIRST` value, if seen.
+fn follow(lines: &mpsc::Receiver<String>, until: u64) -> (u64, Option<u64>) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (mut last, mut first) = (0, None);
+    while last < until {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|_| panic!("consumer stalled at {last}"));
+        assert!(!line.starts_with("GAP"), "{line}");
+        if let Some(n) = line.strip_prefix("FIRST ") {
+            first = Some(n.parse().unwrap());
+        }
+        if let Some(n) = line.strip_prefix("NEXT ") {
+            last = n.parse().unwrap();
+        }
+    }
+    (last, first)
+}
+
+#[test]
+fn kill_9_of_the_consumer_process_resumes_from_its_saved_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let hub = format!("127.0.0.1:{port}");
+    let _hub_process = HubProcess::start(&hub, dir.path());
+
+    let (stop_producer, stop_rx) = mpsc::channel::<()>();
+    let h = hub.clone();
+    let producer = std::thread::spawn(move || {
+        let (ctx, mut executor) = start_node();
+        executor
+            .execute(async move {
+                let _tcp = TcpTransport::create(&ctx).await?;
+                let (sender, _receiver) = Stream::new(&ctx)?
+                    .client_id("producer-2")
+                    .connect(route![(TCP, h.as_str())], "numbers", "numbers-back")
+                    .await?;
+                for n in 0..COUNT {
+                    ctx.send(route![sender.clone(), "checker"], n).await?;
+                    if n % 200 == 0 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+                ctx.stop().await
+            })
+            .expect("producer node");
+    });
+
+    let (mut first, lines) = numbers_consumer(&hub, "crashy-consumer");
+    let (before, start) = follow(&lines, 3000);
+    assert_eq!(start, Some(0));
+    let _ = first.kill(); // SIGKILL, mid-stream
+    let _ = first.wait();
+
+    let (mut second, lines) = numbers_consumer(&hub, "crashy-consumer");
+    let (last, resumed_at) = follow(&lines, COUNT - 1);
+    let resumed_at = resumed_at.expect("a first message after the restart");
+    assert!(
+        resumed_at <= before + 1,
+        "gap across the restart: {before} then {resumed_at}"
+    );
+    assert!(
+        resumed_at > 0,
+        "the consumer started over instead of resuming at its saved index"
+    );
+    assert_eq!(last, COUNT - 1);
+    let _ = second.kill();
+    let _ = second.wait();
+    drop(stop_producer);
+    producer.join().unwrap();
+}
