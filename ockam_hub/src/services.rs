@@ -12,6 +12,7 @@ use ockam_stream_client::protocol::{
     StreamMessage, STREAM_CREATE, STREAM_ERROR, STREAM_INDEX, STREAM_PULL, STREAM_PULL_WAIT,
     STREAM_PUSH,
 };
+use serde::de::DeserializeOwned;
 use serde_bare::Uint;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -80,6 +81,22 @@ async fn refuse(ctx: &Context, to: Route, protocol: &str, reason: String) -> Res
         .await
 }
 
+/// Decodes a request of `protocol`, or answers `stream_error` (and gives
+/// `None`) when it is not one.
+async fn decode_or_refuse<T: DeserializeOwned>(
+    ctx: &Context,
+    msg: &Routed<ProtocolPayload>,
+    protocol: &str,
+) -> Result<Option<T>> {
+    match msg.decode_data(protocol) {
+        Ok(r) => Ok(Some(r)),
+        Err(e) => {
+            refuse(ctx, msg.return_route(), &msg.protocol, e.to_string()).await?;
+            Ok(None)
+        }
+    }
+}
+
 /// Replies to any message with the same payload.
 pub(crate) struct EchoService;
 
@@ -116,9 +133,9 @@ impl Worker for StreamService {
         msg: Routed<ProtocolPayload>,
     ) -> Result<()> {
         let back = msg.return_route();
-        let req: CreateStreamRequest = match msg.decode_data(STREAM_CREATE) {
-            Ok(r) => r,
-            Err(e) => return refuse(ctx, back, &msg.protocol, e.to_string()).await,
+        let Some(req) = decode_or_refuse::<CreateStreamRequest>(ctx, &msg, STREAM_CREATE).await?
+        else {
+            return Ok(());
         };
         let name = match req.stream_name {
             Some(n) => n,
@@ -249,9 +266,9 @@ impl Worker for StreamWorker {
         let back = msg.return_route();
         match msg.protocol.as_str() {
             STREAM_PUSH => {
-                let req: PushRequest = match msg.decode_data(STREAM_PUSH) {
-                    Ok(r) => r,
-                    Err(e) => return refuse(ctx, back, STREAM_PUSH, e.to_string()).await,
+                let Some(req) = decode_or_refuse::<PushRequest>(ctx, &msg, STREAM_PUSH).await?
+                else {
+                    return Ok(());
                 };
                 let refuse_now = if self.failed.load(Ordering::Acquire) {
                     true
@@ -272,9 +289,9 @@ impl Worker for StreamWorker {
                 Ok(())
             }
             STREAM_PULL => {
-                let req: PullRequest = match msg.decode_data(STREAM_PULL) {
-                    Ok(r) => r,
-                    Err(e) => return refuse(ctx, back, STREAM_PULL, e.to_string()).await,
+                let Some(req) = decode_or_refuse::<PullRequest>(ctx, &msg, STREAM_PULL).await?
+                else {
+                    return Ok(());
                 };
                 let messages = self.pull(req.index.0, req.limit.0).await?;
                 let resp = PullResponse {
@@ -285,9 +302,10 @@ impl Worker for StreamWorker {
                     .await
             }
             STREAM_PULL_WAIT => {
-                let req: PullWaitRequest = match msg.decode_data(STREAM_PULL_WAIT) {
-                    Ok(r) => r,
-                    Err(e) => return refuse(ctx, back, STREAM_PULL_WAIT, e.to_string()).await,
+                let Some(req) =
+                    decode_or_refuse::<PullWaitRequest>(ctx, &msg, STREAM_PULL_WAIT).await?
+                else {
+                    return Ok(());
                 };
                 let mut head = self.shared.head(&self.stream).subscribe();
                 let mut messages = self.pull(req.index.0, req.limit.0).await?;
@@ -319,6 +337,12 @@ impl Worker for StreamWorker {
     }
 }
 
+fn validate_pair(client_id: &str, stream_name: &str) -> std::result::Result<(), String> {
+    validate_name("client", client_id)
+        .and(validate_name("stream", stream_name))
+        .map_err(|e| e.message().to_string())
+}
+
 /// `stream_index`: client read positions.
 pub(crate) struct IndexService {
     pub(crate) shared: Arc<Shared>,
@@ -335,19 +359,16 @@ impl Worker for IndexService {
         msg: Routed<ProtocolPayload>,
     ) -> Result<()> {
         let back = msg.return_route();
-        let req: IndexRequest = match msg.decode_data(STREAM_INDEX) {
-            Ok(r) => r,
-            Err(e) => return refuse(ctx, back, &msg.protocol, e.to_string()).await,
+        let Some(req) = decode_or_refuse::<IndexRequest>(ctx, &msg, STREAM_INDEX).await? else {
+            return Ok(());
         };
         match req {
             IndexRequest::Get {
                 client_id,
                 stream_name,
             } => {
-                if let Err(e) =
-                    validate_name("client", &client_id).and(validate_name("stream", &stream_name))
-                {
-                    return refuse(ctx, back, STREAM_INDEX, e.message().to_string()).await;
+                if let Err(e) = validate_pair(&client_id, &stream_name) {
+                    return refuse(ctx, back, STREAM_INDEX, e).await;
                 }
                 let index = self
                     .shared
@@ -367,10 +388,8 @@ impl Worker for IndexService {
                 stream_name,
                 index,
             } => {
-                if let Err(e) =
-                    validate_name("client", &client_id).and(validate_name("stream", &stream_name))
-                {
-                    return refuse(ctx, back, STREAM_INDEX, e.message().to_string()).await;
+                if let Err(e) = validate_pair(&client_id, &stream_name) {
+                    return refuse(ctx, back, STREAM_INDEX, e).await;
                 }
                 self.shared
                     .store
