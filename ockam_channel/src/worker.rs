@@ -15,7 +15,9 @@ use ockam_core::{
 };
 use ockam_node::Context;
 use ockam_vault::{PublicKey, SecretHandle, Vault};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
@@ -71,7 +73,17 @@ pub(crate) struct ChannelWorker {
     done: Option<Done>,
     /// The responder's first handshake message, handled in `initialize`.
     first: Option<Vec<u8>>,
+    /// Responder: the listener's count of unfinished handshakes, which this
+    /// one is part of until it ends.
+    half_open: Option<Arc<AtomicUsize>>,
+    /// Responder: stops this worker if the handshake does not finish in time.
+    deadline: Option<tokio::task::JoinHandle<()>>,
 }
+
+/// How long a responder waits for the initiator to finish the handshake.
+pub(crate) const RESPONDER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Unfinished handshakes one listener keeps at most; more are dropped.
+pub(crate) const MAX_HALF_OPEN: usize = 1024;
 
 impl ChannelWorker {
     pub(crate) fn initiator(
@@ -98,6 +110,8 @@ impl ChannelWorker {
             trust,
             done: Some(done),
             first: None,
+            half_open: None,
+            deadline: None,
         }
     }
 
@@ -108,6 +122,7 @@ impl ChannelWorker {
         route: Route,
         trust: Trust,
         first: Vec<u8>,
+        half_open: Arc<AtomicUsize>,
     ) -> Self {
         ChannelWorker {
             vault: vault.clone(),
@@ -124,12 +139,20 @@ impl ChannelWorker {
             trust,
             done: None,
             first: Some(first),
+            half_open: Some(half_open),
+            deadline: None,
         }
     }
 
     async fn send_to_peer(&self, ctx: &Context, msg: ChannelMessage) -> Result<()> {
         ctx.send_from_address(self.peer_route.clone(), msg, self.remote.clone())
             .await
+    }
+
+    fn release_half_open(&mut self) {
+        if let Some(n) = self.half_open.take() {
+            n.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// Ends this channel after a failure: tells a waiting `create`, stops.
@@ -205,6 +228,10 @@ impl ChannelWorker {
                     transport: hs.into_transport()?,
                     replay: ReplayWindow::default(),
                 }));
+                self.release_half_open();
+                if let Some(d) = self.deadline.take() {
+                    d.abort();
+                }
                 Ok(())
             }
             other => {
@@ -280,6 +307,16 @@ impl Worker for ChannelWorker {
     type Context = Context;
 
     async fn initialize(&mut self, ctx: &mut Context) -> Result<()> {
+        if self.first.is_some() {
+            // A responder: give up if the initiator never finishes.
+            let watcher = ctx.new_context(Address::random_local()).await?;
+            let me = self.local.clone();
+            self.deadline = Some(tokio::spawn(async move {
+                tokio::time::sleep(RESPONDER_TIMEOUT).await;
+                warn!(channel = %me, "secure channel handshake not finished in time; giving up");
+                let _ = watcher.stop_worker(me).await;
+            }));
+        }
         let r = async {
             let Phase::Handshake(hs) = &mut self.phase else {
                 return Ok(());
@@ -303,6 +340,11 @@ impl Worker for ChannelWorker {
             if let Some(done) = self.done.take() {
                 let _ = done.send(Err(e.clone()));
             }
+            // `shutdown` does not run after a failed `initialize`.
+            self.release_half_open();
+            if let Some(d) = self.deadline.take() {
+                d.abort();
+            }
             return Err(e);
         }
         Ok(())
@@ -311,6 +353,10 @@ impl Worker for ChannelWorker {
     async fn shutdown(&mut self, _ctx: &mut Context) -> Result<()> {
         if let Some(s) = self.own_static.take() {
             self.vault.delete(&s);
+        }
+        self.release_half_open();
+        if let Some(d) = self.deadline.take() {
+            d.abort();
         }
         Ok(())
     }
@@ -380,6 +426,7 @@ pub(crate) struct ListenerWorker {
     pub(crate) vault: Vault,
     pub(crate) s: SecretHandle,
     pub(crate) trust: Trust,
+    pub(crate) half_open: Arc<AtomicUsize>,
 }
 
 #[async_trait]
@@ -397,6 +444,11 @@ impl Worker for ListenerWorker {
             warn!(listener = %ctx.address(), "dropped a message that does not start a handshake");
             return Ok(());
         };
+        if self.half_open.fetch_add(1, Ordering::AcqRel) >= MAX_HALF_OPEN {
+            self.half_open.fetch_sub(1, Ordering::AcqRel);
+            warn!(listener = %ctx.address(), "too many unfinished handshakes; dropped a new one");
+            return Ok(());
+        }
         let addresses = (Address::random_local(), Address::random_local());
         debug!(listener = %ctx.address(), channel = %addresses.0, "starting a secure channel responder");
         let w = ChannelWorker::responder(
@@ -406,6 +458,7 @@ impl Worker for ListenerWorker {
             return_route,
             self.trust.clone(),
             m1,
+            self.half_open.clone(),
         );
         ctx.start_worker(vec![addresses.0, addresses.1], w).await
     }

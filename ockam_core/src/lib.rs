@@ -30,7 +30,7 @@ pub use address::{Address, AddressSet, TransportType, LOCAL, TCP};
 pub use error::{Error, ErrorKind, Result};
 pub use message::wire;
 pub use message::{
-    decode, encode, encode_into, Any, LocalMessage, Message, TransportMessage,
+    decode, encode, encode_into, Any, LocalMessage, Message, TransportMessage, MAX_ROUTE_LEN,
     TRANSPORT_MESSAGE_VERSION,
 };
 pub use route::{Route, RouteBuilder, RouteModifier};

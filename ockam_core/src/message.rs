@@ -108,6 +108,9 @@ impl std::fmt::Display for Any {
     }
 }
 
+/// Most addresses a route decoded from a peer may have.
+pub const MAX_ROUTE_LEN: usize = 256;
+
 /// Protocol version written in every [`TransportMessage`].
 pub const TRANSPORT_MESSAGE_VERSION: u8 = 1;
 
@@ -220,6 +223,7 @@ impl TransportMessage {
 /// Hand-written BARE primitives for the hot paths (the transport message is
 /// decoded for every message that arrives from a peer).
 pub mod wire {
+    use super::MAX_ROUTE_LEN;
     use crate::address::Address;
     use crate::error::{Error, ErrorKind, Result};
     use crate::route::Route;
@@ -309,15 +313,25 @@ pub mod wire {
         /// A route: a count, then addresses.
         pub fn route(&mut self) -> Result<Route> {
             let n = self.uint()?;
-            // Every address takes at least two bytes: a count beyond that
+            if n > MAX_ROUTE_LEN as u64 {
+                return Err(Error::new(
+                    ErrorKind::Decoding,
+                    format!("a route of {n} addresses is longer than {MAX_ROUTE_LEN}"),
+                ));
+            }
+            // Every address takes at least three bytes: a count beyond that
             // is a lie, and must not size an allocation.
-            if n > (self.buf.len() / 2) as u64 {
+            if n > (self.buf.len() / 3) as u64 {
                 return Err(truncated());
             }
             let mut addresses = Vec::with_capacity(n as usize);
             for _ in 0..n {
                 let tt = self.u8()?;
-                addresses.push(Address::from_utf8(tt, self.bytes()?)?);
+                let bytes = self.bytes()?;
+                if bytes.is_empty() {
+                    return Err(Error::new(ErrorKind::Decoding, "an address is empty"));
+                }
+                addresses.push(Address::from_utf8(tt, bytes)?);
             }
             Ok(Route::from(addresses))
         }
@@ -409,6 +423,14 @@ mod tests {
             1, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0
         ])
         .is_err());
+        // A route of 257 addresses, and an empty address.
+        let long = TransportMessage::v1(
+            Route::create((0..257).map(|i| i.to_string())),
+            route![],
+            vec![],
+        );
+        assert!(TransportMessage::decode(&long.encode().unwrap()).is_err());
+        assert!(TransportMessage::decode(&[1, 1, 0, 0, 0, 0]).is_err());
         // A non-canonical zero (0x80 0x00).
         assert!(TransportMessage::decode(&[1, 0x80, 0x00, 0, 0]).is_err());
         // A payload length beyond the end.
@@ -437,7 +459,7 @@ mod tests {
 
         #[test]
         fn the_hand_written_codec_matches_serde_bare(
-            onward in proptest::collection::vec((0u8..3, "[a-z0-9:.#]{0,40}"), 0..6),
+            onward in proptest::collection::vec((0u8..3, "[a-z0-9:.#]{1,40}"), 0..6),
             payload in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
         ) {
             let route = Route::create(onward.iter().map(|(t, a)| crate::Address::new(*t, a)));

@@ -36,8 +36,9 @@ struct Args {
     /// Longest a waiting pull waits, in milliseconds.
     #[arg(long, default_value_t = 30_000)]
     max_wait_ms: u64,
-    /// Largest message a push may store, in bytes.
-    #[arg(long, default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=16 * 1024 * 1024))]
+    /// Largest message a push may store, in bytes (at most 8 MiB, so that
+    /// every stored message fits in a pull response).
+    #[arg(long, default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=8 * 1024 * 1024))]
     max_message_size: u64,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]

@@ -22,6 +22,10 @@ use tokio::sync::mpsc;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
+/// Most data one pull response carries, so that it fits a TCP frame
+/// (16 MiB by default) with room to spare.
+pub const MAX_PULL_BYTES: usize = 8 * 1024 * 1024;
+
 /// Limits the hub applies to requests.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -220,7 +224,7 @@ impl StreamWorker {
         Ok(self
             .shared
             .store
-            .pull(&self.stream, from, limit)
+            .pull(&self.stream, from, limit, MAX_PULL_BYTES)
             .await?
             .into_iter()
             .map(|(index, data)| StreamMessage {
@@ -413,7 +417,7 @@ impl Worker for ForwardingService {
     async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<String>) -> Result<()> {
         let back = msg.return_route();
         let destination = match Address::parse(msg.as_body()) {
-            Ok(a) if a.is_local() && !back.is_empty() => a,
+            Ok(a) if a.is_local() && back.len() >= 2 => a,
             _ => {
                 warn!(from = %back, "refused a forwarder registration with a bad destination");
                 return Ok(());

@@ -25,8 +25,15 @@ pub trait StreamStore: Send + Sync + 'static {
     /// they are submitted) and returns a future of its index, so that a
     /// caller can submit more before the first is durable (group commit).
     fn submit_push(&self, stream: &str, data: Vec<u8>) -> PendingPush;
-    /// Up to `limit` messages of `stream` from `from` on, in order.
-    async fn pull(&self, stream: &str, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// Up to `limit` messages of `stream` from `from` on, in order, and no
+    /// more than `max_bytes` of data (but always the first one, if any).
+    async fn pull(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>>;
     /// The index the next push to `stream` gets (0 for a new stream).
     async fn next_index(&self, stream: &str) -> Result<u64>;
     /// The read position saved for `(client, stream)`.
@@ -68,18 +75,32 @@ impl StreamStore for MemoryStore {
         Box::pin(async move { Ok(index) })
     }
 
-    async fn pull(&self, stream: &str, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+    async fn pull(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
         let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         let Some(log) = streams.get(stream) else {
             return Ok(Vec::new());
         };
-        Ok(log
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for (i, d) in log
             .iter()
             .enumerate()
             .skip(usize::try_from(from).unwrap_or(usize::MAX))
             .take(limit)
-            .map(|(i, d)| (i as u64, d.clone()))
-            .collect())
+        {
+            bytes += d.len();
+            if bytes > max_bytes && !out.is_empty() {
+                break;
+            }
+            out.push((i as u64, d.clone()));
+        }
+        Ok(out)
     }
 
     async fn next_index(&self, stream: &str) -> Result<u64> {
@@ -319,7 +340,13 @@ impl StreamStore for DurableStore {
         })
     }
 
-    async fn pull(&self, stream: &str, from: u64, limit: usize) -> Result<Vec<(u64, Vec<u8>)>> {
+    async fn pull(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
         let stream = stream.to_string();
         self.read(move |txn| {
             let table = txn
@@ -329,8 +356,13 @@ impl StreamStore for DurableStore {
                 .range((stream.as_str(), from)..=(stream.as_str(), u64::MAX))
                 .map_err(|e| storage_error("range", e))?;
             let mut out = Vec::new();
+            let mut bytes = 0;
             for item in range.take(limit) {
                 let (k, v) = item.map_err(|e| storage_error("read", e))?;
+                bytes += v.value().len();
+                if bytes > max_bytes && !out.is_empty() {
+                    break;
+                }
                 out.push((k.value().1, v.value().to_vec()));
             }
             Ok(out)
@@ -389,18 +421,25 @@ mod tests {
             assert_eq!(store.push("s", vec![i as u8]).await.unwrap(), i);
         }
         assert_eq!(store.push("t", b"other".to_vec()).await.unwrap(), 0);
-        let got = store.pull("s", 3, 4).await.unwrap();
+        let got = store.pull("s", 3, 4, usize::MAX).await.unwrap();
         assert_eq!(got, (3..7).map(|i| (i, vec![i as u8])).collect::<Vec<_>>());
-        assert!(store.pull("s", 10, 5).await.unwrap().is_empty());
-        assert!(store.pull("missing", 0, 5).await.unwrap().is_empty());
+        assert!(store.pull("s", 10, 5, usize::MAX).await.unwrap().is_empty());
+        assert!(store
+            .pull("missing", 0, 5, usize::MAX)
+            .await
+            .unwrap()
+            .is_empty());
         assert_eq!(
-            store.pull("t", 0, 100).await.unwrap(),
+            store.pull("t", 0, 100, usize::MAX).await.unwrap(),
             vec![(0, b"other".to_vec())]
         );
         assert_eq!(store.get_index("c", "s").await.unwrap(), None);
         store.save_index("c", "s", 7).await.unwrap();
         assert_eq!(store.get_index("c", "s").await.unwrap(), Some(7));
         assert_eq!(store.next_index("s").await.unwrap(), 10);
+        // The byte cap stops early but always returns the first message.
+        assert_eq!(store.pull("s", 0, 100, 2).await.unwrap().len(), 2);
+        assert_eq!(store.pull("s", 0, 100, 0).await.unwrap().len(), 1);
     }
 
     #[tokio::test(flavor = "multi_thread")]
@@ -445,7 +484,7 @@ mod tests {
         for t in tasks {
             assert_eq!(t.await.unwrap(), Some(199));
         }
-        let all = store.pull("s3", 0, 1000).await.unwrap();
+        let all = store.pull("s3", 0, 1000, usize::MAX).await.unwrap();
         assert_eq!(all.len(), 200);
         assert!(all
             .iter()

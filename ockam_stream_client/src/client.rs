@@ -476,8 +476,12 @@ impl Consumer {
                     if m.index.0 < next {
                         continue;
                     }
+                    let Some(after) = m.index.0.checked_add(1) else {
+                        warn!(stream = %self.stream, "ignored a stream message with an impossible index");
+                        break;
+                    };
                     self.deliver(ctx, &m.data).await;
-                    next = m.index.0 + 1;
+                    next = after;
                 }
                 if got {
                     self.next = Some(next);

@@ -120,6 +120,10 @@ pub(crate) fn report(peer: &str, push: Push) -> bool {
             warn!(%peer, error = %e, "dropped a message too large to send");
             false
         }
+        Push::Overloaded => {
+            warn!(%peer, "dropped a message: the peer is not reading and its backlog is full");
+            false
+        }
     }
 }
 

@@ -97,7 +97,10 @@ impl FrameDecoder {
         if avail.len() >= LENGTH_PREFIX {
             let len = frame_len(avail);
             if len <= self.max_frame {
-                want = want.max(LENGTH_PREFIX + len - avail.len().min(LENGTH_PREFIX + len));
+                // Grow towards an announced frame as its bytes arrive, not
+                // all at once on the peer's word.
+                let missing = LENGTH_PREFIX + len - avail.len().min(LENGTH_PREFIX + len);
+                want = want.max(missing.min(1 << 20));
             }
         }
         self.buf.reserve(want);
@@ -224,6 +227,11 @@ mod tests {
         d.extend(&(100_000u32).to_be_bytes());
         let buf = d.read_buffer(16);
         assert!(buf.capacity() - buf.len() >= 100_000);
+        // A huge announcement reserves in bounded steps.
+        let mut d = FrameDecoder::new(usize::MAX);
+        d.extend(&(u32::MAX).to_be_bytes());
+        let buf = d.read_buffer(16);
+        assert!(buf.capacity() < 4 << 20);
     }
 
     proptest! {

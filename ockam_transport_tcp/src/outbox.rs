@@ -33,6 +33,11 @@ struct State {
     closed: bool,
 }
 
+/// Messages deferred to a connection worker's mailbox beyond which new
+/// ones are refused: a peer that stops reading must not make this node
+/// hold an unbounded backlog for it.
+pub(crate) const MAX_DEFERRED: usize = 65_536;
+
 /// What happened to a message offered to the outbox.
 pub(crate) enum Push {
     Queued,
@@ -40,6 +45,8 @@ pub(crate) enum Push {
     Deferred,
     Closed,
     TooLarge(Error),
+    /// The peer is not reading: refused.
+    Overloaded,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -80,6 +87,9 @@ impl Outbox {
             return Push::Closed;
         }
         if st.in_mailbox > 0 || st.buf.len() >= self.limit {
+            if st.in_mailbox >= MAX_DEFERRED {
+                return Push::Overloaded;
+            }
             st.in_mailbox += 1;
             return Push::Deferred;
         }

@@ -336,6 +336,10 @@ impl TransportRouter for TcpShared {
                             format!("the TCP connection to {hop} is closing"),
                         )),
                         Push::TooLarge(e) => Err(e),
+                        Push::Overloaded => Err(Error::new(
+                            ErrorKind::ResourceExhausted,
+                            format!("TCP peer {hop} is not reading; its backlog is full"),
+                        )),
                     };
                 }
                 Some(Peer::Down { until, reason, .. }) if Instant::now() < *until => {
