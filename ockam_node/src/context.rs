@@ -80,8 +80,10 @@ impl Context {
         R: Into<Route>,
         M: Message,
     {
-        self.send_from_address(route, msg, self.addresses[0].clone())
-            .await
+        // The primary address is ours by construction: no membership check.
+        let payload = msg.encode()?;
+        let transport = TransportMessage::v1(route, self.addresses[0].clone(), payload);
+        self.forward(LocalMessage::new(transport)).await
     }
 
     /// The older name of [`Context::send`].
