@@ -49,6 +49,26 @@ fn storage_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Io, format!("storage: {what}: {e}"))
 }
 
+/// Up to `limit` messages and no more than `max_bytes` of data, but always
+/// the first message (a pull must make progress).
+fn take_within(
+    items: impl Iterator<Item = Result<(u64, Vec<u8>)>>,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<Vec<(u64, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for item in items.take(limit) {
+        let (index, data) = item?;
+        bytes = bytes.saturating_add(data.len());
+        if bytes > max_bytes && !out.is_empty() {
+            break;
+        }
+        out.push((index, data));
+    }
+    Ok(out)
+}
+
 // ------------------------------------------------------------------ memory
 
 /// Keeps everything in memory: fast, gone when the hub stops.
@@ -86,21 +106,14 @@ impl StreamStore for MemoryStore {
         let Some(log) = streams.get(stream) else {
             return Ok(Vec::new());
         };
-        let mut out = Vec::new();
-        let mut bytes = 0;
-        for (i, d) in log
-            .iter()
-            .enumerate()
-            .skip(usize::try_from(from).unwrap_or(usize::MAX))
-            .take(limit)
-        {
-            bytes += d.len();
-            if bytes > max_bytes && !out.is_empty() {
-                break;
-            }
-            out.push((i as u64, d.clone()));
-        }
-        Ok(out)
+        take_within(
+            log.iter()
+                .enumerate()
+                .skip(usize::try_from(from).unwrap_or(usize::MAX))
+                .map(|(i, d)| Ok((i as u64, d.clone()))),
+            limit,
+            max_bytes,
+        )
     }
 
     async fn next_index(&self, stream: &str) -> Result<u64> {
@@ -355,17 +368,14 @@ impl StreamStore for DurableStore {
             let range = table
                 .range((stream.as_str(), from)..=(stream.as_str(), u64::MAX))
                 .map_err(|e| storage_error("range", e))?;
-            let mut out = Vec::new();
-            let mut bytes = 0;
-            for item in range.take(limit) {
-                let (k, v) = item.map_err(|e| storage_error("read", e))?;
-                bytes += v.value().len();
-                if bytes > max_bytes && !out.is_empty() {
-                    break;
-                }
-                out.push((k.value().1, v.value().to_vec()));
-            }
-            Ok(out)
+            take_within(
+                range.map(|item| {
+                    item.map(|(k, v)| (k.value().1, v.value().to_vec()))
+                        .map_err(|e| storage_error("read", e))
+                }),
+                limit,
+                max_bytes,
+            )
         })
         .await
     }
