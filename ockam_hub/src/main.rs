@@ -40,6 +40,9 @@ struct Args {
     /// every stored message fits in a pull response).
     #[arg(long, default_value_t = 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..=8 * 1024 * 1024))]
     max_message_size: u64,
+    /// Seconds after which a stream worker nobody uses is stopped.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout_s: u64,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
             max_pull: args.max_pull as usize,
             max_wait: Duration::from_millis(args.max_wait_ms),
             max_message_size: args.max_message_size as usize,
+            idle_timeout: Duration::from_secs(args.idle_timeout_s),
         },
     };
     let (ctx, mut executor) = ockam_node::start_node();

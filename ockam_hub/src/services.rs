@@ -15,9 +15,10 @@ use ockam_stream_client::protocol::{
 use serde::de::DeserializeOwned;
 use serde_bare::Uint;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio::sync::watch;
 use tracing::{debug, warn};
@@ -35,6 +36,9 @@ pub struct Limits {
     pub max_wait: Duration,
     /// Largest message a push may store, in bytes.
     pub max_message_size: usize,
+    /// A stream worker with no request for this long is stopped (its client
+    /// opens a new one when it needs it).
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -43,6 +47,7 @@ impl Default for Limits {
             max_pull: 1000,
             max_wait: Duration::from_secs(30),
             max_message_size: 1024 * 1024,
+            idle_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -156,6 +161,8 @@ impl Worker for StreamService {
             failed: Arc::new(AtomicBool::new(false)),
             confirms: None,
             replier: None,
+            last_used: Arc::new(AtomicU64::new(0)),
+            reaper: None,
         };
         ctx.start_worker(Address::random_local(), worker).await
     }
@@ -172,6 +179,34 @@ struct StreamWorker {
     /// Pushes submitted to the store, in order, for the replier to confirm.
     confirms: Option<mpsc::UnboundedSender<(Option<PendingPush>, Route, Uint)>>,
     replier: Option<tokio::task::JoinHandle<()>>,
+    /// Milliseconds since `started()` at the last request; the reaper stops
+    /// the worker after `Limits::idle_timeout` without one (clients open a
+    /// new stream worker when theirs is gone).
+    last_used: Arc<AtomicU64>,
+    reaper: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn started() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    started().elapsed().as_millis() as u64
+}
+
+/// Stops the worker at `address` once it has been idle for `idle`.
+async fn reap_when_idle(ctx: Context, address: Address, last_used: Arc<AtomicU64>, idle: Duration) {
+    let check = (idle / 4).max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(check).await;
+        let quiet = now_ms().saturating_sub(last_used.load(Ordering::Relaxed));
+        if quiet >= idle.as_millis() as u64 {
+            debug!(worker = %address, "stopping an idle stream worker");
+            let _ = ctx.stop_worker(address).await;
+            return;
+        }
+    }
 }
 
 /// Confirms pushes in the order they were submitted, as each becomes
@@ -251,6 +286,14 @@ impl Worker for StreamWorker {
             rx,
         )));
         self.confirms = Some(tx);
+        self.last_used.store(now_ms(), Ordering::Relaxed);
+        let reaper_ctx = ctx.new_context(Address::random_local()).await?;
+        self.reaper = Some(tokio::spawn(reap_when_idle(
+            reaper_ctx,
+            ctx.address(),
+            self.last_used.clone(),
+            self.shared.limits.idle_timeout,
+        )));
         // Sent from this worker's address: its return route reaches us.
         if let Some(to) = self.requester.take() {
             let init = Init {
@@ -267,6 +310,7 @@ impl Worker for StreamWorker {
         ctx: &mut Context,
         msg: Routed<ProtocolPayload>,
     ) -> Result<()> {
+        self.last_used.store(now_ms(), Ordering::Relaxed);
         let back = msg.return_route();
         match msg.protocol.as_str() {
             STREAM_PUSH => {

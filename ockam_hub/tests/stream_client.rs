@@ -78,3 +78,66 @@ fn messages_without_a_destination_reach_the_receiver_or_the_recipient_also_when_
         })
         .unwrap();
 }
+
+#[test]
+fn idle_stream_workers_are_stopped_and_clients_carry_on() {
+    use ockam_stream_client::protocol::*;
+    use serde_bare::Uint;
+    let config = HubConfig {
+        limits: ockam_hub::Limits {
+            idle_timeout: Duration::from_millis(300),
+            ..Default::default()
+        },
+        ..memory_hub()
+    };
+    let (mut ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let hub = Hub::start(&ctx, config).await?.to_string();
+            let h = hub.as_str();
+
+            // A stream worker nobody uses goes away.
+            let req = CreateStreamRequest {
+                stream_name: Some("idle".into()),
+            };
+            ctx.send(
+                route![(TCP, h), "stream"],
+                ProtocolPayload::new(STREAM_CREATE, &req)?,
+            )
+            .await?;
+            let worker = ctx.receive::<ProtocolPayload>().await?.return_route();
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            let push = PushRequest {
+                request_id: Uint(1),
+                data: vec![1],
+            };
+            ctx.send(worker, ProtocolPayload::new(STREAM_PUSH, &push)?)
+                .await?;
+            assert!(ctx
+                .receive_duration::<ProtocolPayload>(Duration::from_millis(500))
+                .await
+                .is_err());
+
+            // A stream client whose worker was reaped opens a new one.
+            let (to_b, _) = Stream::new(&ctx)?
+                .client_id("idle-a")
+                .connect(route![(TCP, h)], "idle-a-b", "idle-b-a")
+                .await?;
+            let (_, mut from_a) = Stream::new(&ctx)?
+                .client_id("idle-b")
+                .with_waiting_pull(false)
+                .with_interval(Duration::from_millis(50))
+                .connect(route![(TCP, h)], "idle-b-a", "idle-a-b")
+                .await?;
+            ctx.send(to_b.to_route(), "before".to_string()).await?;
+            assert_eq!(from_a.next::<String>().await?.take(), "before");
+            tokio::time::sleep(Duration::from_millis(1200)).await;
+            ctx.send(to_b.to_route(), "after".to_string()).await?;
+            let got = tokio::time::timeout(Duration::from_secs(20), from_a.next::<String>())
+                .await
+                .expect("delivered after the producer reopened its stream")?;
+            assert_eq!(got.take(), "after");
+            ctx.stop().await
+        })
+        .unwrap();
+}
