@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{example, run, Running};
+use common::{example, run, start_middle, Running};
 
 #[test]
 fn a_secure_channel_inside_one_node() {
@@ -20,18 +20,10 @@ fn a_secure_channel_over_two_tcp_hops() {
     let words: Vec<&str> = line.split_whitespace().collect();
     let responder_addr = words[3].to_string();
     let key = words.last().expect("key").to_string();
-    let middle = Running::start(
-        example("07-secure-channel-over-two-tcp-hops-middle")
-            .arg("127.0.0.1:0")
-            .arg(&responder_addr),
+    let (_middle, middle_addr) = start_middle(
+        "07-secure-channel-over-two-tcp-hops-middle",
+        &responder_addr,
     );
-    let line = middle.wait_for("Middle node listening on");
-    let middle_addr = line
-        .split_whitespace()
-        .nth(4)
-        .expect("address")
-        .trim_end_matches(',')
-        .to_string();
     let out = run(example("07-secure-channel-over-two-tcp-hops-initiator")
         .arg(&middle_addr)
         .arg(&responder_addr));

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{example, free_port, run, Running};
+use common::{example, free_port, run, start_middle, Running};
 use ockam::{route, Context, ErrorKind, Result, TcpTransport, TCP};
 use std::time::{Duration, Instant};
 
@@ -45,18 +45,8 @@ fn a_message_crosses_two_tcp_hops_through_a_middle_node() {
         Running::start(example("05-routing-over-transport-two-hops-responder").arg("127.0.0.1:0"));
     let line = responder.wait_for("Responder listening on");
     let responder_addr = line.rsplit(' ').next().expect("address").to_string();
-    let middle = Running::start(
-        example("05-routing-over-transport-two-hops-middle")
-            .arg("127.0.0.1:0")
-            .arg(&responder_addr),
-    );
-    let line = middle.wait_for("Middle node listening on");
-    let middle_addr = line
-        .split_whitespace()
-        .nth(4)
-        .expect("address")
-        .trim_end_matches(',')
-        .to_string();
+    let (_middle, middle_addr) =
+        start_middle("05-routing-over-transport-two-hops-middle", &responder_addr);
     let out = run(example("05-routing-over-transport-two-hops-initiator")
         .arg(&middle_addr)
         .arg(&responder_addr));

@@ -45,6 +45,50 @@ impl Drop for HubProcess {
     }
 }
 
+/// A loopback address that was free a moment ago.
+fn free_address() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+}
+
+/// A node in a thread that sends the numbers 0..COUNT to "checker" through
+/// the "numbers" stream, pausing `pause` every `every` messages (and
+/// reporting its progress there, if asked). It stops when the returned
+/// sender is dropped.
+fn spawn_producer(
+    hub: String,
+    client_id: &'static str,
+    every: u64,
+    pause: Duration,
+    progress: Option<mpsc::Sender<u64>>,
+) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (stop, stop_rx) = mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let (ctx, mut executor) = start_node();
+        executor
+            .execute(async move {
+                let _tcp = TcpTransport::create(&ctx).await?;
+                let (sender, _receiver) = Stream::new(&ctx)?
+                    .client_id(client_id)
+                    .connect(route![(TCP, hub.as_str())], "numbers", "numbers-back")
+                    .await?;
+                for n in 0..COUNT {
+                    ctx.send(route![sender.clone(), "checker"], n).await?;
+                    if n % every == 0 {
+                        if let Some(p) = &progress {
+                            let _ = p.send(n);
+                        }
+                        tokio::time::sleep(pause).await;
+                    }
+                }
+                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+                ctx.stop().await
+            })
+            .expect("producer node");
+    });
+    (stop, t)
+}
+
 /// Accepts numbers in order; repeats of already-seen numbers are fine
 /// (at-least-once), a jump ahead is a lost message.
 struct Checker {
@@ -134,42 +178,22 @@ fn wait_for(progress: &mpsc::Receiver<u64>, target: u64, within: Duration) -> u6
 #[test]
 fn kill_9_of_the_hub_loses_nothing_and_the_consumer_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let hub = format!("127.0.0.1:{port}");
+    let hub = free_address();
     let mut hub_process = HubProcess::start(&hub, dir.path());
 
     let (progress, _repeated, stop_consumer, consumer_thread) =
         consumer(hub.clone(), "checker-1", 0, COUNT);
 
-    // The producer: 10,000 numbers into the stream, as fast as it goes.
+    // The producer: 10,000 numbers into the stream, with a short pause
+    // every 500 (where it also reports its progress).
     let (sent_tx, sent_rx) = mpsc::channel::<u64>();
-    let (stop_producer, stop_rx) = mpsc::channel::<()>();
-    let h = hub.clone();
-    let producer = std::thread::spawn(move || {
-        let (ctx, mut executor) = start_node();
-        executor
-            .execute(async move {
-                let _tcp = TcpTransport::create(&ctx).await?;
-                let (sender, _receiver) = Stream::new(&ctx)?
-                    .client_id("producer-1")
-                    .connect(route![(TCP, h.as_str())], "numbers", "numbers-back")
-                    .await?;
-                for n in 0..COUNT {
-                    ctx.send(route![sender.clone(), "checker"], n).await?;
-                    if n % 500 == 0 {
-                        let _ = sent_tx.send(n);
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                }
-                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
-                ctx.stop().await
-            })
-            .expect("producer node");
-    });
+    let (stop_producer, producer) = spawn_producer(
+        hub.clone(),
+        "producer-1",
+        500,
+        Duration::from_millis(5),
+        Some(sent_tx),
+    );
 
     // Mid-stream: kill -9 the hub, then bring it back on the same data.
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -264,36 +288,16 @@ fn follow(lines: &mpsc::Receiver<String>, until: u64) -> (u64, Option<u64>) {
 #[test]
 fn kill_9_of_the_consumer_process_resumes_from_its_saved_index() {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let hub = format!("127.0.0.1:{port}");
+    let hub = free_address();
     let _hub_process = HubProcess::start(&hub, dir.path());
 
-    let (stop_producer, stop_rx) = mpsc::channel::<()>();
-    let h = hub.clone();
-    let producer = std::thread::spawn(move || {
-        let (ctx, mut executor) = start_node();
-        executor
-            .execute(async move {
-                let _tcp = TcpTransport::create(&ctx).await?;
-                let (sender, _receiver) = Stream::new(&ctx)?
-                    .client_id("producer-2")
-                    .connect(route![(TCP, h.as_str())], "numbers", "numbers-back")
-                    .await?;
-                for n in 0..COUNT {
-                    ctx.send(route![sender.clone(), "checker"], n).await?;
-                    if n % 200 == 0 {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }
-                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
-                ctx.stop().await
-            })
-            .expect("producer node");
-    });
+    let (stop_producer, producer) = spawn_producer(
+        hub.clone(),
+        "producer-2",
+        200,
+        Duration::from_millis(20),
+        None,
+    );
 
     let (mut first, lines) = numbers_consumer(&hub, "crashy-consumer");
     let (before, start) = follow(&lines, 3000);

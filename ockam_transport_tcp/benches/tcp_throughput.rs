@@ -54,25 +54,30 @@ impl Worker for Sink {
     }
 }
 
-fn sink(port: &str, n: u64) {
+/// A node that runs `worker` at `name` and listens on `port` until killed.
+fn serve<W: Worker<Context = Context>>(port: &str, name: &'static str, worker: W) {
     let port = port.to_string();
     let (ctx, mut executor) = start_node();
     executor
         .execute(async move {
             let tcp = TcpTransport::create(&ctx).await?;
-            ctx.start_worker(
-                "sink",
-                Sink {
-                    want: n,
-                    got: 0,
-                    start: None,
-                },
-            )
-            .await?;
+            ctx.start_worker(name, worker).await?;
             tcp.listen(format!("127.0.0.1:{port}")).await?;
             Ok(())
         })
-        .expect("sink node");
+        .expect("serving node");
+}
+
+fn sink(port: &str, n: u64) {
+    serve(
+        port,
+        "sink",
+        Sink {
+            want: n,
+            got: 0,
+            start: None,
+        },
+    );
 }
 
 fn source(port: &str, n: u64, size: usize) {
@@ -109,16 +114,7 @@ impl Worker for Echoer {
 }
 
 fn echo_server(port: &str) {
-    let port = port.to_string();
-    let (ctx, mut executor) = start_node();
-    executor
-        .execute(async move {
-            let tcp = TcpTransport::create(&ctx).await?;
-            ctx.start_worker("echoer", Echoer).await?;
-            tcp.listen(format!("127.0.0.1:{port}")).await?;
-            Ok(())
-        })
-        .expect("echo server node");
+    serve(port, "echoer", Echoer);
 }
 
 fn echo_client(port: &str, n: usize, size: usize) {

@@ -120,3 +120,17 @@ pub fn free_port() -> u16 {
         .expect("bind")
         .port()
 }
+
+/// Starts a middle-node example (`<name> 127.0.0.1:0 <responder>`) and
+/// returns it with the address it prints that it listens on.
+pub fn start_middle(name: &str, responder: &str) -> (Running, String) {
+    let middle = Running::start(example(name).arg("127.0.0.1:0").arg(responder));
+    let line = middle.wait_for("Middle node listening on");
+    let addr = line
+        .split_whitespace()
+        .nth(4)
+        .expect("address")
+        .trim_end_matches(',')
+        .to_string();
+    (middle, addr)
+}
