@@ -1,7 +1,10 @@
 //! The hub node of the ockam-rs stack: a node other nodes reach over TCP
 //! for an `echo_service` and for reliable streams (`stream`,
 //! `stream_index`), kept in an embedded durable store ([`DurableStore`],
-//! on `redb`, with group commit) or in memory ([`MemoryStore`]).
+//! on `redb`, with group commit) or in memory ([`MemoryStore`]). Given Kafka
+//! bootstrap servers ([`HubConfig::kafka`]), it also serves `stream_kafka`
+//! and `stream_kafka_index`, kept in Kafka ([`KafkaStore`]), so that several
+//! hubs in front of one Kafka cluster serve the same streams.
 //!
 //! ```no_run
 //! use ockam_hub::{Hub, HubConfig, StorageKind};
@@ -18,9 +21,11 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod kafka;
 mod services;
 pub mod storage;
 
+pub use kafka::{KafkaConfig, KafkaStore};
 pub use services::Limits;
 pub use storage::{DurableStore, MemoryStore, StreamStore};
 
@@ -51,6 +56,8 @@ pub struct HubConfig {
     pub storage: StorageKind,
     /// Request limits.
     pub limits: Limits,
+    /// Kafka to keep `stream_kafka` streams in; `None`: no Kafka services.
+    pub kafka: Option<KafkaConfig>,
 }
 
 impl Default for HubConfig {
@@ -59,6 +66,7 @@ impl Default for HubConfig {
             listen: "127.0.0.1:4000".into(),
             storage: StorageKind::Durable(PathBuf::from("ockam_hub_data")),
             limits: Limits::default(),
+            kafka: None,
         }
     }
 }
@@ -67,29 +75,59 @@ impl Default for HubConfig {
 pub struct Hub;
 
 impl Hub {
-    /// Opens the store, starts `echo_service`, `stream` and `stream_index`
-    /// and listens for TCP connections; returns the address listened on.
+    /// Opens the store, starts `echo_service`, `forwarding_service`,
+    /// `stream` and `stream_index` (and `stream_kafka`, `stream_kafka_index`
+    /// when Kafka is configured) and listens for TCP connections; returns
+    /// the address listened on. A Kafka cluster that is down does not stop
+    /// the hub: it is reported, and `stream_kafka` requests wait for it.
     pub async fn start(ctx: &Context, config: HubConfig) -> Result<SocketAddr> {
         let store: Arc<dyn StreamStore> = match &config.storage {
             StorageKind::Durable(dir) => Arc::new(DurableStore::open(dir)?),
             StorageKind::Memory => Arc::new(MemoryStore::new()),
         };
-        let shared = Shared::new(store, config.limits.clone());
         ctx.start_worker("echo_service", EchoService).await?;
         ctx.start_worker("forwarding_service", ForwardingService)
             .await?;
-        ctx.start_worker(
-            "stream",
-            StreamService {
-                shared: shared.clone(),
-            },
-        )
-        .await?;
-        ctx.start_worker("stream_index", IndexService { shared })
+        start_stream_services(ctx, "stream", "stream_index", store, &config.limits).await?;
+        if let Some(kafka) = &config.kafka {
+            let store = KafkaStore::new(kafka.clone())?;
+            tokio::spawn(store.clone().report_availability());
+            start_stream_services(
+                ctx,
+                "stream_kafka",
+                "stream_kafka_index",
+                Arc::new(store),
+                &config.limits,
+            )
             .await?;
+        }
         let tcp = TcpTransport::create(ctx).await?;
         let addr = tcp.listen(&config.listen).await?;
-        info!(listen = %addr, storage = ?config.storage, "hub up: echo_service, forwarding_service, stream, stream_index");
+        info!(
+            listen = %addr,
+            storage = ?config.storage,
+            kafka = config.kafka.as_ref().map(|k| k.bootstrap_servers.as_str()),
+            "hub up: echo_service, forwarding_service, stream, stream_index{}",
+            if config.kafka.is_some() { ", stream_kafka, stream_kafka_index" } else { "" }
+        );
         Ok(addr)
     }
+}
+
+async fn start_stream_services(
+    ctx: &Context,
+    stream: &str,
+    index: &str,
+    store: Arc<dyn StreamStore>,
+    limits: &Limits,
+) -> Result<()> {
+    let shared = Shared::new(store, limits.clone());
+    ctx.start_worker(
+        stream,
+        StreamService {
+            shared: shared.clone(),
+        },
+    )
+    .await?;
+    ctx.start_worker(index, IndexService { shared }).await
 }

@@ -1,7 +1,7 @@
 //! `ockam_hub`: runs a hub node. `ockam_hub --help` for the flags.
 
 use clap::{Parser, ValueEnum};
-use ockam_hub::{Hub, HubConfig, Limits, StorageKind};
+use ockam_hub::{Hub, HubConfig, KafkaConfig, Limits, StorageKind};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -43,6 +43,18 @@ struct Args {
     /// Seconds after which a stream worker nobody uses is stopped.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout_s: u64,
+    /// Kafka bootstrap servers (`host:port,...`): serve `stream_kafka` and
+    /// `stream_kafka_index`, kept in Kafka, next to the embedded store.
+    #[arg(long, env = "OCKAM_HUB_KAFKA_BOOTSTRAP_SERVERS")]
+    kafka_bootstrap_servers: Option<String>,
+    /// Prefix of the Kafka topics (one per stream) and consumer groups (one
+    /// per client id) the hub uses.
+    #[arg(long, default_value = "ockam_", env = "OCKAM_HUB_KAFKA_PREFIX")]
+    kafka_prefix: String,
+    /// Replication factor of the topics the hub creates (-1: the broker's
+    /// default).
+    #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+    kafka_replication_factor: i32,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -67,6 +79,11 @@ fn main() -> ExitCode {
             max_message_size: args.max_message_size as usize,
             idle_timeout: Duration::from_secs(args.idle_timeout_s),
         },
+        kafka: args.kafka_bootstrap_servers.map(|servers| KafkaConfig {
+            prefix: args.kafka_prefix,
+            replication_factor: args.kafka_replication_factor,
+            ..KafkaConfig::new(servers)
+        }),
     };
     let (ctx, mut executor) = ockam_node::start_node();
     match executor.execute(async move { Hub::start(&ctx, config).await.map(|_| ()) }) {

@@ -27,6 +27,9 @@ use tracing::{debug, warn};
 /// (16 MiB by default) with room to spare.
 pub const MAX_PULL_BYTES: usize = 8 * 1024 * 1024;
 
+/// How often a waiting pull looks at a store other hubs also write to.
+const SHARED_POLL: Duration = Duration::from_millis(20);
+
 /// Limits the hub applies to requests.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -357,13 +360,31 @@ impl Worker for StreamWorker {
                 };
                 let mut head = self.shared.head(&self.stream).subscribe();
                 let mut messages = self.pull(req.index.0, req.limit.0).await?;
-                if messages.is_empty() {
+                let wait = Duration::from_millis(req.wait_ms.0).min(self.shared.limits.max_wait);
+                let from = req.index.0;
+                if messages.is_empty() && self.shared.store.has_other_writers() {
+                    // Pushes through other hubs are not announced here: look
+                    // again now and then (and at once after a push here).
+                    let deadline = Instant::now() + wait;
+                    while messages.is_empty() {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(left.min(SHARED_POLL)) => {}
+                            _ = head.wait_for(|next| *next > from) => {}
+                        }
+                        messages = self.pull(from, req.limit.0).await?;
+                        if messages.is_empty() && *head.borrow() > from {
+                            // Announced but not readable yet: no busy loop.
+                            tokio::time::sleep(SHARED_POLL.min(left)).await;
+                        }
+                    }
+                } else if messages.is_empty() {
                     // Answer as soon as something is pushed, or at the deadline.
-                    let wait =
-                        Duration::from_millis(req.wait_ms.0).min(self.shared.limits.max_wait);
-                    let from = req.index.0;
                     let _ = tokio::time::timeout(wait, head.wait_for(|next| *next > from)).await;
-                    messages = self.pull(req.index.0, req.limit.0).await?;
+                    messages = self.pull(from, req.limit.0).await?;
                 }
                 let resp = PullResponse {
                     request_id: req.request_id,

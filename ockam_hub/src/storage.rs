@@ -40,6 +40,12 @@ pub trait StreamStore: Send + Sync + 'static {
     async fn get_index(&self, client: &str, stream: &str) -> Result<Option<u64>>;
     /// Saves the read position of `(client, stream)`.
     async fn save_index(&self, client: &str, stream: &str, index: u64) -> Result<()>;
+    /// Whether others (other hubs) may push to the same streams, so that
+    /// this hub does not see every push: waiting pulls then look at the
+    /// store now and then instead of only when this hub stores a message.
+    fn has_other_writers(&self) -> bool {
+        false
+    }
 }
 
 /// The outcome of a submitted push, once stored.

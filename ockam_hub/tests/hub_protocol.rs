@@ -1,46 +1,20 @@
 //! The hub binary over TCP, spoken to with the raw stream protocol: echo,
 //! create/push/pull/waiting pull, indexes, and bad input of every kind.
 
+mod common;
+
+use common::{free_address, HubProcess};
 use ockam_core::{route, Result, Route, TCP};
 use ockam_node::{start_node, Context};
 use ockam_stream_client::protocol::*;
 use ockam_transport_tcp::TcpTransport;
 use serde_bare::Uint;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct HubProcess(Child);
-
-impl Drop for HubProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn start_hub(args: &[&str]) -> (HubProcess, String) {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let child = Command::new(env!("CARGO_BIN_EXE_ockam_hub"))
-        .args(["--listen", &addr])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn hub");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "hub did not listen");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (HubProcess(child), addr)
+    let addr = free_address();
+    (HubProcess::start(&addr, args), addr)
 }
 
 async fn request<T: serde::Serialize>(
@@ -326,7 +300,7 @@ fn help_and_bad_flags_exit_with_meaningful_codes() {
 #[test]
 fn sigterm_stops_the_hub_cleanly() {
     let (mut hub, _) = start_hub(&["--storage", "memory"]);
-    let pid = hub.0.id().to_string();
+    let pid = hub.child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -334,7 +308,7 @@ fn sigterm_stops_the_hub_cleanly() {
         .success());
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(s) = hub.0.try_wait().unwrap() {
+        if let Some(s) = hub.child.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "hub ignored SIGTERM");

@@ -1,0 +1,240 @@
+//! What the hub's integration tests share: hub processes, nodes that push
+//! and check numbered messages through a stream, and (in [`kafka`]) a real
+//! Kafka-compatible broker.
+#![allow(dead_code)]
+
+pub mod kafka;
+
+use ockam_core::{async_trait, route, Result, Routed, Worker, TCP};
+use ockam_node::{start_node, Context};
+use ockam_stream_client::Stream;
+use ockam_transport_tcp::TcpTransport;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// A loopback address that was free a moment ago.
+pub fn free_address() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    format!("127.0.0.1:{}", l.local_addr().unwrap().port())
+}
+
+/// Waits until something listens on `addr`.
+pub fn wait_listening(addr: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The hub binary, killed (SIGKILL) when dropped. Its log lines (stderr)
+/// are kept in `log`.
+pub struct HubProcess {
+    pub child: Child,
+    pub log: mpsc::Receiver<String>,
+}
+
+impl HubProcess {
+    /// Starts the hub on `addr` with extra `args` and waits until it listens.
+    pub fn start(addr: &str, args: &[&str]) -> HubProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ockam_hub"))
+            .args(["--listen", addr])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn hub");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, log) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                let _ = tx.send(line);
+            }
+        });
+        wait_listening(addr, "the hub");
+        HubProcess { child, log }
+    }
+
+    /// Waits (at most `within`) for a log line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            match self
+                .log
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("the hub logged no line with {needle:?}"),
+            }
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for HubProcess {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Which hub services a stream client uses.
+#[derive(Debug, Clone, Copy)]
+pub struct Services {
+    pub stream: &'static str,
+    pub index: &'static str,
+}
+
+/// The embedded store's services.
+pub const EMBEDDED: Services = Services {
+    stream: "stream",
+    index: "stream_index",
+};
+
+/// The Kafka back end's services.
+pub const KAFKA: Services = Services {
+    stream: "stream_kafka",
+    index: "stream_kafka_index",
+};
+
+/// How a producer node paces itself.
+pub struct Pace {
+    /// How many numbers it sends.
+    pub count: u64,
+    /// It pauses after every `every` numbers ...
+    pub every: u64,
+    /// ... for this long.
+    pub pause: Duration,
+}
+
+/// A node in a thread that sends the numbers `0..pace.count` to "checker"
+/// through the "numbers" stream, reporting its progress at every pause if
+/// asked. It stops when the returned sender is dropped.
+pub fn spawn_producer(
+    hub: String,
+    services: Services,
+    client_id: &'static str,
+    pace: Pace,
+    progress: Option<mpsc::Sender<u64>>,
+) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (stop, stop_rx) = mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let (ctx, mut executor) = start_node();
+        executor
+            .execute(async move {
+                let _tcp = TcpTransport::create(&ctx).await?;
+                let (sender, _receiver) = Stream::new(&ctx)?
+                    .stream_service(services.stream)
+                    .index_service(services.index)
+                    .client_id(client_id)
+                    .connect(route![(TCP, hub.as_str())], "numbers", "numbers-back")
+                    .await?;
+                for n in 0..pace.count {
+                    ctx.send(route![sender.clone(), "checker"], n).await?;
+                    if n % pace.every == 0 {
+                        if let Some(p) = &progress {
+                            let _ = p.send(n);
+                        }
+                        tokio::time::sleep(pace.pause).await;
+                    }
+                }
+                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+                ctx.stop().await
+            })
+            .expect("producer node");
+    });
+    (stop, t)
+}
+
+/// Accepts numbers in order; repeats of already-seen numbers are fine
+/// (at-least-once), a jump ahead is a lost message.
+struct Checker {
+    next: u64,
+    report: mpsc::Sender<u64>,
+    repeats: mpsc::Sender<u64>,
+}
+
+#[async_trait]
+impl Worker for Checker {
+    type Message = u64;
+    type Context = Context;
+    async fn handle_message(&mut self, _ctx: &mut Context, msg: Routed<u64>) -> Result<()> {
+        let n = *msg;
+        assert!(
+            n <= self.next,
+            "gap or reorder: got {n}, expected {}",
+            self.next
+        );
+        if n < self.next {
+            let _ = self.repeats.send(n);
+        }
+        if n == self.next {
+            self.next += 1;
+            let _ = self.report.send(self.next);
+        }
+        Ok(())
+    }
+}
+
+/// A consumer node: (progress reports, repeated numbers, stop, thread).
+pub type Consumer = (
+    mpsc::Receiver<u64>,
+    mpsc::Receiver<u64>,
+    mpsc::Sender<()>,
+    std::thread::JoinHandle<()>,
+);
+
+/// A node in a thread: a stream client with `client_id` reading "numbers"
+/// into a checker that expects `first` first (or repeats of earlier ones)
+/// and reports every number it accepts. Stops when `stop` is dropped.
+pub fn consumer(hub: String, services: Services, client_id: &'static str, first: u64) -> Consumer {
+    let (report, progress) = mpsc::channel();
+    let (repeats, repeated) = mpsc::channel();
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let (ctx, mut executor) = start_node();
+        executor
+            .execute(async move {
+                let _tcp = TcpTransport::create(&ctx).await?;
+                ctx.start_worker(
+                    "checker",
+                    Checker {
+                        next: first,
+                        report,
+                        repeats,
+                    },
+                )
+                .await?;
+                let _conn = Stream::new(&ctx)?
+                    .stream_service(services.stream)
+                    .index_service(services.index)
+                    .client_id(client_id)
+                    .connect(route![(TCP, hub.as_str())], "numbers-back", "numbers")
+                    .await?;
+                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+                ctx.stop().await
+            })
+            .expect("consumer node");
+    });
+    (progress, repeated, stop_tx, t)
+}
+
+/// Waits until the progress reports reach `target`.
+pub fn wait_for(progress: &mpsc::Receiver<u64>, target: u64, within: Duration) -> u64 {
+    let deadline = Instant::now() + within;
+    let mut seen = 0;
+    while seen < target {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match progress.recv_timeout(left) {
+            Ok(n) => seen = seen.max(n),
+            Err(_) => panic!("only {seen} of {target} messages arrived in time"),
+        }
+    }
+    seen
+}

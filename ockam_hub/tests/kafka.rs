@@ -1,0 +1,337 @@
+//! The Kafka back end (`stream_kafka`, `stream_kafka_index`) against a real
+//! Kafka-compatible broker (tansu), with hub processes and stream clients
+//! over TCP, and kafka-python as an independent reader. Skipped, saying so,
+//! without a broker; see `common::kafka`.
+
+mod common;
+
+use common::kafka::{prerequisites, read_with_kafka_python, unique_prefix, Broker};
+use common::{consumer, free_address, spawn_producer, wait_for, HubProcess, Pace, KAFKA};
+use ockam_core::{route, Result, Route, TCP};
+use ockam_node::{start_node, Context};
+use ockam_stream_client::protocol::*;
+use ockam_transport_tcp::TcpTransport;
+use serde_bare::Uint;
+use std::time::{Duration, Instant};
+
+/// A hub process with the Kafka services (embedded store in memory).
+fn kafka_hub(broker: &str, prefix: &str) -> (HubProcess, String) {
+    let addr = free_address();
+    let hub = HubProcess::start(
+        &addr,
+        &[
+            "--storage",
+            "memory",
+            "--kafka-bootstrap-servers",
+            broker,
+            "--kafka-prefix",
+            prefix,
+        ],
+    );
+    (hub, addr)
+}
+
+async fn request<T: serde::Serialize>(
+    ctx: &mut Context,
+    to: Route,
+    protocol: &str,
+    msg: &T,
+) -> Result<ProtocolPayload> {
+    ctx.send(to, ProtocolPayload::new(protocol, msg)?).await?;
+    Ok(ctx.receive_timeout::<ProtocolPayload>(60_000).await?.take())
+}
+
+/// The message bodies of the first test: binary, of varied sizes, one empty.
+fn body(n: u64) -> Vec<u8> {
+    (0..(n * 37 % 3000)).map(|i| (i * 7 + n) as u8).collect()
+}
+
+#[test]
+fn pushes_land_in_kafka_in_order_and_indexes_are_group_offsets() {
+    let Some(tansu) = prerequisites("pushes_land_in_kafka_in_order") else {
+        return;
+    };
+    let broker = Broker::shared(&tansu);
+    let prefix = unique_prefix("bytes");
+    let (_hub, hub) = kafka_hub(&broker.address, &prefix);
+    const N: u64 = 300;
+
+    let (mut ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let _tcp = TcpTransport::create(&ctx).await?;
+            let h = hub.as_str();
+            ctx.send(
+                route![(TCP, h), "stream_kafka"],
+                ProtocolPayload::new(
+                    STREAM_CREATE,
+                    &CreateStreamRequest {
+                        stream_name: Some("orders".into()),
+                    },
+                )?,
+            )
+            .await?;
+            let init = ctx.receive_timeout::<ProtocolPayload>(30_000).await?;
+            let stream = init.return_route();
+            // Pushes pipelined, confirmed in order with their offsets.
+            for n in 0..N {
+                let push = PushRequest {
+                    request_id: Uint(n),
+                    data: body(n),
+                };
+                ctx.send(stream.clone(), ProtocolPayload::new(STREAM_PUSH, &push)?)
+                    .await?;
+            }
+            for n in 0..N {
+                let c: PushConfirm = ctx
+                    .receive_timeout::<ProtocolPayload>(60_000)
+                    .await?
+                    .decode_data(STREAM_PUSH)?;
+                assert_eq!(
+                    (c.request_id, c.status, c.index),
+                    (Uint(n), PushStatus::Ok, Uint(n))
+                );
+            }
+            // Pulled back through the hub, by offset.
+            let p: PullResponse = request(
+                &mut ctx,
+                stream.clone(),
+                STREAM_PULL,
+                &PullRequest {
+                    request_id: Uint(1),
+                    index: Uint(100),
+                    limit: Uint(50),
+                },
+            )
+            .await?
+            .decode_data(STREAM_PULL)?;
+            let got: Vec<(u64, Vec<u8>)> = p
+                .messages
+                .into_iter()
+                .map(|m| (m.index.0, m.data))
+                .collect();
+            assert_eq!(got, (100..150).map(|n| (n, body(n))).collect::<Vec<_>>());
+            // Past the end: nothing, at once.
+            let p: PullResponse = request(
+                &mut ctx,
+                stream.clone(),
+                STREAM_PULL,
+                &PullRequest {
+                    request_id: Uint(2),
+                    index: Uint(N + 10),
+                    limit: Uint(50),
+                },
+            )
+            .await?
+            .decode_data(STREAM_PULL)?;
+            assert!(p.messages.is_empty());
+
+            // The index is the group's committed offset.
+            let index = route![(TCP, h), "stream_kafka_index"];
+            let get = IndexRequest::Get {
+                client_id: "reader-1".into(),
+                stream_name: "orders".into(),
+            };
+            let i: Index = request(&mut ctx, index.clone(), STREAM_INDEX, &get)
+                .await?
+                .decode_data(STREAM_INDEX)?;
+            assert_eq!(i.index, None);
+            let save = IndexRequest::Save {
+                client_id: "reader-1".into(),
+                stream_name: "orders".into(),
+                index: Uint(123),
+            };
+            ctx.send(index.clone(), ProtocolPayload::new(STREAM_INDEX, &save)?)
+                .await?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let i: Index = request(&mut ctx, index.clone(), STREAM_INDEX, &get)
+                    .await?
+                    .decode_data(STREAM_INDEX)?;
+                if i.index == Some(Uint(123)) {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "index not saved: {:?}", i.index);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            ctx.stop().await
+        })
+        .unwrap();
+
+    // An ordinary Kafka client sees the same bytes, in order, and the
+    // client's progress as its group's committed offset.
+    let seen = read_with_kafka_python(
+        &broker.address,
+        &format!("{prefix}orders"),
+        &format!("{prefix}reader-1"),
+    );
+    assert_eq!(seen.messages.len() as u64, N);
+    for (i, (offset, data)) in seen.messages.iter().enumerate() {
+        assert_eq!(*offset, i as u64);
+        assert_eq!(data, &body(i as u64), "message {i}");
+    }
+    assert_eq!(seen.committed, Some(123));
+}
+
+#[test]
+fn a_stream_consumer_saves_its_position_as_the_group_offset() {
+    let Some(tansu) = prerequisites("a_stream_consumer_saves_its_position") else {
+        return;
+    };
+    let broker = Broker::shared(&tansu);
+    let prefix = unique_prefix("group");
+    let (_hub, hub) = kafka_hub(&broker.address, &prefix);
+    const N: u64 = 2000;
+    let (progress, _repeats, stop_consumer, consumer_thread) =
+        consumer(hub.clone(), KAFKA, "kafka-checker", 0);
+    let pace = Pace {
+        count: N,
+        every: 100,
+        pause: Duration::from_millis(1),
+    };
+    let (stop_producer, producer) =
+        spawn_producer(hub.clone(), KAFKA, "kafka-producer", pace, None);
+    assert_eq!(wait_for(&progress, N, Duration::from_secs(120)), N);
+
+    // The consumer saves its index after delivery: the group's committed
+    // offset reaches the end of the topic.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let topic = format!("{prefix}numbers");
+    let group = format!("{prefix}kafka-checker");
+    loop {
+        let seen = read_with_kafka_python(&broker.address, &topic, &group);
+        assert_eq!(seen.messages.len() as u64, N, "one message per push");
+        if seen.committed == Some(N) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "committed offset {:?}, expected {N}",
+            seen.committed
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(stop_consumer);
+    consumer_thread.join().unwrap();
+    drop(stop_producer);
+    producer.join().unwrap();
+}
+
+#[test]
+fn two_hubs_on_one_broker_serve_the_same_streams() {
+    let Some(tansu) = prerequisites("two_hubs_on_one_broker") else {
+        return;
+    };
+    let broker = Broker::shared(&tansu);
+    let prefix = unique_prefix("two_hubs");
+    let (_hub_a, a) = kafka_hub(&broker.address, &prefix);
+    let (_hub_b, b) = kafka_hub(&broker.address, &prefix);
+    const N: u64 = 3000;
+
+    // Producer on hub A, consumer on hub B.
+    let (progress, _repeats, stop_consumer, consumer_thread) =
+        consumer(b.clone(), KAFKA, "two-hubs-checker", 0);
+    let pace = Pace {
+        count: N,
+        every: 100,
+        pause: Duration::from_millis(5),
+    };
+    let (stop_producer, producer) =
+        spawn_producer(a.clone(), KAFKA, "two-hubs-producer", pace, None);
+    let half = wait_for(&progress, 1000, Duration::from_secs(120));
+
+    // The consumer goes away and comes back through hub A: it resumes at
+    // its saved index, so no gap (the checker fails on one) and at most one
+    // pulled batch again.
+    drop(stop_consumer);
+    consumer_thread.join().unwrap();
+    let delivered = progress.try_iter().max().unwrap_or(half).max(half);
+    let (progress, repeated, stop_consumer, consumer_thread) =
+        consumer(a.clone(), KAFKA, "two-hubs-checker", delivered);
+    assert_eq!(wait_for(&progress, N, Duration::from_secs(120)), N);
+    let repeats = repeated.try_iter().count() as u64;
+    assert!(
+        repeats <= ockam_stream_client::PULL_LIMIT,
+        "the consumer started over instead of resuming: {repeats} repeats"
+    );
+    assert_eq!(wait_for(&progress, N, Duration::from_secs(120)), N);
+    drop(stop_consumer);
+    consumer_thread.join().unwrap();
+    drop(stop_producer);
+    producer.join().unwrap();
+}
+
+#[test]
+fn a_broker_outage_mid_stream_loses_nothing_and_keeps_order() {
+    let Some(tansu) = prerequisites("a_broker_outage_mid_stream") else {
+        return;
+    };
+    let mut broker = Broker::own(&tansu, &free_address());
+    let prefix = unique_prefix("outage");
+    let (_hub, hub) = kafka_hub(&broker.address, &prefix);
+    const N: u64 = 3000;
+
+    let (progress, _repeats, stop_consumer, consumer_thread) =
+        consumer(hub.clone(), KAFKA, "outage-checker", 0);
+    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
+    let pace = Pace {
+        count: N,
+        every: 100,
+        pause: Duration::from_millis(20),
+    };
+    let (stop_producer, producer) =
+        spawn_producer(hub.clone(), KAFKA, "outage-producer", pace, Some(sent_tx));
+    while sent_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("producer progress")
+        < 1000
+    {}
+
+    // The broker goes away for a while mid-stream, then comes back on the
+    // same storage.
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(4));
+    broker.start();
+
+    // Every number arrives, in order (the checker fails on a gap or a
+    // reorder; repeats are allowed).
+    assert_eq!(wait_for(&progress, N, Duration::from_secs(240)), N);
+    drop(stop_consumer);
+    consumer_thread.join().unwrap();
+    drop(stop_producer);
+    producer.join().unwrap();
+}
+
+#[test]
+fn a_hub_started_while_the_broker_is_down_reports_it_and_serves_once_it_is_up() {
+    let Some(tansu) = prerequisites("a_hub_started_while_the_broker_is_down") else {
+        return;
+    };
+    let broker_address = free_address();
+    let prefix = unique_prefix("down");
+    let (hub_process, hub) = kafka_hub(&broker_address, &prefix);
+    hub_process.wait_for_log("kafka back end unavailable", Duration::from_secs(30));
+
+    // The hub serves the rest meanwhile.
+    let (progress, _repeats, stop_consumer, consumer_thread) =
+        consumer(hub.clone(), KAFKA, "late-checker", 0);
+    let pace = Pace {
+        count: 500,
+        every: 100,
+        pause: Duration::from_millis(1),
+    };
+    let (stop_producer, producer) = spawn_producer(hub.clone(), KAFKA, "late-producer", pace, None);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        progress.try_recv().is_err(),
+        "nothing can arrive without Kafka"
+    );
+
+    let _broker = Broker::own(&tansu, &broker_address);
+    hub_process.wait_for_log("kafka back end available", Duration::from_secs(60));
+    assert_eq!(wait_for(&progress, 500, Duration::from_secs(120)), 500);
+    drop(stop_consumer);
+    consumer_thread.join().unwrap();
+    drop(stop_producer);
+    producer.join().unwrap();
+}
