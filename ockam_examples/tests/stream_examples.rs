@@ -4,57 +4,9 @@
 
 mod common;
 
-use common::{example, run, Running};
-use ockam_hub::{Hub, HubConfig, StorageKind};
+use common::{example, run, LocalHub, Running};
+use ockam_hub::{HubConfig, StorageKind};
 use std::time::Duration;
-
-/// A hub in this process (durable store in a temp dir), stopped on drop.
-struct LocalHub {
-    stop: Option<std::sync::mpsc::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
-}
-
-impl LocalHub {
-    fn start(listen: &str) -> LocalHub {
-        let dir = tempfile::tempdir().unwrap();
-        let config = HubConfig {
-            listen: listen.to_string(),
-            storage: StorageKind::Durable(dir.path().to_path_buf()),
-            ..HubConfig::default()
-        };
-        let (up_tx, up_rx) = std::sync::mpsc::channel();
-        let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let (ctx, mut executor) = ockam::start_node();
-            executor
-                .execute(async move {
-                    Hub::start(&ctx, config).await?;
-                    up_tx.send(()).unwrap();
-                    let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
-                    ctx.stop().await
-                })
-                .expect("hub node");
-        });
-        up_rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("hub up (is 127.0.0.1:4000 free?)");
-        LocalHub {
-            stop: Some(stop),
-            thread: Some(thread),
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for LocalHub {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 fn stdout_of(cmd: &mut std::process::Command) -> String {
     let out = run(cmd);
@@ -65,7 +17,12 @@ fn stdout_of(cmd: &mut std::process::Command) -> String {
 // One test: the seeds' examples all use port 4000.
 #[test]
 fn stream_hub_and_forwarding_examples() {
-    let _hub = LocalHub::start("127.0.0.1:4000");
+    let dir = tempfile::tempdir().unwrap();
+    let _hub = LocalHub::start(HubConfig {
+        listen: "127.0.0.1:4000".into(),
+        storage: StorageKind::Durable(dir.path().to_path_buf()),
+        ..HubConfig::default()
+    });
 
     assert!(stdout_of(&mut example("15-hub-echo")).contains("Hub echoed: Hello Hub!"));
 

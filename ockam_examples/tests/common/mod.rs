@@ -134,3 +134,45 @@ pub fn start_middle(name: &str, responder: &str) -> (Running, String) {
         .to_string();
     (middle, addr)
 }
+
+/// A hub in this process, stopped when dropped.
+pub struct LocalHub {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LocalHub {
+    /// Starts a hub with `config` and waits until it listens.
+    pub fn start(config: ockam_hub::HubConfig) -> LocalHub {
+        let listen = config.listen.clone();
+        let (up_tx, up_rx) = channel();
+        let (stop, stop_rx) = channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let (ctx, mut executor) = ockam::start_node();
+            executor
+                .execute(async move {
+                    ockam_hub::Hub::start(&ctx, config).await?;
+                    up_tx.send(()).unwrap();
+                    let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+                    ctx.stop().await
+                })
+                .expect("hub node");
+        });
+        up_rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("hub up (is {listen} free?)"));
+        LocalHub {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for LocalHub {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

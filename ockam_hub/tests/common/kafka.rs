@@ -3,7 +3,7 @@
 //! the hub stored (`kafka-python`).
 //!
 //! Without them the Kafka tests say that they were skipped and how to run
-//! them (`scripts/kafka-tests.sh`); with `OCKAM_KAFKA_REQUIRED=1` (set by
+//! them (`scripts/with-kafka.sh`); with `OCKAM_KAFKA_REQUIRED=1` (set by
 //! `.ci/run`) a missing prerequisite fails the test instead.
 
 use std::path::{Path, PathBuf};
@@ -11,8 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How to run the Kafka tests when they were skipped.
-pub const HOW: &str = "run `scripts/kafka-tests.sh`, which installs the tansu broker and \
-kafka-python if missing and runs the Kafka tests against a real broker";
+pub const HOW: &str = "run them with `scripts/with-kafka.sh cargo test --workspace`, which installs the tansu broker and \
+kafka-python if missing and starts a broker for them";
 
 fn on_path(name: &str) -> Option<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
@@ -68,7 +68,10 @@ pub fn prerequisites(test: &str) -> Option<PathBuf> {
     if std::env::var("OCKAM_KAFKA_REQUIRED").is_ok_and(|v| v == "1") {
         panic!("{msg} (OCKAM_KAFKA_REQUIRED=1: the Kafka tests must run)");
     }
-    eprintln!("{msg}");
+    // Straight to stderr: the test harness captures `eprintln!` of
+    // passing tests, and a skip must be seen.
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{msg}");
     None
 }
 
