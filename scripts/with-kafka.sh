@@ -30,11 +30,13 @@ fi
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 data=$(mktemp -d)
-tansu broker \
+mkdir "$data/db"
+# tansu opens a SQLite path relative to its working directory.
+(cd "$data" && exec tansu broker \
     --listener-url "tcp://127.0.0.1:$port" \
     --advertised-listener-url "tcp://127.0.0.1:$port" \
-    --storage-engine "sqlite://$data/broker.db" \
-    >"$data/broker.log" 2>&1 &
+    --storage-engine "sqlite://db/broker.db" \
+    >"$data/broker.log" 2>&1) &
 broker=$!
 stop_broker() {
     kill "$broker" 2>/dev/null || true

@@ -18,11 +18,11 @@ use crate::storage::{PendingPush, StreamStore};
 use async_trait::async_trait;
 use ockam_core::{Error, ErrorKind, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::FutureProducer;
 use rdkafka::producer::FutureRecord;
-use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -38,6 +38,10 @@ const MAX_TOPIC_LEN: usize = 249;
 const MAX_CLIENTS: usize = 64;
 /// Most pushes held for one stream while its topic is being created.
 const MAX_HELD: usize = 100_000;
+/// Most pushes, and bytes, handed to the producer at once for one stream
+/// (within one produce request: librdkafka's `batch.size` is 1,000,000).
+const MAX_BATCH: usize = 1000;
+const MAX_BATCH_BYTES: usize = 900 * 1024;
 /// Longest wait between two attempts to create a topic.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Largest message the producer sends: above the hub's 8 MiB limit.
@@ -122,6 +126,61 @@ impl KafkaConfig {
     }
 }
 
+/// The context of the hub's Kafka clients: librdkafka's error events at
+/// the level they deserve (the end of a partition is no error; a broker
+/// that is away is worth a warning, and the hub waits for it).
+#[derive(Clone, Copy, Default)]
+pub struct HubKafkaContext;
+
+impl ClientContext for HubKafkaContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::PartitionEOF) => debug!(%reason, "kafka: end of partition"),
+            Some(
+                RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::RequestTimedOut,
+            ) => warn!(%error, %reason, "kafka: broker unreachable"),
+            _ => tracing::error!(%error, %reason, "kafka client error"),
+        }
+    }
+}
+
+impl ConsumerContext for HubKafkaContext {}
+
+type HubConsumer = BaseConsumer<HubKafkaContext>;
+
+/// The first pushes of `held`: at most `MAX_BATCH` and `MAX_BATCH_BYTES`,
+/// but always one.
+fn take_batch(held: &mut Held) -> Held {
+    let mut bytes = 0usize;
+    let n = held
+        .iter()
+        .take(MAX_BATCH)
+        .position(|(d, _)| {
+            bytes += d.len();
+            bytes > MAX_BATCH_BYTES
+        })
+        .unwrap_or(held.len().min(MAX_BATCH))
+        .max(1);
+    held.drain(..n).collect()
+}
+
+fn new_producer(config: &KafkaConfig) -> Result<FutureProducer<HubKafkaContext>> {
+    config
+        .client_config()
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "1")
+        // One request at a time: a failed request is never followed by a
+        // later one that succeeds (which would store messages after a gap).
+        .set("max.in.flight.requests.per.connection", "1")
+        .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
+        .create_with_context(HubKafkaContext)
+        .map_err(|e| kafka_error("cannot create the producer", e))
+}
+
 fn kafka_error(what: &str, e: impl Display) -> Error {
     Error::new(ErrorKind::Unavailable, format!("kafka: {what}: {e}"))
 }
@@ -145,18 +204,24 @@ fn offset_of(index: u64) -> Result<Offset> {
         .map_err(|_| Error::new(ErrorKind::InvalidInput, "index beyond what Kafka can hold"))
 }
 
-/// A stream's topic, as far as this hub knows.
-enum TopicState {
-    /// Exists: pushes go straight to the producer.
-    Ready,
-    /// Being created: pushes wait here, in order.
-    Creating(Vec<(Vec<u8>, oneshot::Sender<PendingPush>)>),
+/// Pushes waiting for a stream's writer.
+type Held = Vec<(Vec<u8>, oneshot::Sender<Result<u64>>)>;
+
+/// One stream's pushes, written in order by one writer task at a time.
+#[derive(Default)]
+struct StreamQueue {
+    /// The topic is known to exist.
+    ready: bool,
+    /// A writer task is at work on this stream.
+    busy: bool,
+    /// Pushes not yet handed to the producer, in order.
+    held: Held,
 }
 
 /// A consumer reading one stream's topic, kept between pulls so that a
 /// client reading on from where it stopped gets messages already fetched.
 struct Reader {
-    consumer: BaseConsumer,
+    consumer: HubConsumer,
     stream: String,
     topic: String,
     /// The offset of the next message the consumer gives.
@@ -178,8 +243,23 @@ impl Reader {
     ) -> Result<Vec<(u64, Vec<u8>)>> {
         self.last_used = Instant::now();
         if self.position != Some(from) {
-            // Reposition, unless there is nothing there to read.
-            match self.consumer.fetch_watermarks(&self.topic, 0, timeout) {
+            // Reposition, unless there is nothing there to read. Asking for
+            // the topic's metadata first refreshes what librdkafka knows: it
+            // would otherwise go on taking a topic created since (by a push
+            // through another hub, say) for unknown.
+            let meta = self
+                .consumer
+                .fetch_metadata(Some(&self.topic), timeout)
+                .map_err(|e| kafka_error("topic metadata", e))?;
+            let exists = meta.topics().iter().any(|t| {
+                t.name() == self.topic && t.error().is_none() && !t.partitions().is_empty()
+            });
+            if !exists {
+                return Ok(Vec::new());
+            }
+            let end = self.consumer.fetch_watermarks(&self.topic, 0, timeout);
+            debug!(topic = %self.topic, from, ?end, "kafka: positioning a reader");
+            match end {
                 Ok((_, high)) if (from as i128) <= high as i128 => {}
                 Ok(_) => return Ok(Vec::new()),
                 Err(e) if is_unknown_topic(&e) => return Ok(Vec::new()),
@@ -266,11 +346,13 @@ impl Reader {
 
 struct Inner {
     config: KafkaConfig,
-    producer: FutureProducer,
-    admin: AdminClient<DefaultClientContext>,
-    topics: Mutex<HashMap<String, TopicState>>,
+    /// The producer and its generation: a new one replaces it after a
+    /// failed produce (see `Inner::produce`).
+    producer: std::sync::RwLock<(u64, FutureProducer<HubKafkaContext>)>,
+    admin: AdminClient<HubKafkaContext>,
+    streams: Mutex<HashMap<String, StreamQueue>>,
     readers: Mutex<Vec<Arc<Mutex<Reader>>>>,
-    groups: Mutex<HashMap<String, (Arc<BaseConsumer>, Instant)>>,
+    groups: Mutex<HashMap<String, (Arc<HubConsumer>, Instant)>>,
 }
 
 /// Streams in Kafka; see the [module documentation](self).
@@ -284,24 +366,17 @@ impl KafkaStore {
     /// starts while its broker is down, and the store waits for it.
     pub fn new(config: KafkaConfig) -> Result<KafkaStore> {
         config.validate()?;
-        let producer: FutureProducer = config
+        let producer = new_producer(&config)?;
+        let admin: AdminClient<HubKafkaContext> = config
             .client_config()
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("linger.ms", "1")
-            .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
-            .create()
-            .map_err(|e| kafka_error("cannot create the producer", e))?;
-        let admin: AdminClient<DefaultClientContext> = config
-            .client_config()
-            .create()
+            .create_with_context(HubKafkaContext)
             .map_err(|e| kafka_error("cannot create the admin client", e))?;
         Ok(KafkaStore {
             inner: Arc::new(Inner {
                 config,
-                producer,
+                producer: std::sync::RwLock::new((0, producer)),
                 admin,
-                topics: Mutex::new(HashMap::new()),
+                streams: Mutex::new(HashMap::new()),
                 readers: Mutex::new(Vec::new()),
                 groups: Mutex::new(HashMap::new()),
             }),
@@ -318,8 +393,8 @@ impl KafkaStore {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             inner
-                .producer
-                .client()
+                .admin
+                .inner()
                 .fetch_metadata(None, inner.config.timeout)
                 .map(|m| m.brokers().len())
                 .map_err(|e| kafka_error("cluster metadata", e))
@@ -360,24 +435,161 @@ impl KafkaStore {
 }
 
 impl Inner {
-    fn produce(&self, stream: &str, data: Vec<u8>) -> PendingPush {
-        let topic = self.config.topic(stream);
-        let record = FutureRecord::<(), [u8]>::to(&topic)
-            .partition(0)
-            .payload(&data);
-        match self.producer.send_result(record) {
-            Ok(delivery) => Box::pin(async move {
-                match delivery.await {
-                    Ok(Ok(d)) => u64::try_from(d.offset)
-                        .map_err(|_| kafka_error("produce", "the broker gave no offset")),
-                    Ok(Err((e, _))) => Err(kafka_error("produce", e)),
-                    Err(_) => Err(kafka_error("produce", "the producer stopped")),
-                }
-            }),
-            Err((e, _)) => {
-                let e = kafka_error("produce", e);
-                Box::pin(async move { Err(e) })
+    /// Queues a push of `stream`; starts the stream's writer if idle.
+    fn submit(self: &Arc<Self>, stream: &str, data: Vec<u8>) -> PendingPush {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut streams = lock(&self.streams);
+            let q = streams.entry(stream.to_string()).or_default();
+            if q.held.len() >= MAX_HELD {
+                return Box::pin(async {
+                    Err(Error::new(
+                        ErrorKind::ResourceExhausted,
+                        "kafka: too many pushes waiting for the broker",
+                    ))
+                });
             }
+            q.held.push((data, tx));
+            if !q.busy {
+                q.busy = true;
+                tokio::spawn(self.clone().write(stream.to_string()));
+            }
+        }
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(kafka_error("produce", "the store stopped")))
+        })
+    }
+
+    /// The writer of `stream`: creates its topic if needed, then hands the
+    /// waiting pushes to the producer one batch at a time (a batch fits one
+    /// produce request), the next only once the broker acknowledged the
+    /// last. So when a produce fails, nothing after it is in flight: the
+    /// failed batch and everything waiting are refused together, and their
+    /// clients resend them in order; nothing lands after a gap.
+    async fn write(self: Arc<Self>, stream: String) {
+        let topic = self.config.topic(&stream);
+        loop {
+            let (ready, batch) = {
+                let mut streams = lock(&self.streams);
+                let q = streams.entry(stream.clone()).or_default();
+                if q.held.is_empty() {
+                    q.busy = false;
+                    return;
+                }
+                (
+                    q.ready,
+                    if q.ready {
+                        take_batch(&mut q.held)
+                    } else {
+                        Vec::new()
+                    },
+                )
+            };
+            if !ready {
+                let outcome = self.create_topic_retrying(&topic).await;
+                let mut streams = lock(&self.streams);
+                let q = streams.entry(stream.clone()).or_default();
+                match outcome {
+                    Ok(()) => q.ready = true,
+                    Err(reason) => {
+                        for (_, tx) in q.held.drain(..) {
+                            let _ = tx.send(Err(kafka_error("create topic", &reason)));
+                        }
+                    }
+                }
+                continue;
+            }
+            if let Err(e) = self.write_batch(&topic, batch).await {
+                // Everything submitted after the failed push is refused too.
+                let held = std::mem::take(
+                    &mut lock(&self.streams).entry(stream.clone()).or_default().held,
+                );
+                debug!(%topic, refused = held.len(), "kafka: refusing the pushes after a failed one");
+                for (_, tx) in held {
+                    let _ = tx.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    /// Produces `batch` in order and answers each push; the first error, if
+    /// any push failed (then it and every later one are refused).
+    async fn write_batch(&self, topic: &str, batch: Held) -> Result<()> {
+        let (generation, producer) = {
+            let p = self.producer.read().unwrap_or_else(|e| e.into_inner());
+            (p.0, p.1.clone())
+        };
+        let mut deliveries = Vec::with_capacity(batch.len());
+        for (data, tx) in batch {
+            let record = FutureRecord::<(), [u8]>::to(topic)
+                .partition(0)
+                .payload(&data);
+            deliveries.push((producer.send_result(record).map_err(|(e, _)| e), tx));
+        }
+        let mut failure: Option<Error> = None;
+        for (sent, tx) in deliveries {
+            let outcome = match sent {
+                Ok(delivery) => match delivery.await {
+                    Ok(Ok(d)) => Ok(d.offset),
+                    Ok(Err((e, _))) => Err(e),
+                    Err(_) => Err(KafkaError::Canceled),
+                },
+                Err(e) => Err(e),
+            };
+            match (outcome, &failure) {
+                (Ok(offset), None) => {
+                    let _ = tx.send(
+                        u64::try_from(offset)
+                            .map_err(|_| kafka_error("produce", "the broker gave no offset")),
+                    );
+                }
+                (Ok(offset), Some(e)) => {
+                    // Stored after a failed one (the broker took a later
+                    // request of the same batch): refused all the same, so
+                    // its client resends it after the failed one; a
+                    // consumer sees it twice, out of place once.
+                    tracing::error!(%topic, offset, "kafka: a message was stored after a failed one");
+                    let _ = tx.send(Err(e.clone()));
+                }
+                (Err(e), _) => {
+                    let e = failure.get_or_insert_with(|| {
+                        if !matches!(
+                            e.rdkafka_error_code(),
+                            Some(
+                                RDKafkaErrorCode::QueueFull | RDKafkaErrorCode::MessageSizeTooLarge
+                            )
+                        ) {
+                            self.renew_producer(generation);
+                        }
+                        kafka_error("produce", e)
+                    });
+                    let _ = tx.send(Err(e.clone()));
+                }
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Replaces producer `generation` (once) after a produce failed on it.
+    /// The idempotent producer's state on the broker may be what failed (a
+    /// broker restarted without it answers every later produce with an
+    /// error); a new producer gets a new producer id. The stream workers
+    /// whose pushes failed store nothing more and their clients resend.
+    fn renew_producer(&self, generation: u64) {
+        let mut p = self.producer.write().unwrap_or_else(|e| e.into_inner());
+        if p.0 != generation {
+            return;
+        }
+        match new_producer(&self.config) {
+            Ok(fresh) => {
+                warn!("kafka: a produce failed; starting a new producer");
+                *p = (generation + 1, fresh);
+            }
+            Err(e) => warn!(error = %e, "kafka: cannot start a new producer"),
         }
     }
 
@@ -409,16 +621,21 @@ impl Inner {
         }
     }
 
-    /// Creates the topic of `stream`, retrying while the broker is away,
-    /// then produces every push held meanwhile, in order.
-    async fn make_ready(self: Arc<Self>, stream: String) {
-        let topic = self.config.topic(&stream);
+    /// Creates `topic`, retrying while the broker is away; an error only
+    /// when the broker refuses it for good.
+    async fn create_topic_retrying(&self, topic: &str) -> std::result::Result<(), String> {
         let mut backoff = Duration::from_millis(100);
         let mut warned = false;
-        let outcome = loop {
-            match self.create_topic(&topic).await {
-                Ok(()) => break Ok(()),
-                Err((true, reason)) => break Err(reason),
+        loop {
+            match self.create_topic(topic).await {
+                Ok(()) => {
+                    debug!(%topic, "kafka topic ready");
+                    return Ok(());
+                }
+                Err((true, reason)) => {
+                    warn!(%topic, %reason, "kafka: cannot create a topic; its pushes are refused");
+                    return Err(reason);
+                }
                 Err((false, reason)) => {
                     if !warned {
                         warn!(%topic, %reason, "kafka: cannot create a topic yet; pushes wait and it is retried");
@@ -426,29 +643,6 @@ impl Inner {
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        };
-        let mut topics = lock(&self.topics);
-        let held = match topics.remove(&stream) {
-            Some(TopicState::Creating(held)) => held,
-            _ => Vec::new(),
-        };
-        match outcome {
-            Ok(()) => {
-                debug!(%topic, held = held.len(), "kafka topic ready");
-                for (data, tx) in held {
-                    let _ = tx.send(self.produce(&stream, data));
-                }
-                topics.insert(stream, TopicState::Ready);
-            }
-            Err(reason) => {
-                warn!(%topic, %reason, "kafka: cannot create a topic; its pushes are refused");
-                for (_, tx) in held {
-                    let reason = reason.clone();
-                    let _ = tx.send(Box::pin(
-                        async move { Err(kafka_error("create topic", reason)) },
-                    ));
                 }
             }
         }
@@ -475,16 +669,19 @@ impl Inner {
         if let Some((i, _)) = best {
             return Ok(all[i].clone());
         }
-        let consumer: BaseConsumer = self
+        let consumer: HubConsumer = self
             .config
             .client_config()
+            // librdkafka needs a group to assign partitions; this one never
+            // commits, and no client id can name it ('#' is not allowed).
+            .set("group.id", format!("{}hub-reader#", self.config.prefix))
             .set("enable.partition.eof", "true")
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "100")
             .set("queued.max.messages.kbytes", "16384")
-            .create()
+            .create_with_context(HubKafkaContext)
             .map_err(|e| kafka_error("cannot create a consumer", e))?;
         let reader = Arc::new(Mutex::new(Reader {
             consumer,
@@ -514,7 +711,7 @@ impl Inner {
     }
 
     /// The client that commits and reads `client`'s offsets.
-    fn group(&self, client: &str) -> Result<Arc<BaseConsumer>> {
+    fn group(&self, client: &str) -> Result<Arc<HubConsumer>> {
         let mut groups = lock(&self.groups);
         if let Some((c, used)) = groups.get_mut(client) {
             *used = Instant::now();
@@ -530,12 +727,12 @@ impl Inner {
                 groups.remove(&k);
             }
         }
-        let consumer: BaseConsumer = self
+        let consumer: HubConsumer = self
             .config
             .client_config()
             .set("group.id", self.config.group(client))
             .set("enable.auto.commit", "false")
-            .create()
+            .create_with_context(HubKafkaContext)
             .map_err(|e| kafka_error("cannot create a consumer", e))?;
         let consumer = Arc::new(consumer);
         groups.insert(client.to_string(), (consumer.clone(), Instant::now()));
@@ -553,32 +750,7 @@ impl Inner {
 #[async_trait]
 impl StreamStore for KafkaStore {
     fn submit_push(&self, stream: &str, data: Vec<u8>) -> PendingPush {
-        let mut topics = lock(&self.inner.topics);
-        let (tx, rx) = oneshot::channel();
-        match topics.get_mut(stream) {
-            Some(TopicState::Ready) => return self.inner.produce(stream, data),
-            Some(TopicState::Creating(held)) => {
-                if held.len() >= MAX_HELD {
-                    return Box::pin(async {
-                        Err(Error::new(
-                            ErrorKind::ResourceExhausted,
-                            "kafka: too many pushes waiting for the broker",
-                        ))
-                    });
-                }
-                held.push((data, tx));
-            }
-            None => {
-                topics.insert(stream.to_string(), TopicState::Creating(vec![(data, tx)]));
-                tokio::spawn(self.inner.clone().make_ready(stream.to_string()));
-            }
-        }
-        Box::pin(async move {
-            match rx.await {
-                Ok(pending) => pending.await,
-                Err(_) => Err(kafka_error("produce", "the store stopped")),
-            }
-        })
+        self.inner.submit(stream, data)
     }
 
     async fn pull(
@@ -599,8 +771,8 @@ impl StreamStore for KafkaStore {
         self.blocking(move |inner| {
             let topic = inner.config.topic(&stream);
             match inner
-                .producer
-                .client()
+                .admin
+                .inner()
                 .fetch_watermarks(&topic, 0, inner.config.timeout)
             {
                 Ok((_, high)) => Ok(u64::try_from(high).unwrap_or(0)),

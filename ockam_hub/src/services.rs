@@ -180,7 +180,7 @@ struct StreamWorker {
     /// stored after a gap; the client opens the stream again and resends.
     failed: Arc<AtomicBool>,
     /// Pushes submitted to the store, in order, for the replier to confirm.
-    confirms: Option<mpsc::UnboundedSender<(Option<PendingPush>, Route, Uint)>>,
+    confirms: Option<mpsc::UnboundedSender<(Push, Route, Uint)>>,
     replier: Option<tokio::task::JoinHandle<()>>,
     /// Milliseconds since `started()` at the last request; the reaper stops
     /// the worker after `Limits::idle_timeout` without one (clients open a
@@ -212,6 +212,26 @@ async fn reap_when_idle(ctx: Context, address: Address, last_used: Arc<AtomicU64
     }
 }
 
+/// A push as the stream worker took it.
+enum Push {
+    /// Handed to the store.
+    Submitted(PendingPush),
+    /// Over the size limit: refused.
+    TooLarge,
+    /// After a push failed on this stream worker: not stored, so that
+    /// nothing lands after a gap.
+    AfterFailure,
+}
+
+/// A store failure that goes away by itself (the back end is away or
+/// busy), as opposed to one about the message.
+fn is_transient(e: &ockam_core::Error) -> bool {
+    matches!(
+        e.kind(),
+        ockam_core::ErrorKind::Unavailable | ockam_core::ErrorKind::ResourceExhausted
+    )
+}
+
 /// Confirms pushes in the order they were submitted, as each becomes
 /// durable: the stream worker keeps taking pushes meanwhile, so one
 /// client's pushes share commits instead of waiting for one each.
@@ -220,26 +240,33 @@ async fn confirm_loop(
     stream: String,
     shared: Arc<Shared>,
     failed: Arc<AtomicBool>,
-    mut rx: mpsc::UnboundedReceiver<(Option<PendingPush>, Route, Uint)>,
+    mut rx: mpsc::UnboundedReceiver<(Push, Route, Uint)>,
 ) {
-    while let Some((pending, back, request_id)) = rx.recv().await {
-        // `None`: refused before storage (too large, or after a failure).
-        let outcome = match pending {
-            Some(p) => Some(p.await),
-            None => None,
-        };
-        let (status, index) = match outcome {
-            None => (PushStatus::Error, 0),
-            Some(Ok(index)) => {
-                shared.head(&stream).send_replace(index + 1);
-                (PushStatus::Ok, index)
-            }
-            Some(Err(e)) => {
-                if !failed.swap(true, Ordering::AcqRel) {
-                    warn!(%stream, error = %e, "push not stored; refusing later pushes on this stream worker");
+    while let Some((push, back, request_id)) = rx.recv().await {
+        let (status, index) = match push {
+            Push::TooLarge => (PushStatus::Error, 0),
+            // Unanswered: the client resends everything unconfirmed, in
+            // order, through a new stream worker (see below).
+            Push::AfterFailure => continue,
+            Push::Submitted(pending) => match pending.await {
+                Ok(index) => {
+                    shared.head(&stream).send_replace(index + 1);
+                    (PushStatus::Ok, index)
                 }
-                (PushStatus::Error, 0)
-            }
+                Err(e) => {
+                    if !failed.swap(true, Ordering::AcqRel) {
+                        warn!(%stream, error = %e, "push not stored; this stream worker stores nothing more, its client resends through a new one");
+                    }
+                    if is_transient(&e) {
+                        // Not answered: a refusal counts against the
+                        // message (a client gives up on one refused again and
+                        // again), while this one only waits for the back end.
+                        // The client resends after its retry interval.
+                        continue;
+                    }
+                    (PushStatus::Error, 0)
+                }
+            },
         };
         let confirm = PushConfirm {
             request_id,
@@ -321,21 +348,16 @@ impl Worker for StreamWorker {
                 else {
                     return Ok(());
                 };
-                let refuse_now = if self.failed.load(Ordering::Acquire) {
-                    true
+                let push = if self.failed.load(Ordering::Acquire) {
+                    Push::AfterFailure
                 } else if req.data.len() > self.shared.limits.max_message_size {
                     warn!(stream = %self.stream, size = req.data.len(), "refused a message over the size limit");
-                    true
+                    Push::TooLarge
                 } else {
-                    false
-                };
-                let pending = if refuse_now {
-                    None
-                } else {
-                    Some(self.shared.store.submit_push(&self.stream, req.data))
+                    Push::Submitted(self.shared.store.submit_push(&self.stream, req.data))
                 };
                 if let Some(confirms) = &self.confirms {
-                    let _ = confirms.send((pending, back, req.request_id));
+                    let _ = confirms.send((push, back, req.request_id));
                 }
                 Ok(())
             }

@@ -7,7 +7,7 @@ Usage: kafka_read.py <bootstrap> <topic> <group>
 """
 import sys
 
-from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 
 bootstrap, topic, group = sys.argv[1:4]
 tp = TopicPartition(topic, 0)
@@ -23,8 +23,9 @@ while consumer.position(tp) < end:
         print("MSG", record.offset, (record.value or b"").hex())
 consumer.close()
 
-admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-offsets = admin.list_consumer_group_offsets(group)
-committed = offsets.get(tp)
-print("COMMITTED", committed.offset if committed is not None and committed.offset >= 0 else "none")
-admin.close()
+group_client = KafkaConsumer(
+    bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+)
+committed = group_client.committed(tp)
+print("COMMITTED", committed if committed is not None and committed >= 0 else "none")
+group_client.close()

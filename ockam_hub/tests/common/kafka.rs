@@ -89,7 +89,7 @@ pub fn unique_prefix(test: &str) -> String {
 pub struct Broker {
     pub address: String,
     tansu: PathBuf,
-    storage: String,
+    dir: Option<PathBuf>,
     child: Option<Child>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -101,7 +101,7 @@ impl Broker {
             Ok(address) if !address.is_empty() => Broker {
                 address,
                 tansu: tansu.to_path_buf(),
-                storage: String::new(),
+                dir: None,
                 child: None,
                 _dir: None,
             },
@@ -113,11 +113,11 @@ impl Broker {
     /// directory, so that it keeps its data across `stop`/`start`.
     pub fn own(tansu: &Path, address: &str) -> Broker {
         let dir = tempfile::tempdir().unwrap();
-        let storage = format!("sqlite://{}/broker.db", dir.path().display());
+        std::fs::create_dir(dir.path().join("db")).unwrap();
         let mut b = Broker {
             address: address.to_string(),
             tansu: tansu.to_path_buf(),
-            storage,
+            dir: Some(dir.path().to_path_buf()),
             child: None,
             _dir: Some(dir),
         };
@@ -129,11 +129,14 @@ impl Broker {
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "the broker runs already");
         let url = format!("tcp://{}", self.address);
+        let dir = self.dir.as_ref().expect("a broker of our own");
+        // tansu opens a SQLite path relative to its working directory.
         let child = Command::new(&self.tansu)
+            .current_dir(dir)
             .arg("broker")
             .args(["--listener-url", &url])
             .args(["--advertised-listener-url", &url])
-            .args(["--storage-engine", &self.storage])
+            .args(["--storage-engine", "sqlite://db/broker.db"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -43,6 +43,10 @@ impl HubProcess {
         // for its broker helpers only).
         let hub = option_env!("CARGO_BIN_EXE_ockam_hub").expect("the ockam_hub binary");
         let mut child = Command::new(hub)
+            .env(
+                "RUST_LOG",
+                std::env::var("OCKAM_TEST_HUB_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .args(["--listen", addr])
             .args(args)
             .stdout(Stdio::null())
@@ -51,8 +55,18 @@ impl HubProcess {
             .expect("spawn hub");
         let stderr = child.stderr.take().unwrap();
         let (tx, log) = mpsc::channel();
+        // OCKAM_TEST_LOG_DIR: keep each hub's log there too, for a look
+        // after a failure.
+        let mut copy = std::env::var_os("OCKAM_TEST_LOG_DIR").map(|d| {
+            let path = std::path::Path::new(&d).join(format!("hub-{}.log", addr.replace(':', "_")));
+            std::fs::File::create(path).expect("hub log file")
+        });
         std::thread::spawn(move || {
+            use std::io::Write;
             for line in BufReader::new(stderr).lines().map_while(|l| l.ok()) {
+                if let Some(f) = &mut copy {
+                    let _ = writeln!(f, "{line}");
+                }
                 let _ = tx.send(line);
             }
         });
