@@ -80,19 +80,22 @@ impl Executor {
             .ok_or_else(|| Error::new(ErrorKind::InvalidInput, "this executor has already run"))?;
         let router = self.router.clone();
         let result = runtime.block_on(async move {
+            // Handlers first: a signal that arrives while main starts up
+            // stops the node gracefully instead of killing the process.
+            let mut signals = ShutdownSignals::install();
             let mut main = tokio::spawn(main);
             let mut stopped = router.stopped();
             let event = tokio::select! {
                 r = &mut main => Event::MainReturned(r),
                 _ = stopped.wait_for(|s| *s) => Event::Stopped,
-                s = shutdown_signal() => Event::Signal(s),
+                s = signals.next() => Event::Signal(s),
             };
             let returned = match event {
                 Event::MainReturned(Ok(Ok(value))) => {
                     // A server's main returns and leaves its workers running.
                     tokio::select! {
                         _ = stopped.wait_for(|s| *s) => {}
-                        s = shutdown_signal() => {
+                        s = signals.next() => {
                             info!(signal = s, "stopping the node");
                             router.stop_node(None).await;
                         }
@@ -144,30 +147,54 @@ impl Executor {
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-async fn shutdown_signal() -> &'static str {
+/// SIGINT (Ctrl-C) and, on Unix, SIGTERM, listened to from `install` on.
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        async fn wait(kind: SignalKind) {
-            match signal(kind) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                // No handler could be installed: this signal never arrives.
-                Err(_) => std::future::pending::<()>().await,
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl ShutdownSignals {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            // A handler that cannot be installed: that signal never arrives.
+            ShutdownSignals {
+                interrupt: signal(SignalKind::interrupt()).ok(),
+                terminate: signal(SignalKind::terminate()).ok(),
             }
         }
-        tokio::select! {
-            _ = wait(SignalKind::interrupt()) => "SIGINT",
-            _ = wait(SignalKind::terminate()) => "SIGTERM",
+        #[cfg(not(unix))]
+        {
+            ShutdownSignals {}
         }
     }
-    #[cfg(not(unix))]
-    {
-        match tokio::signal::ctrl_c().await {
-            Ok(()) => "Ctrl-C",
-            Err(_) => std::future::pending().await,
+
+    /// Resolves with the signal's name when one arrives.
+    async fn next(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            async fn wait(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                _ = wait(&mut self.interrupt) => "SIGINT",
+                _ = wait(&mut self.terminate) => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            match tokio::signal::ctrl_c().await {
+                Ok(()) => "Ctrl-C",
+                Err(_) => std::future::pending().await,
+            }
         }
     }
 }
