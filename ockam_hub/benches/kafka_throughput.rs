@@ -122,7 +122,13 @@ fn direct(broker: &str, n: u64) -> f64 {
     assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
 
     // The reader, by offset from 0, in its own thread.
-    let consumer: BaseConsumer = config(&[("enable.auto.commit", "false")]).create().unwrap();
+    // (librdkafka needs a group to assign partitions; nothing is committed.)
+    let consumer: BaseConsumer = config(&[
+        ("group.id", &format!("{topic}-reader")),
+        ("enable.auto.commit", "false"),
+    ])
+    .create()
+    .unwrap();
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(&topic, 0, Offset::Beginning)
         .unwrap();
