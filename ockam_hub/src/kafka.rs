@@ -14,7 +14,7 @@
 //! The hub keeps no state of its own: several hubs on one Kafka cluster
 //! serve the same streams.
 
-use crate::storage::{PendingPush, StreamStore};
+use crate::storage::{Fence, PendingPush, StreamStore};
 use async_trait::async_trait;
 use ockam_core::{Error, ErrorKind, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -27,6 +27,7 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt::Display;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -158,8 +159,8 @@ fn take_batch(held: &mut Held) -> Held {
     let n = held
         .iter()
         .take(MAX_BATCH)
-        .position(|(d, _)| {
-            bytes += d.len();
+        .position(|p| {
+            bytes += p.data.len();
             bytes > MAX_BATCH_BYTES
         })
         .unwrap_or(held.len().min(MAX_BATCH))
@@ -176,9 +177,39 @@ fn new_producer(config: &KafkaConfig) -> Result<FutureProducer<HubKafkaContext>>
         // One request at a time: a failed request is never followed by a
         // later one that succeeds (which would store messages after a gap).
         .set("max.in.flight.requests.per.connection", "1")
+        // A push the broker has not taken within this is refused (its
+        // client resends it): pushes do not pile up while it is away.
+        .set(
+            "message.timeout.ms",
+            (config.timeout * 2).as_millis().to_string(),
+        )
         .set("message.max.bytes", MAX_MESSAGE_BYTES.to_string())
         .create_with_context(HubKafkaContext)
         .map_err(|e| kafka_error("cannot create the producer", e))
+}
+
+/// A failed produce: about the message or the hub's rights (refused, the
+/// client gives up on the message after a few tries) or about the broker
+/// being away (unanswered, the client retries).
+fn kafka_produce_error(e: &KafkaError) -> Error {
+    let permanent = matches!(
+        e.rdkafka_error_code(),
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessage
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::PolicyViolation
+        )
+    );
+    let kind = if permanent {
+        ErrorKind::InvalidInput
+    } else {
+        ErrorKind::Unavailable
+    };
+    Error::new(kind, format!("kafka: produce: {e}"))
 }
 
 fn kafka_error(what: &str, e: impl Display) -> Error {
@@ -205,7 +236,25 @@ fn offset_of(index: u64) -> Result<Offset> {
 }
 
 /// Pushes waiting for a stream's writer.
-type Held = Vec<(Vec<u8>, oneshot::Sender<Result<u64>>)>;
+type Held = Vec<HeldPush>;
+
+/// A push waiting for its stream's writer.
+struct HeldPush {
+    data: Vec<u8>,
+    done: oneshot::Sender<Result<u64>>,
+    /// The submitter's failure flag, if it has one.
+    fence: Option<Fence>,
+}
+
+impl HeldPush {
+    /// Refuses the push and tells its submitter to store nothing more.
+    fn refuse(self, e: Error) {
+        if let Some(f) = &self.fence {
+            f.store(true, Ordering::Release);
+        }
+        let _ = self.done.send(Err(e));
+    }
+}
 
 /// One stream's pushes, written in order by one writer task at a time.
 #[derive(Default)]
@@ -423,20 +472,25 @@ impl KafkaStore {
         }
     }
 
+    /// Runs `f` on a blocking thread; gives up waiting for it after a few
+    /// broker timeouts (librdkafka calls such as a synchronous commit can
+    /// wait longer than the hub should).
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || f(&inner))
-            .await
-            .map_err(|e| kafka_error("task", e))?
+        let limit = self.inner.config.timeout * 4;
+        match tokio::time::timeout(limit, tokio::task::spawn_blocking(move || f(&inner))).await {
+            Ok(done) => done.map_err(|e| kafka_error("task", e))?,
+            Err(_) => Err(kafka_error("broker", format!("no answer within {limit:?}"))),
+        }
     }
 }
 
 impl Inner {
     /// Queues a push of `stream`; starts the stream's writer if idle.
-    fn submit(self: &Arc<Self>, stream: &str, data: Vec<u8>) -> PendingPush {
+    fn submit(self: &Arc<Self>, stream: &str, data: Vec<u8>, fence: Option<Fence>) -> PendingPush {
         let (tx, rx) = oneshot::channel();
         {
             let mut streams = lock(&self.streams);
@@ -449,7 +503,11 @@ impl Inner {
                     ))
                 });
             }
-            q.held.push((data, tx));
+            q.held.push(HeldPush {
+                data,
+                done: tx,
+                fence,
+            });
             if !q.busy {
                 q.busy = true;
                 tokio::spawn(self.clone().write(stream.to_string()));
@@ -470,44 +528,62 @@ impl Inner {
     async fn write(self: Arc<Self>, stream: String) {
         let topic = self.config.topic(&stream);
         loop {
-            let (ready, batch) = {
+            let (ready, batch, fenced) = {
                 let mut streams = lock(&self.streams);
                 let q = streams.entry(stream.clone()).or_default();
-                if q.held.is_empty() {
+                // Pushes of submitters that failed meanwhile are refused.
+                let (fenced, held): (Held, Held) = std::mem::take(&mut q.held)
+                    .into_iter()
+                    .partition(|p| p.fence.as_ref().is_some_and(|f| f.load(Ordering::Acquire)));
+                q.held = held;
+                if q.held.is_empty() && fenced.is_empty() {
                     q.busy = false;
                     return;
                 }
-                (
-                    q.ready,
-                    if q.ready {
-                        take_batch(&mut q.held)
-                    } else {
-                        Vec::new()
-                    },
-                )
+                let batch = if q.ready {
+                    take_batch(&mut q.held)
+                } else {
+                    Vec::new()
+                };
+                (q.ready, batch, fenced)
             };
+            for p in fenced {
+                p.refuse(kafka_error(
+                    "produce",
+                    "an earlier push of this submitter failed",
+                ));
+            }
             if !ready {
                 let outcome = self.create_topic_retrying(&topic).await;
                 let mut streams = lock(&self.streams);
                 let q = streams.entry(stream.clone()).or_default();
                 match outcome {
                     Ok(()) => q.ready = true,
-                    Err(reason) => {
-                        for (_, tx) in q.held.drain(..) {
-                            let _ = tx.send(Err(kafka_error("create topic", &reason)));
+                    Err(e) => {
+                        for p in q.held.drain(..) {
+                            p.refuse(e.clone());
                         }
                     }
                 }
                 continue;
             }
+            if batch.is_empty() {
+                continue;
+            }
             if let Err(e) = self.write_batch(&topic, batch).await {
-                // Everything submitted after the failed push is refused too.
-                let held = std::mem::take(
-                    &mut lock(&self.streams).entry(stream.clone()).or_default().held,
-                );
+                // Everything submitted after the failed push is refused too
+                // (its clients resend it), and a topic gone is made again.
+                let held = {
+                    let mut streams = lock(&self.streams);
+                    let q = streams.entry(stream.clone()).or_default();
+                    if e.message().contains("Unknown topic") {
+                        q.ready = false;
+                    }
+                    std::mem::take(&mut q.held)
+                };
                 debug!(%topic, refused = held.len(), "kafka: refusing the pushes after a failed one");
-                for (_, tx) in held {
-                    let _ = tx.send(Err(e.clone()));
+                for p in held {
+                    p.refuse(e.clone());
                 }
             }
         }
@@ -520,58 +596,75 @@ impl Inner {
             let p = self.producer.read().unwrap_or_else(|e| e.into_inner());
             (p.0, p.1.clone())
         };
+        let mut failure: Option<Error> = None;
         let mut deliveries = Vec::with_capacity(batch.len());
-        for (data, tx) in batch {
+        let mut rest = batch.into_iter();
+        for p in rest.by_ref() {
             let record = FutureRecord::<(), [u8]>::to(topic)
                 .partition(0)
-                .payload(&data);
-            deliveries.push((producer.send_result(record).map_err(|(e, _)| e), tx));
+                .payload(&p.data);
+            match producer.send_result(record) {
+                Ok(delivery) => deliveries.push((delivery, p)),
+                Err((e, _)) => {
+                    // Not queued: neither is anything after it.
+                    p.refuse(self.note_failure(&mut failure, &e, generation));
+                    break;
+                }
+            }
         }
-        let mut failure: Option<Error> = None;
-        for (sent, tx) in deliveries {
-            let outcome = match sent {
-                Ok(delivery) => match delivery.await {
-                    Ok(Ok(d)) => Ok(d.offset),
-                    Ok(Err((e, _))) => Err(e),
-                    Err(_) => Err(KafkaError::Canceled),
-                },
-                Err(e) => Err(e),
+        let unsent: Held = rest.collect();
+        for (delivery, p) in deliveries {
+            let outcome = match delivery.await {
+                Ok(Ok(d)) => Ok(d.offset),
+                Ok(Err((e, _))) => Err(e),
+                Err(_) => Err(KafkaError::Canceled),
             };
-            match (outcome, &failure) {
-                (Ok(offset), None) => {
-                    let _ = tx.send(
+            match outcome {
+                Ok(offset) if failure.is_none() => {
+                    let _ = p.done.send(
                         u64::try_from(offset)
                             .map_err(|_| kafka_error("produce", "the broker gave no offset")),
                     );
                 }
-                (Ok(offset), Some(e)) => {
+                Ok(offset) => {
                     // Stored after a failed one (the broker took a later
                     // request of the same batch): refused all the same, so
                     // its client resends it after the failed one; a
                     // consumer sees it twice, out of place once.
                     tracing::error!(%topic, offset, "kafka: a message was stored after a failed one");
-                    let _ = tx.send(Err(e.clone()));
+                    let e = failure
+                        .clone()
+                        .unwrap_or_else(|| kafka_error("produce", "failed"));
+                    p.refuse(e);
                 }
-                (Err(e), _) => {
-                    let e = failure.get_or_insert_with(|| {
-                        if !matches!(
-                            e.rdkafka_error_code(),
-                            Some(
-                                RDKafkaErrorCode::QueueFull | RDKafkaErrorCode::MessageSizeTooLarge
-                            )
-                        ) {
-                            self.renew_producer(generation);
-                        }
-                        kafka_error("produce", e)
-                    });
-                    let _ = tx.send(Err(e.clone()));
-                }
+                Err(e) => p.refuse(self.note_failure(&mut failure, &e, generation)),
+            }
+        }
+        if let Some(e) = &failure {
+            for p in unsent {
+                p.refuse(e.clone());
             }
         }
         match failure {
             Some(e) => Err(e),
             None => Ok(()),
         }
+    }
+
+    /// The error a batch failed with: the first one (after which the
+    /// producer is renewed, unless the failure was about the message).
+    fn note_failure(&self, failure: &mut Option<Error>, e: &KafkaError, generation: u64) -> Error {
+        failure
+            .get_or_insert_with(|| {
+                if !matches!(
+                    e.rdkafka_error_code(),
+                    Some(RDKafkaErrorCode::QueueFull | RDKafkaErrorCode::MessageSizeTooLarge)
+                ) {
+                    self.renew_producer(generation);
+                }
+                kafka_produce_error(e)
+            })
+            .clone()
     }
 
     /// Replaces producer `generation` (once) after a produce failed on it.
@@ -594,11 +687,15 @@ impl Inner {
     }
 
     async fn create_topic(&self, topic: &str) -> std::result::Result<(), (bool, String)> {
+        // Room for the largest message the hub takes (a broker's default
+        // is about 1 MB, batch overhead included).
+        let max_bytes = MAX_MESSAGE_BYTES.to_string();
         let new = NewTopic::new(
             topic,
             1,
             TopicReplication::Fixed(self.config.replication_factor),
-        );
+        )
+        .set("max.message.bytes", &max_bytes);
         let opts = AdminOptions::new().request_timeout(Some(self.config.timeout));
         match self.admin.create_topics([&new], &opts).await {
             Ok(results) => match results.into_iter().next() {
@@ -623,7 +720,7 @@ impl Inner {
 
     /// Creates `topic`, retrying while the broker is away; an error only
     /// when the broker refuses it for good.
-    async fn create_topic_retrying(&self, topic: &str) -> std::result::Result<(), String> {
+    async fn create_topic_retrying(self: &Arc<Self>, topic: &str) -> Result<()> {
         let mut backoff = Duration::from_millis(100);
         let mut warned = false;
         loop {
@@ -633,8 +730,15 @@ impl Inner {
                     return Ok(());
                 }
                 Err((true, reason)) => {
+                    // Not allowed to create it, say: fine if it exists.
+                    if self.topic_exists(topic).await {
+                        return Ok(());
+                    }
                     warn!(%topic, %reason, "kafka: cannot create a topic; its pushes are refused");
-                    return Err(reason);
+                    return Err(Error::new(
+                        ErrorKind::InvalidInput,
+                        format!("kafka: cannot create topic {topic}: {reason}"),
+                    ));
                 }
                 Err((false, reason)) => {
                     if !warned {
@@ -648,8 +752,33 @@ impl Inner {
         }
     }
 
-    /// An idle reader for `stream`, preferably one already at `from`.
-    fn reader(&self, stream: &str, from: u64) -> Result<Arc<Mutex<Reader>>> {
+    async fn topic_exists(self: &Arc<Self>, topic: &str) -> bool {
+        let topic = topic.to_string();
+        let inner = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let meta = inner
+                .admin
+                .inner()
+                .fetch_metadata(Some(&topic), inner.config.timeout);
+            meta.is_ok_and(|m| {
+                m.topics()
+                    .iter()
+                    .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+            })
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// An idle reader for `stream`, preferably one already at `from`, and a
+    /// reader it replaces (to be dropped on a blocking thread: closing a
+    /// consumer waits for librdkafka).
+    #[allow(clippy::type_complexity)]
+    fn reader(
+        &self,
+        stream: &str,
+        from: u64,
+    ) -> Result<(Arc<Mutex<Reader>>, Option<Arc<Mutex<Reader>>>)> {
         let mut all = lock(&self.readers);
         let idle = |r: &Arc<Mutex<Reader>>| Arc::strong_count(r) == 1 && r.try_lock().is_ok();
         let mut best: Option<(usize, u8)> = None;
@@ -667,8 +796,28 @@ impl Inner {
             }
         }
         if let Some((i, _)) = best {
-            return Ok(all[i].clone());
+            return Ok((all[i].clone(), None));
         }
+        // A slot: a free one, or the idle reader unused longest.
+        let slot = if all.len() < MAX_CLIENTS {
+            None
+        } else {
+            let oldest = all
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| idle(r))
+                .min_by_key(|(_, r)| lock(r).last_used)
+                .map(|(i, _)| i);
+            match oldest {
+                Some(i) => Some(i),
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::ResourceExhausted,
+                        "kafka: every topic reader is busy",
+                    ))
+                }
+            }
+        };
         let consumer: HubConsumer = self
             .config
             .client_config()
@@ -680,7 +829,7 @@ impl Inner {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("fetch.wait.max.ms", "100")
-            .set("queued.max.messages.kbytes", "16384")
+            .set("queued.max.messages.kbytes", "4096")
             .create_with_context(HubKafkaContext)
             .map_err(|e| kafka_error("cannot create a consumer", e))?;
         let reader = Arc::new(Mutex::new(Reader {
@@ -692,22 +841,14 @@ impl Inner {
             held: None,
             last_used: Instant::now(),
         }));
-        if all.len() >= MAX_CLIENTS {
-            // Replace the reader unused longest, if one is idle.
-            let oldest = all
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| idle(r))
-                .min_by_key(|(_, r)| lock(r).last_used)
-                .map(|(i, _)| i);
-            match oldest {
-                Some(i) => all[i] = reader.clone(),
-                None => return Ok(reader), // all busy: this one is not kept
+        let replaced = match slot {
+            Some(i) => Some(std::mem::replace(&mut all[i], reader.clone())),
+            None => {
+                all.push(reader.clone());
+                None
             }
-        } else {
-            all.push(reader.clone());
-        }
-        Ok(reader)
+        };
+        Ok((reader, replaced))
     }
 
     /// The client that commits and reads `client`'s offsets.
@@ -750,7 +891,11 @@ impl Inner {
 #[async_trait]
 impl StreamStore for KafkaStore {
     fn submit_push(&self, stream: &str, data: Vec<u8>) -> PendingPush {
-        self.inner.submit(stream, data)
+        self.inner.submit(stream, data, None)
+    }
+
+    fn submit_push_fenced(&self, stream: &str, data: Vec<u8>, fence: &Fence) -> PendingPush {
+        self.inner.submit(stream, data, Some(fence.clone()))
     }
 
     async fn pull(
@@ -760,10 +905,13 @@ impl StreamStore for KafkaStore {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
-        let reader = self.inner.reader(stream, from)?;
+        let (reader, replaced) = self.inner.reader(stream, from)?;
         let timeout = self.inner.config.timeout;
-        self.blocking(move |_| lock(&reader).pull(from, limit, max_bytes, timeout))
-            .await
+        self.blocking(move |_| {
+            drop(replaced);
+            lock(&reader).pull(from, limit, max_bytes, timeout)
+        })
+        .await
     }
 
     async fn next_index(&self, stream: &str) -> Result<u64> {

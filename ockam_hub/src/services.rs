@@ -73,6 +73,17 @@ impl Shared {
         })
     }
 
+    /// Announces that `stream` holds messages up to `next` (exclusive).
+    fn announce(&self, stream: &str, next: u64) {
+        self.head(stream).send_if_modified(|h| {
+            let newer = next > *h;
+            if newer {
+                *h = next;
+            }
+            newer
+        });
+    }
+
     fn head(&self, stream: &str) -> watch::Sender<u64> {
         self.heads
             .lock()
@@ -242,18 +253,28 @@ async fn confirm_loop(
     failed: Arc<AtomicBool>,
     mut rx: mpsc::UnboundedReceiver<(Push, Route, Uint)>,
 ) {
+    // A push failed (or was refused) here: nothing after it is confirmed,
+    // even if stored, or the client would take the failed one as stored.
+    let mut gap = false;
     while let Some((push, back, request_id)) = rx.recv().await {
         let (status, index) = match push {
-            Push::TooLarge => (PushStatus::Error, 0),
+            Push::TooLarge => {
+                gap = true;
+                (PushStatus::Error, 0)
+            }
             // Unanswered: the client resends everything unconfirmed, in
             // order, through a new stream worker (see below).
             Push::AfterFailure => continue,
             Push::Submitted(pending) => match pending.await {
                 Ok(index) => {
-                    shared.head(&stream).send_replace(index + 1);
+                    shared.announce(&stream, index + 1);
+                    if gap {
+                        continue;
+                    }
                     (PushStatus::Ok, index)
                 }
                 Err(e) => {
+                    gap = true;
                     if !failed.swap(true, Ordering::AcqRel) {
                         warn!(%stream, error = %e, "push not stored; this stream worker stores nothing more, its client resends through a new one");
                     }
@@ -352,9 +373,15 @@ impl Worker for StreamWorker {
                     Push::AfterFailure
                 } else if req.data.len() > self.shared.limits.max_message_size {
                     warn!(stream = %self.stream, size = req.data.len(), "refused a message over the size limit");
+                    // Nothing after it either: the client resends from it.
+                    self.failed.store(true, Ordering::Release);
                     Push::TooLarge
                 } else {
-                    Push::Submitted(self.shared.store.submit_push(&self.stream, req.data))
+                    Push::Submitted(self.shared.store.submit_push_fenced(
+                        &self.stream,
+                        req.data,
+                        &self.failed,
+                    ))
                 };
                 if let Some(confirms) = &self.confirms {
                     let _ = confirms.send((push, back, req.request_id));

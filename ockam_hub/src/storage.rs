@@ -25,6 +25,16 @@ pub trait StreamStore: Send + Sync + 'static {
     /// they are submitted) and returns a future of its index, so that a
     /// caller can submit more before the first is durable (group commit).
     fn submit_push(&self, stream: &str, data: Vec<u8>) -> PendingPush;
+    /// [`submit_push`](Self::submit_push) for a submitter that stores
+    /// nothing more once one of its pushes failed (a hub stream worker):
+    /// `fence` is its failure flag. A store that learns of a failure before
+    /// the submitter does (another push of the same batch failed, say)
+    /// sets it and refuses the submitter's pushes still waiting, so that
+    /// none of them is stored after the gap.
+    fn submit_push_fenced(&self, stream: &str, data: Vec<u8>, fence: &Fence) -> PendingPush {
+        let _ = fence;
+        self.submit_push(stream, data)
+    }
     /// Up to `limit` messages of `stream` from `from` on, in order, and no
     /// more than `max_bytes` of data (but always the first one, if any).
     async fn pull(
@@ -47,6 +57,9 @@ pub trait StreamStore: Send + Sync + 'static {
         false
     }
 }
+
+/// A submitter's failure flag; see [`StreamStore::submit_push_fenced`].
+pub type Fence = Arc<std::sync::atomic::AtomicBool>;
 
 /// The outcome of a submitted push, once stored.
 pub type PendingPush = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64>> + Send>>;

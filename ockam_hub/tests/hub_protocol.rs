@@ -221,7 +221,9 @@ fn the_hub_serves_echo_streams_and_indexes_and_survives_bad_input() {
                 .await
                 .is_err());
 
-            // A message over --max-message-size is refused, alone.
+            // A message over --max-message-size is refused; that stream
+            // worker then stores nothing more (so nothing lands after the
+            // refused one: its client resends from it through a new one).
             let c: PushConfirm = request(
                 &mut ctx,
                 stream.clone(),
@@ -234,8 +236,29 @@ fn the_hub_serves_echo_streams_and_indexes_and_survives_bad_input() {
             .await?
             .decode_data(STREAM_PUSH)?;
             assert_eq!(c.status, PushStatus::Error);
+            let after = PushRequest {
+                request_id: Uint(501),
+                data: vec![1],
+            };
+            ctx.send(stream.clone(), ProtocolPayload::new(STREAM_PUSH, &after)?)
+                .await?;
+            assert!(ctx
+                .receive_duration::<ProtocolPayload>(Duration::from_millis(300))
+                .await
+                .is_err());
 
-            // Still serving.
+            // Still serving, through a new stream worker.
+            ctx.send(
+                route![(TCP, h), "stream"],
+                ProtocolPayload::new(
+                    STREAM_CREATE,
+                    &CreateStreamRequest {
+                        stream_name: Some("orders".into()),
+                    },
+                )?,
+            )
+            .await?;
+            let stream = ctx.receive::<ProtocolPayload>().await?.return_route();
             let c: PushConfirm = request(
                 &mut ctx,
                 stream.clone(),
