@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::{free_address, HubProcess};
-use ockam_core::{route, Result, Route, TCP};
-use ockam_node::{start_node, Context};
+use common::{free_address, open_stream, request, HubProcess};
+use ockam_core::{route, TCP};
+use ockam_node::start_node;
 use ockam_stream_client::protocol::*;
 use ockam_transport_tcp::TcpTransport;
 use serde_bare::Uint;
@@ -15,16 +15,6 @@ use std::time::{Duration, Instant};
 fn start_hub(args: &[&str]) -> (HubProcess, String) {
     let addr = free_address();
     (HubProcess::start(&addr, args), addr)
-}
-
-async fn request<T: serde::Serialize>(
-    ctx: &mut Context,
-    to: Route,
-    protocol: &str,
-    msg: &T,
-) -> Result<ProtocolPayload> {
-    ctx.send(to, ProtocolPayload::new(protocol, msg)?).await?;
-    Ok(ctx.receive::<ProtocolPayload>().await?.take())
 }
 
 #[test]
@@ -248,17 +238,7 @@ fn the_hub_serves_echo_streams_and_indexes_and_survives_bad_input() {
                 .is_err());
 
             // Still serving, through a new stream worker.
-            ctx.send(
-                route![(TCP, h), "stream"],
-                ProtocolPayload::new(
-                    STREAM_CREATE,
-                    &CreateStreamRequest {
-                        stream_name: Some("orders".into()),
-                    },
-                )?,
-            )
-            .await?;
-            let stream = ctx.receive::<ProtocolPayload>().await?.return_route();
+            let stream = open_stream(&mut ctx, route![(TCP, h), "stream"], "orders").await?;
             let c: PushConfirm = request(
                 &mut ctx,
                 stream.clone(),

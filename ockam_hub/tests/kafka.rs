@@ -6,9 +6,11 @@
 mod common;
 
 use common::kafka::{prerequisites, read_with_kafka_python, unique_prefix, Broker};
-use common::{consumer, free_address, spawn_producer, wait_for, HubProcess, Pace, KAFKA};
-use ockam_core::{route, Result, Route, TCP};
-use ockam_node::{start_node, Context};
+use common::{
+    consumer, free_address, open_stream, request, spawn_producer, wait_for, HubProcess, Pace, KAFKA,
+};
+use ockam_core::{route, TCP};
+use ockam_node::start_node;
 use ockam_stream_client::protocol::*;
 use ockam_transport_tcp::TcpTransport;
 use serde_bare::Uint;
@@ -31,16 +33,6 @@ fn kafka_hub(broker: &str, prefix: &str) -> (HubProcess, String) {
     (hub, addr)
 }
 
-async fn request<T: serde::Serialize>(
-    ctx: &mut Context,
-    to: Route,
-    protocol: &str,
-    msg: &T,
-) -> Result<ProtocolPayload> {
-    ctx.send(to, ProtocolPayload::new(protocol, msg)?).await?;
-    Ok(ctx.receive_timeout::<ProtocolPayload>(60_000).await?.take())
-}
-
 /// The message bodies of the first test: binary, of varied sizes, one empty.
 fn body(n: u64) -> Vec<u8> {
     (0..(n * 37 % 3000)).map(|i| (i * 7 + n) as u8).collect()
@@ -61,18 +53,7 @@ fn pushes_land_in_kafka_in_order_and_indexes_are_group_offsets() {
         .execute(async move {
             let _tcp = TcpTransport::create(&ctx).await?;
             let h = hub.as_str();
-            ctx.send(
-                route![(TCP, h), "stream_kafka"],
-                ProtocolPayload::new(
-                    STREAM_CREATE,
-                    &CreateStreamRequest {
-                        stream_name: Some("orders".into()),
-                    },
-                )?,
-            )
-            .await?;
-            let init = ctx.receive_timeout::<ProtocolPayload>(30_000).await?;
-            let stream = init.return_route();
+            let stream = open_stream(&mut ctx, route![(TCP, h), "stream_kafka"], "orders").await?;
             // Pushes pipelined, confirmed in order with their offsets.
             for n in 0..N {
                 let push = PushRequest {

@@ -1,7 +1,10 @@
 //! Volume: 100,000 messages through one stream (stream client both ends),
 //! and 1,000 streams with their messages interleaved.
 
-use ockam_core::{async_trait, route, Result, Route, Routed, Worker, TCP};
+mod common;
+
+use common::request;
+use ockam_core::{async_trait, route, Result, Routed, Worker, TCP};
 use ockam_hub::{Hub, HubConfig, StorageKind};
 use ockam_node::{start_node, Context};
 use ockam_stream_client::protocol::*;
@@ -75,16 +78,6 @@ fn a_hundred_thousand_messages_through_one_stream() {
         .unwrap();
 }
 
-async fn call<T: serde::Serialize>(
-    ctx: &mut Context,
-    to: Route,
-    protocol: &str,
-    msg: &T,
-) -> Result<ProtocolPayload> {
-    ctx.send(to, ProtocolPayload::new(protocol, msg)?).await?;
-    Ok(ctx.receive::<ProtocolPayload>().await?.take())
-}
-
 #[test]
 fn a_thousand_streams_with_interleaved_messages() {
     const STREAMS: usize = 1000;
@@ -120,7 +113,7 @@ fn a_thousand_streams_with_interleaved_messages() {
                         request_id: Uint(k),
                         data: format!("s{s}-m{k}").into_bytes(),
                     };
-                    let c: PushConfirm = call(&mut ctx, r.clone(), STREAM_PUSH, &push)
+                    let c: PushConfirm = request(&mut ctx, r.clone(), STREAM_PUSH, &push)
                         .await?
                         .decode_data(STREAM_PUSH)?;
                     assert_eq!((c.status, c.index), (PushStatus::Ok, Uint(k)));
@@ -132,7 +125,7 @@ fn a_thousand_streams_with_interleaved_messages() {
                     index: Uint(0),
                     limit: Uint(100),
                 };
-                let p: PullResponse = call(&mut ctx, r.clone(), STREAM_PULL, &pull)
+                let p: PullResponse = request(&mut ctx, r.clone(), STREAM_PULL, &pull)
                     .await?
                     .decode_data(STREAM_PULL)?;
                 let got: Vec<String> = p

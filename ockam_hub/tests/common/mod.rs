@@ -5,8 +5,9 @@
 
 pub mod kafka;
 
-use ockam_core::{async_trait, route, Result, Routed, Worker, TCP};
+use ockam_core::{async_trait, route, Result, Route, Routed, Worker, TCP};
 use ockam_node::{start_node, Context};
+use ockam_stream_client::protocol::{CreateStreamRequest, ProtocolPayload, STREAM_CREATE};
 use ockam_stream_client::Stream;
 use ockam_transport_tcp::TcpTransport;
 use std::io::{BufRead, BufReader};
@@ -256,4 +257,29 @@ pub fn wait_for(progress: &mpsc::Receiver<u64>, target: u64, within: Duration) -
         }
     }
     seen
+}
+
+/// Sends a `protocol` request to `to` and returns the reply (within 60 s).
+pub async fn request<T: serde::Serialize>(
+    ctx: &mut Context,
+    to: Route,
+    protocol: &str,
+    msg: &T,
+) -> Result<ProtocolPayload> {
+    ctx.send(to, ProtocolPayload::new(protocol, msg)?).await?;
+    Ok(ctx.receive_timeout::<ProtocolPayload>(60_000).await?.take())
+}
+
+/// Opens stream `name` through the stream service at `service`; returns the
+/// route to its stream worker.
+pub async fn open_stream(ctx: &mut Context, service: Route, name: &str) -> Result<Route> {
+    let req = CreateStreamRequest {
+        stream_name: Some(name.into()),
+    };
+    ctx.send(service, ProtocolPayload::new(STREAM_CREATE, &req)?)
+        .await?;
+    Ok(ctx
+        .receive_timeout::<ProtocolPayload>(60_000)
+        .await?
+        .return_route())
 }
