@@ -14,7 +14,9 @@ enum Storage {
     Memory,
 }
 
-/// A hub node: echo and durable stream services for other nodes, over TCP.
+/// A hub node: echo, forwarding and durable stream services for other
+/// nodes, over TCP; with --kafka-bootstrap-servers, also streams kept in
+/// Kafka (`stream_kafka`, `stream_kafka_index`).
 ///
 /// Stop it with Ctrl-C or SIGTERM: it finishes what it is handling and
 /// exits 0.

@@ -278,6 +278,9 @@ fn help_and_bad_flags_exit_with_meaningful_codes() {
         "--max-wait-ms",
         "--max-message-size",
         "--log-level",
+        "--kafka-bootstrap-servers",
+        "--kafka-prefix",
+        "--kafka-replication-factor",
     ] {
         assert!(help.contains(flag), "{flag} missing from --help:\n{help}");
     }
@@ -298,6 +301,23 @@ fn help_and_bad_flags_exit_with_meaningful_codes() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+    // Kafka settings, from flags or the environment, are checked up front.
+    let out = Command::new(env!("CARGO_BIN_EXE_ockam_hub"))
+        .args(["--storage", "memory", "--listen", "127.0.0.1:0"])
+        .env("OCKAM_HUB_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")
+        .env("OCKAM_HUB_KAFKA_PREFIX", "bad/prefix")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("topic prefix"));
+    let out = Command::new(env!("CARGO_BIN_EXE_ockam_hub"))
+        .args(["--storage", "memory", "--listen", "127.0.0.1:0"])
+        .args(["--kafka-bootstrap-servers", "127.0.0.1:1"])
+        .args(["--kafka-replication-factor", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("replication factor"));
 }
 
 #[test]
