@@ -570,13 +570,13 @@ impl Inner {
             if batch.is_empty() {
                 continue;
             }
-            if let Err(e) = self.write_batch(&topic, batch).await {
+            if let Err((e, topic_gone)) = self.write_batch(&topic, batch).await {
                 // Everything submitted after the failed push is refused too
                 // (its clients resend it), and a topic gone is made again.
                 let held = {
                     let mut streams = lock(&self.streams);
                     let q = streams.entry(stream.clone()).or_default();
-                    if e.message().contains("Unknown topic") {
+                    if topic_gone {
                         q.ready = false;
                     }
                     std::mem::take(&mut q.held)
@@ -590,13 +590,19 @@ impl Inner {
     }
 
     /// Produces `batch` in order and answers each push; the first error, if
-    /// any push failed (then it and every later one are refused).
-    async fn write_batch(&self, topic: &str, batch: Held) -> Result<()> {
+    /// any push failed (then it and every later one are refused), and
+    /// whether it said that the topic does not exist.
+    async fn write_batch(
+        &self,
+        topic: &str,
+        batch: Held,
+    ) -> std::result::Result<(), (Error, bool)> {
         let (generation, producer) = {
             let p = self.producer.read().unwrap_or_else(|e| e.into_inner());
             (p.0, p.1.clone())
         };
         let mut failure: Option<Error> = None;
+        let mut topic_gone = false;
         let mut deliveries = Vec::with_capacity(batch.len());
         let mut rest = batch.into_iter();
         for p in rest.by_ref() {
@@ -607,6 +613,7 @@ impl Inner {
                 Ok(delivery) => deliveries.push((delivery, p)),
                 Err((e, _)) => {
                     // Not queued: neither is anything after it.
+                    topic_gone |= is_unknown_topic(&e);
                     p.refuse(self.note_failure(&mut failure, &e, generation));
                     break;
                 }
@@ -637,7 +644,10 @@ impl Inner {
                         .unwrap_or_else(|| kafka_error("produce", "failed"));
                     p.refuse(e);
                 }
-                Err(e) => p.refuse(self.note_failure(&mut failure, &e, generation)),
+                Err(e) => {
+                    topic_gone |= is_unknown_topic(&e);
+                    p.refuse(self.note_failure(&mut failure, &e, generation));
+                }
             }
         }
         if let Some(e) = &failure {
@@ -646,7 +656,7 @@ impl Inner {
             }
         }
         match failure {
-            Some(e) => Err(e),
+            Some(e) => Err((e, topic_gone)),
             None => Ok(()),
         }
     }
@@ -988,6 +998,32 @@ mod tests {
         };
         assert_ne!(bare.topic("."), ".");
         assert_ne!(bare.topic(".."), "..");
+    }
+
+    #[test]
+    fn batches_fit_one_produce_request() {
+        let held = |sizes: &[usize]| -> Held {
+            sizes
+                .iter()
+                .map(|&n| HeldPush {
+                    data: vec![0; n],
+                    done: oneshot::channel().0,
+                    fence: None,
+                })
+                .collect()
+        };
+        let mut h = held(&[1024; 2000]);
+        assert_eq!(take_batch(&mut h).len(), MAX_BATCH_BYTES / 1024);
+        let mut h = held(&[10; 2000]);
+        assert_eq!(take_batch(&mut h).len(), MAX_BATCH);
+        assert_eq!(h.len(), 2000 - MAX_BATCH);
+        // One message over the byte cap still goes, alone.
+        let mut h = held(&[MAX_BATCH_BYTES + 1, 1]);
+        assert_eq!(take_batch(&mut h).len(), 1);
+        assert_eq!(h.len(), 1);
+        let mut h = held(&[3]);
+        assert_eq!(take_batch(&mut h).len(), 1);
+        assert!(h.is_empty());
     }
 
     #[test]
