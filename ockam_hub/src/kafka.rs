@@ -152,6 +152,21 @@ impl ConsumerContext for HubKafkaContext {}
 
 type HubConsumer = BaseConsumer<HubKafkaContext>;
 
+/// Nobody uses this reader now.
+fn is_idle(r: &Arc<Mutex<Reader>>) -> bool {
+    Arc::strong_count(r) == 1 && r.try_lock().is_ok()
+}
+
+/// The index of an idle reader of `stream` (at `at`, if given).
+fn idle_reader(all: &[Arc<Mutex<Reader>>], stream: &str, at: Option<u64>) -> Option<usize> {
+    all.iter().position(|r| {
+        is_idle(r) && {
+            let g = lock(r);
+            g.stream == stream && (at.is_none() || g.position == at)
+        }
+    })
+}
+
 /// The first pushes of `held`: at most `MAX_BATCH` and `MAX_BATCH_BYTES`,
 /// but always one.
 fn take_batch(held: &mut Held) -> Held {
@@ -292,28 +307,8 @@ impl Reader {
     ) -> Result<Vec<(u64, Vec<u8>)>> {
         self.last_used = Instant::now();
         if self.position != Some(from) {
-            // Reposition, unless there is nothing there to read. Asking for
-            // the topic's metadata first refreshes what librdkafka knows: it
-            // would otherwise go on taking a topic created since (by a push
-            // through another hub, say) for unknown.
-            let meta = self
-                .consumer
-                .fetch_metadata(Some(&self.topic), timeout)
-                .map_err(|e| kafka_error("topic metadata", e))?;
-            let exists = meta.topics().iter().any(|t| {
-                t.name() == self.topic && t.error().is_none() && !t.partitions().is_empty()
-            });
-            if !exists {
-                return Ok(Vec::new());
-            }
-            let end = self.consumer.fetch_watermarks(&self.topic, 0, timeout);
-            debug!(topic = %self.topic, from, ?end, "kafka: positioning a reader");
-            match end {
-                Ok((_, high)) if (from as i128) <= high as i128 => {}
-                Ok(_) => return Ok(Vec::new()),
-                Err(e) if is_unknown_topic(&e) => return Ok(Vec::new()),
-                Err(e) => return Err(kafka_error("reading the end of a topic", e)),
-            }
+            // (The store looked first: there is a message at `from`.)
+            debug!(topic = %self.topic, from, "kafka: positioning a reader");
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&self.topic, 0, offset_of(from)?)
                 .map_err(|e| kafka_error("assign", e))?;
@@ -470,6 +465,13 @@ impl KafkaStore {
                 }
             }
         }
+    }
+
+    /// Whether `stream` has a message at `from` or later.
+    async fn readable(&self, stream: &str, from: u64) -> Result<bool> {
+        let stream = stream.to_string();
+        self.blocking(move |inner| Ok(inner.end_of(&stream)? > from))
+            .await
     }
 
     /// Runs `f` on a blocking thread; gives up waiting for it after a few
@@ -780,6 +782,35 @@ impl Inner {
         .unwrap_or(false)
     }
 
+    /// The offset the next message of `stream` gets (0 for no topic). Asks
+    /// for the topic's metadata first: librdkafka would otherwise go on
+    /// taking a topic created since (through another hub) for unknown.
+    fn end_of(&self, stream: &str) -> Result<u64> {
+        let topic = self.config.topic(stream);
+        let client = self.admin.inner();
+        let meta = client
+            .fetch_metadata(Some(&topic), self.config.timeout)
+            .map_err(|e| kafka_error("topic metadata", e))?;
+        let exists = meta
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+        if !exists {
+            return Ok(0);
+        }
+        match client.fetch_watermarks(&topic, 0, self.config.timeout) {
+            Ok((_, high)) => Ok(u64::try_from(high).unwrap_or(0)),
+            Err(e) if is_unknown_topic(&e) => Ok(0),
+            Err(e) => Err(kafka_error("reading the end of a topic", e)),
+        }
+    }
+
+    /// An idle reader of `stream` already at `from`, if there is one.
+    fn positioned_reader(&self, stream: &str, from: u64) -> Option<Arc<Mutex<Reader>>> {
+        let all = lock(&self.readers);
+        idle_reader(&all, stream, Some(from)).map(|i| all[i].clone())
+    }
+
     /// An idle reader for `stream`, preferably one already at `from`, and a
     /// reader it replaces (to be dropped on a blocking thread: closing a
     /// consumer waits for librdkafka).
@@ -790,22 +821,9 @@ impl Inner {
         from: u64,
     ) -> Result<(Arc<Mutex<Reader>>, Option<Arc<Mutex<Reader>>>)> {
         let mut all = lock(&self.readers);
-        let idle = |r: &Arc<Mutex<Reader>>| Arc::strong_count(r) == 1 && r.try_lock().is_ok();
-        let mut best: Option<(usize, u8)> = None;
-        for (i, r) in all.iter().enumerate() {
-            if !idle(r) {
-                continue;
-            }
-            let g = lock(r);
-            if g.stream != stream {
-                continue;
-            }
-            let rank = if g.position == Some(from) { 2 } else { 1 };
-            if best.is_none_or(|(_, b)| rank > b) {
-                best = Some((i, rank));
-            }
-        }
-        if let Some((i, _)) = best {
+        if let Some(i) =
+            idle_reader(&all, stream, Some(from)).or_else(|| idle_reader(&all, stream, None))
+        {
             return Ok((all[i].clone(), None));
         }
         // A slot: a free one, or the idle reader unused longest.
@@ -815,7 +833,7 @@ impl Inner {
             let oldest = all
                 .iter()
                 .enumerate()
-                .filter(|(_, r)| idle(r))
+                .filter(|(_, r)| is_idle(r))
                 .min_by_key(|(_, r)| lock(r).last_used)
                 .map(|(i, _)| i);
             match oldest {
@@ -915,7 +933,18 @@ impl StreamStore for KafkaStore {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
-        let (reader, replaced) = self.inner.reader(stream, from)?;
+        let (reader, replaced) = match self.inner.positioned_reader(stream, from) {
+            Some(r) => (r, None),
+            None => {
+                // Nothing positioned there: look before taking a reader, so
+                // that clients waiting at the end of many streams do not
+                // each cost a consumer.
+                if !self.readable(stream, from).await? {
+                    return Ok(Vec::new());
+                }
+                self.inner.reader(stream, from)?
+            }
+        };
         let timeout = self.inner.config.timeout;
         self.blocking(move |_| {
             drop(replaced);
@@ -926,19 +955,7 @@ impl StreamStore for KafkaStore {
 
     async fn next_index(&self, stream: &str) -> Result<u64> {
         let stream = stream.to_string();
-        self.blocking(move |inner| {
-            let topic = inner.config.topic(&stream);
-            match inner
-                .admin
-                .inner()
-                .fetch_watermarks(&topic, 0, inner.config.timeout)
-            {
-                Ok((_, high)) => Ok(u64::try_from(high).unwrap_or(0)),
-                Err(e) if is_unknown_topic(&e) => Ok(0),
-                Err(e) => Err(kafka_error("reading the end of a topic", e)),
-            }
-        })
-        .await
+        self.blocking(move |inner| inner.end_of(&stream)).await
     }
 
     async fn get_index(&self, client: &str, stream: &str) -> Result<Option<u64>> {

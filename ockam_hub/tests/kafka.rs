@@ -9,7 +9,7 @@ use common::kafka::{prerequisites, read_with_kafka_python, unique_prefix, Broker
 use common::{
     consumer, free_address, open_stream, request, spawn_producer, wait_for, HubProcess, Pace, KAFKA,
 };
-use ockam_core::{route, TCP};
+use ockam_core::{route, Address, TCP};
 use ockam_node::start_node;
 use ockam_stream_client::protocol::*;
 use ockam_transport_tcp::TcpTransport;
@@ -316,4 +316,69 @@ fn a_hub_started_while_the_broker_is_down_reports_it_and_serves_once_it_is_up() 
     consumer_thread.join().unwrap();
     drop(stop_producer);
     producer.join().unwrap();
+}
+
+#[test]
+fn more_waiting_readers_than_kept_consumers_are_all_answered() {
+    let Some(tansu) = prerequisites("more_waiting_readers_than_kept_consumers") else {
+        return;
+    };
+    let broker = Broker::shared(&tansu);
+    let prefix = unique_prefix("many");
+    // Readers wait on hub A; the messages are pushed through hub B, so
+    // hub A only learns of them from Kafka.
+    let (_hub_a, a) = kafka_hub(&broker.address, &prefix);
+    let (_hub_b, b) = kafka_hub(&broker.address, &prefix);
+    const STREAMS: u64 = 100; // more than the 64 consumers a hub keeps
+
+    let (mut ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let _tcp = TcpTransport::create(&ctx).await?;
+            // The waiting pulls' answers come here, the pushes' to `ctx`.
+            let mut waiter = ctx.new_context(Address::random_local()).await?;
+            let mut waiting = Vec::new();
+            for i in 0..STREAMS {
+                let name = format!("many-{i}");
+                let at_a =
+                    open_stream(&mut ctx, route![(TCP, a.as_str()), "stream_kafka"], &name).await?;
+                let wait = PullWaitRequest {
+                    request_id: Uint(i),
+                    index: Uint(0),
+                    limit: Uint(10),
+                    wait_ms: Uint(30_000),
+                };
+                waiter
+                    .send(at_a.clone(), ProtocolPayload::new(STREAM_PULL_WAIT, &wait)?)
+                    .await?;
+                waiting.push(name);
+            }
+            // Every stream gets one message, through hub B.
+            for (i, name) in waiting.iter().enumerate() {
+                let at_b =
+                    open_stream(&mut ctx, route![(TCP, b.as_str()), "stream_kafka"], name).await?;
+                let push = PushRequest {
+                    request_id: Uint(1),
+                    data: format!("for {name}").into_bytes(),
+                };
+                let c: PushConfirm = request(&mut ctx, at_b, STREAM_PUSH, &push)
+                    .await?
+                    .decode_data(STREAM_PUSH)?;
+                assert_eq!((c.status, c.index), (PushStatus::Ok, Uint(0)), "stream {i}");
+            }
+            // Every waiting pull is answered with its stream's message.
+            let mut answered = std::collections::HashSet::new();
+            while (answered.len() as u64) < STREAMS {
+                let r: PullResponse = waiter
+                    .receive_timeout::<ProtocolPayload>(60_000)
+                    .await?
+                    .decode_data(STREAM_PULL)?;
+                let i = r.request_id.0;
+                assert_eq!(r.messages.len(), 1, "stream {i}");
+                assert_eq!(r.messages[0].data, format!("for many-{i}").into_bytes());
+                assert!(answered.insert(i), "stream {i} answered twice");
+            }
+            ctx.stop().await
+        })
+        .unwrap();
 }
