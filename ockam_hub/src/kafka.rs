@@ -43,6 +43,9 @@ const MAX_HELD: usize = 100_000;
 /// (within one produce request: librdkafka's `batch.size` is 1,000,000).
 const MAX_BATCH: usize = 1000;
 const MAX_BATCH_BYTES: usize = 900 * 1024;
+/// How often a waiting pull looks again at a stream with nothing to read
+/// yet at all (no topic, or nothing from where the client reads).
+const NOTHING_YET_POLL: Duration = Duration::from_millis(20);
 /// Longest wait between two attempts to create a topic.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Largest message the producer sends: above the hub's 8 MiB limit.
@@ -298,12 +301,15 @@ struct Reader {
 }
 
 impl Reader {
+    /// Up to `limit` messages from `from` on; at the end of the partition,
+    /// waits up to `wait` for the first one.
     fn pull(
         &mut self,
         from: u64,
         limit: usize,
         max_bytes: usize,
         timeout: Duration,
+        wait: Duration,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
         self.last_used = Instant::now();
         if self.position != Some(from) {
@@ -327,14 +333,17 @@ impl Reader {
         }
         let deadline = Instant::now() + timeout;
         while out.len() < limit {
-            // Block only for the first message, and only while the end of
-            // the partition has not been seen: then a pull answers at once.
-            let wait = if self.at_end || !out.is_empty() {
+            // Block only for the first message: until the broker answers
+            // while the end of the partition has not been seen, up to `wait`
+            // once it has (a waiting pull).
+            let block = if !out.is_empty() {
                 Duration::ZERO
+            } else if self.at_end {
+                wait
             } else {
                 deadline.saturating_duration_since(Instant::now())
             };
-            match self.consumer.poll(wait) {
+            match self.consumer.poll(block) {
                 None => {
                     if self.at_end || !out.is_empty() {
                         break;
@@ -856,7 +865,7 @@ impl Inner {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("fetch.wait.max.ms", "100")
+            .set("fetch.wait.max.ms", "10")
             .set("queued.max.messages.kbytes", "4096")
             .create_with_context(HubKafkaContext)
             .map_err(|e| kafka_error("cannot create a consumer", e))?;
@@ -933,6 +942,18 @@ impl StreamStore for KafkaStore {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.pull_waiting(stream, from, limit, max_bytes, Duration::ZERO)
+            .await
+    }
+
+    async fn pull_waiting(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
         let (reader, replaced) = match self.inner.positioned_reader(stream, from) {
             Some(r) => (r, None),
             None => {
@@ -940,6 +961,7 @@ impl StreamStore for KafkaStore {
                 // that clients waiting at the end of many streams do not
                 // each cost a consumer.
                 if !self.readable(stream, from).await? {
+                    tokio::time::sleep(wait.min(NOTHING_YET_POLL)).await;
                     return Ok(Vec::new());
                 }
                 self.inner.reader(stream, from)?
@@ -948,7 +970,7 @@ impl StreamStore for KafkaStore {
         let timeout = self.inner.config.timeout;
         self.blocking(move |_| {
             drop(replaced);
-            lock(&reader).pull(from, limit, max_bytes, timeout)
+            lock(&reader).pull(from, limit, max_bytes, timeout, wait)
         })
         .await
     }

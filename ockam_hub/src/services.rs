@@ -27,8 +27,9 @@ use tracing::{debug, warn};
 /// (16 MiB by default) with room to spare.
 pub const MAX_PULL_BYTES: usize = 8 * 1024 * 1024;
 
-/// How often a waiting pull looks at a store other hubs also write to.
-const SHARED_POLL: Duration = Duration::from_millis(20);
+/// Longest a waiting pull on a store other hubs also write to leaves the
+/// store waiting at once (then it looks at its own deadline).
+const SHARED_WAIT_SLICE: Duration = Duration::from_millis(500);
 
 /// Limits the hub applies to requests.
 #[derive(Debug, Clone)]
@@ -304,13 +305,23 @@ async fn confirm_loop(
 
 impl StreamWorker {
     async fn pull(&self, from: u64, limit: u64) -> Result<Vec<StreamMessage>> {
+        self.pull_waiting(from, limit, Duration::ZERO).await
+    }
+
+    /// Pulls; a store that can wait for messages waits up to `wait`.
+    async fn pull_waiting(
+        &self,
+        from: u64,
+        limit: u64,
+        wait: Duration,
+    ) -> Result<Vec<StreamMessage>> {
         let limit = usize::try_from(limit)
             .unwrap_or(usize::MAX)
             .min(self.shared.limits.max_pull);
         Ok(self
             .shared
             .store
-            .pull(&self.stream, from, limit, MAX_PULL_BYTES)
+            .pull_waiting(&self.stream, from, limit, MAX_PULL_BYTES, wait)
             .await?
             .into_iter()
             .map(|(index, data)| StreamMessage {
@@ -412,23 +423,17 @@ impl Worker for StreamWorker {
                 let wait = Duration::from_millis(req.wait_ms.0).min(self.shared.limits.max_wait);
                 let from = req.index.0;
                 if messages.is_empty() && self.shared.store.has_other_writers() {
-                    // Pushes through other hubs are not announced here: look
-                    // again now and then (and at once after a push here).
+                    // Pushes through other hubs are not announced here: the
+                    // store waits for them, in slices, up to the deadline.
                     let deadline = Instant::now() + wait;
                     while messages.is_empty() {
                         let left = deadline.saturating_duration_since(Instant::now());
                         if left.is_zero() {
                             break;
                         }
-                        tokio::select! {
-                            _ = tokio::time::sleep(left.min(SHARED_POLL)) => {}
-                            _ = head.wait_for(|next| *next > from) => {}
-                        }
-                        messages = self.pull(from, req.limit.0).await?;
-                        if messages.is_empty() && *head.borrow() > from {
-                            // Announced but not readable yet: no busy loop.
-                            tokio::time::sleep(SHARED_POLL.min(left)).await;
-                        }
+                        messages = self
+                            .pull_waiting(from, req.limit.0, left.min(SHARED_WAIT_SLICE))
+                            .await?;
                     }
                 } else if messages.is_empty() {
                     // Answer as soon as something is pushed, or at the deadline.

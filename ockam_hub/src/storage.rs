@@ -7,6 +7,7 @@ use redb::{ReadableDatabase, ReadableTable};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info};
 
@@ -44,6 +45,20 @@ pub trait StreamStore: Send + Sync + 'static {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// [`pull`](Self::pull), but a store that can wait for new messages
+    /// itself (one other hubs write to) waits up to `wait` for a first one;
+    /// the others answer at once.
+    async fn pull_waiting(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let _ = wait;
+        self.pull(stream, from, limit, max_bytes).await
+    }
     /// The index the next push to `stream` gets (0 for a new stream).
     async fn next_index(&self, stream: &str) -> Result<u64>;
     /// The read position saved for `(client, stream)`.
