@@ -39,10 +39,13 @@ const MAX_TOPIC_LEN: usize = 249;
 const MAX_CLIENTS: usize = 64;
 /// Most pushes held for one stream while its topic is being created.
 const MAX_HELD: usize = 100_000;
-/// Most pushes, and bytes, handed to the producer at once for one stream
-/// (within one produce request: librdkafka's `batch.size` is 1,000,000).
-const MAX_BATCH: usize = 1000;
-const MAX_BATCH_BYTES: usize = 900 * 1024;
+/// Most pushes, and bytes, handed to the producer at once for one stream:
+/// within one produce request (`batch.size` below), and more than a stream
+/// client keeps unconfirmed, so that a client's whole window goes in one
+/// batch instead of a big one and a small one taking turns.
+const MAX_BATCH: usize = 8192;
+const MAX_BATCH_BYTES: usize = 3 * 1024 * 1024 + 512 * 1024;
+const PRODUCER_BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// How often a waiting pull looks again at a stream with nothing to read
 /// yet at all (no topic, or nothing from where the client reads).
 const NOTHING_YET_POLL: Duration = Duration::from_millis(20);
@@ -195,6 +198,7 @@ fn new_producer(config: &KafkaConfig) -> Result<FutureProducer<HubKafkaContext>>
         // One request at a time: a failed request is never followed by a
         // later one that succeeds (which would store messages after a gap).
         .set("max.in.flight.requests.per.connection", "1")
+        .set("batch.size", PRODUCER_BATCH_BYTES.to_string())
         // A push the broker has not taken within this is refused (its
         // client resends it): pushes do not pile up while it is away.
         .set(
@@ -1051,11 +1055,14 @@ mod tests {
                 })
                 .collect()
         };
-        let mut h = held(&[1024; 2000]);
+        let mut h = held(&[1024; 5000]);
         assert_eq!(take_batch(&mut h).len(), MAX_BATCH_BYTES / 1024);
-        let mut h = held(&[10; 2000]);
+        let mut h = held(&[10; 10_000]);
         assert_eq!(take_batch(&mut h).len(), MAX_BATCH);
-        assert_eq!(h.len(), 2000 - MAX_BATCH);
+        assert_eq!(h.len(), 10_000 - MAX_BATCH);
+        // A stream client's whole window of 1 KiB messages is one batch.
+        let mut h = held(&[1024; ockam_stream_client::MAX_IN_FLIGHT]);
+        assert_eq!(take_batch(&mut h).len(), ockam_stream_client::MAX_IN_FLIGHT);
         // One message over the byte cap still goes, alone.
         let mut h = held(&[MAX_BATCH_BYTES + 1, 1]);
         assert_eq!(take_batch(&mut h).len(), 1);
