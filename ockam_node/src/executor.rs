@@ -67,8 +67,9 @@ impl Executor {
     /// - `main` returns `Err`: the node is stopped and the error returned.
     /// - `main` panics: the node is stopped and the panic resumed.
     /// - SIGINT/SIGTERM: the node is stopped gracefully (every worker's
-    ///   `shutdown` runs); if `main` had not returned yet, this returns a
-    ///   [`ErrorKind::Shutdown`] error.
+    ///   `shutdown` runs); if `main` had not returned yet, this returns what
+    ///   it returns in the moment after, or else a [`ErrorKind::Shutdown`]
+    ///   error.
     pub fn execute<F, T>(&mut self, main: F) -> Result<T>
     where
         F: Future<Output = Result<T>> + Send + 'static,
@@ -125,9 +126,11 @@ impl Executor {
                 }
             };
             // The node stopped while main was still running: `ctx.stop()`
-            // returns to main just before this, so give it a moment.
+            // returns to main just before this, so give it a moment. A main
+            // that finishes then (a signal that came as a server's main was
+            // returning, say) gives its own result.
             match tokio::time::timeout(MAIN_GRACE, &mut main).await {
-                Ok(Ok(r)) if returned.is_none() => r,
+                Ok(Ok(r)) => r,
                 Ok(Err(join)) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
                 _ => {
                     main.abort();

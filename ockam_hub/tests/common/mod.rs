@@ -34,11 +34,15 @@ pub fn wait_listening(addr: &str, what: &str) {
 /// are kept in `log`.
 pub struct HubProcess {
     pub child: Child,
-    pub log: mpsc::Receiver<String>,
+    log: mpsc::Receiver<String>,
+    /// Every log line received so far.
+    seen: std::sync::Mutex<Vec<String>>,
 }
 
 impl HubProcess {
-    /// Starts the hub on `addr` with extra `args` and waits until it listens.
+    /// Starts the hub on `addr` with extra `args` and waits until it says
+    /// it is up there (a connection alone could reach another process that
+    /// was given the same port meanwhile).
     pub fn start(addr: &str, args: &[&str]) -> HubProcess {
         // Set for the hub's own tests (other packages include this module
         // for its broker helpers only).
@@ -48,7 +52,10 @@ impl HubProcess {
         let mut child = Command::new(hub)
             .env(
                 "RUST_LOG",
-                std::env::var("OCKAM_TEST_HUB_LOG").unwrap_or_else(|_| "info".into()),
+                format!(
+                    "{},ockam_hub=info",
+                    std::env::var("OCKAM_TEST_HUB_LOG").unwrap_or_else(|_| "info".into())
+                ),
             )
             .args(["--listen", addr])
             .args(args)
@@ -73,20 +80,35 @@ impl HubProcess {
                 let _ = tx.send(line);
             }
         });
-        wait_listening(addr, "the hub");
-        HubProcess { child, log }
+        let hub = HubProcess {
+            child,
+            log,
+            seen: std::sync::Mutex::new(Vec::new()),
+        };
+        // The "hub up" line: `listen=<addr> storage=...`.
+        hub.wait_for_log(&format!("listen={addr} storage="), Duration::from_secs(30));
+        hub
     }
 
-    /// Waits (at most `within`) for a log line containing `needle`.
+    /// Waits (at most `within`) for a log line containing `needle` (seen
+    /// before or arriving).
     pub fn wait_for_log(&self, needle: &str, within: Duration) -> String {
+        let mut seen = self.seen.lock().unwrap();
+        if let Some(line) = seen.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
         let deadline = Instant::now() + within;
         loop {
             match self
                 .log
                 .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
+                Ok(line) => {
+                    seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
                 Err(_) => panic!("the hub logged no line with {needle:?}"),
             }
         }
