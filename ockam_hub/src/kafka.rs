@@ -780,19 +780,23 @@ impl Inner {
     async fn topic_exists(self: &Arc<Self>, topic: &str) -> bool {
         let topic = topic.to_string();
         let inner = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let meta = inner
-                .admin
-                .inner()
-                .fetch_metadata(Some(&topic), inner.config.timeout);
-            meta.is_ok_and(|m| {
-                m.topics()
-                    .iter()
-                    .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
-            })
-        })
-        .await
-        .unwrap_or(false)
+        tokio::task::spawn_blocking(move || inner.has_topic(&topic).unwrap_or(false))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Whether `topic` exists, asked of the broker (which also refreshes
+    /// what librdkafka knows of it).
+    fn has_topic(&self, topic: &str) -> Result<bool> {
+        let meta = self
+            .admin
+            .inner()
+            .fetch_metadata(Some(topic), self.config.timeout)
+            .map_err(|e| kafka_error("topic metadata", e))?;
+        Ok(meta
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
     }
 
     /// The offset the next message of `stream` gets (0 for no topic). Asks
@@ -800,18 +804,14 @@ impl Inner {
     /// taking a topic created since (through another hub) for unknown.
     fn end_of(&self, stream: &str) -> Result<u64> {
         let topic = self.config.topic(stream);
-        let client = self.admin.inner();
-        let meta = client
-            .fetch_metadata(Some(&topic), self.config.timeout)
-            .map_err(|e| kafka_error("topic metadata", e))?;
-        let exists = meta
-            .topics()
-            .iter()
-            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-        if !exists {
+        if !self.has_topic(&topic)? {
             return Ok(0);
         }
-        match client.fetch_watermarks(&topic, 0, self.config.timeout) {
+        match self
+            .admin
+            .inner()
+            .fetch_watermarks(&topic, 0, self.config.timeout)
+        {
             Ok((_, high)) => Ok(u64::try_from(high).unwrap_or(0)),
             Err(e) if is_unknown_topic(&e) => Ok(0),
             Err(e) => Err(kafka_error("reading the end of a topic", e)),
