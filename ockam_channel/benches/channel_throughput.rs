@@ -91,6 +91,12 @@ fn main() {
         }
     }
 
+    // BENCH_ONLY=plain|secure runs one of the two (for profiling).
+    let only = std::env::var("BENCH_ONLY").ok().map(|v| v == "secure");
+    // BENCH_SIZE=1024 runs that size only.
+    let only_size: Option<usize> = std::env::var("BENCH_SIZE")
+        .ok()
+        .and_then(|v| v.parse().ok());
     // sink0/sink1: plaintext and encrypted runs of size 0; sink2/sink3: size 1.
     let (b, done, stop) = start_b(vec![sizes[0].1, sizes[0].1, sizes[1].1, sizes[1].1]);
     let (ctx, mut executor) = start_node();
@@ -102,11 +108,18 @@ fn main() {
                 SecureChannel::create(&ctx, route![(TCP, b.as_str()), "listener"], &vault).await?;
             let mut results = Vec::new();
             for (i, (size, n)) in sizes.iter().enumerate() {
+                if only_size.is_some_and(|only| only != *size) {
+                    continue;
+                }
                 let payload = "x".repeat(*size);
                 let mut plain = Vec::new();
                 let mut secure = Vec::new();
                 for _ in 0..rounds {
                     for (encrypted, out) in [(false, &mut plain), (true, &mut secure)] {
+                        if only.is_some_and(|o| o != encrypted) {
+                            out.push(f64::NAN);
+                            continue;
+                        }
                         let sink = format!("sink{}", 2 * i + encrypted as usize);
                         let r: Route = if encrypted {
                             route![channel.address(), sink.as_str()]
@@ -156,6 +169,9 @@ fn main() {
         );
     }
 
+    if only_size.is_some() {
+        return;
+    }
     let n = if quick { 50 } else { 2_000 };
     let ours = median((0..rounds).map(|_| handshake_ours(n)).collect());
     let theirs = median((0..rounds).map(|_| handshake_snow(n)).collect());

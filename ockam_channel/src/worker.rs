@@ -3,7 +3,7 @@
 //! peer's ciphertexts arrive here), and a [`ListenerWorker`] that starts a
 //! responder end for every handshake that reaches it.
 
-use crate::handshake_state::TransportState;
+use crate::cipher_state::CipherState;
 use crate::handshake_state::{HandshakeState, Role};
 use crate::messages::{
     parse_transport, seal_transport, ChannelMessage, PLAIN_MESSAGE, PLAIN_READY,
@@ -13,10 +13,10 @@ use ockam_core::{
     async_trait, Address, Any, Error, ErrorKind, LocalMessage, Message, Result, Route, Routed,
     TransportMessage, Worker,
 };
-use ockam_node::Context;
+use ockam_node::{Context, InlineHandler, Onward};
 use ockam_vault::{PublicKey, SecretHandle, Vault};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
@@ -45,14 +45,136 @@ impl Trust {
 /// Where `create` learns the outcome: the peer's key and the handshake hash.
 pub(crate) type Done = oneshot::Sender<Result<(PublicKey, [u8; 32])>>;
 
-struct Established {
-    transport: TransportState,
+/// An established channel end: shared by its worker and the inline
+/// handlers of its two addresses, which encrypt and decrypt on the sending
+/// task's thread (no task switch per message).
+pub(crate) struct Secure {
+    local: Address,
+    remote: Address,
+    send: Mutex<SendHalf>,
+    recv: Mutex<RecvHalf>,
+    remote_static: PublicKey,
+    handshake_hash: [u8; 32],
+    /// The initiator's `create`, told when the responder is ready.
+    done: Mutex<Option<Done>>,
+}
+
+struct SendHalf {
+    cipher: CipherState,
+    /// Where the peer's `remote` address is.
+    peer_route: Route,
+}
+
+struct RecvHalf {
+    cipher: CipherState,
     replay: ReplayWindow,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Secure {
+    /// Encrypts one plaintext (its kind, then `body`) and passes it on to
+    /// the peer. The nonce is taken and the message handed on under one
+    /// lock, so ciphertexts leave in nonce order.
+    fn seal_and_send(
+        &self,
+        kind: u8,
+        body: Option<&TransportMessage>,
+        onward: &mut Onward<'_>,
+    ) -> Result<()> {
+        let mut send = lock(&self.send);
+        let nonce = send.cipher.next_nonce()?;
+        let payload = seal_transport(&send.cipher, nonce, kind, body)?;
+        let msg = TransportMessage::v1(send.peer_route.clone(), self.remote.clone(), payload);
+        onward.forward(LocalMessage::new(msg))
+    }
+
+    /// Plaintext from this node, sent to our `local` address.
+    fn send_plaintext(&self, local: LocalMessage, onward: &mut Onward<'_>) -> Result<()> {
+        let mut inner = local.into_transport_message();
+        // Our own `local` address is done.
+        inner.onward_route.step()?;
+        self.seal_and_send(PLAIN_MESSAGE, Some(&inner), onward)
+    }
+
+    /// Decrypts a `ChannelMessage::Transport` (the whole encoded payload,
+    /// decrypted in place) and passes the message inside on. What is not
+    /// authentic, replayed or malformed is dropped with a log line.
+    fn receive(&self, mut payload: Vec<u8>, onward: &mut Onward<'_>) {
+        let Some((nonce, body, tag)) = parse_transport(&payload) else {
+            warn!(channel = %self.local, "dropped a malformed encrypted message");
+            return;
+        };
+        {
+            let mut recv = lock(&self.recv);
+            if !recv.replay.check(nonce) {
+                warn!(channel = %self.local, nonce, "dropped a replayed (or too old) message");
+                return;
+            }
+            if let Err(e) =
+                recv.cipher
+                    .decrypt_slice_with_nonce(nonce, &[], &mut payload[body.clone()], &tag)
+            {
+                warn!(channel = %self.local, nonce, error = %e, "dropped a message that failed authentication");
+                return;
+            }
+            recv.replay.accept(nonce);
+        }
+        let plain = &payload[body];
+        match plain.first() {
+            Some(&PLAIN_READY) => {
+                if let Some(done) = lock(&self.done).take() {
+                    let _ = done.send(Ok((self.remote_static, self.handshake_hash)));
+                }
+            }
+            Some(&PLAIN_MESSAGE) => {
+                let mut inner = match TransportMessage::decode(&plain[1..]) {
+                    Ok(m) => m,
+                    Err(e) => {
+                        warn!(channel = %self.local, error = %e, "dropped a decrypted message that does not decode");
+                        return;
+                    }
+                };
+                // Replies come back through this channel.
+                inner.return_route.modify().prepend(self.local.clone());
+                if let Err(e) = onward.forward(LocalMessage::new(inner)) {
+                    warn!(channel = %self.local, error = %e, "dropped a message from the secure channel");
+                }
+            }
+            _ => warn!(channel = %self.local, "dropped a decrypted message of unknown kind"),
+        }
+    }
+}
+
+/// Encrypts what this node's workers send to the channel's `local` address.
+struct LocalHandler(Arc<Secure>);
+
+impl InlineHandler for LocalHandler {
+    fn handle(&self, msg: LocalMessage, onward: &mut Onward<'_>) -> Result<Option<LocalMessage>> {
+        self.0.send_plaintext(msg, onward)?;
+        Ok(None)
+    }
+}
+
+/// Decrypts what the peer sends to the channel's `remote` address; anything
+/// else (late handshake messages, refusals) goes to the worker.
+struct RemoteHandler(Arc<Secure>);
+
+impl InlineHandler for RemoteHandler {
+    fn handle(&self, msg: LocalMessage, onward: &mut Onward<'_>) -> Result<Option<LocalMessage>> {
+        if parse_transport(&msg.transport().payload).is_none() {
+            return Ok(Some(msg));
+        }
+        self.0.receive(msg.into_transport_message().payload, onward);
+        Ok(None)
+    }
 }
 
 enum Phase {
     Handshake(Box<HandshakeState>),
-    Established(Box<Established>),
+    Established(Arc<Secure>),
     /// Transient, while moving between the other two.
     Switching,
 }
@@ -71,6 +193,7 @@ pub(crate) struct ChannelWorker {
     trust: Trust,
     /// The initiator's `create` waits on this until the peer is ready.
     done: Option<Done>,
+    initiator: bool,
     /// The responder's first handshake message, handled in `initialize`.
     first: Option<Vec<u8>>,
     /// Responder: the listener's count of unfinished handshakes, which this
@@ -109,6 +232,7 @@ impl ChannelWorker {
             peer_route: route,
             trust,
             done: Some(done),
+            initiator: true,
             first: None,
             half_open: None,
             deadline: None,
@@ -138,6 +262,7 @@ impl ChannelWorker {
             peer_route: route,
             trust,
             done: None,
+            initiator: false,
             first: Some(first),
             half_open: Some(half_open),
             deadline: None,
@@ -164,23 +289,28 @@ impl ChannelWorker {
         let _ = ctx.stop_worker(self.local.clone()).await;
     }
 
-    /// Encrypts one plaintext (its kind, then `body`) and sends it.
+    /// Encrypts one plaintext and sends it, from the worker's own task.
     async fn seal_and_send(
-        &mut self,
+        &self,
         ctx: &Context,
         kind: u8,
         body: Option<&TransportMessage>,
     ) -> Result<()> {
-        let Phase::Established(est) = &mut self.phase else {
-            return Err(Error::new(
+        let secure = self.secure()?;
+        let mut onward = ctx.onward();
+        let r = secure.seal_and_send(kind, body, &mut onward);
+        ctx.settle(onward).await;
+        r
+    }
+
+    fn secure(&self) -> Result<&Arc<Secure>> {
+        match &self.phase {
+            Phase::Established(secure) => Ok(secure),
+            _ => Err(Error::new(
                 ErrorKind::Unavailable,
                 "the secure channel is not established yet",
-            ));
-        };
-        let nonce = est.transport.send.next_nonce()?;
-        let payload = seal_transport(&est.transport.send, nonce, kind, body)?;
-        let msg = TransportMessage::v1(self.peer_route.clone(), self.remote.clone(), payload);
-        ctx.forward(LocalMessage::new(msg)).await
+            )),
+        }
     }
 
     async fn handle_handshake(
@@ -209,98 +339,48 @@ impl ChannelWorker {
                 .await?;
         }
         if finished {
-            self.establish()?;
-            if let Phase::Established(est) = &self.phase {
-                info!(channel = %self.local, peer = %est.transport.remote_static, "secure channel handshake done");
-            }
-            if self.done.is_none() {
-                // Responder: tell the initiator it may send.
+            self.establish(ctx)?;
+            info!(channel = %self.local, peer = %self.secure()?.remote_static, "secure channel handshake done");
+            if !self.initiator {
+                // Tell the initiator it may send.
                 self.seal_and_send(ctx, PLAIN_READY, None).await?;
             }
         }
         Ok(())
     }
 
-    fn establish(&mut self) -> Result<()> {
-        match std::mem::replace(&mut self.phase, Phase::Switching) {
-            Phase::Handshake(hs) => {
-                self.phase = Phase::Established(Box::new(Established {
-                    transport: hs.into_transport()?,
-                    replay: ReplayWindow::default(),
-                }));
-                self.release_half_open();
-                if let Some(d) = self.deadline.take() {
-                    d.abort();
-                }
-                Ok(())
-            }
-            other => {
-                self.phase = other;
-                Ok(())
-            }
-        }
-    }
-
-    /// Handles an encrypted message; `payload` is the whole encoded
-    /// `ChannelMessage::Transport`, decrypted in place.
-    async fn handle_transport(&mut self, ctx: &mut Context, mut payload: Vec<u8>) -> Result<()> {
-        let Some((nonce, body, tag)) = parse_transport(&payload) else {
-            warn!(channel = %self.local, "dropped a malformed encrypted message");
+    /// Ends the handshake: from now on the channel's addresses encrypt and
+    /// decrypt inline (see [`Secure`]).
+    fn establish(&mut self, ctx: &Context) -> Result<()> {
+        let Phase::Handshake(hs) = std::mem::replace(&mut self.phase, Phase::Switching) else {
             return Ok(());
         };
-        let Phase::Established(est) = &mut self.phase else {
-            warn!(channel = %self.local, "dropped an encrypted message that arrived before the handshake ended");
-            return Ok(());
-        };
-        let Established { transport, replay } = &mut **est;
-        if !replay.check(nonce) {
-            warn!(channel = %self.local, nonce, "dropped a replayed (or too old) message");
-            return Ok(());
-        }
-        let plain = &mut payload[body];
-        if let Err(e) = transport
-            .recv
-            .decrypt_slice_with_nonce(nonce, &[], plain, &tag)
-        {
-            warn!(channel = %self.local, nonce, error = %e, "dropped a message that failed authentication");
-            return Ok(());
-        }
-        replay.accept(nonce);
-        let peer = transport.remote_static;
-        let hash = transport.handshake_hash;
-        match plain.first() {
-            Some(&PLAIN_READY) => {
-                if let Some(done) = self.done.take() {
-                    let _ = done.send(Ok((peer, hash)));
-                }
-            }
-            Some(&PLAIN_MESSAGE) => {
-                let mut inner = match TransportMessage::decode(&plain[1..]) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        warn!(channel = %self.local, error = %e, "dropped a decrypted message that does not decode");
-                        return Ok(());
-                    }
-                };
-                // Replies come back through this channel.
-                inner.return_route.modify().prepend(self.local.clone());
-                if let Err(e) = ctx.forward(LocalMessage::new(inner)).await {
-                    warn!(channel = %self.local, error = %e, "dropped a message from the secure channel");
-                }
-            }
-            _ => warn!(channel = %self.local, "dropped a decrypted message of unknown kind"),
+        let transport = hs.into_transport()?;
+        let secure = Arc::new(Secure {
+            local: self.local.clone(),
+            remote: self.remote.clone(),
+            send: Mutex::new(SendHalf {
+                cipher: transport.send,
+                peer_route: self.peer_route.clone(),
+            }),
+            recv: Mutex::new(RecvHalf {
+                cipher: transport.recv,
+                replay: ReplayWindow::default(),
+            }),
+            remote_static: transport.remote_static,
+            handshake_hash: transport.handshake_hash,
+            done: Mutex::new(self.done.take()),
+        });
+        ctx.set_inline_handler(&self.local, Some(Arc::new(LocalHandler(secure.clone()))))?;
+        ctx.set_inline_handler(&self.remote, Some(Arc::new(RemoteHandler(secure.clone()))))?;
+        self.phase = Phase::Established(secure);
+        self.release_half_open();
+        if let Some(d) = self.deadline.take() {
+            d.abort();
         }
         Ok(())
     }
-
-    async fn handle_plaintext(&mut self, ctx: &mut Context, local: LocalMessage) -> Result<()> {
-        let mut inner = local.into_transport_message();
-        // Our own `local` address is done.
-        inner.onward_route.step()?;
-        self.seal_and_send(ctx, PLAIN_MESSAGE, Some(&inner)).await
-    }
 }
-
 #[async_trait]
 impl Worker for ChannelWorker {
     type Message = Any;
@@ -362,19 +442,38 @@ impl Worker for ChannelWorker {
     }
 
     async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
+        // Once established, messages mostly skip this mailbox (the inline
+        // handlers take them); those that still come here (sent with
+        // `forward_to`, or looping back into a handler) take the same way.
         let to_local = msg.msg_addr() == Some(&self.local);
         let local = msg.into_local_message();
         if to_local {
-            if let Err(e) = self.handle_plaintext(ctx, local).await {
+            let r = match self.secure() {
+                Ok(secure) => {
+                    let mut onward = ctx.onward();
+                    let r = secure.send_plaintext(local, &mut onward);
+                    ctx.settle(onward).await;
+                    r
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
                 warn!(channel = %self.local, error = %e, "could not send through the secure channel");
             }
             return Ok(());
         }
-        // The hot path: encrypted messages, decrypted where they lie.
         if parse_transport(&local.transport().payload).is_some() {
-            return self
-                .handle_transport(ctx, local.into_transport_message().payload)
-                .await;
+            match self.secure() {
+                Ok(secure) => {
+                    let mut onward = ctx.onward();
+                    secure.receive(local.into_transport_message().payload, &mut onward);
+                    ctx.settle(onward).await;
+                }
+                Err(_) => {
+                    warn!(channel = %self.local, "dropped an encrypted message that arrived before the handshake ended")
+                }
+            }
+            return Ok(());
         }
         let return_route = local.transport().return_route.clone();
         let cm = match ChannelMessage::decode(&local.transport().payload) {
@@ -387,7 +486,7 @@ impl Worker for ChannelWorker {
         match cm {
             ChannelMessage::Handshake(data) => {
                 if let Err(e) = self.handle_handshake(ctx, data, return_route).await {
-                    if self.done.is_none() {
+                    if !self.initiator {
                         // Responder: tell the initiator why, when it is
                         // about trust; then give up this channel.
                         if e.kind() == ErrorKind::Security {
@@ -403,7 +502,14 @@ impl Worker for ChannelWorker {
                 warn!(channel = %self.local, "dropped a malformed encrypted message");
             }
             ChannelMessage::Refused(reason) => {
-                if self.done.is_some() {
+                // The initiator's handshake is over once it sent message 3,
+                // but `create` waits for the responder's word.
+                if let Phase::Established(secure) = &self.phase {
+                    if self.done.is_none() {
+                        self.done = lock(&secure.done).take();
+                    }
+                }
+                if self.initiator && self.done.is_some() {
                     self.fail(
                         ctx,
                         Error::new(

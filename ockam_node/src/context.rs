@@ -3,7 +3,7 @@
 
 use crate::mailbox::Mailbox;
 use crate::relay;
-use crate::router::{OwnerId, Router, TransportRouter};
+use crate::router::{InlineHandler, Onward, OwnerId, Router, TransportRouter};
 use ockam_core::{
     Address, AddressSet, Error, ErrorKind, LocalMessage, Message, Result, Route, Routed,
     TransportMessage, TransportType, Worker,
@@ -142,11 +142,40 @@ impl Context {
         Ok(())
     }
 
-    async fn yield_to_pressure(&self, pressure: Option<Arc<crate::mailbox::Pressure>>) {
+    /// A way to deliver messages synchronously, e.g. while holding a lock
+    /// that keeps their order; [`Context::settle`] it afterwards.
+    pub fn onward(&self) -> Onward<'_> {
+        self.router.onward()
+    }
+
+    /// Waits for the back-pressure that `onward`'s deliveries met (see
+    /// [`Context::forward`]).
+    pub async fn settle(&self, onward: Onward<'_>) {
+        self.yield_to_pressure(onward.into_pressure()).await
+    }
+
+    /// Makes `handler` take every message whose next hop is `address` (one
+    /// of this context's addresses), on the sending task's thread, instead
+    /// of queueing it in this context's mailbox; `None` undoes it. Messages
+    /// the handler gives back, and messages sent with
+    /// [`Context::forward_to`], still come through the mailbox.
+    ///
+    /// This is how a hop that only transforms messages (a secure channel's
+    /// encryption, say) avoids a task switch per message.
+    pub fn set_inline_handler(
+        &self,
+        address: &Address,
+        handler: Option<Arc<dyn InlineHandler>>,
+    ) -> Result<()> {
+        self.router.set_inline(address, self.id, handler)
+    }
+
+    async fn yield_to_pressure(&self, pressure: crate::router::Waiting) {
         if let Some(pressure) = pressure {
             // Never wait for one's own mailbox: only we can drain it.
-            if !Arc::ptr_eq(&pressure, self.mailbox.pressure()) {
-                pressure.wait_below_mark().await;
+            let own = Arc::as_ptr(self.mailbox.pressure()) as *const ();
+            if Arc::as_ptr(&pressure) as *const () != own {
+                pressure.wait().await;
             }
         }
     }

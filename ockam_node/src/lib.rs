@@ -44,4 +44,4 @@ mod router;
 pub use context::{Context, DEFAULT_RECEIVE_TIMEOUT};
 pub use executor::{setup_tracing, start_node, Executor, APP_ADDRESS};
 pub use mailbox::{HIGH_WATER_MARK, PRESSURE_WAIT};
-pub use router::{Routing, TransportRouter};
+pub use router::{Backpressure, InlineHandler, Onward, Routing, TransportRouter};

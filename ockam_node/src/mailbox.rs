@@ -8,7 +8,10 @@
 //! of filling memory, and a cycle of full mailboxes slows down instead of
 //! hanging.
 
+use crate::router::Backpressure;
 use ockam_core::LocalMessage;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +32,12 @@ const RELEASE_BATCH: usize = 32;
 pub(crate) struct Pressure {
     queued: AtomicUsize,
     below_mark: Notify,
+}
+
+impl Backpressure for Pressure {
+    fn wait(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(self.wait_below_mark())
+    }
 }
 
 impl Pressure {

@@ -9,6 +9,8 @@ use crate::mailbox::{Mailbox, MailboxSender, Pressure};
 use ockam_core::{Address, Error, ErrorKind, LocalMessage, Result, TransportType, LOCAL};
 use std::any::{Any as StdAny, TypeId};
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
@@ -24,11 +26,23 @@ pub(crate) type OwnerId = u64;
 // Lookups happen on every send: a fast (seeded) hasher instead of SipHash.
 type Table<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// A queue that is over its mark: a sender that just added to it waits on
+/// this before going on, so that fast senders run at the pace of the queue's
+/// consumer instead of filling memory.
+pub trait Backpressure: Send + Sync + 'static {
+    /// Resolves once the queue is back under its mark, or after a bounded
+    /// time ([`PRESSURE_WAIT`](crate::PRESSURE_WAIT)) so that a cycle of
+    /// full queues slows down instead of hanging.
+    fn wait(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
+
 /// What a [`TransportRouter`] did with a message.
-#[derive(Debug)]
 pub enum Routing {
     /// The transport took the message itself (e.g. queued it for a socket).
     Taken,
+    /// The transport took the message, and its queue is over its mark: the
+    /// sender waits on this before sending more.
+    Backlog(Arc<dyn Backpressure>),
     /// Deliver the message to the mailbox of this local worker.
     Deliver(Address, LocalMessage),
 }
@@ -47,6 +61,23 @@ pub trait TransportRouter: Send + Sync + 'static {
     fn route(&self, msg: LocalMessage) -> Result<Routing>;
 }
 
+impl std::fmt::Debug for Routing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Routing::Taken => f.write_str("Taken"),
+            Routing::Backlog(_) => f.write_str("Backlog"),
+            Routing::Deliver(a, m) => f.debug_tuple("Deliver").field(a).field(m).finish(),
+        }
+    }
+}
+
+/// What a sender may have to wait on after a delivery.
+pub(crate) type Waiting = Option<Arc<dyn Backpressure>>;
+
+fn mailbox_pressure(p: &Arc<Pressure>) -> Arc<dyn Backpressure> {
+    p.clone()
+}
+
 /// Routes every address of a transport type to one worker.
 struct FixedRouter(Address);
 
@@ -56,9 +87,93 @@ impl TransportRouter for FixedRouter {
     }
 }
 
+/// Handles the messages for one local address on the sender's thread,
+/// instead of the address's mailbox (see
+/// [`Context::set_inline_handler`](crate::Context::set_inline_handler)).
+///
+/// Like [`TransportRouter::route`], `handle` must be quick and must not
+/// block on anything but short critical sections: it runs inside whatever
+/// task sent the message (a TCP reader, another worker, `main`).
+pub trait InlineHandler: Send + Sync + 'static {
+    /// Takes `msg` (whose next hop is the handler's address) and passes
+    /// what it makes of it on through `onward`; or gives it back, unchanged,
+    /// for the address's mailbox (`Ok(Some(msg))`). An error goes to the
+    /// sender.
+    fn handle(&self, msg: LocalMessage, onward: &mut Onward<'_>) -> Result<Option<LocalMessage>>;
+}
+
+/// Passes messages on from inside an [`InlineHandler`] (or a worker that
+/// wants the same synchronous delivery), collecting the back-pressure of
+/// the mailboxes they land in for the original sender to wait on.
+pub struct Onward<'a> {
+    router: &'a Router,
+    pressure: Waiting,
+}
+
+impl Onward<'_> {
+    /// Delivers `msg` to the first address of its onward route, now.
+    pub fn forward(&mut self, msg: LocalMessage) -> Result<()> {
+        if let Some(p) = self.router.deliver(msg)? {
+            self.pressure = Some(p);
+        }
+        Ok(())
+    }
+}
+
+impl Onward<'_> {
+    pub(crate) fn into_pressure(self) -> Waiting {
+        self.pressure
+    }
+}
+
+impl std::fmt::Debug for Onward<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Onward")
+            .field("pressure", &self.pressure.is_some())
+            .finish()
+    }
+}
+
+/// Inline handlers running on this thread (their addresses), innermost last.
+/// A handler is not entered again while it runs (its message goes to the
+/// mailbox instead), so a route that loops back cannot deadlock on the
+/// handler's own locks, and nesting is bounded.
+const MAX_INLINE_DEPTH: usize = 8;
+
+thread_local! {
+    static ACTIVE: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Marks a handler as running on this thread while alive.
+struct ActiveGuard;
+
+impl ActiveGuard {
+    /// `None` when the handler already runs on this thread or nesting is too deep.
+    fn enter(handler: &Arc<dyn InlineHandler>) -> Option<ActiveGuard> {
+        let id = Arc::as_ptr(handler) as *const () as usize;
+        ACTIVE.with(|a| {
+            let mut a = a.borrow_mut();
+            if a.len() >= MAX_INLINE_DEPTH || a.contains(&id) {
+                return None;
+            }
+            a.push(id);
+            Some(ActiveGuard)
+        })
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        ACTIVE.with(|a| {
+            a.borrow_mut().pop();
+        });
+    }
+}
+
 struct Entry {
     tx: MailboxSender,
     owner: OwnerId,
+    inline: Option<Arc<dyn InlineHandler>>,
 }
 
 /// How a worker is asked to stop.
@@ -150,10 +265,38 @@ impl Router {
                 Entry {
                     tx: tx.clone(),
                     owner,
+                    inline: None,
                 },
             );
         }
         Ok(mailbox)
+    }
+
+    /// Makes `handler` take the messages for `address` (registered by
+    /// `owner`) on the sender's thread; `None` sends them to the mailbox again.
+    pub(crate) fn set_inline(
+        &self,
+        address: &Address,
+        owner: OwnerId,
+        handler: Option<Arc<dyn InlineHandler>>,
+    ) -> Result<()> {
+        match write(&self.table).get_mut(address) {
+            Some(e) if e.owner == owner => {
+                e.inline = handler;
+                Ok(())
+            }
+            _ => Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("{address} is not an address of this context"),
+            )),
+        }
+    }
+
+    pub(crate) fn onward(&self) -> Onward<'_> {
+        Onward {
+            router: self,
+            pressure: None,
+        }
     }
 
     /// Removes the addresses `owner` registered.
@@ -229,7 +372,7 @@ impl Router {
     /// (or of the router of that address's transport type). Returns that
     /// mailbox's [`Pressure`] when it is over its high-water mark, for the
     /// sender to wait on.
-    pub(crate) fn deliver(&self, msg: LocalMessage) -> Result<Option<Arc<Pressure>>> {
+    pub(crate) fn deliver(&self, msg: LocalMessage) -> Result<Waiting> {
         let next = msg.transport().onward_route.next()?;
         if !next.is_local() {
             let tt = next.transport_type();
@@ -247,25 +390,40 @@ impl Router {
             };
             return match routing {
                 Routing::Taken => Ok(None),
+                Routing::Backlog(p) => Ok(Some(p)),
                 Routing::Deliver(worker, msg) => self.deliver_to(&worker, msg),
             };
         }
         // Sending never blocks (mailboxes are unbounded), so it happens
         // under the read lock instead of cloning the sender.
         let table = read(&self.table);
-        match table.get(next) {
-            Some(entry) => push(entry, msg),
-            None => Err(not_found(next)),
+        let handler = match table.get(next) {
+            Some(Entry {
+                inline: Some(h), ..
+            }) => h.clone(),
+            Some(entry) => return push(entry, msg),
+            None => return Err(not_found(next)),
+        };
+        // The handler may deliver onwards: not under the table's lock.
+        drop(table);
+        let Some(_active) = ActiveGuard::enter(&handler) else {
+            let next = next.clone();
+            return self.deliver_to(&next, msg);
+        };
+        let mut onward = self.onward();
+        match handler.handle(msg, &mut onward)? {
+            None => Ok(onward.pressure),
+            Some(msg) => {
+                let next = msg.transport().onward_route.next()?.clone();
+                let pressure = self.deliver_to(&next, msg)?;
+                Ok(pressure.or(onward.pressure))
+            }
         }
     }
 
     /// Puts `msg` into the mailbox of the local address `address`, whatever
     /// its onward route says.
-    pub(crate) fn deliver_to(
-        &self,
-        address: &Address,
-        msg: LocalMessage,
-    ) -> Result<Option<Arc<Pressure>>> {
+    pub(crate) fn deliver_to(&self, address: &Address, msg: LocalMessage) -> Result<Waiting> {
         match read(&self.table).get(address) {
             Some(entry) => push(entry, msg),
             None => Err(not_found(address)),
@@ -369,10 +527,10 @@ impl Router {
     }
 }
 
-fn push(entry: &Entry, msg: LocalMessage) -> Result<Option<Arc<Pressure>>> {
+fn push(entry: &Entry, msg: LocalMessage) -> Result<Waiting> {
     match entry.tx.send(msg) {
         Ok(false) => Ok(None),
-        Ok(true) => Ok(Some(entry.tx.pressure().clone())),
+        Ok(true) => Ok(Some(mailbox_pressure(entry.tx.pressure()))),
         // The owner is gone but not yet deregistered.
         Err(msg) => Err(match msg.transport().onward_route.next() {
             Ok(a) => not_found(a),

@@ -111,7 +111,7 @@ impl TcpSendWorker {
 /// Logs what happened to a message offered to an outbox; true if queued.
 pub(crate) fn report(peer: &str, push: Push) -> bool {
     match push {
-        Push::Queued | Push::Deferred => true,
+        Push::Queued | Push::Backlog | Push::Deferred => true,
         Push::Closed => {
             warn!(%peer, "dropped a message: the TCP connection is closing");
             false

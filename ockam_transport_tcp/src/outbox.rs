@@ -3,25 +3,37 @@
 //! Senders on any thread append frames straight into it (no hop through a
 //! worker); the connection's writer task takes everything at once and
 //! writes it with one system call, so frames that arrive while a write is
-//! in progress go out together in the next one. When the outbox is full, or
-//! messages already wait in the connection worker's mailbox, new messages
-//! are deferred to that mailbox instead (the worker appends them when there
-//! is room), which keeps their order and slows senders down to the speed
-//! of the peer.
+//! in progress go out together in the next one. Once more than the write
+//! batch size is queued, a sender that adds to it waits (as
+//! [`Backpressure`]) until the writer has taken it, so senders run at the
+//! speed of the peer; a peer that stops reading altogether makes the outbox
+//! refuse messages once it holds [`HARD_LIMIT_BATCHES`] batches. Messages
+//! that reached the connection worker's mailbox (through the on-demand
+//! router) are appended by the worker, and while any wait there, new
+//! messages queue behind them in the mailbox, which keeps their order.
 
 use crate::frame::encode_frame;
 use ockam_core::{Error, TransportMessage};
+use ockam_node::{Backpressure, PRESSURE_WAIT};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::Notify;
+
+/// Queued output beyond which the outbox refuses messages (the peer is not
+/// reading), in write batches.
+pub(crate) const HARD_LIMIT_BATCHES: usize = 64;
 
 pub(crate) struct Outbox {
     state: Mutex<State>,
     /// The writer waits here for frames.
     ready: Notify,
-    /// The worker waits here for room.
+    /// Senders and the worker wait here for room.
     drained: Notify,
-    /// Bytes beyond which new messages are deferred.
+    /// Bytes beyond which senders wait.
     limit: usize,
+    /// Bytes beyond which messages are refused.
+    hard_limit: usize,
     max_frame: usize,
 }
 
@@ -41,6 +53,8 @@ pub(crate) const MAX_DEFERRED: usize = 65_536;
 /// What happened to a message offered to the outbox.
 pub(crate) enum Push {
     Queued,
+    /// Queued, and the outbox is over its limit: the sender should wait.
+    Backlog,
     /// Give the message to the connection worker's mailbox (counted).
     Deferred,
     Closed,
@@ -71,6 +85,7 @@ impl Outbox {
             ready: Notify::new(),
             drained: Notify::new(),
             limit,
+            hard_limit: limit.saturating_mul(HARD_LIMIT_BATCHES),
             max_frame,
         }
     }
@@ -86,22 +101,46 @@ impl Outbox {
         if st.closed {
             return Push::Closed;
         }
-        if st.in_mailbox > 0 || st.buf.len() >= self.limit {
+        if st.in_mailbox > 0 {
             if st.in_mailbox >= MAX_DEFERRED {
                 return Push::Overloaded;
             }
             st.in_mailbox += 1;
             return Push::Deferred;
         }
+        if st.buf.len() >= self.hard_limit {
+            return Push::Overloaded;
+        }
         let was_empty = st.buf.is_empty();
         if let Err(e) = encode_frame(msg, &mut st.buf, self.max_frame) {
             return Push::TooLarge(e);
         }
+        let over = st.buf.len() >= self.limit;
         drop(st);
         if was_empty {
             self.ready.notify_one();
         }
-        Push::Queued
+        if over {
+            Push::Backlog
+        } else {
+            Push::Queued
+        }
+    }
+
+    /// Waits until the outbox is under its limit (or closed).
+    async fn wait_for_room(&self) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            {
+                let st = self.lock();
+                if st.closed || st.buf.len() < self.limit {
+                    return;
+                }
+            }
+            drained.await;
+        }
     }
 
     /// Appends a message that was deferred to the worker's mailbox, waiting
@@ -159,5 +198,13 @@ impl Outbox {
             }
             ready.await;
         }
+    }
+}
+
+impl Backpressure for Outbox {
+    fn wait(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+        Box::pin(async {
+            let _ = tokio::time::timeout(PRESSURE_WAIT, self.wait_for_room()).await;
+        })
     }
 }

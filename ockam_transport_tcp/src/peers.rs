@@ -327,6 +327,7 @@ impl TransportRouter for TcpShared {
                     let hop = msg.transport_mut().onward_route.step()?;
                     return match outbox.push(msg.transport()) {
                         Push::Queued => Ok(Routing::Taken),
+                        Push::Backlog => Ok(Routing::Backlog(outbox.clone())),
                         Push::Deferred => {
                             msg.transport_mut().onward_route.modify().prepend(hop);
                             Ok(Routing::Deliver(worker.clone(), msg))

@@ -6,6 +6,7 @@ use crate::connection::{report, TcpSendWorker};
 use crate::outbox::Push;
 use crate::peers::{RouterAction, TcpShared};
 use ockam_core::{async_trait, Any, Result, Routed, Worker};
+use ockam_node::Backpressure;
 use ockam_node::Context;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -50,19 +51,25 @@ impl Worker for TcpRouterWorker {
         };
         let mut local = local;
         let hop = local.transport_mut().onward_route.step()?;
-        match outbox.push(local.transport()) {
+        let backlog = match outbox.push(local.transport()) {
             Push::Deferred => {
                 local.transport_mut().onward_route.modify().prepend(hop);
                 if let Err(e) = ctx.forward_to(&worker, local).await {
                     warn!(%peer, error = %e, "dropped a message: the TCP connection is gone");
                 }
+                false
             }
+            Push::Backlog => true,
             other => {
                 report(&peer, other);
+                false
             }
-        }
+        };
         // Only now may later messages go straight to the connection.
         via_router.fetch_sub(1, Ordering::AcqRel);
+        if backlog {
+            outbox.wait().await;
+        }
         Ok(())
     }
 }

@@ -200,3 +200,53 @@ fn many_small_messages_over_tcp_arrive_complete_and_in_order() {
         .unwrap();
     server.join().expect("the server node stopped cleanly");
 }
+
+/// A peer that accepts the connection and never reads: senders are slowed
+/// down to nothing and then refused with an error, instead of the node
+/// buffering without limit or a send hanging.
+#[test]
+fn a_peer_that_never_reads_slows_senders_then_refuses_them() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let peer = listener.local_addr().unwrap().to_string();
+    // Accept, hold the socket open, never read.
+    let holder = std::thread::spawn(move || listener.accept().map(|(s, _)| s));
+    let (ctx, mut executor) = start_node();
+    let (sent, elapsed, err) = executor
+        .execute(async move {
+            let _tcp = TcpTransport::create_with_options(
+                &ctx,
+                TcpOptions {
+                    write_batch_bytes: 64 * 1024,
+                    ..TcpOptions::default()
+                },
+            )
+            .await?;
+            let payload = "x".repeat(64 * 1024);
+            let start = Instant::now();
+            let mut sent = 0u64;
+            let err = loop {
+                match ctx
+                    .send(route![(TCP, peer.as_str()), "nobody"], payload.clone())
+                    .await
+                {
+                    Ok(()) => sent += 1,
+                    Err(e) => break e,
+                }
+                assert!(sent < 100_000, "never refused");
+            };
+            let elapsed = start.elapsed();
+            ctx.stop().await?;
+            Ok((sent, elapsed, err))
+        })
+        .unwrap();
+    assert_eq!(err.kind(), ErrorKind::ResourceExhausted, "{err}");
+    // 64 batches of 64 KiB queued, plus what the sockets' buffers took.
+    assert!(sent >= 64, "refused after only {sent} messages");
+    // Once over the batch size, every send waited for the writer (which
+    // could not write) before it returned.
+    assert!(
+        elapsed >= ockam_node::PRESSURE_WAIT * 32,
+        "{sent} sends took only {elapsed:?}: senders were not slowed down"
+    );
+    drop(holder.join());
+}
