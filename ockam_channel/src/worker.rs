@@ -122,15 +122,15 @@ impl Secure {
             }
             recv.replay.accept(nonce);
         }
-        let plain = &payload[body];
-        match plain.first() {
+        match payload.get(body.start) {
             Some(&PLAIN_READY) => {
                 if let Some(done) = lock(&self.done).take() {
                     let _ = done.send(Ok((self.remote_static, self.handshake_hash)));
                 }
             }
             Some(&PLAIN_MESSAGE) => {
-                let mut inner = match TransportMessage::decode(&plain[1..]) {
+                let inner = TransportMessage::decode_in(payload, body.start + 1..body.end);
+                let mut inner = match inner {
                     Ok(m) => m,
                     Err(e) => {
                         warn!(channel = %self.local, error = %e, "dropped a decrypted message that does not decode");

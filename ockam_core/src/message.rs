@@ -195,12 +195,44 @@ impl TransportMessage {
     /// Decodes a transport message from a peer: strict (no bytes left over,
     /// no overlong numbers, UTF-8 addresses) and rejecting unknown versions.
     pub fn decode(data: &[u8]) -> Result<Self> {
+        let (head, payload) = Self::decode_head(data)?;
+        Self::checked(head, data[payload].to_vec())
+    }
+
+    /// Like [`TransportMessage::decode`] for the message in `buf[range]`,
+    /// reusing `buf` for the payload instead of allocating (the payload is
+    /// moved to its front): for a hop that unwraps a message from another.
+    pub fn decode_in(mut buf: Vec<u8>, range: std::ops::Range<usize>) -> Result<Self> {
+        let data = buf.get(range.clone()).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Encoding,
+                "transport message range outside the buffer",
+            )
+        })?;
+        let (head, payload) = Self::decode_head(data)?;
+        let payload = range.start + payload.start..range.start + payload.end;
+        let len = payload.len();
+        buf.copy_within(payload, 0);
+        buf.truncate(len);
+        Self::checked(head, buf)
+    }
+
+    /// Version and routes, and where the payload is in `data`.
+    fn decode_head(data: &[u8]) -> Result<((u8, Route, Route), std::ops::Range<usize>)> {
         let mut r = wire::Reader::new(data);
         let version = r.u8()?;
         let onward_route = r.route()?;
         let return_route = r.route()?;
-        let payload = r.bytes()?.to_vec();
+        let len = r.bytes()?.len();
         r.finish()?;
+        let end = data.len();
+        Ok(((version, onward_route, return_route), end - len..end))
+    }
+
+    fn checked(
+        (version, onward_route, return_route): (u8, Route, Route),
+        payload: Vec<u8>,
+    ) -> Result<Self> {
         let m = TransportMessage {
             version,
             onward_route,
@@ -410,6 +442,25 @@ mod tests {
             TransportMessage::decode(&v2).unwrap_err().kind(),
             ErrorKind::Protocol
         );
+    }
+
+    #[test]
+    fn decoding_in_place_is_decoding() {
+        let m = TransportMessage::v1(route![(TCP, "h:1"), "b"], route!["a"], vec![7; 300]);
+        let bytes = m.encode().unwrap();
+        let mut framed = vec![9, 9, 9];
+        framed.extend_from_slice(&bytes);
+        framed.extend_from_slice(&[8; 16]);
+        let end = 3 + bytes.len();
+        assert_eq!(
+            TransportMessage::decode_in(framed.clone(), 3..end).unwrap(),
+            m
+        );
+        for n in 3..end {
+            assert!(TransportMessage::decode_in(framed.clone(), 3..n).is_err());
+        }
+        assert!(TransportMessage::decode_in(framed.clone(), 3..framed.len() + 1).is_err());
+        assert!(TransportMessage::decode_in(framed, 2..end).is_err());
     }
 
     #[test]

