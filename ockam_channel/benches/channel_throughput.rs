@@ -76,7 +76,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
-    let rounds = if quick { 1 } else { 5 };
+    // BENCH_ROUNDS=n: rounds per size (default 5).
+    let rounds = if quick {
+        1
+    } else {
+        std::env::var("BENCH_ROUNDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5)
+    };
     let mut sizes: [(usize, u64); 2] = if quick {
         [(1024, 2_000), (64 * 1024, 200)]
     } else {
@@ -141,7 +149,12 @@ fn main() {
                 // Each round's plaintext and encrypted runs follow each
                 // other, so their ratio is steadier than that of the medians
                 // on a machine whose speed drifts.
-                let ratio = median(plain.iter().zip(&secure).map(|(p, s)| s / p).collect());
+                let ratios: Vec<f64> = plain.iter().zip(&secure).map(|(p, s)| s / p).collect();
+                if std::env::var_os("BENCH_VERBOSE").is_some() {
+                    eprintln!("size {size}: per-round secure/plain {ratios:.3?}");
+                    eprintln!("  plain {plain:.0?}\n  secure {secure:.0?}");
+                }
+                let ratio = median(ratios);
                 results.push((*size, median(plain), median(secure), ratio));
             }
             ctx.stop().await?;

@@ -4,6 +4,7 @@ use crate::cipher_state::CipherState;
 use ockam_core::{wire, Result, TransportMessage};
 use ockam_vault::AEAD_TAG_LEN;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 /// A message between the two ends of a channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,24 +31,44 @@ const TRANSPORT_TAG: u64 = 1;
 /// Encodes `ChannelMessage::Transport { nonce, ciphertext }` where the
 /// ciphertext is `kind` followed by `body` (if any), encrypted in place in
 /// the output buffer: the same bytes as the serde encoding, without the
-/// intermediate copies.
+/// intermediate copies. When the body's payload buffer has room for the
+/// rest (see [`ockam_core::ENCODE_HEADROOM`]), it becomes the output.
 pub(crate) fn seal_transport(
     cipher: &CipherState,
     nonce: u64,
     kind: u8,
-    body: Option<&TransportMessage>,
+    body: Option<TransportMessage>,
 ) -> Result<Vec<u8>> {
-    let plain_len = 1 + body.map_or(0, |b| b.encoded_len());
-    let ct_len = plain_len + AEAD_TAG_LEN;
-    let mut out = Vec::with_capacity(1 + 8 + 10 + ct_len);
-    wire::put_uint(&mut out, TRANSPORT_TAG);
-    out.extend_from_slice(&nonce.to_le_bytes());
-    wire::put_uint(&mut out, ct_len as u64);
-    let start = out.len();
-    out.push(kind);
-    if let Some(b) = body {
-        b.encode_into(&mut out);
+    // Everything before the body's payload bytes, on the stack.
+    let payload_len = body.as_ref().map_or(0, |b| b.payload.len());
+    let inner_len = body.as_ref().map_or(0, |b| b.encoded_len());
+    let mut head: SmallVec<[u8; 128]> = SmallVec::new();
+    wire::put_uint_with(TRANSPORT_TAG, |b| head.push(b));
+    head.extend_from_slice(&nonce.to_le_bytes());
+    wire::put_uint_with((1 + inner_len + AEAD_TAG_LEN) as u64, |b| head.push(b));
+    let start = head.len();
+    head.push(kind);
+    if let Some(b) = &body {
+        b.encode_head_with(|bytes| head.extend_from_slice(bytes));
     }
+    let mut out = match body {
+        Some(b) if b.payload.capacity() - b.payload.len() >= head.len() + AEAD_TAG_LEN => {
+            let mut out = b.payload;
+            out.splice(0..0, head.iter().copied());
+            out
+        }
+        Some(b) => {
+            let mut out = Vec::with_capacity(head.len() + payload_len + AEAD_TAG_LEN);
+            out.extend_from_slice(&head);
+            out.extend_from_slice(&b.payload);
+            out
+        }
+        None => {
+            let mut out = Vec::with_capacity(head.len() + AEAD_TAG_LEN);
+            out.extend_from_slice(&head);
+            out
+        }
+    };
     let tag = cipher.encrypt_slice_with_nonce(nonce, &[], &mut out[start..])?;
     out.extend_from_slice(&tag);
     Ok(out)
@@ -116,7 +137,14 @@ mod tests {
         let mut cipher = CipherState::default();
         cipher.initialize_key(Some(&[3; 32]));
         let inner = TransportMessage::v1(route!["a"], route!["b"], vec![1, 2, 3]);
-        let fast = seal_transport(&cipher, 300, PLAIN_MESSAGE, Some(&inner)).unwrap();
+        let fast = seal_transport(&cipher, 300, PLAIN_MESSAGE, Some(inner.clone())).unwrap();
+        // The same bytes when the payload has room to be sealed in place.
+        let mut roomy = inner.clone();
+        roomy.payload.reserve(ockam_core::ENCODE_HEADROOM);
+        assert_eq!(
+            seal_transport(&cipher, 300, PLAIN_MESSAGE, Some(roomy)).unwrap(),
+            fast
+        );
         let decoded = ChannelMessage::decode(&fast).unwrap();
         let ChannelMessage::Transport { nonce, ciphertext } = &decoded else {
             panic!("not a transport message");

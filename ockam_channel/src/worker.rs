@@ -81,7 +81,7 @@ impl Secure {
     fn seal_and_send(
         &self,
         kind: u8,
-        body: Option<&TransportMessage>,
+        body: Option<TransportMessage>,
         onward: &mut Onward<'_>,
     ) -> Result<()> {
         let mut send = lock(&self.send);
@@ -96,7 +96,7 @@ impl Secure {
         let mut inner = local.into_transport_message();
         // Our own `local` address is done.
         inner.onward_route.step()?;
-        self.seal_and_send(PLAIN_MESSAGE, Some(&inner), onward)
+        self.seal_and_send(PLAIN_MESSAGE, Some(inner), onward)
     }
 
     /// Decrypts a `ChannelMessage::Transport` (the whole encoded payload,
@@ -294,7 +294,7 @@ impl ChannelWorker {
         &self,
         ctx: &Context,
         kind: u8,
-        body: Option<&TransportMessage>,
+        body: Option<TransportMessage>,
     ) -> Result<()> {
         let secure = self.secure()?;
         let mut onward = ctx.onward();

@@ -29,10 +29,35 @@ where
     }
 }
 
-/// BARE-encodes any serde value.
+/// Spare capacity [`encode`] leaves after a value, so that a hop that wraps
+/// the message (a secure channel: its header, routes and tag) can do it in
+/// the same buffer.
+pub const ENCODE_HEADROOM: usize = 128;
+
+/// Counts the bytes written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// BARE-encodes any serde value (into a buffer sized for it, plus
+/// [`ENCODE_HEADROOM`]).
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
-    // Most messages are small: one allocation instead of several regrowths.
-    let mut out = Vec::with_capacity(64);
+    // Measuring first costs a walk over the value but no copy of its bytes,
+    // and saves the regrowths (each an allocation and a copy) of encoding
+    // into a buffer that is too small.
+    let mut size = Counter(0);
+    let mut out = match serde_bare::to_writer(&mut size, value) {
+        Ok(()) => Vec::with_capacity(size.0 + ENCODE_HEADROOM),
+        Err(_) => Vec::new(),
+    };
     serde_bare::to_writer(&mut out, value)
         .map(|()| out)
         .map_err(|e| {
@@ -172,24 +197,50 @@ impl TransportMessage {
     /// (the same bytes as the serde encoding) because every message that
     /// crosses a transport goes through it.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
+        out.reserve(self.head_len_bound() + self.payload.len());
+        self.encode_head_into(out);
+        out.extend_from_slice(&self.payload);
+    }
+
+    /// At least the bytes of [`TransportMessage::encode_head_into`]'s output.
+    pub fn head_len_bound(&self) -> usize {
         let routes: usize = self
             .onward_route
             .iter()
             .chain(self.return_route.iter())
             .map(|a| 3 + a.address().len())
             .sum();
-        out.reserve(1 + 2 * 10 + routes + 10 + self.payload.len());
-        out.push(self.version);
+        1 + 2 * 10 + routes + 10
+    }
+
+    /// Appends the encoding of everything but the payload's bytes (version,
+    /// routes, payload length): [`TransportMessage::encode_into`] is this
+    /// followed by the payload.
+    pub fn encode_head_into(&self, out: &mut Vec<u8>) {
+        self.encode_head_with(|bytes| out.extend_from_slice(bytes));
+    }
+
+    /// [`TransportMessage::encode_head_into`] for any byte sink.
+    pub fn encode_head_with(&self, mut put: impl FnMut(&[u8])) {
+        fn uint(v: usize, put: &mut impl FnMut(&[u8])) {
+            let mut buf = [0u8; 10];
+            let mut n = 0;
+            wire::put_uint_with(v as u64, |b| {
+                buf[n] = b;
+                n += 1;
+            });
+            put(&buf[..n]);
+        }
+        put(&[self.version]);
         for route in [&self.onward_route, &self.return_route] {
-            wire::put_uint(out, route.len() as u64);
+            uint(route.len(), &mut put);
             for a in route.iter() {
-                out.push(a.transport_type());
-                wire::put_uint(out, a.address().len() as u64);
-                out.extend_from_slice(a.address().as_bytes());
+                put(&[a.transport_type()]);
+                uint(a.address().len(), &mut put);
+                put(a.address().as_bytes());
             }
         }
-        wire::put_uint(out, self.payload.len() as u64);
-        out.extend_from_slice(&self.payload);
+        uint(self.payload.len(), &mut put);
     }
 
     /// Decodes a transport message from a peer: strict (no bytes left over,
@@ -261,12 +312,17 @@ pub mod wire {
     use crate::route::Route;
 
     /// Appends a BARE `uint` (LEB128).
-    pub fn put_uint(out: &mut Vec<u8>, mut v: u64) {
+    pub fn put_uint(out: &mut Vec<u8>, v: u64) {
+        put_uint_with(v, |b| out.push(b));
+    }
+
+    /// Gives the bytes of a BARE `uint` (LEB128), one at a time.
+    pub fn put_uint_with(mut v: u64, mut put: impl FnMut(u8)) {
         while v >= 0x80 {
-            out.push((v as u8) | 0x80);
+            put((v as u8) | 0x80);
             v >>= 7;
         }
-        out.push(v as u8);
+        put(v as u8);
     }
 
     fn truncated() -> Error {
