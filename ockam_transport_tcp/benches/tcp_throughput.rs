@@ -162,13 +162,15 @@ fn raw_runtime() -> tokio::runtime::Runtime {
         .expect("runtime")
 }
 
-async fn read_frame(s: &mut tokio::net::TcpStream, d: &mut FrameDecoder) -> Vec<u8> {
+/// The next frame; `None` when the peer closed the connection.
+async fn read_frame(s: &mut tokio::net::TcpStream, d: &mut FrameDecoder) -> Option<Vec<u8>> {
     loop {
         if let Some(f) = d.next_frame().expect("valid frame") {
-            return f.to_vec();
+            return Some(f.to_vec());
         }
-        let n = s.read_buf(d.read_buffer(64 * 1024)).await.expect("read");
-        assert!(n > 0, "connection closed");
+        if s.read_buf(d.read_buffer(64 * 1024)).await.ok()? == 0 {
+            return None;
+        }
     }
 }
 
@@ -181,8 +183,10 @@ fn raw_echo_server(port: &str) {
             s.set_nodelay(true).expect("nodelay");
             tokio::spawn(async move {
                 let mut d = FrameDecoder::new(1 << 24);
-                loop {
-                    let f = read_frame(&mut s, &mut d).await;
+                // (The orchestrator's "is it listening" probe connects and
+                // closes: that ends here quietly. A panic would spend seconds
+                // of CPU on a backtrace, which skews the measurement.)
+                while let Some(f) = read_frame(&mut s, &mut d).await {
                     let mut out = (f.len() as u32).to_be_bytes().to_vec();
                     out.extend_from_slice(&f);
                     if s.write_all(&out).await.is_err() {
@@ -206,7 +210,7 @@ fn raw_echo_client(port: &str, n: usize, size: usize) {
         for i in 0..n + n / 10 {
             let t = Instant::now();
             s.write_all(&frame).await.expect("write");
-            let f = read_frame(&mut s, &mut d).await;
+            let f = read_frame(&mut s, &mut d).await.expect("echo");
             assert_eq!(f.len(), size);
             if i >= n / 10 {
                 samples.push(t.elapsed());
@@ -417,27 +421,54 @@ fn orchestrate(quick: bool) {
     }
 
     println!("\necho round trip (one request at a time), microseconds:");
-    println!(
-        "{:>6} | {:>10} | {:>10} | {:>10} | {:>10} | p50 ours/raw",
-        "size", "ours p50", "ours p99", "raw p50", "raw p99"
-    );
     // Round-trip times on this machine swing by 10x with how awake its
     // CPUs are (an idle vCPU takes ~100 µs to wake): ours and raw take turns,
     // three times each, and the medians are compared.
     let turns = if quick { 1 } else { 3 };
-    for size in sizes {
+    for awake in [false, true] {
+        // With a thread spinning here, one vCPU never idles: the same
+        // round trips without the wake-up cost of an idle vCPU.
+        let spin = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(awake));
+        let spinner = {
+            let spin = spin.clone();
+            std::thread::spawn(move || {
+                while spin.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        };
+        println!(
+            "{}",
+            if awake {
+                "with one vCPU kept busy by a spinning thread:"
+            } else {
+                "idle machine:"
+            }
+        );
+        println!(
+            "{:>6} | {:>10} | {:>10} | {:>10} | {:>10} | p50 ours/raw",
+            "size", "ours p50", "ours p99", "raw p50", "raw p99"
+        );
+        echo_table(&me, &sizes, n_echo, turns);
+        spin.store(false, std::sync::atomic::Ordering::Relaxed);
+        let _ = spinner.join();
+    }
+}
+
+fn echo_table(me: &PathBuf, sizes: &[usize], n_echo: usize, turns: usize) {
+    for &size in sizes {
         let s = size.to_string();
         let n = n_echo.to_string();
         let (mut ours, mut raw) = (Vec::new(), Vec::new());
         let mut failed = None;
         for _ in 0..turns {
             let o = latency(
-                &me,
+                me,
                 &["echo-server", "PORT"],
                 &["echo-client", "PORT", &n, &s],
             );
             let r = latency(
-                &me,
+                me,
                 &["raw-echo-server", "PORT"],
                 &["raw-echo-client", "PORT", &n, &s],
             );
