@@ -2,6 +2,12 @@
 //! (`local`: plaintext from this node's workers goes in here; `remote`: the
 //! peer's ciphertexts arrive here), and a [`ListenerWorker`] that starts a
 //! responder end for every handshake that reaches it.
+//!
+//! The worker runs the handshake. Once it is done, both addresses get
+//! inline handlers sharing one [`Secure`] state: what is sent to `local` is
+//! encrypted on the sender's own task and handed on, and what arrives at
+//! `remote` is decrypted in the task that delivers it (a TCP reader), so a
+//! message through a channel costs no worker mailbox hop on either side.
 
 use crate::cipher_state::CipherState;
 use crate::handshake_state::{HandshakeState, Role};
