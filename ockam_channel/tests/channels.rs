@@ -353,3 +353,68 @@ fn a_handshake_to_nowhere_times_out_and_garbage_to_the_listener_is_harmless() {
         })
     });
 }
+
+/// Replies with the first address of the return route it saw.
+struct Reporter;
+
+#[async_trait]
+impl Worker for Reporter {
+    type Message = String;
+    type Context = Context;
+    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<String>) -> Result<()> {
+        let first = msg.return_route().next()?.address().to_string();
+        ctx.send(msg.return_route(), first).await
+    }
+}
+
+/// Both ends of a channel on one node, and two senders whose routes cross
+/// them in opposite orders at the same time: each end holds its lock while
+/// it hands a ciphertext on, so if one end's handler ran inside the
+/// other's, the two senders could each hold one lock and wait for the other.
+#[test]
+fn routes_through_both_ends_of_a_channel_in_opposite_orders_do_not_deadlock() {
+    const N: u64 = 2_000;
+    run(|mut ctx| {
+        Box::pin(async move {
+            let vault = Vault::create(&ctx)?;
+            ctx.start_worker("reporter", Reporter).await?;
+            for name in ["checker_a", "checker_b"] {
+                ctx.start_worker(name, Checker { next: 0, want: N }).await?;
+            }
+            SecureChannel::create_listener(&ctx, "listener", &vault).await?;
+            let channel = SecureChannel::create(&ctx, "listener", &vault).await?;
+            let i_local = channel.address();
+            // The responder's end names itself in the return routes it hands on.
+            ctx.send(route![i_local.clone(), "reporter"], String::new())
+                .await?;
+            let r_local = ctx.receive::<String>().await?.take();
+            let mut senders = Vec::new();
+            for (name, route) in [
+                (
+                    "sender_a",
+                    route![i_local.clone(), r_local.as_str(), "checker_a"],
+                ),
+                (
+                    "sender_b",
+                    route![r_local.as_str(), i_local.clone(), "checker_b"],
+                ),
+            ] {
+                let sender = ctx.new_context(name).await?;
+                senders.push(tokio::spawn(async move {
+                    for n in 0..N {
+                        sender.send(route.clone(), n).await?;
+                    }
+                    Ok::<_, ockam_core::Error>(())
+                }));
+            }
+            for s in senders {
+                s.await.expect("sender task")?;
+            }
+            for _ in 0..2 {
+                let done = ctx.receive_duration::<u64>(Duration::from_secs(60)).await?;
+                assert_eq!(*done, N);
+            }
+            ctx.stop().await
+        })
+    });
+}

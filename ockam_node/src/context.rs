@@ -157,8 +157,11 @@ impl Context {
     /// Makes `handler` take every message whose next hop is `address` (one
     /// of this context's addresses), on the sending task's thread, instead
     /// of queueing it in this context's mailbox; `None` undoes it. Messages
-    /// the handler gives back, and messages sent with
-    /// [`Context::forward_to`], still come through the mailbox.
+    /// the handler gives back, messages sent with [`Context::forward_to`],
+    /// and messages that another inline handler passes on (handlers do not
+    /// nest, so that their locks cannot deadlock) still come through the
+    /// mailbox, so the worker must handle them the same way. Messages that
+    /// take the mailbox can be overtaken by later ones that do not.
     ///
     /// This is how a hop that only transforms messages (a secure channel's
     /// encryption, say) avoids a task switch per message.

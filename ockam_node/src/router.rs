@@ -134,39 +134,31 @@ impl std::fmt::Debug for Onward<'_> {
     }
 }
 
-/// Inline handlers running on this thread (their addresses), innermost last.
-/// A handler is not entered again while it runs (its message goes to the
-/// mailbox instead), so a route that loops back cannot deadlock on the
-/// handler's own locks, and nesting is bounded.
-const MAX_INLINE_DEPTH: usize = 8;
-
 thread_local! {
-    static ACTIVE: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Whether an inline handler runs on this thread.
+    static IN_HANDLER: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Marks a handler as running on this thread while alive.
+/// Marks this thread as running an inline handler while alive.
+///
+/// Handlers do not nest: a message that a handler passes on to another
+/// inline-handled address goes to that address's mailbox instead. A handler
+/// may hold a lock while it passes messages on (a secure channel does, to
+/// keep its nonces in order); if handlers nested, two threads going through
+/// two of them in opposite orders could each hold one lock and wait for the
+/// other, and a route that loops back could wait for its own lock.
 struct ActiveGuard;
 
 impl ActiveGuard {
-    /// `None` when the handler already runs on this thread or nesting is too deep.
-    fn enter(handler: &Arc<dyn InlineHandler>) -> Option<ActiveGuard> {
-        let id = Arc::as_ptr(handler) as *const () as usize;
-        ACTIVE.with(|a| {
-            let mut a = a.borrow_mut();
-            if a.len() >= MAX_INLINE_DEPTH || a.contains(&id) {
-                return None;
-            }
-            a.push(id);
-            Some(ActiveGuard)
-        })
+    /// `None` when a handler already runs on this thread.
+    fn enter() -> Option<ActiveGuard> {
+        IN_HANDLER.with(|h| (!h.replace(true)).then_some(ActiveGuard))
     }
 }
 
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        ACTIVE.with(|a| {
-            a.borrow_mut().pop();
-        });
+        IN_HANDLER.with(|h| h.set(false));
     }
 }
 
@@ -406,7 +398,7 @@ impl Router {
         };
         // The handler may deliver onwards: not under the table's lock.
         drop(table);
-        let Some(_active) = ActiveGuard::enter(&handler) else {
+        let Some(_active) = ActiveGuard::enter() else {
             let next = next.clone();
             return self.deliver_to(&next, msg);
         };

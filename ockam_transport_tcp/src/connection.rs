@@ -8,7 +8,7 @@ use ockam_core::{
     async_trait, Address, Any, Error, ErrorKind, LocalMessage, Result, Routed, TransportMessage,
     Worker, TCP,
 };
-use ockam_node::Context;
+use ockam_node::{Backpressure, Context};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -59,9 +59,23 @@ async fn write_loop(
             let _ = writer.shutdown().await;
             return None;
         }
-        if let Err(e) = writer.write_all(&batch).await {
-            outbox.close();
-            return Some(format!("write to {peer} failed: {e}"));
+        let mut done = 0;
+        while done < batch.len() {
+            match writer.write(&batch[done..]).await {
+                Ok(0) => {
+                    outbox.close();
+                    return Some(format!("write to {peer} failed: the socket took no bytes"));
+                }
+                Ok(n) => {
+                    done += n;
+                    // Senders waiting for room keep waiting while this moves.
+                    outbox.wrote(n);
+                }
+                Err(e) => {
+                    outbox.close();
+                    return Some(format!("write to {peer} failed: {e}"));
+                }
+            }
         }
         batch.clear();
         spare = batch;
@@ -111,7 +125,7 @@ impl TcpSendWorker {
 /// Logs what happened to a message offered to an outbox; true if queued.
 pub(crate) fn report(peer: &str, push: Push) -> bool {
     match push {
-        Push::Queued | Push::Backlog | Push::Deferred => true,
+        Push::Queued | Push::Backlog => true,
         Push::Closed => {
             warn!(%peer, "dropped a message: the TCP connection is closing");
             false
@@ -172,7 +186,12 @@ impl Worker for TcpSendWorker {
         let mut transport = msg.into_transport_message();
         // Our own hop (the peer's TCP address) is done.
         transport.onward_route.step()?;
-        report(&self.peer, self.outbox.push_deferred(&transport).await);
+        match self.outbox.push(&transport) {
+            Push::Backlog => self.outbox.wait().await,
+            other => {
+                report(&self.peer, other);
+            }
+        }
         Ok(())
     }
 

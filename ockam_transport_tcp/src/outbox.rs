@@ -5,18 +5,19 @@
 //! writes it with one system call, so frames that arrive while a write is
 //! in progress go out together in the next one. Once more than the write
 //! batch size is queued, a sender that adds to it waits (as
-//! [`Backpressure`]) until the writer has taken it, so senders run at the
-//! speed of the peer; a peer that stops reading altogether makes the outbox
-//! refuse messages once it holds [`HARD_LIMIT_BATCHES`] batches. Messages
-//! that reached the connection worker's mailbox (through the on-demand
-//! router) are appended by the worker, and while any wait there, new
-//! messages queue behind them in the mailbox, which keeps their order.
+//! [`Backpressure`]) until the writer has made room, for as long as the
+//! peer keeps reading, so senders run at the speed of the peer. A peer that
+//! stops reading makes each such wait end after [`STALL_WAIT`] without
+//! progress (two nodes writing to each other must not hang), and
+//! once [`HARD_LIMIT_BATCHES`] batches are queued the outbox refuses
+//! messages instead of holding an unbounded backlog.
 
 use crate::frame::encode_frame;
 use ockam_core::{Error, TransportMessage};
 use ockam_node::{Backpressure, PRESSURE_WAIT};
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use tokio::sync::Notify;
 
@@ -24,12 +25,17 @@ use tokio::sync::Notify;
 /// reading), in write batches.
 pub(crate) const HARD_LIMIT_BATCHES: usize = 64;
 
+/// How long a sender waits for a writer that makes no progress at all.
+pub(crate) const STALL_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 pub(crate) struct Outbox {
     state: Mutex<State>,
     /// The writer waits here for frames.
     ready: Notify,
-    /// Senders and the worker wait here for room.
+    /// Senders wait here for room.
     drained: Notify,
+    /// Bytes the writer has handed to the socket so far (its progress).
+    written: AtomicU64,
     /// Bytes beyond which senders wait.
     limit: usize,
     /// Bytes beyond which messages are refused.
@@ -39,24 +45,15 @@ pub(crate) struct Outbox {
 
 struct State {
     buf: Vec<u8>,
-    /// Messages deferred to the worker's mailbox and not yet appended.
-    in_mailbox: usize,
     /// No more frames are accepted (connection closing or failed).
     closed: bool,
 }
-
-/// Messages deferred to a connection worker's mailbox beyond which new
-/// ones are refused: a peer that stops reading must not make this node
-/// hold an unbounded backlog for it.
-pub(crate) const MAX_DEFERRED: usize = 65_536;
 
 /// What happened to a message offered to the outbox.
 pub(crate) enum Push {
     Queued,
     /// Queued, and the outbox is over its limit: the sender should wait.
     Backlog,
-    /// Give the message to the connection worker's mailbox (counted).
-    Deferred,
     Closed,
     TooLarge(Error),
     /// The peer is not reading: refused.
@@ -68,7 +65,7 @@ impl std::fmt::Debug for Outbox {
         let st = self.lock();
         f.debug_struct("Outbox")
             .field("queued_bytes", &st.buf.len())
-            .field("in_mailbox", &st.in_mailbox)
+            .field("written_bytes", &self.written.load(Ordering::Relaxed))
             .field("closed", &st.closed)
             .finish()
     }
@@ -79,11 +76,11 @@ impl Outbox {
         Outbox {
             state: Mutex::new(State {
                 buf: Vec::new(),
-                in_mailbox: 0,
                 closed: false,
             }),
             ready: Notify::new(),
             drained: Notify::new(),
+            written: AtomicU64::new(0),
             limit,
             hard_limit: limit.saturating_mul(HARD_LIMIT_BATCHES),
             max_frame,
@@ -94,19 +91,11 @@ impl Outbox {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends `msg` (whose onward route no longer names this hop) unless
-    /// it has to wait its turn in the worker's mailbox.
+    /// Appends `msg` (whose onward route no longer names this hop).
     pub(crate) fn push(&self, msg: &TransportMessage) -> Push {
         let mut st = self.lock();
         if st.closed {
             return Push::Closed;
-        }
-        if st.in_mailbox > 0 {
-            if st.in_mailbox >= MAX_DEFERRED {
-                return Push::Overloaded;
-            }
-            st.in_mailbox += 1;
-            return Push::Deferred;
         }
         if st.buf.len() >= self.hard_limit {
             return Push::Overloaded;
@@ -127,6 +116,11 @@ impl Outbox {
         }
     }
 
+    /// The writer handed `n` more bytes to the socket.
+    pub(crate) fn wrote(&self, n: usize) {
+        self.written.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     /// Waits until the outbox is under its limit (or closed).
     async fn wait_for_room(&self) {
         loop {
@@ -137,35 +131,6 @@ impl Outbox {
                 let st = self.lock();
                 if st.closed || st.buf.len() < self.limit {
                     return;
-                }
-            }
-            drained.await;
-        }
-    }
-
-    /// Appends a message that was deferred to the worker's mailbox, waiting
-    /// for room first.
-    pub(crate) async fn push_deferred(&self, msg: &TransportMessage) -> Push {
-        loop {
-            let drained = self.drained.notified();
-            {
-                let mut st = self.lock();
-                if st.closed {
-                    st.in_mailbox = st.in_mailbox.saturating_sub(1);
-                    return Push::Closed;
-                }
-                if st.buf.len() < self.limit {
-                    st.in_mailbox = st.in_mailbox.saturating_sub(1);
-                    let was_empty = st.buf.is_empty();
-                    let r = encode_frame(msg, &mut st.buf, self.max_frame);
-                    drop(st);
-                    if was_empty {
-                        self.ready.notify_one();
-                    }
-                    return match r {
-                        Ok(()) => Push::Queued,
-                        Err(e) => Push::TooLarge(e),
-                    };
                 }
             }
             drained.await;
@@ -202,9 +167,29 @@ impl Outbox {
 }
 
 impl Backpressure for Outbox {
+    /// Waits for room while the writer makes progress; gives up after
+    /// [`STALL_WAIT`] in which it wrote nothing (the kernel lets a blocked
+    /// writer go on only once a good part of the socket buffer is free,
+    /// which takes a while with a slow reader).
     fn wait(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async {
-            let _ = tokio::time::timeout(PRESSURE_WAIT, self.wait_for_room()).await;
+            let mut before = self.written.load(Ordering::Relaxed);
+            let mut stalled = std::time::Duration::ZERO;
+            while stalled < STALL_WAIT {
+                if tokio::time::timeout(PRESSURE_WAIT, self.wait_for_room())
+                    .await
+                    .is_ok()
+                {
+                    return;
+                }
+                let now = self.written.load(Ordering::Relaxed);
+                if now == before {
+                    stalled += PRESSURE_WAIT;
+                } else {
+                    before = now;
+                    stalled = std::time::Duration::ZERO;
+                }
+            }
         })
     }
 }

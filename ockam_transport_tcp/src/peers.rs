@@ -52,7 +52,6 @@ pub(crate) enum RouterAction {
     },
     /// Pass the message on to the connection.
     Forward {
-        worker: Address,
         outbox: Arc<Outbox>,
         via_router: Arc<AtomicUsize>,
     },
@@ -107,11 +106,7 @@ impl TcpShared {
                         via_router,
                     }
                 } else {
-                    RouterAction::Forward {
-                        worker,
-                        outbox,
-                        via_router,
-                    }
+                    RouterAction::Forward { outbox, via_router }
                 }
             }
             Some(Peer::Down { reason, .. }) => RouterAction::Drop(reason.clone()),
@@ -309,10 +304,7 @@ impl TransportRouter for TcpShared {
             let address = msg.transport().onward_route.next()?;
             match peers.get(address.address()) {
                 Some(Peer::Up {
-                    worker,
-                    outbox,
-                    via_router,
-                    ..
+                    outbox, via_router, ..
                 }) => {
                     // Follow earlier messages through the router while any
                     // are still there, so that none is overtaken.
@@ -328,10 +320,6 @@ impl TransportRouter for TcpShared {
                     return match outbox.push(msg.transport()) {
                         Push::Queued => Ok(Routing::Taken),
                         Push::Backlog => Ok(Routing::Backlog(outbox.clone())),
-                        Push::Deferred => {
-                            msg.transport_mut().onward_route.modify().prepend(hop);
-                            Ok(Routing::Deliver(worker.clone(), msg))
-                        }
                         Push::Closed => Err(Error::new(
                             ErrorKind::Unavailable,
                             format!("the TCP connection to {hop} is closing"),

@@ -3,10 +3,8 @@
 //! passes the messages on in the order they came.
 
 use crate::connection::{report, TcpSendWorker};
-use crate::outbox::Push;
 use crate::peers::{RouterAction, TcpShared};
 use ockam_core::{async_trait, Any, Result, Routed, Worker};
-use ockam_node::Backpressure;
 use ockam_node::Context;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -24,16 +22,12 @@ impl Worker for TcpRouterWorker {
     async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
         let local = msg.into_local_message();
         let peer = local.transport().onward_route.next()?.address().to_string();
-        let (worker, outbox, via_router) = match self.shared.router_action(&peer) {
+        let (outbox, via_router) = match self.shared.router_action(&peer) {
             RouterAction::Drop(reason) => {
                 warn!(%peer, %reason, "dropped a message for an unreachable TCP peer");
                 return Ok(());
             }
-            RouterAction::Forward {
-                worker,
-                outbox,
-                via_router,
-            } => (worker, outbox, via_router),
+            RouterAction::Forward { outbox, via_router } => (outbox, via_router),
             RouterAction::Start {
                 worker,
                 outbox,
@@ -46,30 +40,16 @@ impl Worker for TcpRouterWorker {
                     via_router.fetch_sub(1, Ordering::AcqRel);
                     return Err(e);
                 }
-                (worker, outbox, via_router)
+                (outbox, via_router)
             }
         };
         let mut local = local;
-        let hop = local.transport_mut().onward_route.step()?;
-        let backlog = match outbox.push(local.transport()) {
-            Push::Deferred => {
-                local.transport_mut().onward_route.modify().prepend(hop);
-                if let Err(e) = ctx.forward_to(&worker, local).await {
-                    warn!(%peer, error = %e, "dropped a message: the TCP connection is gone");
-                }
-                false
-            }
-            Push::Backlog => true,
-            other => {
-                report(&peer, other);
-                false
-            }
-        };
+        local.transport_mut().onward_route.step()?;
+        // No waiting here for a full outbox: this one worker serves every
+        // new peer (the outbox's hard limit still bounds what it queues).
+        report(&peer, outbox.push(local.transport()));
         // Only now may later messages go straight to the connection.
         via_router.fetch_sub(1, Ordering::AcqRel);
-        if backlog {
-            outbox.wait().await;
-        }
         Ok(())
     }
 }
