@@ -201,6 +201,19 @@ fn many_small_messages_over_tcp_arrive_complete_and_in_order() {
     server.join().expect("the server node stopped cleanly");
 }
 
+/// A transport writing in batches of 64 KiB, so that its outbox refuses
+/// messages (64 batches queued) at 4 MiB instead of 16 MiB.
+async fn small_batches(ctx: &ockam_node::Context) -> ockam_core::Result<TcpTransport> {
+    TcpTransport::create_with_options(
+        ctx,
+        TcpOptions {
+            write_batch_bytes: 64 * 1024,
+            ..TcpOptions::default()
+        },
+    )
+    .await
+}
+
 /// A peer that accepts the connection and never reads: senders are slowed
 /// down to nothing and then refused with an error, instead of the node
 /// buffering without limit or a send hanging.
@@ -213,14 +226,7 @@ fn a_peer_that_never_reads_slows_senders_then_refuses_them() {
     let (ctx, mut executor) = start_node();
     let (sent, elapsed, err) = executor
         .execute(async move {
-            let _tcp = TcpTransport::create_with_options(
-                &ctx,
-                TcpOptions {
-                    write_batch_bytes: 64 * 1024,
-                    ..TcpOptions::default()
-                },
-            )
-            .await?;
+            let _tcp = small_batches(&ctx).await?;
             let payload = "x".repeat(512 * 1024);
             let start = Instant::now();
             let mut sent = 0u64;
@@ -282,16 +288,7 @@ fn a_slow_reader_slows_senders_and_gets_every_message() {
     let (ctx, mut executor) = start_node();
     let frames = executor
         .execute(async move {
-            let tcp = TcpTransport::create_with_options(
-                &ctx,
-                TcpOptions {
-                    // A hard limit of 64 batches = 4 MiB, passed in well
-                    // under a second if waiting senders went on after 10 ms.
-                    write_batch_bytes: 64 * 1024,
-                    ..TcpOptions::default()
-                },
-            )
-            .await?;
+            let tcp = small_batches(&ctx).await?;
             tcp.connect(&peer).await?;
             let payload = "x".repeat(SIZE);
             for _ in 0..N {
