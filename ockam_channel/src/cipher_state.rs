@@ -88,18 +88,21 @@ impl CipherState {
         self.key()?.seal_detached(&aes_gcm_nonce(n), ad, buf)
     }
 
-    /// Checks `tag` and decrypts `buf` in place with nonce `n`.
+    /// Checks `tag` and decrypts `buf[src..]` with nonce `n` to the front
+    /// of `buf` (see [`AeadKey::open_detached_within`]).
     pub fn decrypt_slice_with_nonce(
         &self,
         n: u64,
         ad: &[u8],
         buf: &mut [u8],
+        src: usize,
         tag: &[u8; 16],
     ) -> Result<()> {
         if n == MAX_NONCE {
             return Err(exhausted());
         }
-        self.key()?.open_detached(&aes_gcm_nonce(n), ad, buf, tag)
+        self.key()?
+            .open_detached_within(&aes_gcm_nonce(n), ad, buf, src, tag)
     }
 
     fn key(&self) -> Result<&AeadKey> {

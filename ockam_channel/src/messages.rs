@@ -1,10 +1,9 @@
 //! What channel workers send each other (BARE-encoded).
 
 use crate::cipher_state::CipherState;
-use ockam_core::{wire, Result, TransportMessage};
+use ockam_core::{wire, Error, ErrorKind, Result, TransportMessage};
 use ockam_vault::AEAD_TAG_LEN;
 use serde::{Deserialize, Serialize};
-use smallvec::SmallVec;
 
 /// A message between the two ends of a channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,50 +27,94 @@ pub enum ChannelMessage {
 /// BARE union tag of [`ChannelMessage::Transport`].
 const TRANSPORT_TAG: u64 = 1;
 
-/// Encodes `ChannelMessage::Transport { nonce, ciphertext }` where the
-/// ciphertext is `kind` followed by `body` (if any), encrypted in place in
-/// the output buffer: the same bytes as the serde encoding, without the
-/// intermediate copies. When the body's payload buffer has room for the
-/// rest (see [`ockam_core::ENCODE_HEADROOM`]), it becomes the output.
+/// Bytes at the end of a plaintext: the head's length (`u32`, little
+/// endian), the padding's length, the kind.
+const TRAILER: usize = 6;
+
+/// Plaintexts are padded to a multiple of the AES block: AES-GCM seals and
+/// opens whole blocks markedly faster than a partial last one (~60 ns of
+/// ~390 per 1 KiB message, measured with ring).
+const PAD_TO: usize = 16;
+
+/// Encodes `ChannelMessage::Transport { nonce, ciphertext }` (the same bytes
+/// as the serde encoding, without the intermediate copies). The plaintext
+/// is laid out payload first, so that neither end moves the payload more
+/// than once:
+///
+/// `body.payload | body's head (encode_head_with) | zeros | head length
+/// (u32 LE) | padding length (u8) | kind (u8)`
+///
+/// padded with zeros to a multiple of 16 bytes (no body: no payload, no
+/// head). The body's payload buffer becomes the output (without an
+/// allocation when it has room for the rest, see
+/// [`ockam_core::ENCODE_HEADROOM`]).
 pub(crate) fn seal_transport(
     cipher: &CipherState,
     nonce: u64,
     kind: u8,
     body: Option<TransportMessage>,
 ) -> Result<Vec<u8>> {
-    // Everything before the body's payload bytes, on the stack.
-    let payload_len = body.as_ref().map_or(0, |b| b.payload.len());
-    let inner_len = body.as_ref().map_or(0, |b| b.encoded_len());
-    let mut head: SmallVec<[u8; 128]> = SmallVec::new();
-    wire::put_uint_with(TRANSPORT_TAG, |b| head.push(b));
-    head.extend_from_slice(&nonce.to_le_bytes());
-    wire::put_uint_with((1 + inner_len + AEAD_TAG_LEN) as u64, |b| head.push(b));
-    let start = head.len();
-    head.push(kind);
-    if let Some(b) = &body {
-        b.encode_head_with(|bytes| head.extend_from_slice(bytes));
-    }
-    let mut out = match body {
-        Some(b) if b.payload.capacity() - b.payload.len() >= head.len() + AEAD_TAG_LEN => {
-            let mut out = b.payload;
-            out.splice(0..0, head.iter().copied());
-            out
-        }
+    // The longest prefix: the union's tag, the nonce, the ciphertext's length.
+    const PREFIX_MAX: usize = 1 + 8 + 10;
+    let spare = PREFIX_MAX + PAD_TO + TRAILER + AEAD_TAG_LEN;
+    // Payload and head, in the payload's buffer.
+    let (mut out, body_len) = match body {
         Some(b) => {
-            let mut out = Vec::with_capacity(head.len() + payload_len + AEAD_TAG_LEN);
-            out.extend_from_slice(&head);
-            out.extend_from_slice(&b.payload);
-            out
+            let body_len = b.payload.len();
+            (b.encode_split(spare), body_len)
         }
-        None => {
-            let mut out = Vec::with_capacity(head.len() + AEAD_TAG_LEN);
-            out.extend_from_slice(&head);
-            out
-        }
+        None => (Vec::with_capacity(spare), 0),
     };
+    let head_len = u32::try_from(out.len() - body_len).map_err(|_| {
+        Error::new(
+            ErrorKind::ResourceExhausted,
+            "the routes are too long for a secure channel message",
+        )
+    })?;
+    let unpadded = out.len() + TRAILER;
+    let pad = (PAD_TO - unpadded % PAD_TO) % PAD_TO;
+    let plain_len = unpadded + pad;
+    let mut prefix = [0u8; PREFIX_MAX];
+    let mut start = 0;
+    let mut put = |b: u8| {
+        prefix[start] = b;
+        start += 1;
+    };
+    wire::put_uint_with(TRANSPORT_TAG, &mut put);
+    nonce.to_le_bytes().into_iter().for_each(&mut put);
+    wire::put_uint_with((plain_len + AEAD_TAG_LEN) as u64, &mut put);
+    // Shift payload and head up by the prefix's length (within the spare
+    // capacity: no allocation) and put the prefix in front.
+    let len = out.len();
+    out.resize(start + len, 0);
+    out.copy_within(..len, start);
+    out[..start].copy_from_slice(&prefix[..start]);
+    out.resize(out.len() + pad, 0);
+    out.extend_from_slice(&head_len.to_le_bytes());
+    out.extend_from_slice(&[pad as u8, kind]);
     let tag = cipher.encrypt_slice_with_nonce(nonce, &[], &mut out[start..])?;
     out.extend_from_slice(&tag);
     Ok(out)
+}
+
+/// The parts of a decrypted plaintext (see [`seal_transport`]): its kind
+/// and where the head is (the body is everything before it). `None` if it
+/// is not laid out that way.
+pub(crate) fn split_plaintext(plain: &[u8]) -> Option<(u8, std::ops::Range<usize>)> {
+    let len = plain.len();
+    let trailer = plain.get(len.checked_sub(TRAILER)?..)?;
+    let head_len = u32::from_le_bytes(trailer[..4].try_into().ok()?) as usize;
+    let (pad, kind) = (trailer[4] as usize, trailer[5]);
+    if pad >= PAD_TO {
+        return None;
+    }
+    let head_end = len - TRAILER - pad.min(len - TRAILER);
+    let padding = plain.get(head_end..len - TRAILER)?;
+    if padding.len() != pad || padding.iter().any(|&b| b != 0) {
+        return None;
+    }
+    let head_start = head_end.checked_sub(head_len)?;
+    Some((kind, head_start..head_end))
 }
 
 /// If `payload` is a `ChannelMessage::Transport`, its nonce and where its
@@ -132,37 +175,101 @@ mod tests {
     use super::*;
     use ockam_core::{route, Message};
 
+    /// Decrypts a sealed `ChannelMessage::Transport` the way the channel
+    /// does: to the front of its own buffer; the kind and the message.
+    fn open(cipher: &CipherState, sealed: &[u8]) -> (u8, Option<TransportMessage>) {
+        let (n, range, tag) = parse_transport(sealed).unwrap();
+        let mut buf = sealed[..range.end].to_vec();
+        cipher
+            .decrypt_slice_with_nonce(n, &[], &mut buf, range.start, &tag)
+            .unwrap();
+        buf.truncate(range.len());
+        let (kind, head) = split_plaintext(&buf).unwrap();
+        let msg = (!head.is_empty()).then(|| TransportMessage::decode_split(buf, head).unwrap());
+        (kind, msg)
+    }
+
     #[test]
     fn the_hand_written_transport_encoding_is_the_serde_one() {
         let mut cipher = CipherState::default();
         cipher.initialize_key(Some(&[3; 32]));
-        let inner = TransportMessage::v1(route!["a"], route!["b"], vec![1, 2, 3]);
-        let fast = seal_transport(&cipher, 300, PLAIN_MESSAGE, Some(inner.clone())).unwrap();
-        // The same bytes when the payload has room to be sealed in place.
-        let mut roomy = inner.clone();
-        roomy.payload.reserve(ockam_core::ENCODE_HEADROOM);
-        assert_eq!(
-            seal_transport(&cipher, 300, PLAIN_MESSAGE, Some(roomy)).unwrap(),
-            fast
-        );
-        let decoded = ChannelMessage::decode(&fast).unwrap();
-        let ChannelMessage::Transport { nonce, ciphertext } = &decoded else {
-            panic!("not a transport message");
-        };
-        assert_eq!(*nonce, 300);
-        assert_eq!(decoded.encode().unwrap(), fast);
-        let (n, range, tag) = parse_transport(&fast).unwrap();
-        assert_eq!(n, 300);
-        assert_eq!(&fast[range.clone()], &ciphertext[..ciphertext.len() - 16]);
-        let mut body = fast[range].to_vec();
-        cipher
-            .decrypt_slice_with_nonce(300, &[], &mut body, &tag)
-            .unwrap();
-        assert_eq!(body[0], PLAIN_MESSAGE);
-        assert_eq!(TransportMessage::decode(&body[1..]).unwrap(), inner);
+        for len in [0, 1, 3, 9, 10, 16, 300, 1024, 1025] {
+            let inner = TransportMessage::v1(route!["a", "c"], route!["b"], vec![1; len]);
+            let fast = seal_transport(&cipher, 300, PLAIN_MESSAGE, Some(inner.clone())).unwrap();
+            // The same bytes when the payload has room to be sealed in place.
+            let mut roomy = inner.clone();
+            roomy.payload.reserve(ockam_core::ENCODE_HEADROOM);
+            assert_eq!(
+                seal_transport(&cipher, 300, PLAIN_MESSAGE, Some(roomy)).unwrap(),
+                fast
+            );
+            let decoded = ChannelMessage::decode(&fast).unwrap();
+            let ChannelMessage::Transport { nonce, ciphertext } = &decoded else {
+                panic!("not a transport message");
+            };
+            assert_eq!(*nonce, 300);
+            assert_eq!(decoded.encode().unwrap(), fast);
+            let (n, range, _) = parse_transport(&fast).unwrap();
+            assert_eq!(n, 300);
+            assert_eq!(&fast[range.clone()], &ciphertext[..ciphertext.len() - 16]);
+            // Whole AES blocks only.
+            assert_eq!(range.len() % PAD_TO, 0, "payload of {len} bytes");
+            assert_eq!(open(&cipher, &fast), (PLAIN_MESSAGE, Some(inner)));
+        }
+        let ready = seal_transport(&cipher, 7, PLAIN_READY, None).unwrap();
+        assert_eq!(open(&cipher, &ready), (PLAIN_READY, None));
         // Anything else is not a transport message.
+        let fast = seal_transport(
+            &cipher,
+            1,
+            PLAIN_MESSAGE,
+            Some(TransportMessage::v1(route!["a"], route![], vec![])),
+        )
+        .unwrap();
         assert!(parse_transport(&ChannelMessage::Handshake(vec![1]).encode().unwrap()).is_none());
         assert!(parse_transport(&fast[..fast.len() - 1]).is_none());
         assert!(parse_transport(&[1]).is_none());
+    }
+
+    #[test]
+    fn plaintexts_not_laid_out_as_sealed_are_refused() {
+        assert_eq!(split_plaintext(&[0, 0, 0, 0, 0, 1]), Some((1, 0..0)));
+        assert_eq!(split_plaintext(&[7, 9, 2, 0, 0, 0, 0, 1]), Some((1, 0..2)));
+        assert_eq!(
+            split_plaintext(&[7, 9, 0, 2, 0, 0, 0, 1, 1]),
+            Some((1, 0..2))
+        );
+        // Shorter than the trailer.
+        assert_eq!(split_plaintext(&[]), None);
+        assert_eq!(split_plaintext(&[0, 0, 0, 0, 1]), None);
+        // More padding than a block, or than there is, or not zeros.
+        assert_eq!(
+            split_plaintext(
+                &[0; 32][..]
+                    .iter()
+                    .copied()
+                    .chain([0, 0, 0, 0, 16, 1])
+                    .collect::<Vec<_>>()
+            ),
+            None
+        );
+        assert_eq!(split_plaintext(&[0, 0, 0, 0, 2, 1]), None);
+        assert_eq!(split_plaintext(&[5, 0, 0, 0, 0, 1, 1]), None);
+        // A head longer than what is there.
+        assert_eq!(split_plaintext(&[9, 2, 0, 0, 0, 0, 1]), None);
+        assert_eq!(
+            split_plaintext(&[0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 1]),
+            None
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_plaintext_splits_or_is_refused_without_panicking(plain: Vec<u8>) {
+            if let Some((_, head)) = split_plaintext(&plain) {
+                proptest::prop_assert!(head.end + TRAILER <= plain.len());
+                let _ = TransportMessage::decode_split(plain, head);
+            }
+        }
     }
 }

@@ -12,7 +12,7 @@
 use crate::cipher_state::CipherState;
 use crate::handshake_state::{HandshakeState, Role};
 use crate::messages::{
-    parse_transport, seal_transport, ChannelMessage, PLAIN_MESSAGE, PLAIN_READY,
+    parse_transport, seal_transport, split_plaintext, ChannelMessage, PLAIN_MESSAGE, PLAIN_READY,
 };
 use crate::replay::ReplayWindow;
 use ockam_core::{
@@ -106,10 +106,11 @@ impl Secure {
     }
 
     /// Decrypts a `ChannelMessage::Transport` (the whole encoded payload,
-    /// decrypted in place) and passes the message inside on. What is not
-    /// authentic, replayed or malformed is dropped with a log line.
+    /// decrypted to the front of its own buffer) and passes the message
+    /// inside on. What is not authentic, replayed or malformed is dropped
+    /// with a log line.
     fn receive(&self, mut payload: Vec<u8>, onward: &mut Onward<'_>) {
-        let Some((nonce, body, tag)) = parse_transport(&payload) else {
+        let Some((nonce, ciphertext, tag)) = parse_transport(&payload) else {
             warn!(channel = %self.local, "dropped a malformed encrypted message");
             return;
         };
@@ -119,24 +120,31 @@ impl Secure {
                 warn!(channel = %self.local, nonce, "dropped a replayed (or too old) message");
                 return;
             }
-            if let Err(e) =
-                recv.cipher
-                    .decrypt_slice_with_nonce(nonce, &[], &mut payload[body.clone()], &tag)
-            {
+            if let Err(e) = recv.cipher.decrypt_slice_with_nonce(
+                nonce,
+                &[],
+                &mut payload[..ciphertext.end],
+                ciphertext.start,
+                &tag,
+            ) {
                 warn!(channel = %self.local, nonce, error = %e, "dropped a message that failed authentication");
                 return;
             }
             recv.replay.accept(nonce);
         }
-        match payload.get(body.start) {
-            Some(&PLAIN_READY) => {
+        payload.truncate(ciphertext.len());
+        let Some((kind, head)) = split_plaintext(&payload) else {
+            warn!(channel = %self.local, "dropped a decrypted message that is not laid out as a channel message");
+            return;
+        };
+        match kind {
+            PLAIN_READY => {
                 if let Some(done) = lock(&self.done).take() {
                     let _ = done.send(Ok((self.remote_static, self.handshake_hash)));
                 }
             }
-            Some(&PLAIN_MESSAGE) => {
-                let inner = TransportMessage::decode_in(payload, body.start + 1..body.end);
-                let mut inner = match inner {
+            PLAIN_MESSAGE => {
+                let mut inner = match TransportMessage::decode_split(payload, head) {
                     Ok(m) => m,
                     Err(e) => {
                         warn!(channel = %self.local, error = %e, "dropped a decrypted message that does not decode");

@@ -221,26 +221,40 @@ impl TransportMessage {
     }
 
     /// [`TransportMessage::encode_head_into`] for any byte sink.
-    pub fn encode_head_with(&self, mut put: impl FnMut(&[u8])) {
-        fn uint(v: usize, put: &mut impl FnMut(&[u8])) {
-            let mut buf = [0u8; 10];
-            let mut n = 0;
-            wire::put_uint_with(v as u64, |b| {
-                buf[n] = b;
-                n += 1;
-            });
-            put(&buf[..n]);
-        }
-        put(&[self.version]);
-        for route in [&self.onward_route, &self.return_route] {
-            uint(route.len(), &mut put);
-            for a in route.iter() {
-                put(&[a.transport_type()]);
-                uint(a.address().len(), &mut put);
-                put(a.address().as_bytes());
-            }
-        }
-        uint(self.payload.len(), &mut put);
+    pub fn encode_head_with(&self, put: impl FnMut(&[u8])) {
+        encode_head(
+            self.version,
+            &self.onward_route,
+            &self.return_route,
+            self.payload.len(),
+            put,
+        );
+    }
+
+    /// The encoding laid out payload first: the payload's bytes, then
+    /// everything else ([`TransportMessage::encode_head_with`]'s bytes),
+    /// in the payload's own buffer (no copy of the payload; `spare` more
+    /// bytes of capacity are left after it). The inverse of
+    /// [`TransportMessage::decode_split`], whose `head` starts at the
+    /// payload's length.
+    pub fn encode_split(self, spare: usize) -> Vec<u8> {
+        let head_bound = self.head_len_bound();
+        let TransportMessage {
+            version,
+            onward_route,
+            return_route,
+            payload: mut out,
+        } = self;
+        let payload_len = out.len();
+        out.reserve(head_bound + spare);
+        encode_head(
+            version,
+            &onward_route,
+            &return_route,
+            payload_len,
+            |bytes| out.extend_from_slice(bytes),
+        );
+        out
     }
 
     /// Decodes a transport message from a peer: strict (no bytes left over,
@@ -250,22 +264,35 @@ impl TransportMessage {
         Self::checked(head, data[payload].to_vec())
     }
 
-    /// Like [`TransportMessage::decode`] for the message in `buf[range]`,
-    /// reusing `buf` for the payload instead of allocating (the payload is
-    /// moved to its front): for a hop that unwraps a message from another.
-    pub fn decode_in(mut buf: Vec<u8>, range: std::ops::Range<usize>) -> Result<Self> {
-        let data = buf.get(range.clone()).ok_or_else(|| {
+    /// Decodes a message stored payload first: `buf[..head.start]` is the
+    /// payload and `buf[head]` the rest of the encoding (the bytes of
+    /// [`TransportMessage::encode_head_with`]: version, routes, payload
+    /// length). `buf` becomes the payload without a copy: for a hop that
+    /// unwraps a message from another (a secure channel's plaintext).
+    pub fn decode_split(mut buf: Vec<u8>, head: std::ops::Range<usize>) -> Result<Self> {
+        let data = buf.get(head.clone()).ok_or_else(|| {
             Error::new(
                 ErrorKind::Encoding,
-                "transport message range outside the buffer",
+                "transport message head outside the buffer",
             )
         })?;
-        let (head, payload) = Self::decode_head(data)?;
-        let payload = range.start + payload.start..range.start + payload.end;
-        let len = payload.len();
-        buf.copy_within(payload, 0);
-        buf.truncate(len);
-        Self::checked(head, buf)
+        let mut r = wire::Reader::new(data);
+        let version = r.u8()?;
+        let onward_route = r.route()?;
+        let return_route = r.route()?;
+        let len = r.uint()?;
+        r.finish()?;
+        if len != head.start as u64 {
+            return Err(Error::new(
+                ErrorKind::Decoding,
+                format!(
+                    "transport message payload is {} bytes, its head says {len}",
+                    head.start
+                ),
+            ));
+        }
+        buf.truncate(head.start);
+        Self::checked((version, onward_route, return_route), buf)
     }
 
     /// Version and routes, and where the payload is in `data`.
@@ -301,6 +328,35 @@ impl TransportMessage {
         }
         Ok(m)
     }
+}
+
+/// Version, routes and payload length of a transport message's encoding.
+fn encode_head(
+    version: u8,
+    onward_route: &Route,
+    return_route: &Route,
+    payload_len: usize,
+    mut put: impl FnMut(&[u8]),
+) {
+    fn uint(v: usize, put: &mut impl FnMut(&[u8])) {
+        let mut buf = [0u8; 10];
+        let mut n = 0;
+        wire::put_uint_with(v as u64, |b| {
+            buf[n] = b;
+            n += 1;
+        });
+        put(&buf[..n]);
+    }
+    put(&[version]);
+    for route in [onward_route, return_route] {
+        uint(route.len(), &mut put);
+        for a in route.iter() {
+            put(&[a.transport_type()]);
+            uint(a.address().len(), &mut put);
+            put(a.address().as_bytes());
+        }
+    }
+    uint(payload_len, &mut put);
 }
 
 /// Hand-written BARE primitives for the hot paths (the transport message is
@@ -501,22 +557,25 @@ mod tests {
     }
 
     #[test]
-    fn decoding_in_place_is_decoding() {
+    fn decoding_a_split_message_is_decoding() {
         let m = TransportMessage::v1(route![(TCP, "h:1"), "b"], route!["a"], vec![7; 300]);
-        let bytes = m.encode().unwrap();
-        let mut framed = vec![9, 9, 9];
-        framed.extend_from_slice(&bytes);
-        framed.extend_from_slice(&[8; 16]);
-        let end = 3 + bytes.len();
+        let mut head = Vec::new();
+        m.encode_head_into(&mut head);
+        let mut split = m.payload.clone();
+        split.extend_from_slice(&head);
+        let end = split.len();
+        split.extend_from_slice(&[8; 16]);
         assert_eq!(
-            TransportMessage::decode_in(framed.clone(), 3..end).unwrap(),
+            TransportMessage::decode_split(split.clone(), 300..end).unwrap(),
             m
         );
-        for n in 3..end {
-            assert!(TransportMessage::decode_in(framed.clone(), 3..n).is_err());
+        // The head's payload length must be where the head starts.
+        assert!(TransportMessage::decode_split(split.clone(), 299..end).is_err());
+        for n in 300..end {
+            assert!(TransportMessage::decode_split(split.clone(), 300..n).is_err());
         }
-        assert!(TransportMessage::decode_in(framed.clone(), 3..framed.len() + 1).is_err());
-        assert!(TransportMessage::decode_in(framed, 2..end).is_err());
+        assert!(TransportMessage::decode_split(split.clone(), 300..end + 1).is_err());
+        assert!(TransportMessage::decode_split(split, 300..10_000).is_err());
     }
 
     #[test]

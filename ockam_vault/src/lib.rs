@@ -319,13 +319,31 @@ impl AeadKey {
         buf: &mut [u8],
         tag: &[u8; AEAD_TAG_LEN],
     ) -> Result<()> {
+        self.open_detached_within(nonce, aad, buf, 0, tag)
+    }
+
+    /// Checks `tag` and decrypts the ciphertext `buf[src..]` to the front
+    /// of `buf` (`buf[..buf.len() - src]`) in the same pass: how a message
+    /// behind a header is decrypted without moving it first. What is left
+    /// after the plaintext is unspecified; on failure `buf` is unusable.
+    pub fn open_detached_within(
+        &self,
+        nonce: &[u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+        src: usize,
+        tag: &[u8; AEAD_TAG_LEN],
+    ) -> Result<()> {
+        if src > buf.len() {
+            return Err(opening_failed());
+        }
         self.key()
             .open_in_place_separate_tag(
                 Nonce::assume_unique_for_key(*nonce),
                 Aad::from(aad),
                 Tag::from(*tag),
                 buf,
-                0..,
+                src..,
             )
             .map_err(|_| opening_failed())?;
         Ok(())
