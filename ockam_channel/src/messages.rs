@@ -36,27 +36,46 @@ const TRAILER: usize = 6;
 /// ~390 per 1 KiB message, measured with ring).
 const PAD_TO: usize = 16;
 
-/// Encodes `ChannelMessage::Transport { nonce, ciphertext }` (the same bytes
-/// as the serde encoding, without the intermediate copies). The plaintext
-/// is laid out payload first, so that neither end moves the payload more
-/// than once:
+/// The longest prefix of an encoded `ChannelMessage::Transport`: the
+/// union's tag, the nonce, the ciphertext's length.
+const PREFIX_MAX: usize = 1 + 8 + 10;
+
+/// An encoded `ChannelMessage::Transport { nonce, ciphertext }` (the same
+/// bytes as the serde encoding) in two parts: the prefix up to the
+/// ciphertext, and the ciphertext with its tag, sealed in the buffer of the
+/// message's payload. A transport copies both into its output buffer (see
+/// `Onward::forward_parts`) without their being joined first.
+pub(crate) struct Sealed {
+    prefix: [u8; PREFIX_MAX],
+    prefix_len: usize,
+    ciphertext: Vec<u8>,
+}
+
+impl Sealed {
+    /// The encoding, as the parts that make it up.
+    pub(crate) fn parts(&self) -> [&[u8]; 2] {
+        [&self.prefix[..self.prefix_len], &self.ciphertext]
+    }
+}
+
+/// Seals one plaintext. The plaintext is laid out payload first, so that
+/// neither end moves the payload:
 ///
 /// `body.payload | body's head (encode_head_with) | zeros | head length
 /// (u32 LE) | padding length (u8) | kind (u8)`
 ///
 /// padded with zeros to a multiple of 16 bytes (no body: no payload, no
-/// head). The body's payload buffer becomes the output (without an
+/// head), and encrypted in the body's payload buffer (without an
 /// allocation when it has room for the rest, see
-/// [`ockam_core::ENCODE_HEADROOM`]).
+/// [`ockam_core::ENCODE_HEADROOM`]); the receiver decrypts it to the front
+/// of its buffer, where the payload is then in place.
 pub(crate) fn seal_transport(
     cipher: &CipherState,
     nonce: u64,
     kind: u8,
     body: Option<TransportMessage>,
-) -> Result<Vec<u8>> {
-    // The longest prefix: the union's tag, the nonce, the ciphertext's length.
-    const PREFIX_MAX: usize = 1 + 8 + 10;
-    let spare = PREFIX_MAX + PAD_TO + TRAILER + AEAD_TAG_LEN;
+) -> Result<Sealed> {
+    let spare = PAD_TO + TRAILER + AEAD_TAG_LEN;
     // Payload and head, in the payload's buffer.
     let (mut out, body_len) = match body {
         Some(b) => {
@@ -73,28 +92,25 @@ pub(crate) fn seal_transport(
     })?;
     let unpadded = out.len() + TRAILER;
     let pad = (PAD_TO - unpadded % PAD_TO) % PAD_TO;
-    let plain_len = unpadded + pad;
-    let mut prefix = [0u8; PREFIX_MAX];
-    let mut start = 0;
-    let mut put = |b: u8| {
-        prefix[start] = b;
-        start += 1;
-    };
-    wire::put_uint_with(TRANSPORT_TAG, &mut put);
-    nonce.to_le_bytes().into_iter().for_each(&mut put);
-    wire::put_uint_with((plain_len + AEAD_TAG_LEN) as u64, &mut put);
-    // Shift payload and head up by the prefix's length (within the spare
-    // capacity: no allocation) and put the prefix in front.
-    let len = out.len();
-    out.resize(start + len, 0);
-    out.copy_within(..len, start);
-    out[..start].copy_from_slice(&prefix[..start]);
     out.resize(out.len() + pad, 0);
     out.extend_from_slice(&head_len.to_le_bytes());
     out.extend_from_slice(&[pad as u8, kind]);
-    let tag = cipher.encrypt_slice_with_nonce(nonce, &[], &mut out[start..])?;
+    let tag = cipher.encrypt_slice_with_nonce(nonce, &[], &mut out)?;
     out.extend_from_slice(&tag);
-    Ok(out)
+    let mut prefix = [0u8; PREFIX_MAX];
+    let mut prefix_len = 0;
+    let mut put = |b: u8| {
+        prefix[prefix_len] = b;
+        prefix_len += 1;
+    };
+    wire::put_uint_with(TRANSPORT_TAG, &mut put);
+    nonce.to_le_bytes().into_iter().for_each(&mut put);
+    wire::put_uint_with(out.len() as u64, &mut put);
+    Ok(Sealed {
+        prefix,
+        prefix_len,
+        ciphertext: out,
+    })
 }
 
 /// The parts of a decrypted plaintext (see [`seal_transport`]): its kind
@@ -175,6 +191,13 @@ mod tests {
     use super::*;
     use ockam_core::{route, Message};
 
+    fn seal(cipher: &CipherState, nonce: u64, kind: u8, body: Option<TransportMessage>) -> Vec<u8> {
+        seal_transport(cipher, nonce, kind, body)
+            .unwrap()
+            .parts()
+            .concat()
+    }
+
     /// Decrypts a sealed `ChannelMessage::Transport` the way the channel
     /// does: to the front of its own buffer; the kind and the message.
     fn open(cipher: &CipherState, sealed: &[u8]) -> (u8, Option<TransportMessage>) {
@@ -195,14 +218,11 @@ mod tests {
         cipher.initialize_key(Some(&[3; 32]));
         for len in [0, 1, 3, 9, 10, 16, 300, 1024, 1025] {
             let inner = TransportMessage::v1(route!["a", "c"], route!["b"], vec![1; len]);
-            let fast = seal_transport(&cipher, 300, PLAIN_MESSAGE, Some(inner.clone())).unwrap();
+            let fast = seal(&cipher, 300, PLAIN_MESSAGE, Some(inner.clone()));
             // The same bytes when the payload has room to be sealed in place.
             let mut roomy = inner.clone();
             roomy.payload.reserve(ockam_core::ENCODE_HEADROOM);
-            assert_eq!(
-                seal_transport(&cipher, 300, PLAIN_MESSAGE, Some(roomy)).unwrap(),
-                fast
-            );
+            assert_eq!(seal(&cipher, 300, PLAIN_MESSAGE, Some(roomy)), fast);
             let decoded = ChannelMessage::decode(&fast).unwrap();
             let ChannelMessage::Transport { nonce, ciphertext } = &decoded else {
                 panic!("not a transport message");
@@ -216,16 +236,15 @@ mod tests {
             assert_eq!(range.len() % PAD_TO, 0, "payload of {len} bytes");
             assert_eq!(open(&cipher, &fast), (PLAIN_MESSAGE, Some(inner)));
         }
-        let ready = seal_transport(&cipher, 7, PLAIN_READY, None).unwrap();
+        let ready = seal(&cipher, 7, PLAIN_READY, None);
         assert_eq!(open(&cipher, &ready), (PLAIN_READY, None));
         // Anything else is not a transport message.
-        let fast = seal_transport(
+        let fast = seal(
             &cipher,
             1,
             PLAIN_MESSAGE,
             Some(TransportMessage::v1(route!["a"], route![], vec![])),
-        )
-        .unwrap();
+        );
         assert!(parse_transport(&ChannelMessage::Handshake(vec![1]).encode().unwrap()).is_none());
         assert!(parse_transport(&fast[..fast.len() - 1]).is_none());
         assert!(parse_transport(&[1]).is_none());

@@ -56,7 +56,8 @@ pub(crate) type Done = oneshot::Sender<Result<(PublicKey, [u8; 32])>>;
 /// task's thread (no task switch per message).
 pub(crate) struct Secure {
     local: Address,
-    remote: Address,
+    /// Our `remote` address, as the return route of what we send.
+    remote_route: Route,
     send: Mutex<SendHalf>,
     recv: Mutex<RecvHalf>,
     remote_static: PublicKey,
@@ -92,9 +93,8 @@ impl Secure {
     ) -> Result<()> {
         let mut send = lock(&self.send);
         let nonce = send.cipher.next_nonce()?;
-        let payload = seal_transport(&send.cipher, nonce, kind, body)?;
-        let msg = TransportMessage::v1(send.peer_route.clone(), self.remote.clone(), payload);
-        onward.forward(LocalMessage::new(msg))
+        let sealed = seal_transport(&send.cipher, nonce, kind, body)?;
+        onward.forward_parts(&send.peer_route, &self.remote_route, &sealed.parts())
     }
 
     /// Plaintext from this node, sent to our `local` address.
@@ -372,7 +372,7 @@ impl ChannelWorker {
         let transport = hs.into_transport()?;
         let secure = Arc::new(Secure {
             local: self.local.clone(),
-            remote: self.remote.clone(),
+            remote_route: self.remote.clone().into(),
             send: Mutex::new(SendHalf {
                 cipher: transport.send,
                 peer_route: self.peer_route.clone(),

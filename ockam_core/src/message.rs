@@ -1,5 +1,6 @@
 //! Messages: what workers exchange, and the envelopes that carry them.
 
+use crate::address::Address;
 use crate::error::{Error, ErrorKind, Result};
 use crate::route::Route;
 use serde::de::DeserializeOwned;
@@ -222,13 +223,44 @@ impl TransportMessage {
 
     /// [`TransportMessage::encode_head_into`] for any byte sink.
     pub fn encode_head_with(&self, put: impl FnMut(&[u8])) {
-        encode_head(
+        Self::encode_head_parts(
             self.version,
-            &self.onward_route,
-            &self.return_route,
+            self.onward_route.as_slice(),
+            self.return_route.as_slice(),
             self.payload.len(),
             put,
         );
+    }
+
+    /// The bytes of [`TransportMessage::encode_head_with`] for a message
+    /// that is not built: a transport that writes a message's payload
+    /// straight into its own buffer encodes the rest with this.
+    pub fn encode_head_parts(
+        version: u8,
+        onward_route: &[Address],
+        return_route: &[Address],
+        payload_len: usize,
+        mut put: impl FnMut(&[u8]),
+    ) {
+        fn uint(v: usize, put: &mut impl FnMut(&[u8])) {
+            let mut buf = [0u8; 10];
+            let mut n = 0;
+            wire::put_uint_with(v as u64, |b| {
+                buf[n] = b;
+                n += 1;
+            });
+            put(&buf[..n]);
+        }
+        put(&[version]);
+        for route in [onward_route, return_route] {
+            uint(route.len(), &mut put);
+            for a in route {
+                put(&[a.transport_type()]);
+                uint(a.address().len(), &mut put);
+                put(a.address().as_bytes());
+            }
+        }
+        uint(payload_len, &mut put);
     }
 
     /// The encoding laid out payload first: the payload's bytes, then
@@ -247,10 +279,10 @@ impl TransportMessage {
         } = self;
         let payload_len = out.len();
         out.reserve(head_bound + spare);
-        encode_head(
+        Self::encode_head_parts(
             version,
-            &onward_route,
-            &return_route,
+            onward_route.as_slice(),
+            return_route.as_slice(),
             payload_len,
             |bytes| out.extend_from_slice(bytes),
         );
@@ -328,35 +360,6 @@ impl TransportMessage {
         }
         Ok(m)
     }
-}
-
-/// Version, routes and payload length of a transport message's encoding.
-fn encode_head(
-    version: u8,
-    onward_route: &Route,
-    return_route: &Route,
-    payload_len: usize,
-    mut put: impl FnMut(&[u8]),
-) {
-    fn uint(v: usize, put: &mut impl FnMut(&[u8])) {
-        let mut buf = [0u8; 10];
-        let mut n = 0;
-        wire::put_uint_with(v as u64, |b| {
-            buf[n] = b;
-            n += 1;
-        });
-        put(&buf[..n]);
-    }
-    put(&[version]);
-    for route in [onward_route, return_route] {
-        uint(route.len(), &mut put);
-        for a in route.iter() {
-            put(&[a.transport_type()]);
-            uint(a.address().len(), &mut put);
-            put(a.address().as_bytes());
-        }
-    }
-    uint(payload_len, &mut put);
 }
 
 /// Hand-written BARE primitives for the hot paths (the transport message is

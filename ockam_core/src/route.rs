@@ -97,6 +97,11 @@ impl Route {
         self.inner.iter()
     }
 
+    /// The addresses, first to last.
+    pub fn as_slice(&self) -> &[Address] {
+        &self.inner
+    }
+
     /// Whether `address` is on this route.
     pub fn contains(&self, address: &Address) -> bool {
         self.inner.contains(address)

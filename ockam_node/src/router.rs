@@ -6,7 +6,9 @@
 //! so a local send costs one read lock and one channel push.
 
 use crate::mailbox::{Mailbox, MailboxSender, Pressure};
-use ockam_core::{Address, Error, ErrorKind, LocalMessage, Result, TransportType, LOCAL};
+use ockam_core::{
+    Address, Error, ErrorKind, LocalMessage, Result, Route, TransportMessage, TransportType, LOCAL,
+};
 use std::any::{Any as StdAny, TypeId};
 use std::collections::HashMap;
 use std::future::Future;
@@ -59,6 +61,23 @@ pub trait TransportRouter: Send + Sync + 'static {
     /// mailbox it goes to; an error goes to the sender (e.g. the peer is
     /// known to be down).
     fn route(&self, msg: LocalMessage) -> Result<Routing>;
+
+    /// Takes a message that is not built: its routes and its payload, in
+    /// parts to be joined, which the transport copies into its own buffer
+    /// (saves the sender building a message only for it to be encoded
+    /// again). `None` when the transport does not take it this way now
+    /// (the default; e.g. it has no open connection for the next hop): the
+    /// sender then builds the message and calls [`TransportRouter::route`].
+    /// Never answers [`Routing::Deliver`].
+    fn route_parts(
+        &self,
+        onward_route: &Route,
+        return_route: &Route,
+        payload: &[&[u8]],
+    ) -> Option<Result<Routing>> {
+        let _ = (onward_route, return_route, payload);
+        None
+    }
 }
 
 impl std::fmt::Debug for Routing {
@@ -117,6 +136,43 @@ impl Onward<'_> {
             self.pressure = Some(p);
         }
         Ok(())
+    }
+
+    /// Delivers the message made of these routes and this payload (in
+    /// parts, joined), like [`Onward::forward`] of the built message; when
+    /// the next hop is a transport, without building it (see
+    /// [`TransportRouter::route_parts`]).
+    pub fn forward_parts(
+        &mut self,
+        onward_route: &Route,
+        return_route: &Route,
+        payload: &[&[u8]],
+    ) -> Result<()> {
+        let next = onward_route.next()?;
+        if !next.is_local() {
+            // Like `deliver`, under the read lock (routers do not block).
+            let routing = read(&self.router.transports)
+                .get(&next.transport_type())
+                .and_then(|router| router.route_parts(onward_route, return_route, payload));
+            if let Some(routing) = routing {
+                return match routing? {
+                    Routing::Taken => Ok(()),
+                    Routing::Backlog(p) => {
+                        self.pressure = Some(p);
+                        Ok(())
+                    }
+                    Routing::Deliver(..) => Err(Error::new(
+                        ErrorKind::Internal,
+                        "a transport router answered route_parts with Deliver",
+                    )),
+                };
+            }
+        }
+        self.forward(LocalMessage::new(TransportMessage::v1(
+            onward_route.clone(),
+            return_route.clone(),
+            payload.concat(),
+        )))
     }
 }
 

@@ -2,7 +2,7 @@
 //! one BARE-encoded [`TransportMessage`]. A plain state machine with no I/O:
 //! the connection reads bytes into it and takes whole frames out.
 
-use ockam_core::{Error, ErrorKind, Result, TransportMessage};
+use ockam_core::{Address, Error, ErrorKind, Result, TransportMessage, TRANSPORT_MESSAGE_VERSION};
 
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX: usize = 4;
@@ -168,6 +168,43 @@ pub fn encode_frame(msg: &TransportMessage, out: &mut Vec<u8>, max_frame: usize)
     Ok(())
 }
 
+/// Appends one frame for a message that is not built: its routes and its
+/// payload, in parts (the same bytes as [`encode_frame`] of the built
+/// message with the parts joined).
+/// Nothing is appended if the frame would be too large.
+pub(crate) fn encode_frame_parts(
+    onward_route: &[Address],
+    return_route: &[Address],
+    payload: &[&[u8]],
+    out: &mut Vec<u8>,
+    max_frame: usize,
+) -> Result<()> {
+    let payload_len = payload.iter().map(|p| p.len()).sum();
+    let start = out.len();
+    out.extend_from_slice(&[0; LENGTH_PREFIX]);
+    TransportMessage::encode_head_parts(
+        TRANSPORT_MESSAGE_VERSION,
+        onward_route,
+        return_route,
+        payload_len,
+        |bytes| out.extend_from_slice(bytes),
+    );
+    let len = out.len() - start - LENGTH_PREFIX + payload_len;
+    if len > max_frame || len > u32::MAX as usize {
+        out.truncate(start);
+        return Err(FrameError::Oversize {
+            len,
+            max: max_frame,
+        }
+        .into());
+    }
+    for part in payload {
+        out.extend_from_slice(part);
+    }
+    out[start..start + LENGTH_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -219,6 +256,31 @@ mod tests {
         let err = encode_frame(&msg(vec![0; 100]), &mut out, 50).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ResourceExhausted);
         assert_eq!(out, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn a_frame_from_parts_is_the_frame_of_the_built_message() {
+        let onward = route![(ockam_core::TCP, "h:1"), "echoer", "b"];
+        let back = route!["app", "c"];
+        let payload: Vec<u8> = (0..=255).collect();
+        let built = TransportMessage::v1(route!["echoer", "b"], back.clone(), payload.clone());
+        let mut expected = vec![9];
+        encode_frame(&built, &mut expected, 1 << 20).unwrap();
+        let mut out = vec![9];
+        let (a, b) = payload.split_at(100);
+        encode_frame_parts(
+            &onward.as_slice()[1..],
+            back.as_slice(),
+            &[a, &[], b],
+            &mut out,
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(out, expected);
+        // Too large: an error, and the buffer as it was.
+        let err = encode_frame_parts(&[], &[], &[&payload], &mut out, 100).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ResourceExhausted);
+        assert_eq!(out, expected);
     }
 
     #[test]

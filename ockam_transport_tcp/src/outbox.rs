@@ -12,8 +12,8 @@
 //! once [`HARD_LIMIT_BATCHES`] batches are queued the outbox refuses
 //! messages instead of holding an unbounded backlog.
 
-use crate::frame::encode_frame;
-use ockam_core::{Error, TransportMessage};
+use crate::frame::{encode_frame, encode_frame_parts};
+use ockam_core::{Address, Error, Result, TransportMessage};
 use ockam_node::{Backpressure, PRESSURE_WAIT};
 use std::future::Future;
 use std::pin::Pin;
@@ -55,6 +55,7 @@ pub(crate) enum Push {
     /// Queued, and the outbox is over its limit: the sender should wait.
     Backlog,
     Closed,
+    /// Too large for a frame: not queued.
     TooLarge(Error),
     /// The peer is not reading: refused.
     Overloaded,
@@ -93,6 +94,24 @@ impl Outbox {
 
     /// Appends `msg` (whose onward route no longer names this hop).
     pub(crate) fn push(&self, msg: &TransportMessage) -> Push {
+        self.append(|buf, max_frame| encode_frame(msg, buf, max_frame))
+    }
+
+    /// Appends a message that is not built (see [`encode_frame_parts`]);
+    /// its onward route no longer names this hop.
+    pub(crate) fn push_parts(
+        &self,
+        onward_route: &[Address],
+        return_route: &[Address],
+        payload: &[&[u8]],
+    ) -> Push {
+        self.append(|buf, max_frame| {
+            encode_frame_parts(onward_route, return_route, payload, buf, max_frame)
+        })
+    }
+
+    /// Appends one frame with `encode`, under the lock.
+    fn append(&self, encode: impl FnOnce(&mut Vec<u8>, usize) -> Result<()>) -> Push {
         let mut st = self.lock();
         if st.closed {
             return Push::Closed;
@@ -101,7 +120,7 @@ impl Outbox {
             return Push::Overloaded;
         }
         let was_empty = st.buf.is_empty();
-        if let Err(e) = encode_frame(msg, &mut st.buf, self.max_frame) {
+        if let Err(e) = encode(&mut st.buf, self.max_frame) {
             return Push::TooLarge(e);
         }
         let over = st.buf.len() >= self.limit;

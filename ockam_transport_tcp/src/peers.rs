@@ -4,7 +4,7 @@
 
 use crate::options::TcpOptions;
 use crate::outbox::{Outbox, Push};
-use ockam_core::{Address, Error, ErrorKind, LocalMessage, Result, TCP};
+use ockam_core::{Address, Error, ErrorKind, LocalMessage, Result, Route, TCP};
 use ockam_node::{Routing, TransportRouter};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -297,6 +297,23 @@ fn unreachable(address: &Address, reason: &str, until: Instant) -> Error {
     )
 }
 
+/// What a sender learns from an outbox push.
+fn routing(hop: &Address, push: Push, outbox: &Arc<Outbox>) -> Result<Routing> {
+    match push {
+        Push::Queued => Ok(Routing::Taken),
+        Push::Backlog => Ok(Routing::Backlog(outbox.clone())),
+        Push::Closed => Err(Error::new(
+            ErrorKind::Unavailable,
+            format!("the TCP connection to {hop} is closing"),
+        )),
+        Push::TooLarge(e) => Err(e),
+        Push::Overloaded => Err(Error::new(
+            ErrorKind::ResourceExhausted,
+            format!("TCP peer {hop} is not reading; its backlog is full"),
+        )),
+    }
+}
+
 impl TransportRouter for TcpShared {
     fn route(&self, mut msg: LocalMessage) -> Result<Routing> {
         {
@@ -317,19 +334,7 @@ impl TransportRouter for TcpShared {
                         return Ok(Routing::Deliver(self.router_address.clone(), msg));
                     }
                     let hop = msg.transport_mut().onward_route.step()?;
-                    return match outbox.push(msg.transport()) {
-                        Push::Queued => Ok(Routing::Taken),
-                        Push::Backlog => Ok(Routing::Backlog(outbox.clone())),
-                        Push::Closed => Err(Error::new(
-                            ErrorKind::Unavailable,
-                            format!("the TCP connection to {hop} is closing"),
-                        )),
-                        Push::TooLarge(e) => Err(e),
-                        Push::Overloaded => Err(Error::new(
-                            ErrorKind::ResourceExhausted,
-                            format!("TCP peer {hop} is not reading; its backlog is full"),
-                        )),
-                    };
+                    return routing(&hop, outbox.push(msg.transport()), outbox);
                 }
                 Some(Peer::Down { until, reason, .. }) if Instant::now() < *until => {
                     return Err(unreachable(address, reason, *until))
@@ -338,5 +343,29 @@ impl TransportRouter for TcpShared {
             }
         }
         self.route_new(msg)
+    }
+
+    /// Straight into the outbox of a running connection; anything else
+    /// (no connection yet, earlier messages still with the router, the
+    /// peer down) takes the way of `route`.
+    fn route_parts(
+        &self,
+        onward_route: &Route,
+        return_route: &Route,
+        payload: &[&[u8]],
+    ) -> Option<Result<Routing>> {
+        let (hop, rest) = onward_route.as_slice().split_first()?;
+        let peers = self.read();
+        let Some(Peer::Up {
+            outbox, via_router, ..
+        }) = peers.get(hop.address())
+        else {
+            return None;
+        };
+        if via_router.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let push = outbox.push_parts(rest, return_route.as_slice(), payload);
+        Some(routing(hop, push, outbox))
     }
 }

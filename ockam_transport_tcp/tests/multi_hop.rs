@@ -144,6 +144,58 @@ fn messages_larger_than_the_frame_limit_are_refused_not_fatal() {
 }
 
 #[test]
+fn messages_passed_on_in_parts_arrive_whole_over_tcp() {
+    let server = TestNode::start();
+    let peer = server.addr.to_string();
+    let (mut ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let tcp = TcpTransport::create_with_options(
+                &ctx,
+                TcpOptions {
+                    max_frame_size: 1024,
+                    ..TcpOptions::default()
+                },
+            )
+            .await?;
+            let onward: Route = route![(TCP, peer.as_str()), "echoer"];
+            let back: Route = route![ctx.address()];
+            async fn send(
+                ctx: &ockam_node::Context,
+                onward: &Route,
+                back: &Route,
+                text: &str,
+            ) -> ockam_core::Result<()> {
+                let bytes = ockam_core::Message::encode(&text.to_string())?;
+                let (a, b) = bytes.split_at(bytes.len() / 2);
+                let mut on = ctx.onward();
+                let r = on.forward_parts(onward, back, &[a, b]);
+                ctx.settle(on).await;
+                r
+            }
+            // No connection yet: taken the way of a built message, which
+            // connects on demand.
+            send(&ctx, &onward, &back, "first").await?;
+            assert_eq!(ctx.receive::<String>().await?.take(), "first");
+            // Connected now: straight into the connection's outbox.
+            tcp.connect(&peer).await?;
+            send(&ctx, &onward, &back, "second").await?;
+            let reply = ctx.receive::<String>().await?;
+            assert_eq!(reply.return_route(), onward);
+            assert_eq!(reply.take(), "second");
+            // Too large for a frame: an error for the sender, nothing sent.
+            let err = send(&ctx, &onward, &back, &"x".repeat(4096))
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::ResourceExhausted, "{err}");
+            send(&ctx, &onward, &back, "third").await?;
+            assert_eq!(ctx.receive::<String>().await?.take(), "third");
+            ctx.stop().await
+        })
+        .unwrap();
+}
+
+#[test]
 fn many_small_messages_over_tcp_arrive_complete_and_in_order() {
     use ockam_core::{async_trait, Result, Routed, Worker};
     use ockam_node::Context;
