@@ -1,7 +1,7 @@
 //! What channel workers send each other (BARE-encoded).
 
 use crate::cipher_state::CipherState;
-use ockam_core::{wire, Error, ErrorKind, Result, TransportMessage};
+use ockam_core::{wire, Error, ErrorKind, Result, Route, TransportMessage};
 use ockam_vault::AEAD_TAG_LEN;
 use serde::{Deserialize, Serialize};
 
@@ -155,6 +155,45 @@ pub(crate) fn parse_transport(
     Some((nonce, start..end, tag))
 }
 
+/// The routes of the last inner message a channel end decoded, by the
+/// bytes they were decoded from. Messages through a channel mostly go
+/// between the same two workers, so most heads are the same bytes as the
+/// one before, and cloning two routes costs less than parsing them again.
+#[derive(Default)]
+pub(crate) struct HeadCache {
+    bytes: Vec<u8>,
+    last: Option<(Route, Route, usize)>,
+}
+
+impl HeadCache {
+    /// Decodes the inner message in `buf`: its payload, then its head at
+    /// `head` (see [`TransportMessage::decode_split`], whose checks a head
+    /// of the same bytes as the last one passed).
+    pub(crate) fn decode(
+        &mut self,
+        mut buf: Vec<u8>,
+        head: std::ops::Range<usize>,
+    ) -> Result<TransportMessage> {
+        if let Some((onward, back, payload_len)) = &self.last {
+            if *payload_len == head.start && buf.get(head.clone()) == Some(&self.bytes[..]) {
+                buf.truncate(head.start);
+                return Ok(TransportMessage::v1(onward.clone(), back.clone(), buf));
+            }
+        }
+        let bytes = buf.get(head.clone()).map(<[u8]>::to_vec);
+        let msg = TransportMessage::decode_split(buf, head)?;
+        if let Some(bytes) = bytes {
+            self.bytes = bytes;
+            self.last = Some((
+                msg.onward_route.clone(),
+                msg.return_route.clone(),
+                msg.payload.len(),
+            ));
+        }
+        Ok(msg)
+    }
+}
+
 /// The first byte of a decrypted transport message.
 pub(crate) const PLAIN_READY: u8 = 0;
 pub(crate) const PLAIN_MESSAGE: u8 = 1;
@@ -248,6 +287,35 @@ mod tests {
         assert!(parse_transport(&ChannelMessage::Handshake(vec![1]).encode().unwrap()).is_none());
         assert!(parse_transport(&fast[..fast.len() - 1]).is_none());
         assert!(parse_transport(&[1]).is_none());
+    }
+
+    #[test]
+    fn the_head_cache_decodes_what_decode_split_decodes() {
+        let mut cache = HeadCache::default();
+        let split = |m: &TransportMessage| {
+            let mut buf = m.payload.clone();
+            m.encode_head_with(|b| buf.extend_from_slice(b));
+            let head = m.payload.len()..buf.len();
+            (buf, head)
+        };
+        let a = TransportMessage::v1(route!["sink"], route!["app"], vec![1; 10]);
+        let b = TransportMessage::v1(route!["sink"], route!["app"], vec![2; 10]);
+        let c = TransportMessage::v1(route!["other", "x"], route![], vec![3; 12]);
+        for m in [&a, &b, &b, &c, &a, &a] {
+            let (buf, head) = split(m);
+            assert_eq!(&cache.decode(buf, head).unwrap(), m);
+        }
+        // The same head bytes with a payload of another length: refused,
+        // as decode_split refuses it.
+        let (mut buf, head) = split(&a);
+        buf.insert(0, 9);
+        let head = head.start + 1..head.end + 1;
+        assert!(cache.decode(buf.clone(), head.clone()).is_err());
+        assert!(TransportMessage::decode_split(buf, head).is_err());
+        // A head that does not decode is refused and not remembered.
+        let (buf, head) = split(&a);
+        assert!(cache.decode(buf.clone(), 0..head.end).is_err());
+        assert_eq!(cache.decode(buf, head).unwrap(), a);
     }
 
     #[test]

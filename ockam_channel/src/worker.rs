@@ -12,7 +12,8 @@
 use crate::cipher_state::CipherState;
 use crate::handshake_state::{HandshakeState, Role};
 use crate::messages::{
-    parse_transport, seal_transport, split_plaintext, ChannelMessage, PLAIN_MESSAGE, PLAIN_READY,
+    parse_transport, seal_transport, split_plaintext, ChannelMessage, HeadCache, PLAIN_MESSAGE,
+    PLAIN_READY,
 };
 use crate::replay::ReplayWindow;
 use ockam_core::{
@@ -56,8 +57,6 @@ pub(crate) type Done = oneshot::Sender<Result<(PublicKey, [u8; 32])>>;
 /// task's thread (no task switch per message).
 pub(crate) struct Secure {
     local: Address,
-    /// Our `remote` address, as the return route of what we send.
-    remote_route: Route,
     send: Mutex<SendHalf>,
     recv: Mutex<RecvHalf>,
     remote_static: PublicKey,
@@ -75,6 +74,7 @@ struct SendHalf {
 struct RecvHalf {
     cipher: CipherState,
     replay: ReplayWindow,
+    heads: HeadCache,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -94,7 +94,10 @@ impl Secure {
         let mut send = lock(&self.send);
         let nonce = send.cipher.next_nonce()?;
         let sealed = seal_transport(&send.cipher, nonce, kind, body)?;
-        onward.forward_parts(&send.peer_route, &self.remote_route, &sealed.parts())
+        // No return route: the peer sends back along its own route to our
+        // `remote` address, and the hops on the way (a TCP connection on
+        // the far side) then have fewer addresses to decode and prepend to.
+        onward.forward_parts(&send.peer_route, &Route::empty(), &sealed.parts())
     }
 
     /// Plaintext from this node, sent to our `local` address.
@@ -114,7 +117,7 @@ impl Secure {
             warn!(channel = %self.local, "dropped a malformed encrypted message");
             return;
         };
-        {
+        let mut inner = {
             let mut recv = lock(&self.recv);
             if !recv.replay.check(nonce) {
                 warn!(channel = %self.local, nonce, "dropped a replayed (or too old) message");
@@ -131,33 +134,36 @@ impl Secure {
                 return;
             }
             recv.replay.accept(nonce);
-        }
-        payload.truncate(ciphertext.len());
-        let Some((kind, head)) = split_plaintext(&payload) else {
-            warn!(channel = %self.local, "dropped a decrypted message that is not laid out as a channel message");
-            return;
-        };
-        match kind {
-            PLAIN_READY => {
-                if let Some(done) = lock(&self.done).take() {
-                    let _ = done.send(Ok((self.remote_static, self.handshake_hash)));
-                }
-            }
-            PLAIN_MESSAGE => {
-                let mut inner = match TransportMessage::decode_split(payload, head) {
+            payload.truncate(ciphertext.len());
+            let Some((kind, head)) = split_plaintext(&payload) else {
+                warn!(channel = %self.local, "dropped a decrypted message that is not laid out as a channel message");
+                return;
+            };
+            match kind {
+                PLAIN_MESSAGE => match recv.heads.decode(payload, head) {
                     Ok(m) => m,
                     Err(e) => {
                         warn!(channel = %self.local, error = %e, "dropped a decrypted message that does not decode");
                         return;
                     }
-                };
-                // Replies come back through this channel.
-                inner.return_route.modify().prepend(self.local.clone());
-                if let Err(e) = onward.forward(LocalMessage::new(inner)) {
-                    warn!(channel = %self.local, error = %e, "dropped a message from the secure channel");
+                },
+                PLAIN_READY => {
+                    drop(recv);
+                    if let Some(done) = lock(&self.done).take() {
+                        let _ = done.send(Ok((self.remote_static, self.handshake_hash)));
+                    }
+                    return;
+                }
+                _ => {
+                    warn!(channel = %self.local, "dropped a decrypted message of unknown kind");
+                    return;
                 }
             }
-            _ => warn!(channel = %self.local, "dropped a decrypted message of unknown kind"),
+        };
+        // Replies come back through this channel.
+        inner.return_route.modify().prepend(self.local.clone());
+        if let Err(e) = onward.forward(LocalMessage::new(inner)) {
+            warn!(channel = %self.local, error = %e, "dropped a message from the secure channel");
         }
     }
 }
@@ -372,7 +378,6 @@ impl ChannelWorker {
         let transport = hs.into_transport()?;
         let secure = Arc::new(Secure {
             local: self.local.clone(),
-            remote_route: self.remote.clone().into(),
             send: Mutex::new(SendHalf {
                 cipher: transport.send,
                 peer_route: self.peer_route.clone(),
@@ -380,6 +385,7 @@ impl ChannelWorker {
             recv: Mutex::new(RecvHalf {
                 cipher: transport.recv,
                 replay: ReplayWindow::default(),
+                heads: HeadCache::default(),
             }),
             remote_static: transport.remote_static,
             handshake_hash: transport.handshake_hash,
