@@ -111,7 +111,8 @@ fn main() {
     let slices: u64 = std::env::var("BENCH_SLICES")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(if quick { 1 } else { 10 });
+        .unwrap_or(if quick { 1 } else { 10 })
+        .max(1);
     let per_slice = move |n: u64| (n / slices).max(1);
     let (b, done, stop) = start_b(vec![
         per_slice(sizes[0].1),

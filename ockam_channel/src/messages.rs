@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 pub enum ChannelMessage {
     /// One of the three Noise XX handshake messages.
     Handshake(#[serde(with = "serde_bytes_compat")] Vec<u8>),
-    /// An encrypted message (a kind byte, then an encoded transport
-    /// message), with its explicit nonce.
+    /// An encrypted message (see `seal_transport` for the plaintext's
+    /// layout), with its explicit nonce.
     Transport {
         /// The nonce it was encrypted with (also the replay counter).
         nonce: u64,
@@ -46,15 +46,20 @@ const PREFIX_MAX: usize = 1 + 8 + 10;
 /// message's payload. A transport copies both into its output buffer (see
 /// `Onward::forward_parts`) without their being joined first.
 pub(crate) struct Sealed {
-    prefix: [u8; PREFIX_MAX],
-    prefix_len: usize,
-    ciphertext: Vec<u8>,
+    pub(crate) prefix: Prefix,
+    pub(crate) ciphertext: Vec<u8>,
 }
 
-impl Sealed {
-    /// The encoding, as the parts that make it up.
-    pub(crate) fn parts(&self) -> [&[u8]; 2] {
-        [&self.prefix[..self.prefix_len], &self.ciphertext]
+/// The bytes of an encoded `ChannelMessage::Transport` before its
+/// ciphertext.
+pub(crate) struct Prefix {
+    bytes: [u8; PREFIX_MAX],
+    len: usize,
+}
+
+impl Prefix {
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 
@@ -65,10 +70,10 @@ impl Sealed {
 /// (u32 LE) | padding length (u8) | kind (u8)`
 ///
 /// padded with zeros to a multiple of 16 bytes (no body: no payload, no
-/// head), and encrypted in the body's payload buffer (without an
-/// allocation when it has room for the rest, see
-/// [`ockam_core::ENCODE_HEADROOM`]); the receiver decrypts it to the front
-/// of its buffer, where the payload is then in place.
+/// head), and encrypted in the body's payload buffer (which the head and
+/// the rest fit in without an allocation for routes of a few short
+/// addresses, see [`ockam_core::ENCODE_HEADROOM`]); the receiver decrypts
+/// it to the front of its buffer, where the payload is then in place.
 pub(crate) fn seal_transport(
     cipher: &CipherState,
     nonce: u64,
@@ -97,18 +102,19 @@ pub(crate) fn seal_transport(
     out.extend_from_slice(&[pad as u8, kind]);
     let tag = cipher.encrypt_slice_with_nonce(nonce, &[], &mut out)?;
     out.extend_from_slice(&tag);
-    let mut prefix = [0u8; PREFIX_MAX];
-    let mut prefix_len = 0;
+    let mut prefix = Prefix {
+        bytes: [0; PREFIX_MAX],
+        len: 0,
+    };
     let mut put = |b: u8| {
-        prefix[prefix_len] = b;
-        prefix_len += 1;
+        prefix.bytes[prefix.len] = b;
+        prefix.len += 1;
     };
     wire::put_uint_with(TRANSPORT_TAG, &mut put);
     nonce.to_le_bytes().into_iter().for_each(&mut put);
     wire::put_uint_with(out.len() as u64, &mut put);
     Ok(Sealed {
         prefix,
-        prefix_len,
         ciphertext: out,
     })
 }
@@ -121,7 +127,7 @@ pub(crate) fn split_plaintext(plain: &[u8]) -> Option<(u8, std::ops::Range<usize
     let trailer = plain.get(len.checked_sub(TRAILER)?..)?;
     let head_len = u32::from_le_bytes(trailer[..4].try_into().ok()?) as usize;
     let (pad, kind) = (trailer[4] as usize, trailer[5]);
-    if pad >= PAD_TO {
+    if pad >= PAD_TO || len % PAD_TO != 0 {
         return None;
     }
     let head_end = len - TRAILER - pad.min(len - TRAILER);
@@ -194,7 +200,7 @@ impl HeadCache {
     }
 }
 
-/// The first byte of a decrypted transport message.
+/// The kind of a decrypted transport message (its last byte).
 pub(crate) const PLAIN_READY: u8 = 0;
 pub(crate) const PLAIN_MESSAGE: u8 = 1;
 
@@ -231,10 +237,8 @@ mod tests {
     use ockam_core::{route, Message};
 
     fn seal(cipher: &CipherState, nonce: u64, kind: u8, body: Option<TransportMessage>) -> Vec<u8> {
-        seal_transport(cipher, nonce, kind, body)
-            .unwrap()
-            .parts()
-            .concat()
+        let sealed = seal_transport(cipher, nonce, kind, body).unwrap();
+        [sealed.prefix.as_slice(), &sealed.ciphertext].concat()
     }
 
     /// Decrypts a sealed `ChannelMessage::Transport` the way the channel
@@ -318,36 +322,38 @@ mod tests {
         assert_eq!(cache.decode(buf, head).unwrap(), a);
     }
 
+    /// A plaintext: `bytes`, then the trailer.
+    fn laid_out(bytes: &[u8], head_len: u32, pad: u8, kind: u8) -> Vec<u8> {
+        let mut v = bytes.to_vec();
+        v.extend_from_slice(&head_len.to_le_bytes());
+        v.extend_from_slice(&[pad, kind]);
+        v
+    }
+
     #[test]
     fn plaintexts_not_laid_out_as_sealed_are_refused() {
-        assert_eq!(split_plaintext(&[0, 0, 0, 0, 0, 1]), Some((1, 0..0)));
-        assert_eq!(split_plaintext(&[7, 9, 2, 0, 0, 0, 0, 1]), Some((1, 0..2)));
+        let ok = |bytes: &[u8], head_len, pad, kind| {
+            split_plaintext(&laid_out(bytes, head_len, pad, kind))
+        };
+        assert_eq!(ok(&[0; 10], 0, 10, 1), Some((1, 0..0)));
         assert_eq!(
-            split_plaintext(&[7, 9, 0, 2, 0, 0, 0, 1, 1]),
+            ok(&[7, 9, 0, 0, 0, 0, 0, 0, 0, 0], 2, 8, 1),
             Some((1, 0..2))
         );
-        // Shorter than the trailer.
+        assert_eq!(ok(&[7; 10], 10, 0, 0), Some((0, 0..10)));
+        assert_eq!(ok(&[7; 26], 10, 0, 1), Some((1, 16..26)));
+        // Not whole blocks, or shorter than the trailer.
+        assert_eq!(ok(&[0; 9], 0, 9, 1), None);
+        assert_eq!(ok(&[0; 11], 0, 10, 1), None);
         assert_eq!(split_plaintext(&[]), None);
-        assert_eq!(split_plaintext(&[0, 0, 0, 0, 1]), None);
+        assert_eq!(split_plaintext(&[0; 5]), None);
         // More padding than a block, or than there is, or not zeros.
-        assert_eq!(
-            split_plaintext(
-                &[0; 32][..]
-                    .iter()
-                    .copied()
-                    .chain([0, 0, 0, 0, 16, 1])
-                    .collect::<Vec<_>>()
-            ),
-            None
-        );
-        assert_eq!(split_plaintext(&[0, 0, 0, 0, 2, 1]), None);
-        assert_eq!(split_plaintext(&[5, 0, 0, 0, 0, 1, 1]), None);
+        assert_eq!(ok(&[0; 26], 0, 16, 1), None);
+        assert_eq!(ok(&[0; 10], 0, 11, 1), None);
+        assert_eq!(ok(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 5], 0, 10, 1), None);
         // A head longer than what is there.
-        assert_eq!(split_plaintext(&[9, 2, 0, 0, 0, 0, 1]), None);
-        assert_eq!(
-            split_plaintext(&[0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 1]),
-            None
-        );
+        assert_eq!(ok(&[0; 10], 11, 0, 1), None);
+        assert_eq!(ok(&[0; 10], u32::MAX, 0, 1), None);
     }
 
     proptest::proptest! {

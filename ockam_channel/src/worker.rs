@@ -82,7 +82,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Secure {
-    /// Encrypts one plaintext (its kind, then `body`) and passes it on to
+    /// Encrypts one plaintext (`body` and its kind) and passes it on to
     /// the peer. The nonce is taken and the message handed on under one
     /// lock, so ciphertexts leave in nonce order.
     fn seal_and_send(
@@ -97,7 +97,12 @@ impl Secure {
         // No return route: the peer sends back along its own route to our
         // `remote` address, and the hops on the way (a TCP connection on
         // the far side) then have fewer addresses to decode and prepend to.
-        onward.forward_parts(&send.peer_route, &Route::empty(), &sealed.parts())
+        onward.forward_parts(
+            &send.peer_route,
+            &Route::empty(),
+            sealed.prefix.as_slice(),
+            sealed.ciphertext,
+        )
     }
 
     /// Plaintext from this node, sent to our `local` address.
@@ -147,7 +152,7 @@ impl Secure {
                         return;
                     }
                 },
-                PLAIN_READY => {
+                PLAIN_READY if head.is_empty() && head.start == 0 => {
                     drop(recv);
                     if let Some(done) = lock(&self.done).take() {
                         let _ = done.send(Ok((self.remote_static, self.handshake_hash)));

@@ -71,6 +71,40 @@ fn a_channel_inside_one_node_carries_messages_and_replies() {
     });
 }
 
+#[test]
+fn messages_of_every_length_and_route_come_through_whole() {
+    run(|mut ctx| {
+        Box::pin(async move {
+            let vault = Vault::create(&ctx)?;
+            ctx.start_worker("echoer", Echoer).await?;
+            ctx.start_worker("echoer-with-a-much-longer-name-than-most", Echoer)
+                .await?;
+            SecureChannel::create_listener(&ctx, "listener", &vault).await?;
+            let channel = SecureChannel::create(&ctx, "listener", &vault).await?;
+            // Lengths around the 16-byte padding, in both directions, and
+            // the same routes one after another (the receiver reuses the
+            // routes it decoded last) as well as different ones.
+            for (i, len) in [0, 1, 9, 10, 15, 16, 17, 31, 1025, 0, 70_000, 3]
+                .into_iter()
+                .enumerate()
+            {
+                let to = if i % 4 == 3 {
+                    "echoer-with-a-much-longer-name-than-most"
+                } else {
+                    "echoer"
+                };
+                let text: String = (0..len).map(|n| (b'a' + (n % 26) as u8) as char).collect();
+                ctx.send(route![channel.address(), to], text.clone())
+                    .await?;
+                let reply = ctx.receive::<String>().await?;
+                assert_eq!(reply.return_route(), route![channel.address(), to]);
+                assert_eq!(reply.take(), text, "{len} bytes to {to}");
+            }
+            ctx.stop().await
+        })
+    });
+}
+
 /// Checks order and reports the count at the end.
 struct Checker {
     next: u64,

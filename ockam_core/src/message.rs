@@ -31,8 +31,8 @@ where
 }
 
 /// Spare capacity [`encode`] leaves after a value, so that a hop that wraps
-/// the message (a secure channel: its header, routes and tag) can do it in
-/// the same buffer.
+/// the message (a secure channel: the routes, padding and tag it seals
+/// after the payload) can do it in the same buffer.
 pub const ENCODE_HEADROOM: usize = 128;
 
 /// Counts the bytes written to it.
@@ -304,14 +304,12 @@ impl TransportMessage {
     pub fn decode_split(mut buf: Vec<u8>, head: std::ops::Range<usize>) -> Result<Self> {
         let data = buf.get(head.clone()).ok_or_else(|| {
             Error::new(
-                ErrorKind::Encoding,
+                ErrorKind::Decoding,
                 "transport message head outside the buffer",
             )
         })?;
         let mut r = wire::Reader::new(data);
-        let version = r.u8()?;
-        let onward_route = r.route()?;
-        let return_route = r.route()?;
+        let routes = Self::read_routes(&mut r)?;
         let len = r.uint()?;
         r.finish()?;
         if len != head.start as u64 {
@@ -324,19 +322,22 @@ impl TransportMessage {
             ));
         }
         buf.truncate(head.start);
-        Self::checked((version, onward_route, return_route), buf)
+        Self::checked(routes, buf)
     }
 
     /// Version and routes, and where the payload is in `data`.
     fn decode_head(data: &[u8]) -> Result<((u8, Route, Route), std::ops::Range<usize>)> {
         let mut r = wire::Reader::new(data);
-        let version = r.u8()?;
-        let onward_route = r.route()?;
-        let return_route = r.route()?;
+        let routes = Self::read_routes(&mut r)?;
         let len = r.bytes()?.len();
         r.finish()?;
         let end = data.len();
-        Ok(((version, onward_route, return_route), end - len..end))
+        Ok((routes, end - len..end))
+    }
+
+    /// Version, onward route and return route.
+    fn read_routes(r: &mut wire::Reader<'_>) -> Result<(u8, Route, Route)> {
+        Ok((r.u8()?, r.route()?, r.route()?))
     }
 
     fn checked(

@@ -138,40 +138,48 @@ impl Onward<'_> {
         Ok(())
     }
 
-    /// Delivers the message made of these routes and this payload (in
-    /// parts, joined), like [`Onward::forward`] of the built message; when
-    /// the next hop is a transport, without building it (see
-    /// [`TransportRouter::route_parts`]).
+    /// Delivers the message made of these routes and the payload `head`
+    /// followed by `body`, like [`Onward::forward`] of the built message.
+    /// When the next hop is a transport, the message is not built: its
+    /// parts are copied straight into the transport's buffer (see
+    /// [`TransportRouter::route_parts`]); otherwise `head` is put in front
+    /// of `body` in `body`'s buffer (no allocation when it has the room).
     pub fn forward_parts(
         &mut self,
         onward_route: &Route,
         return_route: &Route,
-        payload: &[&[u8]],
+        head: &[u8],
+        body: Vec<u8>,
     ) -> Result<()> {
         let next = onward_route.next()?;
         if !next.is_local() {
             // Like `deliver`, under the read lock (routers do not block).
             let routing = read(&self.router.transports)
                 .get(&next.transport_type())
-                .and_then(|router| router.route_parts(onward_route, return_route, payload));
+                .and_then(|router| router.route_parts(onward_route, return_route, &[head, &body]));
             if let Some(routing) = routing {
-                return match routing? {
-                    Routing::Taken => Ok(()),
-                    Routing::Backlog(p) => {
-                        self.pressure = Some(p);
-                        Ok(())
+                let waiting = match routing? {
+                    Routing::Deliver(..) => {
+                        return Err(Error::new(
+                            ErrorKind::Internal,
+                            "a transport router answered route_parts with Deliver",
+                        ))
                     }
-                    Routing::Deliver(..) => Err(Error::new(
-                        ErrorKind::Internal,
-                        "a transport router answered route_parts with Deliver",
-                    )),
+                    routing => self.router.settle_routing(routing)?,
                 };
+                self.pressure = waiting.or(self.pressure.take());
+                return Ok(());
             }
         }
+        let mut payload = body;
+        let len = payload.len();
+        payload.resize(head.len() + len, 0);
+        payload.copy_within(..len, head.len());
+        payload[..head.len()].copy_from_slice(head);
         self.forward(LocalMessage::new(TransportMessage::v1(
             onward_route.clone(),
             return_route.clone(),
-            payload.concat(),
+            payload,
         )))
     }
 }
@@ -436,11 +444,7 @@ impl Router {
                     ))
                 }
             };
-            return match routing {
-                Routing::Taken => Ok(None),
-                Routing::Backlog(p) => Ok(Some(p)),
-                Routing::Deliver(worker, msg) => self.deliver_to(&worker, msg),
-            };
+            return self.settle_routing(routing);
         }
         // Sending never blocks (mailboxes are unbounded), so it happens
         // under the read lock instead of cloning the sender.
@@ -466,6 +470,15 @@ impl Router {
                 let pressure = self.deliver_to(&next, msg)?;
                 Ok(pressure.or(onward.pressure))
             }
+        }
+    }
+
+    /// Carries out what a transport router decided.
+    fn settle_routing(&self, routing: Routing) -> Result<Waiting> {
+        match routing {
+            Routing::Taken => Ok(None),
+            Routing::Backlog(p) => Ok(Some(p)),
+            Routing::Deliver(worker, msg) => self.deliver_to(&worker, msg),
         }
     }
 

@@ -12,7 +12,7 @@ fn a_message_in_parts_to_a_local_address_arrives_built() {
             let (a, b) = bytes.split_at(5);
             let back: Route = route!["somewhere", "else"];
             let mut onward = ctx.onward();
-            onward.forward_parts(&route![ctx.address()], &back, &[a, &[], b])?;
+            onward.forward_parts(&route![ctx.address()], &back, a, b.to_vec())?;
             ctx.settle(onward).await;
             let msg = ctx.receive::<String>().await?;
             assert_eq!(msg.return_route(), back);
@@ -20,9 +20,11 @@ fn a_message_in_parts_to_a_local_address_arrives_built() {
             // An unknown next hop is the sender's error.
             let mut onward = ctx.onward();
             assert!(onward
-                .forward_parts(&route!["nobody"], &back, &[b"x"])
+                .forward_parts(&route!["nobody"], &back, b"x", vec![])
                 .is_err());
-            assert!(onward.forward_parts(&route![], &back, &[b"x"]).is_err());
+            assert!(onward
+                .forward_parts(&route![], &back, b"x", vec![])
+                .is_err());
             ctx.stop().await
         })
         .unwrap();

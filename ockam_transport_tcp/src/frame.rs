@@ -2,7 +2,7 @@
 //! one BARE-encoded [`TransportMessage`]. A plain state machine with no I/O:
 //! the connection reads bytes into it and takes whole frames out.
 
-use ockam_core::{Address, Error, ErrorKind, Result, TransportMessage, TRANSPORT_MESSAGE_VERSION};
+use ockam_core::{Address, Error, ErrorKind, Result, TransportMessage};
 
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX: usize = 4;
@@ -152,27 +152,22 @@ fn frame_len(avail: &[u8]) -> usize {
 /// Appends `msg` as one frame to `out`; refuses (and leaves `out` as it
 /// was) when the encoding is longer than `max_frame`.
 pub fn encode_frame(msg: &TransportMessage, out: &mut Vec<u8>, max_frame: usize) -> Result<()> {
-    let start = out.len();
-    out.extend_from_slice(&[0; LENGTH_PREFIX]);
-    msg.encode_into(out);
-    let len = out.len() - start - LENGTH_PREFIX;
-    if len > max_frame || len > u32::MAX as usize {
-        out.truncate(start);
-        return Err(FrameError::Oversize {
-            len,
-            max: max_frame,
-        }
-        .into());
-    }
-    out[start..start + LENGTH_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
-    Ok(())
+    encode_frame_parts(
+        msg.version,
+        msg.onward_route.as_slice(),
+        msg.return_route.as_slice(),
+        &[&msg.payload],
+        out,
+        max_frame,
+    )
 }
 
-/// Appends one frame for a message that is not built: its routes and its
-/// payload, in parts (the same bytes as [`encode_frame`] of the built
-/// message with the parts joined).
-/// Nothing is appended if the frame would be too large.
+/// Appends one frame for a message that is not built: its version, routes
+/// and payload, in parts (the same bytes as [`encode_frame`] of the built
+/// message with the parts joined). Nothing is appended if the frame would
+/// be too large.
 pub(crate) fn encode_frame_parts(
+    version: u8,
     onward_route: &[Address],
     return_route: &[Address],
     payload: &[&[u8]],
@@ -183,7 +178,7 @@ pub(crate) fn encode_frame_parts(
     let start = out.len();
     out.extend_from_slice(&[0; LENGTH_PREFIX]);
     TransportMessage::encode_head_parts(
-        TRANSPORT_MESSAGE_VERSION,
+        version,
         onward_route,
         return_route,
         payload_len,
@@ -269,6 +264,7 @@ mod tests {
         let mut out = vec![9];
         let (a, b) = payload.split_at(100);
         encode_frame_parts(
+            1,
             &onward.as_slice()[1..],
             back.as_slice(),
             &[a, &[], b],
@@ -278,7 +274,7 @@ mod tests {
         .unwrap();
         assert_eq!(out, expected);
         // Too large: an error, and the buffer as it was.
-        let err = encode_frame_parts(&[], &[], &[&payload], &mut out, 100).unwrap_err();
+        let err = encode_frame_parts(1, &[], &[], &[&payload], &mut out, 100).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ResourceExhausted);
         assert_eq!(out, expected);
     }

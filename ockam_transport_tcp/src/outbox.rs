@@ -13,7 +13,7 @@
 //! messages instead of holding an unbounded backlog.
 
 use crate::frame::{encode_frame, encode_frame_parts};
-use ockam_core::{Address, Error, Result, TransportMessage};
+use ockam_core::{Address, Error, Result, TransportMessage, TRANSPORT_MESSAGE_VERSION};
 use ockam_node::{Backpressure, PRESSURE_WAIT};
 use std::future::Future;
 use std::pin::Pin;
@@ -106,7 +106,14 @@ impl Outbox {
         payload: &[&[u8]],
     ) -> Push {
         self.append(|buf, max_frame| {
-            encode_frame_parts(onward_route, return_route, payload, buf, max_frame)
+            encode_frame_parts(
+                TRANSPORT_MESSAGE_VERSION,
+                onward_route,
+                return_route,
+                payload,
+                buf,
+                max_frame,
+            )
         })
     }
 

@@ -169,7 +169,7 @@ fn messages_passed_on_in_parts_arrive_whole_over_tcp() {
                 let bytes = ockam_core::Message::encode(&text.to_string())?;
                 let (a, b) = bytes.split_at(bytes.len() / 2);
                 let mut on = ctx.onward();
-                let r = on.forward_parts(onward, back, &[a, b]);
+                let r = on.forward_parts(onward, back, a, b.to_vec());
                 ctx.settle(on).await;
                 r
             }
@@ -190,6 +190,39 @@ fn messages_passed_on_in_parts_arrive_whole_over_tcp() {
             assert_eq!(err.kind(), ErrorKind::ResourceExhausted, "{err}");
             send(&ctx, &onward, &back, "third").await?;
             assert_eq!(ctx.receive::<String>().await?.take(), "third");
+            ctx.stop().await
+        })
+        .unwrap();
+}
+
+#[test]
+fn messages_in_parts_and_built_ones_keep_their_order_to_a_new_peer() {
+    const N: usize = 1000;
+    let server = TestNode::start();
+    let peer = server.addr.to_string();
+    let (mut ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let _tcp = TcpTransport::create(&ctx).await?;
+            let onward: Route = route![(TCP, peer.as_str()), "echoer"];
+            let back: Route = route![ctx.address()];
+            // The first ones go through the on-demand router while it
+            // connects; later ones straight to the connection.
+            for i in 0..N {
+                let text = format!("m{i}");
+                if i % 2 == 0 {
+                    ctx.send(onward.clone(), text).await?;
+                } else {
+                    let bytes = ockam_core::Message::encode(&text)?;
+                    let mut on = ctx.onward();
+                    let r = on.forward_parts(&onward, &back, &bytes[..1], bytes[1..].to_vec());
+                    ctx.settle(on).await;
+                    r?;
+                }
+            }
+            for i in 0..N {
+                assert_eq!(ctx.receive::<String>().await?.take(), format!("m{i}"));
+            }
             ctx.stop().await
         })
         .unwrap();
