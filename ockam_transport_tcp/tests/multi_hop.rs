@@ -114,6 +114,18 @@ fn unreachable_peers_give_errors_and_bad_addresses_are_refused() {
         .unwrap();
 }
 
+/// A transport whose frames are at most 1 KiB.
+async fn small_frames(ctx: &ockam_node::Context) -> ockam_core::Result<TcpTransport> {
+    TcpTransport::create_with_options(
+        ctx,
+        TcpOptions {
+            max_frame_size: 1024,
+            ..TcpOptions::default()
+        },
+    )
+    .await
+}
+
 #[test]
 fn messages_larger_than_the_frame_limit_are_refused_not_fatal() {
     let server = TestNode::start();
@@ -121,14 +133,7 @@ fn messages_larger_than_the_frame_limit_are_refused_not_fatal() {
     let (mut ctx, mut executor) = start_node();
     executor
         .execute(async move {
-            let tcp = TcpTransport::create_with_options(
-                &ctx,
-                TcpOptions {
-                    max_frame_size: 1024,
-                    ..TcpOptions::default()
-                },
-            )
-            .await?;
+            let tcp = small_frames(&ctx).await?;
             tcp.connect(&peer).await?;
             let err = ctx
                 .send(route![(TCP, peer.as_str()), "echoer"], "x".repeat(4096))
@@ -150,14 +155,7 @@ fn messages_passed_on_in_parts_arrive_whole_over_tcp() {
     let (mut ctx, mut executor) = start_node();
     executor
         .execute(async move {
-            let tcp = TcpTransport::create_with_options(
-                &ctx,
-                TcpOptions {
-                    max_frame_size: 1024,
-                    ..TcpOptions::default()
-                },
-            )
-            .await?;
+            let tcp = small_frames(&ctx).await?;
             let onward: Route = route![(TCP, peer.as_str()), "echoer"];
             let back: Route = route![ctx.address()];
             async fn send(
