@@ -139,11 +139,13 @@ pub(crate) fn split_plaintext(plain: &[u8]) -> Option<(u8, std::ops::Range<usize
     Some((kind, head_start..head_end))
 }
 
+/// A `ChannelMessage::Transport` found in a payload: its nonce, where its
+/// ciphertext (without tag) is, and its tag.
+pub(crate) type Transport = (u64, std::ops::Range<usize>, [u8; AEAD_TAG_LEN]);
+
 /// If `payload` is a `ChannelMessage::Transport`, its nonce and where its
 /// ciphertext (without tag) and tag are.
-pub(crate) fn parse_transport(
-    payload: &[u8],
-) -> Option<(u64, std::ops::Range<usize>, [u8; AEAD_TAG_LEN])> {
+pub(crate) fn parse_transport(payload: &[u8]) -> Option<Transport> {
     let mut r = wire::Reader::new(payload);
     if r.uint().ok()? != TRANSPORT_TAG {
         return None;
@@ -186,16 +188,17 @@ impl HeadCache {
                 return Ok(TransportMessage::v1(onward.clone(), back.clone(), buf));
             }
         }
-        let bytes = buf.get(head.clone()).map(<[u8]>::to_vec);
+        // Remembered only once it decodes (the buffer is reused).
+        self.last = None;
+        self.bytes.clear();
+        self.bytes
+            .extend_from_slice(buf.get(head.clone()).unwrap_or_default());
         let msg = TransportMessage::decode_split(buf, head)?;
-        if let Some(bytes) = bytes {
-            self.bytes = bytes;
-            self.last = Some((
-                msg.onward_route.clone(),
-                msg.return_route.clone(),
-                msg.payload.len(),
-            ));
-        }
+        self.last = Some((
+            msg.onward_route.clone(),
+            msg.return_route.clone(),
+            msg.payload.len(),
+        ));
         Ok(msg)
     }
 }

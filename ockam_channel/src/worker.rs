@@ -12,8 +12,8 @@
 use crate::cipher_state::CipherState;
 use crate::handshake_state::{HandshakeState, Role};
 use crate::messages::{
-    parse_transport, seal_transport, split_plaintext, ChannelMessage, HeadCache, PLAIN_MESSAGE,
-    PLAIN_READY,
+    parse_transport, seal_transport, split_plaintext, ChannelMessage, HeadCache, Transport,
+    PLAIN_MESSAGE, PLAIN_READY,
 };
 use crate::replay::ReplayWindow;
 use ockam_core::{
@@ -114,14 +114,11 @@ impl Secure {
     }
 
     /// Decrypts a `ChannelMessage::Transport` (the whole encoded payload,
-    /// decrypted to the front of its own buffer) and passes the message
-    /// inside on. What is not authentic, replayed or malformed is dropped
+    /// as `parse_transport` found it, decrypted to the front of its own
+    /// buffer) and passes the message inside on. What is not authentic, replayed or malformed is dropped
     /// with a log line.
-    fn receive(&self, mut payload: Vec<u8>, onward: &mut Onward<'_>) {
-        let Some((nonce, ciphertext, tag)) = parse_transport(&payload) else {
-            warn!(channel = %self.local, "dropped a malformed encrypted message");
-            return;
-        };
+    fn receive(&self, mut payload: Vec<u8>, parsed: Transport, onward: &mut Onward<'_>) {
+        let (nonce, ciphertext, tag) = parsed;
         let mut inner = {
             let mut recv = lock(&self.recv);
             if !recv.replay.check(nonce) {
@@ -189,10 +186,11 @@ struct RemoteHandler(Arc<Secure>);
 
 impl InlineHandler for RemoteHandler {
     fn handle(&self, msg: LocalMessage, onward: &mut Onward<'_>) -> Result<Option<LocalMessage>> {
-        if parse_transport(&msg.transport().payload).is_none() {
+        let Some(parsed) = parse_transport(&msg.transport().payload) else {
             return Ok(Some(msg));
-        }
-        self.0.receive(msg.into_transport_message().payload, onward);
+        };
+        self.0
+            .receive(msg.into_transport_message().payload, parsed, onward);
         Ok(None)
     }
 }
@@ -314,18 +312,19 @@ impl ChannelWorker {
         let _ = ctx.stop_worker(self.local.clone()).await;
     }
 
-    /// Encrypts one plaintext and sends it, from the worker's own task.
-    async fn seal_and_send(
+    /// Runs `f` on the established channel from the worker's own task (as
+    /// the inline handlers do on the sender's), then waits for the
+    /// back-pressure its deliveries met.
+    async fn on_secure<R>(
         &self,
         ctx: &Context,
-        kind: u8,
-        body: Option<TransportMessage>,
-    ) -> Result<()> {
+        f: impl FnOnce(&Secure, &mut Onward<'_>) -> R,
+    ) -> Result<R> {
         let secure = self.secure()?;
         let mut onward = ctx.onward();
-        let r = secure.seal_and_send(kind, body, &mut onward);
+        let r = f(secure, &mut onward);
         ctx.settle(onward).await;
-        r
+        Ok(r)
     }
 
     fn secure(&self) -> Result<&Arc<Secure>> {
@@ -368,7 +367,8 @@ impl ChannelWorker {
             info!(channel = %self.local, peer = %self.secure()?.remote_static, "secure channel handshake done");
             if !self.initiator {
                 // Tell the initiator it may send.
-                self.seal_and_send(ctx, PLAIN_READY, None).await?;
+                self.on_secure(ctx, |s, onward| s.seal_and_send(PLAIN_READY, None, onward))
+                    .await??;
             }
         }
         Ok(())
@@ -473,30 +473,21 @@ impl Worker for ChannelWorker {
         let to_local = msg.msg_addr() == Some(&self.local);
         let local = msg.into_local_message();
         if to_local {
-            let r = match self.secure() {
-                Ok(secure) => {
-                    let mut onward = ctx.onward();
-                    let r = secure.send_plaintext(local, &mut onward);
-                    ctx.settle(onward).await;
-                    r
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = r {
+            let r = self
+                .on_secure(ctx, |s, onward| s.send_plaintext(local, onward))
+                .await;
+            if let Err(e) = r.and_then(|r| r) {
                 warn!(channel = %self.local, error = %e, "could not send through the secure channel");
             }
             return Ok(());
         }
-        if parse_transport(&local.transport().payload).is_some() {
-            match self.secure() {
-                Ok(secure) => {
-                    let mut onward = ctx.onward();
-                    secure.receive(local.into_transport_message().payload, &mut onward);
-                    ctx.settle(onward).await;
-                }
-                Err(_) => {
-                    warn!(channel = %self.local, "dropped an encrypted message that arrived before the handshake ended")
-                }
+        if let Some(parsed) = parse_transport(&local.transport().payload) {
+            let payload = local.into_transport_message().payload;
+            let r = self
+                .on_secure(ctx, |s, onward| s.receive(payload, parsed, onward))
+                .await;
+            if r.is_err() {
+                warn!(channel = %self.local, "dropped an encrypted message that arrived before the handshake ended");
             }
             return Ok(());
         }

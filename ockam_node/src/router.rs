@@ -5,7 +5,7 @@
 //! up in the shared table and puts the message straight into that mailbox,
 //! so a local send costs one read lock and one channel push.
 
-use crate::mailbox::{Mailbox, MailboxSender, Pressure};
+use crate::mailbox::{Mailbox, MailboxSender};
 use ockam_core::{
     Address, Error, ErrorKind, LocalMessage, Result, Route, TransportMessage, TransportType, LOCAL,
 };
@@ -93,10 +93,6 @@ impl std::fmt::Debug for Routing {
 /// What a sender may have to wait on after a delivery.
 pub(crate) type Waiting = Option<Arc<dyn Backpressure>>;
 
-fn mailbox_pressure(p: &Arc<Pressure>) -> Arc<dyn Backpressure> {
-    p.clone()
-}
-
 /// Routes every address of a transport type to one worker.
 struct FixedRouter(Address);
 
@@ -182,9 +178,7 @@ impl Onward<'_> {
             payload,
         )))
     }
-}
 
-impl Onward<'_> {
     pub(crate) fn into_pressure(self) -> Waiting {
         self.pressure
     }
@@ -425,9 +419,10 @@ impl Router {
     }
 
     /// Puts `msg` into the mailbox of the first address of its onward route
-    /// (or of the router of that address's transport type). Returns that
-    /// mailbox's [`Pressure`] when it is over its high-water mark, for the
-    /// sender to wait on.
+    /// (or of the router of that address's transport type, or of its
+    /// inline handler). Returns the back-pressure of the queue it landed in
+    /// (a mailbox over its high-water mark, a transport's full outbox), for
+    /// the sender to wait on.
     pub(crate) fn deliver(&self, msg: LocalMessage) -> Result<Waiting> {
         let next = msg.transport().onward_route.next()?;
         if !next.is_local() {
@@ -591,7 +586,7 @@ impl Router {
 fn push(entry: &Entry, msg: LocalMessage) -> Result<Waiting> {
     match entry.tx.send(msg) {
         Ok(false) => Ok(None),
-        Ok(true) => Ok(Some(mailbox_pressure(entry.tx.pressure()))),
+        Ok(true) => Ok(Some(entry.tx.pressure().clone())),
         // The owner is gone but not yet deregistered.
         Err(msg) => Err(match msg.transport().onward_route.next() {
             Ok(a) => not_found(a),
