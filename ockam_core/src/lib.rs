@@ -30,8 +30,8 @@ pub use address::{Address, AddressSet, TransportType, LOCAL, TCP};
 pub use error::{Error, ErrorKind, Result};
 pub use message::wire;
 pub use message::{
-    decode, encode, encode_into, Any, LocalMessage, Message, TransportMessage, ENCODE_HEADROOM,
-    MAX_ROUTE_LEN, TRANSPORT_MESSAGE_VERSION,
+    decode, encode, encode_into, Any, EncodePayload, EncodedMessage, LocalMessage, Message,
+    TransportMessage, ENCODE_HEADROOM, MAX_ROUTE_LEN, TRANSPORT_MESSAGE_VERSION,
 };
 pub use route::{Route, RouteBuilder, RouteModifier};
 pub use routed::Routed;

@@ -15,6 +15,20 @@ pub trait Message: Sized + Send + 'static {
     fn encode(&self) -> Result<Vec<u8>>;
     /// Decodes a value; bytes left over after the value are an error.
     fn decode(data: &[u8]) -> Result<Self>;
+
+    /// The length of [`Message::encode`]'s output, without building it.
+    /// Transports use it with [`Message::encode_into`] to encode a message
+    /// straight into their own buffers. The default builds the encoding.
+    fn encoded_len(&self) -> Result<usize> {
+        self.encode().map(|bytes| bytes.len())
+    }
+
+    /// Appends [`Message::encode`]'s output to `out`. The default builds the
+    /// encoding and copies it.
+    fn encode_into(&self, out: &mut Vec<u8>) -> Result<()> {
+        out.extend_from_slice(&self.encode()?);
+        Ok(())
+    }
 }
 
 impl<T> Message for T
@@ -28,6 +42,108 @@ where
     fn decode(data: &[u8]) -> Result<Self> {
         decode(data)
     }
+
+    fn encoded_len(&self) -> Result<usize> {
+        let mut size = Counter(0);
+        serde_bare::to_writer(&mut size, self).map_err(encode_error::<T>)?;
+        Ok(size.0)
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) -> Result<()> {
+        encode_into(self, out)
+    }
+}
+
+/// The payload of a message that is not built yet: a transport writes it
+/// straight into its own buffer (see `TransportRouter::route_parts` in
+/// `ockam_node`), saving the sender an allocation and a copy.
+pub trait EncodePayload {
+    /// Bytes [`EncodePayload::write_payload`] appends.
+    fn payload_len(&self) -> usize;
+    /// Appends exactly `payload_len()` bytes to `out`.
+    fn write_payload(&self, out: &mut Vec<u8>) -> Result<()>;
+}
+
+/// A payload in parts, to be joined.
+impl<const N: usize> EncodePayload for [&[u8]; N] {
+    fn payload_len(&self) -> usize {
+        self.iter().map(|part| part.len()).sum()
+    }
+
+    fn write_payload(&self, out: &mut Vec<u8>) -> Result<()> {
+        for part in self {
+            out.extend_from_slice(part);
+        }
+        Ok(())
+    }
+}
+
+/// A message as a payload: measured once, encoded where it is written.
+///
+/// ```
+/// use ockam_core::{EncodePayload, EncodedMessage, Message};
+///
+/// let text = "hello".to_string();
+/// let payload = EncodedMessage::new(&text).unwrap();
+/// let mut out = Vec::new();
+/// payload.write_payload(&mut out).unwrap();
+/// assert_eq!(out.len(), payload.payload_len());
+/// assert_eq!(out, text.encode().unwrap());
+/// ```
+pub struct EncodedMessage<'a, M> {
+    msg: &'a M,
+    len: usize,
+}
+
+impl<'a, M: Message> EncodedMessage<'a, M> {
+    /// Measures `msg`'s encoding.
+    pub fn new(msg: &'a M) -> Result<Self> {
+        Ok(EncodedMessage {
+            len: msg.encoded_len()?,
+            msg,
+        })
+    }
+
+    /// The message's encoding, in a buffer of its own (with
+    /// [`ENCODE_HEADROOM`] to spare), for when no transport writes it.
+    pub fn to_vec(&self) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(self.len + ENCODE_HEADROOM);
+        self.write_payload(&mut out)?;
+        Ok(out)
+    }
+}
+
+impl<M: Message> EncodePayload for EncodedMessage<'_, M> {
+    fn payload_len(&self) -> usize {
+        self.len
+    }
+
+    fn write_payload(&self, out: &mut Vec<u8>) -> Result<()> {
+        let start = out.len();
+        self.msg.encode_into(out)?;
+        let written = out.len() - start;
+        if written != self.len {
+            // A `Serialize` that writes something else each time.
+            out.truncate(start);
+            return Err(Error::new(
+                ErrorKind::Encoding,
+                format!(
+                    "{} encoded to {written} bytes after measuring {}",
+                    std::any::type_name::<M>(),
+                    self.len
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn encode_error<T: ?Sized>(e: serde_bare::error::Error) -> Error {
+    Error::with_source(
+        ErrorKind::Encoding,
+        format!("cannot encode {}", std::any::type_name::<T>()),
+        e,
+    )
 }
 
 /// Spare capacity [`encode`] leaves after a value, so that a hop that wraps
@@ -61,24 +177,12 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     };
     serde_bare::to_writer(&mut out, value)
         .map(|()| out)
-        .map_err(|e| {
-            Error::with_source(
-                ErrorKind::Encoding,
-                format!("cannot encode {}", std::any::type_name::<T>()),
-                e,
-            )
-        })
+        .map_err(encode_error::<T>)
 }
 
 /// BARE-encodes any serde value at the end of `out`.
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
-    serde_bare::to_writer(out, value).map_err(|e| {
-        Error::with_source(
-            ErrorKind::Encoding,
-            format!("cannot encode {}", std::any::type_name::<T>()),
-            e,
-        )
-    })
+    serde_bare::to_writer(out, value).map_err(encode_error::<T>)
 }
 
 /// Decodes a BARE value, rejecting trailing bytes.
@@ -539,6 +643,51 @@ impl From<TransportMessage> for LocalMessage {
 mod tests {
     use super::*;
     use crate::{route, TCP};
+
+    #[test]
+    fn an_encoded_message_writes_what_encode_builds() {
+        let values = ["", "x", &"y".repeat(200), &"z".repeat(70_000)];
+        for v in values {
+            let v = v.to_string();
+            let payload = EncodedMessage::new(&v).unwrap();
+            assert_eq!(payload.payload_len(), v.encode().unwrap().len());
+            let mut out = vec![7];
+            payload.write_payload(&mut out).unwrap();
+            assert_eq!(out[1..], v.encode().unwrap()[..]);
+            assert_eq!(payload.to_vec().unwrap(), v.encode().unwrap());
+        }
+        let parts: [&[u8]; 3] = [b"ab", b"", b"c"];
+        assert_eq!(parts.payload_len(), 3);
+        let mut out = Vec::new();
+        parts.write_payload(&mut out).unwrap();
+        assert_eq!(out, b"abc");
+    }
+
+    /// Serializes to one more byte each time.
+    struct Growing(std::sync::atomic::AtomicUsize);
+
+    impl Serialize for Growing {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+            let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            s.serialize_str(&"g".repeat(n))
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Growing {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+            String::deserialize(d).map(|s| Growing(s.len().into()))
+        }
+    }
+
+    #[test]
+    fn a_message_that_encodes_to_another_length_than_measured_is_an_error() {
+        let g = Growing(5.into());
+        let payload = EncodedMessage::new(&g).unwrap();
+        let mut out = vec![1, 2];
+        let err = payload.write_payload(&mut out).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Encoding);
+        assert_eq!(out, [1, 2], "nothing of it is left in the buffer");
+    }
 
     #[test]
     fn transport_message_round_trips() {

@@ -6,7 +6,7 @@ use crate::relay;
 use crate::router::{InlineHandler, Onward, OwnerId, Router, TransportRouter};
 use ockam_core::{
     Address, AddressSet, Error, ErrorKind, LocalMessage, Message, Result, Route, Routed,
-    TransportMessage, TransportType, Worker,
+    TransportType, Worker,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,9 +81,9 @@ impl Context {
         M: Message,
     {
         // The primary address is ours by construction: no membership check.
-        let payload = msg.encode()?;
-        let transport = TransportMessage::v1(route, self.addresses[0].clone(), payload);
-        self.forward(LocalMessage::new(transport)).await
+        let pressure = self.router.send(route.into(), &self.addresses[0], &msg)?;
+        self.yield_to_pressure(pressure).await;
+        Ok(())
     }
 
     /// The older name of [`Context::send`].
@@ -116,9 +116,9 @@ impl Context {
                 ),
             ));
         }
-        let payload = msg.encode()?;
-        let transport = TransportMessage::v1(route, sending_address, payload);
-        self.forward(LocalMessage::new(transport)).await
+        let pressure = self.router.send(route.into(), &sending_address, &msg)?;
+        self.yield_to_pressure(pressure).await;
+        Ok(())
     }
 
     /// Delivers a message as it is, to the first address of its onward route:

@@ -7,7 +7,8 @@
 
 use crate::mailbox::{Mailbox, MailboxSender};
 use ockam_core::{
-    Address, Error, ErrorKind, LocalMessage, Result, Route, TransportMessage, TransportType, LOCAL,
+    Address, EncodePayload, EncodedMessage, Error, ErrorKind, LocalMessage, Message, Result, Route,
+    TransportMessage, TransportType, LOCAL,
 };
 use std::any::{Any as StdAny, TypeId};
 use std::collections::HashMap;
@@ -62,10 +63,10 @@ pub trait TransportRouter: Send + Sync + 'static {
     /// known to be down).
     fn route(&self, msg: LocalMessage) -> Result<Routing>;
 
-    /// Takes a message that is not built: its routes and its payload, in
-    /// parts to be joined, which the transport copies into its own buffer
-    /// (saves the sender building a message only for it to be encoded
-    /// again). `None` when the transport does not take it this way now
+    /// Takes a message that is not built: its routes and its payload (parts
+    /// to be joined, or a message to encode), which the transport writes
+    /// straight into its own buffer (saves the sender building a message
+    /// only for it to be encoded again). `None` when the transport does not take it this way now
     /// (the default; e.g. it has no open connection for the next hop): the
     /// sender then builds the message and calls [`TransportRouter::route`].
     /// Never answers [`Routing::Deliver`].
@@ -73,7 +74,7 @@ pub trait TransportRouter: Send + Sync + 'static {
         &self,
         onward_route: &Route,
         return_route: &Route,
-        payload: &[&[u8]],
+        payload: &dyn EncodePayload,
     ) -> Option<Result<Routing>> {
         let _ = (onward_route, return_route, payload);
         None
@@ -147,25 +148,12 @@ impl Onward<'_> {
         head: &[u8],
         body: Vec<u8>,
     ) -> Result<()> {
-        let next = onward_route.next()?;
-        if !next.is_local() {
-            // Like `deliver`, under the read lock (routers do not block).
-            let routing = read(&self.router.transports)
-                .get(&next.transport_type())
-                .and_then(|router| router.route_parts(onward_route, return_route, &[head, &body]));
-            if let Some(routing) = routing {
-                let waiting = match routing? {
-                    Routing::Deliver(..) => {
-                        return Err(Error::new(
-                            ErrorKind::Internal,
-                            "a transport router answered route_parts with Deliver",
-                        ))
-                    }
-                    routing => self.router.settle_routing(routing)?,
-                };
-                self.pressure = waiting.or(self.pressure.take());
-                return Ok(());
-            }
+        if let Some(waiting) = self
+            .router
+            .route_parts(onward_route, return_route, &[head, &body])
+        {
+            self.pressure = waiting?.or(self.pressure.take());
+            return Ok(());
         }
         let mut payload = body;
         let len = payload.len();
@@ -466,6 +454,55 @@ impl Router {
                 Ok(pressure.or(onward.pressure))
             }
         }
+    }
+
+    /// Sends `msg` from `from` along `onward_route`. When the next hop is a
+    /// transport that takes messages in parts, `msg` is encoded straight into
+    /// its buffer; otherwise the message is built and delivered.
+    pub(crate) fn send<M: Message>(
+        &self,
+        onward_route: Route,
+        from: &Address,
+        msg: &M,
+    ) -> Result<Waiting> {
+        let payload = EncodedMessage::new(msg)?;
+        let return_route = Route::from(from.clone());
+        if let Some(waiting) = self.route_parts(&onward_route, &return_route, &payload) {
+            return waiting;
+        }
+        self.deliver(LocalMessage::new(TransportMessage::v1(
+            onward_route,
+            return_route,
+            payload.to_vec()?,
+        )))
+    }
+
+    /// Hands an unbuilt message to the transport router of its next hop
+    /// (see [`TransportRouter::route_parts`]); `None` when the next hop is
+    /// local or the router does not take it this way now.
+    fn route_parts(
+        &self,
+        onward_route: &Route,
+        return_route: &Route,
+        payload: &dyn EncodePayload,
+    ) -> Option<Result<Waiting>> {
+        let next = match onward_route.next() {
+            Ok(next) if !next.is_local() => next,
+            Ok(_) => return None,
+            Err(e) => return Some(Err(e)),
+        };
+        // Like `deliver`, under the read lock (routers do not block).
+        let routing = read(&self.transports)
+            .get(&next.transport_type())?
+            .route_parts(onward_route, return_route, payload)?;
+        Some(match routing {
+            Ok(Routing::Deliver(..)) => Err(Error::new(
+                ErrorKind::Internal,
+                "a transport router answered route_parts with Deliver",
+            )),
+            Ok(routing) => self.settle_routing(routing),
+            Err(e) => Err(e),
+        })
     }
 
     /// Carries out what a transport router decided.

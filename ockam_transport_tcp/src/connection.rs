@@ -130,8 +130,8 @@ pub(crate) fn report(peer: &str, push: Push) -> bool {
             warn!(%peer, "dropped a message: the TCP connection is closing");
             false
         }
-        Push::TooLarge(e) => {
-            warn!(%peer, error = %e, "dropped a message too large to send");
+        Push::Refused(e) => {
+            warn!(%peer, error = %e, "dropped a message that cannot be sent");
             false
         }
         Push::Overloaded => {

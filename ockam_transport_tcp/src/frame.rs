@@ -2,7 +2,7 @@
 //! one BARE-encoded [`TransportMessage`]. A plain state machine with no I/O:
 //! the connection reads bytes into it and takes whole frames out.
 
-use ockam_core::{Address, Error, ErrorKind, Result, TransportMessage};
+use ockam_core::{Address, EncodePayload, Error, ErrorKind, Result, TransportMessage};
 
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX: usize = 4;
@@ -156,7 +156,7 @@ pub fn encode_frame(msg: &TransportMessage, out: &mut Vec<u8>, max_frame: usize)
         msg.version,
         msg.onward_route.as_slice(),
         msg.return_route.as_slice(),
-        &[&msg.payload],
+        &[msg.payload.as_slice()],
         out,
         max_frame,
     )
@@ -170,11 +170,11 @@ pub(crate) fn encode_frame_parts(
     version: u8,
     onward_route: &[Address],
     return_route: &[Address],
-    payload: &[&[u8]],
+    payload: &dyn EncodePayload,
     out: &mut Vec<u8>,
     max_frame: usize,
 ) -> Result<()> {
-    let payload_len = payload.iter().map(|p| p.len()).sum();
+    let payload_len = payload.payload_len();
     let start = out.len();
     out.extend_from_slice(&[0; LENGTH_PREFIX]);
     TransportMessage::encode_head_parts(
@@ -193,8 +193,21 @@ pub(crate) fn encode_frame_parts(
         }
         .into());
     }
-    for part in payload {
-        out.extend_from_slice(part);
+    out.reserve(payload_len);
+    let body = out.len();
+    if let Err(e) = payload.write_payload(out) {
+        out.truncate(start);
+        return Err(e);
+    }
+    if out.len() - body != payload_len {
+        out.truncate(start);
+        return Err(Error::new(
+            ErrorKind::Encoding,
+            format!(
+                "a payload of {payload_len} bytes wrote {} bytes",
+                out.len() - body
+            ),
+        ));
     }
     out[start..start + LENGTH_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
     Ok(())
@@ -203,7 +216,7 @@ pub(crate) fn encode_frame_parts(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ockam_core::route;
+    use ockam_core::{route, Message};
     use proptest::prelude::*;
 
     fn msg(payload: Vec<u8>) -> TransportMessage {
@@ -273,8 +286,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, expected);
+        // A message encoded straight into the frame: the same bytes.
+        let text = "a message".repeat(50);
+        let built = TransportMessage::v1(route!["echoer"], back.clone(), text.encode().unwrap());
+        let mut expected_text = Vec::new();
+        encode_frame(&built, &mut expected_text, 1 << 20).unwrap();
+        let mut direct = Vec::new();
+        let encoded = ockam_core::EncodedMessage::new(&text).unwrap();
+        encode_frame_parts(
+            1,
+            route!["echoer"].as_slice(),
+            back.as_slice(),
+            &encoded,
+            &mut direct,
+            1 << 20,
+        )
+        .unwrap();
+        assert_eq!(direct, expected_text);
         // Too large: an error, and the buffer as it was.
-        let err = encode_frame_parts(1, &[], &[], &[&payload], &mut out, 100).unwrap_err();
+        let err =
+            encode_frame_parts(1, &[], &[], &[payload.as_slice()], &mut out, 100).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ResourceExhausted);
         assert_eq!(out, expected);
     }

@@ -13,7 +13,9 @@
 //! messages instead of holding an unbounded backlog.
 
 use crate::frame::{encode_frame, encode_frame_parts};
-use ockam_core::{Address, Error, Result, TransportMessage, TRANSPORT_MESSAGE_VERSION};
+use ockam_core::{
+    Address, EncodePayload, Error, Result, TransportMessage, TRANSPORT_MESSAGE_VERSION,
+};
 use ockam_node::{Backpressure, PRESSURE_WAIT};
 use std::future::Future;
 use std::pin::Pin;
@@ -55,8 +57,8 @@ pub(crate) enum Push {
     /// Queued, and the outbox is over its limit: the sender should wait.
     Backlog,
     Closed,
-    /// Too large for a frame: not queued.
-    TooLarge(Error),
+    /// Not queued: too large for a frame, or its payload failed to encode.
+    Refused(Error),
     /// The peer is not reading: refused.
     Overloaded,
 }
@@ -103,7 +105,7 @@ impl Outbox {
         &self,
         onward_route: &[Address],
         return_route: &[Address],
-        payload: &[&[u8]],
+        payload: &dyn EncodePayload,
     ) -> Push {
         self.append(|buf, max_frame| {
             encode_frame_parts(
@@ -128,7 +130,7 @@ impl Outbox {
         }
         let was_empty = st.buf.is_empty();
         if let Err(e) = encode(&mut st.buf, self.max_frame) {
-            return Push::TooLarge(e);
+            return Push::Refused(e);
         }
         let over = st.buf.len() >= self.limit;
         drop(st);

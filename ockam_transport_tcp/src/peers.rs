@@ -4,7 +4,7 @@
 
 use crate::options::TcpOptions;
 use crate::outbox::{Outbox, Push};
-use ockam_core::{Address, Error, ErrorKind, LocalMessage, Result, Route, TCP};
+use ockam_core::{Address, EncodePayload, Error, ErrorKind, LocalMessage, Result, Route, TCP};
 use ockam_node::{Routing, TransportRouter};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -306,7 +306,7 @@ fn routing(hop: &Address, push: Push, outbox: &Arc<Outbox>) -> Result<Routing> {
             ErrorKind::Unavailable,
             format!("the TCP connection to {hop} is closing"),
         )),
-        Push::TooLarge(e) => Err(e),
+        Push::Refused(e) => Err(e),
         Push::Overloaded => Err(Error::new(
             ErrorKind::ResourceExhausted,
             format!("TCP peer {hop} is not reading; its backlog is full"),
@@ -352,7 +352,7 @@ impl TransportRouter for TcpShared {
         &self,
         onward_route: &Route,
         return_route: &Route,
-        payload: &[&[u8]],
+        payload: &dyn EncodePayload,
     ) -> Option<Result<Routing>> {
         let (hop, rest) = onward_route.as_slice().split_first()?;
         let peers = self.read();
