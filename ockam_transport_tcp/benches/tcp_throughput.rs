@@ -8,6 +8,11 @@
 //! cargo bench -p ockam_transport_tcp --bench tcp_throughput
 //! ```
 //!
+//! After the throughput table it prints the CPU floor of the message
+//! format: what encoding and decoding one message costs on one thread with
+//! no I/O at all (`floor-cpu N SIZE` alone), and the throughput that cost
+//! would allow on all cores — a ceiling for any implementation.
+//!
 //! The same binary is also each process of a run: `sink`, `source`,
 //! `echo-server`, `echo-client`, `raw-echo-server`, `raw-echo-client`.
 //! Anchor binaries are looked up in `$ANCHOR_BIN_DIR` or under
@@ -220,6 +225,69 @@ fn raw_echo_client(port: &str, n: usize, size: usize) {
     });
 }
 
+// ------------------------------------------------------------ the floor
+
+/// The per-message work any node → TCP → node design does with these
+/// message types, without I/O, tasks or locks, on one thread: the source
+/// builds the route and clones the payload (the user's code above) and
+/// encodes routes and payload straight into a buffer; the sink decodes
+/// the frame (`TransportMessage::decode`), prepends the connection to the
+/// return route and decodes the `String`. A lower bound on CPU time per
+/// message (no system calls, no task switches, every allocation freed on
+/// the thread that made it, the batch in cache).
+fn floor_cpu(n: u64, size: usize) -> (f64, f64) {
+    use ockam_core::{
+        Address, EncodePayload, EncodedMessage, LocalMessage, Message, Route, TransportMessage,
+    };
+    let peer = "127.0.0.1:4000";
+    let from = Route::from(Address::random_local());
+    let hop = Address::new(TCP, "127.0.0.1:50000");
+    let payload = "x".repeat(size);
+    // A batch of frames that fits in a core's cache.
+    let chunk = (256 * 1024 / (size as u64 + 64)).max(1);
+    let (mut enc, mut dec) = (Duration::ZERO, Duration::ZERO);
+    let mut buf = Vec::new();
+    let mut d = FrameDecoder::new(1 << 24);
+    let mut done = 0;
+    while done < n {
+        let t = Instant::now();
+        for _ in 0..chunk {
+            let route = route![(TCP, peer), "sink"];
+            let body = payload.clone();
+            let encoded = EncodedMessage::new(&body).expect("measure");
+            let start = buf.len();
+            buf.extend_from_slice(&[0; 4]);
+            TransportMessage::encode_head_parts(
+                1,
+                &route.as_slice()[1..],
+                from.as_slice(),
+                encoded.payload_len(),
+                |b| buf.extend_from_slice(b),
+            );
+            encoded.write_payload(&mut buf).expect("encode");
+            let len = (buf.len() - start - 4) as u32;
+            buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        }
+        enc += t.elapsed();
+        let t = Instant::now();
+        d.extend(&buf);
+        while let Some(f) = d.next_frame().expect("valid frame") {
+            let mut t = TransportMessage::decode(f).expect("a transport message");
+            t.return_route.modify().prepend(hop.clone());
+            let msg = LocalMessage::new(t);
+            let body = String::decode(&msg.transport().payload).expect("a String");
+            std::hint::black_box((&body, &msg));
+        }
+        dec += t.elapsed();
+        buf.clear();
+        done += chunk;
+    }
+    (
+        enc.as_nanos() as f64 / done as f64,
+        dec.as_nanos() as f64 / done as f64,
+    )
+}
+
 // ------------------------------------------------------------ orchestration
 
 fn free_port() -> String {
@@ -356,7 +424,7 @@ fn orchestrate(quick: bool) {
         "{:>6} | {:>12} | {:>12} | {:>12} | {:>12} | {:>12} | ours/tonic | ours/ockam2024 | ours/raw",
         "size", "ours", "raw tcp", "tonic", "ockam2024", "ockam2021"
     );
-    let mut table = Vec::new();
+    let mut tonics = Vec::new();
     for size in sizes {
         let s = size.to_string();
         let ours = two_process(
@@ -417,7 +485,38 @@ fn orchestrate(quick: bool) {
             ratio(&ours, &o24),
             ratio(&ours, &raw)
         );
-        table.push((size, ours, raw));
+        tonics.push((size, tonic));
+    }
+
+    // What the message format alone costs: a ceiling no implementation of
+    // it passes on this machine (it ignores system calls and task switches).
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!(
+        "\nCPU floor per message (encode + decode of these message types, one thread, no I/O):"
+    );
+    println!(
+        "{:>6} | {:>9} | {:>9} | {:>9} | ceiling on {cores} cores, msg/s | ceiling/tonic",
+        "size", "encode ns", "decode ns", "total ns"
+    );
+    for (size, tonic) in &tonics {
+        let n = if quick {
+            20_000
+        } else {
+            3_000_000 / (1 + *size as u64 / 1024)
+        };
+        let (enc, dec) = floor_cpu(n, *size);
+        let ceiling = cores as f64 * 1e9 / (enc + dec);
+        println!(
+            "{:>6} | {:>9.0} | {:>9.0} | {:>9.0} | {:>29.0} | {:>13}",
+            size,
+            enc,
+            dec,
+            enc + dec,
+            ceiling,
+            tonic
+                .as_ref()
+                .map_or("-".to_string(), |t| format!("{:.2}", ceiling / t))
+        );
     }
 
     println!("\necho round trip (one request at a time), microseconds:");
@@ -522,6 +621,13 @@ fn main() {
         ["source", port, _, _] => source(port, num(2), num(3) as usize),
         ["echo-server", port] => echo_server(port),
         ["echo-client", port, _, _] => echo_client(port, num(2) as usize, num(3) as usize),
+        ["floor-cpu", _, _] => {
+            let (enc, dec) = floor_cpu(num(1), num(2) as usize);
+            println!(
+                "FLOOR encode_ns={enc:.0} decode_ns={dec:.0} total_ns={:.0}",
+                enc + dec
+            );
+        }
         ["raw-echo-server", port] => raw_echo_server(port),
         ["raw-echo-client", port, _, _] => raw_echo_client(port, num(2) as usize, num(3) as usize),
         // `cargo bench` passes --bench; `cargo test --benches` passes
