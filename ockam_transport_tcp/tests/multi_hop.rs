@@ -148,6 +148,47 @@ fn messages_larger_than_the_frame_limit_are_refused_not_fatal() {
         .unwrap();
 }
 
+/// A message whose encoding grows by a byte every time it is written.
+struct Growing(std::sync::atomic::AtomicUsize);
+
+impl serde::Serialize for Growing {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        s.serialize_str(&"g".repeat(n))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Growing {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <String as serde::Deserialize>::deserialize(d).map(|s| Growing(s.len().into()))
+    }
+}
+
+#[test]
+fn a_message_that_encodes_differently_each_time_is_an_error_not_a_broken_stream() {
+    let server = TestNode::start();
+    let peer = server.addr.to_string();
+    let (mut ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let tcp = TcpTransport::create(&ctx).await?;
+            tcp.connect(&peer).await?;
+            // Written straight into the connection's buffer: measured at
+            // 100 bytes, then written as 101.
+            let err = ctx
+                .send(route![(TCP, peer.as_str()), "echoer"], Growing(100.into()))
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Encoding, "{err}");
+            // Nothing of it went out: the next message arrives intact.
+            ctx.send(route![(TCP, peer.as_str()), "echoer"], "after".to_string())
+                .await?;
+            assert_eq!(ctx.receive::<String>().await?.take(), "after");
+            ctx.stop().await
+        })
+        .unwrap();
+}
+
 #[test]
 fn messages_passed_on_in_parts_arrive_whole_over_tcp() {
     let server = TestNode::start();
