@@ -576,16 +576,17 @@ pub mod wire {
             if n > (self.buf.len() / 3) as u64 {
                 return Err(truncated());
             }
-            let mut addresses = Vec::with_capacity(n as usize);
+            // Built in place: a route of one address needs no allocation.
+            let mut route = Route::with_capacity(n as usize);
             for _ in 0..n {
                 let tt = self.u8()?;
                 let bytes = self.bytes()?;
                 if bytes.is_empty() {
                     return Err(Error::new(ErrorKind::Decoding, "an address is empty"));
                 }
-                addresses.push(Address::from_utf8(tt, bytes)?);
+                route.push(Address::from_utf8(tt, bytes)?);
             }
-            Ok(Route::from(addresses))
+            Ok(route)
         }
 
         /// Fails unless every byte was read.

@@ -33,6 +33,18 @@ pub struct Route {
 type Addresses = SmallVec<[Address; 1]>;
 
 impl Route {
+    /// An empty route with room for `n` addresses (the first one inline).
+    pub(crate) fn with_capacity(n: usize) -> Route {
+        Route {
+            inner: Addresses::with_capacity(n),
+        }
+    }
+
+    /// Adds `address` at the end.
+    pub(crate) fn push(&mut self, address: Address) {
+        self.inner.push(address)
+    }
+
     /// Starts building a route (the guides' `Route::new().append(..)`).
     #[allow(clippy::new_ret_no_self)]
     pub fn new() -> RouteBuilder {
