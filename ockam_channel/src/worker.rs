@@ -115,8 +115,8 @@ impl Secure {
 
     /// Decrypts a `ChannelMessage::Transport` (the whole encoded payload,
     /// as `parse_transport` found it, decrypted to the front of its own
-    /// buffer) and passes the message inside on. What is not authentic, replayed or malformed is dropped
-    /// with a log line.
+    /// buffer) and passes the message inside on. What is not authentic,
+    /// replayed or malformed is dropped with a log line.
     fn receive(&self, mut payload: Vec<u8>, parsed: Transport, onward: &mut Onward<'_>) {
         let (nonce, ciphertext, tag) = parsed;
         let mut inner = {

@@ -18,7 +18,9 @@ pub trait Message: Sized + Send + 'static {
 
     /// The length of [`Message::encode`]'s output, without building it.
     /// Transports use it with [`Message::encode_into`] to encode a message
-    /// straight into their own buffers. The default builds the encoding.
+    /// straight into their own buffers. The default builds the encoding
+    /// (so a send to a transport encodes twice): a type with a cheaper
+    /// way to measure itself should override both.
     fn encoded_len(&self) -> Result<usize> {
         self.encode().map(|bytes| bytes.len())
     }

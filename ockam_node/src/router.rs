@@ -66,10 +66,10 @@ pub trait TransportRouter: Send + Sync + 'static {
     /// Takes a message that is not built: its routes and its payload (parts
     /// to be joined, or a message to encode), which the transport writes
     /// straight into its own buffer (saves the sender building a message
-    /// only for it to be encoded again). `None` when the transport does not take it this way now
-    /// (the default; e.g. it has no open connection for the next hop): the
-    /// sender then builds the message and calls [`TransportRouter::route`].
-    /// Never answers [`Routing::Deliver`].
+    /// only for it to be encoded again). `None` when the transport does not
+    /// take it this way now (the default; e.g. it has no open connection
+    /// for the next hop): the sender then builds the message and calls
+    /// [`TransportRouter::route`]. Never answers [`Routing::Deliver`].
     fn route_parts(
         &self,
         onward_route: &Route,
@@ -465,15 +465,22 @@ impl Router {
         from: &Address,
         msg: &M,
     ) -> Result<Waiting> {
-        let payload = EncodedMessage::new(msg)?;
         let return_route = Route::from(from.clone());
-        if let Some(waiting) = self.route_parts(&onward_route, &return_route, &payload) {
-            return waiting;
-        }
+        // Measured only for a transport: a local worker gets it built.
+        let payload = match onward_route.next() {
+            Ok(next) if !next.is_local() => {
+                let encoded = EncodedMessage::new(msg)?;
+                if let Some(waiting) = self.route_parts(&onward_route, &return_route, &encoded) {
+                    return waiting;
+                }
+                encoded.to_vec()?
+            }
+            _ => msg.encode()?,
+        };
         self.deliver(LocalMessage::new(TransportMessage::v1(
             onward_route,
             return_route,
-            payload.to_vec()?,
+            payload,
         )))
     }
 

@@ -237,8 +237,11 @@ fn raw_echo_client(port: &str, n: usize, size: usize) {
 /// the thread that made it, the batch in cache).
 fn floor_cpu(n: u64, size: usize) -> (f64, f64) {
     use ockam_core::{
-        Address, EncodePayload, EncodedMessage, LocalMessage, Message, Route, TransportMessage,
+        Address, EncodedMessage, LocalMessage, Message, Route, TransportMessage,
+        TRANSPORT_MESSAGE_VERSION,
     };
+    use ockam_transport_tcp::frame::encode_frame_parts;
+    use ockam_transport_tcp::DEFAULT_MAX_FRAME_SIZE;
     let peer = "127.0.0.1:4000";
     let from = Route::from(Address::random_local());
     let hop = Address::new(TCP, "127.0.0.1:50000");
@@ -255,18 +258,15 @@ fn floor_cpu(n: u64, size: usize) -> (f64, f64) {
             let route = route![(TCP, peer), "sink"];
             let body = payload.clone();
             let encoded = EncodedMessage::new(&body).expect("measure");
-            let start = buf.len();
-            buf.extend_from_slice(&[0; 4]);
-            TransportMessage::encode_head_parts(
-                1,
+            encode_frame_parts(
+                TRANSPORT_MESSAGE_VERSION,
                 &route.as_slice()[1..],
                 from.as_slice(),
-                encoded.payload_len(),
-                |b| buf.extend_from_slice(b),
-            );
-            encoded.write_payload(&mut buf).expect("encode");
-            let len = (buf.len() - start - 4) as u32;
-            buf[start..start + 4].copy_from_slice(&len.to_be_bytes());
+                &encoded,
+                &mut buf,
+                DEFAULT_MAX_FRAME_SIZE,
+            )
+            .expect("encode");
         }
         enc += t.elapsed();
         let t = Instant::now();

@@ -166,7 +166,7 @@ pub fn encode_frame(msg: &TransportMessage, out: &mut Vec<u8>, max_frame: usize)
 /// and payload, in parts (the same bytes as [`encode_frame`] of the built
 /// message with the parts joined). Nothing is appended if the frame would
 /// be too large.
-pub(crate) fn encode_frame_parts(
+pub fn encode_frame_parts(
     version: u8,
     onward_route: &[Address],
     return_route: &[Address],
