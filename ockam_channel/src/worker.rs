@@ -323,7 +323,7 @@ impl ChannelWorker {
         let secure = self.secure()?;
         let mut onward = ctx.onward();
         let r = f(secure, &mut onward);
-        ctx.settle(onward).await;
+        ctx.settle(onward).await?;
         Ok(r)
     }
 

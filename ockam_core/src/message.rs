@@ -240,8 +240,61 @@ impl std::fmt::Display for Any {
     }
 }
 
-/// Most addresses a route decoded from a peer may have.
+/// Most addresses a route may have, on the wire in either direction: a
+/// message with a longer onward or return route is refused when it is sent
+/// and when it is decoded ([`check_route`]).
 pub const MAX_ROUTE_LEN: usize = 256;
+
+/// Most bytes of an address's transport-specific part (its text after the
+/// `<type>#` prefix). Addresses are also never empty. Checked when a worker
+/// registers an address, when a message is sent over a transport and when
+/// one is decoded ([`check_address`]).
+pub const MAX_ADDRESS_LEN: usize = 1024;
+
+/// Checks the rules every address that crosses a transport follows: not
+/// empty, at most [`MAX_ADDRESS_LEN`] bytes. One definition for the sending
+/// and the receiving side.
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] naming the rule that is broken.
+pub fn check_address(address: &Address) -> Result<()> {
+    check_address_bytes(address.address().len())
+}
+
+fn check_address_bytes(len: usize) -> Result<()> {
+    if len == 0 {
+        return Err(Error::new(ErrorKind::InvalidInput, "an address is empty"));
+    }
+    if len > MAX_ADDRESS_LEN {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("an address of {len} bytes is longer than {MAX_ADDRESS_LEN}"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_route_len(n: u64) -> Result<()> {
+    if n > MAX_ROUTE_LEN as u64 {
+        return Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!("a route of {n} addresses is longer than {MAX_ROUTE_LEN}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a route against the wire's rules: at most [`MAX_ROUTE_LEN`]
+/// addresses, each one valid ([`check_address`]). Transports call this
+/// before they send a message, so the sender learns at once what the peer
+/// would refuse.
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] naming the rule that is broken.
+pub fn check_route(route: &[Address]) -> Result<()> {
+    check_route_len(route.len() as u64)?;
+    route.iter().try_for_each(check_address)
+}
 
 /// Protocol version written in every [`TransportMessage`].
 pub const TRANSPORT_MESSAGE_VERSION: u8 = 1;
@@ -472,7 +525,6 @@ impl TransportMessage {
 /// Hand-written BARE primitives for the hot paths (the transport message is
 /// decoded for every message that arrives from a peer).
 pub mod wire {
-    use super::MAX_ROUTE_LEN;
     use crate::address::Address;
     use crate::error::{Error, ErrorKind, Result};
     use crate::route::Route;
@@ -489,6 +541,11 @@ pub mod wire {
             v >>= 7;
         }
         put(v as u8);
+    }
+
+    /// A broken limit, found while decoding.
+    fn decoding(e: Error) -> Error {
+        Error::new(ErrorKind::Decoding, e.to_string())
     }
 
     fn truncated() -> Error {
@@ -567,12 +624,7 @@ pub mod wire {
         /// A route: a count, then addresses.
         pub fn route(&mut self) -> Result<Route> {
             let n = self.uint()?;
-            if n > MAX_ROUTE_LEN as u64 {
-                return Err(Error::new(
-                    ErrorKind::Decoding,
-                    format!("a route of {n} addresses is longer than {MAX_ROUTE_LEN}"),
-                ));
-            }
+            super::check_route_len(n).map_err(decoding)?;
             // Every address takes at least three bytes: a count beyond that
             // is a lie, and must not size an allocation.
             if n > (self.buf.len() / 3) as u64 {
@@ -583,9 +635,7 @@ pub mod wire {
             for _ in 0..n {
                 let tt = self.u8()?;
                 let bytes = self.bytes()?;
-                if bytes.is_empty() {
-                    return Err(Error::new(ErrorKind::Decoding, "an address is empty"));
-                }
+                super::check_address_bytes(bytes.len()).map_err(decoding)?;
                 route.push(Address::from_utf8(tt, bytes)?);
             }
             Ok(route)
@@ -761,6 +811,32 @@ mod tests {
             TransportMessage::decode(&[1, 0, 0, 1, 7]).unwrap().payload,
             vec![7]
         );
+    }
+
+    #[test]
+    fn one_set_of_limits_for_sending_and_decoding() {
+        let ok = Route::create((0..MAX_ROUTE_LEN).map(|i| i.to_string()));
+        assert!(check_route(ok.as_slice()).is_ok());
+        let long = Route::create((0..=MAX_ROUTE_LEN).map(|i| i.to_string()));
+        let e = check_route(long.as_slice()).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("longer than 256"), "{e}");
+        assert!(check_route(&[Address::from("")]).is_err());
+        let big = "x".repeat(MAX_ADDRESS_LEN + 1);
+        assert!(check_route(&[Address::from(big.as_str())]).is_err());
+        assert!(check_route(&[Address::from(&big[1..])]).is_ok());
+        // What the decoder refuses is exactly what the check refuses.
+        for (route, refused) in [
+            (ok, false),
+            (long, true),
+            (route![big.as_str()], true),
+            (route![&big[1..]], false),
+        ] {
+            let m = TransportMessage::v1(route.clone(), route![], vec![1]);
+            let decoded = TransportMessage::decode(&m.encode().unwrap());
+            assert_eq!(decoded.is_err(), refused, "{:?}", decoded.err());
+            assert_eq!(check_route(route.as_slice()).is_err(), refused);
+        }
     }
 
     #[test]

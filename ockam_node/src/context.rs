@@ -73,8 +73,27 @@ impl Context {
 
     /// Sends `msg` along `route`; the return route is this context's address.
     ///
-    /// Fails with [`ErrorKind::NotFound`] when the first hop does not exist
-    /// on this node (and no transport routes it).
+    /// `Ok` means the message was handed to the next hop: queued in a local
+    /// worker's mailbox, or in the outgoing buffer of an *established*
+    /// transport connection (a send that needs a new TCP connection waits
+    /// for it to be set up). It does not mean a remote worker got it: a
+    /// message queued for a connection that breaks before it is written,
+    /// or one that the node after this one drops (no such worker there, a
+    /// route over the limits on the way), is lost with a warn log line on
+    /// the node that drops it, counting what it dropped. Use a reply, a
+    /// secure channel's or a stream's confirmation when the sender must
+    /// know.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::NotFound`]: the first hop does not exist on this
+    ///   node (and no transport routes it);
+    /// - [`ErrorKind::InvalidInput`]: the message breaks a wire limit
+    ///   ([`MAX_ROUTE_LEN`](ockam_core::MAX_ROUTE_LEN),
+    ///   [`MAX_ADDRESS_LEN`](ockam_core::MAX_ADDRESS_LEN), the transport's
+    ///   frame size) and would be refused by the peer;
+    /// - [`ErrorKind::Unavailable`] / [`ErrorKind::Timeout`]: the transport
+    ///   cannot reach the next hop (a connection that failed, or is in its
+    ///   backoff after a failure).
     pub async fn send<R, M>(&self, route: R, msg: M) -> Result<()>
     where
         R: Into<Route>,
@@ -82,8 +101,7 @@ impl Context {
     {
         // The primary address is ours by construction: no membership check.
         let pressure = self.router.send(route.into(), &self.addresses[0], &msg)?;
-        self.yield_to_pressure(pressure).await;
-        Ok(())
+        self.yield_to_pressure(pressure).await
     }
 
     /// The older name of [`Context::send`].
@@ -117,8 +135,7 @@ impl Context {
             ));
         }
         let pressure = self.router.send(route.into(), &sending_address, &msg)?;
-        self.yield_to_pressure(pressure).await;
-        Ok(())
+        self.yield_to_pressure(pressure).await
     }
 
     /// Delivers a message as it is, to the first address of its onward route:
@@ -129,8 +146,7 @@ impl Context {
     /// little for the receiver to catch up (see the `mailbox` docs).
     pub async fn forward(&self, msg: LocalMessage) -> Result<()> {
         let pressure = self.router.deliver(msg)?;
-        self.yield_to_pressure(pressure).await;
-        Ok(())
+        self.yield_to_pressure(pressure).await
     }
 
     /// Delivers a message as it is to the local worker at `address`,
@@ -138,8 +154,7 @@ impl Context {
     /// decided which worker carries it.
     pub async fn forward_to(&self, address: &Address, msg: LocalMessage) -> Result<()> {
         let pressure = self.router.deliver_to(address, msg)?;
-        self.yield_to_pressure(pressure).await;
-        Ok(())
+        self.yield_to_pressure(pressure).await
     }
 
     /// A way to deliver messages synchronously, e.g. while holding a lock
@@ -150,7 +165,11 @@ impl Context {
 
     /// Waits for the back-pressure that `onward`'s deliveries met (see
     /// [`Context::forward`]).
-    pub async fn settle(&self, onward: Onward<'_>) {
+    ///
+    /// # Errors
+    /// When a message that `onward` queued will not be delivered after all
+    /// (see [`Backpressure::wait`](crate::Backpressure::wait)).
+    pub async fn settle(&self, onward: Onward<'_>) -> Result<()> {
         self.yield_to_pressure(onward.into_pressure()).await
     }
 
@@ -173,14 +192,15 @@ impl Context {
         self.router.set_inline(address, self.id, handler)
     }
 
-    async fn yield_to_pressure(&self, pressure: crate::router::Waiting) {
+    async fn yield_to_pressure(&self, pressure: crate::router::Waiting) -> Result<()> {
         if let Some(pressure) = pressure {
             // Never wait for one's own mailbox: only we can drain it.
             let own = Arc::as_ptr(self.mailbox.pressure()) as *const ();
             if Arc::as_ptr(&pressure) as *const () != own {
-                pressure.wait().await;
+                return pressure.wait().await;
             }
         }
+        Ok(())
     }
 
     /// The next message of type `M`, waiting at most
@@ -231,14 +251,29 @@ impl Context {
 
     /// Starts `worker` at `address` (one address or several). Messages sent
     /// there from now on wait in its mailbox; `initialize` runs first.
+    ///
+    /// A worker may be started while the node stops (by a worker that
+    /// drains its mailbox): it is drained and stopped like the others.
+    ///
+    /// # Errors
+    /// [`ErrorKind::AlreadyExists`] when an address is taken,
+    /// [`ErrorKind::InvalidInput`] for an address that is not local, is
+    /// empty or longer than [`MAX_ADDRESS_LEN`](ockam_core::MAX_ADDRESS_LEN),
+    /// [`ErrorKind::Shutdown`] once the node has stopped.
     pub async fn start_worker<W>(&self, address: impl Into<AddressSet>, worker: W) -> Result<()>
     where
         W: Worker<Context = Context>,
     {
-        let addresses = address.into().into_vec();
-        let ctx = Context::new_registered(self.router.clone(), addresses)?;
-        relay::spawn(worker, ctx);
-        Ok(())
+        start_worker(&self.router, address.into(), worker)
+    }
+
+    /// A handle on this node that does not keep it alive, for code that
+    /// must start workers synchronously (a [`TransportRouter`] that opens a
+    /// connection for the message it is routing).
+    pub fn node_handle(&self) -> NodeHandle {
+        NodeHandle {
+            router: Arc::downgrade(&self.router),
+        }
     }
 
     /// Stops the worker at `address`: it finishes the message at hand, runs
@@ -257,6 +292,9 @@ impl Context {
 
     /// A new context at `address`, with its own mailbox: a way for code that
     /// is not a worker to send and receive.
+    ///
+    /// # Errors
+    /// As [`Context::start_worker`]'s.
     pub async fn new_context(&self, address: impl Into<Address>) -> Result<Context> {
         Context::new_registered(self.router.clone(), vec![address.into()])
     }
@@ -292,6 +330,56 @@ impl Context {
     /// Every address registered on this node, sorted.
     pub fn list_addresses(&self) -> Vec<Address> {
         self.router.addresses()
+    }
+}
+
+fn start_worker<W>(router: &Arc<Router>, address: AddressSet, worker: W) -> Result<()>
+where
+    W: Worker<Context = Context>,
+{
+    let ctx = Context::new_registered(router.clone(), address.into_vec())?;
+    relay::spawn(worker, ctx);
+    Ok(())
+}
+
+/// A weak handle on a node (see [`Context::node_handle`]): starts workers
+/// without an `await`, and does not keep the node's router alive (a
+/// transport's state that holds it makes no reference cycle).
+#[derive(Clone)]
+pub struct NodeHandle {
+    router: std::sync::Weak<Router>,
+}
+
+impl NodeHandle {
+    /// [`Context::start_worker`], synchronously. Must be called from
+    /// within the node's tokio runtime (the worker's task is spawned on it).
+    ///
+    /// # Errors
+    /// As [`Context::start_worker`]'s, and [`ErrorKind::Shutdown`] when the
+    /// node is gone.
+    pub fn start_worker<W>(&self, address: impl Into<AddressSet>, worker: W) -> Result<()>
+    where
+        W: Worker<Context = Context>,
+    {
+        let router = self
+            .router
+            .upgrade()
+            .ok_or_else(|| Error::new(ErrorKind::Shutdown, "the node is gone"))?;
+        start_worker(&router, address.into(), worker)
+    }
+
+    /// Stops the worker at `address` (see [`Context::stop_worker`]) without
+    /// waiting for its `shutdown`; nothing happens when it is not running.
+    pub fn request_stop(&self, address: &Address) {
+        if let Some(router) = self.router.upgrade() {
+            router.request_stop_worker(address);
+        }
+    }
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NodeHandle").finish_non_exhaustive()
     }
 }
 

@@ -41,7 +41,9 @@ mod mailbox;
 mod relay;
 mod router;
 
-pub use context::{Context, DEFAULT_RECEIVE_TIMEOUT};
+pub use context::{Context, NodeHandle, DEFAULT_RECEIVE_TIMEOUT};
 pub use executor::{setup_tracing, start_node, Executor, APP_ADDRESS};
 pub use mailbox::{HIGH_WATER_MARK, PRESSURE_WAIT};
-pub use router::{Backpressure, InlineHandler, Onward, Routing, TransportRouter};
+pub use router::{
+    Backpressure, InlineHandler, Onward, Routing, TransportRouter, SHUTDOWN_TIMEOUT, STOP_GRACE,
+};

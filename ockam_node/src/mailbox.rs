@@ -35,8 +35,11 @@ pub(crate) struct Pressure {
 }
 
 impl Backpressure for Pressure {
-    fn wait(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
-        Box::pin(self.wait_below_mark())
+    fn wait(&self) -> Pin<Box<dyn Future<Output = ockam_core::Result<()>> + Send + '_>> {
+        Box::pin(async {
+            self.wait_below_mark().await;
+            Ok(())
+        })
     }
 }
 

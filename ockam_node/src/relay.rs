@@ -7,7 +7,7 @@ use crate::router::{StopMode, WorkerRecord};
 use futures_util::FutureExt;
 use ockam_core::{Message, Routed, Worker};
 use std::panic::AssertUnwindSafe;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 use tracing::{debug, error, warn};
 
 /// Starts the task of `worker`, whose context is already registered.
@@ -15,13 +15,13 @@ pub(crate) fn spawn<W>(worker: W, ctx: Context)
 where
     W: Worker<Context = Context>,
 {
-    let (stop_tx, stop_rx) = oneshot::channel();
+    let (stop_tx, stop_rx) = watch::channel(StopMode::Run);
     let (done_tx, done_rx) = watch::channel(false);
     ctx.router().add_worker(
         ctx.id(),
         WorkerRecord {
             addresses: ctx.addresses().to_vec(),
-            stop: Some(stop_tx),
+            stop: stop_tx,
             done: done_rx,
         },
     );
@@ -41,7 +41,7 @@ fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
 async fn run<W>(
     mut worker: W,
     mut ctx: Context,
-    mut stop: oneshot::Receiver<StopMode>,
+    mut stop: watch::Receiver<StopMode>,
     done: watch::Sender<bool>,
 ) where
     W: Worker<Context = Context>,
@@ -68,11 +68,15 @@ async fn run<W>(
     while healthy {
         // Only wait on the stop signal when idle: while messages are
         // queued, a non-blocking check between them is enough (and cheaper).
-        if draining.is_none() {
-            match stop.try_recv() {
-                Err(oneshot::error::TryRecvError::Empty) => {}
-                Ok(StopMode::Drain) => draining = Some(ctx.pending_messages()),
-                Ok(StopMode::Now) | Err(oneshot::error::TryRecvError::Closed) => break,
+        // (`has_changed` is one atomic load; it fails once the router
+        // dropped the record, which only happens after this loop.)
+        if stop.has_changed().unwrap_or(true) {
+            match *stop.borrow_and_update() {
+                StopMode::Run => {}
+                StopMode::Drain => {
+                    draining.get_or_insert_with(|| ctx.pending_messages());
+                }
+                StopMode::Now => break,
             }
         }
         if draining == Some(0) {
@@ -88,13 +92,13 @@ async fn run<W>(
             None if draining.is_some() => break,
             None => tokio::select! {
                 biased;
-                mode = &mut stop => match mode {
+                changed = stop.changed() => match changed {
                     // Something may have arrived just now: look again.
-                    Ok(StopMode::Drain) => {
-                        draining = Some(ctx.pending_messages());
+                    Ok(()) => {
+                        stop.mark_changed();
                         continue;
                     }
-                    Ok(StopMode::Now) | Err(_) => break,
+                    Err(_) => break,
                 },
                 m = ctx.next_message() => match m {
                     Some(m) => m,

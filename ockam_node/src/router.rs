@@ -7,8 +7,8 @@
 
 use crate::mailbox::{Mailbox, MailboxSender};
 use ockam_core::{
-    Address, EncodePayload, EncodedMessage, Error, ErrorKind, LocalMessage, Message, Result, Route,
-    TransportMessage, TransportType, LOCAL,
+    check_address, Address, EncodePayload, EncodedMessage, Error, ErrorKind, LocalMessage, Message,
+    Result, Route, TransportMessage, TransportType, LOCAL,
 };
 use std::any::{Any as StdAny, TypeId};
 use std::collections::HashMap;
@@ -16,12 +16,21 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-/// How long `stop()` waits for workers' `shutdown` before giving up on them.
-pub(crate) const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The stop deadline: how long stopping the node ([`Context::stop`](crate::Context::stop),
+/// SIGINT/SIGTERM) lets workers drain their mailboxes and run `shutdown`,
+/// including workers and connections they start while draining. Workers
+/// still running then are told to stop after the message at hand; each
+/// logs at warn how many messages it drops, and the node waits
+/// [`STOP_GRACE`] more for their `shutdown`.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long stopping the node waits, after [`SHUTDOWN_TIMEOUT`], for the
+/// workers it told to stop at once.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// Identifies a context or worker registered with the router.
 pub(crate) type OwnerId = u64;
@@ -36,7 +45,12 @@ pub trait Backpressure: Send + Sync + 'static {
     /// Resolves once the queue is back under its mark, or after a bounded
     /// time ([`PRESSURE_WAIT`](crate::PRESSURE_WAIT)) so that a cycle of
     /// full queues slows down instead of hanging.
-    fn wait(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    ///
+    /// # Errors
+    /// What the sender's `send` then fails with: the message that was
+    /// queued will not be delivered after all (e.g. a TCP connection that
+    /// was being opened for it could not be established).
+    fn wait(&self) -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>>;
 }
 
 /// What a [`TransportRouter`] did with a message.
@@ -214,21 +228,41 @@ struct Entry {
     inline: Option<Arc<dyn InlineHandler>>,
 }
 
-/// How a worker is asked to stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a worker is asked to stop; a request only ever escalates
+/// (`Run` < `Drain` < `Now`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum StopMode {
-    /// After the message at hand (`stop_worker`).
-    Now,
+    /// Keep running.
+    Run,
     /// After the messages already in its mailbox (the node stopping), so
     /// that what was sent before `stop()` (a last reply, say) still goes out.
     Drain,
+    /// After the message at hand (`stop_worker`, or the stop deadline).
+    Now,
 }
 
 /// What the router keeps about a running worker, to stop it.
 pub(crate) struct WorkerRecord {
     pub(crate) addresses: Vec<Address>,
-    pub(crate) stop: Option<oneshot::Sender<StopMode>>,
+    pub(crate) stop: watch::Sender<StopMode>,
     pub(crate) done: watch::Receiver<bool>,
+}
+
+impl WorkerRecord {
+    /// Asks the worker to stop in `mode`, unless it was asked for more.
+    fn request(&self, mode: StopMode) {
+        Self::raise(&self.stop, mode)
+    }
+
+    fn raise(stop: &watch::Sender<StopMode>, mode: StopMode) {
+        stop.send_if_modified(|m| {
+            let raise = *m < mode;
+            if raise {
+                *m = mode;
+            }
+            raise
+        });
+    }
 }
 
 pub(crate) struct Router {
@@ -273,9 +307,12 @@ impl Router {
     }
 
     /// Registers `addresses` for a new mailbox owned by `owner`: all or none.
+    /// Allowed while the node stops (a draining worker may need a new
+    /// worker or context, e.g. a TCP connection for its last messages),
+    /// not once it has stopped.
     pub(crate) fn register(&self, addresses: &[Address], owner: OwnerId) -> Result<Mailbox> {
-        if self.is_stopping() {
-            return Err(Error::new(ErrorKind::Shutdown, "the node is stopping"));
+        if *self.stopped.borrow() {
+            return Err(Error::new(ErrorKind::Shutdown, "the node has stopped"));
         }
         if addresses.is_empty() {
             return Err(Error::new(
@@ -288,6 +325,16 @@ impl Router {
                 ErrorKind::InvalidInput,
                 format!("{a} is not a local address (transport type must be 0)"),
             ));
+        }
+        // An address that could not cross a transport (it is in every
+        // return route this context sends) is refused here, at its source.
+        for a in addresses {
+            check_address(a).map_err(|e| {
+                Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("{a:?} cannot be a worker's address: {e}"),
+                )
+            })?;
         }
         let (tx, mailbox) = Mailbox::new();
         let mut table = write(&self.table);
@@ -347,8 +394,14 @@ impl Router {
         }
     }
 
+    /// Records a worker that was just started; one started while the node
+    /// stops is asked to drain at once (and waited for like the others).
     pub(crate) fn add_worker(&self, id: OwnerId, record: WorkerRecord) {
-        self.workers().insert(id, record);
+        let mut workers = self.workers();
+        if self.is_stopping() {
+            record.request(StopMode::Drain);
+        }
+        workers.insert(id, record);
     }
 
     pub(crate) fn remove_worker(&self, id: OwnerId) {
@@ -542,9 +595,9 @@ impl Router {
     pub(crate) async fn stop_worker(&self, address: &Address, caller: OwnerId) -> Result<()> {
         let owner = read(&self.table).get(address).map(|e| e.owner);
         let owner = owner.ok_or_else(|| not_found(address))?;
-        let (stop, mut done) = {
-            let mut workers = self.workers();
-            let record = workers.get_mut(&owner).ok_or_else(|| {
+        let mut done = {
+            let workers = self.workers();
+            let record = workers.get(&owner).ok_or_else(|| {
                 Error::new(
                     ErrorKind::InvalidInput,
                     format!(
@@ -552,15 +605,22 @@ impl Router {
                     ),
                 )
             })?;
-            (record.stop.take(), record.done.clone())
+            record.request(StopMode::Now);
+            record.done.clone()
         };
-        if let Some(stop) = stop {
-            let _ = stop.send(StopMode::Now);
-        }
         if owner != caller {
             let _ = done.wait_for(|d| *d).await;
         }
         Ok(())
+    }
+
+    /// Asks the worker at `address` to stop after the message at hand,
+    /// without waiting; nothing happens when no worker has that address.
+    pub(crate) fn request_stop_worker(&self, address: &Address) {
+        let owner = read(&self.table).get(address).map(|e| e.owner);
+        if let Some(record) = owner.and_then(|o| self.workers().get(&o).map(|r| r.stop.clone())) {
+            WorkerRecord::raise(&record, StopMode::Now);
+        }
     }
 
     pub(crate) fn is_stopping(&self) -> bool {
@@ -570,43 +630,74 @@ impl Router {
     /// Stops every worker once it has handled the messages already in its
     /// mailbox, waits for their `shutdown` (not the caller's own, which runs
     /// after its current message) and marks the node stopped.
+    ///
+    /// Workers started while this runs (by draining workers) are drained
+    /// and waited for too. At [`SHUTDOWN_TIMEOUT`] the workers still
+    /// running are told to stop after the message at hand (each logs how
+    /// many messages it drops), and given [`STOP_GRACE`] more.
     pub(crate) async fn stop_node(&self, caller: Option<OwnerId>) {
         if self.stopping.swap(true, Ordering::AcqRel) {
             let mut stopped = self.stopped.subscribe();
             let _ = stopped.wait_for(|s| *s).await;
             return;
         }
-        let waits: Vec<(Vec<Address>, watch::Receiver<bool>)> = {
-            let mut workers = self.workers();
-            workers
-                .iter_mut()
-                .filter_map(|(id, record)| {
-                    if let Some(stop) = record.stop.take() {
-                        let _ = stop.send(StopMode::Drain);
-                    }
-                    (Some(*id) != caller).then(|| (record.addresses.clone(), record.done.clone()))
-                })
-                .collect()
-        };
-        info!(workers = waits.len(), "stopping node");
-        let all =
-            futures_util::future::join_all(waits.into_iter().map(|(addrs, mut done)| async move {
-                let _ = done.wait_for(|d| *d).await;
-                addrs
-            }));
-        if tokio::time::timeout(SHUTDOWN_TIMEOUT, all).await.is_err() {
-            let left: Vec<String> = self
-                .workers()
-                .values()
-                .filter(|r| !*r.done.borrow())
-                .map(|r| format!("{:?}", r.addresses))
-                .collect();
-            warn!(
-                ?left,
-                "workers did not finish shutdown in {:?}", SHUTDOWN_TIMEOUT
-            );
+        let started = Instant::now();
+        info!(workers = self.workers().len(), "stopping node");
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_TIMEOUT;
+        let mut in_time = true;
+        // Draining workers may start others: wait until none is left.
+        loop {
+            let waits = self.request_stop(StopMode::Drain, caller);
+            if waits.is_empty() {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, wait_all(waits))
+                .await
+                .is_err()
+            {
+                in_time = false;
+                break;
+            }
         }
+        if !in_time {
+            let waits = self.request_stop(StopMode::Now, caller);
+            warn!(
+                workers = waits.len(),
+                "workers still running at the stop deadline ({:?}); stopping them after \
+                 the message at hand (each logs the messages it drops)",
+                SHUTDOWN_TIMEOUT
+            );
+            if tokio::time::timeout(STOP_GRACE, wait_all(waits))
+                .await
+                .is_err()
+            {
+                let workers = self.workers();
+                let left: Vec<String> = workers
+                    .iter()
+                    .filter(|(id, r)| Some(**id) != caller && !*r.done.borrow())
+                    .map(|(_, r)| format!("{:?}", r.addresses))
+                    .collect();
+                warn!(
+                    ?left,
+                    "workers did not finish shutdown; left behind as the node stops"
+                );
+            }
+        }
+        info!(elapsed = ?started.elapsed(), "node stopped");
         self.stopped.send_replace(true);
+    }
+
+    /// Asks every running worker to stop in `mode` (`caller` too: it stops
+    /// after its current message); what to wait on for each but `caller`.
+    fn request_stop(&self, mode: StopMode, caller: Option<OwnerId>) -> Vec<watch::Receiver<bool>> {
+        self.workers()
+            .iter()
+            .filter(|(_, r)| !*r.done.borrow())
+            .filter_map(|(id, r)| {
+                r.request(mode);
+                (Some(*id) != caller).then(|| r.done.clone())
+            })
+            .collect()
     }
 
     /// Waits (at most `timeout`) until every worker's task has finished,
@@ -614,10 +705,10 @@ impl Router {
     pub(crate) async fn wait_workers_finished(&self, timeout: Duration) {
         let waits: Vec<watch::Receiver<bool>> =
             self.workers().values().map(|r| r.done.clone()).collect();
-        let all = futures_util::future::join_all(waits.into_iter().map(|mut done| async move {
-            let _ = done.wait_for(|d| *d).await;
-        }));
-        if tokio::time::timeout(timeout, all).await.is_err() {
+        if tokio::time::timeout(timeout, wait_all(waits))
+            .await
+            .is_err()
+        {
             warn!("some workers did not finish within {:?}", timeout);
         }
     }
@@ -625,6 +716,14 @@ impl Router {
     pub(crate) fn stopped(&self) -> watch::Receiver<bool> {
         self.stopped.subscribe()
     }
+}
+
+/// Resolves once every worker behind `done` has finished.
+async fn wait_all(done: Vec<watch::Receiver<bool>>) {
+    futures_util::future::join_all(done.into_iter().map(|mut d| async move {
+        let _ = d.wait_for(|d| *d).await;
+    }))
+    .await;
 }
 
 fn push(entry: &Entry, msg: LocalMessage) -> Result<Waiting> {

@@ -13,7 +13,7 @@ fn a_message_in_parts_to_a_local_address_arrives_built() {
             let back: Route = route!["somewhere", "else"];
             let mut onward = ctx.onward();
             onward.forward_parts(&route![ctx.address()], &back, a, b.to_vec())?;
-            ctx.settle(onward).await;
+            ctx.settle(onward).await?;
             let msg = ctx.receive::<String>().await?;
             assert_eq!(msg.return_route(), back);
             assert_eq!(msg.take(), "hello in parts");

@@ -3,10 +3,10 @@
 
 use crate::frame::FrameDecoder;
 use crate::outbox::{Outbox, Push};
-use crate::peers::TcpShared;
+use crate::peers::{Conn, ConnState, TcpShared};
 use ockam_core::{
     async_trait, Address, Any, Error, ErrorKind, LocalMessage, Result, Routed, TransportMessage,
-    Worker, TCP,
+    Worker, MAX_ROUTE_LEN, TCP,
 };
 use ockam_node::{Backpressure, Context};
 use std::sync::Arc;
@@ -18,6 +18,9 @@ use tracing::{debug, info, warn};
 
 /// How much the reader asks the socket for at a time.
 const READ_CHUNK: usize = 256 * 1024;
+
+/// How long a closing connection lets its writer send what is queued.
+const WRITER_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Connects to `peer` within the transport's connect timeout.
 pub(crate) async fn connect(peer: &str, shared: &TcpShared) -> Result<TcpStream> {
@@ -83,8 +86,8 @@ async fn write_loop(
 }
 
 /// Owns one TCP connection: connects (unless given a connected socket),
-/// runs its writer and reader, and appends the messages that were deferred
-/// to its mailbox (see [`Outbox`]) to the outbox.
+/// runs its writer and reader, and appends messages sent to its own address
+/// to the outbox (senders normally append to the [`Outbox`] directly).
 pub(crate) struct TcpSendWorker {
     /// The peer's TCP address text (`host:port`), the key in the peer table.
     peer: String,
@@ -92,6 +95,7 @@ pub(crate) struct TcpSendWorker {
     accepted: bool,
     stream: Option<TcpStream>,
     outbox: Arc<Outbox>,
+    conn: Arc<ConnState>,
     shared: Arc<TcpShared>,
     receiver: Option<JoinHandle<()>>,
     writer: Option<JoinHandle<Option<String>>>,
@@ -108,6 +112,7 @@ impl TcpSendWorker {
         peer: String,
         stream: Option<TcpStream>,
         outbox: Arc<Outbox>,
+        conn: Arc<ConnState>,
         shared: Arc<TcpShared>,
     ) -> Self {
         TcpSendWorker {
@@ -115,6 +120,7 @@ impl TcpSendWorker {
             accepted: false,
             stream,
             outbox,
+            conn,
             shared,
             receiver: None,
             writer: None,
@@ -154,15 +160,19 @@ impl Worker for TcpSendWorker {
                 Ok(s) => s,
                 Err(e) => {
                     // Expected now and then: a warning, not a worker error.
-                    warn!(peer = %self.peer, error = %e, "TCP connection failed; messages for this peer are dropped");
-                    self.outbox.close();
-                    self.shared.failed(&self.peer, &me, e.to_string());
+                    // Their senders were waiting for the connection and
+                    // get the error; later sends fail during the backoff.
+                    let dropped = self.outbox.close();
+                    warn!(peer = %self.peer, error = %e, dropped, "TCP connection failed; the messages queued for it are dropped and their sends fail");
+                    self.shared.failed(&self.peer, &me, &e);
+                    self.conn.set(Conn::Failed(e.kind(), e.to_string()));
                     let _ = ctx.stop_worker(me).await;
                     return Ok(());
                 }
             },
         };
         self.shared.connected(&self.peer, &me);
+        self.conn.set(Conn::Connected);
         let local = stream.local_addr().ok();
         let (reader, writer) = stream.into_split();
         self.writer = Some(tokio::spawn(write_loop(
@@ -176,6 +186,7 @@ impl Worker for TcpSendWorker {
             reader,
             self.peer.clone(),
             me,
+            self.accepted,
             self.shared.clone(),
         )));
         info!(peer = %self.peer, local = ?local, "TCP connection up");
@@ -187,7 +198,7 @@ impl Worker for TcpSendWorker {
         // Our own hop (the peer's TCP address) is done.
         transport.onward_route.step()?;
         match self.outbox.push(&transport) {
-            Push::Backlog => self.outbox.wait().await,
+            Push::Backlog => self.outbox.wait().await?,
             other => {
                 report(&self.peer, other);
             }
@@ -196,23 +207,24 @@ impl Worker for TcpSendWorker {
     }
 
     async fn shutdown(&mut self, ctx: &mut Context) -> Result<()> {
-        // Let the writer send what is queued, then close the socket.
+        // No new messages from now on; the writer sends what is queued,
+        // then closes the socket.
+        self.shared
+            .closed(&self.peer, &ctx.address(), self.accepted);
         self.outbox.close();
         if let Some(w) = self.writer.take() {
-            match tokio::time::timeout(std::time::Duration::from_secs(5), w).await {
+            match tokio::time::timeout(WRITER_DRAIN, w).await {
                 Ok(Ok(Some(reason))) => debug!(peer = %self.peer, %reason, "writer ended"),
                 Ok(_) => {}
-                Err(_) => warn!(peer = %self.peer, "unsent TCP output dropped after 5 s"),
+                Err(_) => {
+                    warn!(peer = %self.peer, "unsent TCP output dropped after {WRITER_DRAIN:?}: the peer is not reading")
+                }
             }
         }
         if let Some(r) = self.receiver.take() {
             r.abort();
         }
-        if self.accepted {
-            self.shared.closed_accepted(&self.peer, &ctx.address());
-        } else {
-            self.shared.closed(&self.peer, &ctx.address());
-        }
+        self.conn.set(Conn::Closed);
         info!(peer = %self.peer, "TCP connection closed");
         Ok(())
     }
@@ -225,6 +237,7 @@ async fn receive_loop(
     mut reader: OwnedReadHalf,
     peer: String,
     sender: Address,
+    accepted: bool,
     shared: Arc<TcpShared>,
 ) {
     let hop = Address::new(TCP, &peer);
@@ -247,12 +260,23 @@ async fn receive_loop(
                 Ok(None) => break,
                 Err(e) => break 'conn format!("invalid frame: {e}"),
             };
+            // A well-framed message that does not decode is that message's
+            // problem: the frames behind it are intact.
             let mut transport = match TransportMessage::decode(frame) {
                 Ok(t) => t,
-                Err(e) => break 'conn format!("frame is not a transport message: {e}"),
+                Err(e) => {
+                    warn!(%peer, error = %e, "dropped a frame that is not a valid transport message");
+                    continue;
+                }
             };
             if transport.onward_route.is_empty() {
                 warn!(%peer, "dropped a message with an empty onward route");
+                continue;
+            }
+            // Every hop adds itself to the return route: one that is full
+            // could not be answered (nor sent on).
+            if transport.return_route.len() >= MAX_ROUTE_LEN {
+                warn!(%peer, onward = ?transport.onward_route.next().ok(), "dropped a message whose return route already has {MAX_ROUTE_LEN} addresses (the most a route may have)");
                 continue;
             }
             // Replies go back over this connection.
@@ -263,7 +287,7 @@ async fn receive_loop(
         }
     };
     info!(%peer, %reason, "closing TCP connection");
-    shared.closed(&peer, &sender);
+    shared.closed(&peer, &sender, accepted);
     let _ = ctx.stop_worker(sender).await;
     debug!(%peer, "TCP receiver done");
 }

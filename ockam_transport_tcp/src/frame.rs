@@ -2,7 +2,7 @@
 //! one BARE-encoded [`TransportMessage`]. A plain state machine with no I/O:
 //! the connection reads bytes into it and takes whole frames out.
 
-use ockam_core::{Address, EncodePayload, Error, ErrorKind, Result, TransportMessage};
+use ockam_core::{check_route, Address, EncodePayload, Error, ErrorKind, Result, TransportMessage};
 
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX: usize = 4;
@@ -174,6 +174,9 @@ pub fn encode_frame_parts(
     out: &mut Vec<u8>,
     max_frame: usize,
 ) -> Result<()> {
+    // The peer's decoder refuses these: refuse them here, to the sender.
+    check_route(onward_route)?;
+    check_route(return_route)?;
     let payload_len = payload.payload_len();
     let start = out.len();
     out.extend_from_slice(&[0; LENGTH_PREFIX]);

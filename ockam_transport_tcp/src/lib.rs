@@ -38,7 +38,6 @@ mod listener;
 mod options;
 mod outbox;
 mod peers;
-mod router;
 mod transport;
 
 pub use compat::{start_tcp_worker, TcpRouter, TcpRouterHandle, WorkerPair};

@@ -4,7 +4,6 @@ use crate::connection::TcpSendWorker;
 use crate::peers::TcpShared;
 use ockam_core::{async_trait, Address, Any, Result, Worker};
 use ockam_node::Context;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -64,14 +63,19 @@ async fn accept_loop(ctx: Context, listener: TcpListener, shared: Arc<TcpShared>
                 }
                 let peer = peer_addr.to_string();
                 let worker = Address::random_local();
-                let (hold, outbox) = shared.set_up(&peer, &worker);
-                let w = TcpSendWorker::new(peer.clone(), Some(stream), outbox, shared.clone())
-                    .accepted();
+                let opening = shared.accepted(&peer, &worker);
+                let w = TcpSendWorker::new(
+                    peer.clone(),
+                    Some(stream),
+                    opening.outbox,
+                    opening.conn,
+                    shared.clone(),
+                )
+                .accepted();
                 if let Err(e) = ctx.start_worker(worker.clone(), w).await {
-                    shared.closed(&peer, &worker);
+                    shared.closed(&peer, &worker, true);
                     warn!(%peer, error = %e, "could not start a worker for an accepted connection");
                 }
-                hold.fetch_sub(1, Ordering::AcqRel);
             }
             Err(e) => {
                 // Typically out of file descriptors: wait instead of spinning.

@@ -47,6 +47,8 @@ pub(crate) struct Outbox {
 
 struct State {
     buf: Vec<u8>,
+    /// Frames in `buf`.
+    frames: usize,
     /// No more frames are accepted (connection closing or failed).
     closed: bool,
 }
@@ -79,6 +81,7 @@ impl Outbox {
         Outbox {
             state: Mutex::new(State {
                 buf: Vec::new(),
+                frames: 0,
                 closed: false,
             }),
             ready: Notify::new(),
@@ -132,6 +135,7 @@ impl Outbox {
         if let Err(e) = encode(&mut st.buf, self.max_frame) {
             return Push::Refused(e);
         }
+        st.frames += 1;
         let over = st.buf.len() >= self.limit;
         drop(st);
         if was_empty {
@@ -166,10 +170,17 @@ impl Outbox {
     }
 
     /// Accepts no more frames; the writer sends what is queued and stops.
-    pub(crate) fn close(&self) {
-        self.lock().closed = true;
+    /// Returns how many frames are queued and not yet taken by the writer
+    /// (dropped, when there is no writer).
+    pub(crate) fn close(&self) -> usize {
+        let frames = {
+            let mut st = self.lock();
+            st.closed = true;
+            st.frames
+        };
         self.ready.notify_one();
         self.drained.notify_waiters();
+        frames
     }
 
     /// Everything queued so far (swapped with `spare`, which must be
@@ -183,6 +194,7 @@ impl Outbox {
                 let mut st = self.lock();
                 if !st.buf.is_empty() || st.closed {
                     let batch = std::mem::replace(&mut st.buf, spare.take().unwrap_or_default());
+                    st.frames = 0;
                     let closed = st.closed;
                     drop(st);
                     self.drained.notify_waiters();
@@ -199,7 +211,7 @@ impl Backpressure for Outbox {
     /// [`STALL_WAIT`] in which it wrote nothing (the kernel lets a blocked
     /// writer go on only once a good part of the socket buffer is free,
     /// which takes a while with a slow reader).
-    fn wait(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
+    fn wait(&self) -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>> {
         Box::pin(async {
             let mut before = self.written.load(Ordering::Relaxed);
             let mut stalled = std::time::Duration::ZERO;
@@ -208,7 +220,7 @@ impl Backpressure for Outbox {
                     .await
                     .is_ok()
                 {
-                    return;
+                    return Ok(());
                 }
                 let now = self.written.load(Ordering::Relaxed);
                 if now == before {
@@ -218,6 +230,7 @@ impl Backpressure for Outbox {
                     stalled = std::time::Duration::ZERO;
                 }
             }
+            Ok(())
         })
     }
 }

@@ -1,40 +1,117 @@
 //! The peer table: which connection worker carries messages for each TCP
-//! address, and which peers recently could not be reached. It is the node's
-//! [`TransportRouter`] for transport type `TCP`.
+//! address, and which peers recently could not be reached; and the node's
+//! [`TransportRouter`] for transport type `TCP`, which opens connections on
+//! demand.
 
+use crate::connection::TcpSendWorker;
+use crate::frame::FrameError;
 use crate::options::TcpOptions;
 use crate::outbox::{Outbox, Push};
-use ockam_core::{Address, EncodePayload, Error, ErrorKind, LocalMessage, Result, Route, TCP};
-use ockam_node::{Routing, TransportRouter};
+use ockam_core::{
+    check_route, Address, EncodePayload, Error, ErrorKind, LocalMessage, Result, Route,
+    TransportMessage, TCP,
+};
+use ockam_node::{Backpressure, NodeHandle, Routing, TransportRouter};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 use tracing::debug;
 
 /// Backoff after the first failed connection attempt; doubles per failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// How long messages for a peer that had connected to us (and left) fail
-/// at once.
-const ACCEPTED_GONE: Duration = Duration::from_secs(600);
+/// at once, unless the application connects to it explicitly.
+pub const ACCEPTED_GONE: Duration = Duration::from_secs(3600);
 /// Longest backoff between connection attempts to one peer.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Peers remembered as down (failed, or gone after connecting to us)
+/// beyond which the oldest marks are forgotten, so the table stays small.
+const MAX_DOWN_PEERS: usize = 65_536;
+
+/// Where a connection is in its life, as its senders see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Conn {
+    /// Being opened: messages queue in its outbox, their senders wait.
+    Connecting,
+    /// Established.
+    Connected,
+    /// Could not be opened; messages queued for it are dropped.
+    Failed(ErrorKind, String),
+    /// Over.
+    Closed,
+}
+
+/// The state of one connection, shared by its worker and its senders; a
+/// sender that queued a message while the connection was being opened
+/// waits on it (as [`Backpressure`]) and learns whether it was.
+#[derive(Debug)]
+pub(crate) struct ConnState {
+    peer: String,
+    state: watch::Sender<Conn>,
+}
+
+impl ConnState {
+    fn new(peer: &str, state: Conn) -> Arc<Self> {
+        Arc::new(ConnState {
+            peer: peer.to_string(),
+            state: watch::channel(state).0,
+        })
+    }
+
+    pub(crate) fn set(&self, state: Conn) {
+        self.state.send_replace(state);
+    }
+
+    fn is_connecting(&self) -> bool {
+        *self.state.borrow() == Conn::Connecting
+    }
+
+    /// Waits until the connection is established (`Ok`) or not to be.
+    pub(crate) async fn established(&self) -> Result<()> {
+        let mut rx = self.state.subscribe();
+        let state = match rx.wait_for(|c| *c != Conn::Connecting).await {
+            Ok(c) => c.clone(),
+            Err(_) => Conn::Closed,
+        };
+        match state {
+            Conn::Connecting | Conn::Connected => Ok(()),
+            Conn::Failed(kind, reason) => Err(Error::new(
+                kind,
+                format!("TCP peer {}: {reason}; the message was not sent", self.peer),
+            )),
+            Conn::Closed => Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "the TCP connection to {} closed while it was being set up; \
+                     the message may not have been sent",
+                    self.peer
+                ),
+            )),
+        }
+    }
+}
+
+impl Backpressure for ConnState {
+    fn wait(&self) -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>> {
+        Box::pin(self.established())
+    }
+}
 
 #[derive(Debug, Clone)]
 enum Peer {
-    /// A connection worker exists (connected or connecting), or is about
-    /// to be started by the on-demand router (`needs_start`).
+    /// A connection worker exists (connected or connecting).
     Up {
         worker: Address,
         outbox: Arc<Outbox>,
+        conn: Arc<ConnState>,
+        /// Failed attempts before this one (sets the next backoff).
         failures: u32,
-        needs_start: bool,
-        /// Messages for this peer that were handed to the on-demand router
-        /// and not yet passed on. While there are any, later messages take
-        /// the same way, so that none overtakes another.
-        via_router: Arc<AtomicUsize>,
     },
-    /// The last attempt failed; senders get an error until `until`.
+    /// The last attempt failed, or the peer had connected to us and left;
+    /// sends fail until `until` (an explicit `connect` tries at once).
     Down {
         until: Instant,
         failures: u32,
@@ -42,38 +119,28 @@ enum Peer {
     },
 }
 
-/// What the on-demand router does with a message it was handed.
-pub(crate) enum RouterAction {
-    /// Start the connection worker (it connects), then pass the message on.
-    Start {
-        worker: Address,
-        outbox: Arc<Outbox>,
-        via_router: Arc<AtomicUsize>,
-    },
-    /// Pass the message on to the connection.
-    Forward {
-        outbox: Arc<Outbox>,
-        via_router: Arc<AtomicUsize>,
-    },
-    /// The peer is unreachable: drop the message.
-    Drop(String),
+/// A connection to open: the caller starts its worker.
+pub(crate) struct Opening {
+    pub(crate) worker: Address,
+    pub(crate) outbox: Arc<Outbox>,
+    pub(crate) conn: Arc<ConnState>,
 }
 
 /// Per-node TCP state shared by the transport's workers.
 pub(crate) struct TcpShared {
     peers: RwLock<HashMap<String, Peer>>,
     pub(crate) options: TcpOptions,
-    /// The worker that connects on demand.
-    pub(crate) router_address: Address,
+    /// Starts connection workers from inside `route` (no await there).
+    node: NodeHandle,
     pub(crate) started: tokio::sync::Mutex<bool>,
 }
 
 impl TcpShared {
-    pub(crate) fn new(options: TcpOptions) -> Self {
+    pub(crate) fn new(options: TcpOptions, node: NodeHandle) -> Self {
         TcpShared {
             peers: RwLock::new(HashMap::new()),
             options,
-            router_address: Address::random_local(),
+            node,
             started: tokio::sync::Mutex::new(false),
         }
     }
@@ -86,36 +153,6 @@ impl TcpShared {
         self.peers.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// For the on-demand router: what to do with a message for `peer`.
-    pub(crate) fn router_action(&self, peer: &str) -> RouterAction {
-        let mut peers = self.write();
-        match peers.get_mut(peer) {
-            Some(Peer::Up {
-                worker,
-                outbox,
-                needs_start,
-                via_router,
-                ..
-            }) => {
-                let (worker, outbox, via_router) =
-                    (worker.clone(), outbox.clone(), via_router.clone());
-                if std::mem::take(needs_start) {
-                    RouterAction::Start {
-                        worker,
-                        outbox,
-                        via_router,
-                    }
-                } else {
-                    RouterAction::Forward { outbox, via_router }
-                }
-            }
-            Some(Peer::Down { reason, .. }) => RouterAction::Drop(reason.clone()),
-            // The entry went away (connection closed) after this message
-            // was routed here: let the next message start over.
-            None => RouterAction::Drop("its connection closed".to_string()),
-        }
-    }
-
     /// The connection worker of `peer`, if it has one.
     pub(crate) fn worker(&self, peer: &str) -> Option<Address> {
         match self.read().get(peer) {
@@ -124,36 +161,101 @@ impl TcpShared {
         }
     }
 
-    /// `worker`, about to be started by the caller, carries messages for
-    /// `peer` from now on. Until the caller releases the returned hold
-    /// (after starting the worker), messages for `peer` queue up in order
-    /// at the on-demand router, which passes them on once the worker exists.
-    pub(crate) fn set_up(&self, peer: &str, worker: &Address) -> (Arc<AtomicUsize>, Arc<Outbox>) {
-        let hold = Arc::new(AtomicUsize::new(1));
-        let outbox = self.new_outbox();
-        let old = self.write().insert(
-            peer.to_string(),
-            Peer::Up {
-                worker: worker.clone(),
-                outbox: outbox.clone(),
-                failures: 0,
-                needs_start: false,
-                via_router: hold.clone(),
-            },
-        );
-        if let Some(Peer::Up { worker: old, .. }) = old {
-            if &old != worker {
-                debug!(peer, %old, new = %worker, "a newer connection replaces the old one for this peer");
-            }
-        }
-        (hold, outbox)
-    }
-
     fn new_outbox(&self) -> Arc<Outbox> {
         Arc::new(Outbox::new(
             self.options.write_batch_bytes,
             self.options.max_frame_size,
         ))
+    }
+
+    /// The connection to `peer`, opened (its worker started) if there is
+    /// none: one lookup-and-insert under the table's lock, so concurrent
+    /// callers share one connection. `explicit` (the application's
+    /// `connect`) ignores a down mark; otherwise a peer in its backoff, or
+    /// one that connected to us and left, is an error.
+    pub(crate) fn open(
+        self: &Arc<Self>,
+        peer: &str,
+        explicit: bool,
+    ) -> Result<(Arc<Outbox>, Arc<ConnState>)> {
+        let opening = {
+            let mut peers = self.write();
+            let failures = match peers.get(peer) {
+                Some(Peer::Up { outbox, conn, .. }) => return Ok((outbox.clone(), conn.clone())),
+                Some(Peer::Down {
+                    until,
+                    failures,
+                    reason,
+                }) => {
+                    if !explicit && Instant::now() < *until {
+                        return Err(unreachable(&Address::new(TCP, peer), reason, *until));
+                    }
+                    *failures
+                }
+                None => 0,
+            };
+            let opening = Opening {
+                worker: Address::random_local(),
+                outbox: self.new_outbox(),
+                conn: ConnState::new(peer, Conn::Connecting),
+            };
+            peers.insert(
+                peer.to_string(),
+                Peer::Up {
+                    worker: opening.worker.clone(),
+                    outbox: opening.outbox.clone(),
+                    conn: opening.conn.clone(),
+                    failures,
+                },
+            );
+            opening
+        };
+        // Not under the table's lock: starting a worker takes the node's.
+        let w = TcpSendWorker::new(
+            peer.to_string(),
+            None,
+            opening.outbox.clone(),
+            opening.conn.clone(),
+            self.clone(),
+        );
+        if let Err(e) = self.node.start_worker(opening.worker.clone(), w) {
+            self.failed(peer, &opening.worker, &e);
+            opening.conn.set(Conn::Failed(e.kind(), e.to_string()));
+            opening.outbox.close();
+            return Err(e);
+        }
+        Ok((opening.outbox, opening.conn))
+    }
+
+    /// `peer` connected to us: `worker`, about to be started by the
+    /// caller, carries messages for it from now on. A connection it
+    /// replaces is closed and its worker stopped.
+    pub(crate) fn accepted(&self, peer: &str, worker: &Address) -> Opening {
+        let opening = Opening {
+            worker: worker.clone(),
+            outbox: self.new_outbox(),
+            conn: ConnState::new(peer, Conn::Connected),
+        };
+        let old = self.write().insert(
+            peer.to_string(),
+            Peer::Up {
+                worker: worker.clone(),
+                outbox: opening.outbox.clone(),
+                conn: opening.conn.clone(),
+                failures: 0,
+            },
+        );
+        if let Some(Peer::Up {
+            worker: old,
+            outbox,
+            ..
+        }) = old
+        {
+            debug!(peer, %old, new = %worker, "a newer connection replaces the old one for this peer");
+            outbox.close();
+            self.node.request_stop(&old);
+        }
+        opening
     }
 
     /// The connection of `worker` is established: forget past failures.
@@ -170,8 +272,9 @@ impl TcpShared {
         }
     }
 
-    /// `worker` could not connect to `peer`: refuse sends for a while.
-    pub(crate) fn failed(&self, peer: &str, worker: &Address, reason: String) {
+    /// `worker` could not connect to `peer` (`error`): refuse sends for a
+    /// while.
+    pub(crate) fn failed(&self, peer: &str, worker: &Address, error: &Error) {
         let mut peers = self.write();
         let failures = match peers.get(peer) {
             Some(Peer::Up {
@@ -190,17 +293,24 @@ impl TcpShared {
             Peer::Down {
                 until: Instant::now() + backoff,
                 failures,
-                reason,
+                reason: error.to_string(),
             },
         );
+        Self::forget_some(&mut peers);
     }
 
-    /// The connection of `worker`, which `peer` opened to us, is over. Its
-    /// address is an ephemeral port on the peer: nobody listens there, so
-    /// messages for it fail at once for a while instead of dialing back.
-    pub(crate) fn closed_accepted(&self, peer: &str, worker: &Address) {
+    /// The connection of `worker` is over. One the peer opened to us
+    /// (`accepted`) came from an ephemeral port where nobody listens:
+    /// messages for that address fail at once for [`ACCEPTED_GONE`]
+    /// instead of dialing back. Otherwise the entry is forgotten and the
+    /// next message for `peer` reconnects. Idempotent: the connection's
+    /// reader and its worker both call it, whichever ends first.
+    pub(crate) fn closed(&self, peer: &str, worker: &Address, accepted: bool) {
         let mut peers = self.write();
-        if matches!(peers.get(peer), Some(Peer::Up { worker: w, .. }) if w == worker) {
+        if !matches!(peers.get(peer), Some(Peer::Up { worker: w, .. }) if w == worker) {
+            return;
+        }
+        if accepted {
             peers.insert(
                 peer.to_string(),
                 Peer::Down {
@@ -209,20 +319,33 @@ impl TcpShared {
                     reason: "it had connected to this node and has disconnected".into(),
                 },
             );
-        }
-        // Forget long-expired entries now and then, so the table stays small.
-        if peers.len() > 1024 {
-            let now = Instant::now();
-            peers.retain(|_, p| !matches!(p, Peer::Down { until, .. } if *until < now));
+            Self::forget_some(&mut peers);
+        } else {
+            peers.remove(peer);
         }
     }
 
-    /// The connection of `worker` is over: forget it (the next message for
-    /// `peer` reconnects).
-    pub(crate) fn closed(&self, peer: &str, worker: &Address) {
-        let mut peers = self.write();
-        if matches!(peers.get(peer), Some(Peer::Up { worker: w, .. }) if w == worker) {
-            peers.remove(peer);
+    /// Keeps the down marks from growing without bound: expired ones go
+    /// first, then the oldest.
+    fn forget_some(peers: &mut HashMap<String, Peer>) {
+        if peers.len() <= MAX_DOWN_PEERS {
+            return;
+        }
+        let now = Instant::now();
+        peers.retain(|_, p| !matches!(p, Peer::Down { until, .. } if *until < now));
+        let mut down: Vec<(Instant, String)> = peers
+            .iter()
+            .filter_map(|(k, p)| match p {
+                Peer::Down { until, .. } => Some((*until, k.clone())),
+                Peer::Up { .. } => None,
+            })
+            .collect();
+        let excess = peers.len().saturating_sub(MAX_DOWN_PEERS * 3 / 4);
+        if excess > 0 && !down.is_empty() {
+            down.sort_unstable();
+            for (_, k) in down.into_iter().take(excess) {
+                peers.remove(&k);
+            }
         }
     }
 
@@ -234,37 +357,20 @@ impl TcpShared {
             .count()
     }
 
-    /// The slow path of `resolve`: no usable entry for `peer`. Creates one
-    /// whose worker the on-demand router will start, and counts this
-    /// message as on its way through the router.
-    fn route_new(&self, msg: LocalMessage) -> Result<Routing> {
-        let address = msg.transport().onward_route.next()?;
-        let peer = address.address();
-        let mut peers = self.write();
-        let failures = match peers.get(peer) {
-            Some(Peer::Up { .. }) => {
-                // Someone created it meanwhile: take the fast path again.
-                drop(peers);
-                return self.route(msg);
-            }
-            Some(Peer::Down {
-                until,
-                failures,
-                reason,
-            }) => {
-                if Instant::now() < *until {
-                    return Err(unreachable(address, reason, *until));
-                }
-                *failures
-            }
-            None => 0,
-        };
+    /// The slow path of `route`: no usable entry for the next hop. Opens a
+    /// connection (unless the message came from another TCP peer and that
+    /// may not open connections) and queues the message in its outbox.
+    fn route_new(self: &Arc<Self>, mut msg: LocalMessage) -> Result<Routing> {
+        let address = msg.transport().onward_route.next()?.clone();
         let from_remote = msg
             .transport()
             .return_route
             .next()
             .is_ok_and(|a| a.transport_type() == TCP);
-        if from_remote && !self.options.connect_for_remote_senders {
+        if from_remote
+            && !self.options.connect_for_remote_senders
+            && self.worker(address.address()).is_none()
+        {
             return Err(Error::new(
                 ErrorKind::NotFound,
                 format!(
@@ -273,18 +379,29 @@ impl TcpShared {
                 ),
             ));
         }
-        peers.insert(
-            peer.to_string(),
-            Peer::Up {
-                worker: Address::random_local(),
-                outbox: self.new_outbox(),
-                failures,
-                needs_start: true,
-                via_router: Arc::new(AtomicUsize::new(1)),
-            },
-        );
-        Ok(Routing::Deliver(self.router_address.clone(), msg))
+        // Refused before a connection is opened for it.
+        check_frame(msg.transport(), self.options.max_frame_size)?;
+        let (outbox, conn) = self.open(address.address(), false)?;
+        let hop = msg.transport_mut().onward_route.step()?;
+        routing(&hop, outbox.push(msg.transport()), &outbox, &conn)
     }
+}
+
+/// Whether `msg` (whose onward route still starts with the TCP hop) can be
+/// sent as one frame of at most `max_frame` bytes.
+fn check_frame(msg: &TransportMessage, max_frame: usize) -> Result<()> {
+    check_route(&msg.onward_route.as_slice()[1..])?;
+    check_route(msg.return_route.as_slice())?;
+    let hop_len = msg.onward_route.next().map_or(0, |a| a.address().len() + 3);
+    let len = msg.encoded_len().saturating_sub(hop_len);
+    if len > max_frame {
+        return Err(FrameError::Oversize {
+            len,
+            max: max_frame,
+        }
+        .into());
+    }
+    Ok(())
 }
 
 fn unreachable(address: &Address, reason: &str, until: Instant) -> Error {
@@ -297,9 +414,16 @@ fn unreachable(address: &Address, reason: &str, until: Instant) -> Error {
     )
 }
 
-/// What a sender learns from an outbox push.
-fn routing(hop: &Address, push: Push, outbox: &Arc<Outbox>) -> Result<Routing> {
+/// What a sender learns from an outbox push. A message queued for a
+/// connection that is still being opened makes its sender wait for it.
+fn routing(
+    hop: &Address,
+    push: Push,
+    outbox: &Arc<Outbox>,
+    conn: &Arc<ConnState>,
+) -> Result<Routing> {
     match push {
+        Push::Queued | Push::Backlog if conn.is_connecting() => Ok(Routing::Backlog(conn.clone())),
         Push::Queued => Ok(Routing::Taken),
         Push::Backlog => Ok(Routing::Backlog(outbox.clone())),
         Push::Closed => Err(Error::new(
@@ -314,27 +438,18 @@ fn routing(hop: &Address, push: Push, outbox: &Arc<Outbox>) -> Result<Routing> {
     }
 }
 
-impl TransportRouter for TcpShared {
+/// The node's [`TransportRouter`] for transport type `TCP`.
+pub(crate) struct TcpRouting(pub(crate) Arc<TcpShared>);
+
+impl TransportRouter for TcpRouting {
     fn route(&self, mut msg: LocalMessage) -> Result<Routing> {
         {
-            let peers = self.read();
+            let peers = self.0.read();
             let address = msg.transport().onward_route.next()?;
             match peers.get(address.address()) {
-                Some(Peer::Up {
-                    outbox, via_router, ..
-                }) => {
-                    // Follow earlier messages through the router while any
-                    // are still there, so that none is overtaken.
-                    let queued = via_router
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                            (n > 0).then_some(n + 1)
-                        })
-                        .is_ok();
-                    if queued {
-                        return Ok(Routing::Deliver(self.router_address.clone(), msg));
-                    }
+                Some(Peer::Up { outbox, conn, .. }) => {
                     let hop = msg.transport_mut().onward_route.step()?;
-                    return routing(&hop, outbox.push(msg.transport()), outbox);
+                    return routing(&hop, outbox.push(msg.transport()), outbox, conn);
                 }
                 Some(Peer::Down { until, reason, .. }) if Instant::now() < *until => {
                     return Err(unreachable(address, reason, *until))
@@ -342,12 +457,11 @@ impl TransportRouter for TcpShared {
                 _ => {}
             }
         }
-        self.route_new(msg)
+        self.0.route_new(msg)
     }
 
-    /// Straight into the outbox of a running connection; anything else
-    /// (no connection yet, earlier messages still with the router, the
-    /// peer down) takes the way of `route`.
+    /// Straight into the outbox of the connection; with none yet, the
+    /// message takes the way of `route` (which opens one).
     fn route_parts(
         &self,
         onward_route: &Route,
@@ -355,17 +469,11 @@ impl TransportRouter for TcpShared {
         payload: &dyn EncodePayload,
     ) -> Option<Result<Routing>> {
         let (hop, rest) = onward_route.as_slice().split_first()?;
-        let peers = self.read();
-        let Some(Peer::Up {
-            outbox, via_router, ..
-        }) = peers.get(hop.address())
-        else {
+        let peers = self.0.read();
+        let Some(Peer::Up { outbox, conn, .. }) = peers.get(hop.address()) else {
             return None;
         };
-        if via_router.load(Ordering::Acquire) > 0 {
-            return None;
-        }
         let push = outbox.push_parts(rest, return_route.as_slice(), payload);
-        Some(routing(hop, push, outbox))
+        Some(routing(hop, push, outbox, conn))
     }
 }

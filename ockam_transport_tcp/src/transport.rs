@@ -1,10 +1,8 @@
 //! `TcpTransport`: the application's handle on the node's TCP transport.
 
-use crate::connection::{connect, TcpSendWorker};
 use crate::listener::TcpListenWorker;
 use crate::options::TcpOptions;
-use crate::peers::TcpShared;
-use crate::router::TcpRouterWorker;
+use crate::peers::{TcpRouting, TcpShared};
 use ockam_core::{Address, Error, ErrorKind, Result, TCP};
 use ockam_node::Context;
 use std::net::SocketAddr;
@@ -44,18 +42,11 @@ impl TcpTransport {
     /// transport: if it exists already, this returns a handle on it and
     /// `options` are ignored (with a log line when they differ).
     pub async fn create_with_options(ctx: &Context, options: TcpOptions) -> Result<TcpTransport> {
-        let shared = ctx.node_extension(|| TcpShared::new(options.clone()));
+        let shared = ctx.node_extension(|| TcpShared::new(options.clone(), ctx.node_handle()));
         {
             let mut started = shared.started.lock().await;
             if !*started {
-                ctx.start_worker(
-                    shared.router_address.clone(),
-                    TcpRouterWorker {
-                        shared: shared.clone(),
-                    },
-                )
-                .await?;
-                ctx.register_transport(TCP, shared.clone())?;
+                ctx.register_transport(TCP, Arc::new(TcpRouting(shared.clone())))?;
                 *started = true;
             } else if shared.options != options {
                 warn!("the node's TCP transport exists already; the new options are ignored");
@@ -70,33 +61,24 @@ impl TcpTransport {
         &self.shared.options
     }
 
-    /// Connects to `peer` (`"host:port"`) unless already connected, and
-    /// returns its TCP address (`1#host:port`) for routes. Messages for that
-    /// address then use this connection.
+    /// Connects to `peer` (`"host:port"`) unless already connected (or
+    /// connecting: concurrent calls share one connection), and returns its
+    /// TCP address (`1#host:port`) for routes once the connection is up.
+    /// Messages for that address then use this connection. Unlike a send,
+    /// this tries at once even when the peer is in its backoff after a
+    /// failure, or had connected to this node and left.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when `peer` is not `host:port`;
+    /// [`ErrorKind::Unavailable`] (refused, unreachable) or
+    /// [`ErrorKind::Timeout`] ([`TcpOptions::connect_timeout`]) when the
+    /// connection cannot be made.
     pub async fn connect(&self, peer: impl AsRef<str>) -> Result<Address> {
         let peer = peer.as_ref();
         validate_peer(peer)?;
-        if self.shared.worker(peer).is_none() {
-            let stream = connect(peer, &self.shared).await?;
-            self.start_connection(peer.to_string(), stream).await?;
-        }
+        let (_, conn) = self.shared.open(peer, true)?;
+        conn.established().await?;
         Ok(Address::new(TCP, peer))
-    }
-
-    pub(crate) async fn start_connection(
-        &self,
-        peer: String,
-        stream: tokio::net::TcpStream,
-    ) -> Result<Address> {
-        let worker = Address::random_local();
-        let (hold, outbox) = self.shared.set_up(&peer, &worker);
-        let w = TcpSendWorker::new(peer.clone(), Some(stream), outbox, self.shared.clone());
-        let started = self.ctx.start_worker(worker.clone(), w).await;
-        if started.is_err() {
-            self.shared.closed(&peer, &worker);
-        }
-        hold.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
-        started.map(|()| worker)
     }
 
     /// The local worker that carries messages for `peer`, if connected.

@@ -5,7 +5,7 @@
 mod common;
 
 use common::{closed_by_peer, echo_request, frame, raw_echo, TestNode};
-use ockam_core::{route, TransportMessage};
+use ockam_core::{route, Message, TransportMessage};
 use ockam_transport_tcp::TcpOptions;
 use rand::RngExt;
 use std::io::Write;
@@ -22,6 +22,24 @@ fn send_and_expect_close(node: &TestNode, bytes: &[u8], what: &str) {
         "{what}: connection was not closed"
     );
     raw_echo(node.addr, what).unwrap_or_else(|e| panic!("after {what}: echo failed: {e}"));
+}
+
+/// Sends `bad` then 20 echo requests on one connection: all 20 come back.
+fn send_and_expect_drop(node: &TestNode, bad: &[u8], what: &str) {
+    let mut s = TcpStream::connect(node.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(bad).unwrap();
+    for i in 0..20 {
+        s.write_all(&echo_request(&format!("{what} {i}"))).unwrap();
+    }
+    let replies = common::read_frames(&mut s, 20)
+        .unwrap_or_else(|e| panic!("after {what}: the 20 echoes did not come back: {e}"));
+    for (i, reply) in replies.iter().enumerate() {
+        assert_eq!(
+            String::decode(&reply.payload).unwrap(),
+            format!("{what} {i}")
+        );
+    }
 }
 
 #[test]
@@ -42,16 +60,33 @@ fn bad_frames_close_only_their_connection() {
     send_and_expect_close(&node, &[0xff; 64], "garbage with a huge length");
     send_and_expect_close(&node, &(1u32 << 20).to_be_bytes(), "oversize length prefix");
     send_and_expect_close(&node, &[0, 0, 0, 0], "empty frame");
-    send_and_expect_close(&node, &[0, 0, 0, 5, 1, 2, 3, 4, 5], "frame of nonsense");
 
+    // Well-framed messages that do not decode are dropped one by one: the
+    // frames behind them are intact, so the connection carries on.
+    send_and_expect_drop(&node, &[0, 0, 0, 5, 1, 2, 3, 4, 5], "frame of nonsense");
     let mut v2 = frame(&TransportMessage::v1(route!["echoer"], route!["c"], vec![]));
     v2[4] = 2;
-    send_and_expect_close(&node, &v2, "unknown transport message version");
-
+    send_and_expect_drop(&node, &v2, "unknown transport message version");
     let mut trailing = echo_request("x");
     trailing[3] += 1;
     trailing.push(0);
-    send_and_expect_close(&node, &trailing, "frame with trailing bytes");
+    send_and_expect_drop(&node, &trailing, "frame with trailing bytes");
+    // Issue 13: a route of 302 addresses, and an empty return address.
+    let long = TransportMessage::v1(
+        ockam_core::Route::create((0..302).map(|i| format!("h{i}"))),
+        route!["c"],
+        vec![],
+    );
+    send_and_expect_drop(&node, &frame(&long), "onward route of 302 addresses");
+    let empty_addr = TransportMessage::v1(route!["echoer"], route![""], vec![]);
+    send_and_expect_drop(&node, &frame(&empty_addr), "empty return address");
+    // A return route already at the limit: the hop cannot add itself.
+    let full = TransportMessage::v1(
+        route!["echoer"],
+        ockam_core::Route::create((0..ockam_core::MAX_ROUTE_LEN).map(|i| format!("r{i}"))),
+        "full".to_string().encode().unwrap(),
+    );
+    send_and_expect_drop(&node, &frame(&full), "return route at the limit");
 
     // A client that vanishes in the middle of a frame.
     {

@@ -76,9 +76,11 @@ impl Drop for TestNode {
 }
 
 /// Frames one transport message.
+/// The frame of `msg`, as a hostile peer may write it: no limits checked.
 pub fn frame(msg: &TransportMessage) -> Vec<u8> {
-    let mut out = Vec::new();
-    ockam_transport_tcp::frame::encode_frame(msg, &mut out, usize::MAX).expect("encode");
+    let body = msg.encode().expect("encode");
+    let mut out = (body.len() as u32).to_be_bytes().to_vec();
+    out.extend_from_slice(&body);
     out
 }
 
@@ -109,6 +111,33 @@ pub fn read_frame(s: &mut TcpStream) -> std::io::Result<TransportMessage> {
         }
         decoder.extend(&buf[..n]);
     }
+}
+
+/// Reads `n` frames (blocking, with the socket's timeout).
+pub fn read_frames(s: &mut TcpStream, n: usize) -> std::io::Result<Vec<TransportMessage>> {
+    let mut decoder = FrameDecoder::new(1 << 20);
+    let mut buf = [0u8; 4096];
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        while let Some(f) = decoder
+            .next_frame()
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?
+        {
+            out.push(
+                TransportMessage::decode(f)
+                    .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?,
+            );
+        }
+        if out.len() >= n {
+            break;
+        }
+        let k = s.read(&mut buf)?;
+        if k == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        decoder.extend(&buf[..k]);
+    }
+    Ok(out)
 }
 
 /// One echo round trip over a fresh raw connection.
