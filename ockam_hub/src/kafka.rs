@@ -158,6 +158,19 @@ impl ConsumerContext for HubKafkaContext {}
 
 type HubConsumer = BaseConsumer<HubKafkaContext>;
 
+/// The client of one consumer group (one client id's read positions).
+struct Group {
+    consumer: HubConsumer,
+    /// Per stream, the number of the last save committed. A save runs on a
+    /// blocking thread that the hub may stop waiting for (a broker that is
+    /// slow to answer): a later save may then run first, and the earlier
+    /// one, when it comes, must not move the index back.
+    saved: HashMap<String, u64>,
+}
+
+/// A consumer-group client, locked through each request.
+type GroupClient = Arc<Mutex<Group>>;
+
 /// Nobody uses this reader now.
 fn is_idle(r: &Arc<Mutex<Reader>>) -> bool {
     Arc::strong_count(r) == 1 && r.try_lock().is_ok()
@@ -409,7 +422,11 @@ struct Inner {
     admin: AdminClient<HubKafkaContext>,
     streams: Mutex<HashMap<String, StreamQueue>>,
     readers: Mutex<Vec<Arc<Mutex<Reader>>>>,
-    groups: Mutex<HashMap<String, (Arc<HubConsumer>, Instant)>>,
+    /// Per client id, the client of its consumer group.
+    groups: Mutex<HashMap<String, (GroupClient, Instant)>>,
+    /// Numbers index saves in the order they were asked for (see
+    /// `Group::saved`).
+    saves: std::sync::atomic::AtomicU64,
 }
 
 /// Streams in Kafka; see the [module documentation](self).
@@ -436,6 +453,7 @@ impl KafkaStore {
                 streams: Mutex::new(HashMap::new()),
                 readers: Mutex::new(Vec::new()),
                 groups: Mutex::new(HashMap::new()),
+                saves: std::sync::atomic::AtomicU64::new(0),
             }),
         })
     }
@@ -893,7 +911,7 @@ impl Inner {
     }
 
     /// The client that commits and reads `client`'s offsets.
-    fn group(&self, client: &str) -> Result<Arc<HubConsumer>> {
+    fn group(&self, client: &str) -> Result<GroupClient> {
         let mut groups = lock(&self.groups);
         if let Some((c, used)) = groups.get_mut(client) {
             *used = Instant::now();
@@ -916,7 +934,10 @@ impl Inner {
             .set("enable.auto.commit", "false")
             .create_with_context(HubKafkaContext)
             .map_err(|e| kafka_error("cannot create a consumer", e))?;
-        let consumer = Arc::new(consumer);
+        let consumer = Arc::new(Mutex::new(Group {
+            consumer,
+            saved: HashMap::new(),
+        }));
         groups.insert(client.to_string(), (consumer.clone(), Instant::now()));
         Ok(consumer)
     }
@@ -989,7 +1010,10 @@ impl StreamStore for KafkaStore {
         self.blocking(move |inner| {
             let group = inner.group(&client)?;
             let tpl = inner.partition(&stream, Offset::Invalid)?;
-            let committed = match group.committed_offsets(tpl, inner.config.timeout) {
+            let committed = lock(&group)
+                .consumer
+                .committed_offsets(tpl, inner.config.timeout);
+            let committed = match committed {
                 Ok(c) => c,
                 Err(e) if is_unknown_topic(&e) => return Ok(None),
                 Err(e) => return Err(kafka_error("committed offsets", e)),
@@ -1007,12 +1031,21 @@ impl StreamStore for KafkaStore {
 
     async fn save_index(&self, client: &str, stream: &str, index: u64) -> Result<()> {
         let (client, stream) = (client.to_string(), stream.to_string());
+        let number = self.inner.saves.fetch_add(1, Ordering::Relaxed);
         self.blocking(move |inner| {
             let group = inner.group(&client)?;
             let tpl = inner.partition(&stream, offset_of(index)?)?;
+            let mut group = lock(&group);
+            if group.saved.get(&stream).is_some_and(|&last| last > number) {
+                debug!(%client, %stream, index, "kafka: skipped an index save overtaken by a later one");
+                return Ok(());
+            }
             group
+                .consumer
                 .commit(&tpl, CommitMode::Sync)
-                .map_err(|e| kafka_error("commit offset", e))
+                .map_err(|e| kafka_error("commit offset", e))?;
+            group.saved.insert(stream, number);
+            Ok(())
         })
         .await
     }

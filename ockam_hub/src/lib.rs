@@ -86,7 +86,7 @@ impl Hub {
             StorageKind::Memory => Arc::new(MemoryStore::new()),
         };
         ctx.start_worker("echo_service", EchoService).await?;
-        ctx.start_worker("forwarding_service", ForwardingService)
+        ctx.start_worker("forwarding_service", ForwardingService::new())
             .await?;
         start_stream_services(ctx, "stream", "stream_index", store, &config.limits).await?;
         if let Some(kafka) = &config.kafka {

@@ -1,9 +1,15 @@
-//! The hub's services: `echo_service`, `stream` (and the stream workers it
-//! starts) and `stream_index`.
+//! The hub's services: `echo_service`, `forwarding_service` (and the
+//! forwarders it starts), `stream` (and the stream workers it starts) and
+//! `stream_index`.
+//!
+//! Every request these services refuse is answered with why (a
+//! `stream_error`, see [`StreamError`]); a refusal itself is never answered,
+//! so that two services cannot refuse each other's refusals forever.
 
 use crate::storage::{PendingPush, StreamStore};
 use ockam_core::{
-    async_trait, Address, Any, LocalMessage, Result, Route, Routed, TransportMessage, Worker,
+    async_trait, check_address, Address, Any, LocalMessage, Message, Result, Route, Routed,
+    TransportMessage, Worker, LOCAL,
 };
 use ockam_node::Context;
 use ockam_stream_client::protocol::{
@@ -12,11 +18,14 @@ use ockam_stream_client::protocol::{
     StreamMessage, STREAM_CREATE, STREAM_ERROR, STREAM_INDEX, STREAM_PULL, STREAM_PULL_WAIT,
     STREAM_PUSH,
 };
+use ockam_stream_client::FORWARDING_SERVICE;
 use serde::de::DeserializeOwned;
 use serde_bare::Uint;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -56,6 +65,23 @@ impl Default for Limits {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Removes `key` from `table` if it still maps to `value` (and not to what
+/// replaced it meanwhile).
+fn remove_if_still<K: Hash + Eq, V: PartialEq>(table: &Mutex<HashMap<K, V>>, key: &K, value: &V) {
+    let mut t = lock(table);
+    if t.get(key) == Some(value) {
+        t.remove(key);
+    }
+}
+
+/// Whom a stream worker serves: the return route of the `stream_create`
+/// that opened it, and the stream.
+type WorkerKey = (Route, String);
+
 /// State the stream services share.
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn StreamStore>,
@@ -63,6 +89,9 @@ pub(crate) struct Shared {
     /// Per stream: the next index, announced after every push (waiting
     /// pulls watch it).
     heads: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// The running stream worker of each requester and stream: opening a
+    /// stream again replaces (and stops) the requester's earlier one.
+    workers: Mutex<HashMap<WorkerKey, Address>>,
 }
 
 impl Shared {
@@ -71,6 +100,7 @@ impl Shared {
             store,
             limits,
             heads: Mutex::new(HashMap::new()),
+            workers: Mutex::new(HashMap::new()),
         })
     }
 
@@ -86,39 +116,65 @@ impl Shared {
     }
 
     fn head(&self, stream: &str) -> watch::Sender<u64> {
-        self.heads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        lock(&self.heads)
             .entry(stream.to_string())
             .or_insert_with(|| watch::channel(0).0)
             .clone()
     }
 }
 
-async fn refuse(ctx: &Context, to: Route, protocol: &str, reason: String) -> Result<()> {
-    warn!(%protocol, %reason, "refused a stream request");
-    let err = StreamError {
-        protocol: protocol.to_string(),
-        reason,
-    };
+/// Answers a refused request with why.
+async fn refuse(ctx: &Context, to: Route, err: StreamError) -> Result<()> {
+    warn!(protocol = %err.protocol, reason = %err.reason, to = %to, "refused a request");
     ctx.send(to, ProtocolPayload::new(STREAM_ERROR, &err)?)
         .await
+}
+
+/// The stream protocol request in `msg` and where to answer it; `None`
+/// after answering why it is not one (or, for a refusal, which is never
+/// answered, after logging it).
+async fn request(ctx: &Context, msg: Routed<Any>) -> Result<Option<(ProtocolPayload, Route)>> {
+    let back = msg.return_route();
+    match ProtocolPayload::decode(msg.payload()) {
+        Ok(p) if p.protocol == STREAM_ERROR => {
+            let reason = p.decode_data::<StreamError>(STREAM_ERROR).map(|e| e.reason);
+            warn!(from = %back, ?reason, "dropped a refusal sent to a service");
+            Ok(None)
+        }
+        Ok(p) => Ok(Some((p, back))),
+        Err(e) => {
+            let why = format!("not a stream protocol payload: {e}");
+            refuse(ctx, back, StreamError::new("", why)).await?;
+            Ok(None)
+        }
+    }
 }
 
 /// Decodes a request of `protocol`, or answers `stream_error` (and gives
 /// `None`) when it is not one.
 async fn decode_or_refuse<T: DeserializeOwned>(
     ctx: &Context,
-    msg: &Routed<ProtocolPayload>,
+    p: &ProtocolPayload,
+    back: &Route,
     protocol: &str,
 ) -> Result<Option<T>> {
-    match msg.decode_data(protocol) {
+    match p.decode_data(protocol) {
         Ok(r) => Ok(Some(r)),
         Err(e) => {
-            refuse(ctx, msg.return_route(), &msg.protocol, e.to_string()).await?;
+            refuse(
+                ctx,
+                back.clone(),
+                StreamError::new(&p.protocol, e.to_string()),
+            )
+            .await?;
             Ok(None)
         }
     }
+}
+
+/// The refusal of a request that the store failed to serve.
+fn store_failed(protocol: &str, e: &ockam_core::Error) -> StreamError {
+    StreamError::new(protocol, format!("the hub's store failed: {e}"))
 }
 
 /// Replies to any message with the same payload.
@@ -141,23 +197,24 @@ impl Worker for EchoService {
     }
 }
 
-/// `stream`: answers `stream_create` by starting a stream worker.
+/// `stream`: answers `stream_create` by starting a stream worker for the
+/// requester; one that opens the same stream again gets a new stream
+/// worker, and its old one is stopped (see [`CreateStreamRequest`]).
 pub(crate) struct StreamService {
     pub(crate) shared: Arc<Shared>,
 }
 
 #[async_trait]
 impl Worker for StreamService {
-    type Message = ProtocolPayload;
+    type Message = Any;
     type Context = Context;
 
-    async fn handle_message(
-        &mut self,
-        ctx: &mut Context,
-        msg: Routed<ProtocolPayload>,
-    ) -> Result<()> {
-        let back = msg.return_route();
-        let Some(req) = decode_or_refuse::<CreateStreamRequest>(ctx, &msg, STREAM_CREATE).await?
+    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
+        let Some((p, back)) = request(ctx, msg).await? else {
+            return Ok(());
+        };
+        let Some(req) =
+            decode_or_refuse::<CreateStreamRequest>(ctx, &p, &back, STREAM_CREATE).await?
         else {
             return Ok(());
         };
@@ -166,12 +223,16 @@ impl Worker for StreamService {
             None => format!("stream-{:016x}", rand::random::<u64>()),
         };
         if let Err(e) = validate_name("stream", &name) {
-            return refuse(ctx, back, STREAM_CREATE, e.message().to_string()).await;
+            let refusal = StreamError::new(STREAM_CREATE, e.message());
+            return refuse(ctx, back, refusal).await;
         }
-        debug!(stream = %name, "opening a stream worker");
+        let address = Address::random_local();
+        debug!(stream = %name, worker = %address, "opening a stream worker");
+        let key = (back.clone(), name.clone());
         let worker = StreamWorker {
             stream: name,
             shared: self.shared.clone(),
+            key: key.clone(),
             requester: Some(back),
             failed: Arc::new(AtomicBool::new(false)),
             confirms: None,
@@ -179,7 +240,19 @@ impl Worker for StreamService {
             last_used: Arc::new(AtomicU64::new(0)),
             reaper: None,
         };
-        ctx.start_worker(Address::random_local(), worker).await
+        // Registered before it starts, so that a worker that fails to start
+        // (its requester gone) deregisters what is there.
+        let replaced = lock(&self.shared.workers).insert(key.clone(), address.clone());
+        let started = ctx.start_worker(address.clone(), worker).await;
+        if started.is_err() {
+            remove_if_still(&self.shared.workers, &key, &address);
+        }
+        if let Some(old) = replaced {
+            debug!(worker = %old, "stopping a stream worker its requester replaced");
+            // Not waited for here: it may be in the middle of a waiting pull.
+            ctx.node_handle().request_stop(&old);
+        }
+        started
     }
 }
 
@@ -187,6 +260,9 @@ impl Worker for StreamService {
 struct StreamWorker {
     stream: String,
     shared: Arc<Shared>,
+    /// Its entry in `Shared::workers`.
+    key: WorkerKey,
+    /// Where to send the `Init`.
     requester: Option<Route>,
     /// A push failed: every later push is refused too, so that nothing is
     /// stored after a gap; the client opens the stream again and resends.
@@ -308,6 +384,34 @@ impl StreamWorker {
         self.pull_waiting(from, limit, Duration::ZERO).await
     }
 
+    /// A waiting pull: answers as soon as there is something from
+    /// `req.index` on, or empty at its deadline.
+    async fn pull_wait(&self, req: &PullWaitRequest) -> Result<Vec<StreamMessage>> {
+        let mut head = self.shared.head(&self.stream).subscribe();
+        let mut messages = self.pull(req.index.0, req.limit.0).await?;
+        let wait = Duration::from_millis(req.wait_ms.0).min(self.shared.limits.max_wait);
+        let from = req.index.0;
+        if messages.is_empty() && self.shared.store.has_other_writers() {
+            // Pushes through other hubs are not announced here: the
+            // store waits for them, in slices, up to the deadline.
+            let deadline = Instant::now() + wait;
+            while messages.is_empty() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                messages = self
+                    .pull_waiting(from, req.limit.0, left.min(SHARED_WAIT_SLICE))
+                    .await?;
+            }
+        } else if messages.is_empty() {
+            // Answer as soon as something is pushed, or at the deadline.
+            let _ = tokio::time::timeout(wait, head.wait_for(|next| *next > from)).await;
+            messages = self.pull(from, req.limit.0).await?;
+        }
+        Ok(messages)
+    }
+
     /// Pulls; a store that can wait for messages waits up to `wait`.
     async fn pull_waiting(
         &self,
@@ -332,12 +436,17 @@ impl StreamWorker {
     }
 }
 
-#[async_trait]
-impl Worker for StreamWorker {
-    type Message = ProtocolPayload;
-    type Context = Context;
-
-    async fn initialize(&mut self, ctx: &mut Context) -> Result<()> {
+impl StreamWorker {
+    async fn start(&mut self, ctx: &mut Context) -> Result<()> {
+        // Sent from this worker's address: its return route reaches us.
+        // First, so that nothing is left running when the requester is gone.
+        if let Some(to) = self.requester.take() {
+            let init = Init {
+                stream_name: self.stream.clone(),
+            };
+            ctx.send(to, ProtocolPayload::new(STREAM_CREATE, &init)?)
+                .await?;
+        }
         let (tx, rx) = mpsc::unbounded_channel();
         let replier_ctx = ctx.new_context(Address::random_local()).await?;
         self.replier = Some(tokio::spawn(confirm_loop(
@@ -356,27 +465,48 @@ impl Worker for StreamWorker {
             self.last_used.clone(),
             self.shared.limits.idle_timeout,
         )));
-        // Sent from this worker's address: its return route reaches us.
-        if let Some(to) = self.requester.take() {
-            let init = Init {
-                stream_name: self.stream.clone(),
-            };
-            ctx.send(to, ProtocolPayload::new(STREAM_CREATE, &init)?)
-                .await?;
-        }
         Ok(())
     }
 
-    async fn handle_message(
-        &mut self,
-        ctx: &mut Context,
-        msg: Routed<ProtocolPayload>,
-    ) -> Result<()> {
+    /// What `shutdown` does; also after a failed `initialize` (after which
+    /// `shutdown` does not run).
+    fn clean_up(&mut self, ctx: &Context) {
+        if let Some(reaper) = self.reaper.take() {
+            reaper.abort();
+        }
+        // The replier ends by itself once it has confirmed what is pending.
+        self.confirms = None;
+        remove_if_still(&self.shared.workers, &self.key, &ctx.address());
+    }
+}
+
+#[async_trait]
+impl Worker for StreamWorker {
+    type Message = Any;
+    type Context = Context;
+
+    async fn initialize(&mut self, ctx: &mut Context) -> Result<()> {
+        let started = self.start(ctx).await;
+        if started.is_err() {
+            self.clean_up(ctx);
+        }
+        started
+    }
+
+    async fn shutdown(&mut self, ctx: &mut Context) -> Result<()> {
+        self.clean_up(ctx);
+        Ok(())
+    }
+
+    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
         self.last_used.store(now_ms(), Ordering::Relaxed);
-        let back = msg.return_route();
+        let Some((msg, back)) = request(ctx, msg).await? else {
+            return Ok(());
+        };
         match msg.protocol.as_str() {
             STREAM_PUSH => {
-                let Some(req) = decode_or_refuse::<PushRequest>(ctx, &msg, STREAM_PUSH).await?
+                let Some(req) =
+                    decode_or_refuse::<PushRequest>(ctx, &msg, &back, STREAM_PUSH).await?
                 else {
                     return Ok(());
                 };
@@ -400,11 +530,15 @@ impl Worker for StreamWorker {
                 Ok(())
             }
             STREAM_PULL => {
-                let Some(req) = decode_or_refuse::<PullRequest>(ctx, &msg, STREAM_PULL).await?
+                let Some(req) =
+                    decode_or_refuse::<PullRequest>(ctx, &msg, &back, STREAM_PULL).await?
                 else {
                     return Ok(());
                 };
-                let messages = self.pull(req.index.0, req.limit.0).await?;
+                let messages = match self.pull(req.index.0, req.limit.0).await {
+                    Ok(m) => m,
+                    Err(e) => return refuse(ctx, back, store_failed(STREAM_PULL, &e)).await,
+                };
                 let resp = PullResponse {
                     request_id: req.request_id,
                     messages,
@@ -414,32 +548,14 @@ impl Worker for StreamWorker {
             }
             STREAM_PULL_WAIT => {
                 let Some(req) =
-                    decode_or_refuse::<PullWaitRequest>(ctx, &msg, STREAM_PULL_WAIT).await?
+                    decode_or_refuse::<PullWaitRequest>(ctx, &msg, &back, STREAM_PULL_WAIT).await?
                 else {
                     return Ok(());
                 };
-                let mut head = self.shared.head(&self.stream).subscribe();
-                let mut messages = self.pull(req.index.0, req.limit.0).await?;
-                let wait = Duration::from_millis(req.wait_ms.0).min(self.shared.limits.max_wait);
-                let from = req.index.0;
-                if messages.is_empty() && self.shared.store.has_other_writers() {
-                    // Pushes through other hubs are not announced here: the
-                    // store waits for them, in slices, up to the deadline.
-                    let deadline = Instant::now() + wait;
-                    while messages.is_empty() {
-                        let left = deadline.saturating_duration_since(Instant::now());
-                        if left.is_zero() {
-                            break;
-                        }
-                        messages = self
-                            .pull_waiting(from, req.limit.0, left.min(SHARED_WAIT_SLICE))
-                            .await?;
-                    }
-                } else if messages.is_empty() {
-                    // Answer as soon as something is pushed, or at the deadline.
-                    let _ = tokio::time::timeout(wait, head.wait_for(|next| *next > from)).await;
-                    messages = self.pull(from, req.limit.0).await?;
-                }
+                let messages = match self.pull_wait(&req).await {
+                    Ok(m) => m,
+                    Err(e) => return refuse(ctx, back, store_failed(STREAM_PULL_WAIT, &e)).await,
+                };
                 let resp = PullResponse {
                     request_id: req.request_id,
                     messages,
@@ -447,15 +563,7 @@ impl Worker for StreamWorker {
                 ctx.send(back, ProtocolPayload::new(STREAM_PULL, &resp)?)
                     .await
             }
-            other => {
-                refuse(
-                    ctx,
-                    back,
-                    other,
-                    format!("unknown protocol {other:?} for a stream"),
-                )
-                .await
-            }
+            other => refuse(ctx, back, StreamError::unknown_protocol(other, "a stream")).await,
         }
     }
 }
@@ -473,16 +581,15 @@ pub(crate) struct IndexService {
 
 #[async_trait]
 impl Worker for IndexService {
-    type Message = ProtocolPayload;
+    type Message = Any;
     type Context = Context;
 
-    async fn handle_message(
-        &mut self,
-        ctx: &mut Context,
-        msg: Routed<ProtocolPayload>,
-    ) -> Result<()> {
-        let back = msg.return_route();
-        let Some(req) = decode_or_refuse::<IndexRequest>(ctx, &msg, STREAM_INDEX).await? else {
+    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
+        let Some((msg, back)) = request(ctx, msg).await? else {
+            return Ok(());
+        };
+        let Some(req) = decode_or_refuse::<IndexRequest>(ctx, &msg, &back, STREAM_INDEX).await?
+        else {
             return Ok(());
         };
         match req {
@@ -491,13 +598,12 @@ impl Worker for IndexService {
                 stream_name,
             } => {
                 if let Err(e) = validate_pair(&client_id, &stream_name) {
-                    return refuse(ctx, back, STREAM_INDEX, e).await;
+                    return refuse(ctx, back, StreamError::new(STREAM_INDEX, e)).await;
                 }
-                let index = self
-                    .shared
-                    .store
-                    .get_index(&client_id, &stream_name)
-                    .await?;
+                let index = match self.shared.store.get_index(&client_id, &stream_name).await {
+                    Ok(i) => i,
+                    Err(e) => return refuse(ctx, back, store_failed(STREAM_INDEX, &e)).await,
+                };
                 let resp = Index {
                     client_id,
                     stream_name,
@@ -512,51 +618,115 @@ impl Worker for IndexService {
                 index,
             } => {
                 if let Err(e) = validate_pair(&client_id, &stream_name) {
-                    return refuse(ctx, back, STREAM_INDEX, e).await;
+                    return refuse(ctx, back, StreamError::new(STREAM_INDEX, e)).await;
                 }
-                self.shared
+                // Unanswered when saved (as the protocol has it).
+                let saved = self
+                    .shared
                     .store
                     .save_index(&client_id, &stream_name, index.0)
-                    .await
+                    .await;
+                match saved {
+                    Ok(()) => Ok(()),
+                    Err(e) => refuse(ctx, back, store_failed(STREAM_INDEX, &e)).await,
+                }
             }
         }
     }
 }
 
 /// `forwarding_service`: registers forwarders (see `RemoteForwarder`). The
-/// request's payload names the destination worker on the registrant's
-/// node; the reply, sent from the new forwarder, is its address.
-pub(crate) struct ForwardingService;
+/// request's payload is the name of the destination worker on the
+/// registrant's node, taken as it is (a local address; any UTF-8, `#`
+/// included); the reply is the forwarder's address in text form (sent
+/// from the forwarder when it is new). A registrant that registers the same destination again over the
+/// same route gets the same forwarder. A refused registration is answered
+/// with a `stream_error` saying why.
+pub(crate) struct ForwardingService {
+    /// The forwarder of each target route.
+    pub(crate) forwarders: Arc<Mutex<HashMap<Route, Address>>>,
+}
+
+impl ForwardingService {
+    pub(crate) fn new() -> Self {
+        ForwardingService {
+            forwarders: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+/// Where a forwarder of `destination` (a worker on the registrant's node)
+/// delivers, seen from the hub; or why there is none.
+fn forwarder_target(back: &Route, payload: &[u8]) -> std::result::Result<Route, String> {
+    let name = match String::decode(payload) {
+        Ok(name) => name,
+        Err(e) => {
+            return Err(format!(
+                "a registration is the destination worker's name, as a string: {e}"
+            ))
+        }
+    };
+    // Taken as it is: text of another form ("1#host:port") is a local name
+    // here too.
+    let destination = Address::new(LOCAL, name);
+    check_address(&destination).map_err(|e| format!("destination: {}", e.message()))?;
+    // The registrant's last hop is its temporary context; the destination
+    // lives on the same node.
+    let mut target: Vec<Address> = back.iter().cloned().collect();
+    if target.pop().is_none() {
+        return Err("a registration needs a return route".into());
+    }
+    target.push(destination);
+    Ok(Route::from(target))
+}
 
 #[async_trait]
 impl Worker for ForwardingService {
-    type Message = String;
+    type Message = Any;
     type Context = Context;
 
-    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<String>) -> Result<()> {
+    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
         let back = msg.return_route();
-        let destination = match Address::parse(msg.as_body()) {
-            Ok(a) if a.is_local() && back.len() >= 2 => a,
-            _ => {
-                warn!(from = %back, "refused a forwarder registration with a bad destination");
+        if let Ok(p) = ProtocolPayload::decode(msg.payload()) {
+            if p.protocol == STREAM_ERROR {
+                warn!(from = %back, "dropped a refusal sent to the forwarding service");
                 return Ok(());
             }
+        }
+        let target = match forwarder_target(&back, msg.payload()) {
+            Ok(t) => t,
+            Err(reason) => {
+                return refuse(ctx, back, StreamError::new(FORWARDING_SERVICE, reason)).await;
+            }
         };
-        // The registrant's last hop is its temporary context; the
-        // destination lives on the same node.
-        let mut target: Vec<Address> = back.iter().cloned().collect();
-        target.pop();
-        target.push(destination);
         let address = Address::random_local();
-        debug!(forwarder = %address, target = ?target, "forwarder registered");
-        ctx.start_worker(
-            address.clone(),
-            Forwarder {
-                target: Route::from(target),
-                registrant: Some((back, address.to_string())),
-            },
-        )
-        .await
+        // One forwarder per target: looked up and taken in one step.
+        let existing = match lock(&self.forwarders).entry(target.clone()) {
+            Entry::Occupied(e) => Some(e.get().clone()),
+            Entry::Vacant(e) => {
+                e.insert(address.clone());
+                None
+            }
+        };
+        if let Some(existing) = existing {
+            debug!(forwarder = %existing, target = %target, "forwarder registered again");
+            return ctx.send(back, existing.to_string()).await;
+        }
+        debug!(forwarder = %address, target = %target, "forwarder registered");
+        let started = ctx
+            .start_worker(
+                address.clone(),
+                Forwarder {
+                    target: target.clone(),
+                    registrant: Some((back, address.to_string())),
+                    table: self.forwarders.clone(),
+                },
+            )
+            .await;
+        if started.is_err() {
+            remove_if_still(&self.forwarders, &target, &address);
+        }
+        started
     }
 }
 
@@ -565,6 +735,9 @@ impl Worker for ForwardingService {
 struct Forwarder {
     target: Route,
     registrant: Option<(Route, String)>,
+    /// The forwarding service's table, which this forwarder leaves when it
+    /// stops.
+    table: Arc<Mutex<HashMap<Route, Address>>>,
 }
 
 #[async_trait]
@@ -574,8 +747,17 @@ impl Worker for Forwarder {
 
     async fn initialize(&mut self, ctx: &mut Context) -> Result<()> {
         if let Some((to, me)) = self.registrant.take() {
-            ctx.send(to, me).await?;
+            if let Err(e) = ctx.send(to, me).await {
+                // `shutdown` does not run after a failed `initialize`.
+                remove_if_still(&self.table, &self.target, &ctx.address());
+                return Err(e);
+            }
         }
+        Ok(())
+    }
+
+    async fn shutdown(&mut self, ctx: &mut Context) -> Result<()> {
+        remove_if_still(&self.table, &self.target, &ctx.address());
         Ok(())
     }
 

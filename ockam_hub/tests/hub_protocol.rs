@@ -203,9 +203,28 @@ fn the_hub_serves_echo_streams_and_indexes_and_survives_bad_input() {
             )
             .await?;
             assert_eq!(r.protocol, STREAM_ERROR);
-            // Not even a protocol payload: dropped (logged) without a reply.
-            ctx.send(route![(TCP, h), "stream"], vec![0xffu8; 7])
-                .await?;
+            // Not even a protocol payload: refused too, to every service
+            // and stream worker, saying why.
+            for to in [
+                route![(TCP, h), "stream"],
+                route![(TCP, h), "stream_index"],
+                stream.clone(),
+            ] {
+                ctx.send(to.clone(), vec![0xffu8; 7]).await?;
+                let r = ctx.receive::<ProtocolPayload>().await?;
+                let e: StreamError = r.decode_data(STREAM_ERROR)?;
+                assert!(
+                    e.reason.contains("not a stream protocol payload"),
+                    "{to}: {e:?}"
+                );
+            }
+            // A refusal is never answered (two services could otherwise
+            // refuse each other's refusals forever).
+            ctx.send(
+                route![(TCP, h), "stream"],
+                ProtocolPayload::new(STREAM_ERROR, &StreamError::new("x", "y"))?,
+            )
+            .await?;
             assert!(ctx
                 .receive_duration::<ProtocolPayload>(Duration::from_millis(300))
                 .await

@@ -1,13 +1,29 @@
 //! `RemoteForwarder`: a forwarding address on a hub that delivers to a
 //! worker on this node, so that nodes which cannot reach each other
 //! directly meet at the hub.
+//!
+//! The registration, as the hub's `forwarding_service` speaks it:
+//! - request: a string, the destination worker's local address as it is
+//!   (its name without a type prefix: any UTF-8, `#` and digits included);
+//! - answer: a string, the forwarder's address on the hub in text form
+//!   (`"0#<name>"`, see [`Address::parse`]);
+//! - or, when the hub refuses the registration, a
+//!   [`ProtocolPayload`](crate::protocol::ProtocolPayload) of protocol
+//!   [`STREAM_ERROR`](crate::protocol::STREAM_ERROR) whose
+//!   [`StreamError`](crate::protocol::StreamError) says why.
 
-use ockam_core::{Address, Error, ErrorKind, Result, Route, TCP};
+use crate::protocol::{ProtocolPayload, StreamError, STREAM_ERROR};
+use ockam_core::{Address, Any, Error, ErrorKind, Message, Result, Route, TCP};
 use ockam_node::Context;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tracing::warn;
 
 /// The hub service that creates forwarders.
 pub const FORWARDING_SERVICE: &str = "forwarding_service";
+
+/// How long [`RemoteForwarder::create`] waits for the hub's answer once
+/// its request is sent.
+pub const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A forwarder registered on a hub.
 #[derive(Debug, Clone)]
@@ -19,7 +35,23 @@ pub struct RemoteForwarder {
 impl RemoteForwarder {
     /// Registers a forwarder on the hub at TCP address `hub` (`"host:port"`)
     /// that delivers every message sent to it to `destination`, a worker on
-    /// this node.
+    /// this node. Registering the same destination again over the same
+    /// connection gives the same forwarder.
+    ///
+    /// `destination` converts to an [`Address`] as everywhere else: text
+    /// with a numeric `<type>#` prefix (`"3#x"`) is an address of that
+    /// transport type, and is refused here; a worker whose local name looks
+    /// like that is named with `Address::new(LOCAL, "3#x")`. Any other text
+    /// (`"echoer"`, `"a#b"`, `"é"`) is a local name and reaches the hub as
+    /// it is.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::InvalidInput`]: `destination` is not a local address,
+    ///   or the hub refused the registration (the error says why);
+    /// - the error of the first send when the hub cannot be reached (with
+    ///   its kind, [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`] for
+    ///   a TCP connection that fails), at once rather than after a timeout;
+    /// - [`ErrorKind::Timeout`]: no answer within [`REGISTRATION_TIMEOUT`].
     pub async fn create(
         ctx: &Context,
         hub: impl AsRef<str>,
@@ -30,6 +62,9 @@ impl RemoteForwarder {
     }
 
     /// Like [`RemoteForwarder::create`], with any route to the hub.
+    ///
+    /// # Errors
+    /// As [`RemoteForwarder::create`]'s.
     pub async fn create_over(
         ctx: &Context,
         hub: impl Into<Route>,
@@ -40,7 +75,11 @@ impl RemoteForwarder {
         if !destination.is_local() {
             return Err(Error::new(
                 ErrorKind::InvalidInput,
-                "a forwarder's destination is a worker on this node",
+                format!(
+                    "a forwarder's destination is a worker on this node, and {destination} is \
+                     not a local address (for a local name with '#' in it, use \
+                     Address::new(LOCAL, name))"
+                ),
             ));
         }
         let mut c = ctx.new_context(Address::random_local()).await?;
@@ -48,11 +87,16 @@ impl RemoteForwarder {
             .append_route(hub.clone())
             .append(FORWARDING_SERVICE)
             .into();
-        c.send(service, destination.address().to_string()).await?;
-        let reply = c
-            .receive_duration::<String>(Duration::from_secs(30))
-            .await?;
-        let remote_address = Address::parse(reply.as_body())?;
+        c.send(service, destination.address().to_string())
+            .await
+            .map_err(|e| {
+                Error::with_source(
+                    e.kind(),
+                    format!("cannot register a forwarder on the hub over {hub}"),
+                    e,
+                )
+            })?;
+        let remote_address = receive_registration(&mut c, &hub).await?;
         Ok(RemoteForwarder {
             remote_address,
             hub,
@@ -71,5 +115,42 @@ impl RemoteForwarder {
             .append_route(self.hub.clone())
             .append(self.remote_address.clone())
             .into()
+    }
+}
+
+/// The forwarder's address from the hub's answer, or why there is none.
+async fn receive_registration(c: &mut Context, hub: &Route) -> Result<Address> {
+    let deadline = Instant::now() + REGISTRATION_TIMEOUT;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let reply = c.receive_duration::<Any>(left).await.map_err(|e| {
+            Error::with_source(
+                e.kind(),
+                format!("the hub over {hub} did not answer a forwarder registration"),
+                e,
+            )
+        })?;
+        if let Ok(text) = String::decode(reply.payload()) {
+            return match Address::parse(&text) {
+                Ok(a) if a.is_local() => Ok(a),
+                _ => Err(Error::new(
+                    ErrorKind::Protocol,
+                    format!("the hub answered a forwarder registration with {text:?}, not a local address"),
+                )),
+            };
+        }
+        match ProtocolPayload::decode(reply.payload())
+            .and_then(|p| p.decode_data::<StreamError>(STREAM_ERROR))
+        {
+            Ok(refusal) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidInput,
+                    format!("the hub refused the forwarder: {}", refusal.reason),
+                ))
+            }
+            Err(e) => {
+                warn!(from = %reply.return_route(), error = %e, "ignored a message that answers no forwarder registration")
+            }
+        }
     }
 }

@@ -23,4 +23,4 @@ pub mod protocol;
 pub use client::{
     ReceiverAddress, SenderAddress, Stream, MAX_IN_FLIGHT, PULL_LIMIT, PULL_WAIT, RETRY_AFTER,
 };
-pub use forwarder::{RemoteForwarder, FORWARDING_SERVICE};
+pub use forwarder::{RemoteForwarder, FORWARDING_SERVICE, REGISTRATION_TIMEOUT};

@@ -63,6 +63,12 @@ impl ProtocolPayload {
 
 /// `stream_create` request: open `stream_name`, or a new stream with a
 /// generated name.
+///
+/// The hub answers with a stream worker for this requester alone (the
+/// [`Init`] comes from its address). A second `stream_create` of the same
+/// stream from the same return route replaces the first one's stream
+/// worker, which the hub stops: a client opens its stream again when its
+/// stream worker failed or went quiet, and the old one is of no more use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateStreamRequest {
     /// The stream to open (created if missing).
@@ -185,12 +191,47 @@ pub struct Index {
 }
 
 /// `stream_error` (extension): why a request was refused.
+///
+/// A hub answers every request it refuses with one, sent to the request's
+/// return route: a request it cannot decode (then `protocol` is the id the
+/// request named, or empty when it was not a [`ProtocolPayload`] at all),
+/// a name it does not accept, a protocol it does not serve, or a store that
+/// failed to answer. A hub without an extension says so with
+/// [`StreamError::unknown_protocol`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreamError {
     /// The refused request's protocol id.
     pub protocol: String,
     /// What was wrong.
     pub reason: String,
+}
+
+/// How the reason of a refusal for an unknown protocol starts.
+const UNKNOWN_PROTOCOL: &str = "unknown protocol ";
+
+impl StreamError {
+    /// A refusal of a request of `protocol` for `reason`.
+    pub fn new(protocol: impl Into<String>, reason: impl Into<String>) -> Self {
+        StreamError {
+            protocol: protocol.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// The refusal of a request of a protocol the service does not serve
+    /// (`what`: the kind of service, for the reason's text).
+    pub fn unknown_protocol(protocol: &str, what: &str) -> Self {
+        StreamError::new(
+            protocol,
+            format!("{UNKNOWN_PROTOCOL}{protocol:?} for {what}"),
+        )
+    }
+
+    /// Whether this refuses a request because the service does not serve
+    /// its protocol at all (as opposed to refusing this one request).
+    pub fn is_unknown_protocol(&self) -> bool {
+        self.reason.starts_with(UNKNOWN_PROTOCOL)
+    }
 }
 
 /// Longest stream or client name accepted (Kafka's topic limit).
