@@ -11,6 +11,7 @@ use ockam_node::Context;
 use serde_bare::Uint;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -24,6 +25,8 @@ pub const MAX_REFUSALS: u32 = 3;
 pub const PULL_WAIT: Duration = Duration::from_secs(5);
 /// Messages asked for per pull.
 pub const PULL_LIMIT: u64 = 256;
+/// How long [`Stream::connect`] waits for the hub to answer by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 const TICK: &str = "tick";
 
@@ -77,6 +80,10 @@ pub(crate) struct Producer {
     refusals: (u64, u32),
     next_id: u64,
     ticker: Option<JoinHandle<()>>,
+    /// `Stream::connect`, waiting for the outcome of the first open.
+    opened: Option<oneshot::Sender<Result<()>>>,
+    /// A send to the hub failed since it last answered (logged once).
+    unreachable: bool,
 }
 
 impl Producer {
@@ -102,6 +109,22 @@ impl Producer {
             refusals: (0, 0),
             next_id: 1,
             ticker: None,
+            opened: None,
+            unreachable: false,
+        }
+    }
+
+    /// A send to the hub failed: `Stream::connect` fails with it while it
+    /// waits; later, it is logged (at warn once until the hub answers
+    /// again) and the message is kept for a retry.
+    fn send_failed(&mut self, what: &str, e: Error) {
+        if let Some(opened) = self.opened.take() {
+            let _ = opened.send(Err(e));
+        } else if !self.unreachable {
+            self.unreachable = true;
+            warn!(stream = %self.stream, error = %e, unconfirmed = self.queue.len(), "cannot reach the hub ({what}); messages are kept and retried");
+        } else {
+            debug!(stream = %self.stream, error = %e, "still cannot reach the hub ({what})");
         }
     }
 
@@ -119,7 +142,7 @@ impl Producer {
             Err(e) => Err(e),
         };
         if let Err(e) = sent {
-            debug!(stream = %self.stream, error = %e, "could not reach the hub; will retry");
+            self.send_failed("opening the stream", e);
         }
     }
 
@@ -144,7 +167,7 @@ impl Producer {
             match sent {
                 Ok(()) => self.sent_at.push_back(Instant::now()),
                 Err(e) => {
-                    debug!(stream = %self.stream, error = %e, "push not sent; will retry");
+                    self.send_failed("pushing", e);
                     break;
                 }
             }
@@ -152,12 +175,18 @@ impl Producer {
     }
 
     async fn on_hub_message(&mut self, ctx: &Context, p: ProtocolPayload, from: Route) {
+        if p.protocol != TICK && std::mem::take(&mut self.unreachable) {
+            info!(stream = %self.stream, "the hub answers again");
+        }
         match p.protocol.as_str() {
             STREAM_CREATE => match p.decode_data::<Init>(STREAM_CREATE) {
                 Ok(init) if init.stream_name == self.stream => {
                     debug!(stream = %self.stream, "outgoing stream open");
                     self.stream_route = Some(from);
                     self.create_sent = None;
+                    if let Some(opened) = self.opened.take() {
+                        let _ = opened.send(Ok(()));
+                    }
                     // Everything unconfirmed goes again, in order, with the
                     // same request ids.
                     self.sent_at.clear();
@@ -204,11 +233,22 @@ impl Producer {
                 }
             },
             STREAM_ERROR => {
-                let reason = p
+                let refusal = p
                     .decode_data::<StreamError>(STREAM_ERROR)
-                    .map(|e| e.reason)
-                    .unwrap_or_default();
-                warn!(stream = %self.stream, %reason, "the hub refused a request");
+                    .unwrap_or_else(|e| StreamError::new("", e.to_string()));
+                if refusal.protocol == STREAM_CREATE {
+                    if let Some(opened) = self.opened.take() {
+                        let _ = opened.send(Err(Error::new(
+                            ErrorKind::InvalidInput,
+                            format!(
+                                "the hub refused to open stream {:?}: {}",
+                                self.stream, refusal.reason
+                            ),
+                        )));
+                        return;
+                    }
+                }
+                warn!(stream = %self.stream, protocol = %refusal.protocol, reason = %refusal.reason, "the hub refused a request");
             }
             TICK => self.on_tick(ctx).await,
             other => debug!(stream = %self.stream, protocol = other, "ignored a message"),
@@ -320,6 +360,8 @@ pub(crate) struct Consumer {
     request_sent: Option<Instant>,
     request_id: u64,
     ticker: Option<JoinHandle<()>>,
+    /// A send to the hub failed since it last answered (logged once).
+    unreachable: bool,
 }
 
 impl Consumer {
@@ -351,13 +393,18 @@ impl Consumer {
             request_sent: None,
             request_id: 0,
             ticker: None,
+            unreachable: false,
         }
     }
 
     async fn request(&mut self, ctx: &Context, to: Route, protocol: &str, msg: ProtocolPayload) {
         self.request_sent = Some(Instant::now());
         if let Err(e) = ctx.send(to, msg).await {
-            debug!(stream = %self.stream, %protocol, error = %e, "could not reach the hub; will retry");
+            if std::mem::replace(&mut self.unreachable, true) {
+                debug!(stream = %self.stream, %protocol, error = %e, "still cannot reach the hub");
+            } else {
+                warn!(stream = %self.stream, %protocol, error = %e, "cannot reach the hub; will retry");
+            }
         }
     }
 
@@ -439,6 +486,9 @@ impl Consumer {
     }
 
     async fn on_hub_message(&mut self, ctx: &Context, p: ProtocolPayload, from: Route) {
+        if p.protocol != TICK && std::mem::take(&mut self.unreachable) {
+            info!(stream = %self.stream, "the hub answers again");
+        }
         match (p.protocol.as_str(), self.state) {
             (STREAM_CREATE, ConsumerState::Opening)
                 if p.decode_data::<Init>(STREAM_CREATE).is_ok() =>
@@ -501,7 +551,10 @@ impl Consumer {
             }
             (STREAM_ERROR, _) => {
                 let e = p.decode_data::<StreamError>(STREAM_ERROR);
-                if self.waiting_pull && e.as_ref().is_ok_and(|e| e.protocol == STREAM_PULL_WAIT) {
+                let no_waiting_pull = e
+                    .as_ref()
+                    .is_ok_and(|e| e.protocol == STREAM_PULL_WAIT && e.is_unknown_protocol());
+                if self.waiting_pull && no_waiting_pull {
                     info!(stream = %self.stream, "the hub has no waiting pull; polling instead");
                     self.waiting_pull = false;
                     self.request_sent = None;
@@ -633,6 +686,7 @@ pub struct Stream<'a> {
     interval: Duration,
     recipient: Option<Address>,
     waiting_pull: bool,
+    connect_timeout: Duration,
 }
 
 impl<'a> Stream<'a> {
@@ -648,6 +702,7 @@ impl<'a> Stream<'a> {
             interval: Duration::from_millis(100),
             recipient: None,
             waiting_pull: true,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
         })
     }
 
@@ -687,8 +742,49 @@ impl<'a> Stream<'a> {
         self
     }
 
+    /// How long [`Stream::connect`] waits for the hub's first answer
+    /// (default [`DEFAULT_CONNECT_TIMEOUT`]).
+    pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
     /// Opens `outgoing` (for sending) and `incoming` (for receiving) on the
     /// hub at `route`.
+    ///
+    /// The rule for an unreachable hub: `connect` reports what it finds
+    /// wrong *now*, and after it returned, nothing sent is lost to an
+    /// outage.
+    ///
+    /// - `connect` starts the producer of `outgoing` and returns once the
+    ///   hub has answered its `stream_create` (so the route, the hub and its
+    ///   stream service work); only then does it start the consumer of
+    ///   `incoming`. The streams need not have existed, nor the other side
+    ///   be up: opening a stream creates it, so two sides may start in any
+    ///   order.
+    /// - When it fails, nothing it started is left running.
+    /// - Once it has returned, a hub that goes away (or restarts) loses
+    ///   nothing: the producer keeps every message sent to the returned
+    ///   [`SenderAddress`] until the hub confirms it as stored, retrying
+    ///   (every [`RETRY_AFTER`]) with the same request ids, and the consumer
+    ///   carries on from its saved index. Sends to the sender address do not
+    ///   fail for an outage; the producer and the consumer log at warn,
+    ///   once, with the cause, when they cannot reach the hub, and at info
+    ///   when it answers again.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::InvalidInput`]: a stream name or the client id is not
+    ///   1-249 characters of `[A-Za-z0-9._-]`, or the hub refused to open
+    ///   the stream (the error gives its reason);
+    /// - the error of sending the first request when the hub cannot be
+    ///   reached, at once (for a TCP hop nobody listens on:
+    ///   [`ErrorKind::Unavailable`], or [`ErrorKind::Timeout`] when the
+    ///   connection attempt timed out; [`ErrorKind::NotFound`] without a
+    ///   transport for the route's first hop), as the source of an error of
+    ///   the same kind;
+    /// - [`ErrorKind::Timeout`]: the hub did not answer within the connect
+    ///   timeout ([`Stream::with_connect_timeout`]; no such stream service
+    ///   there, say).
     pub async fn connect(
         self,
         route: impl Into<Route>,
@@ -708,17 +804,43 @@ impl<'a> Stream<'a> {
         let receiver = self.ctx.new_context(Address::random_local()).await?;
         let recipient = self.recipient.unwrap_or_else(|| receiver.address());
         let (public, control) = (Address::random_local(), Address::random_local());
-        let producer = Producer::new(
+        let mut producer = Producer::new(
             hub.clone(),
             self.stream_service.clone(),
-            outgoing,
+            outgoing.clone(),
             public.clone(),
             control.clone(),
             self.interval,
         );
+        let (opened_tx, opened) = oneshot::channel();
+        producer.opened = Some(opened_tx);
         self.ctx
             .start_worker(vec![public.clone(), control], producer)
             .await?;
+        let outcome = match tokio::time::timeout(self.connect_timeout, opened).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) if e.kind() == ErrorKind::InvalidInput => Err(e),
+            Ok(Ok(Err(e))) => Err(Error::with_source(
+                e.kind(),
+                format!("stream {outgoing:?}: cannot reach the hub over {hub}"),
+                e,
+            )),
+            Ok(Err(_)) => Err(Error::new(
+                ErrorKind::Internal,
+                format!("stream {outgoing:?}: the producer stopped before the hub answered"),
+            )),
+            Err(_) => Err(Error::new(
+                ErrorKind::Timeout,
+                format!(
+                    "stream {outgoing:?}: the hub's {:?} service over {hub} did not answer within {:?}",
+                    self.stream_service, self.connect_timeout
+                ),
+            )),
+        };
+        if let Err(e) = outcome {
+            let _ = self.ctx.stop_worker(public).await;
+            return Err(e);
+        }
         let consumer = Consumer::new(
             hub,
             self.stream_service,

@@ -21,6 +21,7 @@ mod forwarder;
 pub mod protocol;
 
 pub use client::{
-    ReceiverAddress, SenderAddress, Stream, MAX_IN_FLIGHT, PULL_LIMIT, PULL_WAIT, RETRY_AFTER,
+    ReceiverAddress, SenderAddress, Stream, DEFAULT_CONNECT_TIMEOUT, MAX_IN_FLIGHT, PULL_LIMIT,
+    PULL_WAIT, RETRY_AFTER,
 };
 pub use forwarder::{RemoteForwarder, FORWARDING_SERVICE, REGISTRATION_TIMEOUT};
