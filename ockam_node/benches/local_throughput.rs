@@ -2,6 +2,11 @@
 //! worker on a node, beside a bare tokio mpsc channel carrying the same
 //! payload on the same kind of runtime, in the same run.
 //!
+//! Then two workers flooding each other (each sends its half of the
+//! messages to the other from one `handle_message`, so both mailboxes pass
+//! their high-water mark), beside the one-way rate: the soft mailbox limit
+//! must not turn that into a cliff (issue 13: within 2x).
+//!
 //! `cargo bench -p ockam_node --bench local_throughput`
 //! (`BENCH_MESSAGES=n` and `BENCH_ROUNDS=n` change the sizes).
 
@@ -67,6 +72,67 @@ fn ockam_round(n: u64) -> Duration {
         .expect("node round")
 }
 
+/// Sends `k` messages to its peer when told "go"; counts what it gets.
+struct Flooder {
+    peer: &'static str,
+    k: u64,
+    received: u64,
+    done: Option<oneshot::Sender<Instant>>,
+}
+
+#[async_trait]
+impl Worker for Flooder {
+    type Message = String;
+    type Context = Context;
+
+    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<String>) -> Result<()> {
+        if msg.as_str() == "go" {
+            let payload = PAYLOAD.to_string();
+            for _ in 0..self.k {
+                ctx.send(self.peer, payload.clone()).await?;
+            }
+        } else {
+            self.received += 1;
+        }
+        if self.received == self.k {
+            if let Some(done) = self.done.take() {
+                let _ = done.send(Instant::now());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Two workers each send `k` messages to the other at once: the time
+/// until both got all of them.
+fn flood_round(k: u64) -> Duration {
+    let (ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let (a_tx, a_rx) = oneshot::channel();
+            let (b_tx, b_rx) = oneshot::channel();
+            for (me, peer, done) in [("a", "b", a_tx), ("b", "a", b_tx)] {
+                let w = Flooder {
+                    peer,
+                    k,
+                    received: 0,
+                    done: Some(done),
+                };
+                ctx.start_worker(me, w).await?;
+            }
+            let start = Instant::now();
+            ctx.send("a", "go".to_string()).await?;
+            ctx.send("b", "go".to_string()).await?;
+            let end = a_rx
+                .await
+                .expect("a finished")
+                .max(b_rx.await.expect("b finished"));
+            ctx.stop().await?;
+            Ok(end - start)
+        })
+        .expect("flood round")
+}
+
 fn mpsc_round(n: u64) -> Duration {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -130,5 +196,25 @@ fn main() {
          tokio_mpsc={b:.0} msg/s ockam_node={o:.0} msg/s ratio={:.3}",
         PAYLOAD.len(),
         o / b
+    );
+    // Flood: the same number of messages in all, half each way.
+    let k = n / 2;
+    let mut one_way = Vec::new();
+    let mut flood = Vec::new();
+    for round in 1..=rounds {
+        let o = n as f64 / ockam_round(n).as_secs_f64();
+        let f = (2 * k) as f64 / flood_round(k).as_secs_f64();
+        println!(
+            "round {round}: one-way {o:>12.0} msg/s   two workers flooding each other {f:>12.0} msg/s   ratio {:.3}",
+            f / o
+        );
+        one_way.push(o);
+        flood.push(f);
+    }
+    let (o, f) = (median(one_way), median(flood));
+    println!(
+        "RESULT flood, 2 x {k} messages between two workers vs {n} one-way, median of {rounds}: \
+         one_way={o:.0} msg/s flood={f:.0} msg/s ratio={:.3} (target >= 0.5)",
+        f / o
     );
 }

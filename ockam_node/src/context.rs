@@ -194,9 +194,14 @@ impl Context {
 
     async fn yield_to_pressure(&self, pressure: crate::router::Waiting) -> Result<()> {
         if let Some(pressure) = pressure {
-            // Never wait for one's own mailbox: only we can drain it.
+            // Never wait for one's own mailbox: only we can drain it. Nor
+            // while ours is over its mark: others wait for us (see the
+            // `mailbox` docs).
             let own = Arc::as_ptr(self.mailbox.pressure()) as *const ();
-            if Arc::as_ptr(&pressure) as *const () != own {
+            let wait = pressure.decides_delivery()
+                || (Arc::as_ptr(&pressure) as *const () != own
+                    && !self.mailbox.pressure().is_over());
+            if wait {
                 return pressure.wait().await;
             }
         }
@@ -242,6 +247,7 @@ impl Context {
                     address = %self.addresses[0],
                     from = ?local.transport().return_route,
                     error = %e,
+                    dropped = 1,
                     "dropped a message that is not a {}",
                     std::any::type_name::<M>()
                 ),

@@ -113,6 +113,7 @@ async fn run<W>(
                     %address,
                     from = ?local.transport().return_route,
                     error = %e,
+                    dropped = 1,
                     "dropped a message that is not a {}",
                     std::any::type_name::<W::Message>()
                 );
@@ -146,9 +147,9 @@ async fn run<W>(
             }
         }
     }
-    let undelivered = ctx.pending_messages();
-    if undelivered > 0 {
-        warn!(%address, undelivered, "worker stopped with messages still in its mailbox; they are dropped");
+    let dropped = ctx.pending_messages();
+    if dropped > 0 {
+        warn!(%address, dropped, "worker stopped with messages still in its mailbox; they are dropped");
     }
     debug!(%address, "worker stopped");
     ctx.router().remove_worker(ctx.id());

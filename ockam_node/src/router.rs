@@ -51,6 +51,14 @@ pub trait Backpressure: Send + Sync + 'static {
     /// queued will not be delivered after all (e.g. a TCP connection that
     /// was being opened for it could not be established).
     fn wait(&self) -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>>;
+
+    /// Whether the wait tells if the message is delivered (a connection
+    /// being opened for it), so that every sender must wait; `false` (the
+    /// default) for a plain queue over its mark, which a sender whose own
+    /// mailbox is over its mark does not wait on (see the `mailbox` docs).
+    fn decides_delivery(&self) -> bool {
+        false
+    }
 }
 
 /// What a [`TransportRouter`] did with a message.
@@ -143,9 +151,8 @@ pub struct Onward<'a> {
 impl Onward<'_> {
     /// Delivers `msg` to the first address of its onward route, now.
     pub fn forward(&mut self, msg: LocalMessage) -> Result<()> {
-        if let Some(p) = self.router.deliver(msg)? {
-            self.pressure = Some(p);
-        }
+        let waiting = self.router.deliver(msg)?;
+        self.keep(waiting);
         Ok(())
     }
 
@@ -166,7 +173,7 @@ impl Onward<'_> {
             .router
             .route_parts(onward_route, return_route, &[head, &body])
         {
-            self.pressure = waiting?.or(self.pressure.take());
+            self.keep(waiting?);
             return Ok(());
         }
         let mut payload = body;
@@ -179,6 +186,19 @@ impl Onward<'_> {
             return_route.clone(),
             payload,
         )))
+    }
+
+    /// Remembers the pressure a delivery met: the latest, but never a
+    /// soft one instead of one that decides whether a message is delivered.
+    fn keep(&mut self, waiting: Waiting) {
+        let Some(p) = waiting else { return };
+        if !self
+            .pressure
+            .as_ref()
+            .is_some_and(|old| old.decides_delivery() && !p.decides_delivery())
+        {
+            self.pressure = Some(p);
+        }
     }
 
     pub(crate) fn into_pressure(self) -> Waiting {
@@ -504,7 +524,8 @@ impl Router {
             Some(msg) => {
                 let next = msg.transport().onward_route.next()?.clone();
                 let pressure = self.deliver_to(&next, msg)?;
-                Ok(pressure.or(onward.pressure))
+                onward.keep(pressure);
+                Ok(onward.pressure)
             }
         }
     }

@@ -46,18 +46,19 @@ pub(crate) async fn connect(peer: &str, shared: &TcpShared) -> Result<TcpStream>
     Ok(stream)
 }
 
-/// Writes whatever the outbox holds, until it is closed and empty.
+/// Writes whatever the outbox holds, until it is closed and empty. When a
+/// write fails: why, and how many frames were not (wholly) written.
 async fn write_loop(
     mut writer: OwnedWriteHalf,
     outbox: Arc<Outbox>,
     peer: String,
-) -> Option<String> {
+) -> Option<(String, usize)> {
     let mut spare = Vec::new();
     loop {
         // Let the tasks that produce frames run first: what they add now
         // goes out in this write instead of costing a system call of its own.
         tokio::task::yield_now().await;
-        let (mut batch, closed) = outbox.take(spare).await;
+        let (mut batch, frames, closed) = outbox.take(spare).await;
         if batch.is_empty() && closed {
             let _ = writer.shutdown().await;
             return None;
@@ -66,8 +67,11 @@ async fn write_loop(
         while done < batch.len() {
             match writer.write(&batch[done..]).await {
                 Ok(0) => {
-                    outbox.close();
-                    return Some(format!("write to {peer} failed: the socket took no bytes"));
+                    let left = outbox.close();
+                    return Some((
+                        format!("write to {peer} failed: the socket took no bytes"),
+                        frames + left,
+                    ));
                 }
                 Ok(n) => {
                     done += n;
@@ -75,8 +79,8 @@ async fn write_loop(
                     outbox.wrote(n);
                 }
                 Err(e) => {
-                    outbox.close();
-                    return Some(format!("write to {peer} failed: {e}"));
+                    let left = outbox.close();
+                    return Some((format!("write to {peer} failed: {e}"), frames + left));
                 }
             }
         }
@@ -98,7 +102,7 @@ pub(crate) struct TcpSendWorker {
     conn: Arc<ConnState>,
     shared: Arc<TcpShared>,
     receiver: Option<JoinHandle<()>>,
-    writer: Option<JoinHandle<Option<String>>>,
+    writer: Option<JoinHandle<Option<(String, usize)>>>,
 }
 
 impl TcpSendWorker {
@@ -133,15 +137,15 @@ pub(crate) fn report(peer: &str, push: Push) -> bool {
     match push {
         Push::Queued | Push::Backlog => true,
         Push::Closed => {
-            warn!(%peer, "dropped a message: the TCP connection is closing");
+            warn!(%peer, dropped = 1, "dropped a message: the TCP connection is closing");
             false
         }
         Push::Refused(e) => {
-            warn!(%peer, error = %e, "dropped a message that cannot be sent");
+            warn!(%peer, error = %e, dropped = 1, "dropped a message that cannot be sent");
             false
         }
         Push::Overloaded => {
-            warn!(%peer, "dropped a message: the peer is not reading and its backlog is full");
+            warn!(%peer, dropped = 1, "dropped a message: the peer is not reading and its backlog is full");
             false
         }
     }
@@ -163,7 +167,7 @@ impl Worker for TcpSendWorker {
                     // Their senders were waiting for the connection and
                     // get the error; later sends fail during the backoff.
                     let dropped = self.outbox.close();
-                    warn!(peer = %self.peer, error = %e, dropped, "TCP connection failed; the messages queued for it are dropped and their sends fail");
+                    warn!(peer = %self.peer, error = %e, refused = dropped, "TCP connection failed; the messages queued for it are not sent and their sends fail");
                     self.shared.failed(&self.peer, &me, &e);
                     self.conn.set(Conn::Failed(e.kind(), e.to_string()));
                     let _ = ctx.stop_worker(me).await;
@@ -214,7 +218,9 @@ impl Worker for TcpSendWorker {
         self.outbox.close();
         if let Some(w) = self.writer.take() {
             match tokio::time::timeout(WRITER_DRAIN, w).await {
-                Ok(Ok(Some(reason))) => debug!(peer = %self.peer, %reason, "writer ended"),
+                Ok(Ok(Some((reason, dropped)))) => {
+                    warn!(peer = %self.peer, %reason, dropped, "TCP output that was queued is dropped: the connection broke")
+                }
                 Ok(_) => {}
                 Err(_) => {
                     warn!(peer = %self.peer, "unsent TCP output dropped after {WRITER_DRAIN:?}: the peer is not reading")
@@ -265,24 +271,24 @@ async fn receive_loop(
             let mut transport = match TransportMessage::decode(frame) {
                 Ok(t) => t,
                 Err(e) => {
-                    warn!(%peer, error = %e, "dropped a frame that is not a valid transport message");
+                    warn!(%peer, error = %e, dropped = 1, "dropped a frame that is not a valid transport message");
                     continue;
                 }
             };
             if transport.onward_route.is_empty() {
-                warn!(%peer, "dropped a message with an empty onward route");
+                warn!(%peer, dropped = 1, "dropped a message with an empty onward route");
                 continue;
             }
             // Every hop adds itself to the return route: one that is full
             // could not be answered (nor sent on).
             if transport.return_route.len() >= MAX_ROUTE_LEN {
-                warn!(%peer, onward = ?transport.onward_route.next().ok(), "dropped a message whose return route already has {MAX_ROUTE_LEN} addresses (the most a route may have)");
+                warn!(%peer, onward = ?transport.onward_route.next().ok(), dropped = 1, "dropped a message whose return route already has {MAX_ROUTE_LEN} addresses (the most a route may have)");
                 continue;
             }
             // Replies go back over this connection.
             transport.return_route.modify().prepend(hop.clone());
             if let Err(e) = ctx.forward(LocalMessage::new(transport)).await {
-                warn!(%peer, error = %e, "dropped a message from a TCP peer");
+                warn!(%peer, error = %e, dropped = 1, "dropped a message from a TCP peer");
             }
         }
     };

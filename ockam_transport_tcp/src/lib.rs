@@ -11,10 +11,21 @@
 //! [`TcpOptions::max_frame_size`] are refused on both sides. Sockets use
 //! `TCP_NODELAY`; messages queued together are written together.
 //!
-//! A peer that sends anything but valid frames is disconnected with a log
-//! line; other connections are unaffected. When a peer cannot be reached,
-//! sends to it fail with [`ErrorKind::Unavailable`](ockam_core::ErrorKind)
-//! for a short, growing backoff, after which the next send reconnects.
+//! A peer that breaks the framing is disconnected with a log line; other
+//! connections are unaffected. A well-framed message that does not decode
+//! is dropped alone (logged, with a `dropped` count) and the connection
+//! carries on. Limits the peer enforces (routes of at most
+//! [`MAX_ROUTE_LEN`](ockam_core::MAX_ROUTE_LEN) addresses, addresses of
+//! 1 to [`MAX_ADDRESS_LEN`](ockam_core::MAX_ADDRESS_LEN) bytes, the frame
+//! size) are checked when a message is sent, and a message that breaks one
+//! is refused to its sender.
+//!
+//! A send that needs a new connection waits until it is set up: the first
+//! send to a peer that cannot be reached fails with the connect error
+//! ([`ErrorKind::Unavailable`](ockam_core::ErrorKind) or `Timeout`), and
+//! further sends fail at once for a short, growing backoff, after which the
+//! next send reconnects. A peer that connected to this node and left is not
+//! dialed back unless the application connects to it explicitly.
 //!
 //! ```no_run
 //! use ockam_core::{route, Result, TCP};

@@ -184,9 +184,9 @@ impl Outbox {
     }
 
     /// Everything queued so far (swapped with `spare`, which must be
-    /// empty), and whether the outbox is closed. Waits while it is empty
-    /// and open.
-    pub(crate) async fn take(&self, spare: Vec<u8>) -> (Vec<u8>, bool) {
+    /// empty), how many frames that is, and whether the outbox is closed.
+    /// Waits while it is empty and open.
+    pub(crate) async fn take(&self, spare: Vec<u8>) -> (Vec<u8>, usize, bool) {
         let mut spare = Some(spare);
         loop {
             let ready = self.ready.notified();
@@ -194,11 +194,11 @@ impl Outbox {
                 let mut st = self.lock();
                 if !st.buf.is_empty() || st.closed {
                     let batch = std::mem::replace(&mut st.buf, spare.take().unwrap_or_default());
-                    st.frames = 0;
+                    let frames = std::mem::take(&mut st.frames);
                     let closed = st.closed;
                     drop(st);
                     self.drained.notify_waiters();
-                    return (batch, closed);
+                    return (batch, frames, closed);
                 }
             }
             ready.await;

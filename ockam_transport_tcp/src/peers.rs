@@ -98,6 +98,10 @@ impl Backpressure for ConnState {
     fn wait(&self) -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>> {
         Box::pin(self.established())
     }
+
+    fn decides_delivery(&self) -> bool {
+        true
+    }
 }
 
 #[derive(Debug, Clone)]
