@@ -48,6 +48,11 @@ impl Context {
         &self.router
     }
 
+    /// Frees this context's addresses now (senders get `NotFound`).
+    pub(crate) fn deregister(&self) {
+        self.router.deregister(&self.addresses, self.id);
+    }
+
     pub(crate) async fn next_message(&mut self) -> Option<LocalMessage> {
         self.mailbox.next().await
     }
@@ -194,15 +199,19 @@ impl Context {
 
     async fn yield_to_pressure(&self, pressure: crate::router::Waiting) -> Result<()> {
         if let Some(pressure) = pressure {
-            // Never wait for one's own mailbox: only we can drain it. Nor
-            // while ours is over its mark: others wait for us (see the
-            // `mailbox` docs).
-            let own = Arc::as_ptr(self.mailbox.pressure()) as *const ();
-            let wait = pressure.decides_delivery()
-                || (Arc::as_ptr(&pressure) as *const () != own
-                    && !self.mailbox.pressure().is_over());
-            if wait {
+            // Never wait for one's own mailbox: only we can drain it; nor
+            // for an owner that waits for ours (see the `mailbox` docs).
+            if pressure.decides_delivery() {
                 return pressure.wait().await;
+            }
+            let own = self.mailbox.pressure();
+            let own_id = Arc::as_ptr(own) as *const () as usize;
+            let target = Arc::as_ptr(&pressure) as *const () as usize;
+            if target != own_id && pressure.waits_for() != own_id {
+                own.pausing_for(target);
+                let r = pressure.wait().await;
+                own.pausing_for(0);
+                return r;
             }
         }
         Ok(())
@@ -270,7 +279,25 @@ impl Context {
     where
         W: Worker<Context = Context>,
     {
-        start_worker(&self.router, address.into(), worker)
+        start_worker(&self.router, address.into(), worker, false)
+    }
+
+    /// [`Context::start_worker`] for a *transport worker*: one that carries
+    /// other workers' messages (a connection). When the node stops, it is
+    /// drained only after every other worker has finished, so that their
+    /// last messages still go out through it.
+    ///
+    /// # Errors
+    /// As [`Context::start_worker`]'s.
+    pub async fn start_transport_worker<W>(
+        &self,
+        address: impl Into<AddressSet>,
+        worker: W,
+    ) -> Result<()>
+    where
+        W: Worker<Context = Context>,
+    {
+        start_worker(&self.router, address.into(), worker, true)
     }
 
     /// A handle on this node that does not keep it alive, for code that
@@ -339,12 +366,17 @@ impl Context {
     }
 }
 
-fn start_worker<W>(router: &Arc<Router>, address: AddressSet, worker: W) -> Result<()>
+fn start_worker<W>(
+    router: &Arc<Router>,
+    address: AddressSet,
+    worker: W,
+    transport: bool,
+) -> Result<()>
 where
     W: Worker<Context = Context>,
 {
     let ctx = Context::new_registered(router.clone(), address.into_vec())?;
-    relay::spawn(worker, ctx);
+    relay::spawn(worker, ctx, transport);
     Ok(())
 }
 
@@ -357,13 +389,14 @@ pub struct NodeHandle {
 }
 
 impl NodeHandle {
-    /// [`Context::start_worker`], synchronously. Must be called from
-    /// within the node's tokio runtime (the worker's task is spawned on it).
+    /// [`Context::start_transport_worker`], synchronously. Must be called
+    /// from within the node's tokio runtime (the worker's task is spawned
+    /// on it).
     ///
     /// # Errors
     /// As [`Context::start_worker`]'s, and [`ErrorKind::Shutdown`] when the
     /// node is gone.
-    pub fn start_worker<W>(&self, address: impl Into<AddressSet>, worker: W) -> Result<()>
+    pub fn start_transport_worker<W>(&self, address: impl Into<AddressSet>, worker: W) -> Result<()>
     where
         W: Worker<Context = Context>,
     {
@@ -371,7 +404,7 @@ impl NodeHandle {
             .router
             .upgrade()
             .ok_or_else(|| Error::new(ErrorKind::Shutdown, "the node is gone"))?;
-        start_worker(&router, address.into(), worker)
+        start_worker(&router, address.into(), worker, true)
     }
 
     /// Stops the worker at `address` (see [`Context::stop_worker`]) without

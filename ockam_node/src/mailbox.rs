@@ -7,10 +7,12 @@
 //! caught up. A fast producer therefore runs at its consumer's pace instead
 //! of filling memory.
 //!
-//! A sender whose *own* mailbox is over the mark does not pause: it is the
-//! one others wait for, and pausing would only hold them up longer. So a
-//! cycle of full mailboxes (two workers flooding each other) runs at full
-//! speed instead of 10 ms per message, and cannot hang.
+//! Two owners that each wait for the other's full mailbox would only make
+//! each other wait out [`PRESSURE_WAIT`] on every send (two workers
+//! flooding each other): a sender does not pause for a mailbox whose owner
+//! is itself pausing for the sender's own mailbox. One of the two goes on
+//! at full speed, and the other's waits end as soon as it drains. (A longer
+//! cycle of full mailboxes still cannot hang: each pause is bounded.)
 
 use crate::router::Backpressure;
 use ockam_core::LocalMessage;
@@ -36,6 +38,9 @@ const RELEASE_BATCH: usize = 32;
 pub(crate) struct Pressure {
     queued: AtomicUsize,
     below_mark: Notify,
+    /// The mailbox whose pressure this mailbox's owner is pausing for
+    /// (its address as a number; 0 when it is not pausing).
+    pausing_for: AtomicUsize,
 }
 
 impl Backpressure for Pressure {
@@ -45,13 +50,16 @@ impl Backpressure for Pressure {
             Ok(())
         })
     }
+
+    fn waits_for(&self) -> usize {
+        self.pausing_for.load(Ordering::Acquire)
+    }
 }
 
 impl Pressure {
-    /// Whether more than [`HIGH_WATER_MARK`] messages wait (counting up to
-    /// [`RELEASE_BATCH`] - 1 that were taken and not yet given back).
-    pub(crate) fn is_over(&self) -> bool {
-        self.queued.load(Ordering::Relaxed) >= HIGH_WATER_MARK
+    /// Notes that this mailbox's owner pauses for `other` (0: no longer).
+    pub(crate) fn pausing_for(&self, other: usize) {
+        self.pausing_for.store(other, Ordering::Release);
     }
 
     /// Counts one more queued message; true when the mailbox is over the mark.

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tracing::{debug, error, warn};
 
 /// Starts the task of `worker`, whose context is already registered.
-pub(crate) fn spawn<W>(worker: W, ctx: Context)
+pub(crate) fn spawn<W>(worker: W, ctx: Context, transport: bool)
 where
     W: Worker<Context = Context>,
 {
@@ -23,6 +23,7 @@ where
             addresses: ctx.addresses().to_vec(),
             stop: stop_tx,
             done: done_rx,
+            transport,
         },
     );
     tokio::spawn(run(worker, ctx, stop_rx, done_tx));
@@ -147,6 +148,8 @@ async fn run<W>(
             }
         }
     }
+    // No more messages from now on: then count what is left.
+    ctx.deregister();
     let dropped = ctx.pending_messages();
     if dropped > 0 {
         warn!(%address, dropped, "worker stopped with messages still in its mailbox; they are dropped");

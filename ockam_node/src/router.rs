@@ -43,8 +43,10 @@ type Table<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// consumer instead of filling memory.
 pub trait Backpressure: Send + Sync + 'static {
     /// Resolves once the queue is back under its mark, or after a bounded
-    /// time ([`PRESSURE_WAIT`](crate::PRESSURE_WAIT)) so that a cycle of
-    /// full queues slows down instead of hanging.
+    /// time so that a cycle of full queues slows down instead of hanging
+    /// ([`PRESSURE_WAIT`](crate::PRESSURE_WAIT) for a mailbox; a TCP
+    /// connection's outbox waits while its writer makes progress, and one
+    /// being opened up to the transport's connect timeout).
     ///
     /// # Errors
     /// What the sender's `send` then fails with: the message that was
@@ -59,14 +61,23 @@ pub trait Backpressure: Send + Sync + 'static {
     fn decides_delivery(&self) -> bool {
         false
     }
+
+    /// For a mailbox: the queue its owner is pausing for right now (the
+    /// address of that `Backpressure` as a number), 0 when none. A sender
+    /// does not pause for a queue whose owner pauses for the sender's own
+    /// mailbox (see the `mailbox` docs).
+    fn waits_for(&self) -> usize {
+        0
+    }
 }
 
 /// What a [`TransportRouter`] did with a message.
 pub enum Routing {
     /// The transport took the message itself (e.g. queued it for a socket).
     Taken,
-    /// The transport took the message, and its queue is over its mark: the
-    /// sender waits on this before sending more.
+    /// The transport took the message, and its queue is over its mark (or
+    /// the connection it is queued for is being opened): the sender waits
+    /// on this before sending more, and fails with what the wait returns.
     Backlog(Arc<dyn Backpressure>),
     /// Deliver the message to the mailbox of this local worker.
     Deliver(Address, LocalMessage),
@@ -266,6 +277,9 @@ pub(crate) struct WorkerRecord {
     pub(crate) addresses: Vec<Address>,
     pub(crate) stop: watch::Sender<StopMode>,
     pub(crate) done: watch::Receiver<bool>,
+    /// A transport worker (a connection) carries other workers' messages:
+    /// when the node stops it drains only once the others have finished.
+    pub(crate) transport: bool,
 }
 
 impl WorkerRecord {
@@ -418,7 +432,8 @@ impl Router {
     /// stops is asked to drain at once (and waited for like the others).
     pub(crate) fn add_worker(&self, id: OwnerId, record: WorkerRecord) {
         let mut workers = self.workers();
-        if self.is_stopping() {
+        // A transport worker is drained by `stop_node`'s last phase.
+        if self.is_stopping() && !record.transport {
             record.request(StopMode::Drain);
         }
         workers.insert(id, record);
@@ -666,9 +681,14 @@ impl Router {
         info!(workers = self.workers().len(), "stopping node");
         let deadline = tokio::time::Instant::now() + SHUTDOWN_TIMEOUT;
         let mut in_time = true;
-        // Draining workers may start others: wait until none is left.
+        // Draining workers may start others: wait until none is left. The
+        // transport workers (connections) that carry their last messages
+        // drain once the others are done.
         loop {
-            let waits = self.request_stop(StopMode::Drain, caller);
+            let mut waits = self.request_stop(StopMode::Drain, caller, false);
+            if waits.is_empty() {
+                waits = self.request_stop(StopMode::Drain, caller, true);
+            }
             if waits.is_empty() {
                 break;
             }
@@ -681,7 +701,7 @@ impl Router {
             }
         }
         if !in_time {
-            let waits = self.request_stop(StopMode::Now, caller);
+            let waits = self.request_stop(StopMode::Now, caller, true);
             warn!(
                 workers = waits.len(),
                 "workers still running at the stop deadline ({:?}); stopping them after \
@@ -708,12 +728,18 @@ impl Router {
         self.stopped.send_replace(true);
     }
 
-    /// Asks every running worker to stop in `mode` (`caller` too: it stops
-    /// after its current message); what to wait on for each but `caller`.
-    fn request_stop(&self, mode: StopMode, caller: Option<OwnerId>) -> Vec<watch::Receiver<bool>> {
+    /// Asks every running worker (transport workers only if `transports`)
+    /// to stop in `mode` (`caller` too: it stops after its current
+    /// message); what to wait on for each but `caller`.
+    fn request_stop(
+        &self,
+        mode: StopMode,
+        caller: Option<OwnerId>,
+        transports: bool,
+    ) -> Vec<watch::Receiver<bool>> {
         self.workers()
             .iter()
-            .filter(|(_, r)| !*r.done.borrow())
+            .filter(|(_, r)| !*r.done.borrow() && (transports || !r.transport))
             .filter_map(|(id, r)| {
                 r.request(mode);
                 (Some(*id) != caller).then(|| r.done.clone())

@@ -175,6 +175,17 @@ impl Worker for TcpSendWorker {
                 }
             },
         };
+        let recv_ctx = match ctx.new_context(Address::random_local()).await {
+            Ok(c) => c,
+            Err(e) => {
+                // The node has stopped under us: nothing will carry these.
+                let dropped = self.outbox.close();
+                warn!(peer = %self.peer, error = %e, refused = dropped, "TCP connection given up");
+                self.shared.failed(&self.peer, &me, &e);
+                self.conn.set(Conn::Failed(e.kind(), e.to_string()));
+                return Err(e);
+            }
+        };
         self.shared.connected(&self.peer, &me);
         self.conn.set(Conn::Connected);
         let local = stream.local_addr().ok();
@@ -184,7 +195,6 @@ impl Worker for TcpSendWorker {
             self.outbox.clone(),
             self.peer.clone(),
         )));
-        let recv_ctx = ctx.new_context(Address::random_local()).await?;
         self.receiver = Some(tokio::spawn(receive_loop(
             recv_ctx,
             reader,
@@ -216,14 +226,17 @@ impl Worker for TcpSendWorker {
         self.shared
             .closed(&self.peer, &ctx.address(), self.accepted);
         self.outbox.close();
-        if let Some(w) = self.writer.take() {
-            match tokio::time::timeout(WRITER_DRAIN, w).await {
+        if let Some(mut w) = self.writer.take() {
+            match tokio::time::timeout(WRITER_DRAIN, &mut w).await {
                 Ok(Ok(Some((reason, dropped)))) => {
                     warn!(peer = %self.peer, %reason, dropped, "TCP output that was queued is dropped: the connection broke")
                 }
                 Ok(_) => {}
                 Err(_) => {
-                    warn!(peer = %self.peer, "unsent TCP output dropped after {WRITER_DRAIN:?}: the peer is not reading")
+                    w.abort();
+                    // At least what the writer had not taken yet.
+                    let dropped = self.outbox.close();
+                    warn!(peer = %self.peer, dropped, "unsent TCP output dropped after {WRITER_DRAIN:?}: the peer is not reading")
                 }
             }
         }

@@ -64,6 +64,7 @@ async fn accept_loop(ctx: Context, listener: TcpListener, shared: Arc<TcpShared>
                 let peer = peer_addr.to_string();
                 let worker = Address::random_local();
                 let opening = shared.accepted(&peer, &worker);
+                let outbox = opening.outbox.clone();
                 let w = TcpSendWorker::new(
                     peer.clone(),
                     Some(stream),
@@ -72,9 +73,10 @@ async fn accept_loop(ctx: Context, listener: TcpListener, shared: Arc<TcpShared>
                     shared.clone(),
                 )
                 .accepted();
-                if let Err(e) = ctx.start_worker(worker.clone(), w).await {
+                if let Err(e) = ctx.start_transport_worker(worker.clone(), w).await {
                     shared.closed(&peer, &worker, true);
-                    warn!(%peer, error = %e, "could not start a worker for an accepted connection");
+                    let dropped = outbox.close();
+                    warn!(%peer, error = %e, dropped, "could not start a worker for an accepted connection");
                 }
             }
             Err(e) => {

@@ -9,7 +9,7 @@ use std::time::Duration;
 pub struct TcpOptions {
     /// Largest frame sent or accepted, in bytes (default 16 MiB). A peer that
     /// announces a larger one is disconnected; a local message that encodes
-    /// larger is dropped with a log line.
+    /// larger is refused to its sender (`ErrorKind::ResourceExhausted`).
     pub max_frame_size: usize,
     /// How long a connection attempt may take (default 10 s).
     pub connect_timeout: Duration,

@@ -62,14 +62,23 @@ impl ConnState {
     }
 
     pub(crate) fn set(&self, state: Conn) {
-        self.state.send_replace(state);
+        self.state.send_if_modified(|s| {
+            let change = *s == Conn::Connecting;
+            if change {
+                *s = state;
+            }
+            change
+        });
     }
 
-    fn is_connecting(&self) -> bool {
-        *self.state.borrow() == Conn::Connecting
+    fn is_connected(&self) -> bool {
+        *self.state.borrow() == Conn::Connected
     }
 
-    /// Waits until the connection is established (`Ok`) or not to be.
+    /// Waits until the connection is established (`Ok`: a message queued
+    /// before is sent unless the connection later breaks, which its writer
+    /// logs with a `dropped` count) or could not be (`Err`: a message
+    /// queued before is not sent).
     pub(crate) async fn established(&self) -> Result<()> {
         let mut rx = self.state.subscribe();
         let state = match rx.wait_for(|c| *c != Conn::Connecting).await {
@@ -222,10 +231,11 @@ impl TcpShared {
             opening.conn.clone(),
             self.clone(),
         );
-        if let Err(e) = self.node.start_worker(opening.worker.clone(), w) {
+        if let Err(e) = self.node.start_transport_worker(opening.worker.clone(), w) {
             self.failed(peer, &opening.worker, &e);
+            let refused = opening.outbox.close();
             opening.conn.set(Conn::Failed(e.kind(), e.to_string()));
-            opening.outbox.close();
+            debug!(peer, refused, error = %e, "could not start a TCP connection worker");
             return Err(e);
         }
         Ok((opening.outbox, opening.conn))
@@ -427,7 +437,9 @@ fn routing(
     conn: &Arc<ConnState>,
 ) -> Result<Routing> {
     match push {
-        Push::Queued | Push::Backlog if conn.is_connecting() => Ok(Routing::Backlog(conn.clone())),
+        // Checked after the push: a connection that fails meanwhile closes
+        // its outbox before it says so, so the sender then hears of it.
+        Push::Queued | Push::Backlog if !conn.is_connected() => Ok(Routing::Backlog(conn.clone())),
         Push::Queued => Ok(Routing::Taken),
         Push::Backlog => Ok(Routing::Backlog(outbox.clone())),
         Push::Closed => Err(Error::new(
