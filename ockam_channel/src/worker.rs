@@ -122,7 +122,7 @@ impl Secure {
         let mut inner = {
             let mut recv = lock(&self.recv);
             if !recv.replay.check(nonce) {
-                warn!(channel = %self.local, nonce, "dropped a replayed (or too old) message");
+                warn!(channel = %self.local, nonce, dropped = 1, "dropped a replayed (or too old) message");
                 return;
             }
             if let Err(e) = recv.cipher.decrypt_slice_with_nonce(
@@ -132,20 +132,20 @@ impl Secure {
                 ciphertext.start,
                 &tag,
             ) {
-                warn!(channel = %self.local, nonce, error = %e, "dropped a message that failed authentication");
+                warn!(channel = %self.local, nonce, error = %e, dropped = 1, "dropped a message that failed authentication");
                 return;
             }
             recv.replay.accept(nonce);
             payload.truncate(ciphertext.len());
             let Some((kind, head)) = split_plaintext(&payload) else {
-                warn!(channel = %self.local, "dropped a decrypted message that is not laid out as a channel message");
+                warn!(channel = %self.local, dropped = 1, "dropped a decrypted message that is not laid out as a channel message");
                 return;
             };
             match kind {
                 PLAIN_MESSAGE => match recv.heads.decode(payload, head) {
                     Ok(m) => m,
                     Err(e) => {
-                        warn!(channel = %self.local, error = %e, "dropped a decrypted message that does not decode");
+                        warn!(channel = %self.local, error = %e, dropped = 1, "dropped a decrypted message that does not decode");
                         return;
                     }
                 },
@@ -157,7 +157,7 @@ impl Secure {
                     return;
                 }
                 _ => {
-                    warn!(channel = %self.local, "dropped a decrypted message of unknown kind");
+                    warn!(channel = %self.local, dropped = 1, "dropped a decrypted message of unknown kind");
                     return;
                 }
             }
@@ -165,7 +165,7 @@ impl Secure {
         // Replies come back through this channel.
         inner.return_route.modify().prepend(self.local.clone());
         if let Err(e) = onward.forward(LocalMessage::new(inner)) {
-            warn!(channel = %self.local, error = %e, "dropped a message from the secure channel");
+            warn!(channel = %self.local, error = %e, dropped = 1, "dropped a message from the secure channel");
         }
     }
 }
@@ -487,7 +487,7 @@ impl Worker for ChannelWorker {
                 .on_secure(ctx, |s, onward| s.receive(payload, parsed, onward))
                 .await;
             if r.is_err() {
-                warn!(channel = %self.local, "dropped an encrypted message that arrived before the handshake ended");
+                warn!(channel = %self.local, dropped = 1, "dropped an encrypted message that arrived before the handshake ended");
             }
             return Ok(());
         }
@@ -495,7 +495,7 @@ impl Worker for ChannelWorker {
         let cm = match ChannelMessage::decode(&local.transport().payload) {
             Ok(m) => m,
             Err(e) => {
-                warn!(channel = %self.local, error = %e, "dropped a message that is not a channel message");
+                warn!(channel = %self.local, error = %e, dropped = 1, "dropped a message that is not a channel message");
                 return Ok(());
             }
         };
@@ -515,7 +515,7 @@ impl Worker for ChannelWorker {
                 }
             }
             ChannelMessage::Transport { .. } => {
-                warn!(channel = %self.local, "dropped a malformed encrypted message");
+                warn!(channel = %self.local, dropped = 1, "dropped a malformed encrypted message");
             }
             ChannelMessage::Refused(reason) => {
                 // The initiator's handshake is over once it sent message 3,
@@ -563,12 +563,12 @@ impl Worker for ListenerWorker {
     ) -> Result<()> {
         let return_route = msg.return_route();
         let ChannelMessage::Handshake(m1) = msg.body() else {
-            warn!(listener = %ctx.address(), "dropped a message that does not start a handshake");
+            warn!(listener = %ctx.address(), dropped = 1, "dropped a message that does not start a handshake");
             return Ok(());
         };
         if self.half_open.fetch_add(1, Ordering::AcqRel) >= MAX_HALF_OPEN {
             self.half_open.fetch_sub(1, Ordering::AcqRel);
-            warn!(listener = %ctx.address(), "too many unfinished handshakes; dropped a new one");
+            warn!(listener = %ctx.address(), dropped = 1, "too many unfinished handshakes; dropped a new one");
             return Ok(());
         }
         let addresses = (Address::random_local(), Address::random_local());

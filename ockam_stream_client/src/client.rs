@@ -221,7 +221,7 @@ impl Producer {
                         self.refusals =
                             (c.request_id.0, if id == c.request_id.0 { n + 1 } else { 1 });
                         if self.refusals.1 >= MAX_REFUSALS {
-                            warn!(stream = %self.stream, request = c.request_id.0, "the hub refused a message {MAX_REFUSALS} times; dropping it");
+                            warn!(stream = %self.stream, request = c.request_id.0, dropped = 1, "the hub refused a message {MAX_REFUSALS} times; dropping it");
                             self.queue.pop_front();
                         }
                     }
@@ -297,7 +297,7 @@ impl Worker for Producer {
             t.abort();
         }
         if !self.queue.is_empty() {
-            warn!(stream = %self.stream, unconfirmed = self.queue.len(), "stopping with unconfirmed pushes");
+            warn!(stream = %self.stream, dropped = self.queue.len(), "stopping with unconfirmed pushes; they are dropped");
         }
         Ok(())
     }
@@ -472,7 +472,7 @@ impl Consumer {
         let mut t = match TransportMessage::decode(data) {
             Ok(t) => t,
             Err(e) => {
-                warn!(stream = %self.stream, error = %e, "skipped a stream message that is not a transport message");
+                warn!(stream = %self.stream, error = %e, dropped = 1, "skipped a stream message that is not a transport message");
                 return;
             }
         };
@@ -481,7 +481,7 @@ impl Consumer {
             t.onward_route.modify().append(self.recipient.clone());
         }
         if let Err(e) = ctx.forward(LocalMessage::new(t)).await {
-            warn!(stream = %self.stream, error = %e, "dropped a message from the stream");
+            warn!(stream = %self.stream, error = %e, dropped = 1, "dropped a message from the stream");
         }
     }
 

@@ -325,3 +325,53 @@ fn concurrent_connects_share_one_connection() {
         })
         .unwrap();
 }
+
+/// Replies sent while the node stops still reach a peer that connected to
+/// it: the connection drains after the workers that use it.
+#[test]
+fn replies_made_while_the_node_stops_reach_the_client() {
+    struct SlowEcho;
+
+    #[async_trait]
+    impl Worker for SlowEcho {
+        type Message = String;
+        type Context = Context;
+
+        async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<String>) -> Result<()> {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            ctx.send(msg.return_route(), msg.body()).await
+        }
+    }
+
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (ctx, mut executor) = start_node();
+        executor
+            .execute(async move {
+                let tcp = TcpTransport::create(&ctx).await?;
+                ctx.start_worker("echoer", SlowEcho).await?;
+                addr_tx.send(tcp.listen("127.0.0.1:0").await?).unwrap();
+                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+                ctx.stop().await
+            })
+            .unwrap();
+    });
+    let addr = addr_rx.recv_timeout(Duration::from_secs(30)).unwrap();
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    for i in 0..20 {
+        std::io::Write::write_all(&mut s, &common::echo_request(&format!("r{i}"))).unwrap();
+    }
+    // The echoer has most of them still queued when the node stops.
+    std::thread::sleep(Duration::from_millis(100));
+    stop_tx.send(()).unwrap();
+    let replies = common::read_frames(&mut s, 20).expect("all 20 replies");
+    for (i, r) in replies.iter().enumerate() {
+        assert_eq!(
+            <String as ockam_core::Message>::decode(&r.payload).unwrap(),
+            format!("r{i}")
+        );
+    }
+    server.join().unwrap();
+}
