@@ -340,17 +340,29 @@ impl TransportMessage {
 
     /// Bytes of [`TransportMessage::encode`]'s output.
     pub fn encoded_len(&self) -> usize {
+        Self::encoded_len_parts(
+            self.onward_route.as_slice(),
+            self.return_route.as_slice(),
+            self.payload.len(),
+        )
+    }
+
+    /// Bytes of the encoding of a message with these routes and a payload
+    /// of `payload_len` bytes (what [`TransportMessage::encoded_len`] of
+    /// the built message would be).
+    pub fn encoded_len_parts(
+        onward_route: &[Address],
+        return_route: &[Address],
+        payload_len: usize,
+    ) -> usize {
         let uint_len = |v: usize| (usize::BITS - (v | 1).leading_zeros()).div_ceil(7) as usize;
-        let route_len = |r: &Route| {
+        let route_len = |r: &[Address]| {
             uint_len(r.len())
                 + r.iter()
                     .map(|a| 1 + uint_len(a.address().len()) + a.address().len())
                     .sum::<usize>()
         };
-        1 + route_len(&self.onward_route)
-            + route_len(&self.return_route)
-            + uint_len(self.payload.len())
-            + self.payload.len()
+        1 + route_len(onward_route) + route_len(return_route) + uint_len(payload_len) + payload_len
     }
 
     /// Appends the BARE encoding of this message to `out`. Written by hand

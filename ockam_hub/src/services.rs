@@ -136,11 +136,7 @@ async fn refuse(ctx: &Context, to: Route, err: StreamError) -> Result<()> {
 async fn request(ctx: &Context, msg: Routed<Any>) -> Result<Option<(ProtocolPayload, Route)>> {
     let back = msg.return_route();
     match ProtocolPayload::decode(msg.payload()) {
-        Ok(p) if p.protocol == STREAM_ERROR => {
-            let reason = p.decode_data::<StreamError>(STREAM_ERROR).map(|e| e.reason);
-            warn!(from = %back, ?reason, "dropped a refusal sent to a service");
-            Ok(None)
-        }
+        Ok(p) if is_refusal(&p, &back) => Ok(None),
         Ok(p) => Ok(Some((p, back))),
         Err(e) => {
             let why = format!("not a stream protocol payload: {e}");
@@ -148,6 +144,17 @@ async fn request(ctx: &Context, msg: Routed<Any>) -> Result<Option<(ProtocolPayl
             Ok(None)
         }
     }
+}
+
+/// Whether `p` is a refusal (`stream_error`), which a service never
+/// answers: logged as dropped.
+fn is_refusal(p: &ProtocolPayload, from: &Route) -> bool {
+    if p.protocol != STREAM_ERROR {
+        return false;
+    }
+    let reason = p.decode_data::<StreamError>(STREAM_ERROR).map(|e| e.reason);
+    warn!(%from, ?reason, "dropped a refusal sent to a service");
+    true
 }
 
 /// Decodes a request of `protocol`, or answers `stream_error` (and gives
@@ -687,11 +694,8 @@ impl Worker for ForwardingService {
 
     async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
         let back = msg.return_route();
-        if let Ok(p) = ProtocolPayload::decode(msg.payload()) {
-            if p.protocol == STREAM_ERROR {
-                warn!(from = %back, "dropped a refusal sent to the forwarding service");
-                return Ok(());
-            }
+        if ProtocolPayload::decode(msg.payload()).is_ok_and(|p| is_refusal(&p, &back)) {
+            return Ok(());
         }
         let target = match forwarder_target(&back, msg.payload()) {
             Ok(t) => t,

@@ -39,18 +39,6 @@ async fn failure<T: std::fmt::Debug>(
     (r.expect_err("an error"), t.elapsed())
 }
 
-/// Waits (up to 5 s) until the node holds `want` addresses; the count.
-async fn settle_to(ctx: &Context, want: usize) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let n = ctx.list_addresses().len();
-        if n == want || Instant::now() >= deadline {
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 #[test]
 fn a_forwarder_on_a_hub_nobody_listens_for_fails_at_once_with_the_connect_error() {
     let nobody = free_address();
@@ -64,7 +52,11 @@ fn a_forwarder_on_a_hub_nobody_listens_for_fails_at_once_with_the_connect_error(
             assert!(took < FAST, "took {took:?}: {e}");
             assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
             assert!(e.to_string().contains(&nobody), "{e}");
-            assert_eq!(settle_to(&ctx, before).await, before, "left running");
+            assert_eq!(
+                common::settle_to(&ctx, Duration::from_secs(5), before).await,
+                before,
+                "left running"
+            );
             ctx.stop().await
         })
         .unwrap();
@@ -88,7 +80,11 @@ fn stream_connect_to_a_hub_nobody_listens_for_fails_at_once_and_leaves_nothing_r
             assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
             let cause = std::error::Error::source(&e).expect("the connect error as the cause");
             assert!(cause.to_string().contains(&nobody), "{e}");
-            assert_eq!(settle_to(&ctx, before).await, before, "left running");
+            assert_eq!(
+                common::settle_to(&ctx, Duration::from_secs(5), before).await,
+                before,
+                "left running"
+            );
 
             // Without a transport for the route's first hop at all.
             let (e, took) =
@@ -129,7 +125,11 @@ fn stream_connect_reports_a_hub_that_does_not_answer_and_connects_to_one_that_do
             assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
             assert!(t.elapsed() < FAST, "{:?}", t.elapsed());
             assert!(e.to_string().contains("no_such_service"), "{e}");
-            assert_eq!(settle_to(&ctx, before).await, before, "left running");
+            assert_eq!(
+                common::settle_to(&ctx, Duration::from_secs(5), before).await,
+                before,
+                "left running"
+            );
 
             // Names the hub would refuse are refused before anything is sent.
             for (out, client) in [("a#b", "ok"), ("é", "ok"), ("ok", "3#x")] {

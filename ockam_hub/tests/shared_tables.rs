@@ -16,7 +16,7 @@ use ockam_stream_client::protocol::*;
 use ockam_stream_client::RemoteForwarder;
 use serde_bare::Uint;
 use std::collections::{BTreeSet, HashSet};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn memory_hub() -> HubConfig {
     HubConfig {
@@ -40,18 +40,6 @@ async fn open_stream(ctx: &mut Context, hub: &str, stream: &str) -> Result<Route
     let i: Init = init.decode_data(STREAM_CREATE)?;
     assert_eq!(i.stream_name, stream);
     Ok(init.return_route())
-}
-
-/// Waits (up to 10 s) until the node holds `want` addresses; the count.
-async fn settle_to(ctx: &Context, want: usize) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let n = ctx.list_addresses().len();
-        if n == want || Instant::now() >= deadline {
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 #[test]
@@ -132,7 +120,7 @@ fn concurrent_opens_of_one_stream_share_its_log_and_reopening_replaces_the_worke
                 last = open_stream(&mut client, &hub, "reopened").await?;
             }
             assert_ne!(last, first);
-            let after = settle_to(&ctx, before).await;
+            let after = common::settle_to(&ctx, Duration::from_secs(10), before).await;
             assert_eq!(
                 after, before,
                 "replaced stream workers (or their tasks) still run"
@@ -211,7 +199,10 @@ fn racing_registrations_of_one_destination_get_one_forwarder() {
             let forwarder = addresses.into_iter().next().unwrap();
             // One forwarder more on the node (and the temporary contexts
             // gone).
-            assert_eq!(settle_to(&ctx, before + 1).await, before + 1);
+            assert_eq!(
+                common::settle_to(&ctx, Duration::from_secs(10), before + 1).await,
+                before + 1
+            );
 
             ctx.send(
                 route![(TCP, hub.as_str()), forwarder.clone()],

@@ -98,7 +98,10 @@ impl Context {
     ///   frame size) and would be refused by the peer;
     /// - [`ErrorKind::Unavailable`] / [`ErrorKind::Timeout`]: the transport
     ///   cannot reach the next hop (a connection that failed, or is in its
-    ///   backoff after a failure).
+    ///   backoff after a failure);
+    /// - [`ErrorKind::ResourceExhausted`]: the message is larger than the
+    ///   transport's frame limit, or the peer is not reading and its
+    ///   connection's backlog is full.
     pub async fn send<R, M>(&self, route: R, msg: M) -> Result<()>
     where
         R: Into<Route>,

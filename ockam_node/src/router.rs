@@ -56,8 +56,9 @@ pub trait Backpressure: Send + Sync + 'static {
 
     /// Whether the wait tells if the message is delivered (a connection
     /// being opened for it), so that every sender must wait; `false` (the
-    /// default) for a plain queue over its mark, which a sender whose own
-    /// mailbox is over its mark does not wait on (see the `mailbox` docs).
+    /// default) for a plain queue over its mark, which a sender may skip
+    /// (its own mailbox; a mailbox whose owner waits for the sender's: see
+    /// the `mailbox` docs).
     fn decides_delivery(&self) -> bool {
         false
     }
@@ -87,8 +88,10 @@ pub enum Routing {
 /// transport type (see [`Context::register_transport`](crate::Context::register_transport)).
 ///
 /// `route` runs on the sender's thread for every such message, so it must
-/// be quick and must not block: a map lookup or an append to a buffer, not
-/// a connection attempt.
+/// be quick and must not block: a map lookup, an append to a buffer, or
+/// starting a worker that will connect ([`NodeHandle`](crate::NodeHandle)),
+/// never waiting for a connection itself (return [`Routing::Backlog`] for
+/// the sender to wait on instead).
 pub trait TransportRouter: Send + Sync + 'static {
     /// Takes `msg` (whose next hop, `msg.transport().onward_route.next()`,
     /// has this router's transport type), or names the local worker whose
@@ -285,11 +288,7 @@ pub(crate) struct WorkerRecord {
 impl WorkerRecord {
     /// Asks the worker to stop in `mode`, unless it was asked for more.
     fn request(&self, mode: StopMode) {
-        Self::raise(&self.stop, mode)
-    }
-
-    fn raise(stop: &watch::Sender<StopMode>, mode: StopMode) {
-        stop.send_if_modified(|m| {
+        self.stop.send_if_modified(|m| {
             let raise = *m < mode;
             if raise {
                 *m = mode;
@@ -653,9 +652,11 @@ impl Router {
     /// Asks the worker at `address` to stop after the message at hand,
     /// without waiting; nothing happens when no worker has that address.
     pub(crate) fn request_stop_worker(&self, address: &Address) {
-        let owner = read(&self.table).get(address).map(|e| e.owner);
-        if let Some(record) = owner.and_then(|o| self.workers().get(&o).map(|r| r.stop.clone())) {
-            WorkerRecord::raise(&record, StopMode::Now);
+        let Some(owner) = read(&self.table).get(address).map(|e| e.owner) else {
+            return;
+        };
+        if let Some(record) = self.workers().get(&owner) {
+            record.request(StopMode::Now);
         }
     }
 

@@ -82,8 +82,32 @@ pub(crate) struct Producer {
     ticker: Option<JoinHandle<()>>,
     /// `Stream::connect`, waiting for the outcome of the first open.
     opened: Option<oneshot::Sender<Result<()>>>,
-    /// A send to the hub failed since it last answered (logged once).
-    unreachable: bool,
+    outage: Outage,
+}
+
+/// Whether sends to the hub have failed since it last answered: the first
+/// failure of an outage is logged at warn, the rest at debug, and its end
+/// at info (the producer and the consumer each keep one).
+#[derive(Debug, Default)]
+struct Outage(bool);
+
+impl Outage {
+    /// A send to the hub failed (`what` it was); `kept`: messages kept
+    /// for a retry.
+    fn send_failed(&mut self, stream: &str, what: &str, e: &Error, kept: Option<usize>) {
+        if std::mem::replace(&mut self.0, true) {
+            debug!(%stream, error = %e, "still cannot reach the hub ({what})");
+        } else {
+            warn!(%stream, error = %e, unconfirmed = ?kept, "cannot reach the hub ({what}); will retry");
+        }
+    }
+
+    /// The hub answered (`protocol`: what; a tick is not an answer).
+    fn answered(&mut self, stream: &str, protocol: &str) {
+        if protocol != TICK && std::mem::take(&mut self.0) {
+            info!(%stream, "the hub answers again");
+        }
+    }
 }
 
 impl Producer {
@@ -110,7 +134,7 @@ impl Producer {
             next_id: 1,
             ticker: None,
             opened: None,
-            unreachable: false,
+            outage: Outage::default(),
         }
     }
 
@@ -120,11 +144,9 @@ impl Producer {
     fn send_failed(&mut self, what: &str, e: Error) {
         if let Some(opened) = self.opened.take() {
             let _ = opened.send(Err(e));
-        } else if !self.unreachable {
-            self.unreachable = true;
-            warn!(stream = %self.stream, error = %e, unconfirmed = self.queue.len(), "cannot reach the hub ({what}); messages are kept and retried");
         } else {
-            debug!(stream = %self.stream, error = %e, "still cannot reach the hub ({what})");
+            let kept = Some(self.queue.len());
+            self.outage.send_failed(&self.stream, what, &e, kept);
         }
     }
 
@@ -175,9 +197,7 @@ impl Producer {
     }
 
     async fn on_hub_message(&mut self, ctx: &Context, p: ProtocolPayload, from: Route) {
-        if p.protocol != TICK && std::mem::take(&mut self.unreachable) {
-            info!(stream = %self.stream, "the hub answers again");
-        }
+        self.outage.answered(&self.stream, &p.protocol);
         match p.protocol.as_str() {
             STREAM_CREATE => match p.decode_data::<Init>(STREAM_CREATE) {
                 Ok(init) if init.stream_name == self.stream => {
@@ -360,8 +380,7 @@ pub(crate) struct Consumer {
     request_sent: Option<Instant>,
     request_id: u64,
     ticker: Option<JoinHandle<()>>,
-    /// A send to the hub failed since it last answered (logged once).
-    unreachable: bool,
+    outage: Outage,
 }
 
 impl Consumer {
@@ -393,18 +412,14 @@ impl Consumer {
             request_sent: None,
             request_id: 0,
             ticker: None,
-            unreachable: false,
+            outage: Outage::default(),
         }
     }
 
     async fn request(&mut self, ctx: &Context, to: Route, protocol: &str, msg: ProtocolPayload) {
         self.request_sent = Some(Instant::now());
         if let Err(e) = ctx.send(to, msg).await {
-            if std::mem::replace(&mut self.unreachable, true) {
-                debug!(stream = %self.stream, %protocol, error = %e, "still cannot reach the hub");
-            } else {
-                warn!(stream = %self.stream, %protocol, error = %e, "cannot reach the hub; will retry");
-            }
+            self.outage.send_failed(&self.stream, protocol, &e, None);
         }
     }
 
@@ -486,9 +501,7 @@ impl Consumer {
     }
 
     async fn on_hub_message(&mut self, ctx: &Context, p: ProtocolPayload, from: Route) {
-        if p.protocol != TICK && std::mem::take(&mut self.unreachable) {
-            info!(stream = %self.stream, "the hub answers again");
-        }
+        self.outage.answered(&self.stream, &p.protocol);
         match (p.protocol.as_str(), self.state) {
             (STREAM_CREATE, ConsumerState::Opening)
                 if p.decode_data::<Init>(STREAM_CREATE).is_ok() =>

@@ -164,12 +164,8 @@ impl Worker for TcpSendWorker {
                 Ok(s) => s,
                 Err(e) => {
                     // Expected now and then: a warning, not a worker error.
-                    // Their senders were waiting for the connection and
-                    // get the error; later sends fail during the backoff.
-                    let dropped = self.outbox.close();
-                    warn!(peer = %self.peer, error = %e, refused = dropped, "TCP connection failed; the messages queued for it are not sent and their sends fail");
-                    self.shared.failed(&self.peer, &me, &e);
-                    self.conn.set(Conn::Failed(e.kind(), e.to_string()));
+                    self.shared
+                        .give_up(&self.peer, &me, &self.outbox, &self.conn, &e);
                     let _ = ctx.stop_worker(me).await;
                     return Ok(());
                 }
@@ -179,10 +175,8 @@ impl Worker for TcpSendWorker {
             Ok(c) => c,
             Err(e) => {
                 // The node has stopped under us: nothing will carry these.
-                let dropped = self.outbox.close();
-                warn!(peer = %self.peer, error = %e, refused = dropped, "TCP connection given up");
-                self.shared.failed(&self.peer, &me, &e);
-                self.conn.set(Conn::Failed(e.kind(), e.to_string()));
+                self.shared
+                    .give_up(&self.peer, &me, &self.outbox, &self.conn, &e);
                 return Err(e);
             }
         };

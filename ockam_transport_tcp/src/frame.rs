@@ -162,6 +162,41 @@ pub fn encode_frame(msg: &TransportMessage, out: &mut Vec<u8>, max_frame: usize)
     )
 }
 
+/// Checks that a message with these routes and a payload of `payload_len`
+/// bytes can be sent as one frame: the routes follow the wire's rules
+/// ([`check_route`]) and the frame is at most `max_frame` bytes. The
+/// checks [`encode_frame_parts`] makes, without encoding anything.
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] for a route the peer would refuse,
+/// [`ErrorKind::ResourceExhausted`] ([`FrameError::Oversize`]) for a frame
+/// that is too large.
+pub fn check_frame(
+    onward_route: &[Address],
+    return_route: &[Address],
+    payload_len: usize,
+    max_frame: usize,
+) -> Result<()> {
+    check_route(onward_route)?;
+    check_route(return_route)?;
+    check_len(
+        TransportMessage::encoded_len_parts(onward_route, return_route, payload_len),
+        max_frame,
+    )
+}
+
+/// A frame of `len` bytes fits the limit and the length prefix.
+fn check_len(len: usize, max_frame: usize) -> Result<()> {
+    if len > max_frame || len > u32::MAX as usize {
+        return Err(FrameError::Oversize {
+            len,
+            max: max_frame,
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// Appends one frame for a message that is not built: its version, routes
 /// and payload, in parts (the same bytes as [`encode_frame`] of the built
 /// message with the parts joined). Nothing is appended if the frame would
@@ -188,13 +223,9 @@ pub fn encode_frame_parts(
         |bytes| out.extend_from_slice(bytes),
     );
     let len = out.len() - start - LENGTH_PREFIX + payload_len;
-    if len > max_frame || len > u32::MAX as usize {
+    if let Err(e) = check_len(len, max_frame) {
         out.truncate(start);
-        return Err(FrameError::Oversize {
-            len,
-            max: max_frame,
-        }
-        .into());
+        return Err(e);
     }
     out.reserve(payload_len);
     let body = out.len();
@@ -267,6 +298,25 @@ mod tests {
         let err = encode_frame(&msg(vec![0; 100]), &mut out, 50).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::ResourceExhausted);
         assert_eq!(out, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn check_frame_refuses_exactly_what_encoding_refuses() {
+        // Long addresses take two-byte lengths: the check must count them.
+        let long = "a".repeat(300);
+        let onward = route![long.as_str(), "b"];
+        let back = route!["app", long.as_str()];
+        for payload_len in 0..40 {
+            let m = TransportMessage::v1(onward.clone(), back.clone(), vec![7; payload_len]);
+            for max in [620, 630, 640, 650] {
+                let mut out = Vec::new();
+                let encoded = encode_frame(&m, &mut out, max);
+                let checked = check_frame(onward.as_slice(), back.as_slice(), payload_len, max);
+                assert_eq!(encoded.is_ok(), checked.is_ok(), "{payload_len} {max}");
+            }
+        }
+        let bad = route![""];
+        assert!(check_frame(bad.as_slice(), &[], 0, 1 << 20).is_err());
     }
 
     #[test]

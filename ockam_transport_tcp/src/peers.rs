@@ -4,13 +4,10 @@
 //! demand.
 
 use crate::connection::TcpSendWorker;
-use crate::frame::FrameError;
+use crate::frame::check_frame;
 use crate::options::TcpOptions;
 use crate::outbox::{Outbox, Push};
-use ockam_core::{
-    check_route, Address, EncodePayload, Error, ErrorKind, LocalMessage, Result, Route,
-    TransportMessage, TCP,
-};
+use ockam_core::{Address, EncodePayload, Error, ErrorKind, LocalMessage, Result, Route, TCP};
 use ockam_node::{Backpressure, NodeHandle, Routing, TransportRouter};
 use std::collections::HashMap;
 use std::future::Future;
@@ -18,13 +15,13 @@ use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// Backoff after the first failed connection attempt; doubles per failure.
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 /// How long messages for a peer that had connected to us (and left) fail
 /// at once, unless the application connects to it explicitly.
-pub const ACCEPTED_GONE: Duration = Duration::from_secs(3600);
+const ACCEPTED_GONE: Duration = Duration::from_secs(3600);
 /// Longest backoff between connection attempts to one peer.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Peers remembered as down (failed, or gone after connecting to us)
@@ -232,10 +229,7 @@ impl TcpShared {
             self.clone(),
         );
         if let Err(e) = self.node.start_transport_worker(opening.worker.clone(), w) {
-            self.failed(peer, &opening.worker, &e);
-            let refused = opening.outbox.close();
-            opening.conn.set(Conn::Failed(e.kind(), e.to_string()));
-            debug!(peer, refused, error = %e, "could not start a TCP connection worker");
+            self.give_up(peer, &opening.worker, &opening.outbox, &opening.conn, &e);
             return Err(e);
         }
         Ok((opening.outbox, opening.conn))
@@ -286,9 +280,28 @@ impl TcpShared {
         }
     }
 
+    /// The connection of `worker` to `peer`, being opened, cannot be
+    /// (`error`): the messages queued in its outbox are not sent and their
+    /// senders, waiting on `conn`, get `error` (the outbox closes before
+    /// the failure is published, so no sender gets `Ok` for one of them);
+    /// sends to `peer` are refused for a backoff.
+    pub(crate) fn give_up(
+        &self,
+        peer: &str,
+        worker: &Address,
+        outbox: &Outbox,
+        conn: &ConnState,
+        error: &Error,
+    ) {
+        let refused = outbox.close();
+        warn!(peer, error = %error, refused, "TCP connection failed; the messages queued for it are not sent and their sends fail");
+        self.failed(peer, worker, error);
+        conn.set(Conn::Failed(error.kind(), error.to_string()));
+    }
+
     /// `worker` could not connect to `peer` (`error`): refuse sends for a
     /// while.
-    pub(crate) fn failed(&self, peer: &str, worker: &Address, error: &Error) {
+    fn failed(&self, peer: &str, worker: &Address, error: &Error) {
         let mut peers = self.write();
         let failures = match peers.get(peer) {
             Some(Peer::Up {
@@ -394,28 +407,17 @@ impl TcpShared {
             ));
         }
         // Refused before a connection is opened for it.
-        check_frame(msg.transport(), self.options.max_frame_size)?;
+        let t = msg.transport();
+        check_frame(
+            &t.onward_route.as_slice()[1..],
+            t.return_route.as_slice(),
+            t.payload.len(),
+            self.options.max_frame_size,
+        )?;
         let (outbox, conn) = self.open(address.address(), false)?;
         let hop = msg.transport_mut().onward_route.step()?;
         routing(&hop, outbox.push(msg.transport()), &outbox, &conn)
     }
-}
-
-/// Whether `msg` (whose onward route still starts with the TCP hop) can be
-/// sent as one frame of at most `max_frame` bytes.
-fn check_frame(msg: &TransportMessage, max_frame: usize) -> Result<()> {
-    check_route(&msg.onward_route.as_slice()[1..])?;
-    check_route(msg.return_route.as_slice())?;
-    let hop_len = msg.onward_route.next().map_or(0, |a| a.address().len() + 3);
-    let len = msg.encoded_len().saturating_sub(hop_len);
-    if len > max_frame {
-        return Err(FrameError::Oversize {
-            len,
-            max: max_frame,
-        }
-        .into());
-    }
-    Ok(())
 }
 
 fn unreachable(address: &Address, reason: &str, until: Instant) -> Error {

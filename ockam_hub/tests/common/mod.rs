@@ -305,3 +305,16 @@ pub async fn open_stream(ctx: &mut Context, service: Route, name: &str) -> Resul
         .await?
         .return_route())
 }
+
+/// Waits (up to `within`) until the node holds `want` addresses; the
+/// count then.
+pub async fn settle_to(ctx: &Context, within: Duration, want: usize) -> usize {
+    let deadline = Instant::now() + within;
+    loop {
+        let n = ctx.list_addresses().len();
+        if n == want || Instant::now() >= deadline {
+            return n;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
