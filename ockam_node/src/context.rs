@@ -157,6 +157,29 @@ impl Context {
         self.yield_to_pressure(pressure).await
     }
 
+    /// [`Context::forward`] for a transport's reader, which passes on the
+    /// messages of many senders: it waits on the queues a message lands in
+    /// (so the peer is slowed to its receivers' pace), but not for a
+    /// connection that the next transport opens for it, which would hold
+    /// up every message behind it; if that connection cannot be opened,
+    /// the message's loss is logged at warn with a `dropped` count.
+    ///
+    /// # Errors
+    /// As [`Context::forward`]'s, but for the connection's outcome.
+    pub async fn forward_from_transport(&self, msg: LocalMessage) -> Result<()> {
+        match self.router.deliver(msg)? {
+            Some(p) if p.decides_delivery() => {
+                tokio::spawn(async move {
+                    if let Err(e) = p.wait().await {
+                        warn!(error = %e, dropped = 1, "dropped a message passed on from a transport: its next connection could not be opened");
+                    }
+                });
+                Ok(())
+            }
+            pressure => self.yield_to_pressure(pressure).await,
+        }
+    }
+
     /// Delivers a message as it is to the local worker at `address`,
     /// whatever its onward route says: for transports that have already
     /// decided which worker carries it.

@@ -202,17 +202,17 @@ impl Onward<'_> {
         )))
     }
 
-    /// Remembers the pressure a delivery met: the latest, but never a
-    /// soft one instead of one that decides whether a message is delivered.
+    /// Remembers the pressure a delivery met: the latest soft one, unless
+    /// an earlier delivery met one that decides whether its message is
+    /// delivered; those are all kept (the sender waits on each and fails
+    /// with the first error).
     fn keep(&mut self, waiting: Waiting) {
         let Some(p) = waiting else { return };
-        if !self
-            .pressure
-            .as_ref()
-            .is_some_and(|old| old.decides_delivery() && !p.decides_delivery())
-        {
-            self.pressure = Some(p);
-        }
+        self.pressure = Some(match self.pressure.take() {
+            Some(old) if old.decides_delivery() && p.decides_delivery() => Arc::new(AllOf(old, p)),
+            Some(old) if old.decides_delivery() => old,
+            _ => p,
+        });
     }
 
     pub(crate) fn into_pressure(self) -> Waiting {
@@ -225,6 +225,23 @@ impl std::fmt::Debug for Onward<'_> {
         f.debug_struct("Onward")
             .field("pressure", &self.pressure.is_some())
             .finish()
+    }
+}
+
+/// Two pressures that decide delivery, met by one sender's deliveries
+/// (a handler that passes messages on to two connections being opened).
+struct AllOf(Arc<dyn Backpressure>, Arc<dyn Backpressure>);
+
+impl Backpressure for AllOf {
+    fn wait(&self) -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>> {
+        Box::pin(async {
+            let (a, b) = futures_util::future::join(self.0.wait(), self.1.wait()).await;
+            a.and(b)
+        })
+    }
+
+    fn decides_delivery(&self) -> bool {
+        true
     }
 }
 

@@ -13,11 +13,15 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 /// How much the reader asks the socket for at a time.
 const READ_CHUNK: usize = 256 * 1024;
+
+/// How long a closing connection waits for its reader to stop.
+const READER_STOP: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How long a closing connection lets its writer send what is queued.
 const WRITER_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
@@ -101,7 +105,8 @@ pub(crate) struct TcpSendWorker {
     outbox: Arc<Outbox>,
     conn: Arc<ConnState>,
     shared: Arc<TcpShared>,
-    receiver: Option<JoinHandle<()>>,
+    /// The reader's task, and how to tell it to stop.
+    receiver: Option<(JoinHandle<()>, oneshot::Sender<()>)>,
     writer: Option<JoinHandle<Option<(String, usize)>>>,
 }
 
@@ -189,14 +194,17 @@ impl Worker for TcpSendWorker {
             self.outbox.clone(),
             self.peer.clone(),
         )));
-        self.receiver = Some(tokio::spawn(receive_loop(
+        let (stop, stopped) = oneshot::channel();
+        let reader = tokio::spawn(receive_loop(
             recv_ctx,
             reader,
+            stopped,
             self.peer.clone(),
             me,
             self.accepted,
             self.shared.clone(),
-        )));
+        ));
+        self.receiver = Some((reader, stop));
         info!(peer = %self.peer, local = ?local, "TCP connection up");
         Ok(())
     }
@@ -234,8 +242,17 @@ impl Worker for TcpSendWorker {
                 }
             }
         }
-        if let Some(r) = self.receiver.take() {
-            r.abort();
+        if let Some((mut reader, stop)) = self.receiver.take() {
+            // It counts what it read and will not pass on; a reader stuck
+            // passing a message on is given up on.
+            let _ = stop.send(());
+            if tokio::time::timeout(READER_STOP, &mut reader)
+                .await
+                .is_err()
+            {
+                reader.abort();
+                warn!(peer = %self.peer, "the TCP reader did not stop within {READER_STOP:?}; aborted");
+            }
         }
         self.conn.set(Conn::Closed);
         info!(peer = %self.peer, "TCP connection closed");
@@ -244,10 +261,13 @@ impl Worker for TcpSendWorker {
 }
 
 /// Reads frames until the connection ends or breaks the protocol, then
-/// stops the connection's send worker.
+/// stops the connection's send worker; or until that worker tells it to
+/// stop (`stop`), when the whole messages it read and did not pass on are
+/// counted in a logged drop.
 async fn receive_loop(
     ctx: Context,
     mut reader: OwnedReadHalf,
+    mut stop: oneshot::Receiver<()>,
     peer: String,
     sender: Address,
     accepted: bool,
@@ -256,22 +276,32 @@ async fn receive_loop(
     let hop = Address::new(TCP, &peer);
     let mut decoder = FrameDecoder::new(shared.options.max_frame_size);
     let reason = 'conn: loop {
-        match reader.read_buf(decoder.read_buffer(READ_CHUNK)).await {
-            Ok(0) if decoder.pending() == 0 => break "the peer closed the connection".to_string(),
+        let read = tokio::select! {
+            biased;
+            _ = &mut stop => break 'conn None,
+            r = reader.read_buf(decoder.read_buffer(READ_CHUNK)) => r,
+        };
+        match read {
+            Ok(0) if decoder.pending() == 0 => {
+                break Some("the peer closed the connection".to_string())
+            }
             Ok(0) => {
-                break format!(
+                break Some(format!(
                     "the peer closed the connection in the middle of a frame ({} bytes pending)",
                     decoder.pending()
-                )
+                ))
             }
             Ok(_) => {}
-            Err(e) => break format!("read failed: {e}"),
+            Err(e) => break Some(format!("read failed: {e}")),
         }
         loop {
+            if !matches!(stop.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
+                break 'conn None;
+            }
             let frame = match decoder.next_frame() {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
-                Err(e) => break 'conn format!("invalid frame: {e}"),
+                Err(e) => break 'conn Some(format!("invalid frame: {e}")),
             };
             // A well-framed message that does not decode is that message's
             // problem: the frames behind it are intact.
@@ -294,10 +324,26 @@ async fn receive_loop(
             }
             // Replies go back over this connection.
             transport.return_route.modify().prepend(hop.clone());
-            if let Err(e) = ctx.forward(LocalMessage::new(transport)).await {
+            if let Err(e) = ctx
+                .forward_from_transport(LocalMessage::new(transport))
+                .await
+            {
                 warn!(%peer, error = %e, dropped = 1, "dropped a message from a TCP peer");
             }
         }
+    };
+    let Some(reason) = reason else {
+        // The connection's worker is closing it (and waits for this task),
+        // or is gone (a panic): either way, no more sends to this peer.
+        shared.closed(&peer, &sender, accepted);
+        let mut dropped = 0;
+        while let Ok(Some(_)) = decoder.next_frame() {
+            dropped += 1;
+        }
+        if dropped > 0 {
+            warn!(%peer, dropped, "messages read from a TCP peer as the connection closed were not passed on");
+        }
+        return;
     };
     info!(%peer, %reason, "closing TCP connection");
     shared.closed(&peer, &sender, accepted);

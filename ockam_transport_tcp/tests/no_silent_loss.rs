@@ -375,3 +375,92 @@ fn replies_made_while_the_node_stops_reach_the_client() {
     }
     server.join().unwrap();
 }
+
+/// A handler passing messages on to two peers whose connections are being
+/// opened: the sender learns of the one that fails, whichever it is.
+#[test]
+fn messages_passed_on_to_two_new_connections_report_either_failure() {
+    let server = TestNode::start();
+    let live = server.addr.to_string();
+    let (ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let _tcp = TcpTransport::create(&ctx).await?;
+            let dead = dead_port();
+            let back = route![ctx.address()];
+            let msg = |peer: &str| {
+                ockam_core::LocalMessage::new(ockam_core::TransportMessage::v1(
+                    route![(TCP, peer), "echoer"],
+                    back.clone(),
+                    <String as ockam_core::Message>::encode(&"x".to_string()).unwrap(),
+                ))
+            };
+            let mut on = ctx.onward();
+            on.forward(msg(&live))?;
+            on.forward(msg(&dead))?;
+            let e = ctx.settle(on).await.unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Unavailable, "{e}");
+            assert!(e.to_string().contains(&dead), "{e}");
+            ctx.stop().await
+        })
+        .unwrap();
+}
+
+/// A peer whose connect hangs: nothing answers its SYNs (a listener whose
+/// accept queue is full and who never accepts).
+fn hanging_peer() -> (std::net::TcpListener, Vec<std::net::TcpStream>, String) {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    // Fill the accept queue: once full, the kernel drops new SYNs.
+    let mut held = Vec::new();
+    for _ in 0..1024 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            Ok(s) => held.push(s),
+            Err(_) => return (l, held, addr.to_string()),
+        }
+    }
+    panic!("the accept queue of {addr} never filled");
+}
+
+/// A TCP reader that passes a message on to a connection being opened
+/// does not wait for it: the messages behind it on the same connection
+/// go on at once, and the loss, when the connection fails, is logged.
+#[test]
+fn a_reader_is_not_held_up_by_a_connection_its_message_opens() {
+    let (_listener, _held, hanging) = hanging_peer();
+    let relay_node = TestNode::start_with(
+        ockam_transport_tcp::TcpOptions {
+            connect_for_remote_senders: true,
+            connect_timeout: Duration::from_secs(5),
+            ..ockam_transport_tcp::TcpOptions::default()
+        },
+        vec![],
+    );
+    let relay = relay_node.addr.to_string();
+    let (mut ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let tcp = TcpTransport::create(&ctx).await?;
+            tcp.connect(&relay).await?;
+            let hop = Address::new(TCP, &relay);
+            ctx.send(
+                route![hop.clone(), (TCP, hanging.as_str()), "x"],
+                "held".to_string(),
+            )
+            .await?;
+            let started = Instant::now();
+            ctx.send(route![hop.clone(), "echoer"], "behind".to_string())
+                .await?;
+            let reply = ctx
+                .receive_duration::<String>(Duration::from_secs(10))
+                .await?;
+            assert_eq!(reply.take(), "behind");
+            assert!(
+                started.elapsed() < Duration::from_secs(2),
+                "the echo behind it took {:?}",
+                started.elapsed()
+            );
+            ctx.stop().await
+        })
+        .unwrap();
+}
