@@ -8,7 +8,8 @@
 //! must not turn that into a cliff (issue 13: within 2x).
 //!
 //! `cargo bench -p ockam_node --bench local_throughput`
-//! (`BENCH_MESSAGES=n` and `BENCH_ROUNDS=n` change the sizes).
+//! (`BENCH_MESSAGES=n` and `BENCH_ROUNDS=n` change the sizes;
+//! `BENCH_PROFILE_NODE=1` runs one node round only, for a profiler).
 
 use ockam_core::{async_trait, Result, Routed, Worker};
 use ockam_node::{start_node, Context};
@@ -176,6 +177,12 @@ fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let n = env_or("BENCH_MESSAGES", if quick { 10_000 } else { 1_000_000 });
     let rounds = env_or("BENCH_ROUNDS", if quick { 1 } else { 5 });
+    // One node round and nothing else, for a profiler or callgrind.
+    if std::env::var_os("BENCH_PROFILE_NODE").is_some() {
+        let t = ockam_round(n);
+        println!("node round: {n} messages in {t:?}");
+        return;
+    }
     let mut ours = Vec::new();
     let mut bare = Vec::new();
     for round in 1..=rounds {
