@@ -21,13 +21,11 @@
 //! ```
 #![deny(missing_docs)]
 
-pub mod kafka;
 mod services;
-pub mod storage;
+pub mod store;
 
-pub use kafka::{KafkaConfig, KafkaStore};
 pub use services::Limits;
-pub use storage::{DurableStore, MemoryStore, StreamStore};
+pub use store::{DurableStore, KafkaConfig, KafkaStore, MemoryStore, StreamStore};
 
 use ockam_core::Result;
 use ockam_node::Context;

@@ -1,0 +1,139 @@
+//! `forwarding_service` and the forwarders it starts.
+
+use super::*;
+
+/// `forwarding_service`: registers forwarders (see `RemoteForwarder`). The
+/// request's payload is the name of the destination worker on the
+/// registrant's node, taken as it is (a local address; any UTF-8, `#`
+/// included); the reply is the forwarder's address in text form (sent
+/// from the forwarder when it is new). A registrant that registers the same destination again over the
+/// same route gets the same forwarder. A refused registration is answered
+/// with a `stream_error` saying why.
+pub(crate) struct ForwardingService {
+    /// The forwarder of each target route.
+    pub(crate) forwarders: Arc<Mutex<HashMap<Route, Address>>>,
+}
+
+impl ForwardingService {
+    pub(crate) fn new() -> Self {
+        ForwardingService {
+            forwarders: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+}
+
+/// Where a forwarder of `destination` (a worker on the registrant's node)
+/// delivers, seen from the hub; or why there is none.
+fn forwarder_target(back: &Route, payload: &[u8]) -> std::result::Result<Route, String> {
+    let name = match String::decode(payload) {
+        Ok(name) => name,
+        Err(e) => {
+            return Err(format!(
+                "a registration is the destination worker's name, as a string: {e}"
+            ))
+        }
+    };
+    // Taken as it is: text of another form ("1#host:port") is a local name
+    // here too.
+    let destination = Address::new(LOCAL, name);
+    check_address(&destination).map_err(|e| format!("destination: {}", e.message()))?;
+    // The registrant's last hop is its temporary context; the destination
+    // lives on the same node.
+    let mut target: Vec<Address> = back.iter().cloned().collect();
+    if target.pop().is_none() {
+        return Err("a registration needs a return route".into());
+    }
+    target.push(destination);
+    Ok(Route::from(target))
+}
+
+#[async_trait]
+impl Worker for ForwardingService {
+    type Message = Any;
+    type Context = Context;
+
+    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
+        let back = msg.return_route();
+        if ProtocolPayload::decode(msg.payload()).is_ok_and(|p| is_refusal(&p, &back)) {
+            return Ok(());
+        }
+        let target = match forwarder_target(&back, msg.payload()) {
+            Ok(t) => t,
+            Err(reason) => {
+                return refuse(ctx, back, StreamError::new(FORWARDING_SERVICE, reason)).await;
+            }
+        };
+        let address = Address::random_local();
+        // One forwarder per target: looked up and taken in one step.
+        let existing = match lock(&self.forwarders).entry(target.clone()) {
+            Entry::Occupied(e) => Some(e.get().clone()),
+            Entry::Vacant(e) => {
+                e.insert(address.clone());
+                None
+            }
+        };
+        if let Some(existing) = existing {
+            debug!(forwarder = %existing, target = %target, "forwarder registered again");
+            return ctx.send(back, existing.to_string()).await;
+        }
+        debug!(forwarder = %address, target = %target, "forwarder registered");
+        let started = ctx
+            .start_worker(
+                address.clone(),
+                Forwarder {
+                    target: target.clone(),
+                    registrant: Some((back, address.to_string())),
+                    table: self.forwarders.clone(),
+                },
+            )
+            .await;
+        if started.is_err() {
+            remove_if_still(&self.forwarders, &target, &address);
+        }
+        started
+    }
+}
+
+/// Sends everything it receives on to its target route, routes otherwise
+/// unchanged.
+struct Forwarder {
+    target: Route,
+    registrant: Option<(Route, String)>,
+    /// The forwarding service's table, which this forwarder leaves when it
+    /// stops.
+    table: Arc<Mutex<HashMap<Route, Address>>>,
+}
+
+#[async_trait]
+impl Worker for Forwarder {
+    type Message = Any;
+    type Context = Context;
+
+    async fn initialize(&mut self, ctx: &mut Context) -> Result<()> {
+        if let Some((to, me)) = self.registrant.take() {
+            if let Err(e) = ctx.send(to, me).await {
+                // `shutdown` does not run after a failed `initialize`.
+                remove_if_still(&self.table, &self.target, &ctx.address());
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&mut self, ctx: &mut Context) -> Result<()> {
+        remove_if_still(&self.table, &self.target, &ctx.address());
+        Ok(())
+    }
+
+    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
+        let mut t = msg.into_transport_message();
+        t.onward_route.step()?;
+        t.onward_route.modify().prepend_route(self.target.clone());
+        // Not added to the return route: replies go straight back, not
+        // through this forwarder (which would send them to its target again).
+        if let Err(e) = ctx.forward(LocalMessage::new(t)).await {
+            warn!(forwarder = %ctx.address(), error = %e, "dropped a forwarded message");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,70 @@
+//! `stream_index`: client read positions.
+
+use super::*;
+
+fn validate_pair(client_id: &str, stream_name: &str) -> std::result::Result<(), String> {
+    validate_name("client", client_id)
+        .and(validate_name("stream", stream_name))
+        .map_err(|e| e.message().to_string())
+}
+
+/// `stream_index`: client read positions.
+pub(crate) struct IndexService {
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl Worker for IndexService {
+    type Message = Any;
+    type Context = Context;
+
+    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
+        let Some((msg, back)) = request(ctx, msg).await? else {
+            return Ok(());
+        };
+        let Some(req) = decode_or_refuse::<IndexRequest>(ctx, &msg, &back, STREAM_INDEX).await?
+        else {
+            return Ok(());
+        };
+        match req {
+            IndexRequest::Get {
+                client_id,
+                stream_name,
+            } => {
+                if let Err(e) = validate_pair(&client_id, &stream_name) {
+                    return refuse(ctx, back, StreamError::new(STREAM_INDEX, e)).await;
+                }
+                let index = match self.shared.store.get_index(&client_id, &stream_name).await {
+                    Ok(i) => i,
+                    Err(e) => return refuse(ctx, back, store_failed(STREAM_INDEX, &e)).await,
+                };
+                let resp = Index {
+                    client_id,
+                    stream_name,
+                    index: index.map(Uint),
+                };
+                ctx.send(back, ProtocolPayload::new(STREAM_INDEX, &resp)?)
+                    .await
+            }
+            IndexRequest::Save {
+                client_id,
+                stream_name,
+                index,
+            } => {
+                if let Err(e) = validate_pair(&client_id, &stream_name) {
+                    return refuse(ctx, back, StreamError::new(STREAM_INDEX, e)).await;
+                }
+                // Unanswered when saved (as the protocol has it).
+                let saved = self
+                    .shared
+                    .store
+                    .save_index(&client_id, &stream_name, index.0)
+                    .await;
+                match saved {
+                    Ok(()) => Ok(()),
+                    Err(e) => refuse(ctx, back, store_failed(STREAM_INDEX, &e)).await,
+                }
+            }
+        }
+    }
+}

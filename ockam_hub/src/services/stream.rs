@@ -1,0 +1,374 @@
+//! `stream`: opens stream workers, which serve pushes and pulls.
+
+use super::*;
+
+/// `stream`: answers `stream_create` by starting a stream worker for the
+/// requester; one that opens the same stream again gets a new stream
+/// worker, and its old one is stopped (see [`CreateStreamRequest`]).
+pub(crate) struct StreamService {
+    pub(crate) shared: Arc<Shared>,
+}
+
+#[async_trait]
+impl Worker for StreamService {
+    type Message = Any;
+    type Context = Context;
+
+    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
+        let Some((p, back)) = request(ctx, msg).await? else {
+            return Ok(());
+        };
+        let Some(req) =
+            decode_or_refuse::<CreateStreamRequest>(ctx, &p, &back, STREAM_CREATE).await?
+        else {
+            return Ok(());
+        };
+        let name = match req.stream_name {
+            Some(n) => n,
+            None => format!("stream-{:016x}", rand::random::<u64>()),
+        };
+        if let Err(e) = validate_name("stream", &name) {
+            let refusal = StreamError::new(STREAM_CREATE, e.message());
+            return refuse(ctx, back, refusal).await;
+        }
+        let address = Address::random_local();
+        debug!(stream = %name, worker = %address, "opening a stream worker");
+        let key = (back.clone(), name.clone());
+        let worker = StreamWorker {
+            stream: name,
+            shared: self.shared.clone(),
+            key: key.clone(),
+            requester: Some(back),
+            failed: Arc::new(AtomicBool::new(false)),
+            confirms: None,
+            replier: None,
+            last_used: Arc::new(AtomicU64::new(0)),
+            reaper: None,
+        };
+        // Registered before it starts, so that a worker that fails to start
+        // (its requester gone) deregisters what is there.
+        let replaced = lock(&self.shared.workers).insert(key.clone(), address.clone());
+        let started = ctx.start_worker(address.clone(), worker).await;
+        if started.is_err() {
+            remove_if_still(&self.shared.workers, &key, &address);
+        }
+        if let Some(old) = replaced {
+            debug!(worker = %old, "stopping a stream worker its requester replaced");
+            // Not waited for here: it may be in the middle of a waiting pull.
+            ctx.node_handle().request_stop(&old);
+        }
+        started
+    }
+}
+
+/// Serves pushes and pulls of one stream for the client that opened it.
+struct StreamWorker {
+    stream: String,
+    shared: Arc<Shared>,
+    /// Its entry in `Shared::workers`.
+    key: WorkerKey,
+    /// Where to send the `Init`.
+    requester: Option<Route>,
+    /// A push failed: every later push is refused too, so that nothing is
+    /// stored after a gap; the client opens the stream again and resends.
+    failed: Arc<AtomicBool>,
+    /// Pushes submitted to the store, in order, for the replier to confirm.
+    confirms: Option<mpsc::UnboundedSender<(Push, Route, Uint)>>,
+    replier: Option<tokio::task::JoinHandle<()>>,
+    /// Milliseconds since `started()` at the last request; the reaper stops
+    /// the worker after `Limits::idle_timeout` without one (clients open a
+    /// new stream worker when theirs is gone).
+    last_used: Arc<AtomicU64>,
+    reaper: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn started() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    started().elapsed().as_millis() as u64
+}
+
+/// Stops the worker at `address` once it has been idle for `idle`.
+async fn reap_when_idle(ctx: Context, address: Address, last_used: Arc<AtomicU64>, idle: Duration) {
+    let check = (idle / 4).max(Duration::from_millis(10));
+    loop {
+        tokio::time::sleep(check).await;
+        let quiet = now_ms().saturating_sub(last_used.load(Ordering::Relaxed));
+        if quiet >= idle.as_millis() as u64 {
+            debug!(worker = %address, "stopping an idle stream worker");
+            let _ = ctx.stop_worker(address).await;
+            return;
+        }
+    }
+}
+
+/// A push as the stream worker took it.
+enum Push {
+    /// Handed to the store.
+    Submitted(PendingPush),
+    /// Over the size limit: refused.
+    TooLarge,
+    /// After a push failed on this stream worker: not stored, so that
+    /// nothing lands after a gap.
+    AfterFailure,
+}
+
+/// A store failure that goes away by itself (the back end is away or
+/// busy), as opposed to one about the message.
+fn is_transient(e: &ockam_core::Error) -> bool {
+    matches!(
+        e.kind(),
+        ockam_core::ErrorKind::Unavailable | ockam_core::ErrorKind::ResourceExhausted
+    )
+}
+
+/// Confirms pushes in the order they were submitted, as each becomes
+/// durable: the stream worker keeps taking pushes meanwhile, so one
+/// client's pushes share commits instead of waiting for one each.
+async fn confirm_loop(
+    ctx: Context,
+    stream: String,
+    shared: Arc<Shared>,
+    failed: Arc<AtomicBool>,
+    mut rx: mpsc::UnboundedReceiver<(Push, Route, Uint)>,
+) {
+    // A push failed (or was refused) here: nothing after it is confirmed,
+    // even if stored, or the client would take the failed one as stored.
+    let mut gap = false;
+    while let Some((push, back, request_id)) = rx.recv().await {
+        let (status, index) = match push {
+            Push::TooLarge => {
+                gap = true;
+                (PushStatus::Error, 0)
+            }
+            // Unanswered: the client resends everything unconfirmed, in
+            // order, through a new stream worker (see below).
+            Push::AfterFailure => continue,
+            Push::Submitted(pending) => match pending.await {
+                Ok(index) => {
+                    shared.announce(&stream, index + 1);
+                    if gap {
+                        continue;
+                    }
+                    (PushStatus::Ok, index)
+                }
+                Err(e) => {
+                    gap = true;
+                    if !failed.swap(true, Ordering::AcqRel) {
+                        warn!(%stream, error = %e, "push not stored; this stream worker stores nothing more, its client resends through a new one");
+                    }
+                    if is_transient(&e) {
+                        // Not answered: a refusal counts against the
+                        // message (a client gives up on one refused again and
+                        // again), while this one only waits for the back end.
+                        // The client resends after its retry interval.
+                        continue;
+                    }
+                    (PushStatus::Error, 0)
+                }
+            },
+        };
+        let confirm = PushConfirm {
+            request_id,
+            status,
+            index: Uint(index),
+        };
+        if let Ok(p) = ProtocolPayload::new(STREAM_PUSH, &confirm) {
+            if let Err(e) = ctx.send(back, p).await {
+                debug!(%stream, error = %e, "could not confirm a push");
+            }
+        }
+    }
+}
+
+impl StreamWorker {
+    async fn pull(&self, from: u64, limit: u64) -> Result<Vec<StreamMessage>> {
+        self.pull_waiting(from, limit, Duration::ZERO).await
+    }
+
+    /// A waiting pull: answers as soon as there is something from
+    /// `req.index` on, or empty at its deadline.
+    async fn pull_wait(&self, req: &PullWaitRequest) -> Result<Vec<StreamMessage>> {
+        let mut head = self.shared.head(&self.stream).subscribe();
+        let mut messages = self.pull(req.index.0, req.limit.0).await?;
+        let wait = Duration::from_millis(req.wait_ms.0).min(self.shared.limits.max_wait);
+        let from = req.index.0;
+        if messages.is_empty() && self.shared.store.has_other_writers() {
+            // Pushes through other hubs are not announced here: the
+            // store waits for them, in slices, up to the deadline.
+            let deadline = Instant::now() + wait;
+            while messages.is_empty() {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                messages = self
+                    .pull_waiting(from, req.limit.0, left.min(SHARED_WAIT_SLICE))
+                    .await?;
+            }
+        } else if messages.is_empty() {
+            // Answer as soon as something is pushed, or at the deadline.
+            let _ = tokio::time::timeout(wait, head.wait_for(|next| *next > from)).await;
+            messages = self.pull(from, req.limit.0).await?;
+        }
+        Ok(messages)
+    }
+
+    /// Pulls; a store that can wait for messages waits up to `wait`.
+    async fn pull_waiting(
+        &self,
+        from: u64,
+        limit: u64,
+        wait: Duration,
+    ) -> Result<Vec<StreamMessage>> {
+        let limit = usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .min(self.shared.limits.max_pull);
+        Ok(self
+            .shared
+            .store
+            .pull_waiting(&self.stream, from, limit, MAX_PULL_BYTES, wait)
+            .await?
+            .into_iter()
+            .map(|(index, data)| StreamMessage {
+                index: Uint(index),
+                data,
+            })
+            .collect())
+    }
+}
+
+impl StreamWorker {
+    async fn start(&mut self, ctx: &mut Context) -> Result<()> {
+        // Sent from this worker's address: its return route reaches us.
+        // First, so that nothing is left running when the requester is gone.
+        if let Some(to) = self.requester.take() {
+            let init = Init {
+                stream_name: self.stream.clone(),
+            };
+            ctx.send(to, ProtocolPayload::new(STREAM_CREATE, &init)?)
+                .await?;
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        let replier_ctx = ctx.new_context(Address::random_local()).await?;
+        self.replier = Some(tokio::spawn(confirm_loop(
+            replier_ctx,
+            self.stream.clone(),
+            self.shared.clone(),
+            self.failed.clone(),
+            rx,
+        )));
+        self.confirms = Some(tx);
+        self.last_used.store(now_ms(), Ordering::Relaxed);
+        let reaper_ctx = ctx.new_context(Address::random_local()).await?;
+        self.reaper = Some(tokio::spawn(reap_when_idle(
+            reaper_ctx,
+            ctx.address(),
+            self.last_used.clone(),
+            self.shared.limits.idle_timeout,
+        )));
+        Ok(())
+    }
+
+    /// What `shutdown` does; also after a failed `initialize` (after which
+    /// `shutdown` does not run).
+    fn clean_up(&mut self, ctx: &Context) {
+        if let Some(reaper) = self.reaper.take() {
+            reaper.abort();
+        }
+        // The replier ends by itself once it has confirmed what is pending.
+        self.confirms = None;
+        remove_if_still(&self.shared.workers, &self.key, &ctx.address());
+    }
+}
+
+#[async_trait]
+impl Worker for StreamWorker {
+    type Message = Any;
+    type Context = Context;
+
+    async fn initialize(&mut self, ctx: &mut Context) -> Result<()> {
+        let started = self.start(ctx).await;
+        if started.is_err() {
+            self.clean_up(ctx);
+        }
+        started
+    }
+
+    async fn shutdown(&mut self, ctx: &mut Context) -> Result<()> {
+        self.clean_up(ctx);
+        Ok(())
+    }
+
+    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
+        self.last_used.store(now_ms(), Ordering::Relaxed);
+        let Some((msg, back)) = request(ctx, msg).await? else {
+            return Ok(());
+        };
+        match msg.protocol.as_str() {
+            STREAM_PUSH => {
+                let Some(req) =
+                    decode_or_refuse::<PushRequest>(ctx, &msg, &back, STREAM_PUSH).await?
+                else {
+                    return Ok(());
+                };
+                let push = if self.failed.load(Ordering::Acquire) {
+                    Push::AfterFailure
+                } else if req.data.len() > self.shared.limits.max_message_size {
+                    warn!(stream = %self.stream, size = req.data.len(), "refused a message over the size limit");
+                    // Nothing after it either: the client resends from it.
+                    self.failed.store(true, Ordering::Release);
+                    Push::TooLarge
+                } else {
+                    Push::Submitted(self.shared.store.submit_push_fenced(
+                        &self.stream,
+                        req.data,
+                        &self.failed,
+                    ))
+                };
+                if let Some(confirms) = &self.confirms {
+                    let _ = confirms.send((push, back, req.request_id));
+                }
+                Ok(())
+            }
+            STREAM_PULL => {
+                let Some(req) =
+                    decode_or_refuse::<PullRequest>(ctx, &msg, &back, STREAM_PULL).await?
+                else {
+                    return Ok(());
+                };
+                let messages = match self.pull(req.index.0, req.limit.0).await {
+                    Ok(m) => m,
+                    Err(e) => return refuse(ctx, back, store_failed(STREAM_PULL, &e)).await,
+                };
+                let resp = PullResponse {
+                    request_id: req.request_id,
+                    messages,
+                };
+                ctx.send(back, ProtocolPayload::new(STREAM_PULL, &resp)?)
+                    .await
+            }
+            STREAM_PULL_WAIT => {
+                let Some(req) =
+                    decode_or_refuse::<PullWaitRequest>(ctx, &msg, &back, STREAM_PULL_WAIT).await?
+                else {
+                    return Ok(());
+                };
+                let messages = match self.pull_wait(&req).await {
+                    Ok(m) => m,
+                    Err(e) => return refuse(ctx, back, store_failed(STREAM_PULL_WAIT, &e)).await,
+                };
+                let resp = PullResponse {
+                    request_id: req.request_id,
+                    messages,
+                };
+                ctx.send(back, ProtocolPayload::new(STREAM_PULL, &resp)?)
+                    .await
+            }
+            other => refuse(ctx, back, StreamError::unknown_protocol(other, "a stream")).await,
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Streams kept in Apache Kafka (or a Kafka-compatible broker):
+//! [`KafkaStore`], behind the hub's `stream_kafka` and `stream_kafka_index`.
+//!
+//! - One topic per stream, named `{prefix}{stream}`, with one partition so
+//!   that order holds; created through the admin API on the first push.
+//! - Pushes go through librdkafka's idempotent producer (`acks=all`) and are
+//!   confirmed only once the broker acknowledges them; the offset the broker
+//!   gives a message is its stream index.
+//! - Pulls read the topic by offset.
+//! - The read position of `(client, stream)` is the committed offset of the
+//!   consumer group `{prefix}{client}` on the stream's topic (the offset of
+//!   the next message to read, as Kafka tools expect).
+//!
+//! The hub keeps no state of its own: several hubs on one Kafka cluster
+//! serve the same streams.
+
+use crate::store::{Fence, PendingPush, StreamStore};
+use async_trait::async_trait;
+use ockam_core::{Error, ErrorKind, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::FutureProducer;
+use rdkafka::producer::FutureRecord;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tracing::{debug, info, warn};
+
+mod config;
+mod groups;
+mod reader;
+mod writer;
+
+pub use config::{HubKafkaContext, KafkaConfig};
+use groups::*;
+use reader::*;
+use writer::*;
+
+/// Most topic readers (and, separately, consumer-group clients) kept open.
+const MAX_CLIENTS: usize = 64;
+
+type HubConsumer = BaseConsumer<HubKafkaContext>;
+
+fn kafka_error(what: &str, e: impl Display) -> Error {
+    Error::new(ErrorKind::Unavailable, format!("kafka: {what}: {e}"))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn is_unknown_topic(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition)
+            | Some(RDKafkaErrorCode::UnknownTopic)
+            | Some(RDKafkaErrorCode::UnknownPartition)
+    )
+}
+
+fn offset_of(index: u64) -> Result<Offset> {
+    i64::try_from(index)
+        .map(Offset::Offset)
+        .map_err(|_| Error::new(ErrorKind::InvalidInput, "index beyond what Kafka can hold"))
+}
+
+struct Inner {
+    config: KafkaConfig,
+    /// The producer and its generation: a new one replaces it after a
+    /// failed produce (see `Inner::produce`).
+    producer: std::sync::RwLock<(u64, FutureProducer<HubKafkaContext>)>,
+    admin: AdminClient<HubKafkaContext>,
+    streams: Mutex<HashMap<String, StreamQueue>>,
+    readers: Mutex<Vec<Arc<Mutex<Reader>>>>,
+    /// Per client id, the client of its consumer group.
+    groups: Mutex<HashMap<String, (GroupClient, Instant)>>,
+    /// Numbers index saves in the order they were asked for (see
+    /// `Group::saved`).
+    saves: std::sync::atomic::AtomicU64,
+}
+
+/// Streams in Kafka; see the [module documentation](self).
+#[derive(Clone)]
+pub struct KafkaStore {
+    inner: Arc<Inner>,
+}
+
+impl KafkaStore {
+    /// Sets up the Kafka clients. Nothing is sent to the broker yet: a hub
+    /// starts while its broker is down, and the store waits for it.
+    pub fn new(config: KafkaConfig) -> Result<KafkaStore> {
+        config.validate()?;
+        let producer = new_producer(&config)?;
+        let admin: AdminClient<HubKafkaContext> = config
+            .client_config()
+            .create_with_context(HubKafkaContext)
+            .map_err(|e| kafka_error("cannot create the admin client", e))?;
+        Ok(KafkaStore {
+            inner: Arc::new(Inner {
+                config,
+                producer: std::sync::RwLock::new((0, producer)),
+                admin,
+                streams: Mutex::new(HashMap::new()),
+                readers: Mutex::new(Vec::new()),
+                groups: Mutex::new(HashMap::new()),
+                saves: std::sync::atomic::AtomicU64::new(0),
+            }),
+        })
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &KafkaConfig {
+        &self.inner.config
+    }
+
+    /// Asks the cluster for its brokers; the number of brokers on success.
+    pub async fn probe(&self) -> Result<usize> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            inner
+                .admin
+                .inner()
+                .fetch_metadata(None, inner.config.timeout)
+                .map(|m| m.brokers().len())
+                .map_err(|e| kafka_error("cluster metadata", e))
+        })
+        .await
+        .map_err(|e| kafka_error("probe task", e))?
+    }
+
+    /// Logs whether the broker answers, until it does.
+    pub async fn report_availability(self) {
+        let mut first = true;
+        loop {
+            match self.probe().await {
+                Ok(brokers) => {
+                    info!(bootstrap = %self.inner.config.bootstrap_servers, brokers, "kafka back end available");
+                    return;
+                }
+                Err(e) => {
+                    if first {
+                        warn!(bootstrap = %self.inner.config.bootstrap_servers, error = %e, "kafka back end unavailable; stream_kafka requests wait for it");
+                        first = false;
+                    }
+                    tokio::time::sleep(self.inner.config.timeout).await;
+                }
+            }
+        }
+    }
+
+    /// Whether `stream` has a message at `from` or later.
+    async fn readable(&self, stream: &str, from: u64) -> Result<bool> {
+        let stream = stream.to_string();
+        self.blocking(move |inner| Ok(inner.end_of(&stream)? > from))
+            .await
+    }
+
+    /// Runs `f` on a blocking thread; gives up waiting for it after a few
+    /// broker timeouts (librdkafka calls such as a synchronous commit can
+    /// wait longer than the hub should).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Inner) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        let limit = self.inner.config.timeout * 4;
+        match tokio::time::timeout(limit, tokio::task::spawn_blocking(move || f(&inner))).await {
+            Ok(done) => done.map_err(|e| kafka_error("task", e))?,
+            Err(_) => Err(kafka_error("broker", format!("no answer within {limit:?}"))),
+        }
+    }
+}
+
+impl Inner {
+    /// Whether `topic` exists, asked of the broker (which also refreshes
+    /// what librdkafka knows of it).
+    fn has_topic(&self, topic: &str) -> Result<bool> {
+        let meta = self
+            .admin
+            .inner()
+            .fetch_metadata(Some(topic), self.config.timeout)
+            .map_err(|e| kafka_error("topic metadata", e))?;
+        Ok(meta
+            .topics()
+            .iter()
+            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+    }
+
+    /// The offset the next message of `stream` gets (0 for no topic). Asks
+    /// for the topic's metadata first: librdkafka would otherwise go on
+    /// taking a topic created since (through another hub) for unknown.
+    fn end_of(&self, stream: &str) -> Result<u64> {
+        let topic = self.config.topic(stream);
+        if !self.has_topic(&topic)? {
+            return Ok(0);
+        }
+        match self
+            .admin
+            .inner()
+            .fetch_watermarks(&topic, 0, self.config.timeout)
+        {
+            Ok((_, high)) => Ok(u64::try_from(high).unwrap_or(0)),
+            Err(e) if is_unknown_topic(&e) => Ok(0),
+            Err(e) => Err(kafka_error("reading the end of a topic", e)),
+        }
+    }
+}
+
+#[async_trait]
+impl StreamStore for KafkaStore {
+    fn submit_push(&self, stream: &str, data: Vec<u8>) -> PendingPush {
+        self.inner.submit(stream, data, None)
+    }
+
+    fn submit_push_fenced(&self, stream: &str, data: Vec<u8>, fence: &Fence) -> PendingPush {
+        self.inner.submit(stream, data, Some(fence.clone()))
+    }
+
+    async fn pull(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.pull_waiting(stream, from, limit, max_bytes, Duration::ZERO)
+            .await
+    }
+
+    async fn pull_waiting(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let (reader, replaced) = match self.inner.positioned_reader(stream, from) {
+            Some(r) => (r, None),
+            None => {
+                // Nothing positioned there: look before taking a reader, so
+                // that clients waiting at the end of many streams do not
+                // each cost a consumer.
+                if !self.readable(stream, from).await? {
+                    tokio::time::sleep(wait.min(NOTHING_YET_POLL)).await;
+                    return Ok(Vec::new());
+                }
+                self.inner.reader(stream, from)?
+            }
+        };
+        let timeout = self.inner.config.timeout;
+        self.blocking(move |_| {
+            drop(replaced);
+            lock(&reader).pull(from, limit, max_bytes, timeout, wait)
+        })
+        .await
+    }
+
+    async fn next_index(&self, stream: &str) -> Result<u64> {
+        let stream = stream.to_string();
+        self.blocking(move |inner| inner.end_of(&stream)).await
+    }
+
+    async fn get_index(&self, client: &str, stream: &str) -> Result<Option<u64>> {
+        let (client, stream) = (client.to_string(), stream.to_string());
+        self.blocking(move |inner| inner.committed(&client, &stream))
+            .await
+    }
+
+    async fn save_index(&self, client: &str, stream: &str, index: u64) -> Result<()> {
+        let (client, stream) = (client.to_string(), stream.to_string());
+        let number = self.inner.saves.fetch_add(1, Ordering::Relaxed);
+        self.blocking(move |inner| inner.commit(&client, &stream, index, number))
+            .await
+    }
+
+    fn has_other_writers(&self) -> bool {
+        true
+    }
+}

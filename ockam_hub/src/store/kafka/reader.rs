@@ -1,0 +1,214 @@
+//! Topic readers: consumers kept positioned between pulls.
+
+use super::*;
+
+/// How often a waiting pull looks again at a stream with nothing to read
+/// yet at all (no topic, or nothing from where the client reads).
+pub(super) const NOTHING_YET_POLL: Duration = Duration::from_millis(20);
+
+/// Nobody uses this reader now.
+pub(super) fn is_idle(r: &Arc<Mutex<Reader>>) -> bool {
+    Arc::strong_count(r) == 1 && r.try_lock().is_ok()
+}
+
+/// The index of an idle reader of `stream` (at `at`, if given).
+pub(super) fn idle_reader(
+    all: &[Arc<Mutex<Reader>>],
+    stream: &str,
+    at: Option<u64>,
+) -> Option<usize> {
+    all.iter().position(|r| {
+        is_idle(r) && {
+            let g = lock(r);
+            g.stream == stream && (at.is_none() || g.position == at)
+        }
+    })
+}
+
+/// A consumer reading one stream's topic, kept between pulls so that a
+/// client reading on from where it stopped gets messages already fetched.
+pub(super) struct Reader {
+    consumer: HubConsumer,
+    stream: String,
+    topic: String,
+    /// The offset of the next message the consumer gives.
+    position: Option<u64>,
+    /// The consumer reported the end of the partition at `position`.
+    at_end: bool,
+    /// A message read but not returned (over a pull's byte cap).
+    held: Option<(u64, Vec<u8>)>,
+    last_used: Instant,
+}
+
+impl Reader {
+    /// Up to `limit` messages from `from` on; at the end of the partition,
+    /// waits up to `wait` for the first one.
+    pub(super) fn pull(
+        &mut self,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+        timeout: Duration,
+        wait: Duration,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.last_used = Instant::now();
+        if self.position != Some(from) {
+            // (The store looked first: there is a message at `from`.)
+            debug!(topic = %self.topic, from, "kafka: positioning a reader");
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&self.topic, 0, offset_of(from)?)
+                .map_err(|e| kafka_error("assign", e))?;
+            self.consumer
+                .assign(&tpl)
+                .map_err(|e| kafka_error("assign", e))?;
+            self.position = Some(from);
+            self.at_end = false;
+            self.held = None;
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        if let Some((index, data)) = self.held.take() {
+            bytes = data.len();
+            out.push((index, data));
+        }
+        let deadline = Instant::now() + timeout;
+        while out.len() < limit {
+            // Block only for the first message: until the broker answers
+            // while the end of the partition has not been seen, up to `wait`
+            // once it has (a waiting pull).
+            let block = if !out.is_empty() {
+                Duration::ZERO
+            } else if self.at_end {
+                wait
+            } else {
+                deadline.saturating_duration_since(Instant::now())
+            };
+            match self.consumer.poll(block) {
+                None => {
+                    if self.at_end || !out.is_empty() {
+                        break;
+                    }
+                    if Instant::now() >= deadline {
+                        return Err(kafka_error(
+                            "reading a topic",
+                            format!("no answer from the broker within {timeout:?}"),
+                        ));
+                    }
+                }
+                Some(Ok(m)) => {
+                    let Ok(index) = u64::try_from(m.offset()) else {
+                        continue;
+                    };
+                    if index < self.position.unwrap_or(0) {
+                        continue; // fetched before a reposition
+                    }
+                    self.position = Some(index + 1);
+                    self.at_end = false;
+                    let data = m.payload().unwrap_or_default().to_vec();
+                    if bytes.saturating_add(data.len()) > max_bytes && !out.is_empty() {
+                        self.held = Some((index, data));
+                        break;
+                    }
+                    bytes = bytes.saturating_add(data.len());
+                    out.push((index, data));
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    self.at_end = true;
+                    if out.is_empty() {
+                        break;
+                    }
+                }
+                Some(Err(e)) => {
+                    // Start over at the next pull.
+                    self.position = None;
+                    if out.is_empty() {
+                        return Err(kafka_error("reading a topic", e));
+                    }
+                    warn!(stream = %self.stream, error = %e, "kafka: reading a topic");
+                    break;
+                }
+            }
+        }
+        // What was returned plus what is held: the next pull starts there.
+        if let Some((index, _)) = &self.held {
+            self.position = Some(*index);
+        }
+        Ok(out)
+    }
+}
+
+impl Inner {
+    /// An idle reader of `stream` already at `from`, if there is one.
+    pub(super) fn positioned_reader(&self, stream: &str, from: u64) -> Option<Arc<Mutex<Reader>>> {
+        let all = lock(&self.readers);
+        idle_reader(&all, stream, Some(from)).map(|i| all[i].clone())
+    }
+
+    /// An idle reader for `stream`, preferably one already at `from`, and a
+    /// reader it replaces (to be dropped on a blocking thread: closing a
+    /// consumer waits for librdkafka).
+    #[allow(clippy::type_complexity)]
+    pub(super) fn reader(
+        &self,
+        stream: &str,
+        from: u64,
+    ) -> Result<(Arc<Mutex<Reader>>, Option<Arc<Mutex<Reader>>>)> {
+        let mut all = lock(&self.readers);
+        if let Some(i) =
+            idle_reader(&all, stream, Some(from)).or_else(|| idle_reader(&all, stream, None))
+        {
+            return Ok((all[i].clone(), None));
+        }
+        // A slot: a free one, or the idle reader unused longest.
+        let slot = if all.len() < MAX_CLIENTS {
+            None
+        } else {
+            let oldest = all
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| is_idle(r))
+                .min_by_key(|(_, r)| lock(r).last_used)
+                .map(|(i, _)| i);
+            match oldest {
+                Some(i) => Some(i),
+                None => {
+                    return Err(Error::new(
+                        ErrorKind::ResourceExhausted,
+                        "kafka: every topic reader is busy",
+                    ))
+                }
+            }
+        };
+        let consumer: HubConsumer = self
+            .config
+            .client_config()
+            // librdkafka needs a group to assign partitions; this one never
+            // commits, and no client id can name it ('#' is not allowed).
+            .set("group.id", format!("{}hub-reader#", self.config.prefix))
+            .set("enable.partition.eof", "true")
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("fetch.wait.max.ms", "10")
+            .set("queued.max.messages.kbytes", "4096")
+            .create_with_context(HubKafkaContext)
+            .map_err(|e| kafka_error("cannot create a consumer", e))?;
+        let reader = Arc::new(Mutex::new(Reader {
+            consumer,
+            stream: stream.to_string(),
+            topic: self.config.topic(stream),
+            position: None,
+            at_end: false,
+            held: None,
+            last_used: Instant::now(),
+        }));
+        let replaced = match slot {
+            Some(i) => Some(std::mem::replace(&mut all[i], reader.clone())),
+            None => {
+                all.push(reader.clone());
+                None
+            }
+        };
+        Ok((reader, replaced))
+    }
+}

@@ -1,0 +1,67 @@
+//! [`MemoryStore`]: streams in memory.
+
+use super::*;
+
+/// Keeps everything in memory: fast, gone when the hub stops.
+#[derive(Default)]
+pub struct MemoryStore {
+    streams: Mutex<HashMap<String, Vec<Vec<u8>>>>,
+    indexes: Mutex<HashMap<(String, String), u64>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[async_trait]
+impl StreamStore for MemoryStore {
+    fn submit_push(&self, stream: &str, data: Vec<u8>) -> PendingPush {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let log = streams.entry(stream.to_string()).or_default();
+        log.push(data);
+        let index = log.len() as u64 - 1;
+        Box::pin(async move { Ok(index) })
+    }
+
+    async fn pull(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(log) = streams.get(stream) else {
+            return Ok(Vec::new());
+        };
+        take_within(
+            log.iter()
+                .enumerate()
+                .skip(usize::try_from(from).unwrap_or(usize::MAX))
+                .map(|(i, d)| Ok((i as u64, d.clone()))),
+            limit,
+            max_bytes,
+        )
+    }
+
+    async fn next_index(&self, stream: &str) -> Result<u64> {
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(streams.get(stream).map_or(0, |l| l.len() as u64))
+    }
+
+    async fn get_index(&self, client: &str, stream: &str) -> Result<Option<u64>> {
+        let indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(indexes
+            .get(&(client.to_string(), stream.to_string()))
+            .copied())
+    }
+
+    async fn save_index(&self, client: &str, stream: &str, index: u64) -> Result<()> {
+        let mut indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
+        indexes.insert((client.to_string(), stream.to_string()), index);
+        Ok(())
+    }
+}

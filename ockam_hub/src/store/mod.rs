@@ -1,0 +1,191 @@
+//! Where streams live: the [`StreamStore`] trait and its back ends, an
+//! in-memory store ([`MemoryStore`]), a durable store on the `redb`
+//! embedded database ([`DurableStore`]) and Apache Kafka ([`KafkaStore`]).
+
+pub mod kafka;
+mod memory;
+mod redb;
+
+pub use self::redb::DurableStore;
+pub use kafka::{KafkaConfig, KafkaStore};
+pub use memory::MemoryStore;
+
+use async_trait::async_trait;
+use ockam_core::{Error, ErrorKind, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The storage a hub keeps streams and client read positions in.
+///
+/// A stream is an append-only log: message `i` is the `i`-th pushed (from 0).
+/// `push` returns only once the message is stored as durably as the back
+/// end can (the durable store: on disk, fsynced).
+#[async_trait]
+pub trait StreamStore: Send + Sync + 'static {
+    /// Appends `data` to `stream`; returns its index.
+    async fn push(&self, stream: &str, data: Vec<u8>) -> Result<u64> {
+        self.submit_push(stream, data).await
+    }
+    /// Queues `data` for `stream` *now* (pushes are stored in the order
+    /// they are submitted) and returns a future of its index, so that a
+    /// caller can submit more before the first is durable (group commit).
+    fn submit_push(&self, stream: &str, data: Vec<u8>) -> PendingPush;
+    /// [`submit_push`](Self::submit_push) for a submitter that stores
+    /// nothing more once one of its pushes failed (a hub stream worker):
+    /// `fence` is its failure flag. A store that learns of a failure before
+    /// the submitter does (another push of the same batch failed, say)
+    /// sets it and refuses the submitter's pushes still waiting, so that
+    /// none of them is stored after the gap.
+    fn submit_push_fenced(&self, stream: &str, data: Vec<u8>, fence: &Fence) -> PendingPush {
+        let _ = fence;
+        self.submit_push(stream, data)
+    }
+    /// Up to `limit` messages of `stream` from `from` on, in order, and no
+    /// more than `max_bytes` of data (but always the first one, if any).
+    async fn pull(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>>;
+    /// [`pull`](Self::pull), but a store that can wait for new messages
+    /// itself (one other hubs write to) waits up to `wait` for a first one;
+    /// the others answer at once.
+    async fn pull_waiting(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+        wait: Duration,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let _ = wait;
+        self.pull(stream, from, limit, max_bytes).await
+    }
+    /// The index the next push to `stream` gets (0 for a new stream).
+    async fn next_index(&self, stream: &str) -> Result<u64>;
+    /// The read position saved for `(client, stream)`.
+    async fn get_index(&self, client: &str, stream: &str) -> Result<Option<u64>>;
+    /// Saves the read position of `(client, stream)`.
+    async fn save_index(&self, client: &str, stream: &str, index: u64) -> Result<()>;
+    /// Whether others (other hubs) may push to the same streams, so that
+    /// this hub does not see every push: waiting pulls then look at the
+    /// store now and then instead of only when this hub stores a message.
+    fn has_other_writers(&self) -> bool {
+        false
+    }
+}
+
+/// A submitter's failure flag; see [`StreamStore::submit_push_fenced`].
+pub type Fence = Arc<std::sync::atomic::AtomicBool>;
+
+/// The outcome of a submitted push, once stored.
+pub type PendingPush = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64>> + Send>>;
+
+fn storage_error(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::new(ErrorKind::Io, format!("storage: {what}: {e}"))
+}
+
+/// Up to `limit` messages and no more than `max_bytes` of data, but always
+/// the first message (a pull must make progress).
+fn take_within(
+    items: impl Iterator<Item = Result<(u64, Vec<u8>)>>,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<Vec<(u64, Vec<u8>)>> {
+    let mut out = Vec::new();
+    let mut bytes = 0usize;
+    for item in items.take(limit) {
+        let (index, data) = item?;
+        bytes = bytes.saturating_add(data.len());
+        if bytes > max_bytes && !out.is_empty() {
+            break;
+        }
+        out.push((index, data));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn exercise(store: &dyn StreamStore) {
+        assert_eq!(store.next_index("s").await.unwrap(), 0);
+        for i in 0..10u64 {
+            assert_eq!(store.push("s", vec![i as u8]).await.unwrap(), i);
+        }
+        assert_eq!(store.push("t", b"other".to_vec()).await.unwrap(), 0);
+        let got = store.pull("s", 3, 4, usize::MAX).await.unwrap();
+        assert_eq!(got, (3..7).map(|i| (i, vec![i as u8])).collect::<Vec<_>>());
+        assert!(store.pull("s", 10, 5, usize::MAX).await.unwrap().is_empty());
+        assert!(store
+            .pull("missing", 0, 5, usize::MAX)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store.pull("t", 0, 100, usize::MAX).await.unwrap(),
+            vec![(0, b"other".to_vec())]
+        );
+        assert_eq!(store.get_index("c", "s").await.unwrap(), None);
+        store.save_index("c", "s", 7).await.unwrap();
+        assert_eq!(store.get_index("c", "s").await.unwrap(), Some(7));
+        assert_eq!(store.next_index("s").await.unwrap(), 10);
+        // The byte cap stops early but always returns the first message.
+        assert_eq!(store.pull("s", 0, 100, 2).await.unwrap().len(), 2);
+        assert_eq!(store.pull("s", 0, 100, 0).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn memory_store_behaves() {
+        exercise(&MemoryStore::new()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn durable_store_behaves_and_keeps_everything_across_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = DurableStore::open(dir.path()).unwrap();
+            exercise(&store).await;
+        }
+        let store = DurableStore::open(dir.path()).unwrap();
+        assert_eq!(store.next_index("s").await.unwrap(), 10);
+        assert_eq!(store.get_index("c", "s").await.unwrap(), Some(7));
+        assert_eq!(store.push("s", vec![10]).await.unwrap(), 10);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn concurrent_pushes_share_commits_and_keep_per_stream_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(DurableStore::open(dir.path()).unwrap());
+        let tasks: Vec<_> = (0..8)
+            .map(|p| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut last = None;
+                    for i in 0..200u32 {
+                        let idx = store
+                            .push(&format!("s{p}"), i.to_be_bytes().to_vec())
+                            .await
+                            .unwrap();
+                        assert_eq!(idx, i as u64);
+                        last = Some(idx);
+                    }
+                    last
+                })
+            })
+            .collect();
+        for t in tasks {
+            assert_eq!(t.await.unwrap(), Some(199));
+        }
+        let all = store.pull("s3", 0, 1000, usize::MAX).await.unwrap();
+        assert_eq!(all.len(), 200);
+        assert!(all
+            .iter()
+            .enumerate()
+            .all(|(i, (idx, d))| *idx == i as u64 && d == &(i as u32).to_be_bytes()));
+    }
+}

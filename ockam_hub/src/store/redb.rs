@@ -1,0 +1,292 @@
+//! [`DurableStore`]: streams on disk in a `redb` database.
+
+use super::*;
+use ::redb::{ReadableDatabase, ReadableTable};
+use std::path::Path;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, error, info};
+
+const MESSAGES: ::redb::TableDefinition<(&str, u64), &[u8]> =
+    ::redb::TableDefinition::new("messages");
+const HEADS: ::redb::TableDefinition<&str, u64> = ::redb::TableDefinition::new("heads");
+const INDEXES: ::redb::TableDefinition<(&str, &str), u64> = ::redb::TableDefinition::new("indexes");
+
+/// Most writes folded into one transaction (one fsync).
+const MAX_BATCH: usize = 4096;
+
+enum Write {
+    Push {
+        stream: String,
+        data: Vec<u8>,
+        done: oneshot::Sender<Result<u64>>,
+    },
+    SaveIndex {
+        client: String,
+        stream: String,
+        index: u64,
+        done: oneshot::Sender<Result<()>>,
+    },
+}
+
+/// Streams on disk in one `redb` database file, written with group commit:
+/// every push waiting while a transaction commits goes into the next one,
+/// so many concurrent pushes share one fsync.
+pub struct DurableStore {
+    db: Arc<::redb::Database>,
+    writes: Option<mpsc::UnboundedSender<Write>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for DurableStore {
+    fn drop(&mut self) {
+        // Let the writer finish what it was given, then close the file.
+        drop(self.writes.take());
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+impl DurableStore {
+    /// Opens (or creates) the store in directory `dir`.
+    pub fn open(dir: &Path) -> Result<DurableStore> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| storage_error(&format!("cannot create {}", dir.display()), e))?;
+        let path = dir.join("streams.redb");
+        let db = ::redb::Database::create(&path)
+            .map_err(|e| storage_error(&format!("cannot open {}", path.display()), e))?;
+        // Make sure the tables exist, so that readers never see them missing.
+        let txn = db.begin_write().map_err(|e| storage_error("begin", e))?;
+        {
+            txn.open_table(MESSAGES)
+                .map_err(|e| storage_error("open table", e))?;
+            txn.open_table(HEADS)
+                .map_err(|e| storage_error("open table", e))?;
+            txn.open_table(INDEXES)
+                .map_err(|e| storage_error("open table", e))?;
+        }
+        txn.commit().map_err(|e| storage_error("commit", e))?;
+        let db = Arc::new(db);
+        let (writes, rx) = mpsc::unbounded_channel();
+        let writer_db = db.clone();
+        let writer = std::thread::Builder::new()
+            .name("hub-store-writer".into())
+            .spawn(move || writer(writer_db, rx))
+            .map_err(|e| storage_error("cannot start the writer thread", e))?;
+        info!(path = %path.display(), "durable stream store open");
+        Ok(DurableStore {
+            db,
+            writes: Some(writes),
+            writer: Some(writer),
+        })
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&::redb::ReadTransaction) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let txn = db
+                .begin_read()
+                .map_err(|e| storage_error("begin read", e))?;
+            f(&txn)
+        })
+        .await
+        .map_err(|e| storage_error("read task", e))?
+    }
+
+    fn send(&self, w: Write) -> Result<()> {
+        self.writes
+            .as_ref()
+            .ok_or_else(|| Error::new(ErrorKind::Unavailable, "storage closed"))?
+            .send(w)
+            .map_err(|_| Error::new(ErrorKind::Unavailable, "storage writer stopped"))
+    }
+}
+
+/// The writer thread: takes every write waiting, commits them together.
+fn writer(db: Arc<::redb::Database>, mut rx: mpsc::UnboundedReceiver<Write>) {
+    // After a failed commit nothing more is written: a later write landing
+    // after a lost one would leave a gap in a stream.
+    let mut broken: Option<Error> = None;
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len();
+        let result = match &broken {
+            Some(e) => Err(e.clone()),
+            None => commit(&db, &batch),
+        };
+        if let (Err(e), None) = (&result, &broken) {
+            broken = Some(Error::new(
+                ErrorKind::Unavailable,
+                format!("storage failed earlier ({e}); restart the hub"),
+            ));
+        }
+        match result {
+            Ok(indexes) => {
+                for (w, index) in batch.into_iter().zip(indexes) {
+                    match w {
+                        Write::Push { done, .. } => {
+                            let _ = done.send(Ok(index));
+                        }
+                        Write::SaveIndex { done, .. } => {
+                            let _ = done.send(Ok(()));
+                        }
+                    }
+                }
+                debug!(writes = n, "committed");
+            }
+            Err(e) => {
+                error!(error = %e, writes = n, "storage commit failed; the writes are refused");
+                for w in batch {
+                    match w {
+                        Write::Push { done, .. } => {
+                            let _ = done.send(Err(e.clone()));
+                        }
+                        Write::SaveIndex { done, .. } => {
+                            let _ = done.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn commit(db: &::redb::Database, batch: &[Write]) -> Result<Vec<u64>> {
+    let txn = db.begin_write().map_err(|e| storage_error("begin", e))?;
+    let mut out = Vec::with_capacity(batch.len());
+    {
+        let mut messages = txn
+            .open_table(MESSAGES)
+            .map_err(|e| storage_error("open", e))?;
+        let mut heads = txn
+            .open_table(HEADS)
+            .map_err(|e| storage_error("open", e))?;
+        let mut indexes = txn
+            .open_table(INDEXES)
+            .map_err(|e| storage_error("open", e))?;
+        for w in batch {
+            match w {
+                Write::Push { stream, data, .. } => {
+                    let next = heads
+                        .get(stream.as_str())
+                        .map_err(|e| storage_error("read head", e))?
+                        .map_or(0, |g| g.value());
+                    messages
+                        .insert((stream.as_str(), next), data.as_slice())
+                        .map_err(|e| storage_error("insert", e))?;
+                    heads
+                        .insert(stream.as_str(), next + 1)
+                        .map_err(|e| storage_error("update head", e))?;
+                    out.push(next);
+                }
+                Write::SaveIndex {
+                    client,
+                    stream,
+                    index,
+                    ..
+                } => {
+                    indexes
+                        .insert((client.as_str(), stream.as_str()), *index)
+                        .map_err(|e| storage_error("save index", e))?;
+                    out.push(*index);
+                }
+            }
+        }
+    }
+    // Durability::Immediate (the default): on disk when this returns.
+    txn.commit().map_err(|e| storage_error("commit", e))?;
+    Ok(out)
+}
+
+#[async_trait]
+impl StreamStore for DurableStore {
+    fn submit_push(&self, stream: &str, data: Vec<u8>) -> PendingPush {
+        let (done, rx) = oneshot::channel();
+        let sent = self.send(Write::Push {
+            stream: stream.to_string(),
+            data,
+            done,
+        });
+        Box::pin(async move {
+            sent?;
+            rx.await
+                .map_err(|_| Error::new(ErrorKind::Unavailable, "storage writer stopped"))?
+        })
+    }
+
+    async fn pull(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let stream = stream.to_string();
+        self.read(move |txn| {
+            let table = txn
+                .open_table(MESSAGES)
+                .map_err(|e| storage_error("open", e))?;
+            let range = table
+                .range((stream.as_str(), from)..=(stream.as_str(), u64::MAX))
+                .map_err(|e| storage_error("range", e))?;
+            take_within(
+                range.map(|item| {
+                    item.map(|(k, v)| (k.value().1, v.value().to_vec()))
+                        .map_err(|e| storage_error("read", e))
+                }),
+                limit,
+                max_bytes,
+            )
+        })
+        .await
+    }
+
+    async fn next_index(&self, stream: &str) -> Result<u64> {
+        let stream = stream.to_string();
+        self.read(move |txn| {
+            let table = txn
+                .open_table(HEADS)
+                .map_err(|e| storage_error("open", e))?;
+            Ok(table
+                .get(stream.as_str())
+                .map_err(|e| storage_error("read head", e))?
+                .map_or(0, |g| g.value()))
+        })
+        .await
+    }
+
+    async fn get_index(&self, client: &str, stream: &str) -> Result<Option<u64>> {
+        let (client, stream) = (client.to_string(), stream.to_string());
+        self.read(move |txn| {
+            let table = txn
+                .open_table(INDEXES)
+                .map_err(|e| storage_error("open", e))?;
+            Ok(table
+                .get((client.as_str(), stream.as_str()))
+                .map_err(|e| storage_error("read index", e))?
+                .map(|g| g.value()))
+        })
+        .await
+    }
+
+    async fn save_index(&self, client: &str, stream: &str, index: u64) -> Result<()> {
+        let (done, rx) = oneshot::channel();
+        self.send(Write::SaveIndex {
+            client: client.to_string(),
+            stream: stream.to_string(),
+            index,
+            done,
+        })?;
+        rx.await
+            .map_err(|_| Error::new(ErrorKind::Unavailable, "storage writer stopped"))?
+    }
+}
