@@ -21,6 +21,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod sequencer;
 mod services;
 pub mod store;
 

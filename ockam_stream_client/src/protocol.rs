@@ -208,6 +208,8 @@ pub struct StreamError {
 
 /// How the reason of a refusal for an unknown protocol starts.
 const UNKNOWN_PROTOCOL: &str = "unknown protocol ";
+/// How the reason of a refusal of a read position past the end starts.
+const PAST_END: &str = "read position past the end: ";
 
 impl StreamError {
     /// A refusal of a request of `protocol` for `reason`.
@@ -231,6 +233,25 @@ impl StreamError {
     /// its protocol at all (as opposed to refusing this one request).
     pub fn is_unknown_protocol(&self) -> bool {
         self.reason.starts_with(UNKNOWN_PROTOCOL)
+    }
+
+    /// The refusal of a pull (`protocol`) or an index save at `index` of
+    /// `stream`, which holds messages `0..end` only: the position does not
+    /// point into the log (the hub lost messages, or it never did). A hub
+    /// answers such a request with this, never with an empty answer; a
+    /// client then reads its saved index again (which the hub keeps within
+    /// the log) instead of skipping what lies before the position.
+    pub fn past_end(protocol: &str, stream: &str, index: u64, end: u64) -> Self {
+        StreamError::new(
+            protocol,
+            format!("{PAST_END}index {index} of stream {stream:?}, which ends at {end}"),
+        )
+    }
+
+    /// Whether this refuses a read position past the end of the stream
+    /// ([`StreamError::past_end`]).
+    pub fn is_past_end(&self) -> bool {
+        self.reason.starts_with(PAST_END)
     }
 }
 

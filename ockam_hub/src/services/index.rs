@@ -34,7 +34,7 @@ impl Worker for IndexService {
                 if let Err(e) = validate_pair(&client_id, &stream_name) {
                     return refuse(ctx, back, StreamError::new(STREAM_INDEX, e)).await;
                 }
-                let index = match self.shared.store.get_index(&client_id, &stream_name).await {
+                let index = match self.reconciled(&client_id, &stream_name).await {
                     Ok(i) => i,
                     Err(e) => return refuse(ctx, back, store_failed(STREAM_INDEX, &e)).await,
                 };
@@ -54,6 +54,17 @@ impl Worker for IndexService {
                 if let Err(e) = validate_pair(&client_id, &stream_name) {
                     return refuse(ctx, back, StreamError::new(STREAM_INDEX, e)).await;
                 }
+                // A position the log does not reach is refused: a client
+                // saving it would never be given what is pushed up to it.
+                match self.shared.store.next_index(&stream_name).await {
+                    Ok(end) if index.0 > end => {
+                        let refusal =
+                            StreamError::past_end(STREAM_INDEX, &stream_name, index.0, end);
+                        return refuse(ctx, back, refusal).await;
+                    }
+                    Ok(_) => {}
+                    Err(e) => return refuse(ctx, back, store_failed(STREAM_INDEX, &e)).await,
+                }
                 // Unanswered when saved (as the protocol has it).
                 let saved = self
                     .shared
@@ -66,5 +77,25 @@ impl Worker for IndexService {
                 }
             }
         }
+    }
+}
+
+impl IndexService {
+    /// The read position saved for `(client, stream)`, kept within the
+    /// log: a saved position past the stream's end (saved before the store
+    /// lost messages, or by an older hub that did not check) is corrected
+    /// to the end, reported, and saved so.
+    async fn reconciled(&self, client: &str, stream: &str) -> Result<Option<u64>> {
+        let store = &self.shared.store;
+        let Some(saved) = store.get_index(client, stream).await? else {
+            return Ok(None);
+        };
+        let end = store.next_index(stream).await?;
+        if saved <= end {
+            return Ok(Some(saved));
+        }
+        warn!(%client, %stream, saved, end, "a saved read position was past the end of its stream; corrected to the end");
+        store.save_index(client, stream, end).await?;
+        Ok(Some(end))
     }
 }

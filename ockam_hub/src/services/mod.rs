@@ -34,7 +34,7 @@ use serde_bare::Uint;
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use std::time::Instant;
@@ -114,22 +114,71 @@ impl Shared {
         })
     }
 
-    /// Announces that `stream` holds messages up to `next` (exclusive).
-    fn announce(&self, stream: &str, next: u64) {
-        self.head(stream).send_if_modified(|h| {
-            let newer = next > *h;
-            if newer {
-                *h = next;
-            }
-            newer
-        });
+    /// Announces that `stream` holds messages up to `next` (exclusive), to
+    /// the waiting pulls of `stream` if there are any.
+    pub(crate) fn announce(&self, stream: &str, next: u64) {
+        let heads = lock(&self.heads);
+        if let Some(head) = heads.get(stream) {
+            head.send_if_modified(|h| {
+                let newer = next > *h;
+                if newer {
+                    *h = next;
+                }
+                newer
+            });
+        }
     }
 
-    fn head(&self, stream: &str) -> watch::Sender<u64> {
-        lock(&self.heads)
+    /// Watches `stream`'s announcements (for a waiting pull). A stream has
+    /// an entry only while someone watches it: the last watcher to go
+    /// removes it, so the map holds the streams waited on, not every stream
+    /// ever pushed to.
+    pub(crate) fn watch_head(self: &Arc<Self>, stream: &str) -> HeadWatch {
+        let rx = lock(&self.heads)
             .entry(stream.to_string())
             .or_insert_with(|| watch::channel(0).0)
-            .clone()
+            .subscribe();
+        HeadWatch {
+            shared: self.clone(),
+            stream: stream.to_string(),
+            rx: Some(rx),
+        }
+    }
+
+    /// How many streams have waiting pulls and how many stream workers
+    /// run: what the hub keeps per stream and per client in memory.
+    pub(crate) fn tracked(&self) -> (usize, usize) {
+        (lock(&self.heads).len(), lock(&self.workers).len())
+    }
+}
+
+/// A waiting pull's view of its stream's announcements; see
+/// [`Shared::watch_head`].
+pub(crate) struct HeadWatch {
+    shared: Arc<Shared>,
+    stream: String,
+    rx: Option<watch::Receiver<u64>>,
+}
+
+impl HeadWatch {
+    /// Waits until the stream's announced end satisfies `f` (cancel safe).
+    pub(crate) async fn wait_for(&mut self, f: impl FnMut(&u64) -> bool) {
+        if let Some(rx) = self.rx.as_mut() {
+            let _ = rx.wait_for(f).await;
+        }
+    }
+}
+
+impl Drop for HeadWatch {
+    fn drop(&mut self) {
+        let mut heads = lock(&self.shared.heads);
+        drop(self.rx.take());
+        if heads
+            .get(&self.stream)
+            .is_some_and(|h| h.receiver_count() == 0)
+        {
+            heads.remove(&self.stream);
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! `stream`: opens stream workers, which serve pushes and pulls.
 
 use super::*;
+use crate::store::{Fence, Ticket};
 
 /// `stream`: answers `stream_create` by starting a stream worker for the
 /// requester; one that opens the same stream again gets a new stream
@@ -39,7 +40,7 @@ impl Worker for StreamService {
             shared: self.shared.clone(),
             key: key.clone(),
             requester: Some(back),
-            failed: Arc::new(AtomicBool::new(false)),
+            fence: Fence::new(),
             confirms: None,
             replier: None,
             last_used: Arc::new(AtomicU64::new(0)),
@@ -69,15 +70,17 @@ struct StreamWorker {
     key: WorkerKey,
     /// Where to send the `Init`.
     requester: Option<Route>,
-    /// A push failed: every later push is refused too, so that nothing is
-    /// stored after a gap; the client opens the stream again and resends.
-    failed: Arc<AtomicBool>,
+    /// The gap rule of this worker's pushes ([`crate::sequencer`]): once
+    /// one failed, every later one is refused too; the client opens the
+    /// stream again and resends.
+    fence: Fence,
     /// Pushes submitted to the store, in order, for the replier to confirm.
     confirms: Option<mpsc::UnboundedSender<(Push, Route, Uint)>>,
     replier: Option<tokio::task::JoinHandle<()>>,
-    /// Milliseconds since `started()` at the last request; the reaper stops
-    /// the worker after `Limits::idle_timeout` without one (clients open a
-    /// new stream worker when theirs is gone).
+    /// Milliseconds since `started()` at the end of the last request, or
+    /// [`BUSY`] while one is in progress (a waiting pull included); the
+    /// reaper stops the worker after `Limits::idle_timeout` without one
+    /// (clients open a new stream worker when theirs is gone).
     last_used: Arc<AtomicU64>,
     reaper: Option<tokio::task::JoinHandle<()>>,
 }
@@ -90,6 +93,9 @@ fn started() -> Instant {
 fn now_ms() -> u64 {
     started().elapsed().as_millis() as u64
 }
+
+/// `last_used` of a stream worker in the middle of a request: never idle.
+const BUSY: u64 = u64::MAX;
 
 /// Stops the worker at `address` once it has been idle for `idle`.
 async fn reap_when_idle(ctx: Context, address: Address, last_used: Arc<AtomicU64>, idle: Duration) {
@@ -108,7 +114,7 @@ async fn reap_when_idle(ctx: Context, address: Address, last_used: Arc<AtomicU64
 /// A push as the stream worker took it.
 enum Push {
     /// Handed to the store.
-    Submitted(PendingPush),
+    Submitted(Ticket, PendingPush),
     /// Over the size limit: refused.
     TooLarge,
     /// After a push failed on this stream worker: not stored, so that
@@ -132,32 +138,30 @@ async fn confirm_loop(
     ctx: Context,
     stream: String,
     shared: Arc<Shared>,
-    failed: Arc<AtomicBool>,
     mut rx: mpsc::UnboundedReceiver<(Push, Route, Uint)>,
 ) {
-    // A push failed (or was refused) here: nothing after it is confirmed,
-    // even if stored, or the client would take the failed one as stored.
-    let mut gap = false;
+    let mut warned = false;
     while let Some((push, back, request_id)) = rx.recv().await {
         let (status, index) = match push {
-            Push::TooLarge => {
-                gap = true;
-                (PushStatus::Error, 0)
-            }
+            // Refused; its ticket failed, so nothing after it is confirmed.
+            Push::TooLarge => (PushStatus::Error, 0),
             // Unanswered: the client resends everything unconfirmed, in
             // order, through a new stream worker (see below).
             Push::AfterFailure => continue,
-            Push::Submitted(pending) => match pending.await {
+            Push::Submitted(ticket, pending) => match pending.await {
                 Ok(index) => {
                     shared.announce(&stream, index + 1);
-                    if gap {
+                    // Stored after a failed push (the gap rule): not
+                    // confirmed, or the client would take the failed one as
+                    // stored; it resends both.
+                    if !ticket.may_confirm() {
                         continue;
                     }
                     (PushStatus::Ok, index)
                 }
                 Err(e) => {
-                    gap = true;
-                    if !failed.swap(true, Ordering::AcqRel) {
+                    ticket.fail();
+                    if !std::mem::replace(&mut warned, true) {
                         warn!(%stream, error = %e, "push not stored; this stream worker stores nothing more, its client resends through a new one");
                     }
                     if is_transient(&e) {
@@ -192,10 +196,14 @@ impl StreamWorker {
     /// A waiting pull: answers as soon as there is something from
     /// `req.index` on, or empty at its deadline.
     async fn pull_wait(&self, req: &PullWaitRequest) -> Result<Vec<StreamMessage>> {
-        let mut head = self.shared.head(&self.stream).subscribe();
-        let mut messages = self.pull(req.index.0, req.limit.0).await?;
-        let wait = Duration::from_millis(req.wait_ms.0).min(self.shared.limits.max_wait);
         let from = req.index.0;
+        if req.limit.0 == 0 {
+            // Nothing asked for: nothing to wait for either.
+            return Ok(Vec::new());
+        }
+        let mut head = self.shared.watch_head(&self.stream);
+        let mut messages = self.pull(from, req.limit.0).await?;
+        let wait = Duration::from_millis(req.wait_ms.0).min(self.shared.limits.max_wait);
         if messages.is_empty() && self.shared.store.has_other_writers() {
             // Pushes through other hubs are not announced here: the
             // store waits for them, in slices, up to the deadline.
@@ -215,6 +223,50 @@ impl StreamWorker {
             messages = self.pull(from, req.limit.0).await?;
         }
         Ok(messages)
+    }
+
+    /// The end of the stream, when `from` is past it: a read position the
+    /// log does not reach (the hub lost messages, or the position was
+    /// never valid) is refused, never answered empty, so that the client
+    /// reconciles it instead of waiting there for messages it would then
+    /// take for the ones it missed.
+    async fn past_end(&self, from: u64) -> Result<Option<u64>> {
+        let end = self.shared.store.next_index(&self.stream).await?;
+        Ok((from > end).then_some(end))
+    }
+
+    /// Answers a pull (`protocol`: `stream_pull` or `stream_pull_wait`)
+    /// with `messages`, or refuses it (the store failed, or the position is
+    /// past the end).
+    async fn answer_pull(
+        &self,
+        ctx: &Context,
+        back: Route,
+        protocol: &str,
+        request_id: Uint,
+        from: u64,
+        messages: Result<Vec<StreamMessage>>,
+    ) -> Result<()> {
+        let messages = match messages {
+            Ok(m) => m,
+            Err(e) => return refuse(ctx, back, store_failed(protocol, &e)).await,
+        };
+        if messages.is_empty() {
+            match self.past_end(from).await {
+                Ok(None) => {}
+                Ok(Some(end)) => {
+                    let refusal = StreamError::past_end(protocol, &self.stream, from, end);
+                    return refuse(ctx, back, refusal).await;
+                }
+                Err(e) => return refuse(ctx, back, store_failed(protocol, &e)).await,
+            }
+        }
+        let resp = PullResponse {
+            request_id,
+            messages,
+        };
+        ctx.send(back, ProtocolPayload::new(STREAM_PULL, &resp)?)
+            .await
     }
 
     /// Pulls; a store that can wait for messages waits up to `wait`.
@@ -258,7 +310,6 @@ impl StreamWorker {
             replier_ctx,
             self.stream.clone(),
             self.shared.clone(),
-            self.failed.clone(),
             rx,
         )));
         self.confirms = Some(tx);
@@ -304,7 +355,17 @@ impl Worker for StreamWorker {
     }
 
     async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
+        // A request in progress (a waiting pull included) is activity: the
+        // reaper leaves the worker alone until it is answered.
+        self.last_used.store(BUSY, Ordering::Relaxed);
+        let served = self.serve(ctx, msg).await;
         self.last_used.store(now_ms(), Ordering::Relaxed);
+        served
+    }
+}
+
+impl StreamWorker {
+    async fn serve(&mut self, ctx: &Context, msg: Routed<Any>) -> Result<()> {
         let Some((msg, back)) = request(ctx, msg).await? else {
             return Ok(());
         };
@@ -315,19 +376,20 @@ impl Worker for StreamWorker {
                 else {
                     return Ok(());
                 };
-                let push = if self.failed.load(Ordering::Acquire) {
-                    Push::AfterFailure
-                } else if req.data.len() > self.shared.limits.max_message_size {
-                    warn!(stream = %self.stream, size = req.data.len(), "refused a message over the size limit");
-                    // Nothing after it either: the client resends from it.
-                    self.failed.store(true, Ordering::Release);
-                    Push::TooLarge
-                } else {
-                    Push::Submitted(self.shared.store.submit_push_fenced(
-                        &self.stream,
-                        req.data,
-                        &self.failed,
-                    ))
+                let push = match self.fence.submit() {
+                    None => Push::AfterFailure,
+                    Some(ticket) if req.data.len() > self.shared.limits.max_message_size => {
+                        warn!(stream = %self.stream, size = req.data.len(), "refused a message over the size limit");
+                        // Nothing after it either: the client resends from it.
+                        ticket.fail();
+                        Push::TooLarge
+                    }
+                    Some(ticket) => Push::Submitted(
+                        ticket.clone(),
+                        self.shared
+                            .store
+                            .submit_push(&self.stream, req.data, ticket),
+                    ),
                 };
                 if let Some(confirms) = &self.confirms {
                     let _ = confirms.send((push, back, req.request_id));
@@ -340,16 +402,16 @@ impl Worker for StreamWorker {
                 else {
                     return Ok(());
                 };
-                let messages = match self.pull(req.index.0, req.limit.0).await {
-                    Ok(m) => m,
-                    Err(e) => return refuse(ctx, back, store_failed(STREAM_PULL, &e)).await,
-                };
-                let resp = PullResponse {
-                    request_id: req.request_id,
+                let messages = self.pull(req.index.0, req.limit.0).await;
+                self.answer_pull(
+                    ctx,
+                    back,
+                    STREAM_PULL,
+                    req.request_id,
+                    req.index.0,
                     messages,
-                };
-                ctx.send(back, ProtocolPayload::new(STREAM_PULL, &resp)?)
-                    .await
+                )
+                .await
             }
             STREAM_PULL_WAIT => {
                 let Some(req) =
@@ -357,16 +419,16 @@ impl Worker for StreamWorker {
                 else {
                     return Ok(());
                 };
-                let messages = match self.pull_wait(&req).await {
-                    Ok(m) => m,
-                    Err(e) => return refuse(ctx, back, store_failed(STREAM_PULL_WAIT, &e)).await,
-                };
-                let resp = PullResponse {
-                    request_id: req.request_id,
+                let messages = self.pull_wait(&req).await;
+                self.answer_pull(
+                    ctx,
+                    back,
+                    STREAM_PULL_WAIT,
+                    req.request_id,
+                    req.index.0,
                     messages,
-                };
-                ctx.send(back, ProtocolPayload::new(STREAM_PULL, &resp)?)
-                    .await
+                )
+                .await
             }
             other => refuse(ctx, back, StreamError::unknown_protocol(other, "a stream")).await,
         }

@@ -18,7 +18,10 @@ impl MemoryStore {
 
 #[async_trait]
 impl StreamStore for MemoryStore {
-    fn submit_push(&self, stream: &str, data: Vec<u8>) -> PendingPush {
+    fn submit_push(&self, stream: &str, data: Vec<u8>, ticket: Ticket) -> PendingPush {
+        if !ticket.may_store() {
+            return Box::pin(async { Err(after_gap()) });
+        }
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         let log = streams.entry(stream.to_string()).or_default();
         log.push(data);

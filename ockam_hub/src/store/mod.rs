@@ -25,22 +25,25 @@ use std::time::Duration;
 pub trait StreamStore: Send + Sync + 'static {
     /// Appends `data` to `stream`; returns its index.
     async fn push(&self, stream: &str, data: Vec<u8>) -> Result<u64> {
-        self.submit_push(stream, data).await
+        self.submit_push(stream, data, Ticket::alone()).await
     }
     /// Queues `data` for `stream` *now* (pushes are stored in the order
     /// they are submitted) and returns a future of its index, so that a
     /// caller can submit more before the first is durable (group commit).
-    fn submit_push(&self, stream: &str, data: Vec<u8>) -> PendingPush;
-    /// [`submit_push`](Self::submit_push) for a submitter that stores
-    /// nothing more once one of its pushes failed (a hub stream worker):
-    /// `fence` is its failure flag. A store that learns of a failure before
-    /// the submitter does (another push of the same batch failed, say)
-    /// sets it and refuses the submitter's pushes still waiting, so that
-    /// none of them is stored after the gap.
-    fn submit_push_fenced(&self, stream: &str, data: Vec<u8>, fence: &Fence) -> PendingPush {
-        let _ = fence;
-        self.submit_push(stream, data)
-    }
+    ///
+    /// `ticket` places the push in its submitter's sequence (see
+    /// [`crate::sequencer`]): a store that learns of a failure of the
+    /// submitter's pushes before the submitter does (another push of the
+    /// same commit failed, say) marks it on the ticket, and writes none of
+    /// the submitter's pushes that [`Ticket::may_store`] refuses, so that
+    /// nothing is stored after the gap.
+    ///
+    /// # Errors
+    /// The future fails when the push is not stored: the back end failed
+    /// (kind [`ErrorKind::Unavailable`] or [`ErrorKind::Io`], transient) or
+    /// refused the message ([`ErrorKind::InvalidInput`]), or an earlier
+    /// push of the same submitter failed.
+    fn submit_push(&self, stream: &str, data: Vec<u8>, ticket: Ticket) -> PendingPush;
     /// Up to `limit` messages of `stream` from `from` on, in order, and no
     /// more than `max_bytes` of data (but always the first one, if any).
     async fn pull(
@@ -78,8 +81,16 @@ pub trait StreamStore: Send + Sync + 'static {
     }
 }
 
-/// A submitter's failure flag; see [`StreamStore::submit_push_fenced`].
-pub type Fence = Arc<std::sync::atomic::AtomicBool>;
+pub use crate::sequencer::{Fence, Ticket};
+
+/// The error of a push refused because an earlier push of its submitter
+/// failed ([`crate::sequencer`]).
+pub(crate) fn after_gap() -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        "an earlier push of this stream worker failed; nothing after it is stored",
+    )
+}
 
 /// The outcome of a submitted push, once stored.
 pub type PendingPush = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64>> + Send>>;

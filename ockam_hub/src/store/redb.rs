@@ -19,6 +19,7 @@ enum Write {
         stream: String,
         data: Vec<u8>,
         done: oneshot::Sender<Result<u64>>,
+        ticket: Ticket,
     },
     SaveIndex {
         client: String,
@@ -105,31 +106,44 @@ impl DurableStore {
     }
 }
 
-/// The writer thread: takes every write waiting, commits them together.
-fn writer(db: Arc<::redb::Database>, mut rx: mpsc::UnboundedReceiver<Write>) {
-    // After a failed commit nothing more is written: a later write landing
-    // after a lost one would leave a gap in a stream.
-    let mut broken: Option<Error> = None;
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
+impl Write {
+    /// Answers the write with `e`; a push's submitter stores nothing more
+    /// (the gap rule, [`crate::sequencer`]).
+    fn refuse(self, e: Error) {
+        match self {
+            Write::Push { done, ticket, .. } => {
+                ticket.fail();
+                let _ = done.send(Err(e));
+            }
+            Write::SaveIndex { done, .. } => {
+                let _ = done.send(Err(e));
             }
         }
-        let n = batch.len();
-        let result = match &broken {
-            Some(e) => Err(e.clone()),
-            None => commit(&db, &batch),
-        };
-        if let (Err(e), None) = (&result, &broken) {
-            broken = Some(Error::new(
-                ErrorKind::Unavailable,
-                format!("storage failed earlier ({e}); restart the hub"),
-            ));
+    }
+}
+
+/// The writer thread: takes every write waiting, commits them together.
+/// A push whose submitter failed meanwhile is left out (the gap rule); when
+/// a commit fails, every write in it is refused, and the submitters of its
+/// pushes store nothing more.
+fn writer(db: Arc<::redb::Database>, mut rx: mpsc::UnboundedReceiver<Write>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(w) = next.take() {
+            match w {
+                Write::Push { ref ticket, .. } if !ticket.may_store() => w.refuse(after_gap()),
+                w => batch.push(w),
+            }
+            if batch.len() < MAX_BATCH {
+                next = rx.try_recv().ok();
+            }
         }
-        match result {
+        if batch.is_empty() {
+            continue;
+        }
+        let n = batch.len();
+        match commit(&db, &batch) {
             Ok(indexes) => {
                 for (w, index) in batch.into_iter().zip(indexes) {
                     match w {
@@ -146,14 +160,7 @@ fn writer(db: Arc<::redb::Database>, mut rx: mpsc::UnboundedReceiver<Write>) {
             Err(e) => {
                 error!(error = %e, writes = n, "storage commit failed; the writes are refused");
                 for w in batch {
-                    match w {
-                        Write::Push { done, .. } => {
-                            let _ = done.send(Err(e.clone()));
-                        }
-                        Write::SaveIndex { done, .. } => {
-                            let _ = done.send(Err(e.clone()));
-                        }
-                    }
+                    w.refuse(e.clone());
                 }
             }
         }
@@ -209,12 +216,13 @@ fn commit(db: &::redb::Database, batch: &[Write]) -> Result<Vec<u64>> {
 
 #[async_trait]
 impl StreamStore for DurableStore {
-    fn submit_push(&self, stream: &str, data: Vec<u8>) -> PendingPush {
+    fn submit_push(&self, stream: &str, data: Vec<u8>, ticket: Ticket) -> PendingPush {
         let (done, rx) = oneshot::channel();
         let sent = self.send(Write::Push {
             stream: stream.to_string(),
             data,
             done,
+            ticket,
         });
         Box::pin(async move {
             sent?;

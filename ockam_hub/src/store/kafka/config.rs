@@ -56,18 +56,34 @@ impl KafkaConfig {
         Ok(())
     }
 
-    /// The topic of `stream`: `{prefix}{stream}`, or, if that is longer than
-    /// Kafka allows, its beginning and a hash of the whole.
+    /// The topic of `stream`: `{prefix}{stream}` when that is a name
+    /// Kafka takes as it is, and otherwise (too long, a `.` in the stream
+    /// name, or a name that looks like the other form) the beginning of it,
+    /// with `.` written `_`, then `-h` and 32 hex digits of a SHA-256 of the
+    /// whole.
+    ///
+    /// The mapping is one-to-one: a name of the first form never ends like
+    /// one of the second, and two of the second differ in their hashes.
+    /// No topic made from a stream name has a `.` after the prefix, so no
+    /// two of them collide in Kafka's metric names, where `.` and `_` are
+    /// the same (Kafka refuses to create a topic that collides so).
     pub fn topic(&self, stream: &str) -> String {
         let full = format!("{}{}", self.prefix, stream);
-        if full.len() <= MAX_TOPIC_LEN && full != "." && full != ".." {
+        let plain = full.len() <= MAX_TOPIC_LEN
+            && !stream.contains('.')
+            && !looks_hashed(&full)
+            && full != "."
+            && full != "..";
+        if plain {
             return full;
         }
         let hash = Sha256::digest(full.as_bytes());
-        let tag: String = hash[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = hash[..16].iter().map(|b| format!("{b:02x}")).collect();
+        let tag = format!("-h{hex}");
+        let readable = format!("{}{}", self.prefix, stream.replace('.', "_"));
         // Stream names and prefixes are ASCII: any byte is a boundary.
-        let keep = MAX_TOPIC_LEN - tag.len() - 1;
-        format!("{}-{}", &full[..full.len().min(keep)], tag)
+        let keep = MAX_TOPIC_LEN - tag.len();
+        format!("{}{tag}", &readable[..readable.len().min(keep)])
     }
 
     /// The consumer group that holds `client`'s read positions.
@@ -82,6 +98,17 @@ impl KafkaConfig {
             .set("allow.auto.create.topics", "false");
         c
     }
+}
+
+/// Whether `name` ends like a topic name of the hashed form (see
+/// [`KafkaConfig::topic`]): `-h` and 32 lowercase hex digits.
+fn looks_hashed(name: &str) -> bool {
+    let b = name.as_bytes();
+    b.len() >= 34
+        && &b[b.len() - 34..b.len() - 32] == b"-h"
+        && b[b.len() - 32..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
 }
 
 /// The context of the hub's Kafka clients: librdkafka's error events at
@@ -112,7 +139,7 @@ mod tests {
     use super::*;
 
     #[test]
-    pub(super) fn topic_names_fit_kafka() {
+    fn topic_names_fit_kafka() {
         let c = KafkaConfig::new("127.0.0.1:9092");
         assert_eq!(c.topic("a-b"), "ockam_a-b");
         assert_eq!(c.group("client-1"), "ockam_client-1");
@@ -126,10 +153,34 @@ mod tests {
         };
         assert_ne!(bare.topic("."), ".");
         assert_ne!(bare.topic(".."), "..");
+        // '.' and '_' are one in Kafka's metric names: never a '.' after
+        // the prefix, and "a.b" is not "a_b".
+        let dotted = c.topic("orders.eu");
+        assert!(!dotted["ockam_".len()..].contains('.'), "{dotted}");
+        assert_ne!(dotted, c.topic("orders_eu"));
+        assert_eq!(c.topic("orders_eu"), "ockam_orders_eu");
+        // A stream named like the hashed form of another is hashed too.
+        let crafted = dotted["ockam_".len()..].to_string();
+        assert!(looks_hashed(&crafted));
+        assert_ne!(c.topic(&crafted), dotted);
+    }
+
+    proptest::proptest! {
+        /// Distinct stream names make distinct topics that Kafka takes:
+        /// at most 249 bytes of [A-Za-z0-9._-], no '.' after the prefix.
+        #[test]
+        fn topics_are_one_to_one(a in "[A-Za-z0-9._-]{1,260}", b in "[A-Za-z0-9._-]{1,260}") {
+            let c = KafkaConfig::new("127.0.0.1:9092");
+            let (ta, tb) = (c.topic(&a), c.topic(&b));
+            proptest::prop_assert!(ta.len() <= MAX_TOPIC_LEN);
+            proptest::prop_assert!(!ta["ockam_".len()..].contains('.'));
+            proptest::prop_assert_eq!(a == b, ta == tb);
+            proptest::prop_assert_eq!(a == b, ta.replace('.', "_") == tb.replace('.', "_"));
+        }
     }
 
     #[test]
-    pub(super) fn bad_configs_are_refused() {
+    fn bad_configs_are_refused() {
         let c = KafkaConfig::new("127.0.0.1:9092");
         assert!(KafkaConfig {
             prefix: "a/b".into(),

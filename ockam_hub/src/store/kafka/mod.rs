@@ -14,7 +14,7 @@
 //! The hub keeps no state of its own: several hubs on one Kafka cluster
 //! serve the same streams.
 
-use crate::store::{Fence, PendingPush, StreamStore};
+use crate::store::{after_gap, PendingPush, StreamStore, Ticket};
 use async_trait::async_trait;
 use ockam_core::{Error, ErrorKind, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -79,6 +79,11 @@ struct Inner {
     admin: AdminClient<HubKafkaContext>,
     streams: Mutex<HashMap<String, StreamQueue>>,
     readers: Mutex<Vec<Arc<Mutex<Reader>>>>,
+    /// One per reader that may be in use at once: pulls queue for one
+    /// (first come, first served) instead of being refused when every
+    /// reader is taken, and hold it only while they read (a waiting pull
+    /// at the end of a stream, for at most one wait slice).
+    reader_permits: Arc<tokio::sync::Semaphore>,
     /// Per client id, the client of its consumer group.
     groups: Mutex<HashMap<String, (GroupClient, Instant)>>,
     /// Numbers index saves in the order they were asked for (see
@@ -109,6 +114,7 @@ impl KafkaStore {
                 admin,
                 streams: Mutex::new(HashMap::new()),
                 readers: Mutex::new(Vec::new()),
+                reader_permits: Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS)),
                 groups: Mutex::new(HashMap::new()),
                 saves: std::sync::atomic::AtomicU64::new(0),
             }),
@@ -215,12 +221,8 @@ impl Inner {
 
 #[async_trait]
 impl StreamStore for KafkaStore {
-    fn submit_push(&self, stream: &str, data: Vec<u8>) -> PendingPush {
-        self.inner.submit(stream, data, None)
-    }
-
-    fn submit_push_fenced(&self, stream: &str, data: Vec<u8>, fence: &Fence) -> PendingPush {
-        self.inner.submit(stream, data, Some(fence.clone()))
+    fn submit_push(&self, stream: &str, data: Vec<u8>, ticket: Ticket) -> PendingPush {
+        self.inner.submit(stream, data, ticket)
     }
 
     async fn pull(
@@ -242,6 +244,28 @@ impl StreamStore for KafkaStore {
         max_bytes: usize,
         wait: Duration,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // A reader, when one is free: waiting for one counts against the
+        // pull's wait (a waiting pull that never gets one is answered
+        // empty at its deadline) or, for a plain pull, the broker timeout.
+        let budget = if wait.is_zero() {
+            self.inner.config.timeout
+        } else {
+            wait
+        };
+        let permits = self.inner.reader_permits.clone();
+        let permit = match tokio::time::timeout(budget, permits.acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            _ if !wait.is_zero() => return Ok(Vec::new()),
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::ResourceExhausted,
+                    format!("kafka: every topic reader stayed busy for {budget:?}"),
+                ))
+            }
+        };
         let (reader, replaced) = match self.inner.positioned_reader(stream, from) {
             Some(r) => (r, None),
             None => {
@@ -249,6 +273,7 @@ impl StreamStore for KafkaStore {
                 // that clients waiting at the end of many streams do not
                 // each cost a consumer.
                 if !self.readable(stream, from).await? {
+                    drop(permit);
                     tokio::time::sleep(wait.min(NOTHING_YET_POLL)).await;
                     return Ok(Vec::new());
                 }
@@ -258,7 +283,11 @@ impl StreamStore for KafkaStore {
         let timeout = self.inner.config.timeout;
         self.blocking(move |_| {
             drop(replaced);
-            lock(&reader).pull(from, limit, max_bytes, timeout, wait)
+            let out = lock(&reader).pull(from, limit, max_bytes, timeout, wait);
+            drop(reader);
+            // Last: the reader is idle again before the next pull may take it.
+            drop(permit);
+            out
         })
         .await
     }

@@ -40,9 +40,32 @@ pub(super) struct Reader {
     last_used: Instant,
 }
 
+/// Most times a reader steps back (1, 2, 4, ... offsets) to find the
+/// record batch holding the offset asked for, when the broker answered
+/// with a later one.
+const MAX_STEP_BACKS: u32 = 16;
+
+/// How a pull from one position went.
+enum Fetched {
+    Messages(Vec<(u64, Vec<u8>)>),
+    /// The first record the broker gave is past the offset asked for.
+    Skipped {
+        got: u64,
+    },
+}
+
 impl Reader {
     /// Up to `limit` messages from `from` on; at the end of the partition,
     /// waits up to `wait` for the first one.
+    ///
+    /// The offsets of a stream's topic are contiguous (no compaction, no
+    /// transactions), so a first record past `from` means the broker
+    /// skipped records: Kafka answers a fetch at an offset inside a record
+    /// batch with that batch, but some brokers (tansu 0.6) answer with the
+    /// next one. The reader then fetches again from a little earlier (1, 2,
+    /// 4, ... offsets back, dropping what comes before `from`) until it
+    /// gets `from`, and fails with a clear error if it never does: it never
+    /// skips silently.
     pub(super) fn pull(
         &mut self,
         from: u64,
@@ -51,12 +74,48 @@ impl Reader {
         timeout: Duration,
         wait: Duration,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let mut back = 0u64;
+        let mut tries = 0;
+        loop {
+            match self.pull_from(from, back, limit, max_bytes, timeout, wait)? {
+                Fetched::Messages(out) => return Ok(out),
+                Fetched::Skipped { got } if tries < MAX_STEP_BACKS && back < from => {
+                    tries += 1;
+                    back = (back * 2).max(1).min(from);
+                    debug!(topic = %self.topic, from, got, back, "kafka: the broker skipped records; fetching from earlier");
+                }
+                Fetched::Skipped { got } => {
+                    self.position = None;
+                    warn!(topic = %self.topic, from, got, "kafka: the broker does not return the records from an offset on");
+                    return Err(kafka_error(
+                        "reading a topic",
+                        format!(
+                            "asked for offset {from} of {}, the broker answered from offset {got} on (records {from}..{got} cannot be read)",
+                            self.topic
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// One attempt of [`pull`](Self::pull): reading from `from - back` on,
+    /// dropping what comes before `from`.
+    fn pull_from(
+        &mut self,
+        from: u64,
+        back: u64,
+        limit: usize,
+        max_bytes: usize,
+        timeout: Duration,
+        wait: Duration,
+    ) -> Result<Fetched> {
         self.last_used = Instant::now();
-        if self.position != Some(from) {
+        if self.position != Some(from) || back > 0 {
             // (The store looked first: there is a message at `from`.)
-            debug!(topic = %self.topic, from, "kafka: positioning a reader");
+            debug!(topic = %self.topic, from, back, "kafka: positioning a reader");
             let mut tpl = TopicPartitionList::new();
-            tpl.add_partition_offset(&self.topic, 0, offset_of(from)?)
+            tpl.add_partition_offset(&self.topic, 0, offset_of(from - back)?)
                 .map_err(|e| kafka_error("assign", e))?;
             self.consumer
                 .assign(&tpl)
@@ -99,8 +158,20 @@ impl Reader {
                     let Ok(index) = u64::try_from(m.offset()) else {
                         continue;
                     };
-                    if index < self.position.unwrap_or(0) {
-                        continue; // fetched before a reposition
+                    let expected = self.position.unwrap_or(from);
+                    if index < expected {
+                        continue; // fetched before a reposition, or stepped back
+                    }
+                    if index > expected {
+                        // Records skipped: never passed over silently.
+                        self.position = None;
+                        self.held = None;
+                        if out.is_empty() {
+                            return Ok(Fetched::Skipped { got: index });
+                        }
+                        // What came before the gap is good; the next pull
+                        // positions the reader again, at the gap.
+                        break;
                     }
                     self.position = Some(index + 1);
                     self.at_end = false;
@@ -133,7 +204,7 @@ impl Reader {
         if let Some((index, _)) = &self.held {
             self.position = Some(*index);
         }
-        Ok(out)
+        Ok(Fetched::Messages(out))
     }
 }
 

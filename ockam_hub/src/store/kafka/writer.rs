@@ -17,8 +17,11 @@ pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(5);
 pub(super) const MAX_MESSAGE_BYTES: usize = 9 * 1024 * 1024;
 
 /// The first pushes of `held`: at most `MAX_BATCH` and `MAX_BATCH_BYTES`,
-/// but always one.
+/// but always one if there is any.
 pub(super) fn take_batch(held: &mut Held) -> Held {
+    if held.is_empty() {
+        return Held::new();
+    }
     let mut bytes = 0usize;
     let n = held
         .iter()
@@ -84,22 +87,19 @@ pub(super) type Held = Vec<HeldPush>;
 pub(super) struct HeldPush {
     data: Vec<u8>,
     done: oneshot::Sender<Result<u64>>,
-    /// The submitter's failure flag, if it has one.
-    fence: Option<Fence>,
+    /// Its place in its submitter's sequence (the gap rule).
+    ticket: Ticket,
 }
 
 impl HeldPush {
     /// Refuses the push and tells its submitter to store nothing more.
     pub(super) fn refuse(self, e: Error) {
-        if let Some(f) = &self.fence {
-            f.store(true, Ordering::Release);
-        }
+        self.ticket.fail();
         let _ = self.done.send(Err(e));
     }
 }
 
 /// One stream's pushes, written in order by one writer task at a time.
-#[derive(Default)]
 pub(super) struct StreamQueue {
     /// The topic is known to exist.
     ready: bool,
@@ -107,6 +107,53 @@ pub(super) struct StreamQueue {
     busy: bool,
     /// Pushes not yet handed to the producer, in order.
     held: Held,
+    /// When a push was last submitted: an idle queue is forgotten
+    /// ([`Inner::forget_idle_queues`]).
+    last_used: Instant,
+}
+
+impl Default for StreamQueue {
+    fn default() -> Self {
+        StreamQueue {
+            ready: false,
+            busy: false,
+            held: Held::new(),
+            last_used: Instant::now(),
+        }
+    }
+}
+
+/// Ends a stream's writer, whichever way its task ends: a writer that
+/// returns, fails or panics frees its stream for the next writer and
+/// refuses what it still holds (the gap rule: its submitters resend), so
+/// that no stream is left with a writer that will never come.
+struct WriterGuard<'a> {
+    inner: &'a Inner,
+    stream: &'a str,
+    /// Set when the writer ends normally (nothing held, `busy` cleared).
+    finished: bool,
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        let held = {
+            let mut streams = lock(&self.inner.streams);
+            match streams.get_mut(self.stream) {
+                Some(q) => {
+                    q.busy = false;
+                    std::mem::take(&mut q.held)
+                }
+                None => Held::new(),
+            }
+        };
+        tracing::error!(stream = %self.stream, refused = held.len(), "kafka: a stream's writer ended unexpectedly; its waiting pushes are refused");
+        for p in held {
+            p.refuse(kafka_error("produce", "the stream's writer failed"));
+        }
+    }
 }
 
 impl Inner {
@@ -115,7 +162,7 @@ impl Inner {
         self: &Arc<Self>,
         stream: &str,
         data: Vec<u8>,
-        fence: Option<Fence>,
+        ticket: Ticket,
     ) -> PendingPush {
         let (tx, rx) = oneshot::channel();
         {
@@ -129,10 +176,11 @@ impl Inner {
                     ))
                 });
             }
+            q.last_used = Instant::now();
             q.held.push(HeldPush {
                 data,
                 done: tx,
-                fence,
+                ticket,
             });
             if !q.busy {
                 q.busy = true;
@@ -153,17 +201,23 @@ impl Inner {
     /// clients resend them in order; nothing lands after a gap.
     pub(super) async fn write(self: Arc<Self>, stream: String) {
         let topic = self.config.topic(&stream);
+        let mut guard = WriterGuard {
+            inner: &self,
+            stream: &stream,
+            finished: false,
+        };
         loop {
             let (ready, batch, fenced) = {
                 let mut streams = lock(&self.streams);
                 let q = streams.entry(stream.clone()).or_default();
                 // Pushes of submitters that failed meanwhile are refused.
-                let (fenced, held): (Held, Held) = std::mem::take(&mut q.held)
+                let (held, fenced): (Held, Held) = std::mem::take(&mut q.held)
                     .into_iter()
-                    .partition(|p| p.fence.as_ref().is_some_and(|f| f.load(Ordering::Acquire)));
+                    .partition(|p| p.ticket.may_store());
                 q.held = held;
                 if q.held.is_empty() && fenced.is_empty() {
                     q.busy = false;
+                    guard.finished = true;
                     return;
                 }
                 let batch = if q.ready {
@@ -174,10 +228,7 @@ impl Inner {
                 (q.ready, batch, fenced)
             };
             for p in fenced {
-                p.refuse(kafka_error(
-                    "produce",
-                    "an earlier push of this submitter failed",
-                ));
+                p.refuse(after_gap());
             }
             if !ready {
                 let outcome = self.create_topic_retrying(&topic).await;
@@ -410,14 +461,14 @@ mod tests {
     use super::*;
 
     #[test]
-    pub(super) fn batches_fit_one_produce_request() {
+    fn batches_fit_one_produce_request() {
         let held = |sizes: &[usize]| -> Held {
             sizes
                 .iter()
                 .map(|&n| HeldPush {
                     data: vec![0; n],
                     done: oneshot::channel().0,
-                    fence: None,
+                    ticket: Ticket::alone(),
                 })
                 .collect()
         };
