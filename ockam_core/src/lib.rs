@@ -31,7 +31,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use message::wire;
 pub use message::{
     check_address, check_route, decode, encode, encode_into, Any, EncodePayload, EncodedMessage,
-    LocalMessage, Message, TransportMessage, ENCODE_HEADROOM, MAX_ADDRESS_LEN, MAX_ROUTE_LEN,
+    Delivery, LocalMessage, Message, Receipt, TransportMessage, ENCODE_HEADROOM, MAX_ADDRESS_LEN, MAX_ROUTE_LEN,
     TRANSPORT_MESSAGE_VERSION,
 };
 pub use route::{Route, RouteBuilder, RouteModifier};

@@ -670,16 +670,103 @@ pub mod wire {
     }
 }
 
-/// A [`TransportMessage`] inside a node, as workers receive and forward it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What became of a message sent with a [`Receipt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// The application took it: the worker it went to returned from
+    /// `handle_message` for it (whatever it returned, and also when the
+    /// worker could not decode it: it was given its chance), or the context
+    /// that received it asked for its next message (or acknowledged it).
+    Handled,
+    /// It never reached the application: no worker at its address, or it
+    /// was still queued when the worker or context went away.
+    NotHandled,
+}
+
+/// A one-shot notice of what became of one message inside a node: the node
+/// calls it with [`Delivery::Handled`] once the application took the
+/// message, and a receipt dropped before that (with its message) calls it
+/// with [`Delivery::NotHandled`]. The stream consumer uses receipts to save
+/// its read position only past messages the application has taken.
+///
+/// The notice runs on whatever thread takes or drops the message: it must
+/// be short and must not block (send on an unbounded channel, say).
+pub struct Receipt {
+    notify: Option<Box<dyn FnOnce(Delivery) + Send>>,
+}
+
+impl Receipt {
+    /// A receipt that calls `notify` once, with the outcome.
+    pub fn new(notify: impl FnOnce(Delivery) + Send + 'static) -> Self {
+        Receipt {
+            notify: Some(Box::new(notify)),
+        }
+    }
+
+    /// The application took the message.
+    pub fn handled(mut self) {
+        if let Some(notify) = self.notify.take() {
+            notify(Delivery::Handled);
+        }
+    }
+}
+
+impl Drop for Receipt {
+    fn drop(&mut self) {
+        if let Some(notify) = self.notify.take() {
+            notify(Delivery::NotHandled);
+        }
+    }
+}
+
+impl std::fmt::Debug for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Receipt")
+    }
+}
+
+/// A [`TransportMessage`] inside a node, as workers receive and forward it,
+/// with an optional [`Receipt`] (which a clone does not carry, and which
+/// equality ignores).
+#[derive(Debug)]
 pub struct LocalMessage {
     transport: TransportMessage,
+    receipt: Option<Receipt>,
 }
+
+impl Clone for LocalMessage {
+    fn clone(&self) -> Self {
+        LocalMessage::new(self.transport.clone())
+    }
+}
+
+impl PartialEq for LocalMessage {
+    fn eq(&self, other: &Self) -> bool {
+        self.transport == other.transport
+    }
+}
+
+impl Eq for LocalMessage {}
 
 impl LocalMessage {
     /// Wraps a transport message.
     pub fn new(transport: TransportMessage) -> Self {
-        LocalMessage { transport }
+        LocalMessage {
+            transport,
+            receipt: None,
+        }
+    }
+
+    /// The message with `receipt`, told what becomes of it in this node.
+    pub fn with_receipt(mut self, receipt: Receipt) -> Self {
+        self.receipt = Some(receipt);
+        self
+    }
+
+    /// Takes the receipt out, if there is one (the node does, where the
+    /// message reaches the application).
+    pub fn take_receipt(&mut self) -> Option<Receipt> {
+        self.receipt.take()
     }
 
     /// The transport message.
@@ -692,9 +779,11 @@ impl LocalMessage {
         &mut self.transport
     }
 
-    /// Unwraps the transport message.
+    /// Unwraps the transport message (a receipt still in it is dropped:
+    /// [`Delivery::NotHandled`]).
     pub fn into_transport_message(self) -> TransportMessage {
-        self.transport
+        let LocalMessage { transport, .. } = self;
+        transport
     }
 }
 

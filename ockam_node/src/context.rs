@@ -5,6 +5,7 @@ use crate::mailbox::Mailbox;
 use crate::relay;
 use crate::router::{InlineHandler, Onward, OwnerId, Router, TransportRouter};
 use ockam_core::{
+    Receipt,
     Address, AddressSet, Error, ErrorKind, LocalMessage, Message, Result, Route, Routed,
     TransportType, Worker,
 };
@@ -25,6 +26,9 @@ pub struct Context {
     router: Arc<Router>,
     mailbox: Mailbox,
     id: OwnerId,
+    /// The receipt of the last message `receive*` returned, told when the
+    /// application asks for the next one (or calls [`Context::ack`]).
+    taken: Option<Receipt>,
 }
 
 impl Context {
@@ -37,6 +41,7 @@ impl Context {
             router,
             mailbox,
             id,
+            taken: None,
         })
     }
 
@@ -271,22 +276,48 @@ impl Context {
     }
 
     /// The next message of type `M`, waiting as long as it takes.
+    ///
+    /// Asking for the next message acknowledges the one returned before
+    /// (see [`Context::ack`]). Cancel safe: a message is only taken from
+    /// the mailbox when it is returned.
     pub async fn receive_block<M: Message>(&mut self) -> Result<Routed<M>> {
+        self.ack();
         loop {
-            let local = self.mailbox.next().await.ok_or_else(|| {
+            let mut local = self.mailbox.next().await.ok_or_else(|| {
                 Error::new(ErrorKind::Shutdown, "the node stopped; no more messages")
             })?;
+            let receipt = local.take_receipt();
             match M::decode(&local.transport().payload) {
-                Ok(body) => return Ok(Routed::new(body, local)),
-                Err(e) => warn!(
+                Ok(body) => {
+                    self.taken = receipt;
+                    return Ok(Routed::new(body, local));
+                }
+                Err(e) => {
+                    // Given its chance, like a worker's message it cannot decode.
+                    receipt.map(Receipt::handled);
+                    warn!(
                     address = %self.addresses[0],
                     from = ?local.transport().return_route,
                     error = %e,
                     dropped = 1,
                     "dropped a message that is not a {}",
                     std::any::type_name::<M>()
-                ),
+                    )
+                }
             }
+        }
+    }
+
+    /// Tells the sender of the last message `receive*` returned that the
+    /// application took it (through its [`Receipt`], if it came with one:
+    /// a stream consumer then counts it as handled and may save its read
+    /// position past it). Receiving the next message does this too; a
+    /// context dropped before either tells [`Delivery::NotHandled`].
+    ///
+    /// [`Delivery::NotHandled`]: ockam_core::Delivery::NotHandled
+    pub fn ack(&mut self) {
+        if let Some(r) = self.taken.take() {
+            r.handled();
         }
     }
 

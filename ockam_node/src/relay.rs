@@ -5,7 +5,7 @@
 use crate::context::Context;
 use crate::router::{StopMode, WorkerRecord};
 use futures_util::FutureExt;
-use ockam_core::{Message, Routed, Worker};
+use ockam_core::{Message, Receipt, Routed, Worker};
 use std::panic::AssertUnwindSafe;
 use tokio::sync::watch;
 use tracing::{debug, error, warn};
@@ -83,7 +83,7 @@ async fn run<W>(
         if draining == Some(0) {
             break;
         }
-        let local = match ctx.try_next_message() {
+        let mut local = match ctx.try_next_message() {
             Some(m) => {
                 if let Some(n) = draining.as_mut() {
                     *n -= 1;
@@ -107,9 +107,13 @@ async fn run<W>(
                 },
             },
         };
+        // Told once the worker has had the message (see `Receipt`).
+        let receipt = local.take_receipt();
         let body = match W::Message::decode(&local.transport().payload) {
             Ok(body) => body,
             Err(e) => {
+                // Given its chance: a message it cannot decode never will be.
+                receipt.map(Receipt::handled);
                 warn!(
                     %address,
                     from = ?local.transport().return_route,
@@ -122,10 +126,11 @@ async fn run<W>(
             }
         };
         let routed = Routed::new(body, local);
-        match AssertUnwindSafe(worker.handle_message(&mut ctx, routed))
+        let handled = AssertUnwindSafe(worker.handle_message(&mut ctx, routed))
             .catch_unwind()
-            .await
-        {
+            .await;
+        receipt.map(Receipt::handled);
+        match handled {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(%address, error = %e, "worker failed to handle a message"),
             Err(p) => {

@@ -8,7 +8,7 @@
 use crate::mailbox::{Mailbox, MailboxSender};
 use ockam_core::{
     check_address, Address, EncodePayload, EncodedMessage, Error, ErrorKind, LocalMessage, Message,
-    Result, Route, TransportMessage, TransportType, LOCAL,
+    Receipt, Result, Route, TransportMessage, TransportType, LOCAL,
 };
 use std::any::{Any as StdAny, TypeId};
 use std::collections::HashMap;
@@ -160,11 +160,24 @@ pub trait InlineHandler: Send + Sync + 'static {
 pub struct Onward<'a> {
     router: &'a Router,
     pressure: Waiting,
+    /// The receipt of the message an inline handler is handling: it goes
+    /// with the first message the handler passes on (a hop's receipt
+    /// follows the message to where the application takes it).
+    receipt: Option<Receipt>,
 }
 
 impl Onward<'_> {
     /// Delivers `msg` to the first address of its onward route, now.
-    pub fn forward(&mut self, msg: LocalMessage) -> Result<()> {
+    pub fn forward(&mut self, mut msg: LocalMessage) -> Result<()> {
+        if let Some(r) = self.receipt.take() {
+            match msg.take_receipt() {
+                None => msg = msg.with_receipt(r),
+                Some(own) => {
+                    msg = msg.with_receipt(own);
+                    r.handled();
+                }
+            }
+        }
         let waiting = self.router.deliver(msg)?;
         self.keep(waiting);
         Ok(())
@@ -187,7 +200,12 @@ impl Onward<'_> {
             .router
             .route_parts(onward_route, return_route, &[head, &body])
         {
-            self.keep(waiting?);
+            let waiting = waiting?;
+            // In the transport's buffer: as far as this node takes it.
+            if let Some(r) = self.receipt.take() {
+                r.handled();
+            }
+            self.keep(waiting);
             return Ok(());
         }
         let mut payload = body;
@@ -431,6 +449,7 @@ impl Router {
         Onward {
             router: self,
             pressure: None,
+            receipt: None,
         }
     }
 
@@ -515,20 +534,32 @@ impl Router {
     /// inline handler). Returns the back-pressure of the queue it landed in
     /// (a mailbox over its high-water mark, a transport's full outbox), for
     /// the sender to wait on.
-    pub(crate) fn deliver(&self, msg: LocalMessage) -> Result<Waiting> {
+    pub(crate) fn deliver(&self, mut msg: LocalMessage) -> Result<Waiting> {
         let next = msg.transport().onward_route.next()?;
         if !next.is_local() {
             let tt = next.transport_type();
+            let receipt = msg.take_receipt();
             let routing = match read(&self.transports).get(&tt) {
-                Some(router) => router.route(msg)?,
+                Some(router) => match (router.route(msg)?, receipt) {
+                    // Taken by the transport: as far as this node takes it.
+                    (taken @ (Routing::Taken | Routing::Backlog(_)), Some(r)) => {
+                        r.handled();
+                        taken
+                    }
+                    (Routing::Deliver(worker, m), Some(r)) => {
+                        Routing::Deliver(worker, m.with_receipt(r))
+                    }
+                    (routing, None) => routing,
+                },
                 None => {
+                    let next = msg.transport().onward_route.next()?;
                     return Err(Error::new(
                         ErrorKind::NotFound,
                         format!(
                             "no router for transport type {tt} (needed for {next}); \
                              create that transport first, e.g. TcpTransport::create"
                         ),
-                    ))
+                    ));
                 }
             };
             return self.settle_routing(routing);
@@ -550,9 +581,21 @@ impl Router {
             return self.deliver_to(&next, msg);
         };
         let mut onward = self.onward();
-        match handler.handle(msg, &mut onward)? {
-            None => Ok(onward.pressure),
-            Some(msg) => {
+        let mut msg = msg;
+        onward.receipt = msg.take_receipt();
+        let handled = handler.handle(msg, &mut onward);
+        // Not passed on: the handler consumed it (or failed with it, and
+        // the receipt goes with the error).
+        let receipt = onward.receipt.take();
+        match handled? {
+            None => {
+                receipt.map(Receipt::handled);
+                Ok(onward.pressure)
+            }
+            Some(mut msg) => {
+                if let Some(r) = receipt {
+                    msg = msg.with_receipt(r);
+                }
                 let next = msg.transport().onward_route.next()?.clone();
                 let pressure = self.deliver_to(&next, msg)?;
                 onward.keep(pressure);
