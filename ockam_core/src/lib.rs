@@ -30,9 +30,9 @@ pub use address::{Address, AddressSet, TransportType, LOCAL, TCP};
 pub use error::{Error, ErrorKind, Result};
 pub use message::wire;
 pub use message::{
-    check_address, check_route, decode, encode, encode_into, Any, EncodePayload, EncodedMessage,
-    Delivery, LocalMessage, Message, Receipt, TransportMessage, ENCODE_HEADROOM, MAX_ADDRESS_LEN, MAX_ROUTE_LEN,
-    TRANSPORT_MESSAGE_VERSION,
+    check_address, check_route, decode, encode, encode_into, Any, Delivery, EncodePayload,
+    EncodedMessage, LocalMessage, Message, Receipt, TransportMessage, ENCODE_HEADROOM,
+    MAX_ADDRESS_LEN, MAX_ROUTE_LEN, TRANSPORT_MESSAGE_VERSION,
 };
 pub use route::{Route, RouteBuilder, RouteModifier};
 pub use routed::Routed;

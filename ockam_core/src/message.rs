@@ -692,12 +692,12 @@ pub enum Delivery {
 /// The notice runs on whatever thread takes or drops the message: it must
 /// be short and must not block (send on an unbounded channel, say).
 pub struct Receipt {
-    notify: Option<Box<dyn FnOnce(Delivery) + Send>>,
+    notify: Option<Box<dyn FnOnce(Delivery) + Send + Sync>>,
 }
 
 impl Receipt {
     /// A receipt that calls `notify` once, with the outcome.
-    pub fn new(notify: impl FnOnce(Delivery) + Send + 'static) -> Self {
+    pub fn new(notify: impl FnOnce(Delivery) + Send + Sync + 'static) -> Self {
         Receipt {
             notify: Some(Box::new(notify)),
         }

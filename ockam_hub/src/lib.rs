@@ -26,7 +26,7 @@ mod services;
 pub mod store;
 
 pub use services::Limits;
-pub use store::{DurableStore, KafkaConfig, KafkaStore, MemoryStore, StreamStore};
+pub use store::{DurableStore, KafkaConfig, KafkaStats, KafkaStore, MemoryStore, StreamStore};
 
 use ockam_core::Result;
 use ockam_node::Context;
@@ -119,8 +119,9 @@ async fn start_stream_services(
     index: &str,
     store: Arc<dyn StreamStore>,
     limits: &Limits,
-) -> Result<()> {
+) -> Result<Arc<Shared>> {
     let shared = Shared::new(store, limits.clone());
+    tokio::spawn(forget_idle(Arc::downgrade(&shared)));
     ctx.start_worker(
         stream,
         StreamService {
@@ -128,5 +129,28 @@ async fn start_stream_services(
         },
     )
     .await?;
-    ctx.start_worker(index, IndexService { shared }).await
+    ctx.start_worker(
+        index,
+        IndexService {
+            shared: shared.clone(),
+        },
+    )
+    .await?;
+    Ok(shared)
+}
+
+/// Now and then, makes the store forget what it keeps for streams and
+/// clients idle for `Limits::idle_timeout`; ends with the services.
+async fn forget_idle(shared: std::sync::Weak<Shared>) {
+    let Some(idle) = shared.upgrade().map(|s| s.limits.idle_timeout) else {
+        return;
+    };
+    let every = (idle / 2).max(std::time::Duration::from_millis(100));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shared.store.forget_idle(idle).await;
+    }
 }

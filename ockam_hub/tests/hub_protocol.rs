@@ -88,13 +88,30 @@ fn the_hub_serves_echo_streams_and_indexes_and_survives_bad_input() {
             assert!(p.messages.iter().enumerate().all(
                 |(i, m)| m.index.0 == 10 + i as u64 && m.data == (10 + i as u64).to_be_bytes()
             ));
-            let p: PullResponse = request(
+            // A position past the end is refused, never answered empty
+            // (a client waiting there would skip what comes before it).
+            let refusal: StreamError = request(
                 &mut ctx,
                 stream.clone(),
                 STREAM_PULL,
                 &PullRequest {
                     request_id: Uint(2),
                     index: Uint(u64::MAX),
+                    limit: Uint(10),
+                },
+            )
+            .await?
+            .decode_data(STREAM_ERROR)?;
+            assert!(refusal.is_past_end(), "{refusal:?}");
+            assert_eq!(refusal.protocol, STREAM_PULL);
+            // At the end exactly, it is an empty answer.
+            let p: PullResponse = request(
+                &mut ctx,
+                stream.clone(),
+                STREAM_PULL,
+                &PullRequest {
+                    request_id: Uint(3),
+                    index: Uint(120),
                     limit: Uint(10),
                 },
             )

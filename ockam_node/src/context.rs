@@ -5,8 +5,7 @@ use crate::mailbox::Mailbox;
 use crate::relay;
 use crate::router::{InlineHandler, Onward, OwnerId, Router, TransportRouter};
 use ockam_core::{
-    Receipt,
-    Address, AddressSet, Error, ErrorKind, LocalMessage, Message, Result, Route, Routed,
+    Address, AddressSet, Error, ErrorKind, LocalMessage, Message, Receipt, Result, Route, Routed,
     TransportType, Worker,
 };
 use std::sync::Arc;
@@ -294,7 +293,9 @@ impl Context {
                 }
                 Err(e) => {
                     // Given its chance, like a worker's message it cannot decode.
-                    receipt.map(Receipt::handled);
+                    if let Some(r) = receipt {
+                        r.handled();
+                    }
                     warn!(
                     address = %self.addresses[0],
                     from = ?local.transport().return_route,

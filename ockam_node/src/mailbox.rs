@@ -100,6 +100,8 @@ pub(crate) struct MailboxSender {
 
 impl MailboxSender {
     /// Queues `msg`; `Ok(true)` when the mailbox is over its mark.
+    // The message comes back whole when the mailbox is gone (rare).
+    #[allow(clippy::result_large_err)]
     pub(crate) fn send(&self, msg: LocalMessage) -> Result<bool, LocalMessage> {
         match self.tx.send(msg) {
             Ok(()) => Ok(self.pressure.add()),

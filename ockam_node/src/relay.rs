@@ -5,7 +5,7 @@
 use crate::context::Context;
 use crate::router::{StopMode, WorkerRecord};
 use futures_util::FutureExt;
-use ockam_core::{Message, Receipt, Routed, Worker};
+use ockam_core::{Message, Routed, Worker};
 use std::panic::AssertUnwindSafe;
 use tokio::sync::watch;
 use tracing::{debug, error, warn};
@@ -113,7 +113,9 @@ async fn run<W>(
             Ok(body) => body,
             Err(e) => {
                 // Given its chance: a message it cannot decode never will be.
-                receipt.map(Receipt::handled);
+                if let Some(r) = receipt {
+                    r.handled();
+                }
                 warn!(
                     %address,
                     from = ?local.transport().return_route,
@@ -129,7 +131,9 @@ async fn run<W>(
         let handled = AssertUnwindSafe(worker.handle_message(&mut ctx, routed))
             .catch_unwind()
             .await;
-        receipt.map(Receipt::handled);
+        if let Some(r) = receipt {
+            r.handled();
+        }
         match handled {
             Ok(Ok(())) => {}
             Ok(Err(e)) => warn!(%address, error = %e, "worker failed to handle a message"),

@@ -589,7 +589,9 @@ impl Router {
         let receipt = onward.receipt.take();
         match handled? {
             None => {
-                receipt.map(Receipt::handled);
+                if let Some(r) = receipt {
+                    r.handled();
+                }
                 Ok(onward.pressure)
             }
             Some(mut msg) => {

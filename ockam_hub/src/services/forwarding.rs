@@ -132,8 +132,25 @@ impl Worker for Forwarder {
         // Not added to the return route: replies go straight back, not
         // through this forwarder (which would send them to its target again).
         if let Err(e) = ctx.forward(LocalMessage::new(t)).await {
-            warn!(forwarder = %ctx.address(), error = %e, "dropped a forwarded message");
+            warn!(forwarder = %ctx.address(), error = %e, dropped = 1, "dropped a forwarded message");
+            if target_gone(&e) {
+                // Its registrant left (the connection it registered over is
+                // closed, and the hub never dials a client back): of no
+                // more use. It leaves the table; a registrant that comes
+                // back registers again.
+                info!(forwarder = %ctx.address(), target = %self.target, "the forwarder's target is gone; stopping it");
+                ctx.stop_worker(ctx.address()).await?;
+            }
         }
         Ok(())
     }
+}
+
+/// Whether forwarding failed because the target cannot be reached any more
+/// (as opposed to a message the target refused, or back-pressure).
+fn target_gone(e: &ockam_core::Error) -> bool {
+    matches!(
+        e.kind(),
+        ockam_core::ErrorKind::Unavailable | ockam_core::ErrorKind::NotFound
+    )
 }

@@ -40,7 +40,7 @@ use std::time::Duration;
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio::sync::watch;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// Most data one pull response carries, so that it fits a TCP frame
 /// (16 MiB by default) with room to spare.
@@ -147,6 +147,7 @@ impl Shared {
 
     /// How many streams have waiting pulls and how many stream workers
     /// run: what the hub keeps per stream and per client in memory.
+    #[cfg(test)]
     pub(crate) fn tracked(&self) -> (usize, usize) {
         (lock(&self.heads).len(), lock(&self.workers).len())
     }
@@ -242,3 +243,6 @@ async fn decode_or_refuse<T: DeserializeOwned>(
 fn store_failed(protocol: &str, e: &ockam_core::Error) -> StreamError {
     StreamError::new(protocol, format!("the hub's store failed: {e}"))
 }
+
+#[cfg(test)]
+mod tests;

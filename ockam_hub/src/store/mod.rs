@@ -7,7 +7,7 @@ mod memory;
 mod redb;
 
 pub use self::redb::DurableStore;
-pub use kafka::{KafkaConfig, KafkaStore};
+pub use kafka::{KafkaConfig, KafkaStats, KafkaStore};
 pub use memory::MemoryStore;
 
 use async_trait::async_trait;
@@ -73,6 +73,13 @@ pub trait StreamStore: Send + Sync + 'static {
     async fn get_index(&self, client: &str, stream: &str) -> Result<Option<u64>>;
     /// Saves the read position of `(client, stream)`.
     async fn save_index(&self, client: &str, stream: &str, index: u64) -> Result<()>;
+    /// Forgets what it keeps in memory for streams and clients unused for
+    /// `idle` (caches, clients of the back end), so that memory follows
+    /// the streams in use, not every stream ever touched. The hub calls it
+    /// now and then (every half `Limits::idle_timeout`).
+    async fn forget_idle(&self, idle: Duration) {
+        let _ = idle;
+    }
     /// Whether others (other hubs) may push to the same streams, so that
     /// this hub does not see every push: waiting pulls then look at the
     /// store now and then instead of only when this hub stores a message.

@@ -126,6 +126,15 @@ impl KafkaStore {
         &self.inner.config
     }
 
+    /// What the store keeps in memory now: see [`KafkaStats`].
+    pub fn stats(&self) -> KafkaStats {
+        KafkaStats {
+            streams: lock(&self.inner.streams).len(),
+            readers: lock(&self.inner.readers).len(),
+            groups: lock(&self.inner.groups).len(),
+        }
+    }
+
     /// Asks the cluster for its brokers; the number of brokers on success.
     pub async fn probe(&self) -> Result<usize> {
         let inner = self.inner.clone();
@@ -184,7 +193,53 @@ impl KafkaStore {
     }
 }
 
+/// What a [`KafkaStore`] keeps in memory (for operators and tests): entries
+/// unused for the hub's idle timeout are dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KafkaStats {
+    /// Streams with a write queue (pushes waiting, or written lately).
+    pub streams: usize,
+    /// Topic readers (consumers kept positioned), at most 64.
+    pub readers: usize,
+    /// Consumer-group clients (one per client id lately seen), at most 64.
+    pub groups: usize,
+}
+
 impl Inner {
+    /// Drops the write queues, readers and group clients unused for
+    /// `idle` (blocking: closing a consumer waits for librdkafka).
+    fn forget_idle(&self, idle: Duration) {
+        let now = Instant::now();
+        let old = |t: Instant| now.saturating_duration_since(t) >= idle;
+        lock(&self.streams).retain(|_, q| !q.is_idle() || !old(q.last_used()));
+        let readers: Vec<_> = {
+            let mut all = lock(&self.readers);
+            let (gone, kept) = std::mem::take(&mut *all)
+                .into_iter()
+                .partition(|r| is_idle(r) && old(lock(r).last_used()));
+            *all = kept;
+            gone
+        };
+        let groups: Vec<_> = {
+            let mut all = lock(&self.groups);
+            let gone: Vec<String> = all
+                .iter()
+                .filter(|(_, (c, used))| Arc::strong_count(c) == 1 && old(*used))
+                .map(|(k, _)| k.clone())
+                .collect();
+            gone.into_iter().filter_map(|k| all.remove(&k)).collect()
+        };
+        if !readers.is_empty() || !groups.is_empty() {
+            debug!(
+                readers = readers.len(),
+                groups = groups.len(),
+                "kafka: closing idle clients"
+            );
+        }
+        drop(readers);
+        drop(groups);
+    }
+
     /// Whether `topic` exists, asked of the broker (which also refreshes
     /// what librdkafka knows of it).
     fn has_topic(&self, topic: &str) -> Result<bool> {
@@ -312,5 +367,11 @@ impl StreamStore for KafkaStore {
 
     fn has_other_writers(&self) -> bool {
         true
+    }
+
+    async fn forget_idle(&self, idle: Duration) {
+        let inner = self.inner.clone();
+        // Closing consumers waits for librdkafka: not on a runtime thread.
+        let _ = tokio::task::spawn_blocking(move || inner.forget_idle(idle)).await;
     }
 }

@@ -55,6 +55,11 @@ enum Fetched {
 }
 
 impl Reader {
+    /// When it last served a pull.
+    pub(super) fn last_used(&self) -> Instant {
+        self.last_used
+    }
+
     /// Up to `limit` messages from `from` on; at the end of the partition,
     /// waits up to `wait` for the first one.
     ///

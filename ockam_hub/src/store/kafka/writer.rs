@@ -123,6 +123,18 @@ impl Default for StreamQueue {
     }
 }
 
+impl StreamQueue {
+    /// No writer at work and nothing waiting.
+    pub(super) fn is_idle(&self) -> bool {
+        !self.busy && self.held.is_empty()
+    }
+
+    /// When a push was last submitted.
+    pub(super) fn last_used(&self) -> Instant {
+        self.last_used
+    }
+}
+
 /// Ends a stream's writer, whichever way its task ends: a writer that
 /// returns, fails or panics frees its stream for the next writer and
 /// refuses what it still holds (the gap rule: its submitters resend), so

@@ -1,0 +1,128 @@
+//! What the hub keeps per stream and per client follows the streams in use.
+
+use super::*;
+use crate::store::MemoryStore;
+use ockam_stream_client::protocol::{CreateStreamRequest, PullWaitRequest};
+
+/// 10,000 streams opened, pushed to and waited on; once they are idle,
+/// the hub's tables are empty again.
+#[test]
+fn ten_thousand_idle_streams_leave_nothing_behind() {
+    const STREAMS: usize = 10_000;
+    let (mut ctx, mut executor) = ockam_node::start_node();
+    executor
+        .execute(async move {
+            let limits = Limits {
+                idle_timeout: Duration::from_secs(1),
+                ..Limits::default()
+            };
+            let store: Arc<dyn StreamStore> = Arc::new(MemoryStore::new());
+            let shared =
+                crate::start_stream_services(&ctx, "stream", "stream_index", store, &limits)
+                    .await?;
+            for i in 0..STREAMS {
+                let req = CreateStreamRequest {
+                    stream_name: Some(format!("s{i}")),
+                };
+                ctx.send("stream", ProtocolPayload::new(STREAM_CREATE, &req)?)
+                    .await?;
+            }
+            let mut workers = Vec::with_capacity(STREAMS);
+            for _ in 0..STREAMS {
+                let init = ctx.receive::<ProtocolPayload>().await?;
+                workers.push(init.return_route());
+            }
+            assert_eq!(shared.tracked().1, STREAMS, "a stream worker each");
+            // A waiting pull on each (nothing there yet): each stream is
+            // watched for a while.
+            for (i, w) in workers.iter().enumerate() {
+                let pull = PullWaitRequest {
+                    request_id: Uint(i as u64),
+                    index: Uint(0),
+                    limit: Uint(10),
+                    wait_ms: Uint(300),
+                };
+                ctx.send(w.clone(), ProtocolPayload::new(STREAM_PULL_WAIT, &pull)?)
+                    .await?;
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while shared.tracked().0 < STREAMS / 2 {
+                assert!(
+                    Instant::now() < deadline,
+                    "waiting pulls: {:?}",
+                    shared.tracked()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            for _ in 0..STREAMS {
+                let answer = ctx.receive::<ProtocolPayload>().await?;
+                assert_eq!(answer.protocol, STREAM_PULL);
+            }
+            // Idle: the reaper stops the workers, the last watcher of each
+            // stream removes its entry.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while shared.tracked() != (0, 0) {
+                assert!(
+                    Instant::now() < deadline,
+                    "left behind: {:?}",
+                    shared.tracked()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            ctx.stop().await
+        })
+        .unwrap();
+}
+
+/// A forwarder whose registrant left stops at the first message it cannot
+/// pass on, and leaves the forwarding service's table.
+#[test]
+fn a_forwarder_of_a_departed_client_leaves_the_table() {
+    use ockam_core::{decode, encode, route, TransportMessage};
+    use ockam_transport_tcp::frame::encode_frame;
+    use ockam_transport_tcp::{FrameDecoder, TcpTransport, DEFAULT_MAX_FRAME_SIZE};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (ctx, mut executor) = ockam_node::start_node();
+    executor
+        .execute(async move {
+            let service = ForwardingService::new();
+            let table = service.forwarders.clone();
+            ctx.start_worker("forwarding_service", service).await?;
+            let tcp = TcpTransport::create(&ctx).await?;
+            let hub = tcp.listen("127.0.0.1:0").await?;
+
+            // A client registers destination "dest" over a plain socket.
+            let mut conn = tokio::net::TcpStream::connect(hub).await.unwrap();
+            let msg = TransportMessage::v1(
+                route!["forwarding_service"],
+                route!["client"],
+                encode(&"dest".to_string())?,
+            );
+            let mut frame = Vec::new();
+            encode_frame(&msg, &mut frame, DEFAULT_MAX_FRAME_SIZE)?;
+            conn.write_all(&frame).await.unwrap();
+            let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+            let reply = loop {
+                if let Some(f) = decoder.next_frame()? {
+                    break TransportMessage::decode(f)?;
+                }
+                let n = conn.read_buf(decoder.read_buffer(4096)).await.unwrap();
+                assert!(n > 0);
+            };
+            let forwarder: String = decode(&reply.payload)?;
+            assert_eq!(lock(&table).len(), 1);
+
+            // It leaves; a message for it reaches the forwarder.
+            drop(conn);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !lock(&table).is_empty() {
+                assert!(Instant::now() < deadline, "the forwarder stayed");
+                let to: Address = forwarder.parse()?;
+                let _ = ctx.send(to, "for the departed".to_string()).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            ctx.stop().await
+        })
+        .unwrap();
+}

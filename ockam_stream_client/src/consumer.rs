@@ -1,0 +1,599 @@
+//! The consumer's rules, as a plain state machine (no I/O, no clock).
+//!
+//! A [`Consumer`] reads one incoming stream for one client id: it opens the
+//! stream, asks the index service where the client stopped, pulls from
+//! there and hands each message out to be delivered ([`Consumer::poll_deliver`]).
+//!
+//! **At-least-once up to the application.** The worker delivers each message
+//! with a receipt ([`ockam_core::Receipt`]) and reports what became of it
+//! ([`Input::Taken`]). The index saved for `(client_id, stream)` only ever
+//! moves past messages the application has *taken* (its worker returned
+//! from `handle_message`, or its `ReceiverAddress` asked for the next
+//! message or acknowledged it), so a crash at any moment loses nothing: the
+//! next consumer with the same client id starts at the first message not
+//! taken. What may come twice after a crash: the messages taken since the
+//! last save (saves are sent at most every `save_every`) and those
+//! delivered but not yet taken.
+//!
+//! **A window.** At most `window` messages are delivered and not yet
+//! taken: a slow application makes the consumer pull less, not queue more.
+//!
+//! **Never a silent skip.** A read position is reconciled with the log it
+//! points into: when the hub says a position is past the end of the stream
+//! (it lost messages: an in-memory hub restarted, say), the consumer takes
+//! the index the hub gives again (which the hub keeps within the log) and
+//! reports it; when the hub no longer knows a position the client had saved,
+//! the consumer reads the stream from the start again rather than from a
+//! position the log no longer matches. A message the application never got
+//! ([`Delivery::NotHandled`]: no worker at its address) is delivered again,
+//! with everything after it, after `retry_after`.
+
+use crate::protocol::{
+    CreateStreamRequest, IndexRequest, PullRequest, PullResponse, PullWaitRequest, StreamError,
+    STREAM_CREATE, STREAM_INDEX, STREAM_PULL, STREAM_PULL_WAIT,
+};
+use ockam_core::Delivery;
+use serde_bare::Uint;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+/// How a [`Consumer`] behaves.
+#[derive(Debug, Clone)]
+pub struct ConsumerConfig {
+    /// Messages delivered and not yet taken by the application, at most
+    /// (default [`crate::DEFAULT_WINDOW`]).
+    pub window: usize,
+    /// Messages asked for per pull, at most (default [`crate::PULL_LIMIT`]).
+    pub pull_limit: u64,
+    /// Whether to use waiting pulls (`stream_pull_wait`; default) or to
+    /// poll every `poll_interval`.
+    pub waiting_pull: bool,
+    /// How long a waiting pull asks the hub to wait (default
+    /// [`crate::PULL_WAIT`]).
+    pub pull_wait: Duration,
+    /// A request unanswered for this long (plus `pull_wait` for a waiting
+    /// pull) means the hub lost it: the consumer opens the stream again
+    /// (default [`crate::RETRY_AFTER`]). Also the pause before delivering
+    /// again a message the application never got.
+    pub retry_after: Duration,
+    /// Without waiting pulls, the pause between two empty pulls; also the
+    /// least time between two index saves (default 100 ms: the builder's
+    /// interval).
+    pub poll_interval: Duration,
+    /// After a refusal the hub may get over (busy, store failing), the
+    /// pause before asking again (default 500 ms).
+    pub refused_retry: Duration,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            window: crate::DEFAULT_WINDOW,
+            pull_limit: crate::PULL_LIMIT,
+            waiting_pull: true,
+            pull_wait: crate::PULL_WAIT,
+            retry_after: crate::RETRY_AFTER,
+            poll_interval: Duration::from_millis(100),
+            refused_retry: Duration::from_millis(500),
+        }
+    }
+}
+
+/// What the consumer is told.
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// The stream worker answered `stream_create` (the worker keeps the
+    /// route it answered from: pulls go there).
+    Init,
+    /// The index service's answer to `Get`.
+    Index(Option<u64>),
+    /// A pull's answer.
+    Pulled(PullResponse),
+    /// A `stream_error` refusal.
+    Refused(StreamError),
+    /// Sending the last transmit failed.
+    SendFailed,
+    /// What became of a delivered message (from its receipt).
+    Taken {
+        /// The epoch it was delivered in ([`Deliver::epoch`]).
+        epoch: u64,
+        /// Its index.
+        index: u64,
+        /// Whether the application took it.
+        delivery: Delivery,
+    },
+}
+
+/// A request to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transmit {
+    /// `stream_create`, to the hub's stream service.
+    Create(CreateStreamRequest),
+    /// `stream_index` (`Get` or `Save`), to the hub's index service.
+    Index(IndexRequest),
+    /// `stream_pull`, to the stream worker.
+    Pull(PullRequest),
+    /// `stream_pull_wait`, to the stream worker.
+    PullWait(PullWaitRequest),
+}
+
+/// A message to deliver to the application, with a receipt that reports
+/// [`Input::Taken`] with the same `epoch` and `index`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deliver {
+    /// Increases whenever the consumer starts delivering again from an
+    /// earlier position: receipts of an older epoch are ignored.
+    pub epoch: u64,
+    /// The message's index in the stream.
+    pub index: u64,
+    /// The stored message (an encoded transport message).
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Opening,
+    Indexing,
+    Pulling,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Create,
+    Index,
+    Pull { waiting: bool },
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Request {
+    kind: Kind,
+    sent_at: Instant,
+    id: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    /// Delivered; the application has not taken it yet.
+    Delivered,
+    Taken,
+}
+
+/// The consumer of one incoming stream; see the [module docs](self).
+#[derive(Debug)]
+pub struct Consumer {
+    stream: String,
+    client_id: String,
+    config: ConsumerConfig,
+    state: State,
+    /// The request waiting for its answer.
+    request: Option<Request>,
+    /// No request before this (a pause after a refusal or an empty poll).
+    not_before: Option<Instant>,
+    request_id: u64,
+    epoch: u64,
+    /// The next index to pull; `None` until the index service answered.
+    next_pull: Option<u64>,
+    /// Every message before this was taken: the index to save.
+    acked: u64,
+    /// The messages from `acked` to `next_pull`, delivered in this epoch.
+    window: VecDeque<Slot>,
+    /// The index last saved (or read from the hub).
+    saved: Option<u64>,
+    /// The last save sent and the index saved before it (taken back if
+    /// the hub refuses it, or if sending it failed).
+    save_in_flight: Option<(u64, Option<u64>)>,
+    /// Whether the last transmit was a save.
+    last_was_save: bool,
+    last_save_at: Option<Instant>,
+    /// The hub refused our position: take its index as it is.
+    reset: bool,
+    /// A message the application never got: deliver again from `acked`
+    /// at this time.
+    redeliver_at: Option<Instant>,
+    deliveries: VecDeque<Deliver>,
+}
+
+impl Consumer {
+    /// A consumer of `stream` for `client_id`; its first transmit opens
+    /// the stream.
+    pub fn new(
+        stream: impl Into<String>,
+        client_id: impl Into<String>,
+        config: ConsumerConfig,
+    ) -> Self {
+        let mut config = config;
+        config.window = config.window.max(1);
+        config.pull_limit = config.pull_limit.max(1);
+        Consumer {
+            stream: stream.into(),
+            client_id: client_id.into(),
+            config,
+            state: State::Opening,
+            request: None,
+            not_before: None,
+            request_id: 0,
+            epoch: 0,
+            next_pull: None,
+            acked: 0,
+            window: VecDeque::new(),
+            saved: None,
+            save_in_flight: None,
+            last_was_save: false,
+            last_save_at: None,
+            reset: false,
+            redeliver_at: None,
+            deliveries: VecDeque::new(),
+        }
+    }
+
+    /// The stream's name.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// Every message before this index was taken by the application.
+    pub fn acked(&self) -> u64 {
+        self.acked
+    }
+
+    /// The index last saved (or read from the hub), if any.
+    pub fn saved(&self) -> Option<u64> {
+        self.saved
+    }
+
+    /// Messages delivered and not yet taken.
+    pub fn in_window(&self) -> usize {
+        self.window.len()
+    }
+
+    /// Takes an input at `now`.
+    pub fn handle(&mut self, input: Input, now: Instant) {
+        match input {
+            Input::Init if self.expects(Kind::Create) => {
+                self.request = None;
+                self.state = State::Indexing;
+            }
+            Input::Index(h) if self.expects(Kind::Index) => {
+                self.request = None;
+                self.on_index(h);
+                self.state = State::Pulling;
+            }
+            Input::Pulled(resp) => self.on_pulled(resp, now),
+            Input::Refused(refusal) => self.on_refused(refusal, now),
+            Input::SendFailed => {
+                // A request that was not sent times out as a lost one;
+                // a save is tried again.
+                if std::mem::take(&mut self.last_was_save) {
+                    self.take_back_save();
+                }
+            }
+            Input::Taken {
+                epoch,
+                index,
+                delivery,
+            } => self.on_taken(epoch, index, delivery, now),
+            Input::Init | Input::Index(_) => {
+                debug!(stream = %self.stream, "ignored an answer to a request given up on")
+            }
+        }
+    }
+
+    fn expects(&self, kind: Kind) -> bool {
+        self.request.is_some_and(|r| r.kind == kind)
+    }
+
+    fn on_index(&mut self, hub: Option<u64>) {
+        let lost = hub.is_none() && self.saved.is_some();
+        if self.next_pull.is_none() || self.reset || lost {
+            let from = hub.unwrap_or(0);
+            if lost {
+                warn!(stream = %self.stream, client = %self.client_id, had = ?self.saved, "the hub has no read position for this client any more (it lost its state); reading the stream from the start again");
+            } else if self.reset {
+                warn!(stream = %self.stream, client = %self.client_id, was = ?self.next_pull, from, "the read position was past the end of the stream; reading from the position the hub gives");
+            } else {
+                debug!(stream = %self.stream, from, "incoming stream open");
+            }
+            self.restart_from(from);
+            self.saved = hub;
+            self.reset = false;
+        }
+    }
+
+    /// Delivers again from `from` on: what was delivered and not taken is
+    /// forgotten (its receipts are of an older epoch now).
+    fn restart_from(&mut self, from: u64) {
+        self.epoch += 1;
+        self.window.clear();
+        self.acked = from;
+        self.next_pull = Some(from);
+        self.redeliver_at = None;
+        if matches!(
+            self.request,
+            Some(Request {
+                kind: Kind::Pull { .. },
+                ..
+            })
+        ) {
+            // Its answer is from the old position: ignored.
+            self.request = None;
+        }
+    }
+
+    fn on_pulled(&mut self, resp: PullResponse, now: Instant) {
+        let Some(Request {
+            kind: Kind::Pull { waiting },
+            id,
+            ..
+        }) = self.request
+        else {
+            return; // an answer to a pull given up on
+        };
+        if resp.request_id.0 != id {
+            return;
+        }
+        self.request = None;
+        let Some(mut next) = self.next_pull else {
+            return;
+        };
+        let mut got = 0usize;
+        for m in resp.messages {
+            let index = m.index.0;
+            if index < next {
+                continue; // already delivered
+            }
+            if index > next {
+                // The hub's answer skips messages: never passed over.
+                warn!(stream = %self.stream, expected = next, got = index, "a pull answer skipped messages; pulling again from where it should have started");
+                break;
+            }
+            if self.window.len() >= self.config.window {
+                break; // more than asked for: pulled again later
+            }
+            self.window.push_back(Slot::Delivered);
+            self.deliveries.push_back(Deliver {
+                epoch: self.epoch,
+                index,
+                data: m.data,
+            });
+            next = index + 1;
+            got += 1;
+        }
+        self.next_pull = Some(next);
+        if got == 0 && !waiting {
+            self.not_before = Some(now + self.config.poll_interval);
+        }
+    }
+
+    fn on_refused(&mut self, refusal: StreamError, now: Instant) {
+        let request = self.request;
+        match refusal.protocol.as_str() {
+            STREAM_PULL | STREAM_PULL_WAIT | STREAM_INDEX if refusal.is_past_end() => {
+                warn!(stream = %self.stream, reason = %refusal.reason, "the hub refused the read position; asking for the saved one again");
+                self.reset = true;
+                self.save_in_flight = None;
+                self.request = None;
+                self.state = State::Indexing;
+            }
+            STREAM_PULL_WAIT if self.config.waiting_pull && refusal.is_unknown_protocol() => {
+                info!(stream = %self.stream, "the hub has no waiting pull; polling instead");
+                self.config.waiting_pull = false;
+                self.request = None;
+            }
+            STREAM_INDEX if self.save_in_flight.is_some() && !self.expects(Kind::Index) => {
+                // A save refused (the store failed): tried again.
+                warn!(stream = %self.stream, reason = %refusal.reason, "the hub could not save the read position; trying again");
+                self.take_back_save();
+                self.last_save_at = Some(now + self.config.refused_retry);
+            }
+            protocol => {
+                warn!(stream = %self.stream, %protocol, reason = %refusal.reason, "the hub refused a request; asking again shortly");
+                let for_ours = request.is_some_and(|r| match r.kind {
+                    Kind::Create => protocol == STREAM_CREATE,
+                    Kind::Index => protocol == STREAM_INDEX,
+                    Kind::Pull { .. } => protocol == STREAM_PULL || protocol == STREAM_PULL_WAIT,
+                });
+                if for_ours {
+                    self.request = None;
+                    let pause = if protocol == STREAM_CREATE {
+                        self.config.retry_after
+                    } else {
+                        self.config.refused_retry
+                    };
+                    self.not_before = Some(now + pause);
+                }
+            }
+        }
+    }
+
+    /// The last save did not happen: it is sent again later.
+    fn take_back_save(&mut self) {
+        if let Some((index, before)) = self.save_in_flight.take() {
+            if self.saved == Some(index) {
+                self.saved = before;
+            }
+        }
+    }
+
+    fn on_taken(&mut self, epoch: u64, index: u64, delivery: Delivery, now: Instant) {
+        if epoch != self.epoch || index < self.acked {
+            return;
+        }
+        let Ok(at) = usize::try_from(index - self.acked) else {
+            return;
+        };
+        match (self.window.get_mut(at), delivery) {
+            (Some(slot), Delivery::Handled) => *slot = Slot::Taken,
+            (Some(_), Delivery::NotHandled) => {
+                if self.redeliver_at.is_none() {
+                    warn!(stream = %self.stream, index, "the application never got a message (no worker at its address?); delivering it again, with what follows it, in a moment");
+                    self.redeliver_at = Some(now + self.config.retry_after);
+                }
+            }
+            (None, _) => return,
+        }
+        while self.window.front() == Some(&Slot::Taken) {
+            self.window.pop_front();
+            self.acked += 1;
+        }
+    }
+
+    /// Whether the index to save differs from the one saved (and saving
+    /// makes sense now).
+    fn save_wanted(&self) -> bool {
+        self.next_pull.is_some()
+            && self.saved != Some(self.acked)
+            && (self.saved.is_some() || self.acked > 0)
+            && self.state != State::Opening
+            && !self.reset
+    }
+
+    /// The next request to send, if any, at `now`.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Transmit> {
+        self.last_was_save = false;
+        if self.redeliver_at.is_some_and(|t| now >= t) {
+            let from = self.acked;
+            self.restart_from(from);
+        }
+        if self.save_ready(now) {
+            let before = self.saved;
+            self.saved = Some(self.acked);
+            self.save_in_flight = Some((self.acked, before));
+            self.last_save_at = Some(now);
+            self.last_was_save = true;
+            return Some(Transmit::Index(IndexRequest::Save {
+                client_id: self.client_id.clone(),
+                stream_name: self.stream.clone(),
+                index: Uint(self.acked),
+            }));
+        }
+        if self.request.is_some() || self.not_before.is_some_and(|t| now < t) {
+            return None;
+        }
+        self.not_before = None;
+        let (kind, transmit) = match self.state {
+            State::Opening => (
+                Kind::Create,
+                Transmit::Create(CreateStreamRequest {
+                    stream_name: Some(self.stream.clone()),
+                }),
+            ),
+            State::Indexing => (
+                Kind::Index,
+                Transmit::Index(IndexRequest::Get {
+                    client_id: self.client_id.clone(),
+                    stream_name: self.stream.clone(),
+                }),
+            ),
+            State::Pulling => {
+                let next = self.next_pull?;
+                if self.redeliver_at.is_some() {
+                    return None;
+                }
+                let room = self.config.window - self.window.len();
+                let enough = (self.config.window / 4)
+                    .max(1)
+                    .min(self.config.pull_limit as usize);
+                if room == 0 || (room < enough && !self.window.is_empty()) {
+                    return None;
+                }
+                let limit = Uint((room as u64).min(self.config.pull_limit));
+                self.request_id += 1;
+                let request_id = Uint(self.request_id);
+                if self.config.waiting_pull {
+                    (
+                        Kind::Pull { waiting: true },
+                        Transmit::PullWait(PullWaitRequest {
+                            request_id,
+                            index: Uint(next),
+                            limit,
+                            wait_ms: Uint(self.config.pull_wait.as_millis() as u64),
+                        }),
+                    )
+                } else {
+                    (
+                        Kind::Pull { waiting: false },
+                        Transmit::Pull(PullRequest {
+                            request_id,
+                            index: Uint(next),
+                            limit,
+                        }),
+                    )
+                }
+            }
+        };
+        self.request = Some(Request {
+            kind,
+            sent_at: now,
+            id: self.request_id,
+        });
+        Some(transmit)
+    }
+
+    /// Whether to send a save now: at most one every `poll_interval`.
+    fn save_ready(&self, now: Instant) -> bool {
+        self.save_wanted()
+            && self
+                .last_save_at
+                .is_none_or(|t| now >= t + self.config.poll_interval)
+    }
+
+    /// A save of what the application took, whatever the time since the
+    /// last one (when the consumer stops), if it differs from the saved
+    /// index.
+    pub fn final_save(&mut self) -> Option<Transmit> {
+        if !self.save_wanted() {
+            return None;
+        }
+        self.saved = Some(self.acked);
+        Some(Transmit::Index(IndexRequest::Save {
+            client_id: self.client_id.clone(),
+            stream_name: self.stream.clone(),
+            index: Uint(self.acked),
+        }))
+    }
+
+    /// The next message to deliver, if any.
+    pub fn poll_deliver(&mut self) -> Option<Deliver> {
+        self.deliveries.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) (or
+    /// [`poll_transmit`](Self::poll_transmit)) has something to do, if
+    /// ever.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let lost = self.request.map(|r| {
+            let wait = match r.kind {
+                Kind::Pull { waiting: true } => self.config.pull_wait,
+                _ => Duration::ZERO,
+            };
+            r.sent_at + wait + self.config.retry_after
+        });
+        // (A save never sent before goes out at the next poll_transmit.)
+        let save = if self.save_wanted() {
+            self.last_save_at.map(|t| t + self.config.poll_interval)
+        } else {
+            None
+        };
+        [lost, self.not_before, save, self.redeliver_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Time passed: a request unanswered too long is taken as lost, and the
+    /// stream opened again (keeping the read position).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some(lost) = self.request {
+            let wait = match lost.kind {
+                Kind::Pull { waiting: true } => self.config.pull_wait,
+                _ => Duration::ZERO,
+            };
+            if now >= lost.sent_at + wait + self.config.retry_after {
+                info!(stream = %self.stream, request = ?lost.kind, "no answer from the hub; opening the stream again");
+                self.request = None;
+                self.state = State::Opening;
+            }
+        }
+    }
+}
