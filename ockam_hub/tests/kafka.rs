@@ -93,19 +93,33 @@ fn pushes_land_in_kafka_in_order_and_indexes_are_group_offsets() {
                 .collect();
             assert_eq!(got, (100..150).map(|n| (n, body(n))).collect::<Vec<_>>());
             // Past the end: nothing, at once.
+            // At the end: nothing; past it: refused (never a silent skip).
             let p: PullResponse = request(
                 &mut ctx,
                 stream.clone(),
                 STREAM_PULL,
                 &PullRequest {
                     request_id: Uint(2),
-                    index: Uint(N + 10),
+                    index: Uint(N),
                     limit: Uint(50),
                 },
             )
             .await?
             .decode_data(STREAM_PULL)?;
             assert!(p.messages.is_empty());
+            let refusal: StreamError = request(
+                &mut ctx,
+                stream.clone(),
+                STREAM_PULL,
+                &PullRequest {
+                    request_id: Uint(3),
+                    index: Uint(N + 10),
+                    limit: Uint(50),
+                },
+            )
+            .await?
+            .decode_data(STREAM_ERROR)?;
+            assert!(refusal.is_past_end(), "{refusal:?}");
 
             // The index is the group's committed offset.
             let index = route![(TCP, h), "stream_kafka_index"];
@@ -381,4 +395,172 @@ fn more_waiting_readers_than_kept_consumers_are_all_answered() {
             ctx.stop().await
         })
         .unwrap();
+}
+
+/// Issue 14, failing input 4: pushes of 1,000,000 B, 100 B and 1,048,600 B
+/// (over the 1 MiB limit) back to back. The first two are stored, the
+/// third refused, and the stream goes on serving (its writer used to
+/// panic and wedge it for every producer).
+#[test]
+fn a_refused_push_behind_stored_ones_does_not_wedge_the_stream() {
+    let Some(tansu) = prerequisites("a_refused_push_behind_stored_ones") else {
+        return;
+    };
+    let broker = Broker::shared(&tansu);
+    let prefix = unique_prefix("wedge");
+    let (hub_process, hub) = kafka_hub(&broker.address, &prefix);
+
+    let (mut ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let _tcp = TcpTransport::create(&ctx).await?;
+            let h = hub.as_str();
+            let stream = open_stream(&mut ctx, route![(TCP, h), "stream_kafka"], "big").await?;
+            for (id, size) in [(1u64, 1_000_000usize), (2, 100), (3, 1_048_600)] {
+                let push = PushRequest {
+                    request_id: Uint(id),
+                    data: vec![id as u8; size],
+                };
+                ctx.send(stream.clone(), ProtocolPayload::new(STREAM_PUSH, &push)?)
+                    .await?;
+            }
+            let mut confirms = Vec::new();
+            for _ in 0..3 {
+                let c: PushConfirm = ctx
+                    .receive_timeout::<ProtocolPayload>(60)
+                    .await?
+                    .decode_data(STREAM_PUSH)?;
+                confirms.push((c.request_id.0, c.status));
+            }
+            confirms.sort_by_key(|c| c.0);
+            assert_eq!(
+                confirms,
+                vec![
+                    (1, PushStatus::Ok),
+                    (2, PushStatus::Ok),
+                    (3, PushStatus::Error)
+                ]
+            );
+            // The stream still serves: another producer's push, and a pull.
+            let other = open_stream(&mut ctx, route![(TCP, h), "stream_kafka"], "big").await?;
+            let push = PushRequest {
+                request_id: Uint(1),
+                data: b"after".to_vec(),
+            };
+            let c: PushConfirm = request(&mut ctx, other.clone(), STREAM_PUSH, &push)
+                .await?
+                .decode_data(STREAM_PUSH)?;
+            assert_eq!((c.status, c.index), (PushStatus::Ok, Uint(2)));
+            let pull = PullRequest {
+                request_id: Uint(9),
+                index: Uint(0),
+                limit: Uint(10),
+            };
+            let p: PullResponse = request(&mut ctx, other, STREAM_PULL, &pull)
+                .await?
+                .decode_data(STREAM_PULL)?;
+            let sizes: Vec<usize> = p.messages.iter().map(|m| m.data.len()).collect();
+            assert_eq!(sizes, vec![1_000_000, 100, 5]);
+            ctx.stop().await
+        })
+        .unwrap();
+    let panicked = hub_process
+        .seen_lines()
+        .iter()
+        .any(|l| l.contains("panicked"));
+    assert!(!panicked, "the hub logged a panic");
+}
+
+/// Issue 14, failing input 5: 72 consumers waiting at the end of 72
+/// non-empty streams (more than the 64 topic readers a hub keeps). One
+/// message into each, a quiet moment, one more: every consumer gets both,
+/// promptly (some used to be refused, "every topic reader is busy", and
+/// then waited out a 7 s retry every round).
+#[test]
+fn seventy_two_waiting_consumers_share_the_readers() {
+    let Some(tansu) = prerequisites("seventy_two_waiting_consumers") else {
+        return;
+    };
+    let broker = Broker::shared(&tansu);
+    let prefix = unique_prefix("share");
+    let (_hub_process, hub) = kafka_hub(&broker.address, &prefix);
+    const STREAMS: usize = 72;
+    let names: Vec<String> = (0..STREAMS).map(|i| format!("share-{i}")).collect();
+    for name in &names {
+        common::push(&hub, "stream_kafka", name, &[format!("{name}/0")]);
+    }
+
+    let (got_tx, got) = std::sync::mpsc::channel::<String>();
+    let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+    let consumers = {
+        let (hub, names) = (hub.clone(), names.clone());
+        std::thread::spawn(move || {
+            let (ctx, mut executor) = start_node();
+            executor
+                .execute(async move {
+                    let _tcp = TcpTransport::create(&ctx).await?;
+                    ctx.start_worker("checker", Forward(got_tx)).await?;
+                    let mut kept = Vec::new();
+                    for (i, name) in names.iter().enumerate() {
+                        let conn = ockam_stream_client::Stream::new(&ctx)?
+                            .stream_service("stream_kafka")
+                            .index_service("stream_kafka_index")
+                            .client_id(format!("share-client-{i}"))
+                            .with_recipient("checker")
+                            .connect(route![(TCP, hub.as_str())], "share-out", name.as_str())
+                            .await?;
+                        kept.push(conn);
+                    }
+                    let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+                    ctx.stop().await
+                })
+                .expect("consumer node");
+        })
+    };
+    let expect_round = |round: usize, within: Duration| {
+        let mut want: std::collections::HashSet<String> =
+            names.iter().map(|n| format!("{n}/{round}")).collect();
+        let deadline = Instant::now() + within;
+        while !want.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match got.recv_timeout(left) {
+                Ok(m) => {
+                    want.remove(&m);
+                }
+                Err(_) => panic!(
+                    "round {round}: {} consumers got nothing within {within:?}: {:?}",
+                    want.len(),
+                    want.iter().take(8).collect::<Vec<_>>()
+                ),
+            }
+        }
+    };
+    expect_round(0, Duration::from_secs(120));
+    for round in 1..=2 {
+        std::thread::sleep(Duration::from_secs(3));
+        for name in &names {
+            common::push(&hub, "stream_kafka", name, &[format!("{name}/{round}")]);
+        }
+        // The refused ones used to come 7 s later, every round.
+        expect_round(round, Duration::from_secs(5));
+    }
+    drop(stop_tx);
+    consumers.join().unwrap();
+}
+
+/// Passes every text it handles to the test.
+struct Forward(std::sync::mpsc::Sender<String>);
+
+#[ockam_core::async_trait]
+impl ockam_core::Worker for Forward {
+    type Message = String;
+    type Context = ockam_node::Context;
+    async fn handle_message(
+        &mut self,
+        _ctx: &mut ockam_node::Context,
+        msg: ockam_core::Routed<String>,
+    ) -> ockam_core::Result<()> {
+        let _ = self.0.send(msg.body());
+        Ok(())
+    }
 }

@@ -5,11 +5,17 @@
 
 pub mod kafka;
 
-use ockam_core::{async_trait, route, Result, Route, Routed, Worker, TCP};
+use ockam_core::{
+    async_trait, encode, route, Result, Route, Routed, TransportMessage, Worker, TCP,
+};
 use ockam_node::{start_node, Context};
-use ockam_stream_client::protocol::{CreateStreamRequest, ProtocolPayload, STREAM_CREATE};
+use ockam_stream_client::protocol::{
+    CreateStreamRequest, ProtocolPayload, PushConfirm, PushRequest, PushStatus, STREAM_CREATE,
+    STREAM_PUSH,
+};
 use ockam_stream_client::Stream;
 use ockam_transport_tcp::TcpTransport;
+use serde_bare::Uint;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -112,6 +118,13 @@ impl HubProcess {
                 Err(_) => panic!("the hub logged no line with {needle:?}"),
             }
         }
+    }
+
+    /// Every log line so far.
+    pub fn seen_lines(&self) -> Vec<String> {
+        let mut seen = self.seen.lock().unwrap();
+        seen.extend(self.log.try_iter());
+        seen.clone()
     }
 
     pub fn kill9(&mut self) {
@@ -317,4 +330,53 @@ pub async fn settle_to(ctx: &Context, within: Duration, want: usize) -> usize {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A stored stream message as a producer makes it: a transport message
+/// with no onward route (so it goes to the consumer's receiver) whose
+/// payload is `text`.
+pub fn stored(text: &str) -> Vec<u8> {
+    TransportMessage::v1(
+        Route::empty(),
+        Route::empty(),
+        encode(&text.to_string()).unwrap(),
+    )
+    .encode()
+    .unwrap()
+}
+
+/// Pushes `texts` (see [`stored`]) to `stream` on the hub at `hub`
+/// (through its stream service `service`), from a node of its own, and
+/// returns once the hub confirmed each.
+pub fn push(hub: &str, service: &str, stream: &str, texts: &[String]) {
+    let (hub, service, stream, texts) = (
+        hub.to_string(),
+        service.to_string(),
+        stream.to_string(),
+        texts.to_vec(),
+    );
+    std::thread::spawn(move || {
+        let (mut ctx, mut executor) = start_node();
+        executor
+            .execute(async move {
+                let _tcp = TcpTransport::create(&ctx).await?;
+                let h = hub.as_str();
+                let worker =
+                    open_stream(&mut ctx, route![(TCP, h), service.as_str()], &stream).await?;
+                for (n, text) in texts.iter().enumerate() {
+                    let push = PushRequest {
+                        request_id: Uint(n as u64),
+                        data: stored(text),
+                    };
+                    let c: PushConfirm = request(&mut ctx, worker.clone(), STREAM_PUSH, &push)
+                        .await?
+                        .decode_data(STREAM_PUSH)?;
+                    assert_eq!(c.status, PushStatus::Ok, "{text}");
+                }
+                ctx.stop().await
+            })
+            .expect("pushing node");
+    })
+    .join()
+    .unwrap();
 }
