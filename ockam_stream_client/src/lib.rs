@@ -6,6 +6,36 @@
 //! the stream worker that answers) and its `stream_index` service (save and
 //! fetch how far a client has read). See [`protocol`].
 //!
+//! [`Stream::connect`] starts a producer and a consumer: workers that are
+//! thin shells around the state machines [`producer::Producer`] and
+//! [`consumer::Consumer`], which hold every rule and do no I/O.
+//!
+//! # The delivery guarantee
+//!
+//! - **Pushes**: a message sent to the [`SenderAddress`] (after `connect`
+//!   returned) is kept by the producer until the hub confirms it stored,
+//!   retried in order with the same request id across outages and hub
+//!   restarts. A message the hub refuses [`MAX_REFUSALS`] times in a row
+//!   (over its size limit, say) is given up and logged with a `dropped`
+//!   count; one still unconfirmed when the producer stops is logged so too.
+//! - **Deliveries: at least once, up to the application.** The index saved
+//!   for `(client_id, stream)` never passes a message the application has
+//!   not *taken*: read with [`ReceiverAddress::next`], a message is taken
+//!   when the application calls `next` again or [`ReceiverAddress::ack`];
+//!   delivered to a worker, when its `handle_message` for it returned
+//!   (through [`ockam_core::Receipt`]). At most [`Stream::with_window`]
+//!   messages are delivered and not taken. The index is saved at most every
+//!   interval, and when the consumer stops.
+//! - **After a crash** of the consuming process, the next consumer with
+//!   the same client id starts at the saved index: it gets again the
+//!   messages taken since the last save and those delivered but not yet
+//!   taken. Nothing is skipped, and first deliveries come in stream order.
+//! - **Positions are reconciled with the log**: a position the hub says is
+//!   past the end of the stream is replaced by the saved one the hub
+//!   gives; a hub that no longer knows a saved position (it lost its state)
+//!   makes the consumer read the stream from its start again. Both are
+//!   logged at warn.
+//!
 //! ```
 //! use ockam_stream_client::protocol::{CreateStreamRequest, ProtocolPayload, STREAM_CREATE};
 //!

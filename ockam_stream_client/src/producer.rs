@@ -237,6 +237,13 @@ impl Producer {
                     return;
                 }
                 warn!(stream = %self.stream, protocol = %refusal.protocol, reason = %refusal.reason, "the hub refused a request");
+                if refusal.protocol == crate::protocol::STREAM_PUSH {
+                    // Not about the message (that is a PushConfirm with
+                    // an error): about the stream worker (it serves another
+                    // connection, say). A new one takes everything
+                    // unconfirmed again, in order.
+                    self.reopen();
+                }
             }
             Input::SendFailed(e) => {
                 if !self.reported_open {

@@ -376,6 +376,21 @@ impl StreamWorker {
                 else {
                     return Ok(());
                 };
+                if back != self.key.0 {
+                    // Not over the way that opened it: pushes sent before
+                    // may have been lost with a connection that broke, and
+                    // storing this one would put it before them. Nothing
+                    // more is stored here; the client opens the stream
+                    // again (over its new way) and resends, in order.
+                    if let Some(ticket) = self.fence.submit() {
+                        ticket.fail();
+                    }
+                    let refusal = StreamError::new(
+                        STREAM_PUSH,
+                        "a push over another route than the one that opened this stream worker (a new connection?); open the stream again",
+                    );
+                    return refuse(ctx, back, refusal).await;
+                }
                 let push = match self.fence.submit() {
                     None => Push::AfterFailure,
                     Some(ticket) if req.data.len() > self.shared.limits.max_message_size => {
