@@ -597,3 +597,226 @@ impl Consumer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::StreamMessage;
+
+    fn config() -> ConsumerConfig {
+        ConsumerConfig {
+            window: 4,
+            pull_limit: 4,
+            ..ConsumerConfig::default()
+        }
+    }
+
+    /// A consumer that opened the stream and got `index` from the hub;
+    /// returns it and its first pull.
+    fn opened(index: Option<u64>, now: Instant) -> (Consumer, Transmit) {
+        let mut c = Consumer::new("s", "c", config());
+        assert!(matches!(c.poll_transmit(now), Some(Transmit::Create(_))));
+        c.handle(Input::Init, now);
+        assert!(matches!(
+            c.poll_transmit(now),
+            Some(Transmit::Index(IndexRequest::Get { .. }))
+        ));
+        c.handle(Input::Index(index), now);
+        let pull = c.poll_transmit(now).expect("a pull");
+        (c, pull)
+    }
+
+    fn answer(c: &mut Consumer, pull: &Transmit, from: u64, n: u64, now: Instant) {
+        let Transmit::PullWait(p) = pull else {
+            panic!("{pull:?}")
+        };
+        assert_eq!(p.index.0, from);
+        let messages = (from..from + n)
+            .map(|i| StreamMessage {
+                index: Uint(i),
+                data: vec![i as u8],
+            })
+            .collect();
+        c.handle(
+            Input::Pulled(PullResponse {
+                request_id: p.request_id.clone(),
+                messages,
+            }),
+            now,
+        );
+    }
+
+    fn take(c: &mut Consumer, d: &Deliver, now: Instant) {
+        c.handle(
+            Input::Taken {
+                epoch: d.epoch,
+                index: d.index,
+                delivery: Delivery::Handled,
+            },
+            now,
+        );
+    }
+
+    fn saves(c: &mut Consumer, now: Instant) -> Vec<u64> {
+        std::iter::from_fn(|| c.poll_transmit(now))
+            .filter_map(|t| match t {
+                Transmit::Index(IndexRequest::Save { index, .. }) => Some(index.0),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_saved_index_follows_what_the_application_took() {
+        let t0 = Instant::now();
+        let (mut c, pull) = opened(Some(10), t0);
+        answer(&mut c, &pull, 10, 3, t0);
+        let d: Vec<Deliver> = std::iter::from_fn(|| c.poll_deliver()).collect();
+        assert_eq!(d.iter().map(|d| d.index).collect::<Vec<_>>(), [10, 11, 12]);
+        // Delivered is not taken: nothing to save.
+        assert!(saves(&mut c, t0).is_empty());
+        // 11 taken before 10: still nothing past 10.
+        take(&mut c, &d[1], t0);
+        assert!(saves(&mut c, t0).is_empty());
+        take(&mut c, &d[0], t0);
+        assert_eq!(saves(&mut c, t0), [12]);
+        // The next save waits for the interval.
+        take(&mut c, &d[2], t0);
+        assert!(saves(&mut c, t0).is_empty());
+        let later = c.poll_timeout().unwrap();
+        assert_eq!(saves(&mut c, later), [13]);
+    }
+
+    #[test]
+    fn a_full_window_stops_pulling_until_messages_are_taken() {
+        let t0 = Instant::now();
+        let (mut c, pull) = opened(None, t0);
+        answer(&mut c, &pull, 0, 4, t0);
+        let d: Vec<Deliver> = std::iter::from_fn(|| c.poll_deliver()).collect();
+        assert_eq!(c.in_window(), 4);
+        assert!(c.poll_transmit(t0).is_none(), "no pull with a full window");
+        take(&mut c, &d[0], t0);
+        // One free slot of 4 is not worth a pull yet (a quarter is, with
+        // nothing else in flight).
+        let next =
+            std::iter::from_fn(|| c.poll_transmit(t0)).find(|t| matches!(t, Transmit::PullWait(_)));
+        let Some(Transmit::PullWait(p)) = next else {
+            panic!("a pull once a message was taken: {next:?}")
+        };
+        assert_eq!((p.index.0, p.limit.0), (4, 1));
+    }
+
+    #[test]
+    fn a_position_past_the_end_is_replaced_by_the_hubs() {
+        let t0 = Instant::now();
+        let (mut c, pull) = opened(Some(5), t0);
+        c.handle(
+            Input::Refused(StreamError::past_end(STREAM_PULL_WAIT, "s", 5, 0)),
+            t0,
+        );
+        assert!(matches!(
+            c.poll_transmit(t0),
+            Some(Transmit::Index(IndexRequest::Get { .. }))
+        ));
+        c.handle(Input::Index(None), t0);
+        let again = c.poll_transmit(t0).unwrap();
+        answer(&mut c, &again, 0, 1, t0);
+        assert_eq!(c.poll_deliver().map(|d| d.index), Some(0));
+        drop(pull);
+    }
+
+    #[test]
+    fn a_hub_that_forgot_a_saved_position_is_read_from_the_start() {
+        let t0 = Instant::now();
+        let (mut c, pull) = opened(Some(3), t0);
+        answer(&mut c, &pull, 3, 2, t0);
+        let d: Vec<Deliver> = std::iter::from_fn(|| c.poll_deliver()).collect();
+        take(&mut c, &d[0], t0);
+        take(&mut c, &d[1], t0);
+        assert_eq!(saves(&mut c, t0), [5]);
+        // The hub restarts empty: the waiting pull is lost.
+        let lost = c.poll_timeout().unwrap();
+        c.handle_timeout(lost);
+        assert!(matches!(c.poll_transmit(lost), Some(Transmit::Create(_))));
+        c.handle(Input::Init, lost);
+        assert!(matches!(
+            c.poll_transmit(lost),
+            Some(Transmit::Index(IndexRequest::Get { .. }))
+        ));
+        c.handle(Input::Index(None), lost);
+        let pull = c.poll_transmit(lost).unwrap();
+        answer(&mut c, &pull, 0, 1, lost);
+    }
+
+    #[test]
+    fn a_reopen_keeps_the_position_when_the_hub_kept_its_index() {
+        let t0 = Instant::now();
+        let (mut c, pull) = opened(Some(3), t0);
+        answer(&mut c, &pull, 3, 2, t0);
+        let d: Vec<Deliver> = std::iter::from_fn(|| c.poll_deliver()).collect();
+        // The next pull is lost (the stream worker went away).
+        assert!(matches!(c.poll_transmit(t0), Some(Transmit::PullWait(_))));
+        let lost = c.poll_timeout().unwrap();
+        c.handle_timeout(lost);
+        let t = c.poll_transmit(lost);
+        assert!(matches!(t, Some(Transmit::Create(_))), "{t:?} {c:?}");
+        c.handle(Input::Init, lost);
+        let t = c.poll_transmit(lost);
+        assert!(matches!(t, Some(Transmit::Index(_))), "{t:?} {c:?}");
+        // Saved index 3 (nothing taken yet): the delivered ones are not
+        // delivered again, the next pull starts at 5.
+        c.handle(Input::Index(Some(3)), lost);
+        let pull = c.poll_transmit(lost).unwrap();
+        answer(&mut c, &pull, 5, 0, lost);
+        // Their receipts still count.
+        take(&mut c, &d[0], lost);
+        take(&mut c, &d[1], lost);
+        assert_eq!(c.acked(), 5);
+    }
+
+    #[test]
+    fn a_message_nobody_got_is_delivered_again_with_what_follows() {
+        let t0 = Instant::now();
+        let (mut c, pull) = opened(None, t0);
+        answer(&mut c, &pull, 0, 3, t0);
+        let d: Vec<Deliver> = std::iter::from_fn(|| c.poll_deliver()).collect();
+        take(&mut c, &d[0], t0);
+        c.handle(
+            Input::Taken {
+                epoch: d[1].epoch,
+                index: 1,
+                delivery: Delivery::NotHandled,
+            },
+            t0,
+        );
+        take(&mut c, &d[2], t0);
+        assert_eq!(c.acked(), 1);
+        let at = c.poll_timeout().unwrap();
+        let pull = std::iter::from_fn(|| c.poll_transmit(at))
+            .find(|t| matches!(t, Transmit::PullWait(_)))
+            .unwrap();
+        answer(&mut c, &pull, 1, 2, at);
+        let again: Vec<Deliver> = std::iter::from_fn(|| c.poll_deliver()).collect();
+        assert_eq!(again.iter().map(|d| d.index).collect::<Vec<_>>(), [1, 2]);
+        assert!(again[0].epoch > d[0].epoch);
+    }
+
+    #[test]
+    fn refusals_are_asked_again_after_a_pause_and_a_hub_without_waiting_pulls_is_polled() {
+        let t0 = Instant::now();
+        let (mut c, _pull) = opened(None, t0);
+        c.handle(
+            Input::Refused(StreamError::new(STREAM_PULL_WAIT, "busy")),
+            t0,
+        );
+        assert!(c.poll_transmit(t0).is_none());
+        let at = c.poll_timeout().unwrap();
+        assert_eq!(at, t0 + Duration::from_millis(500));
+        assert!(matches!(c.poll_transmit(at), Some(Transmit::PullWait(_))));
+        c.handle(
+            Input::Refused(StreamError::unknown_protocol(STREAM_PULL_WAIT, "a stream")),
+            at,
+        );
+        assert!(matches!(c.poll_transmit(at), Some(Transmit::Pull(_))));
+    }
+}
