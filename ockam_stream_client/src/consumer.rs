@@ -639,7 +639,7 @@ mod tests {
             .collect();
         c.handle(
             Input::Pulled(PullResponse {
-                request_id: p.request_id.clone(),
+                request_id: p.request_id,
                 messages,
             }),
             now,
