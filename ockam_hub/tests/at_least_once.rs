@@ -226,3 +226,41 @@ fn the_idle_reaper_leaves_a_waiting_pull_alone() {
         );
     }
 }
+
+/// A stream worker takes pushes only over the route that opened it: after
+/// a connection broke, a push over the new one could otherwise land before
+/// the pushes lost with the old one (and confirm them for the producer).
+#[test]
+fn a_push_over_another_route_than_the_opening_one_is_refused() {
+    let hub = free_address();
+    let _hub = HubProcess::start(&hub, &["--storage", "memory"]);
+    let (mut ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let _tcp = TcpTransport::create(&ctx).await?;
+            let worker =
+                common::open_stream(&mut ctx, route![(TCP, hub.as_str()), "stream"], "bound").await?;
+            let mut other = ctx.new_context(ockam_core::Address::random_local()).await?;
+            let push = PushRequest {
+                request_id: Uint(1),
+                data: common::stored("x"),
+            };
+            other
+                .send(worker.clone(), ProtocolPayload::new(STREAM_PUSH, &push)?)
+                .await?;
+            let refusal: StreamError = other
+                .receive_timeout::<ProtocolPayload>(10)
+                .await?
+                .decode_data(STREAM_ERROR)?;
+            assert_eq!(refusal.protocol, STREAM_PUSH);
+            // Nothing is stored through that worker any more, whoever asks.
+            ctx.send(worker, ProtocolPayload::new(STREAM_PUSH, &push)?)
+                .await?;
+            assert!(ctx
+                .receive_duration::<ProtocolPayload>(Duration::from_millis(500))
+                .await
+                .is_err());
+            ctx.stop().await
+        })
+        .unwrap();
+}
