@@ -223,6 +223,23 @@ impl RouteModifier<'_> {
         }
         self
     }
+
+    /// Removes the last address, if any.
+    pub fn pop_back(self) -> Self {
+        self.route.inner.pop();
+        self
+    }
+
+    /// Adds an address of transport type `tt` at the end.
+    pub fn append_t(self, tt: TransportType, address: impl AsRef<str>) -> Self {
+        self.append(Address::new(tt, address.as_ref()))
+    }
+
+    /// Replaces the whole route with `route`.
+    pub fn replace(self, route: impl Into<Route>) -> Self {
+        self.route.inner = route.into().inner;
+        self
+    }
 }
 
 impl From<RouteBuilder> for Route {

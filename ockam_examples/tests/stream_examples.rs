@@ -34,6 +34,9 @@ fn stream_hub_and_forwarding_examples() {
     assert!(line.contains("Hello World!"), "{line}");
     let status = initiator.child.wait().unwrap();
     assert!(status.success());
+    // The same, as the mid-2021 guides wrote it (`tx.to_route().append(..)`).
+    let out = stdout_of(&mut example("14-streams-initiator-2021"));
+    assert!(out.contains("Reply via stream: Hello from 2021!"), "{out}");
     drop(responder);
 
     // Seed 001: a secure channel over the streams.

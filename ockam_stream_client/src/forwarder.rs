@@ -54,11 +54,10 @@ impl RemoteForwarder {
     /// - [`ErrorKind::Timeout`]: no answer within [`REGISTRATION_TIMEOUT`].
     pub async fn create(
         ctx: &Context,
-        hub: impl AsRef<str>,
+        hub: impl HubAddress,
         destination: impl Into<Address>,
     ) -> Result<RemoteForwarder> {
-        let hub = Route::from(Address::new(TCP, hub.as_ref()));
-        Self::create_over(ctx, hub, destination).await
+        Self::create_over(ctx, hub.into_hub_route(), destination).await
     }
 
     /// Like [`RemoteForwarder::create`], with any route to the hub.
@@ -152,5 +151,43 @@ async fn receive_registration(c: &mut Context, hub: &Route) -> Result<Address> {
                 warn!(from = %reply.return_route(), error = %e, "ignored a message that answers no forwarder registration")
             }
         }
+    }
+}
+
+/// Where the hub of [`RemoteForwarder::create`] is: `"host:port"` text (a
+/// TCP address, as the early 2021 guides pass it), or an [`Address`] such as
+/// `(TCP, "host:port")` (as later ones do).
+pub trait HubAddress {
+    /// The route to the hub.
+    fn into_hub_route(self) -> Route;
+}
+
+impl HubAddress for &str {
+    fn into_hub_route(self) -> Route {
+        Route::from(Address::new(TCP, self))
+    }
+}
+
+impl HubAddress for String {
+    fn into_hub_route(self) -> Route {
+        self.as_str().into_hub_route()
+    }
+}
+
+impl HubAddress for &String {
+    fn into_hub_route(self) -> Route {
+        self.as_str().into_hub_route()
+    }
+}
+
+impl HubAddress for Address {
+    fn into_hub_route(self) -> Route {
+        Route::from(self)
+    }
+}
+
+impl HubAddress for (ockam_core::TransportType, &str) {
+    fn into_hub_route(self) -> Route {
+        Route::from(Address::from(self))
     }
 }
