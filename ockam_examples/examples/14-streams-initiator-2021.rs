@@ -22,8 +22,11 @@ async fn main(mut ctx: Context) -> Result<()> {
         )
         .await?;
 
-    ctx.send(tx.to_route().append("echoer"), "Hello from 2021!".to_string())
-        .await?;
+    ctx.send(
+        tx.to_route().append("echoer"),
+        "Hello from 2021!".to_string(),
+    )
+    .await?;
 
     let reply = ctx.receive_block::<String>().await?;
     println!("Reply via stream: {}", reply);

@@ -239,7 +239,8 @@ fn a_push_over_another_route_than_the_opening_one_is_refused() {
         .execute(async move {
             let _tcp = TcpTransport::create(&ctx).await?;
             let worker =
-                common::open_stream(&mut ctx, route![(TCP, hub.as_str()), "stream"], "bound").await?;
+                common::open_stream(&mut ctx, route![(TCP, hub.as_str()), "stream"], "bound")
+                    .await?;
             let mut other = ctx.new_context(ockam_core::Address::random_local()).await?;
             let push = PushRequest {
                 request_id: Uint(1),

@@ -564,3 +564,121 @@ impl ockam_core::Worker for Forward {
         Ok(())
     }
 }
+
+/// Issue 14: a read from the middle of a record batch. 500 records go to
+/// the stream's topic in one batch (an ordinary Kafka producer with a
+/// long linger); the hub is asked for offsets from the middle of it. Kafka
+/// answers with the batch that holds the offset; tansu 0.6 with the next
+/// one: the hub notices the offsets it skipped, reads from a little
+/// earlier, and never answers with a gap.
+#[test]
+fn a_pull_from_the_middle_of_a_record_batch_skips_nothing() {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let Some(tansu) = prerequisites("a_pull_from_the_middle_of_a_record_batch") else {
+        return;
+    };
+    let broker = Broker::shared(&tansu);
+    let prefix = unique_prefix("mid");
+    let (_hub, hub) = kafka_hub(&broker.address, &prefix);
+    const N: u64 = 500;
+    let topic = ockam_hub::KafkaConfig {
+        prefix: prefix.clone(),
+        ..ockam_hub::KafkaConfig::new(broker.address.clone())
+    }
+    .topic("mid");
+    let producer: FutureProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.address)
+        .set("linger.ms", "500")
+        .set("batch.num.messages", "10000")
+        .create()
+        .unwrap();
+
+    let (mut ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let _tcp = TcpTransport::create(&ctx).await?;
+            let h = hub.as_str();
+            // The first record through the hub (which makes the topic) ...
+            let at = open_stream(&mut ctx, route![(TCP, h), "stream_kafka"], "mid").await?;
+            let push = PushRequest {
+                request_id: Uint(0),
+                data: 0u64.to_be_bytes().to_vec(),
+            };
+            let c: PushConfirm = request(&mut ctx, at, STREAM_PUSH, &push)
+                .await?
+                .decode_data(STREAM_PUSH)?;
+            assert_eq!(c.status, PushStatus::Ok);
+            // ... the rest in one batch, directly.
+            let mut deliveries = Vec::new();
+            for n in 1..N {
+                let data = n.to_be_bytes();
+                let record = FutureRecord::<(), [u8]>::to(&topic)
+                    .partition(0)
+                    .payload(&data);
+                deliveries.push(producer.send_result(record).map_err(|(e, _)| e).unwrap());
+            }
+            for d in deliveries {
+                d.await.unwrap().unwrap();
+            }
+            for (i, from) in [137u64, 1, 499, 250].into_iter().enumerate() {
+                // A new stream worker (and so a fresh start) each time.
+                let at = open_stream(&mut ctx, route![(TCP, h), "stream_kafka"], "mid").await?;
+                let pull = PullRequest {
+                    request_id: Uint(i as u64),
+                    index: Uint(from),
+                    limit: Uint(20),
+                };
+                let p: PullResponse = request(&mut ctx, at, STREAM_PULL, &pull)
+                    .await?
+                    .decode_data(STREAM_PULL)?;
+                assert!(!p.messages.is_empty(), "from {from}");
+                for (k, m) in p.messages.iter().enumerate() {
+                    let want = from + k as u64;
+                    assert_eq!(m.index.0, want, "pull from {from}");
+                    assert_eq!(m.data, want.to_be_bytes().to_vec());
+                }
+            }
+            ctx.stop().await
+        })
+        .unwrap();
+}
+
+/// Issue 14: what the Kafka store keeps per stream and per client goes
+/// away once idle (write queues, readers, consumer-group clients).
+#[test]
+fn the_kafka_stores_tables_shrink_when_idle() {
+    let Some(tansu) = prerequisites("the_kafka_stores_tables_shrink_when_idle") else {
+        return;
+    };
+    let broker = Broker::shared(&tansu);
+    let mut config = ockam_hub::KafkaConfig::new(broker.address.clone());
+    config.prefix = unique_prefix("idle");
+    let store = ockam_hub::KafkaStore::new(config).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        use ockam_hub::StreamStore;
+        for i in 0..30 {
+            let stream = format!("idle-{i}");
+            store.push(&stream, vec![i as u8]).await.unwrap();
+            let got = store.pull(&stream, 0, 10, 1 << 20).await.unwrap();
+            assert_eq!(got, vec![(0, vec![i as u8])]);
+            store
+                .save_index(&format!("c{i}"), &stream, 1)
+                .await
+                .unwrap();
+        }
+        let busy = store.stats();
+        assert_eq!(busy.streams, 30);
+        assert!(busy.readers > 0 && busy.groups > 0, "{busy:?}");
+        // Used a moment ago: an hour's idle timeout keeps them.
+        store.forget_idle(Duration::from_secs(3600)).await;
+        assert_eq!(store.stats(), busy);
+        store.forget_idle(Duration::ZERO).await;
+        let idle = store.stats();
+        assert_eq!((idle.streams, idle.readers, idle.groups), (0, 0, 0));
+        // And it still serves.
+        store.push("idle-0", vec![9]).await.unwrap();
+        let got = store.pull("idle-0", 0, 10, 1 << 20).await.unwrap();
+        assert_eq!(got.len(), 2);
+    });
+}

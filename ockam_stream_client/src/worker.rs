@@ -258,37 +258,49 @@ impl ProducerWorker {
     }
 
     fn on_hub_message(&mut self, p: ProtocolPayload, from: Route, now: Instant) {
-        let stream = self.machine.stream().to_string();
+        let stream = self.machine.stream();
         let input = match p.protocol.as_str() {
-            STREAM_CREATE => match p.decode_data::<Init>(STREAM_CREATE) {
-                Ok(init) if init.stream_name == stream => {
+            STREAM_CREATE => match answer::<Init>(&p, stream) {
+                Some(init) if init.stream_name == stream => {
                     self.stream_route = Some(from);
                     producer::Input::Init
                 }
-                _ => {
-                    warn!(%stream, "ignored an unexpected stream_create answer");
+                Some(init) => {
+                    warn!(%stream, other = %init.stream_name, "ignored a stream_create answer for another stream");
                     return;
                 }
+                None => return,
             },
-            STREAM_PUSH => match p.decode_data::<PushConfirm>(STREAM_PUSH) {
-                Ok(c) => producer::Input::Confirm(c),
-                Err(e) => {
-                    warn!(%stream, error = %e, "ignored a malformed push confirmation");
-                    return;
-                }
+            STREAM_PUSH => match answer(&p, stream) {
+                Some(c) => producer::Input::Confirm(c),
+                None => return,
             },
-            STREAM_ERROR => producer::Input::Refused(
-                p.decode_data::<StreamError>(STREAM_ERROR)
-                    .unwrap_or_else(|e| StreamError::new("", e.to_string())),
-            ),
-            other => {
-                debug!(%stream, protocol = other, "ignored a message");
-                return;
-            }
+            STREAM_ERROR => producer::Input::Refused(refusal(&p)),
+            other => return ignored(stream, other),
         };
-        self.outage.answered(&stream);
+        self.outage.answered(self.machine.stream());
         self.machine.handle(input, now);
     }
+}
+
+/// The hub's answer `p` (of its own protocol) as a `T`; `None` after
+/// logging it when it is not one.
+fn answer<T: serde::de::DeserializeOwned>(p: &ProtocolPayload, stream: &str) -> Option<T> {
+    p.decode_data(&p.protocol)
+        .map_err(
+            |e| warn!(%stream, protocol = %p.protocol, error = %e, "ignored a malformed answer"),
+        )
+        .ok()
+}
+
+/// The refusal in `p` (a malformed one as a refusal saying so).
+fn refusal(p: &ProtocolPayload) -> StreamError {
+    p.decode_data::<StreamError>(STREAM_ERROR)
+        .unwrap_or_else(|e| StreamError::new("", e.to_string()))
+}
+
+fn ignored(stream: &str, protocol: &str) {
+    debug!(%stream, protocol, "ignored a message");
 }
 
 #[async_trait]
@@ -462,36 +474,27 @@ impl ConsumerWorker {
     }
 
     fn on_hub_message(&mut self, p: ProtocolPayload, from: Route, now: Instant) {
-        let stream = self.machine.stream().to_string();
+        let stream = self.machine.stream();
         let input = match p.protocol.as_str() {
-            STREAM_CREATE if p.decode_data::<Init>(STREAM_CREATE).is_ok() => {
-                self.stream_route = Some(from);
-                consumer::Input::Init
-            }
-            STREAM_INDEX => match p.decode_data::<Index>(STREAM_INDEX) {
-                Ok(i) => consumer::Input::Index(i.index.map(|u| u.0)),
-                Err(e) => {
-                    warn!(%stream, error = %e, "ignored a malformed index answer");
-                    return;
+            STREAM_CREATE => match answer::<Init>(&p, stream) {
+                Some(_) => {
+                    self.stream_route = Some(from);
+                    consumer::Input::Init
                 }
+                None => return,
             },
-            STREAM_PULL => match p.decode_data::<PullResponse>(STREAM_PULL) {
-                Ok(r) => consumer::Input::Pulled(r),
-                Err(e) => {
-                    warn!(%stream, error = %e, "ignored a malformed pull answer");
-                    return;
-                }
+            STREAM_INDEX => match answer::<Index>(&p, stream) {
+                Some(i) => consumer::Input::Index(i.index.map(|u| u.0)),
+                None => return,
             },
-            STREAM_ERROR => consumer::Input::Refused(
-                p.decode_data::<StreamError>(STREAM_ERROR)
-                    .unwrap_or_else(|e| StreamError::new("", e.to_string())),
-            ),
-            other => {
-                debug!(%stream, protocol = other, "ignored a message");
-                return;
-            }
+            STREAM_PULL => match answer(&p, stream) {
+                Some(r) => consumer::Input::Pulled(r),
+                None => return,
+            },
+            STREAM_ERROR => consumer::Input::Refused(refusal(&p)),
+            other => return ignored(stream, other),
         };
-        self.outage.answered(&stream);
+        self.outage.answered(self.machine.stream());
         self.machine.handle(input, now);
     }
 

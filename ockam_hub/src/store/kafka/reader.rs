@@ -87,7 +87,7 @@ impl Reader {
                 Fetched::Skipped { got } if tries < MAX_STEP_BACKS && back < from => {
                     tries += 1;
                     back = (back * 2).max(1).min(from);
-                    debug!(topic = %self.topic, from, got, back, "kafka: the broker skipped records; fetching from earlier");
+                    info!(topic = %self.topic, from, got, back, "kafka: the broker skipped records; fetching from earlier");
                 }
                 Fetched::Skipped { got } => {
                     self.position = None;
