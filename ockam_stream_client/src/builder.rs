@@ -199,7 +199,8 @@ impl<'a> Stream<'a> {
                 ..ConsumerConfig::default()
             },
         );
-        let (consumer, addresses) = ConsumerWorker::new(consumer, hub, public.clone(), recipient);
+        let (consumer, addresses) =
+            ConsumerWorker::new(consumer, hub, public.clone(), recipient, self.interval);
         self.ctx.start_worker(addresses, consumer).await?;
         Ok((SenderAddress(public), ReceiverAddress { ctx: receiver }))
     }

@@ -438,6 +438,25 @@ impl Consumer {
         }
     }
 
+    /// Whether the consumer would pull now but for its full window: the
+    /// application taking messages lets it go on (so receipts are wanted
+    /// at once, not batched).
+    pub fn waits_for_room(&self) -> bool {
+        self.state == State::Pulling
+            && self.request.is_none()
+            && self.next_pull.is_some()
+            && self.redeliver_at.is_none()
+            && !self.has_room()
+    }
+
+    fn has_room(&self) -> bool {
+        let room = self.config.window - self.window.len();
+        let enough = (self.config.window / 4)
+            .max(1)
+            .min(self.config.pull_limit as usize);
+        room > 0 && (room >= enough || self.window.is_empty())
+    }
+
     /// Whether the index to save differs from the one saved (and saving
     /// makes sense now).
     fn save_wanted(&self) -> bool {
@@ -490,13 +509,10 @@ impl Consumer {
                 if self.redeliver_at.is_some() {
                     return None;
                 }
-                let room = self.config.window - self.window.len();
-                let enough = (self.config.window / 4)
-                    .max(1)
-                    .min(self.config.pull_limit as usize);
-                if room == 0 || (room < enough && !self.window.is_empty()) {
+                if !self.has_room() {
                     return None;
                 }
+                let room = self.config.window - self.window.len();
                 let limit = Uint((room as u64).min(self.config.pull_limit));
                 self.request_id += 1;
                 let request_id = Uint(self.request_id);

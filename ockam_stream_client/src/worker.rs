@@ -13,7 +13,7 @@ use ockam_core::{
 };
 use ockam_node::Context;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -25,11 +25,15 @@ const WAKE: &str = "wake";
 const TAKEN: &str = "taken";
 
 /// What receipts of delivered messages told, `(epoch, index, delivery)`,
-/// waiting for the consumer worker (the timer wakes it when there are).
+/// waiting for the consumer worker. The timer brings them: at once when
+/// the consumer is `urgent` (its window is full), otherwise at most every
+/// `coalesce` (so that a stream of deliveries does not cost one more
+/// message each).
 #[derive(Default)]
 struct Receipts {
     told: std::sync::Mutex<Vec<(u64, u64, Delivery)>>,
     notify: Notify,
+    urgent: std::sync::atomic::AtomicBool,
 }
 
 impl Receipts {
@@ -41,29 +45,64 @@ impl Receipts {
     fn take(&self) -> Vec<(u64, u64, Delivery)> {
         std::mem::take(&mut *self.told.lock().unwrap_or_else(|e| e.into_inner()))
     }
+
+    fn set_urgent(&self, urgent: bool) {
+        self.urgent
+            .store(urgent, std::sync::atomic::Ordering::Relaxed);
+        if urgent
+            && !self
+                .told
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+        {
+            self.notify.notify_one();
+        }
+    }
+
+    fn is_urgent(&self) -> bool {
+        self.urgent.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
-/// The timer of one worker: wakes it at the deadline it last set, and
-/// brings it receipts, in batches.
+/// The timer of one worker: wakes it at the deadline it last set (a later
+/// deadline than the one armed is not sent: the worker is woken early,
+/// harmlessly, and arms the timer again), and brings it receipts.
 struct Timer {
     deadline: watch::Sender<Option<Instant>>,
+    armed: Option<Instant>,
     task: JoinHandle<()>,
 }
 
 impl Timer {
-    async fn start(ctx: &Context, wake: Address, receipts: Option<Arc<Receipts>>) -> Result<Timer> {
+    async fn start(
+        ctx: &Context,
+        wake: Address,
+        receipts: Option<(Arc<Receipts>, Duration)>,
+    ) -> Result<Timer> {
         let tctx = ctx.new_context(Address::random_local()).await?;
         let (deadline, rx) = watch::channel(None);
         let task = tokio::spawn(run_timer(tctx, wake, rx, receipts));
-        Ok(Timer { deadline, task })
+        Ok(Timer {
+            deadline,
+            armed: None,
+            task,
+        })
     }
 
-    fn set(&self, at: Option<Instant>) {
-        self.deadline.send_if_modified(|d| {
-            let changed = *d != at;
-            *d = at;
-            changed
-        });
+    fn set(&mut self, at: Option<Instant>) {
+        match (at, self.armed) {
+            (None, _) => return,
+            (Some(at), Some(armed)) if at >= armed => return,
+            _ => {}
+        }
+        self.armed = at;
+        self.deadline.send_replace(at);
+    }
+
+    /// The armed deadline went off.
+    fn fired(&mut self) {
+        self.armed = None;
     }
 }
 
@@ -77,9 +116,10 @@ async fn run_timer(
     ctx: Context,
     wake: Address,
     mut deadline: watch::Receiver<Option<Instant>>,
-    receipts: Option<Arc<Receipts>>,
+    receipts: Option<(Arc<Receipts>, Duration)>,
 ) {
     let mut fired: Option<Instant> = None;
+    let mut receipts_due: Option<Instant> = None;
     loop {
         let due = *deadline.borrow_and_update();
         // A deadline already fired is not fired again until it changes.
@@ -92,7 +132,13 @@ async fn run_timer(
         };
         let receipt = async {
             match receipts.as_ref() {
-                Some(r) => r.notify.notified().await,
+                Some((r, _)) => r.notify.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        let bring = async {
+            match receipts_due {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
                 None => std::future::pending().await,
             }
         };
@@ -107,7 +153,21 @@ async fn run_timer(
                 fired = due;
                 WAKE
             }
-            () = receipt => TAKEN,
+            () = receipt => match receipts.as_ref() {
+                Some((r, _)) if r.is_urgent() => {
+                    receipts_due = None;
+                    TAKEN
+                }
+                Some((_, coalesce)) => {
+                    receipts_due.get_or_insert_with(|| Instant::now() + *coalesce);
+                    continue;
+                }
+                None => continue,
+            },
+            () = bring => {
+                receipts_due = None;
+                TAKEN
+            }
         };
         let msg = ProtocolPayload {
             protocol: protocol.into(),
@@ -252,7 +312,7 @@ impl ProducerWorker {
                 producer::Event::GaveUp { .. } => {}
             }
         }
-        if let Some(t) = &self.timer {
+        if let Some(t) = self.timer.as_mut() {
             t.set(self.machine.poll_timeout());
         }
     }
@@ -333,6 +393,9 @@ impl Worker for ProducerWorker {
             t.onward_route.step()?;
             self.machine.send(t.encode()?);
         } else if to.as_ref() == Some(&self.wake) {
+            if let Some(t) = self.timer.as_mut() {
+                t.fired();
+            }
             self.machine.handle_timeout(now);
         } else {
             let from = msg.return_route();
@@ -362,6 +425,8 @@ pub(crate) struct ConsumerWorker {
     wake: Address,
     stream_route: Option<Route>,
     receipts: Arc<Receipts>,
+    /// How long receipts may wait while the window has room.
+    coalesce: Duration,
     timer: Option<Timer>,
     outage: Outage,
 }
@@ -373,6 +438,7 @@ impl ConsumerWorker {
         hub: Hub,
         producer: Address,
         recipient: Address,
+        coalesce: Duration,
     ) -> (Self, Vec<Address>) {
         let (main, wake) = (Address::random_local(), Address::random_local());
         (
@@ -384,6 +450,7 @@ impl ConsumerWorker {
                 wake: wake.clone(),
                 stream_route: None,
                 receipts: Arc::new(Receipts::default()),
+                coalesce,
                 timer: None,
                 outage: Outage::default(),
             },
@@ -433,7 +500,8 @@ impl ConsumerWorker {
                 self.machine.handle(consumer::Input::SendFailed, now);
             }
         }
-        if let Some(t) = &self.timer {
+        self.receipts.set_urgent(self.machine.waits_for_room());
+        if let Some(t) = self.timer.as_mut() {
             t.set(self.machine.poll_timeout());
         }
     }
@@ -499,11 +567,13 @@ impl ConsumerWorker {
     }
 
     fn on_wake(&mut self, p: ProtocolPayload, now: Instant) {
-        match p.protocol.as_str() {
-            WAKE => self.machine.handle_timeout(now),
-            TAKEN => self.take_receipts(now),
-            _ => {}
+        if p.protocol == WAKE {
+            if let Some(t) = self.timer.as_mut() {
+                t.fired();
+            }
+            self.machine.handle_timeout(now);
         }
+        // (TAKEN: the receipts are taken below, as with every message.)
     }
 
     /// Feeds the machine what the receipts told.
@@ -527,7 +597,8 @@ impl Worker for ConsumerWorker {
     type Context = Context;
 
     async fn initialize(&mut self, ctx: &mut Context) -> Result<()> {
-        self.timer = Some(Timer::start(ctx, self.wake.clone(), Some(self.receipts.clone())).await?);
+        let receipts = (self.receipts.clone(), self.coalesce);
+        self.timer = Some(Timer::start(ctx, self.wake.clone(), Some(receipts)).await?);
         self.flush(ctx).await;
         Ok(())
     }
@@ -552,6 +623,7 @@ impl Worker for ConsumerWorker {
 
     async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
         let now = Instant::now();
+        self.take_receipts(now);
         let to_wake = msg.msg_addr() == Some(&self.wake);
         let from = msg.return_route();
         match ProtocolPayload::decode(msg.payload()) {
