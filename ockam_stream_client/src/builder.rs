@@ -112,7 +112,7 @@ impl<'a> Stream<'a> {
     /// - Once it has returned, a hub that goes away (or restarts) loses
     ///   nothing: the producer keeps every message sent to the returned
     ///   [`SenderAddress`] until the hub confirms it as stored, retrying
-    ///   (every [`RETRY_AFTER`]) with the same request ids, and the consumer
+    ///   (every [`RETRY_AFTER`](crate::RETRY_AFTER)) with the same request ids, and the consumer
     ///   carries on from its saved index. Sends to the sender address do not
     ///   fail for an outage; the producer and the consumer log at warn,
     ///   once, with the cause, when they cannot reach the hub, and at info

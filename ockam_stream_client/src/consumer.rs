@@ -26,7 +26,9 @@
 //! the consumer reads the stream from the start again rather than from a
 //! position the log no longer matches. A message the application never got
 //! ([`Delivery::NotHandled`]: no worker at its address) is delivered again,
-//! with everything after it, after `retry_after`.
+//! with everything after it, after `retry_after`; after
+//! [`MAX_UNTAKEN_DELIVERIES`] such deliveries it is skipped, with a warning
+//! that counts it as dropped.
 
 use crate::protocol::{
     CreateStreamRequest, IndexRequest, PullRequest, PullResponse, PullWaitRequest, StreamError,
@@ -37,6 +39,10 @@ use serde_bare::Uint;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
+
+/// Deliveries of one message that never reached the application after
+/// which the consumer skips it (with a `dropped` count at warn).
+pub const MAX_UNTAKEN_DELIVERIES: u32 = 3;
 
 /// How a [`Consumer`] behaves.
 #[derive(Debug, Clone)]
@@ -191,6 +197,9 @@ pub struct Consumer {
     /// A message the application never got: deliver again from `acked`
     /// at this time.
     redeliver_at: Option<Instant>,
+    /// The last message the application never got, and how many times it
+    /// was delivered so.
+    untaken: (u64, u32),
     deliveries: VecDeque<Deliver>,
 }
 
@@ -223,6 +232,7 @@ impl Consumer {
             last_save_at: None,
             reset: false,
             redeliver_at: None,
+            untaken: (u64::MAX, 0),
             deliveries: VecDeque::new(),
         }
     }
@@ -424,8 +434,16 @@ impl Consumer {
         };
         match (self.window.get_mut(at), delivery) {
             (Some(slot), Delivery::Handled) => *slot = Slot::Taken,
-            (Some(_), Delivery::NotHandled) => {
-                if self.redeliver_at.is_none() {
+            (Some(slot), Delivery::NotHandled) => {
+                let (last, n) = self.untaken;
+                let n = if last == index { n + 1 } else { 1 };
+                self.untaken = (index, n);
+                if n >= MAX_UNTAKEN_DELIVERIES {
+                    // Reported, not retried for ever (which would also
+                    // deliver everything after it again and again).
+                    warn!(stream = %self.stream, index, deliveries = n, dropped = 1, "the application never got a message (no worker at its address); skipping it");
+                    *slot = Slot::Taken;
+                } else if self.redeliver_at.is_none() {
                     warn!(stream = %self.stream, index, "the application never got a message (no worker at its address?); delivering it again, with what follows it, in a moment");
                     self.redeliver_at = Some(now + self.config.retry_after);
                 }
@@ -815,6 +833,27 @@ mod tests {
         let again: Vec<Deliver> = std::iter::from_fn(|| c.poll_deliver()).collect();
         assert_eq!(again.iter().map(|d| d.index).collect::<Vec<_>>(), [1, 2]);
         assert!(again[0].epoch > d[0].epoch);
+        // Never taken, again and again: skipped after the last try.
+        let mut last = again;
+        for n in 2..=MAX_UNTAKEN_DELIVERIES {
+            let not = Input::Taken {
+                epoch: last[0].epoch,
+                index: 1,
+                delivery: Delivery::NotHandled,
+            };
+            c.handle(not, at);
+            take(&mut c, &last[1], at);
+            if n == MAX_UNTAKEN_DELIVERIES {
+                break;
+            }
+            let at = c.poll_timeout().unwrap();
+            let pull = std::iter::from_fn(|| c.poll_transmit(at))
+                .find(|t| matches!(t, Transmit::PullWait(_)))
+                .unwrap();
+            answer(&mut c, &pull, 1, 2, at);
+            last = std::iter::from_fn(|| c.poll_deliver()).collect();
+        }
+        assert_eq!(c.acked(), 3, "skipped, and what follows it taken");
     }
 
     #[test]
