@@ -675,11 +675,15 @@ pub mod wire {
 pub enum Delivery {
     /// The application took it: the worker it went to returned from
     /// `handle_message` for it (whatever it returned, and also when the
-    /// worker could not decode it: it was given its chance), or the context
-    /// that received it asked for its next message (or acknowledged it).
+    /// worker could not decode it: it was given its chance), the context
+    /// that received it asked for its next message (or acknowledged it), or,
+    /// for a message routed on to another node, the transport took it (its
+    /// connection is open and the message is queued for it).
     Handled,
-    /// It never reached the application: no worker at its address, or it
-    /// was still queued when the worker or context went away.
+    /// It never reached the application: no worker at its address, it was
+    /// still queued when the worker or context went away, the worker
+    /// panicked handling it, or the connection it was queued for could not
+    /// be opened.
     NotHandled,
 }
 

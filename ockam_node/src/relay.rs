@@ -131,7 +131,9 @@ async fn run<W>(
         let handled = AssertUnwindSafe(worker.handle_message(&mut ctx, routed))
             .catch_unwind()
             .await;
-        if let Some(r) = receipt {
+        // Returned (with whatever result): taken. A panic is no return:
+        // the receipt is dropped with it (not taken).
+        if let (Ok(_), Some(r)) = (&handled, receipt) {
             r.handled();
         }
         match handled {

@@ -130,6 +130,40 @@ impl std::fmt::Debug for Routing {
 /// What a sender may have to wait on after a delivery.
 pub(crate) type Waiting = Option<Arc<dyn Backpressure>>;
 
+/// The wait of a message queued for a connection still being opened, with
+/// the message's receipt: told `Handled` when the wait says the message
+/// goes out, `NotHandled` (dropped) when it does not, or when nobody
+/// waits.
+struct ReceiptAfter {
+    inner: Arc<dyn Backpressure>,
+    receipt: Mutex<Option<Receipt>>,
+}
+
+impl Backpressure for ReceiptAfter {
+    fn wait(&self) -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>> {
+        Box::pin(async move {
+            let outcome = self.inner.wait().await;
+            let receipt = self
+                .receipt
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let (Ok(()), Some(r)) = (&outcome, receipt) {
+                r.handled();
+            }
+            outcome
+        })
+    }
+
+    fn decides_delivery(&self) -> bool {
+        true
+    }
+
+    fn waits_for(&self) -> usize {
+        self.inner.waits_for()
+    }
+}
+
 /// Routes every address of a transport type to one worker.
 struct FixedRouter(Address);
 
@@ -541,6 +575,14 @@ impl Router {
             let receipt = msg.take_receipt();
             let routing = match read(&self.transports).get(&tt) {
                 Some(router) => match (router.route(msg)?, receipt) {
+                    // Queued for a connection still being opened: taken
+                    // once it is open (the wait says).
+                    (Routing::Backlog(p), Some(r)) if p.decides_delivery() => {
+                        Routing::Backlog(Arc::new(ReceiptAfter {
+                            inner: p,
+                            receipt: Mutex::new(Some(r)),
+                        }))
+                    }
                     // Taken by the transport: as far as this node takes it.
                     (taken @ (Routing::Taken | Routing::Backlog(_)), Some(r)) => {
                         r.handled();

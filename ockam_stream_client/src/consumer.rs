@@ -26,9 +26,9 @@
 //! the consumer reads the stream from the start again rather than from a
 //! position the log no longer matches. A message the application never got
 //! ([`Delivery::NotHandled`]: no worker at its address) is delivered again,
-//! with everything after it, after `retry_after`; after
-//! [`MAX_UNTAKEN_DELIVERIES`] such deliveries it is skipped, with a warning
-//! that counts it as dropped.
+//! with everything after it, after `retry_after`, then after pauses that
+//! double up to [`MAX_REDELIVERY_PAUSE`] while it is still not taken: never
+//! skipped.
 
 use crate::protocol::{
     CreateStreamRequest, IndexRequest, PullRequest, PullResponse, PullWaitRequest, StreamError,
@@ -40,9 +40,9 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
-/// Deliveries of one message that never reached the application after
-/// which the consumer skips it (with a `dropped` count at warn).
-pub const MAX_UNTAKEN_DELIVERIES: u32 = 3;
+/// Longest pause before delivering again a message the application never
+/// got (the pause doubles from `retry_after` at each such round).
+pub const MAX_REDELIVERY_PAUSE: Duration = Duration::from_secs(64);
 
 /// How a [`Consumer`] behaves.
 #[derive(Debug, Clone)]
@@ -197,9 +197,9 @@ pub struct Consumer {
     /// A message the application never got: deliver again from `acked`
     /// at this time.
     redeliver_at: Option<Instant>,
-    /// The last message the application never got, and how many times it
-    /// was delivered so.
-    untaken: (u64, u32),
+    /// Rounds of delivering again a message the application never got,
+    /// since the saved position last moved (the pause doubles each round).
+    redeliveries: u32,
     deliveries: VecDeque<Deliver>,
 }
 
@@ -232,7 +232,7 @@ impl Consumer {
             last_save_at: None,
             reset: false,
             redeliver_at: None,
-            untaken: (u64::MAX, 0),
+            redeliveries: 0,
             deliveries: VecDeque::new(),
         }
     }
@@ -434,18 +434,16 @@ impl Consumer {
         };
         match (self.window.get_mut(at), delivery) {
             (Some(slot), Delivery::Handled) => *slot = Slot::Taken,
-            (Some(slot), Delivery::NotHandled) => {
-                let (last, n) = self.untaken;
-                let n = if last == index { n + 1 } else { 1 };
-                self.untaken = (index, n);
-                if n >= MAX_UNTAKEN_DELIVERIES {
-                    // Reported, not retried for ever (which would also
-                    // deliver everything after it again and again).
-                    warn!(stream = %self.stream, index, deliveries = n, dropped = 1, "the application never got a message (no worker at its address); skipping it");
-                    *slot = Slot::Taken;
-                } else if self.redeliver_at.is_none() {
-                    warn!(stream = %self.stream, index, "the application never got a message (no worker at its address?); delivering it again, with what follows it, in a moment");
-                    self.redeliver_at = Some(now + self.config.retry_after);
+            (Some(_), Delivery::NotHandled) => {
+                if self.redeliver_at.is_none() {
+                    let pause = self
+                        .config
+                        .retry_after
+                        .saturating_mul(1 << self.redeliveries.min(6))
+                        .min(MAX_REDELIVERY_PAUSE);
+                    self.redeliveries += 1;
+                    warn!(stream = %self.stream, index, ?pause, round = self.redeliveries, "the application never got a message (no worker at its address?); delivering it again, with what follows it");
+                    self.redeliver_at = Some(now + pause);
                 }
             }
             (None, _) => return,
@@ -453,7 +451,14 @@ impl Consumer {
         while self.window.front() == Some(&Slot::Taken) {
             self.window.pop_front();
             self.acked += 1;
+            self.redeliveries = 0;
         }
+    }
+
+    /// Whether a `stream_create` was sent and not answered yet (only then
+    /// is an [`Input::Init`] taken).
+    pub fn awaits_init(&self) -> bool {
+        self.expects(Kind::Create)
     }
 
     /// Whether the consumer would pull now but for its full window: the
@@ -833,27 +838,28 @@ mod tests {
         let again: Vec<Deliver> = std::iter::from_fn(|| c.poll_deliver()).collect();
         assert_eq!(again.iter().map(|d| d.index).collect::<Vec<_>>(), [1, 2]);
         assert!(again[0].epoch > d[0].epoch);
-        // Never taken, again and again: skipped after the last try.
+        // Never taken, again and again: delivered again after pauses that
+        // double, never skipped.
         let mut last = again;
-        for n in 2..=MAX_UNTAKEN_DELIVERIES {
+        let mut at = at;
+        for round in 2..=4u32 {
             let not = Input::Taken {
                 epoch: last[0].epoch,
                 index: 1,
                 delivery: Delivery::NotHandled,
             };
             c.handle(not, at);
-            take(&mut c, &last[1], at);
-            if n == MAX_UNTAKEN_DELIVERIES {
-                break;
-            }
-            let at = c.poll_timeout().unwrap();
+            let next = c.poll_timeout().unwrap();
+            assert_eq!(next - at, crate::RETRY_AFTER * (1 << (round - 1)));
+            at = next;
             let pull = std::iter::from_fn(|| c.poll_transmit(at))
                 .find(|t| matches!(t, Transmit::PullWait(_)))
                 .unwrap();
             answer(&mut c, &pull, 1, 2, at);
             last = std::iter::from_fn(|| c.poll_deliver()).collect();
+            assert_eq!(last[0].index, 1);
         }
-        assert_eq!(c.acked(), 3, "skipped, and what follows it taken");
+        assert_eq!(c.acked(), 1, "never skipped");
     }
 
     #[test]

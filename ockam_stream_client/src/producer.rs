@@ -167,6 +167,13 @@ impl Producer {
         self.state == State::Open
     }
 
+    /// Whether a `stream_create` was sent and not answered yet: only then
+    /// is an [`Input::Init`] taken (a late answer to an earlier one, whose
+    /// stream worker the hub replaced, is ignored).
+    pub fn awaits_init(&self) -> bool {
+        matches!(self.state, State::Opening(Some(_)))
+    }
+
     /// A message from the application: `data` (an encoded transport
     /// message) is pushed in order after the ones before it.
     pub fn send(&mut self, data: Vec<u8>) {
@@ -178,6 +185,9 @@ impl Producer {
     /// Takes an input at `now`.
     pub fn handle(&mut self, input: Input, now: Instant) {
         match input {
+            Input::Init if !self.awaits_init() => {
+                debug!(stream = %self.stream, "ignored the answer to a stream_create given up on");
+            }
             Input::Init => {
                 debug!(stream = %self.stream, unconfirmed = self.queue.len(), "outgoing stream open");
                 self.state = State::Open;
@@ -237,7 +247,7 @@ impl Producer {
                     return;
                 }
                 warn!(stream = %self.stream, protocol = %refusal.protocol, reason = %refusal.reason, "the hub refused a request");
-                if refusal.protocol == crate::protocol::STREAM_PUSH {
+                if refusal.protocol == crate::protocol::STREAM_PUSH && self.state == State::Open {
                     // Not about the message (that is a PushConfirm with
                     // an error): about the stream worker (it serves another
                     // connection, say). A new one takes everything

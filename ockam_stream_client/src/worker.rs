@@ -322,7 +322,9 @@ impl ProducerWorker {
         let input = match p.protocol.as_str() {
             STREAM_CREATE => match answer::<Init>(&p, stream) {
                 Some(init) if init.stream_name == stream => {
-                    self.stream_route = Some(from);
+                    if self.machine.awaits_init() {
+                        self.stream_route = Some(from);
+                    }
                     producer::Input::Init
                 }
                 Some(init) => {
@@ -546,7 +548,9 @@ impl ConsumerWorker {
         let input = match p.protocol.as_str() {
             STREAM_CREATE => match answer::<Init>(&p, stream) {
                 Some(_) => {
-                    self.stream_route = Some(from);
+                    if self.machine.awaits_init() {
+                        self.stream_route = Some(from);
+                    }
                     consumer::Input::Init
                 }
                 None => return,

@@ -332,7 +332,9 @@ impl World {
         let now = self.now;
         match (who, resp) {
             (Who::Producer, Resp::Init(w)) => {
-                self.producer_worker = Some(w);
+                if self.producer.awaits_init() {
+                    self.producer_worker = Some(w);
+                }
                 self.producer.handle(producer::Input::Init, now);
             }
             (Who::Producer, Resp::Confirm(c)) => {
@@ -342,7 +344,9 @@ impl World {
                 self.producer.handle(producer::Input::Refused(e), now)
             }
             (Who::Consumer, Resp::Init(w)) => {
-                self.consumer_worker = Some(w);
+                if self.consumer.awaits_init() {
+                    self.consumer_worker = Some(w);
+                }
                 self.consumer.handle(consumer::Input::Init, now);
             }
             (Who::Consumer, Resp::Index(i)) => self.consumer.handle(consumer::Input::Index(i), now),

@@ -83,8 +83,10 @@ impl Worker for IndexService {
 impl IndexService {
     /// The read position saved for `(client, stream)`, kept within the
     /// log: a saved position past the stream's end (saved before the store
-    /// lost messages, or by an older hub that did not check) is corrected
-    /// to the end, reported, and saved so.
+    /// lost messages, or by an older hub that did not check) is answered as
+    /// the end, and reported. It is not saved so: one reading of the end
+    /// is not enough to rewind a client for good (the client saves its own
+    /// position as it reads on).
     async fn reconciled(&self, client: &str, stream: &str) -> Result<Option<u64>> {
         let store = &self.shared.store;
         let Some(saved) = store.get_index(client, stream).await? else {
@@ -94,8 +96,7 @@ impl IndexService {
         if saved <= end {
             return Ok(Some(saved));
         }
-        warn!(%client, %stream, saved, end, "a saved read position was past the end of its stream; corrected to the end");
-        store.save_index(client, stream, end).await?;
+        warn!(%client, %stream, saved, end, "a saved read position is past the end of its stream; answered as the end");
         Ok(Some(end))
     }
 }

@@ -127,7 +127,9 @@ enum Push {
 fn is_transient(e: &ockam_core::Error) -> bool {
     matches!(
         e.kind(),
-        ockam_core::ErrorKind::Unavailable | ockam_core::ErrorKind::ResourceExhausted
+        ockam_core::ErrorKind::Unavailable
+            | ockam_core::ErrorKind::ResourceExhausted
+            | ockam_core::ErrorKind::Io
     )
 }
 

@@ -248,10 +248,26 @@ impl Inner {
             .inner()
             .fetch_metadata(Some(topic), self.config.timeout)
             .map_err(|e| kafka_error("topic metadata", e))?;
-        Ok(meta
-            .topics()
-            .iter()
-            .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+        let Some(t) = meta.topics().iter().find(|t| t.name() == topic) else {
+            return Ok(false);
+        };
+        match t.error() {
+            None => Ok(!t.partitions().is_empty()),
+            Some(e) => {
+                let code = RDKafkaErrorCode::from(e);
+                if matches!(
+                    code,
+                    RDKafkaErrorCode::UnknownTopicOrPartition
+                        | RDKafkaErrorCode::UnknownTopic
+                        | RDKafkaErrorCode::UnknownPartition
+                ) {
+                    Ok(false)
+                } else {
+                    // Not "no such topic": a stream's end is not 0 for it.
+                    Err(kafka_error("topic metadata", code))
+                }
+            }
+        }
     }
 
     /// The offset the next message of `stream` gets (0 for no topic). Asks

@@ -86,16 +86,38 @@ pub(super) type Held = Vec<HeldPush>;
 /// A push waiting for its stream's writer.
 pub(super) struct HeldPush {
     data: Vec<u8>,
-    done: oneshot::Sender<Result<u64>>,
+    /// Taken when answered.
+    done: Option<oneshot::Sender<Result<u64>>>,
     /// Its place in its submitter's sequence (the gap rule).
     ticket: Ticket,
 }
 
 impl HeldPush {
     /// Refuses the push and tells its submitter to store nothing more.
-    pub(super) fn refuse(self, e: Error) {
+    pub(super) fn refuse(mut self, e: Error) {
         self.ticket.fail();
-        let _ = self.done.send(Err(e));
+        if let Some(done) = self.done.take() {
+            let _ = done.send(Err(e));
+        }
+    }
+
+    /// Answers the push: stored at this offset.
+    fn stored(mut self, offset: Result<u64>) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(offset);
+        }
+    }
+}
+
+impl Drop for HeldPush {
+    /// A push dropped unanswered (its writer failed with it in flight) was
+    /// not stored as far as anyone knows: nothing after it from its
+    /// submitter may be.
+    fn drop(&mut self) {
+        if let Some(done) = self.done.take() {
+            self.ticket.fail();
+            let _ = done.send(Err(kafka_error("produce", "the stream's writer failed")));
+        }
     }
 }
 
@@ -181,6 +203,8 @@ impl Inner {
             let mut streams = lock(&self.streams);
             let q = streams.entry(stream.to_string()).or_default();
             if q.held.len() >= MAX_HELD {
+                // Not stored: nothing after it from its submitter either.
+                ticket.fail();
                 return Box::pin(async {
                     Err(Error::new(
                         ErrorKind::ResourceExhausted,
@@ -191,7 +215,7 @@ impl Inner {
             q.last_used = Instant::now();
             q.held.push(HeldPush {
                 data,
-                done: tx,
+                done: Some(tx),
                 ticket,
             });
             if !q.busy {
@@ -317,7 +341,7 @@ impl Inner {
             };
             match outcome {
                 Ok(offset) if failure.is_none() => {
-                    let _ = p.done.send(
+                    p.stored(
                         u64::try_from(offset)
                             .map_err(|_| kafka_error("produce", "the broker gave no offset")),
                     );
@@ -479,7 +503,7 @@ mod tests {
                 .iter()
                 .map(|&n| HeldPush {
                     data: vec![0; n],
-                    done: oneshot::channel().0,
+                    done: Some(oneshot::channel().0),
                     ticket: Ticket::alone(),
                 })
                 .collect()
