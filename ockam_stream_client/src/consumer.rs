@@ -90,8 +90,13 @@ impl Default for ConsumerConfig {
 #[derive(Debug, Clone)]
 pub enum Input {
     /// The stream worker answered `stream_create` (the worker keeps the
-    /// route it answered from: pulls go there).
-    Init,
+    /// route it answered from: pulls go there), telling the incarnation
+    /// of the hub's store if it does
+    /// ([`crate::protocol::store_incarnation`]).
+    Init {
+        /// The store's incarnation, if known.
+        incarnation: Option<u64>,
+    },
     /// The index service's answer to `Get`.
     Index(Option<u64>),
     /// A pull's answer.
@@ -197,6 +202,10 @@ pub struct Consumer {
     /// A message the application never got: deliver again from `acked`
     /// at this time.
     redeliver_at: Option<Instant>,
+    /// The incarnation of the store the stream workers serve, once known.
+    incarnation: Option<u64>,
+    /// The store changed incarnation: read the new log from its start.
+    other_log: bool,
     /// Rounds of delivering again a message the application never got,
     /// since the saved position last moved (the pause doubles each round).
     redeliveries: u32,
@@ -233,6 +242,8 @@ impl Consumer {
             reset: false,
             redeliver_at: None,
             redeliveries: 0,
+            incarnation: None,
+            other_log: false,
             deliveries: VecDeque::new(),
         }
     }
@@ -260,9 +271,18 @@ impl Consumer {
     /// Takes an input at `now`.
     pub fn handle(&mut self, input: Input, now: Instant) {
         match input {
-            Input::Init if self.expects(Kind::Create) => {
+            Input::Init { incarnation } if self.expects(Kind::Create) => {
                 self.request = None;
                 self.state = State::Indexing;
+                if let Some(now_serving) = incarnation {
+                    if self.incarnation.is_some_and(|was| was != now_serving) {
+                        // Another log: what we hold (and what we may have
+                        // saved into it since it started) means nothing there.
+                        warn!(stream = %self.stream, client = %self.client_id, "the hub's store is not the one it was (it lost its contents); reading the stream from the start again");
+                        self.other_log = true;
+                    }
+                    self.incarnation = Some(now_serving);
+                }
             }
             Input::Index(h) if self.expects(Kind::Index) => {
                 self.request = None;
@@ -283,7 +303,7 @@ impl Consumer {
                 index,
                 delivery,
             } => self.on_taken(epoch, index, delivery, now),
-            Input::Init | Input::Index(_) => {
+            Input::Init { .. } | Input::Index(_) => {
                 debug!(stream = %self.stream, "ignored an answer to a request given up on")
             }
         }
@@ -294,6 +314,12 @@ impl Consumer {
     }
 
     fn on_index(&mut self, hub: Option<u64>) {
+        if std::mem::take(&mut self.other_log) {
+            self.restart_from(0);
+            self.saved = None;
+            self.reset = false;
+            return;
+        }
         let lost = hub.is_none() && self.saved.is_some();
         if self.next_pull.is_none() || self.reset || lost {
             let from = hub.unwrap_or(0);
@@ -655,7 +681,12 @@ mod tests {
     fn opened(index: Option<u64>, now: Instant) -> (Consumer, Transmit) {
         let mut c = Consumer::new("s", "c", config());
         assert!(matches!(c.poll_transmit(now), Some(Transmit::Create(_))));
-        c.handle(Input::Init, now);
+        c.handle(
+            Input::Init {
+                incarnation: Some(1),
+            },
+            now,
+        );
         assert!(matches!(
             c.poll_transmit(now),
             Some(Transmit::Index(IndexRequest::Get { .. }))
@@ -777,7 +808,12 @@ mod tests {
         let lost = c.poll_timeout().unwrap();
         c.handle_timeout(lost);
         assert!(matches!(c.poll_transmit(lost), Some(Transmit::Create(_))));
-        c.handle(Input::Init, lost);
+        c.handle(
+            Input::Init {
+                incarnation: Some(1),
+            },
+            lost,
+        );
         assert!(matches!(
             c.poll_transmit(lost),
             Some(Transmit::Index(IndexRequest::Get { .. }))
@@ -785,6 +821,36 @@ mod tests {
         c.handle(Input::Index(None), lost);
         let pull = c.poll_transmit(lost).unwrap();
         answer(&mut c, &pull, 0, 1, lost);
+    }
+
+    #[test]
+    fn a_store_of_another_incarnation_is_read_from_its_start() {
+        let t0 = Instant::now();
+        let (mut c, pull) = opened(Some(3), t0);
+        answer(&mut c, &pull, 3, 4, t0);
+        let d: Vec<Deliver> = std::iter::from_fn(|| c.poll_deliver()).collect();
+        // The hub restarts empty; the application takes what it had, and
+        // the save (of 7) lands in the new store, whose log already
+        // reaches 7: the index service takes it. (The next pull is lost.)
+        for m in &d {
+            take(&mut c, m, t0);
+        }
+        assert_eq!(saves(&mut c, t0), [7]);
+        let lost = c.poll_timeout().unwrap();
+        c.handle_timeout(lost);
+        assert!(matches!(c.poll_transmit(lost), Some(Transmit::Create(_))));
+        c.handle(
+            Input::Init {
+                incarnation: Some(2),
+            },
+            lost,
+        );
+        c.poll_transmit(lost);
+        c.handle(Input::Index(Some(7)), lost);
+        // Not from 7: from the start of the new log.
+        let pull = c.poll_transmit(lost).unwrap();
+        answer(&mut c, &pull, 0, 1, lost);
+        assert_eq!(c.poll_deliver().map(|d| d.index), Some(0));
     }
 
     #[test]
@@ -799,7 +865,12 @@ mod tests {
         c.handle_timeout(lost);
         let t = c.poll_transmit(lost);
         assert!(matches!(t, Some(Transmit::Create(_))), "{t:?} {c:?}");
-        c.handle(Input::Init, lost);
+        c.handle(
+            Input::Init {
+                incarnation: Some(1),
+            },
+            lost,
+        );
         let t = c.poll_transmit(lost);
         assert!(matches!(t, Some(Transmit::Index(_))), "{t:?} {c:?}");
         // Saved index 3 (nothing taken yet): the delivered ones are not

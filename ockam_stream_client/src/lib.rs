@@ -22,8 +22,11 @@
 //!   for `(client_id, stream)` never passes a message the application has
 //!   not *taken*: read with [`ReceiverAddress::next`], a message is taken
 //!   when the application calls `next` again or [`ReceiverAddress::ack`];
-//!   delivered to a worker, when its `handle_message` for it returned
-//!   (through [`ockam_core::Receipt`]). At most [`Stream::with_window`]
+//!   delivered to a worker on this node, when its `handle_message` for it
+//!   returned; routed on to another node, when the transport took it
+//!   (through [`ockam_core::Receipt`]). A message no worker takes is
+//!   delivered again (with what follows it) after growing pauses, never
+//!   skipped. At most [`Stream::with_window`]
 //!   messages are delivered and not taken. The index is saved at most every
 //!   interval, and when the consumer stops.
 //! - **After a crash** of the consuming process, the next consumer with
@@ -32,9 +35,10 @@
 //!   taken. Nothing is skipped, and first deliveries come in stream order.
 //! - **Positions are reconciled with the log**: a position the hub says is
 //!   past the end of the stream is replaced by the saved one the hub
-//!   gives; a hub that no longer knows a saved position (it lost its state)
-//!   makes the consumer read the stream from its start again. Both are
-//!   logged at warn.
+//!   gives; a hub that no longer knows a saved position, or whose store is
+//!   not the one it was (its stream workers' names carry the store's
+//!   incarnation: [`protocol::stream_worker_name`]), makes the consumer
+//!   read the stream from its start again. Both are logged at warn.
 //!
 //! ```
 //! use ockam_stream_client::protocol::{CreateStreamRequest, ProtocolPayload, STREAM_CREATE};

@@ -255,6 +255,28 @@ impl StreamError {
     }
 }
 
+/// The local name of a stream worker that tells which log it serves
+/// (extension): `"{incarnation:016x}.{unique}"`, where the incarnation is a
+/// number the hub's store keeps while it keeps its contents (a store that
+/// lost them, such as an in-memory hub restarted, has a new one). The
+/// `Init` comes from this address, so a client learns it from the answer's
+/// return route: a client whose stream workers change incarnation knows
+/// that the positions it holds are from another log. Other names mean
+/// "unknown".
+pub fn stream_worker_name(incarnation: u64, unique: &str) -> String {
+    format!("{incarnation:016x}.{unique}")
+}
+
+/// The incarnation in a stream worker's local name
+/// ([`stream_worker_name`]), if it has one (and it is not 0).
+pub fn store_incarnation(worker_name: &str) -> Option<u64> {
+    let (head, _) = worker_name.split_once('.')?;
+    if head.len() != 16 {
+        return None;
+    }
+    u64::from_str_radix(head, 16).ok().filter(|i| *i != 0)
+}
+
 /// Longest stream or client name accepted (Kafka's topic limit).
 pub const MAX_NAME_LEN: usize = 249;
 
@@ -315,6 +337,22 @@ mod tests {
             stream_name: "s".into(),
         };
         assert_eq!(encode(&get).unwrap(), vec![0, 1, b'c', 1, b's']);
+    }
+
+    #[test]
+    fn stream_worker_names_carry_the_incarnation() {
+        let name = stream_worker_name(0xabc, "f00");
+        assert_eq!(name, "0000000000000abc.f00");
+        assert_eq!(store_incarnation(&name), Some(0xabc));
+        for other in [
+            "f00",
+            "abc.f00",
+            "zzzzzzzzzzzzzzzz.x",
+            "0000000000000000.x",
+            "",
+        ] {
+            assert_eq!(store_incarnation(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -548,10 +548,12 @@ impl ConsumerWorker {
         let input = match p.protocol.as_str() {
             STREAM_CREATE => match answer::<Init>(&p, stream) {
                 Some(_) => {
+                    let worker = from.recipient().ok();
+                    let incarnation = worker.and_then(|w| store_incarnation(w.address()));
                     if self.machine.awaits_init() {
                         self.stream_route = Some(from);
                     }
-                    consumer::Input::Init
+                    consumer::Input::Init { incarnation }
                 }
                 None => return,
             },

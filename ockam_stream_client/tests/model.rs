@@ -347,7 +347,8 @@ impl World {
                 if self.consumer.awaits_init() {
                     self.consumer_worker = Some(w);
                 }
-                self.consumer.handle(consumer::Input::Init, now);
+                self.consumer
+                    .handle(consumer::Input::Init { incarnation: None }, now);
             }
             (Who::Consumer, Resp::Index(i)) => self.consumer.handle(consumer::Input::Index(i), now),
             (Who::Consumer, Resp::Pulled(p)) => {

@@ -23,10 +23,10 @@ use ockam_core::{
 };
 use ockam_node::Context;
 use ockam_stream_client::protocol::{
-    validate_name, CreateStreamRequest, Index, IndexRequest, Init, ProtocolPayload, PullRequest,
-    PullResponse, PullWaitRequest, PushConfirm, PushRequest, PushStatus, StreamError,
-    StreamMessage, STREAM_CREATE, STREAM_ERROR, STREAM_INDEX, STREAM_PULL, STREAM_PULL_WAIT,
-    STREAM_PUSH,
+    stream_worker_name, validate_name, CreateStreamRequest, Index, IndexRequest, Init,
+    ProtocolPayload, PullRequest, PullResponse, PullWaitRequest, PushConfirm, PushRequest,
+    PushStatus, StreamError, StreamMessage, STREAM_CREATE, STREAM_ERROR, STREAM_INDEX, STREAM_PULL,
+    STREAM_PULL_WAIT, STREAM_PUSH,
 };
 use ockam_stream_client::FORWARDING_SERVICE;
 use serde::de::DeserializeOwned;

@@ -32,7 +32,15 @@ impl Worker for StreamService {
             let refusal = StreamError::new(STREAM_CREATE, e.message());
             return refuse(ctx, back, refusal).await;
         }
-        let address = Address::random_local();
+        // Named after the store's incarnation, so that clients notice a
+        // store that lost its contents (see `stream_worker_name`).
+        let address = match self.shared.store.incarnation() {
+            0 => Address::random_local(),
+            i => Address::new(
+                LOCAL,
+                stream_worker_name(i, Address::random_local().address()),
+            ),
+        };
         debug!(stream = %name, worker = %address, "opening a stream worker");
         let key = (back.clone(), name.clone());
         let worker = StreamWorker {

@@ -3,14 +3,25 @@
 use super::*;
 
 /// Keeps everything in memory: fast, gone when the hub stops.
-#[derive(Default)]
 pub struct MemoryStore {
     streams: Mutex<HashMap<String, Vec<Vec<u8>>>>,
     indexes: Mutex<HashMap<(String, String), u64>>,
+    incarnation: u64,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore {
+            streams: Mutex::default(),
+            indexes: Mutex::default(),
+            incarnation: new_incarnation(),
+        }
+    }
 }
 
 impl MemoryStore {
-    /// An empty store.
+    /// An empty store (a new incarnation: see
+    /// [`StreamStore::incarnation`]).
     pub fn new() -> Self {
         Self::default()
     }
@@ -18,6 +29,10 @@ impl MemoryStore {
 
 #[async_trait]
 impl StreamStore for MemoryStore {
+    fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
     fn submit_push(&self, stream: &str, data: Vec<u8>, ticket: Ticket) -> PendingPush {
         if !ticket.may_store() {
             return Box::pin(async { Err(after_gap()) });

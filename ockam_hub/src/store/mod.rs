@@ -73,6 +73,15 @@ pub trait StreamStore: Send + Sync + 'static {
     async fn get_index(&self, client: &str, stream: &str) -> Result<Option<u64>>;
     /// Saves the read position of `(client, stream)`.
     async fn save_index(&self, client: &str, stream: &str, index: u64) -> Result<()>;
+    /// Which log this is: a number that changes when the store's contents
+    /// are lost and it starts empty again (an in-memory store at every hub
+    /// start; a durable store only if its file is deleted), and 0 for a
+    /// store that keeps no such identity. Stream workers tell it to
+    /// clients (see `STORE_MARK`), so that a client notices that the
+    /// positions it holds belong to another log.
+    fn incarnation(&self) -> u64 {
+        0
+    }
     /// Forgets what it keeps in memory for streams and clients unused for
     /// `idle` (caches, clients of the back end), so that memory follows
     /// the streams in use, not every stream ever touched. The hub calls it
@@ -89,6 +98,11 @@ pub trait StreamStore: Send + Sync + 'static {
 }
 
 pub use crate::sequencer::{Fence, Ticket};
+
+/// A random incarnation (never 0: 0 is "unknown").
+pub(crate) fn new_incarnation() -> u64 {
+    rand::random::<u64>().max(1)
+}
 
 /// The error of a push refused because an earlier push of its submitter
 /// failed ([`crate::sequencer`]).
@@ -169,7 +183,18 @@ mod tests {
             let store = DurableStore::open(dir.path()).unwrap();
             exercise(&store).await;
         }
+        let first = DurableStore::open(dir.path()).unwrap().incarnation();
+        assert_ne!(first, 0);
         let store = DurableStore::open(dir.path()).unwrap();
+        assert_eq!(
+            store.incarnation(),
+            first,
+            "the same log, the same incarnation"
+        );
+        assert_ne!(
+            MemoryStore::new().incarnation(),
+            MemoryStore::new().incarnation()
+        );
         assert_eq!(store.next_index("s").await.unwrap(), 10);
         assert_eq!(store.get_index("c", "s").await.unwrap(), Some(7));
         assert_eq!(store.push("s", vec![10]).await.unwrap(), 10);

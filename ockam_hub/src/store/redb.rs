@@ -10,6 +10,8 @@ const MESSAGES: ::redb::TableDefinition<(&str, u64), &[u8]> =
     ::redb::TableDefinition::new("messages");
 const HEADS: ::redb::TableDefinition<&str, u64> = ::redb::TableDefinition::new("heads");
 const INDEXES: ::redb::TableDefinition<(&str, &str), u64> = ::redb::TableDefinition::new("indexes");
+/// Facts about the store itself: its `incarnation`, made when the file is.
+const META: ::redb::TableDefinition<&str, u64> = ::redb::TableDefinition::new("meta");
 
 /// Most writes folded into one transaction (one fsync).
 const MAX_BATCH: usize = 4096;
@@ -36,6 +38,7 @@ pub struct DurableStore {
     db: Arc<::redb::Database>,
     writes: Option<mpsc::UnboundedSender<Write>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    incarnation: u64,
 }
 
 impl Drop for DurableStore {
@@ -58,14 +61,30 @@ impl DurableStore {
             .map_err(|e| storage_error(&format!("cannot open {}", path.display()), e))?;
         // Make sure the tables exist, so that readers never see them missing.
         let txn = db.begin_write().map_err(|e| storage_error("begin", e))?;
-        {
+        let incarnation = {
             txn.open_table(MESSAGES)
                 .map_err(|e| storage_error("open table", e))?;
             txn.open_table(HEADS)
                 .map_err(|e| storage_error("open table", e))?;
             txn.open_table(INDEXES)
                 .map_err(|e| storage_error("open table", e))?;
-        }
+            let mut meta = txn
+                .open_table(META)
+                .map_err(|e| storage_error("open table", e))?;
+            let known = meta
+                .get("incarnation")
+                .map_err(|e| storage_error("read meta", e))?
+                .map(|g| g.value());
+            match known {
+                Some(i) => i,
+                None => {
+                    let i = new_incarnation();
+                    meta.insert("incarnation", i)
+                        .map_err(|e| storage_error("write meta", e))?;
+                    i
+                }
+            }
+        };
         txn.commit().map_err(|e| storage_error("commit", e))?;
         let db = Arc::new(db);
         let (writes, rx) = mpsc::unbounded_channel();
@@ -79,6 +98,7 @@ impl DurableStore {
             db,
             writes: Some(writes),
             writer: Some(writer),
+            incarnation,
         })
     }
 
@@ -216,6 +236,10 @@ fn commit(db: &::redb::Database, batch: &[Write]) -> Result<Vec<u64>> {
 
 #[async_trait]
 impl StreamStore for DurableStore {
+    fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
     fn submit_push(&self, stream: &str, data: Vec<u8>, ticket: Ticket) -> PendingPush {
         let (done, rx) = oneshot::channel();
         let sent = self.send(Write::Push {
