@@ -27,7 +27,7 @@ pub struct Context {
     id: OwnerId,
     /// The receipt of the last message `receive*` returned, told when the
     /// application asks for the next one (or calls [`Context::ack`]).
-    taken: Option<Receipt>,
+    taken: std::sync::Mutex<Option<Receipt>>,
 }
 
 impl Context {
@@ -40,7 +40,7 @@ impl Context {
             router,
             mailbox,
             id,
-            taken: None,
+            taken: std::sync::Mutex::new(None),
         })
     }
 
@@ -288,7 +288,7 @@ impl Context {
             let receipt = local.take_receipt();
             match M::decode(&local.transport().payload) {
                 Ok(body) => {
-                    self.taken = receipt;
+                    *self.taken.get_mut().unwrap_or_else(|e| e.into_inner()) = receipt;
                     return Ok(Routed::new(body, local));
                 }
                 Err(e) => {
@@ -312,12 +312,14 @@ impl Context {
     /// Tells the sender of the last message `receive*` returned that the
     /// application took it (through its [`Receipt`], if it came with one:
     /// a stream consumer then counts it as handled and may save its read
-    /// position past it). Receiving the next message does this too; a
-    /// context dropped before either tells [`Delivery::NotHandled`].
+    /// position past it). Receiving the next message does this too, and so
+    /// does [`Context::stop`] (the application is done); a context dropped
+    /// before any of these tells [`Delivery::NotHandled`].
     ///
     /// [`Delivery::NotHandled`]: ockam_core::Delivery::NotHandled
-    pub fn ack(&mut self) {
-        if let Some(r) = self.taken.take() {
+    pub fn ack(&self) {
+        let taken = self.taken.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(r) = taken {
             r.handled();
         }
     }
@@ -375,8 +377,11 @@ impl Context {
     }
 
     /// Stops the node: every worker runs `shutdown`, then `#[ockam::node]`'s
-    /// `main` (the executor) returns and the process can exit.
+    /// `main` (the executor) returns and the process can exit. The message
+    /// this context received last counts as taken ([`Context::ack`]).
     pub async fn stop(&self) -> Result<()> {
+        // The application is done with what it received last.
+        self.ack();
         self.router.stop_node(Some(self.id)).await;
         Ok(())
     }

@@ -97,7 +97,7 @@ impl ReceiverAddress {
     /// Acknowledges the message `next` returned last: the application has
     /// handled it, and the consumer may save its read position past it
     /// without waiting for the next call to `next`.
-    pub fn ack(&mut self) {
+    pub fn ack(&self) {
         self.ctx.ack();
     }
 }
