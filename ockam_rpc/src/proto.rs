@@ -1,0 +1,600 @@
+//! The typed streams' protocol, as plain state machines (no I/O, no clock
+//! of their own, quinn-proto's way): a [`SendHalf`] at the sending end and
+//! a [`RecvHalf`] at the receiving end exchange [`Frame`]s over any Ockam
+//! route.
+//!
+//! - **Order, exactly once.** Data carries per-stream sequence numbers; the
+//!   receiver delivers in order, drops duplicates (routes such as hub
+//!   streams redeliver), holds what arrives early within its window, and
+//!   never skips: a gap not filled within the liveness timeout ends the
+//!   stream as [`End::Lost`].
+//! - **Credits, end to end.** The receiver grants credit in messages and
+//!   bytes as its application takes messages (`taken + window`); the
+//!   sender sends only within it. So at most one window of a stream is in
+//!   flight or buffered anywhere on the route.
+//! - **Endings that can't be confused.** `Close { total }` ends cleanly only
+//!   once all `total` messages arrived (`CloseAck` then tells the sender);
+//!   `Abort` (the sender gave up, or dropped its sink), `Cancel` (the
+//!   receiver gave up) and silence (no frame for the liveness timeout) each
+//!   end it with their own [`End`].
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// One frame between the two ends of a stream (BARE-encoded).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// Messages `first..first + bodies.len()`.
+    Data {
+        /// The sequence number of the first body.
+        first: u64,
+        /// The messages' encodings.
+        bodies: Vec<serde_bytes::ByteBuf>,
+    },
+    /// From the receiver: everything before `next` arrived; the sender may
+    /// send sequence numbers below `credit_messages` and up to
+    /// `credit_bytes` bytes in all (cumulative).
+    Credit {
+        /// The next sequence number expected.
+        next: u64,
+        /// Sequence numbers below this may be sent.
+        credit_messages: u64,
+        /// Cumulative bytes that may be sent.
+        credit_bytes: u64,
+    },
+    /// From the sender: the stream ends cleanly after `total` messages.
+    Close {
+        /// How many messages were sent in all.
+        total: u64,
+    },
+    /// From the receiver: all `total` messages arrived; the end is clean.
+    CloseAck,
+    /// From the sender: the stream ends without a clean end.
+    Abort {
+        /// Why.
+        reason: String,
+    },
+    /// From the receiver: it wants no more.
+    Cancel {
+        /// Why.
+        reason: String,
+    },
+    /// "Still here" (either way), when nothing else was sent lately.
+    Ping,
+}
+
+/// How a stream ended, other than cleanly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// The sender aborted (or dropped its sink without closing it).
+    Aborted(String),
+    /// The receiver cancelled.
+    Cancelled(String),
+    /// The peer, or the way to it, is gone: no frame within the liveness
+    /// timeout, a gap that was never filled, or a send that failed.
+    Lost(String),
+}
+
+/// Credit a receiver grants beyond what its application has taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Messages (at least 1).
+    pub messages: u64,
+    /// Bytes of message encodings (at least the largest message).
+    pub bytes: u64,
+}
+
+impl Default for Window {
+    /// 64 messages and 1 MiB.
+    fn default() -> Self {
+        Window {
+            messages: 64,
+            bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Timing of both halves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// A half that sent nothing for this long sends a `Ping` (default 2 s).
+    pub ping_every: Duration,
+    /// A half that heard nothing from its peer for this long ends the
+    /// stream as lost (default 10 s).
+    pub liveness: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            ping_every: Duration::from_secs(2),
+            liveness: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a message cannot be sent now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendRefused {
+    /// No credit: wait for the receiver's next `Credit`.
+    NoCredit,
+    /// The message is larger than the receiver's window in bytes.
+    TooLarge {
+        /// Its size.
+        size: u64,
+        /// The window's bytes.
+        limit: u64,
+    },
+    /// The stream is closing or ended.
+    Ended,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SendState {
+    /// Waiting for the receiver's first `Credit`.
+    Attaching,
+    Open,
+    /// `Close` sent; waiting for `CloseAck`.
+    Closing,
+    Closed,
+    Ended(End),
+}
+
+/// The sending end of one stream; see the [module docs](self).
+#[derive(Debug)]
+pub struct SendHalf {
+    state: SendState,
+    next_seq: u64,
+    sent_bytes: u64,
+    credit_messages: u64,
+    credit_bytes: u64,
+    /// Messages the application gave, not yet sent (for batching).
+    queued: VecDeque<Vec<u8>>,
+    timing: Timing,
+    last_heard: Instant,
+    last_sent: Instant,
+    out: VecDeque<Frame>,
+    /// The largest message the receiver's window allows (learnt from its
+    /// first credit).
+    max_message: u64,
+}
+
+impl SendHalf {
+    /// A sending end created at `now`, waiting for its receiver's first
+    /// `Credit`.
+    pub fn new(timing: Timing, now: Instant) -> Self {
+        SendHalf {
+            state: SendState::Attaching,
+            next_seq: 0,
+            sent_bytes: 0,
+            credit_messages: 0,
+            credit_bytes: 0,
+            queued: VecDeque::new(),
+            timing,
+            last_heard: now,
+            last_sent: now,
+            out: VecDeque::new(),
+            max_message: u64::MAX,
+        }
+    }
+
+    /// Whether a message of `len` bytes may be queued now.
+    pub fn check(&self, len: usize) -> Result<(), SendRefused> {
+        match self.state {
+            SendState::Attaching | SendState::Open => {}
+            _ => return Err(SendRefused::Ended),
+        }
+        let len = len as u64;
+        if len > self.max_message {
+            return Err(SendRefused::TooLarge {
+                size: len,
+                limit: self.max_message,
+            });
+        }
+        let seq = self.next_seq + self.queued.len() as u64;
+        let bytes = self.sent_bytes + self.queued.iter().map(|q| q.len() as u64).sum::<u64>();
+        if self.state == SendState::Attaching
+            || seq >= self.credit_messages
+            || bytes + len > self.credit_bytes
+        {
+            return Err(SendRefused::NoCredit);
+        }
+        Ok(())
+    }
+
+    /// Queues a message (after [`check`](Self::check) said yes).
+    ///
+    /// # Errors
+    /// What [`check`](Self::check) says.
+    pub fn send(&mut self, body: Vec<u8>) -> Result<(), SendRefused> {
+        self.check(body.len())?;
+        self.queued.push_back(body);
+        Ok(())
+    }
+
+    /// Ends the stream cleanly after what was queued.
+    pub fn close(&mut self) {
+        if matches!(self.state, SendState::Attaching | SendState::Open) {
+            self.flush_data();
+            self.state = SendState::Closing;
+            self.out.push_back(Frame::Close {
+                total: self.next_seq,
+            });
+        }
+    }
+
+    /// Ends the stream without a clean end.
+    pub fn abort(&mut self, reason: &str) {
+        if matches!(
+            self.state,
+            SendState::Attaching | SendState::Open | SendState::Closing
+        ) {
+            self.queued.clear();
+            self.state = SendState::Ended(End::Aborted(reason.into()));
+            self.out.push_back(Frame::Abort {
+                reason: reason.into(),
+            });
+        }
+    }
+
+    /// The way to the peer failed (a send failed): the stream is lost.
+    pub fn lost(&mut self, why: &str) {
+        if !matches!(self.state, SendState::Closed | SendState::Ended(_)) {
+            self.queued.clear();
+            self.state = SendState::Ended(End::Lost(why.into()));
+        }
+    }
+
+    /// A frame from the receiver, at `now`.
+    pub fn handle(&mut self, frame: Frame, now: Instant) {
+        self.last_heard = now;
+        match frame {
+            Frame::Credit {
+                next,
+                credit_messages,
+                credit_bytes,
+            } => {
+                if next > self.next_seq {
+                    // Acknowledges what was never sent: forged.
+                    return;
+                }
+                if self.state == SendState::Attaching {
+                    self.state = SendState::Open;
+                    self.max_message = credit_bytes.saturating_sub(self.sent_bytes);
+                }
+                self.credit_messages = self.credit_messages.max(credit_messages);
+                self.credit_bytes = self.credit_bytes.max(credit_bytes);
+            }
+            Frame::CloseAck if self.state == SendState::Closing => {
+                self.state = SendState::Closed;
+            }
+            Frame::Cancel { reason } => {
+                if !matches!(self.state, SendState::Closed | SendState::Ended(_)) {
+                    self.queued.clear();
+                    self.state = SendState::Ended(End::Cancelled(reason));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Moves the queued messages into `Data` frames, as credit allows.
+    fn flush_data(&mut self) {
+        let mut bodies = Vec::new();
+        let first = self.next_seq;
+        while let Some(b) = self.queued.pop_front() {
+            self.next_seq += 1;
+            self.sent_bytes += b.len() as u64;
+            bodies.push(serde_bytes::ByteBuf::from(b));
+        }
+        if !bodies.is_empty() {
+            self.out.push_back(Frame::Data { first, bodies });
+        }
+    }
+
+    /// The next frame to send, if any.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
+        if self.state == SendState::Open {
+            self.flush_data();
+        }
+        let f = self.out.pop_front();
+        if f.is_some() {
+            self.last_sent = now;
+        }
+        f
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.state {
+            SendState::Closed | SendState::Ended(_) => None,
+            _ => Some(
+                (self.last_sent + self.timing.ping_every)
+                    .min(self.last_heard + self.timing.liveness),
+            ),
+        }
+    }
+
+    /// Time passed: a `Ping` when quiet, [`End::Lost`] when the peer is.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if matches!(self.state, SendState::Closed | SendState::Ended(_)) {
+            return;
+        }
+        if now >= self.last_heard + self.timing.liveness {
+            self.lost(&format!(
+                "no word from the receiver for {:?}",
+                self.timing.liveness
+            ));
+            return;
+        }
+        if now >= self.last_sent + self.timing.ping_every && self.out.is_empty() {
+            self.out.push_back(Frame::Ping);
+        }
+    }
+
+    /// `None` while open; `Some(Ok(()))` once the receiver acknowledged the
+    /// clean end; `Some(Err(end))` when it ended otherwise.
+    pub fn outcome(&self) -> Option<Result<(), End>> {
+        match &self.state {
+            SendState::Closed => Some(Ok(())),
+            SendState::Ended(e) => Some(Err(e.clone())),
+            _ => None,
+        }
+    }
+
+    /// Whether the stream is over (cleanly or not).
+    pub fn is_over(&self) -> bool {
+        self.outcome().is_some()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RecvState {
+    Open,
+    /// `Close { total }` received.
+    Closing(u64),
+    /// Everything arrived and the end is acknowledged.
+    Closed,
+    Ended(End),
+}
+
+/// The receiving end of one stream; see the [module docs](self).
+#[derive(Debug)]
+pub struct RecvHalf {
+    state: RecvState,
+    window: Window,
+    timing: Timing,
+    /// The next sequence number to arrive in order.
+    next: u64,
+    /// Arrived early, within the window.
+    early: BTreeMap<u64, Vec<u8>>,
+    /// In order, for the application.
+    ready: VecDeque<Vec<u8>>,
+    taken: u64,
+    taken_bytes: u64,
+    /// Bytes arrived and not yet taken (ready and early).
+    held_bytes: u64,
+    /// The credit last granted (messages, bytes).
+    granted: (u64, u64),
+    /// Since when a gap has been waiting to be filled.
+    gap_since: Option<Instant>,
+    timing_last_heard: Instant,
+    last_sent: Instant,
+    out: VecDeque<Frame>,
+}
+
+impl RecvHalf {
+    /// A receiving end at `now`; its first transmit is the first credit.
+    pub fn new(window: Window, timing: Timing, now: Instant) -> Self {
+        let window = Window {
+            messages: window.messages.max(1),
+            bytes: window.bytes.max(1),
+        };
+        let mut r = RecvHalf {
+            state: RecvState::Open,
+            window,
+            timing,
+            next: 0,
+            early: BTreeMap::new(),
+            ready: VecDeque::new(),
+            taken: 0,
+            taken_bytes: 0,
+            held_bytes: 0,
+            granted: (0, 0),
+            gap_since: None,
+            timing_last_heard: now,
+            last_sent: now,
+            out: VecDeque::new(),
+        };
+        r.grant(true);
+        r
+    }
+
+    /// Sends a `Credit` if the application took enough since the last one
+    /// (a quarter of the window), or `always`.
+    fn grant(&mut self, always: bool) {
+        let credit = (
+            self.taken + self.window.messages,
+            self.taken_bytes + self.window.bytes,
+        );
+        let worth = credit.0 >= self.granted.0 + (self.window.messages / 4).max(1)
+            || credit.1 >= self.granted.1 + (self.window.bytes / 4).max(1);
+        if always || worth {
+            self.granted = credit;
+            self.out.retain(|f| !matches!(f, Frame::Credit { .. }));
+            self.out.push_back(Frame::Credit {
+                next: self.next,
+                credit_messages: credit.0,
+                credit_bytes: credit.1,
+            });
+        }
+    }
+
+    /// A frame from the sender, at `now`. Frames out of the window or
+    /// after the end are dropped (returns `false`: a frame a correct peer
+    /// never sends).
+    pub fn handle(&mut self, frame: Frame, now: Instant) -> bool {
+        self.timing_last_heard = now;
+        if !matches!(self.state, RecvState::Open | RecvState::Closing(_)) {
+            return !matches!(frame, Frame::Data { .. });
+        }
+        match frame {
+            Frame::Data { first, bodies } => {
+                let mut ok = true;
+                for (i, body) in bodies.into_iter().enumerate() {
+                    let seq = first.saturating_add(i as u64);
+                    let body = body.into_vec();
+                    if seq < self.next || self.early.contains_key(&seq) {
+                        continue; // a duplicate
+                    }
+                    let beyond = seq >= self.granted.0
+                        || self.held_bytes + body.len() as u64 > self.window.bytes
+                        || matches!(self.state, RecvState::Closing(total) if seq >= total);
+                    if beyond {
+                        ok = false; // out of the credit granted: forged
+                        continue;
+                    }
+                    self.held_bytes += body.len() as u64;
+                    if seq == self.next {
+                        self.ready.push_back(body);
+                        self.next += 1;
+                        while let Some(b) = self.early.remove(&self.next) {
+                            self.ready.push_back(b);
+                            self.next += 1;
+                        }
+                    } else {
+                        self.early.insert(seq, body);
+                    }
+                }
+                self.gap_since = if self.early.is_empty() {
+                    None
+                } else {
+                    self.gap_since.or(Some(now))
+                };
+                self.check_closed();
+                ok
+            }
+            Frame::Close { total } => {
+                if total < self.next {
+                    return false;
+                }
+                self.state = RecvState::Closing(total);
+                self.check_closed();
+                true
+            }
+            Frame::Abort { reason } => {
+                self.state = RecvState::Ended(End::Aborted(reason));
+                true
+            }
+            Frame::Ping => true,
+            _ => false,
+        }
+    }
+
+    fn check_closed(&mut self) {
+        if let RecvState::Closing(total) = self.state {
+            if self.next == total {
+                self.state = RecvState::Closed;
+                self.out.push_back(Frame::CloseAck);
+            }
+        }
+    }
+
+    /// The next message for the application: `Some(Ok(Some(body)))`;
+    /// `Some(Ok(None))` once the stream ended cleanly and everything was
+    /// taken; `Some(Err(end))` once it ended otherwise (after the messages
+    /// that arrived in order before); `None` when nothing is there yet.
+    pub fn take(&mut self) -> Option<Result<Option<Vec<u8>>, End>> {
+        if let Some(b) = self.ready.pop_front() {
+            self.taken += 1;
+            self.taken_bytes += b.len() as u64;
+            self.held_bytes -= b.len() as u64;
+            self.grant(false);
+            return Some(Ok(Some(b)));
+        }
+        match &self.state {
+            RecvState::Closed => Some(Ok(None)),
+            RecvState::Ended(e) => Some(Err(e.clone())),
+            _ => None,
+        }
+    }
+
+    /// The application wants no more.
+    pub fn cancel(&mut self, reason: &str) {
+        if matches!(self.state, RecvState::Open | RecvState::Closing(_)) {
+            self.state = RecvState::Ended(End::Cancelled(reason.into()));
+            self.ready.clear();
+            self.early.clear();
+            self.out.push_back(Frame::Cancel {
+                reason: reason.into(),
+            });
+        }
+    }
+
+    /// The way to the peer failed: the stream is lost.
+    pub fn lost(&mut self, why: &str) {
+        if matches!(self.state, RecvState::Open | RecvState::Closing(_)) {
+            self.state = RecvState::Ended(End::Lost(why.into()));
+        }
+    }
+
+    /// The next frame to send, if any.
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
+        let f = self.out.pop_front();
+        if f.is_some() {
+            self.last_sent = now;
+        }
+        f
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) has something to do.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if !matches!(self.state, RecvState::Open | RecvState::Closing(_)) {
+            return None;
+        }
+        let mut t = (self.last_sent + self.timing.ping_every)
+            .min(self.timing_last_heard + self.timing.liveness);
+        if let Some(g) = self.gap_since {
+            t = t.min(g + self.timing.liveness);
+        }
+        Some(t)
+    }
+
+    /// Time passed: a `Credit` (as a ping) when quiet, [`End::Lost`] when
+    /// the peer is, or a gap stayed open too long.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if !matches!(self.state, RecvState::Open | RecvState::Closing(_)) {
+            return;
+        }
+        if now >= self.timing_last_heard + self.timing.liveness {
+            self.lost(&format!(
+                "no word from the sender for {:?}",
+                self.timing.liveness
+            ));
+        } else if self
+            .gap_since
+            .is_some_and(|g| now >= g + self.timing.liveness)
+        {
+            self.lost(&format!(
+                "message {} never arrived (later ones did)",
+                self.next
+            ));
+        } else if now >= self.last_sent + self.timing.ping_every && self.out.is_empty() {
+            self.grant(true);
+        }
+    }
+
+    /// Messages and bytes held for the application (arrived, not taken).
+    pub fn held(&self) -> (usize, u64) {
+        (self.ready.len() + self.early.len(), self.held_bytes)
+    }
+
+    /// Whether the stream is over and everything was taken.
+    pub fn is_over(&self) -> bool {
+        self.ready.is_empty() && matches!(self.state, RecvState::Closed | RecvState::Ended(_))
+    }
+}
+
+#[cfg(test)]
+mod tests;

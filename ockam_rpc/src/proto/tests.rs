@@ -1,0 +1,280 @@
+use super::*;
+use proptest::prelude::*;
+
+fn pair(window: Window) -> (SendHalf, RecvHalf, Instant) {
+    let now = Instant::now();
+    let s = SendHalf::new(Timing::default(), now);
+    let r = RecvHalf::new(window, Timing::default(), now);
+    (s, r, now)
+}
+
+/// Delivers every frame each way until both are quiet.
+fn exchange(s: &mut SendHalf, r: &mut RecvHalf, now: Instant) {
+    loop {
+        let mut moved = false;
+        while let Some(f) = s.poll_transmit(now) {
+            r.handle(f, now);
+            moved = true;
+        }
+        while let Some(f) = r.poll_transmit(now) {
+            s.handle(f, now);
+            moved = true;
+        }
+        if !moved {
+            return;
+        }
+    }
+}
+
+#[test]
+fn a_sender_waits_for_credit_then_sends_within_it() {
+    let (mut s, mut r, now) = pair(Window {
+        messages: 2,
+        bytes: 100,
+    });
+    assert_eq!(s.check(1), Err(SendRefused::NoCredit), "not attached yet");
+    exchange(&mut s, &mut r, now);
+    s.send(vec![1]).unwrap();
+    s.send(vec![2]).unwrap();
+    assert_eq!(s.send(vec![3]), Err(SendRefused::NoCredit));
+    assert_eq!(
+        s.check(101),
+        Err(SendRefused::TooLarge {
+            size: 101,
+            limit: 100
+        })
+    );
+    exchange(&mut s, &mut r, now);
+    assert_eq!(r.held(), (2, 2));
+    assert_eq!(r.take(), Some(Ok(Some(vec![1]))));
+    exchange(&mut s, &mut r, now);
+    s.send(vec![3]).unwrap();
+    exchange(&mut s, &mut r, now);
+    assert_eq!(r.take(), Some(Ok(Some(vec![2]))));
+    assert_eq!(r.take(), Some(Ok(Some(vec![3]))));
+    assert_eq!(r.take(), None);
+}
+
+#[test]
+fn close_is_clean_only_once_everything_arrived_and_is_acknowledged() {
+    let (mut s, mut r, now) = pair(Window::default());
+    exchange(&mut s, &mut r, now);
+    s.send(vec![1]).unwrap();
+    s.send(vec![2]).unwrap();
+    s.close();
+    // The data frame is lost; the close arrives.
+    let data = s.poll_transmit(now).unwrap();
+    assert!(matches!(data, Frame::Data { .. }));
+    let close = s.poll_transmit(now).unwrap();
+    r.handle(close, now);
+    assert_eq!(r.take(), None, "not an end: two messages are missing");
+    assert_eq!(s.outcome(), None);
+    // They come after all (a slow route), then the end.
+    r.handle(data, now);
+    assert_eq!(r.take(), Some(Ok(Some(vec![1]))));
+    assert_eq!(r.take(), Some(Ok(Some(vec![2]))));
+    assert_eq!(r.take(), Some(Ok(None)));
+    exchange(&mut s, &mut r, now);
+    assert_eq!(s.outcome(), Some(Ok(())));
+}
+
+#[test]
+fn abort_cancel_and_silence_are_each_their_own_end() {
+    let (mut s, mut r, now) = pair(Window::default());
+    exchange(&mut s, &mut r, now);
+    s.send(vec![1]).unwrap();
+    s.abort("dropped without close");
+    exchange(&mut s, &mut r, now);
+    assert_eq!(
+        r.take(),
+        Some(Err(End::Aborted("dropped without close".into())))
+    );
+
+    let (mut s, mut r, now) = pair(Window::default());
+    exchange(&mut s, &mut r, now);
+    r.cancel("enough");
+    exchange(&mut s, &mut r, now);
+    assert_eq!(s.outcome(), Some(Err(End::Cancelled("enough".into()))));
+    assert_eq!(s.check(1), Err(SendRefused::Ended));
+
+    let (mut s, mut r, now) = pair(Window::default());
+    exchange(&mut s, &mut r, now);
+    let later = now + Timing::default().liveness;
+    s.handle_timeout(later);
+    r.handle_timeout(later);
+    assert!(matches!(s.outcome(), Some(Err(End::Lost(_)))));
+    assert!(matches!(r.take(), Some(Err(End::Lost(_)))));
+}
+
+#[test]
+fn duplicates_are_dropped_and_early_messages_wait_for_the_gap() {
+    let (mut s, mut r, now) = pair(Window::default());
+    exchange(&mut s, &mut r, now);
+    s.send(vec![0]).unwrap();
+    let f0 = s.poll_transmit(now).unwrap();
+    s.send(vec![1]).unwrap();
+    let f1 = s.poll_transmit(now).unwrap();
+    r.handle(f1.clone(), now);
+    assert_eq!(r.take(), None, "1 waits for 0");
+    r.handle(f0.clone(), now);
+    r.handle(f0, now);
+    r.handle(f1, now);
+    assert_eq!(r.take(), Some(Ok(Some(vec![0]))));
+    assert_eq!(r.take(), Some(Ok(Some(vec![1]))));
+    assert_eq!(r.take(), None);
+    // A gap that is never filled ends the stream as lost.
+    s.send(vec![2]).unwrap();
+    let _lost = s.poll_transmit(now).unwrap();
+    s.send(vec![3]).unwrap();
+    let f3 = s.poll_transmit(now).unwrap();
+    r.handle(f3, now);
+    // The sender keeps pinging; the gap alone ends it.
+    let mut ended = None;
+    while ended.is_none() {
+        let t = r.poll_timeout().unwrap();
+        r.handle(Frame::Ping, t);
+        r.handle_timeout(t);
+        while r.poll_transmit(t).is_some() {}
+        ended = r.take().filter(|t| t.is_err());
+    }
+    match ended {
+        Some(Err(End::Lost(why))) => assert!(why.contains("never arrived"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn frames_beyond_the_credit_are_refused() {
+    let (mut s, mut r, now) = pair(Window {
+        messages: 2,
+        bytes: 10,
+    });
+    exchange(&mut s, &mut r, now);
+    let forged = Frame::Data {
+        first: 5,
+        bodies: vec![serde_bytes::ByteBuf::from(vec![1])],
+    };
+    assert!(!r.handle(forged, now));
+    let too_big = Frame::Data {
+        first: 0,
+        bodies: vec![serde_bytes::ByteBuf::from(vec![0; 11])],
+    };
+    assert!(!r.handle(too_big, now));
+    assert_eq!(r.held(), (0, 0));
+    // A credit acknowledging what was never sent changes nothing.
+    s.handle(
+        Frame::Credit {
+            next: 99,
+            credit_messages: 1000,
+            credit_bytes: 1000,
+        },
+        now,
+    );
+    assert_eq!(s.send(vec![1]), Ok(()));
+    assert_eq!(s.send(vec![2]), Ok(()));
+    assert_eq!(s.send(vec![3]), Err(SendRefused::NoCredit));
+}
+
+/// What the network does with the next frame in one direction.
+#[derive(Debug, Clone)]
+enum Net {
+    /// The application sends a message (if it may).
+    Send(u8),
+    /// The application takes a message (if there is one).
+    Take,
+    /// The first frame in flight arrives (from the sender, or to it).
+    Deliver(bool),
+    /// A frame in flight arrives first, overtaking others.
+    Reorder(bool, usize),
+    /// A frame in flight is delivered twice.
+    Duplicate(bool),
+    /// A frame in flight is lost.
+    Drop(bool, usize),
+    /// Time passes.
+    Wait(u64),
+    /// The sender closes.
+    Close,
+}
+
+fn net() -> impl Strategy<Value = Net> {
+    prop_oneof![
+        5 => any::<u8>().prop_map(Net::Send),
+        4 => Just(Net::Take),
+        8 => any::<bool>().prop_map(Net::Deliver),
+        1 => (any::<bool>(), 0usize..4).prop_map(|(d, i)| Net::Reorder(d, i)),
+        1 => any::<bool>().prop_map(Net::Duplicate),
+        1 => (any::<bool>(), 0usize..4).prop_map(|(d, i)| Net::Drop(d, i)),
+        1 => (0u64..4000).prop_map(Net::Wait),
+        1 => Just(Net::Close),
+    ]
+}
+
+proptest! {
+    /// Through a network that drops, duplicates, delays and reorders: the
+    /// application gets the messages sent, in order, each once, for as
+    /// far as it gets; a clean end (and a confirmed close) only if all of
+    /// them arrived; the receiver never holds more than its window.
+    #[test]
+    fn order_exactly_once_and_honest_endings(steps in proptest::collection::vec(net(), 0..400)) {
+        let window = Window { messages: 4, bytes: 64 };
+        let (mut s, mut r, mut now) = pair(window);
+        let mut to_r: VecDeque<Frame> = VecDeque::new();
+        let mut to_s: VecDeque<Frame> = VecDeque::new();
+        let (mut sent, mut got) = (Vec::new(), Vec::new());
+        let mut end: Option<Result<(), End>> = None;
+        for step in steps {
+            match step {
+                Net::Send(b) => {
+                    if s.send(vec![b]).is_ok() {
+                        sent.push(b);
+                    }
+                }
+                Net::Take => match r.take() {
+                    Some(Ok(Some(b))) => got.push(b[0]),
+                    Some(Ok(None)) => end = Some(Ok(())),
+                    Some(Err(e)) => end = Some(Err(e)),
+                    None => {}
+                },
+                Net::Deliver(to_receiver) => {
+                    if to_receiver {
+                        if let Some(f) = to_r.pop_front() { r.handle(f, now); }
+                    } else if let Some(f) = to_s.pop_front() { s.handle(f, now); }
+                }
+                Net::Reorder(to_receiver, i) => {
+                    let q = if to_receiver { &mut to_r } else { &mut to_s };
+                    if let Some(f) = q.remove(i.min(q.len().saturating_sub(1))) {
+                        if to_receiver { r.handle(f, now); } else { s.handle(f, now); }
+                    }
+                }
+                Net::Duplicate(to_receiver) => {
+                    let q = if to_receiver { &mut to_r } else { &mut to_s };
+                    if let Some(f) = q.front().cloned() { q.push_back(f); }
+                }
+                Net::Drop(to_receiver, i) => {
+                    let q = if to_receiver { &mut to_r } else { &mut to_s };
+                    if i < q.len() { q.remove(i); }
+                }
+                Net::Wait(ms) => {
+                    now += Duration::from_millis(ms);
+                    s.handle_timeout(now);
+                    r.handle_timeout(now);
+                }
+                Net::Close => s.close(),
+            }
+            while let Some(f) = s.poll_transmit(now) { to_r.push_back(f); }
+            while let Some(f) = r.poll_transmit(now) { to_s.push_back(f); }
+            prop_assert!(r.held().0 <= window.messages as usize);
+            prop_assert!(r.held().1 <= window.bytes);
+            // In order, each once: what arrived is a prefix of what was sent.
+            prop_assert_eq!(&got[..], &sent[..got.len()]);
+        }
+        if end == Some(Ok(())) {
+            prop_assert_eq!(&got, &sent, "a clean end with messages missing");
+        }
+        if s.outcome() == Some(Ok(())) {
+            // The receiver acknowledged the end: it had everything.
+            while let Some(Ok(Some(b))) = r.take() { got.push(b[0]); }
+            prop_assert_eq!(&got, &sent, "a confirmed close with messages missing");
+        }
+    }
+}
