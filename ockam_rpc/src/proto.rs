@@ -269,11 +269,11 @@ impl SendHalf {
             Frame::CloseAck if self.state == SendState::Closing => {
                 self.state = SendState::Closed;
             }
-            Frame::Cancel { reason } => {
-                if !matches!(self.state, SendState::Closed | SendState::Ended(_)) {
-                    self.queued.clear();
-                    self.state = SendState::Ended(End::Cancelled(reason));
-                }
+            Frame::Cancel { reason }
+                if !matches!(self.state, SendState::Closed | SendState::Ended(_)) =>
+            {
+                self.queued.clear();
+                self.state = SendState::Ended(End::Cancelled(reason));
             }
             _ => {}
         }
