@@ -1,0 +1,556 @@
+//! The two ends of a typed stream: [`Sink`] and [`Source`], each a handle
+//! on a [`SendHalf`] / [`RecvHalf`] that a small task (the end's shell)
+//! connects to the node: it sends the half's frames to the peer end, feeds
+//! it the peer's frames, and keeps its one timer.
+
+use crate::error::RpcError;
+use crate::proto::{End, Frame, RecvHalf, SendHalf, SendRefused, Timing, Window};
+use ockam_core::{Address, Any, Message, Route, Routed};
+use ockam_node::Context;
+use std::future::poll_fn;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::Instant;
+use tokio::sync::Notify;
+use tracing::{debug, warn};
+
+/// What the protocol halves have in common, for the shell.
+pub(crate) trait Half: Send + 'static {
+    fn handle(&mut self, frame: Frame, now: Instant);
+    fn poll_transmit(&mut self, now: Instant) -> Option<Frame>;
+    fn poll_timeout(&self) -> Option<Instant>;
+    fn handle_timeout(&mut self, now: Instant);
+    fn lost(&mut self, why: &str);
+    /// Nothing more to send or receive.
+    fn finished(&self) -> bool;
+}
+
+impl Half for SendHalf {
+    fn handle(&mut self, frame: Frame, now: Instant) {
+        SendHalf::handle(self, frame, now)
+    }
+    fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
+        SendHalf::poll_transmit(self, now)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        SendHalf::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        SendHalf::handle_timeout(self, now)
+    }
+    fn lost(&mut self, why: &str) {
+        SendHalf::lost(self, why)
+    }
+    fn finished(&self) -> bool {
+        self.is_over()
+    }
+}
+
+impl Half for RecvHalf {
+    fn handle(&mut self, frame: Frame, now: Instant) {
+        if !RecvHalf::handle(self, frame, now) {
+            warn!("typed stream: dropped a frame its sender could not have sent");
+        }
+    }
+    fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
+        RecvHalf::poll_transmit(self, now)
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        RecvHalf::poll_timeout(self)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        RecvHalf::handle_timeout(self, now)
+    }
+    fn lost(&mut self, why: &str) {
+        RecvHalf::lost(self, why)
+    }
+    fn finished(&self) -> bool {
+        self.poll_timeout().is_none()
+    }
+}
+
+/// A half shared by its handle (the application) and its shell.
+pub(crate) struct Shared<H> {
+    half: Mutex<H>,
+    /// The route to the other end, once known.
+    peer: Mutex<Option<Route>>,
+    /// Wakes the shell: the application changed the half.
+    kick: Notify,
+    /// The application's tasks waiting for the half to change.
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl<H> Shared<H> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, H> {
+        self.half.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sets the route to the other end (a call's answer says where it is).
+    pub(crate) fn set_peer(&self, route: Route) {
+        *self.peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(route);
+        self.kick.notify_one();
+    }
+
+    fn peer(&self) -> Option<Route> {
+        self.peer.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn wake_app(&self) {
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    fn wait(&self, cx: &mut TaskContext<'_>) {
+        let mut w = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        if !w.iter().any(|x| x.will_wake(cx.waker())) {
+            w.push(cx.waker().clone());
+        }
+    }
+}
+
+/// The route to the end at `peer` on the node the message `via` came from:
+/// its return route, with the sending context replaced by `peer`.
+pub(crate) fn route_to(via: &Route, peer: &Address) -> Route {
+    let mut hops: Vec<Address> = via.iter().cloned().collect();
+    hops.pop();
+    hops.push(peer.clone());
+    Route::from(hops)
+}
+
+/// Starts the shell of `half` at a new address; `peer`: the route to the
+/// other end, if known (else learnt from the first frame that arrives).
+pub(crate) async fn start<H: Half>(
+    ctx: &Context,
+    half: H,
+    peer: Option<Route>,
+) -> ockam_core::Result<(Arc<Shared<H>>, Address)> {
+    let address = Address::random_local();
+    let end_ctx = ctx.new_context(address.clone()).await?;
+    let shared = Arc::new(Shared {
+        half: Mutex::new(half),
+        peer: Mutex::new(peer),
+        kick: Notify::new(),
+        wakers: Mutex::new(Vec::new()),
+    });
+    tokio::spawn(run(end_ctx, shared.clone()));
+    Ok((shared, address))
+}
+
+/// The shell: sends, receives, keeps time, until the half is finished.
+async fn run<H: Half>(mut ctx: Context, shared: Arc<Shared<H>>) {
+    let mut unsent: Vec<Frame> = Vec::new();
+    loop {
+        let now = Instant::now();
+        let (deadline, finished) = {
+            let mut h = shared.lock();
+            while let Some(f) = h.poll_transmit(now) {
+                unsent.push(f);
+            }
+            (h.poll_timeout(), h.finished())
+        };
+        if let Some(p) = shared.peer() {
+            for f in unsent.drain(..) {
+                if let Err(e) = ctx.send(p.clone(), f).await {
+                    debug!(error = %e, "typed stream: the peer cannot be reached");
+                    shared
+                        .lock()
+                        .lost(&format!("the peer cannot be reached: {e}"));
+                    break;
+                }
+            }
+            unsent.clear();
+        }
+        shared.wake_app();
+        if finished && unsent.is_empty() {
+            break;
+        }
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            m = ctx.receive_block::<Any>() => match m {
+                Ok(m) => on_frame(&shared, m),
+                Err(_) => {
+                    shared.lock().lost("the node stopped");
+                    shared.wake_app();
+                    break;
+                }
+            },
+            () = shared.kick.notified() => {}
+            () = sleep => shared.lock().handle_timeout(Instant::now()),
+        }
+    }
+}
+
+fn on_frame<H: Half>(shared: &Shared<H>, m: Routed<Any>) {
+    let frame = match Frame::decode(m.payload()) {
+        Ok(f) => f,
+        Err(e) => {
+            warn!(error = %e, dropped = 1, "typed stream: dropped a frame that does not decode");
+            return;
+        }
+    };
+    {
+        let mut peer = shared.peer.lock().unwrap_or_else(|e| e.into_inner());
+        if peer.is_none() {
+            // The first word of the other end: where it is.
+            *peer = Some(m.return_route());
+        }
+    }
+    shared.lock().handle(frame, Instant::now());
+}
+
+/// The sending end of a typed stream of `T`s.
+///
+/// Created by [`make_sink`](crate::make_sink) (a client's, for a call) or
+/// [`Source::make_sink`] (a server's reverse stream). Messages go in order,
+/// each exactly once, and only as fast as the receiving application grants
+/// credit: `send` waits for it. End it with [`close`](Self::close) (a clean
+/// end the receiver sees as `Ok(None)`) or [`abort`](Self::abort); when the
+/// last handle of a sink is dropped without either, the stream is aborted
+/// (it never looks like a clean end). Clones are handles on the same
+/// stream (a handler keeps one and returns another, as in seed 003).
+pub struct Sink<T> {
+    inner: Arc<SinkInner>,
+    /// A message accepted by `futures::Sink::start_send`, not yet queued.
+    buffered: Option<Vec<u8>>,
+    _t: PhantomData<fn(T)>,
+}
+
+struct SinkInner {
+    shared: Arc<Shared<SendHalf>>,
+    address: Address,
+    ended: std::sync::atomic::AtomicBool,
+}
+
+impl Drop for SinkInner {
+    fn drop(&mut self) {
+        if !self.ended.load(std::sync::atomic::Ordering::Acquire) {
+            self.shared
+                .lock()
+                .abort("the sink was dropped without close()");
+            self.shared.kick.notify_one();
+        }
+    }
+}
+
+impl<T> Clone for Sink<T> {
+    fn clone(&self) -> Self {
+        Sink {
+            inner: self.inner.clone(),
+            buffered: None,
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T: Message> Sink<T> {
+    pub(crate) async fn start(
+        ctx: &Context,
+        timing: Timing,
+        peer: Option<Route>,
+    ) -> ockam_core::Result<Self> {
+        let (shared, address) = start(ctx, SendHalf::new(timing, Instant::now()), peer).await?;
+        Ok(Sink {
+            inner: Arc::new(SinkInner {
+                shared,
+                address,
+                ended: std::sync::atomic::AtomicBool::new(false),
+            }),
+            buffered: None,
+            _t: PhantomData,
+        })
+    }
+
+    /// The address of this end (what a call passes to the server).
+    pub fn address(&self) -> &Address {
+        &self.inner.address
+    }
+
+    fn shared(&self) -> &Shared<SendHalf> {
+        &self.inner.shared
+    }
+
+    fn mark_ended(&self) {
+        self.inner
+            .ended
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    fn poll_push(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), RpcError>> {
+        let Some(body) = self.buffered.take() else {
+            return Poll::Ready(Ok(()));
+        };
+        self.shared().wait(cx);
+        let mut h = self.shared().lock();
+        match h.check(body.len()) {
+            Ok(()) => {
+                let _ = h.send(body);
+                drop(h);
+                self.shared().kick.notify_one();
+                Poll::Ready(Ok(()))
+            }
+            Err(SendRefused::NoCredit) => {
+                drop(h);
+                self.buffered = Some(body);
+                Poll::Pending
+            }
+            Err(SendRefused::TooLarge { size, limit }) => {
+                Poll::Ready(Err(RpcError::TooLarge { size, limit }))
+            }
+            Err(SendRefused::Ended) => Poll::Ready(Err(ended(h.outcome()))),
+        }
+    }
+
+    fn poll_outcome(&self, cx: &mut TaskContext<'_>) -> Poll<Result<(), RpcError>> {
+        self.shared().wait(cx);
+        let h = self.shared().lock();
+        match h.outcome() {
+            Some(Ok(())) => Poll::Ready(Ok(())),
+            Some(Err(e)) => Poll::Ready(Err(RpcError::from(e))),
+            None => Poll::Pending,
+        }
+    }
+
+    fn start_close(&self) {
+        self.mark_ended();
+        self.shared().lock().close();
+        self.shared().kick.notify_one();
+    }
+
+    /// Sends `msg`, waiting for credit from the receiving application.
+    ///
+    /// # Errors
+    /// [`RpcError::TooLarge`] for a message over the receiver's window (the
+    /// stream goes on); once the stream ended: how ([`RpcError::Cancelled`],
+    /// [`RpcError::Lost`], [`RpcError::Aborted`]), or [`RpcError::Closed`]
+    /// after [`close`](Self::close).
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: a `send` dropped while waiting for credit did not
+    /// send `msg`, but one dropped after credit came may have.
+    pub async fn send(&mut self, msg: T) -> Result<(), RpcError> {
+        self.buffered = Some(msg.encode().map_err(RpcError::from_core)?);
+        poll_fn(|cx| self.poll_push(cx)).await
+    }
+
+    /// Ends the stream cleanly, and returns once the receiver has
+    /// everything sent (its end acknowledged).
+    ///
+    /// # Errors
+    /// How the stream ended otherwise (cancelled, lost, ...): then the
+    /// receiver may not have everything.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the stream is closing once `close` was first polled;
+    /// another handle's `close` waits for the same outcome.
+    pub async fn close(mut self) -> Result<(), RpcError> {
+        poll_fn(|cx| self.poll_push(cx)).await?;
+        self.start_close();
+        poll_fn(|cx| self.poll_outcome(cx)).await
+    }
+
+    /// Ends the stream without a clean end: the receiver gets
+    /// [`RpcError::Aborted`] with `reason` (after what it already had).
+    pub fn abort(self, reason: &str) {
+        self.mark_ended();
+        self.shared().lock().abort(reason);
+        self.shared().kick.notify_one();
+    }
+}
+
+fn ended(outcome: Option<Result<(), End>>) -> RpcError {
+    match outcome {
+        Some(Err(e)) => RpcError::from(e),
+        _ => RpcError::Closed,
+    }
+}
+
+impl<T: Message> futures_sink::Sink<T> for Sink<T> {
+    type Error = RpcError;
+
+    fn poll_ready(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Result<(), RpcError>> {
+        self.poll_push(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: T) -> Result<(), RpcError> {
+        self.buffered = Some(item.encode().map_err(RpcError::from_core)?);
+        Ok(())
+    }
+
+    fn poll_flush(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Result<(), RpcError>> {
+        self.poll_push(cx)
+    }
+
+    fn poll_close(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Result<(), RpcError>> {
+        if !self.inner.ended.load(std::sync::atomic::Ordering::Acquire) {
+            match self.poll_push(cx) {
+                Poll::Ready(Ok(())) => {}
+                other => return other,
+            }
+            self.start_close();
+        }
+        self.poll_outcome(cx)
+    }
+}
+
+/// The receiving end of a typed stream of `T`s: messages in the order sent,
+/// each exactly once; `Ok(None)` only after a clean end with nothing
+/// missing. Taking a message grants its sender credit for more.
+pub struct Source<T> {
+    shared: Arc<Shared<RecvHalf>>,
+    address: Address,
+    /// For [`make_sink`](Self::make_sink): the route to the receiver of
+    /// the reverse stream (on the caller's node), and its address.
+    pub(crate) reverse: Option<(Route, Address)>,
+    pub(crate) ctx_for_reverse: Option<Arc<Context>>,
+    pub(crate) timing: Timing,
+    done: bool,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T: Message> Source<T> {
+    pub(crate) async fn start(
+        ctx: &Context,
+        window: Window,
+        timing: Timing,
+        peer: Option<Route>,
+    ) -> ockam_core::Result<Self> {
+        let (shared, address) =
+            start(ctx, RecvHalf::new(window, timing, Instant::now()), peer).await?;
+        Ok(Source {
+            shared,
+            address,
+            reverse: None,
+            ctx_for_reverse: None,
+            timing,
+            done: false,
+            _t: PhantomData,
+        })
+    }
+
+    /// The address of this end.
+    pub fn address(&self) -> &Address {
+        &self.address
+    }
+
+    pub(crate) fn shared_set_peer(&self, route: Route) {
+        self.shared.set_peer(route);
+    }
+
+    fn poll_recv(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<Option<T>, RpcError>> {
+        if self.done {
+            return Poll::Ready(Ok(None));
+        }
+        // Registered first, so that a change between the look and the
+        // wait wakes us.
+        self.shared.wait(cx);
+        let taken = self.shared.lock().take();
+        match taken {
+            Some(Ok(Some(body))) => {
+                self.shared.kick.notify_one();
+                match T::decode(&body) {
+                    Ok(t) => Poll::Ready(Ok(Some(t))),
+                    Err(e) => {
+                        let why = format!("a message does not decode: {e}");
+                        self.cancel_inner(&why);
+                        Poll::Ready(Err(RpcError::Decode(why)))
+                    }
+                }
+            }
+            Some(Ok(None)) => {
+                self.done = true;
+                Poll::Ready(Ok(None))
+            }
+            Some(Err(e)) => {
+                self.done = true;
+                Poll::Ready(Err(RpcError::from(e)))
+            }
+            None => Poll::Pending,
+        }
+    }
+
+    /// A sink of `U`s to the peer that made this stream's sink, when the
+    /// call that brought this source asked for a reverse stream (seed 003:
+    /// a handler turns the source it receives into a sink and returns it).
+    ///
+    /// # Errors
+    /// [`RpcError::NoReverse`] when there is no peer to send to (a source
+    /// not made by a call), or the node's error registering the new end.
+    pub async fn make_sink<U: Message>(&self) -> Result<Sink<U>, RpcError> {
+        let (Some((route, _)), Some(ctx)) = (&self.reverse, &self.ctx_for_reverse) else {
+            return Err(RpcError::NoReverse);
+        };
+        Sink::start(ctx, self.timing, Some(route.clone()))
+            .await
+            .map_err(RpcError::from_core)
+    }
+
+    /// The next message; `Ok(None)` once the sender closed the stream and
+    /// everything arrived.
+    ///
+    /// # Errors
+    /// How the stream ended otherwise: [`RpcError::Aborted`] (with the
+    /// sender's reason), [`RpcError::Cancelled`], [`RpcError::Lost`], or
+    /// [`RpcError::Decode`] for a message that is not a `T` (the stream is
+    /// then cancelled). After an end, `recv` keeps answering `Ok(None)`.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a message is taken only when it is returned.
+    pub async fn recv(&mut self) -> Result<Option<T>, RpcError> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Wants no more: the sender's `send` and `close` fail with
+    /// [`RpcError::Cancelled`] and `reason`.
+    pub fn cancel(mut self, reason: &str) {
+        self.cancel_inner(reason);
+    }
+
+    fn cancel_inner(&mut self, reason: &str) {
+        self.done = true;
+        self.shared.lock().cancel(reason);
+        self.shared.kick.notify_one();
+    }
+}
+
+impl<T> Drop for Source<T> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.lock().cancel("the source was dropped");
+            self.shared.kick.notify_one();
+        }
+    }
+}
+
+impl<T: Message> futures_core::Stream for Source<T> {
+    type Item = Result<T, RpcError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.poll_recv(cx) {
+            Poll::Ready(Ok(Some(t))) => Poll::Ready(Some(Ok(t))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

@@ -1,0 +1,295 @@
+//! Calls that carry streams (seed 003): a server registers handlers by
+//! name; a client makes a [`Sink`] and calls a handler with auxiliary
+//! arguments and that sink; the handler receives them and a [`Source`], can
+//! turn it into a reverse [`Sink`] ([`Source::make_sink`]) and return it;
+//! the client receives the reverse stream as a [`Source`].
+//!
+//! Many streams share the routes and connections that already exist: a
+//! stream is a pair of ends (addresses) on the two nodes, nothing more.
+
+use crate::endpoint::route_to;
+use crate::error::RpcError;
+use crate::proto::{Timing, Window};
+use crate::{Sink, Source};
+use ockam_core::{async_trait, Address, Any, Message, Result, Route, Routed, Worker};
+use ockam_node::Context;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::warn;
+
+/// How long [`call`] waits for the server's answer by default.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A call, from client to server.
+#[derive(Debug, Serialize, Deserialize)]
+struct Call {
+    handler: String,
+    #[serde(with = "serde_bytes")]
+    aux: Vec<u8>,
+    /// The address of the caller's sink (on the caller's node).
+    sink: String,
+    /// The address of the caller's source for the reverse stream.
+    reverse: String,
+    /// The window the caller's reverse source grants.
+    window_messages: u64,
+    window_bytes: u64,
+}
+
+/// The server's answer.
+#[derive(Debug, Serialize, Deserialize)]
+enum Reply {
+    /// Accepted; the address of the reverse stream's sink, if the handler
+    /// made one.
+    Accepted(Option<String>),
+    /// Refused, saying why.
+    Refused(String),
+    /// A limit was reached.
+    Limit(String, u64),
+}
+
+type Handled = Pin<Box<dyn Future<Output = std::result::Result<Option<Address>, RpcError>> + Send>>;
+
+/// A handler with its types erased: (aux, route back, call, node) → the
+/// reverse sink's address.
+type Erased = Arc<dyn Fn(Vec<u8>, Route, &Call, Arc<Context>, Limits) -> Handled + Send + Sync>;
+
+#[derive(Clone, Copy)]
+struct Limits {
+    window: Window,
+    timing: Timing,
+}
+
+/// A server of named handlers that receive streams; see the
+/// [module docs](self).
+pub struct RpcServer {
+    handlers: HashMap<String, Erased>,
+    window: Window,
+    timing: Timing,
+    max_streams: usize,
+}
+
+impl Default for RpcServer {
+    fn default() -> Self {
+        RpcServer {
+            handlers: HashMap::new(),
+            window: Window::default(),
+            timing: Timing::default(),
+            max_streams: 10_000,
+        }
+    }
+}
+
+impl RpcServer {
+    /// A server with no handlers yet: windows of [`Window::default`],
+    /// timing of [`Timing::default`], at most 10,000 streams at once.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The credit each source the server makes grants its sender.
+    pub fn with_window(mut self, window: Window) -> Self {
+        self.window = window;
+        self
+    }
+
+    /// Most streams the server's handlers hold at once; calls beyond it
+    /// are refused with [`RpcError::Limit`] (retryable).
+    pub fn with_max_streams(mut self, n: usize) -> Self {
+        self.max_streams = n;
+        self
+    }
+
+    /// Registers handler `name`: called with the call's auxiliary value
+    /// (an `A`) and a [`Source`] of the caller's stream (of `X`s); it
+    /// returns the reverse [`Sink`] (of `Y`s, made with
+    /// [`Source::make_sink`]) or `None`.
+    pub fn handler<A, X, Y, F, Fut>(mut self, name: &str, f: F) -> Self
+    where
+        A: Message,
+        X: Message,
+        Y: Message,
+        F: Fn(A, Source<X>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<Option<Sink<Y>>, RpcError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let erased: Erased = Arc::new(move |aux, back, call, ctx, limits| {
+            let f = f.clone();
+            let sink_addr = Address::parse(&call.sink);
+            let reverse_addr = Address::parse(&call.reverse);
+            Box::pin(async move {
+                let aux = A::decode(&aux).map_err(|e| {
+                    RpcError::Refused(format!("the auxiliary value does not decode: {e}"))
+                })?;
+                let (sink_addr, reverse_addr) = match (sink_addr, reverse_addr) {
+                    (Ok(s), Ok(r)) => (s, r),
+                    _ => return Err(RpcError::Refused("a call names bad addresses".into())),
+                };
+                let mut source: Source<X> = Source::start(
+                    &ctx,
+                    limits.window,
+                    limits.timing,
+                    Some(route_to(&back, &sink_addr)),
+                )
+                .await
+                .map_err(RpcError::from_core)?;
+                source.reverse = Some((route_to(&back, &reverse_addr), reverse_addr));
+                source.ctx_for_reverse = Some(ctx);
+                let sink = f(aux, source).await?;
+                Ok(sink.map(|s| s.address().clone()))
+            })
+        });
+        self.handlers.insert(name.to_string(), erased);
+        self
+    }
+
+    /// Starts the server at `address` on the node of `ctx`.
+    ///
+    /// # Errors
+    /// The node's, when the address is taken.
+    pub async fn start(self, ctx: &Context, address: impl Into<Address>) -> Result<()> {
+        let ends = Arc::new(ctx.new_context(Address::random_local()).await?);
+        ctx.start_worker(
+            address.into(),
+            ServerWorker {
+                handlers: Arc::new(self.handlers),
+                limits: Limits {
+                    window: self.window,
+                    timing: self.timing,
+                },
+                ends,
+                streams: Arc::new(AtomicUsize::new(0)),
+                max_streams: self.max_streams,
+            },
+        )
+        .await
+    }
+}
+
+struct ServerWorker {
+    handlers: Arc<HashMap<String, Erased>>,
+    limits: Limits,
+    /// The context new stream ends register through.
+    ends: Arc<Context>,
+    streams: Arc<AtomicUsize>,
+    max_streams: usize,
+}
+
+#[async_trait]
+impl Worker for ServerWorker {
+    type Message = Any;
+    type Context = Context;
+
+    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
+        let back = msg.return_route();
+        let call = match Call::decode(msg.payload()) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(from = %back, error = %e, "rpc: dropped a message that is not a call");
+                return Ok(());
+            }
+        };
+        let Some(handler) = self.handlers.get(&call.handler).cloned() else {
+            let why = format!("no handler {:?}", call.handler);
+            return ctx.send(back, Reply::Refused(why)).await;
+        };
+        if self.streams.load(Ordering::Acquire) >= self.max_streams {
+            let reply = Reply::Limit("streams per server".into(), self.max_streams as u64);
+            return ctx.send(back, reply).await;
+        }
+        self.streams.fetch_add(1, Ordering::AcqRel);
+        let streams = self.streams.clone();
+        let (ends, limits) = (self.ends.clone(), self.limits);
+        let aux = call.aux.clone();
+        let handled = handler(aux, back.clone(), &call, ends, limits);
+        let reply_ctx = ctx.new_context(Address::random_local()).await?;
+        tokio::spawn(async move {
+            let reply = match handled.await {
+                Ok(sink) => Reply::Accepted(sink.map(|a| a.to_string())),
+                Err(e) => Reply::Refused(e.to_string()),
+            };
+            streams.fetch_sub(1, Ordering::AcqRel);
+            if let Err(e) = reply_ctx.send(back, reply).await {
+                warn!(error = %e, "rpc: could not answer a call");
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Makes a sink of `T`s for a call to a server on the other end of
+/// `route` (seed 003's `make_stream_sink`): it sends once the handler's
+/// source grants it credit.
+///
+/// # Errors
+/// The node's, registering the new end.
+pub async fn make_sink<T: Message>(ctx: &Context) -> std::result::Result<Sink<T>, RpcError> {
+    Sink::start(ctx, Timing::default(), None)
+        .await
+        .map_err(RpcError::from_core)
+}
+
+/// Calls handler `handler` of the server at `route` with `aux` and the
+/// stream of `sink`; returns the reverse stream the handler made (a source
+/// that ends at once, cleanly, if it made none... see below).
+///
+/// # Errors
+/// [`RpcError::Refused`] (no such handler, the handler failed),
+/// [`RpcError::Limit`], [`RpcError::Lost`] when the server does not answer
+/// within [`CALL_TIMEOUT`], or the node's error sending the call.
+///
+/// # Cancel safety
+/// Not cancel safe: the server may run the handler all the same.
+pub async fn call<A: Message, X: Message, Y: Message>(
+    ctx: &Context,
+    route: impl Into<Route>,
+    handler: &str,
+    aux: A,
+    sink: &Sink<X>,
+) -> std::result::Result<Option<Source<Y>>, RpcError> {
+    let window = Window::default();
+    let source: Source<Y> = Source::start(ctx, window, Timing::default(), None)
+        .await
+        .map_err(RpcError::from_core)?;
+    let call = Call {
+        handler: handler.into(),
+        aux: aux.encode().map_err(RpcError::from_core)?,
+        sink: sink.address().to_string(),
+        reverse: source.address().to_string(),
+        window_messages: window.messages,
+        window_bytes: window.bytes,
+    };
+    let mut caller = ctx
+        .new_context(Address::random_local())
+        .await
+        .map_err(RpcError::from_core)?;
+    // The ends answer from where the call came: make them the caller's
+    // neighbours (same node), by sending the call from a context there.
+    caller
+        .send(route.into(), call)
+        .await
+        .map_err(RpcError::from_core)?;
+    let reply = caller
+        .receive_duration::<Reply>(CALL_TIMEOUT)
+        .await
+        .map_err(|e| RpcError::Lost(format!("no answer to the call: {e}")))?;
+    let back = reply.return_route();
+    match reply.body() {
+        Reply::Accepted(Some(reverse_sink)) => {
+            let at = Address::parse(&reverse_sink)
+                .map_err(|_| RpcError::Refused("the answer names a bad address".into()))?;
+            source.shared_set_peer(route_to(&back, &at));
+            Ok(Some(source))
+        }
+        Reply::Accepted(None) => {
+            source.cancel("the handler made no reverse stream");
+            Ok(None)
+        }
+        Reply::Refused(why) => Err(RpcError::Refused(why)),
+        Reply::Limit(what, limit) => Err(RpcError::Limit { what, limit }),
+    }
+}
