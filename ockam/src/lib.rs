@@ -34,6 +34,11 @@
 pub use ockam_channel::{ListenerOptions, SecureChannel, SecureChannelOptions};
 pub use ockam_stream_client::RemoteForwarder;
 
+/// Typed streams (seeds 003 and 004): see [`ockam_rpc`].
+pub mod rpc {
+    pub use ockam_rpc::*;
+}
+
 /// Reliable streams through a hub: `stream::Stream::new(&ctx)?...connect(..)`.
 pub mod stream {
     pub use ockam_stream_client::{protocol, ReceiverAddress, SenderAddress, Stream};

@@ -224,12 +224,17 @@ impl SendHalf {
         }
     }
 
-    /// Ends the stream without a clean end.
+    /// Ends the stream without a clean end, after the messages already
+    /// accepted (they were within the credit): the receiver gets them, then
+    /// the abort.
     pub fn abort(&mut self, reason: &str) {
         if matches!(
             self.state,
             SendState::Attaching | SendState::Open | SendState::Closing
         ) {
+            if self.state == SendState::Open {
+                self.flush_data();
+            }
             self.queued.clear();
             self.state = SendState::Ended(End::Aborted(reason.into()));
             self.out.push_back(Frame::Abort {

@@ -85,6 +85,8 @@ fn abort_cancel_and_silence_are_each_their_own_end() {
     s.send(vec![1]).unwrap();
     s.abort("dropped without close");
     exchange(&mut s, &mut r, now);
+    // What was accepted before the abort arrives, then the abort.
+    assert_eq!(r.take(), Some(Ok(Some(vec![1]))));
     assert_eq!(
         r.take(),
         Some(Err(End::Aborted("dropped without close".into())))
