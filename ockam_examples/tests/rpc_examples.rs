@@ -15,7 +15,7 @@ fn the_bidi_stream_examples_exchange_messages_both_ways() {
     let addr = format!("127.0.0.1:{port}");
     let server = Running::start(example("17-bidi-stream-server").arg(&addr));
     server.wait_for("MessageService on");
-    let client = Running::start(example("17-bidi-stream-client").arg(&addr).arg("3"));
+    let mut client = Running::start(example("17-bidi-stream-client").arg(&addr).arg("3"));
     let got = client.wait_for("Received message:");
     assert!(got.contains("Hello, world!"), "{got}");
     client.wait_for("Done after 3 messages");

@@ -151,6 +151,8 @@ pub struct SendHalf {
     credit_bytes: u64,
     /// Messages the application gave, not yet sent (for batching).
     queued: VecDeque<Vec<u8>>,
+    /// Their bytes.
+    queued_bytes: u64,
     timing: Timing,
     last_heard: Instant,
     last_sent: Instant,
@@ -171,6 +173,7 @@ impl SendHalf {
             credit_messages: 0,
             credit_bytes: 0,
             queued: VecDeque::new(),
+            queued_bytes: 0,
             timing,
             last_heard: now,
             last_sent: now,
@@ -193,7 +196,7 @@ impl SendHalf {
             });
         }
         let seq = self.next_seq + self.queued.len() as u64;
-        let bytes = self.sent_bytes + self.queued.iter().map(|q| q.len() as u64).sum::<u64>();
+        let bytes = self.sent_bytes + self.queued_bytes;
         if self.state == SendState::Attaching
             || seq >= self.credit_messages
             || bytes + len > self.credit_bytes
@@ -209,6 +212,7 @@ impl SendHalf {
     /// What [`check`](Self::check) says.
     pub fn send(&mut self, body: Vec<u8>) -> Result<(), SendRefused> {
         self.check(body.len())?;
+        self.queued_bytes += body.len() as u64;
         self.queued.push_back(body);
         Ok(())
     }
@@ -236,6 +240,7 @@ impl SendHalf {
                 self.flush_data();
             }
             self.queued.clear();
+            self.queued_bytes = 0;
             self.state = SendState::Ended(End::Aborted(reason.into()));
             self.out.push_back(Frame::Abort {
                 reason: reason.into(),
@@ -247,6 +252,7 @@ impl SendHalf {
     pub fn lost(&mut self, why: &str) {
         if !matches!(self.state, SendState::Closed | SendState::Ended(_)) {
             self.queued.clear();
+            self.queued_bytes = 0;
             self.state = SendState::Ended(End::Lost(why.into()));
         }
     }
@@ -278,6 +284,7 @@ impl SendHalf {
                 if !matches!(self.state, SendState::Closed | SendState::Ended(_)) =>
             {
                 self.queued.clear();
+                self.queued_bytes = 0;
                 self.state = SendState::Ended(End::Cancelled(reason));
             }
             _ => {}
@@ -288,6 +295,7 @@ impl SendHalf {
     fn flush_data(&mut self) {
         let mut bodies = Vec::new();
         let first = self.next_seq;
+        self.queued_bytes = 0;
         while let Some(b) = self.queued.pop_front() {
             self.next_seq += 1;
             self.sent_bytes += b.len() as u64;
