@@ -121,6 +121,25 @@ pub(crate) fn route_to(via: &Route, peer: &Address) -> Route {
     Route::from(hops)
 }
 
+/// Stream ends alive in this process (each a task).
+static LIVE_ENDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// How many stream ends (sinks and sources, each a small task with its
+/// own address) are alive in this process: for tests and metrics. An end
+/// lives until its stream is over (closed, aborted, cancelled, lost) and
+/// its last frames are sent.
+pub fn live_ends() -> usize {
+    LIVE_ENDS.load(std::sync::atomic::Ordering::Acquire)
+}
+
+struct LiveEnd;
+
+impl Drop for LiveEnd {
+    fn drop(&mut self) {
+        LIVE_ENDS.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
 /// Starts the shell of `half` at a new address; `peer`: the route to the
 /// other end, if known (else learnt from the first frame that arrives).
 pub(crate) async fn start<H: Half>(
@@ -136,7 +155,13 @@ pub(crate) async fn start<H: Half>(
         kick: Notify::new(),
         wakers: Mutex::new(Vec::new()),
     });
-    tokio::spawn(run(end_ctx, shared.clone()));
+    LIVE_ENDS.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    let live = LiveEnd;
+    let task_shared = shared.clone();
+    tokio::spawn(async move {
+        let _live = live;
+        run(end_ctx, task_shared).await
+    });
     Ok((shared, address))
 }
 

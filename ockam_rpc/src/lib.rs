@@ -55,7 +55,7 @@ mod error;
 pub mod proto;
 mod rpc;
 
-pub use endpoint::{Sink, Source};
+pub use endpoint::{live_ends, Sink, Source};
 pub use error::RpcError;
 pub use proto::{Timing, Window};
 pub use rpc::{call, make_sink, RpcServer, CALL_TIMEOUT};
