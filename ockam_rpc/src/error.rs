@@ -51,6 +51,12 @@ impl RpcError {
     }
 }
 
+impl From<ockam_core::Error> for RpcError {
+    fn from(e: ockam_core::Error) -> Self {
+        RpcError::from_core(e)
+    }
+}
+
 impl From<End> for RpcError {
     fn from(e: End) -> Self {
         match e {
