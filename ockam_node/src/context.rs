@@ -313,8 +313,10 @@ impl Context {
     /// application took it (through its [`Receipt`], if it came with one:
     /// a stream consumer then counts it as handled and may save its read
     /// position past it). Receiving the next message does this too, and so
-    /// does [`Context::stop`] (the application is done); a context dropped
-    /// before any of these tells [`Delivery::NotHandled`].
+    /// do [`Context::stop`] (the application is done) and dropping the
+    /// context. Messages still in the mailbox when the context is dropped
+    /// tell [`Delivery::NotHandled`], and so does nothing at all when the
+    /// process dies first (`kill -9`): then the message is delivered again.
     ///
     /// [`Delivery::NotHandled`]: ockam_core::Delivery::NotHandled
     pub fn ack(&self) {
@@ -487,6 +489,9 @@ impl std::fmt::Debug for NodeHandle {
 
 impl Drop for Context {
     fn drop(&mut self) {
+        // The message returned last was the application's: let go of with
+        // the context, it counts as taken (a crash drops nothing).
+        self.ack();
         self.router.deregister(&self.addresses, self.id);
     }
 }

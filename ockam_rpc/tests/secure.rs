@@ -4,7 +4,7 @@
 use ockam_channel::SecureChannel;
 use ockam_core::{route, TCP};
 use ockam_node::start_node;
-use ockam_rpc::{call, make_sink, RpcError, RpcServer, Sink, Source};
+use ockam_rpc::{call, make_sink, RpcServer, Sink, Source};
 use ockam_transport_tcp::TcpTransport;
 use ockam_vault::Vault;
 use std::sync::mpsc;

@@ -68,10 +68,9 @@ impl From<&SenderAddress> for Route {
 /// A message counts as taken by the application (so the consumer may save
 /// its read position past it) once the application asks for the next one
 /// with [`next`](Self::next), or acknowledges it with
-/// [`ack`](Self::ack). A message returned by `next` and neither followed by
-/// another `next` nor acknowledged before the receiver is dropped (or the
-/// process dies) is delivered again: to this client id's next consumer, or
-/// to this one after [`crate::RETRY_AFTER`].
+/// [`ack`](Self::ack), or drops the receiver. A message returned by `next`
+/// when the process dies (before any of these) is delivered again to this
+/// client id's next consumer.
 pub struct ReceiverAddress {
     pub(crate) ctx: Context,
 }

@@ -1,0 +1,86 @@
+//! Issue 15: a typed stream over hub streams (a hub process, two nodes
+//! whose only way to each other is a pair of streams through it): in
+//! order, each message once, and a clean end. Hub streams redeliver after
+//! a reconnect; the typed stream drops the duplicates.
+
+mod common;
+
+use common::{free_address, HubProcess};
+use ockam_core::{route, TCP};
+use ockam_node::start_node;
+use ockam_rpc::{call, make_sink, RpcServer, Sink, Source};
+use ockam_stream_client::Stream;
+use ockam_transport_tcp::TcpTransport;
+use std::sync::mpsc;
+
+#[test]
+fn a_typed_stream_over_a_pair_of_hub_streams() {
+    let hub = free_address();
+    let dir = tempfile::tempdir().unwrap();
+    let _hub = HubProcess::start(&hub, &["--data-dir", dir.path().to_str().unwrap()]);
+
+    // The server node: reads stream "to-server", answers through "to-client".
+    let (stop, stop_rx) = mpsc::channel::<()>();
+    let (up, up_rx) = mpsc::channel::<()>();
+    let server_hub = hub.clone();
+    let server = std::thread::spawn(move || {
+        let (ctx, mut executor) = start_node();
+        executor
+            .execute(async move {
+                let _tcp = TcpTransport::create(&ctx).await?;
+                RpcServer::new()
+                    .handler("echo", |_: u8, mut source: Source<u64>| async move {
+                        let sink: Sink<u64> = source.make_sink().await?;
+                        let mut out = sink.clone();
+                        tokio::spawn(async move {
+                            while let Ok(Some(n)) = source.recv().await {
+                                if out.send(n + 1).await.is_err() {
+                                    return;
+                                }
+                            }
+                            let _ = out.close().await;
+                        });
+                        Ok(Some(sink))
+                    })
+                    .start(&ctx, "rpc")
+                    .await?;
+                let _conn = Stream::new(&ctx)?
+                    .client_id("typed-server")
+                    .connect(route![(TCP, server_hub.as_str())], "to-client", "to-server")
+                    .await?;
+                up.send(()).unwrap();
+                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+                ctx.stop().await
+            })
+            .expect("server node");
+    });
+    up_rx.recv().unwrap();
+
+    let (ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let _tcp = TcpTransport::create(&ctx).await?;
+            let (tx, _rx) = Stream::new(&ctx)?
+                .client_id("typed-client")
+                .connect(route![(TCP, hub.as_str())], "to-server", "to-client")
+                .await?;
+            let mut sink: Sink<u64> = make_sink(&ctx).await?;
+            let rpc = route![tx.clone(), "rpc"];
+            let mut back: Source<u64> = call(&ctx, rpc, "echo", 0u8, &sink).await?.unwrap();
+            let writer = tokio::spawn(async move {
+                for n in 0..2_000u64 {
+                    sink.send(n).await?;
+                }
+                sink.close().await
+            });
+            for n in 0..2_000u64 {
+                assert_eq!(back.recv().await?, Some(n + 1));
+            }
+            writer.await.unwrap()?;
+            assert_eq!(back.recv().await?, None);
+            ctx.stop().await
+        })
+        .unwrap();
+    drop(stop);
+    server.join().unwrap();
+}
