@@ -132,7 +132,25 @@ pub fn live_ends() -> usize {
     LIVE_ENDS.load(std::sync::atomic::Ordering::Acquire)
 }
 
-struct LiveEnd;
+/// Runs its function once, when dropped: with the end's shell when the
+/// end is over, or at once if no end took it (a server's per-peer count).
+pub(crate) struct OnEnd(Option<Box<dyn FnOnce() + Send + Sync>>);
+
+impl OnEnd {
+    pub(crate) fn new(f: impl FnOnce() + Send + Sync + 'static) -> Self {
+        OnEnd(Some(Box::new(f)))
+    }
+}
+
+impl Drop for OnEnd {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+struct LiveEnd(#[allow(dead_code)] Option<OnEnd>);
 
 impl Drop for LiveEnd {
     fn drop(&mut self) {
@@ -146,6 +164,7 @@ pub(crate) async fn start<H: Half>(
     ctx: &Context,
     half: H,
     peer: Option<Route>,
+    on_end: Option<OnEnd>,
 ) -> ockam_core::Result<(Arc<Shared<H>>, Address)> {
     let address = Address::random_local();
     let end_ctx = ctx.new_context(address.clone()).await?;
@@ -156,7 +175,7 @@ pub(crate) async fn start<H: Half>(
         wakers: Mutex::new(Vec::new()),
     });
     LIVE_ENDS.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-    let live = LiveEnd;
+    let live = LiveEnd(on_end);
     let task_shared = shared.clone();
     tokio::spawn(async move {
         let _live = live;
@@ -282,7 +301,8 @@ impl<T: Message> Sink<T> {
         timing: Timing,
         peer: Option<Route>,
     ) -> ockam_core::Result<Self> {
-        let (shared, address) = start(ctx, SendHalf::new(timing, Instant::now()), peer).await?;
+        let (shared, address) =
+            start(ctx, SendHalf::new(timing, Instant::now()), peer, None).await?;
         Ok(Sink {
             inner: Arc::new(SinkInner {
                 shared,
@@ -456,9 +476,15 @@ impl<T: Message> Source<T> {
         window: Window,
         timing: Timing,
         peer: Option<Route>,
+        on_end: Option<OnEnd>,
     ) -> ockam_core::Result<Self> {
-        let (shared, address) =
-            start(ctx, RecvHalf::new(window, timing, Instant::now()), peer).await?;
+        let (shared, address) = start(
+            ctx,
+            RecvHalf::new(window, timing, Instant::now()),
+            peer,
+            on_end,
+        )
+        .await?;
         Ok(Source {
             shared,
             address,

@@ -7,7 +7,7 @@
 //! Many streams share the routes and connections that already exist: a
 //! stream is a pair of ends (addresses) on the two nodes, nothing more.
 
-use crate::endpoint::route_to;
+use crate::endpoint::{route_to, OnEnd};
 use crate::error::RpcError;
 use crate::proto::{Timing, Window};
 use crate::{Sink, Source};
@@ -17,7 +17,6 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
@@ -56,7 +55,8 @@ type Handled = Pin<Box<dyn Future<Output = std::result::Result<Option<Address>, 
 
 /// A handler with its types erased: (aux, route back, call, node) → the
 /// reverse sink's address.
-type Erased = Arc<dyn Fn(Vec<u8>, Route, &Call, Arc<Context>, Limits) -> Handled + Send + Sync>;
+type Erased =
+    Arc<dyn Fn(Vec<u8>, Route, &Call, Arc<Context>, Limits, OnEnd) -> Handled + Send + Sync>;
 
 #[derive(Clone, Copy)]
 struct Limits {
@@ -97,8 +97,10 @@ impl RpcServer {
         self
     }
 
-    /// Most streams the server's handlers hold at once; calls beyond it
-    /// are refused with [`RpcError::Limit`] (retryable).
+    /// Most streams the server holds at once for one peer (the route the
+    /// calls come over, less the calling context): calls beyond it are
+    /// refused with [`RpcError::Limit`] naming it (retryable once a stream
+    /// of that peer ended). Default 10,000.
     pub fn with_max_streams(mut self, n: usize) -> Self {
         self.max_streams = n;
         self
@@ -117,7 +119,7 @@ impl RpcServer {
         Fut: Future<Output = std::result::Result<Option<Sink<Y>>, RpcError>> + Send + 'static,
     {
         let f = Arc::new(f);
-        let erased: Erased = Arc::new(move |aux, back, call, ctx, limits| {
+        let erased: Erased = Arc::new(move |aux, back, call, ctx, limits, on_end| {
             let f = f.clone();
             let sink_addr = Address::parse(&call.sink);
             let reverse_addr = Address::parse(&call.reverse);
@@ -134,6 +136,7 @@ impl RpcServer {
                     limits.window,
                     limits.timing,
                     Some(route_to(&back, &sink_addr)),
+                    Some(on_end),
                 )
                 .await
                 .map_err(RpcError::from_core)?;
@@ -162,7 +165,7 @@ impl RpcServer {
                     timing: self.timing,
                 },
                 ends,
-                streams: Arc::new(AtomicUsize::new(0)),
+                streams: Arc::new(std::sync::Mutex::new(HashMap::new())),
                 max_streams: self.max_streams,
             },
         )
@@ -175,7 +178,8 @@ struct ServerWorker {
     limits: Limits,
     /// The context new stream ends register through.
     ends: Arc<Context>,
-    streams: Arc<AtomicUsize>,
+    /// Streams held per peer (see [`RpcServer::with_max_streams`]).
+    streams: Arc<std::sync::Mutex<HashMap<Route, usize>>>,
     max_streams: usize,
 }
 
@@ -197,22 +201,43 @@ impl Worker for ServerWorker {
             let why = format!("no handler {:?}", call.handler);
             return ctx.send(back, Reply::Refused(why)).await;
         };
-        if self.streams.load(Ordering::Acquire) >= self.max_streams {
-            let reply = Reply::Limit("streams per server".into(), self.max_streams as u64);
+        let peer: Route = {
+            let mut hops: Vec<Address> = back.iter().cloned().collect();
+            hops.pop();
+            Route::from(hops)
+        };
+        let admitted = {
+            let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            let held = streams.entry(peer.clone()).or_insert(0);
+            let admitted = *held < self.max_streams;
+            if admitted {
+                *held += 1;
+            }
+            admitted
+        };
+        if !admitted {
+            let reply = Reply::Limit("streams per peer".into(), self.max_streams as u64);
             return ctx.send(back, reply).await;
         }
-        self.streams.fetch_add(1, Ordering::AcqRel);
         let streams = self.streams.clone();
+        let on_end = OnEnd::new(move || {
+            let mut streams = streams.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(held) = streams.get_mut(&peer) {
+                *held -= 1;
+                if *held == 0 {
+                    streams.remove(&peer);
+                }
+            }
+        });
         let (ends, limits) = (self.ends.clone(), self.limits);
         let aux = call.aux.clone();
-        let handled = handler(aux, back.clone(), &call, ends, limits);
+        let handled = handler(aux, back.clone(), &call, ends, limits, on_end);
         let reply_ctx = ctx.new_context(Address::random_local()).await?;
         tokio::spawn(async move {
             let reply = match handled.await {
                 Ok(sink) => Reply::Accepted(sink.map(|a| a.to_string())),
                 Err(e) => Reply::Refused(e.to_string()),
             };
-            streams.fetch_sub(1, Ordering::AcqRel);
             if let Err(e) = reply_ctx.send(back, reply).await {
                 warn!(error = %e, "rpc: could not answer a call");
             }
@@ -252,7 +277,7 @@ pub async fn call<A: Message, X: Message, Y: Message>(
     sink: &Sink<X>,
 ) -> std::result::Result<Option<Source<Y>>, RpcError> {
     let window = Window::default();
-    let source: Source<Y> = Source::start(ctx, window, Timing::default(), None)
+    let source: Source<Y> = Source::start(ctx, window, Timing::default(), None, None)
         .await
         .map_err(RpcError::from_core)?;
     let call = Call {

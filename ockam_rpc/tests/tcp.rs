@@ -253,3 +253,62 @@ fn a_peer_that_goes_away_is_lost_in_time() {
     });
     t.join().unwrap();
 }
+
+#[test]
+fn streams_beyond_the_per_peer_limit_are_refused_until_one_ends() {
+    let (up, up_rx) = mpsc::channel();
+    let (stop, stop_rx) = mpsc::channel::<()>();
+    let t = std::thread::spawn(move || {
+        let (ctx, mut executor) = start_node();
+        executor
+            .execute(async move {
+                let tcp = TcpTransport::create(&ctx).await?;
+                let addr = tcp.listen("127.0.0.1:0").await?;
+                RpcServer::new()
+                    .with_max_streams(2)
+                    .handler("hold", |_: u8, mut source: Source<u64>| async move {
+                        tokio::spawn(async move { while let Ok(Some(_)) = source.recv().await {} });
+                        Ok(None::<Sink<u64>>)
+                    })
+                    .start(&ctx, "rpc")
+                    .await?;
+                up.send(addr.to_string()).unwrap();
+                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+                ctx.stop().await
+            })
+            .expect("server node");
+    });
+    let hub = up_rx.recv().unwrap();
+    client(move |ctx| async move {
+        let _tcp = TcpTransport::create(&ctx).await?;
+        let rpc = route![(TCP, hub.as_str()), "rpc"];
+        let a: Sink<u64> = make_sink(&ctx).await?;
+        let b: Sink<u64> = make_sink(&ctx).await?;
+        let c: Sink<u64> = make_sink(&ctx).await?;
+        call::<u8, u64, u8>(&ctx, rpc.clone(), "hold", 0, &a).await?;
+        call::<u8, u64, u8>(&ctx, rpc.clone(), "hold", 0, &b).await?;
+        match call::<u8, u64, u8>(&ctx, rpc.clone(), "hold", 0, &c).await {
+            Err(RpcError::Limit { what, limit }) => {
+                assert_eq!((what.as_str(), limit), ("streams per peer", 2))
+            }
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        a.close().await?;
+        // A stream ended: room again.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match call::<u8, u64, u8>(&ctx, rpc.clone(), "hold", 0, &c).await {
+                Ok(_) => break,
+                Err(RpcError::Limit { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        b.abort("done");
+        c.abort("done");
+        ctx.stop().await
+    });
+    drop(stop);
+    t.join().unwrap();
+}
