@@ -1,16 +1,19 @@
 //! One-way throughput of a typed stream over TCP between two processes,
 //! beside seed 004's tonic bidirectional stream (the `tonic` anchor, built
-//! by `scripts/build-anchors.sh tonic`), 64 B and 4 KiB messages; prints
-//! the ratio ours / tonic.
+//! by `scripts/build-anchors.sh tonic`), 64 B and 4 KiB messages, and 1 KiB
+//! over a secure channel beside tonic over TLS; prints the ratio ours /
+//! tonic.
 //!
 //! `cargo bench -p ockam_rpc --bench typed_stream` (`-- --quick`: fewer
 //! messages). The same binary is the two processes: `sink PORT N` and
 //! `source PORT N SIZE`.
 
+use ockam_channel::SecureChannel;
 use ockam_core::{route, TCP};
 use ockam_node::start_node;
 use ockam_rpc::{call, make_sink, RpcServer, Sink, Source, Window};
 use ockam_transport_tcp::TcpTransport;
+use ockam_vault::Vault;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
@@ -27,12 +30,16 @@ const WINDOW: Window = Window {
     bytes: 8 * 1024 * 1024,
 };
 
-fn sink(port: &str, n: u64) {
+fn sink(port: &str, n: u64, secure: bool) {
     let (ctx, mut executor) = start_node();
     let port = port.to_string();
     executor
         .execute(async move {
             let tcp = TcpTransport::create(&ctx).await?;
+            if secure {
+                let vault = Vault::create(&ctx)?;
+                SecureChannel::create_listener(&ctx, "secure", &vault).await?;
+            }
             tcp.listen(format!("127.0.0.1:{port}")).await?;
             RpcServer::new()
                 .with_window(WINDOW)
@@ -63,14 +70,23 @@ fn sink(port: &str, n: u64) {
         .unwrap();
 }
 
-fn source(port: &str, n: u64, size: usize) {
+fn source(port: &str, n: u64, size: usize, secure: bool) {
     let (ctx, mut executor) = start_node();
     let port = port.to_string();
     executor
         .execute(async move {
             let _tcp = TcpTransport::create(&ctx).await?;
             let mut sink: Sink<Blob> = make_sink(&ctx).await?;
-            let route = route![(TCP, format!("127.0.0.1:{port}").as_str()), "rpc"];
+            let peer = format!("127.0.0.1:{port}");
+            let route = if secure {
+                let vault = Vault::create(&ctx)?;
+                let channel =
+                    SecureChannel::create(&ctx, route![(TCP, peer.as_str()), "secure"], &vault)
+                        .await?;
+                route![channel.address(), "rpc"]
+            } else {
+                route![(TCP, peer.as_str()), "rpc"]
+            };
             let _none = call::<u8, Blob, u8>(&ctx, route, "sink", 0, &sink).await?;
             let body = vec![7u8; size];
             for _ in 0..n {
@@ -85,9 +101,16 @@ fn source(port: &str, n: u64, size: usize) {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
-        Some("sink") => return sink(&args[1], args[2].parse().unwrap()),
-        Some("source") => {
-            return source(&args[1], args[2].parse().unwrap(), args[3].parse().unwrap())
+        Some(mode @ ("sink" | "sink-secure")) => {
+            return sink(&args[1], args[2].parse().unwrap(), mode == "sink-secure")
+        }
+        Some(mode @ ("source" | "source-secure")) => {
+            return source(
+                &args[1],
+                args[2].parse().unwrap(),
+                args[3].parse().unwrap(),
+                mode == "source-secure",
+            )
         }
         _ => {}
     }
@@ -100,16 +123,28 @@ fn main() {
         "{:>6} | {:>12} | {:>12} | ours/tonic",
         "size", "ours msg/s", "tonic msg/s"
     );
-    for size in [64usize, 4096] {
+    let cases: [(usize, bool); 3] = [(64, false), (4096, false), (1024, true)];
+    for (size, secure) in cases {
         let s = size.to_string();
         let ns = n.to_string();
+        let (sink_mode, source_mode) = if secure {
+            ("sink-secure", "source-secure")
+        } else {
+            ("sink", "source")
+        };
         let ours = two_process(
             &me,
-            &["sink", "PORT", &ns],
-            &["source", "PORT", &ns, &s],
+            &[sink_mode, "PORT", &ns],
+            &[source_mode, "PORT", &ns, &s],
             to,
         );
         let tonic = match anchor("tonic") {
+            Some(bin) if secure => two_process(
+                &bin,
+                &["server", "PORT", &ns, "tls"],
+                &["client", "PORT", &ns, &s, "tls"],
+                to,
+            ),
             Some(bin) => two_process(
                 &bin,
                 &["server", "PORT", &ns],
@@ -126,8 +161,13 @@ fn main() {
             (Ok(a), Ok(b)) => format!("{:.2}", a / b),
             _ => "-".into(),
         };
+        let label = if secure {
+            format!("{size} (secure channel / TLS)")
+        } else {
+            size.to_string()
+        };
         println!(
-            "{size:>6} | {:>12} | {:>12} | {ratio}",
+            "{label:>6} | {:>12} | {:>12} | {ratio}",
             show(&ours),
             show(&tonic)
         );
