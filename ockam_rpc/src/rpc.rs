@@ -65,7 +65,7 @@ struct Limits {
 }
 
 /// A server of named handlers that receive streams; see the
-/// [module docs](self).
+/// [crate docs](crate).
 pub struct RpcServer {
     handlers: HashMap<String, Erased>,
     window: Window,
