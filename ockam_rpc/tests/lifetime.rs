@@ -7,51 +7,16 @@
 use ockam_core::{route, Address, TCP};
 use ockam_node::start_node;
 use ockam_rpc::proto::Frame;
-use ockam_rpc::{call, live_ends, make_sink, RpcError, RpcServer, Sink, Source};
+mod common;
+
+use common::{echo, nothing, server_thread};
+use ockam_rpc::{call, live_ends, make_sink, RpcError, Sink, Source};
 use ockam_transport_tcp::TcpTransport;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 fn echo_server() -> (String, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
-    let (up, up_rx) = mpsc::channel();
-    let (stop, stop_rx) = mpsc::channel::<()>();
-    let t = std::thread::spawn(move || {
-        let (ctx, mut executor) = start_node();
-        executor
-            .execute(async move {
-                let tcp = TcpTransport::create(&ctx).await?;
-                let addr = tcp.listen("127.0.0.1:0").await?;
-                RpcServer::new()
-                    .handler("echo", |_: u8, mut source: Source<String>| async move {
-                        let sink: Sink<String> = source.make_sink().await?;
-                        let mut out = sink.clone();
-                        tokio::spawn(async move {
-                            loop {
-                                match source.recv().await {
-                                    Ok(Some(m)) => {
-                                        if out.send(m).await.is_err() {
-                                            return;
-                                        }
-                                    }
-                                    Ok(None) => {
-                                        let _ = out.close().await;
-                                        return;
-                                    }
-                                    Err(e) => return out.abort(&e.to_string()),
-                                }
-                            }
-                        });
-                        Ok(Some(sink))
-                    })
-                    .start(&ctx, "rpc")
-                    .await?;
-                up.send(addr.to_string()).unwrap();
-                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
-                ctx.stop().await
-            })
-            .expect("server node");
-    });
-    (up_rx.recv().unwrap(), stop, t)
+    server_thread(|s| s.handler("echo", echo::<String>), nothing)
 }
 
 async fn settle_to(want: usize, within: Duration) -> usize {

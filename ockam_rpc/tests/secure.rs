@@ -4,7 +4,10 @@
 use ockam_channel::SecureChannel;
 use ockam_core::{route, TCP};
 use ockam_node::start_node;
-use ockam_rpc::{call, make_sink, RpcServer, Sink, Source};
+mod common;
+
+use common::server_thread;
+use ockam_rpc::{call, make_sink, RpcError, Sink, Source};
 use ockam_transport_tcp::TcpTransport;
 use ockam_vault::Vault;
 use std::sync::mpsc;
@@ -34,31 +37,31 @@ where
     (up_rx.recv().unwrap(), stop, t)
 }
 
+/// Sends back each number doubled.
+async fn double(_: u8, mut source: Source<u64>) -> Result<Option<Sink<u64>>, RpcError> {
+    let sink: Sink<u64> = source.make_sink().await?;
+    let mut out = sink.clone();
+    tokio::spawn(async move {
+        while let Ok(Some(n)) = source.recv().await {
+            if out.send(n * 2).await.is_err() {
+                return;
+            }
+        }
+        let _ = out.close().await;
+    });
+    Ok(Some(sink))
+}
+
 #[test]
 fn a_typed_stream_over_a_secure_channel_over_two_tcp_hops() {
-    let (server, stop_server, t1) = node_thread(|ctx| async move {
-        let tcp = TcpTransport::create(&ctx).await?;
-        let addr = tcp.listen("127.0.0.1:0").await?;
-        let vault = Vault::create(&ctx)?;
-        SecureChannel::create_listener(&ctx, "secure_channel_listener", &vault).await?;
-        RpcServer::new()
-            .handler("echo", |_: u8, mut source: Source<u64>| async move {
-                let sink: Sink<u64> = source.make_sink().await?;
-                let mut out = sink.clone();
-                tokio::spawn(async move {
-                    while let Ok(Some(n)) = source.recv().await {
-                        if out.send(n * 2).await.is_err() {
-                            return;
-                        }
-                    }
-                    let _ = out.close().await;
-                });
-                Ok(Some(sink))
-            })
-            .start(&ctx, "rpc")
-            .await?;
-        Ok((ctx, addr.to_string()))
-    });
+    let (server, stop_server, t1) = server_thread(
+        |s| s.handler("double", double),
+        |ctx| async move {
+            let vault = Vault::create(&ctx)?;
+            SecureChannel::create_listener(&ctx, "secure_channel_listener", &vault).await?;
+            Ok(())
+        },
+    );
     let server_for_middle = server.clone();
     let (middle, stop_middle, t2) = node_thread(move |ctx| async move {
         let tcp = TcpTransport::create(&ctx).await?;
@@ -84,7 +87,7 @@ fn a_typed_stream_over_a_secure_channel_over_two_tcp_hops() {
             .await?;
             let rpc = route![channel.address(), "rpc"];
             let mut sink: Sink<u64> = make_sink(&ctx).await?;
-            let mut back: Source<u64> = call(&ctx, rpc, "echo", 0u8, &sink).await?.unwrap();
+            let mut back: Source<u64> = call(&ctx, rpc, "double", 0u8, &sink).await?.unwrap();
             let writer = tokio::spawn(async move {
                 for n in 0..10_000u64 {
                     sink.send(n).await?;

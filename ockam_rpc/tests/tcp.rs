@@ -1,6 +1,9 @@
 //! Typed streams between two nodes over TCP (two nodes in this process,
 //! each with its own runtime, talking through real sockets).
 
+mod common;
+
+use common::echo;
 use ockam_core::{route, TCP};
 use ockam_node::{start_node, Context};
 use ockam_rpc::{call, make_sink, RpcError, RpcServer, Sink, Source, Window};
@@ -44,30 +47,7 @@ fn server(window: Window) -> (String, mpsc::Sender<()>, std::thread::JoinHandle<
                         });
                         Ok(Some(sink))
                     })
-                    .handler("echo", |_: u8, mut source: Source<String>| async move {
-                        let sink: Sink<String> = source.make_sink().await?;
-                        let mut out = sink.clone();
-                        tokio::spawn(async move {
-                            loop {
-                                match source.recv().await {
-                                    Ok(Some(m)) => {
-                                        if out.send(m).await.is_err() {
-                                            return;
-                                        }
-                                    }
-                                    Ok(None) => {
-                                        let _ = out.close().await;
-                                        return;
-                                    }
-                                    Err(e) => {
-                                        out.abort(&format!("source: {e}"));
-                                        return;
-                                    }
-                                }
-                            }
-                        });
-                        Ok(Some(sink))
-                    })
+                    .handler("echo", echo::<String>)
                     .handler("stall", |_: u8, source: Source<u64>| async move {
                         // Holds the source, never reads.
                         tokio::spawn(async move {
