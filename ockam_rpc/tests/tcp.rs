@@ -3,10 +3,10 @@
 
 mod common;
 
-use common::echo;
+use common::{echo, nothing, server_thread};
 use ockam_core::{route, TCP};
 use ockam_node::{start_node, Context};
-use ockam_rpc::{call, make_sink, RpcError, RpcServer, Sink, Source, Window};
+use ockam_rpc::{call, make_sink, RpcError, Sink, Source, Window};
 use ockam_transport_tcp::TcpTransport;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -15,56 +15,43 @@ use std::time::{Duration, Instant};
 /// count when the stream ends cleanly, or the error), "echo" (sends back
 /// what it reads), "stall" (never reads). Returns its address and a stop.
 fn server(window: Window) -> (String, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
-    let (up, up_rx) = mpsc::channel();
-    let (stop, stop_rx) = mpsc::channel::<()>();
-    let t = std::thread::spawn(move || {
-        let (ctx, mut executor) = start_node();
-        executor
-            .execute(async move {
-                let tcp = TcpTransport::create(&ctx).await?;
-                let addr = tcp.listen("127.0.0.1:0").await?;
-                RpcServer::new()
-                    .with_window(window)
-                    .handler("count", |_: u8, mut source: Source<u64>| async move {
-                        let sink: Sink<String> = source.make_sink().await?;
-                        let mut out = sink.clone();
-                        tokio::spawn(async move {
-                            let mut n = 0u64;
-                            let verdict = loop {
-                                match source.recv().await {
-                                    Ok(Some(x)) => {
-                                        if x != n {
-                                            break format!("out of order: {x} after {n}");
-                                        }
-                                        n += 1;
+    server_thread(
+        move |s| {
+            s.with_window(window)
+                .handler("count", |_: u8, mut source: Source<u64>| async move {
+                    let sink: Sink<String> = source.make_sink().await?;
+                    let mut out = sink.clone();
+                    tokio::spawn(async move {
+                        let mut n = 0u64;
+                        let verdict = loop {
+                            match source.recv().await {
+                                Ok(Some(x)) => {
+                                    if x != n {
+                                        break format!("out of order: {x} after {n}");
                                     }
-                                    Ok(None) => break format!("end after {n}"),
-                                    Err(e) => break format!("error after {n}: {e:?}"),
+                                    n += 1;
                                 }
-                            };
-                            let _ = out.send(verdict).await;
-                            let _ = out.close().await;
-                        });
-                        Ok(Some(sink))
-                    })
-                    .handler("echo", echo::<String>)
-                    .handler("stall", |_: u8, source: Source<u64>| async move {
-                        // Holds the source, never reads.
-                        tokio::spawn(async move {
-                            tokio::time::sleep(Duration::from_secs(3600)).await;
-                            drop(source);
-                        });
-                        Ok(None::<Sink<u64>>)
-                    })
-                    .start(&ctx, "rpc")
-                    .await?;
-                up.send(addr.to_string()).unwrap();
-                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
-                ctx.stop().await
-            })
-            .expect("server node");
-    });
-    (up_rx.recv().unwrap(), stop, t)
+                                Ok(None) => break format!("end after {n}"),
+                                Err(e) => break format!("error after {n}: {e:?}"),
+                            }
+                        };
+                        let _ = out.send(verdict).await;
+                        let _ = out.close().await;
+                    });
+                    Ok(Some(sink))
+                })
+                .handler("echo", echo::<String>)
+                .handler("stall", |_: u8, source: Source<u64>| async move {
+                    // Holds the source, never reads.
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        drop(source);
+                    });
+                    Ok(None::<Sink<u64>>)
+                })
+        },
+        nothing,
+    )
 }
 
 fn client<F, Fut>(f: F)
@@ -236,29 +223,16 @@ fn a_peer_that_goes_away_is_lost_in_time() {
 
 #[test]
 fn streams_beyond_the_per_peer_limit_are_refused_until_one_ends() {
-    let (up, up_rx) = mpsc::channel();
-    let (stop, stop_rx) = mpsc::channel::<()>();
-    let t = std::thread::spawn(move || {
-        let (ctx, mut executor) = start_node();
-        executor
-            .execute(async move {
-                let tcp = TcpTransport::create(&ctx).await?;
-                let addr = tcp.listen("127.0.0.1:0").await?;
-                RpcServer::new()
-                    .with_max_streams(2)
-                    .handler("hold", |_: u8, mut source: Source<u64>| async move {
-                        tokio::spawn(async move { while let Ok(Some(_)) = source.recv().await {} });
-                        Ok(None::<Sink<u64>>)
-                    })
-                    .start(&ctx, "rpc")
-                    .await?;
-                up.send(addr.to_string()).unwrap();
-                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
-                ctx.stop().await
-            })
-            .expect("server node");
-    });
-    let hub = up_rx.recv().unwrap();
+    let (hub, stop, t) = server_thread(
+        |s| {
+            s.with_max_streams(2)
+                .handler("hold", |_: u8, mut source: Source<u64>| async move {
+                    tokio::spawn(async move { while let Ok(Some(_)) = source.recv().await {} });
+                    Ok(None::<Sink<u64>>)
+                })
+        },
+        nothing,
+    );
     client(move |ctx| async move {
         let _tcp = TcpTransport::create(&ctx).await?;
         let rpc = route![(TCP, hub.as_str()), "rpc"];
