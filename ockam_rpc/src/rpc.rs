@@ -97,6 +97,15 @@ impl RpcServer {
         self
     }
 
+    /// The pings and liveness of the streams the server's handlers get
+    /// (default [`Timing::default`]: a ping every 2 s, lost after 10 s of
+    /// silence). Routes that can pause for a while (a hub stream whose hub
+    /// restarts) want a longer liveness.
+    pub fn with_timing(mut self, timing: Timing) -> Self {
+        self.timing = timing;
+        self
+    }
+
     /// Most streams the server holds at once for one peer (the route the
     /// calls come over, less the calling context): calls beyond it are
     /// refused with [`RpcError::Limit`] naming it (retryable once a stream
@@ -253,7 +262,18 @@ impl Worker for ServerWorker {
 /// # Errors
 /// The node's, registering the new end.
 pub async fn make_sink<T: Message>(ctx: &Context) -> std::result::Result<Sink<T>, RpcError> {
-    Sink::start(ctx, Timing::default(), None)
+    make_sink_with(ctx, Timing::default()).await
+}
+
+/// [`make_sink`] with a [`Timing`] of its own.
+///
+/// # Errors
+/// As [`make_sink`]'s.
+pub async fn make_sink_with<T: Message>(
+    ctx: &Context,
+    timing: Timing,
+) -> std::result::Result<Sink<T>, RpcError> {
+    Sink::start(ctx, timing, None)
         .await
         .map_err(RpcError::from_core)
 }
@@ -276,8 +296,48 @@ pub async fn call<A: Message, X: Message, Y: Message>(
     aux: A,
     sink: &Sink<X>,
 ) -> std::result::Result<Option<Source<Y>>, RpcError> {
-    let window = Window::default();
-    let source: Source<Y> = Source::start(ctx, window, Timing::default(), None, None)
+    call_with(ctx, route, handler, aux, sink, CallOptions::default()).await
+}
+
+/// How [`call_with`] calls.
+#[derive(Debug, Clone, Copy)]
+pub struct CallOptions {
+    /// The credit the reverse source grants (default [`Window::default`]).
+    pub window: Window,
+    /// The reverse source's pings and liveness (default
+    /// [`Timing::default`]).
+    pub timing: Timing,
+    /// How long to wait for the server's answer (default [`CALL_TIMEOUT`]).
+    pub timeout: Duration,
+}
+
+impl Default for CallOptions {
+    fn default() -> Self {
+        CallOptions {
+            window: Window::default(),
+            timing: Timing::default(),
+            timeout: CALL_TIMEOUT,
+        }
+    }
+}
+
+/// [`call`] with options.
+///
+/// # Errors
+/// As [`call`]'s (the answer's wait is `options.timeout`).
+///
+/// # Cancel safety
+/// As [`call`]'s.
+pub async fn call_with<A: Message, X: Message, Y: Message>(
+    ctx: &Context,
+    route: impl Into<Route>,
+    handler: &str,
+    aux: A,
+    sink: &Sink<X>,
+    options: CallOptions,
+) -> std::result::Result<Option<Source<Y>>, RpcError> {
+    let window = options.window;
+    let source: Source<Y> = Source::start(ctx, window, options.timing, None, None)
         .await
         .map_err(RpcError::from_core)?;
     let call = Call {
@@ -299,7 +359,7 @@ pub async fn call<A: Message, X: Message, Y: Message>(
         .await
         .map_err(RpcError::from_core)?;
     let reply = caller
-        .receive_duration::<Reply>(CALL_TIMEOUT)
+        .receive_duration::<Reply>(options.timeout)
         .await
         .map_err(|e| RpcError::Lost(format!("no answer to the call: {e}")))?;
     let back = reply.return_route();
