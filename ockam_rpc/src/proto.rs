@@ -22,6 +22,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+/// Most message bytes one `Data` frame carries (a larger message goes
+/// alone).
+pub const MAX_FRAME_BODY_BYTES: usize = 64 * 1024;
+
 /// One frame between the two ends of a stream (BARE-encoded).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Frame {
@@ -292,16 +296,25 @@ impl SendHalf {
     }
 
     /// Moves the queued messages into `Data` frames, as credit allows.
+    /// Moves the queued messages into `Data` frames of at most
+    /// [`MAX_FRAME_BODY_BYTES`] (but at least one message each), so that a
+    /// receiver works on one while the next is on its way.
     fn flush_data(&mut self) {
-        let mut bodies = Vec::new();
-        let first = self.next_seq;
         self.queued_bytes = 0;
-        while let Some(b) = self.queued.pop_front() {
-            self.next_seq += 1;
-            self.sent_bytes += b.len() as u64;
-            bodies.push(serde_bytes::ByteBuf::from(b));
-        }
-        if !bodies.is_empty() {
+        while !self.queued.is_empty() {
+            let first = self.next_seq;
+            let mut bodies = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(b) = self.queued.front() {
+                if !bodies.is_empty() && bytes + b.len() > MAX_FRAME_BODY_BYTES {
+                    break;
+                }
+                let b = self.queued.pop_front().unwrap_or_default();
+                bytes += b.len();
+                self.next_seq += 1;
+                self.sent_bytes += b.len() as u64;
+                bodies.push(serde_bytes::ByteBuf::from(b));
+            }
             self.out.push_back(Frame::Data { first, bodies });
         }
     }
