@@ -333,24 +333,33 @@ impl<T: Message> Sink<T> {
         let Some(body) = self.buffered.take() else {
             return Poll::Ready(Ok(()));
         };
-        self.shared().wait(cx);
-        let mut h = self.shared().lock();
-        match h.check(body.len()) {
-            Ok(()) => {
-                let _ = h.send(body);
-                drop(h);
-                self.shared().kick.notify_one();
-                Poll::Ready(Ok(()))
+        // Without waiting first (the common case); registered to be woken
+        // only when there is no credit, then looked at again.
+        let mut registered = false;
+        loop {
+            let mut h = self.shared().lock();
+            match h.check(body.len()) {
+                Ok(()) => {
+                    let _ = h.send(body);
+                    drop(h);
+                    self.shared().kick.notify_one();
+                    return Poll::Ready(Ok(()));
+                }
+                Err(SendRefused::NoCredit) if !registered => {
+                    drop(h);
+                    self.shared().wait(cx);
+                    registered = true;
+                }
+                Err(SendRefused::NoCredit) => {
+                    drop(h);
+                    self.buffered = Some(body);
+                    return Poll::Pending;
+                }
+                Err(SendRefused::TooLarge { size, limit }) => {
+                    return Poll::Ready(Err(RpcError::TooLarge { size, limit }))
+                }
+                Err(SendRefused::Ended) => return Poll::Ready(Err(ended(h.outcome()))),
             }
-            Err(SendRefused::NoCredit) => {
-                drop(h);
-                self.buffered = Some(body);
-                Poll::Pending
-            }
-            Err(SendRefused::TooLarge { size, limit }) => {
-                Poll::Ready(Err(RpcError::TooLarge { size, limit }))
-            }
-            Err(SendRefused::Ended) => Poll::Ready(Err(ended(h.outcome()))),
         }
     }
 
@@ -509,13 +518,24 @@ impl<T: Message> Source<T> {
         if self.done {
             return Poll::Ready(Ok(None));
         }
-        // Registered first, so that a change between the look and the
-        // wait wakes us.
-        self.shared.wait(cx);
-        let taken = self.shared.lock().take();
+        // Without waiting first (the common case); registered to be woken
+        // only when nothing is there, then looked at again.
+        let take = |shared: &Shared<RecvHalf>| {
+            let mut h = shared.lock();
+            let taken = h.take();
+            (taken, h.has_transmit())
+        };
+        let (mut taken, mut credit) = take(&self.shared);
+        if taken.is_none() {
+            self.shared.wait(cx);
+            (taken, credit) = take(&self.shared);
+        }
+        if credit {
+            // A credit to send: the shell sends it.
+            self.shared.kick.notify_one();
+        }
         match taken {
             Some(Ok(Some(body))) => {
-                self.shared.kick.notify_one();
                 match T::decode(&body) {
                     Ok(t) => Poll::Ready(Ok(Some(t))),
                     Err(e) => {

@@ -611,6 +611,11 @@ impl RecvHalf {
         }
     }
 
+    /// Whether a frame waits to be sent (a credit after a take, say).
+    pub fn has_transmit(&self) -> bool {
+        !self.out.is_empty()
+    }
+
     /// Messages and bytes held for the application (arrived, not taken).
     pub fn held(&self) -> (usize, u64) {
         (self.ready.len() + self.early.len(), self.held_bytes)
