@@ -535,16 +535,14 @@ impl<T: Message> Source<T> {
             self.shared.kick.notify_one();
         }
         match taken {
-            Some(Ok(Some(body))) => {
-                match T::decode(&body) {
-                    Ok(t) => Poll::Ready(Ok(Some(t))),
-                    Err(e) => {
-                        let why = format!("a message does not decode: {e}");
-                        self.cancel_inner(&why);
-                        Poll::Ready(Err(RpcError::Decode(why)))
-                    }
+            Some(Ok(Some(body))) => match T::decode(&body) {
+                Ok(t) => Poll::Ready(Ok(Some(t))),
+                Err(e) => {
+                    let why = format!("a message does not decode: {e}");
+                    self.cancel_inner(&why);
+                    Poll::Ready(Err(RpcError::Decode(why)))
                 }
-            }
+            },
             Some(Ok(None)) => {
                 self.done = true;
                 Poll::Ready(Ok(None))
