@@ -8,33 +8,37 @@ mod common;
 use common::{free_address, HubProcess};
 use ockam_core::{route, TCP};
 use ockam_node::start_node;
-use ockam_rpc::{call, make_sink, RpcServer, Sink, Source};
+use ockam_rpc::{call, make_sink, RpcServer, Sink, Source, Timing};
 use ockam_stream_client::Stream;
 use ockam_transport_tcp::TcpTransport;
 use std::sync::mpsc;
 
-#[test]
-fn a_typed_stream_over_a_pair_of_hub_streams() {
-    let hub = free_address();
-    let dir = tempfile::tempdir().unwrap();
-    let _hub = HubProcess::start(&hub, &["--data-dir", dir.path().to_str().unwrap()]);
-
-    // The server node: reads stream "to-server", answers through "to-client".
+/// A server node in a thread: an "echo" handler that answers each number
+/// plus `offset`, reached through hub streams (`[client id, outgoing,
+/// incoming]`); returns once its streams are open. Drop the sender to stop
+/// it.
+fn server_node(
+    hub: &str,
+    [client_id, outgoing, incoming]: [&'static str; 3],
+    offset: u64,
+    timing: Timing,
+) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
     let (stop, stop_rx) = mpsc::channel::<()>();
     let (up, up_rx) = mpsc::channel::<()>();
-    let server_hub = hub.clone();
+    let hub = hub.to_string();
     let server = std::thread::spawn(move || {
         let (ctx, mut executor) = start_node();
         executor
             .execute(async move {
                 let _tcp = TcpTransport::create(&ctx).await?;
                 RpcServer::new()
-                    .handler("echo", |_: u8, mut source: Source<u64>| async move {
+                    .with_timing(timing)
+                    .handler("echo", move |_: u8, mut source: Source<u64>| async move {
                         let sink: Sink<u64> = source.make_sink().await?;
                         let mut out = sink.clone();
                         tokio::spawn(async move {
                             while let Ok(Some(n)) = source.recv().await {
-                                if out.send(n + 1).await.is_err() {
+                                if out.send(n + offset).await.is_err() {
                                     return;
                                 }
                             }
@@ -45,8 +49,8 @@ fn a_typed_stream_over_a_pair_of_hub_streams() {
                     .start(&ctx, "rpc")
                     .await?;
                 let _conn = Stream::new(&ctx)?
-                    .client_id("typed-server")
-                    .connect(route![(TCP, server_hub.as_str())], "to-client", "to-server")
+                    .client_id(client_id)
+                    .connect(route![(TCP, hub.as_str())], outgoing, incoming)
                     .await?;
                 up.send(()).unwrap();
                 let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
@@ -55,6 +59,22 @@ fn a_typed_stream_over_a_pair_of_hub_streams() {
             .expect("server node");
     });
     up_rx.recv().unwrap();
+    (stop, server)
+}
+
+#[test]
+fn a_typed_stream_over_a_pair_of_hub_streams() {
+    let hub = free_address();
+    let dir = tempfile::tempdir().unwrap();
+    let _hub = HubProcess::start(&hub, &["--data-dir", dir.path().to_str().unwrap()]);
+
+    // The server node: reads stream "to-server", answers through "to-client".
+    let (stop, server) = server_node(
+        &hub,
+        ["typed-server", "to-client", "to-server"],
+        1,
+        Timing::default(),
+    );
 
     let (ctx, mut executor) = start_node();
     executor
@@ -90,7 +110,7 @@ fn a_typed_stream_over_a_pair_of_hub_streams() {
 /// streams' liveness is set above the outage).
 #[test]
 fn a_typed_stream_over_hub_streams_survives_a_hub_kill_9() {
-    use ockam_rpc::{call_with, make_sink_with, CallOptions, Timing};
+    use ockam_rpc::{call_with, make_sink_with, CallOptions};
     use std::time::Duration;
     let timing = Timing {
         ping_every: Duration::from_secs(2),
@@ -101,46 +121,12 @@ fn a_typed_stream_over_hub_streams_survives_a_hub_kill_9() {
     let data = dir.path().to_str().unwrap().to_string();
     let mut hub_process = HubProcess::start(&hub, &["--data-dir", &data]);
 
-    let (stop, stop_rx) = mpsc::channel::<()>();
-    let (up, up_rx) = mpsc::channel::<()>();
-    let server_hub = hub.clone();
-    let server = std::thread::spawn(move || {
-        let (ctx, mut executor) = start_node();
-        executor
-            .execute(async move {
-                let _tcp = TcpTransport::create(&ctx).await?;
-                RpcServer::new()
-                    .with_timing(timing)
-                    .handler("echo", |_: u8, mut source: Source<u64>| async move {
-                        let sink: Sink<u64> = source.make_sink().await?;
-                        let mut out = sink.clone();
-                        tokio::spawn(async move {
-                            while let Ok(Some(n)) = source.recv().await {
-                                if out.send(n).await.is_err() {
-                                    return;
-                                }
-                            }
-                            let _ = out.close().await;
-                        });
-                        Ok(Some(sink))
-                    })
-                    .start(&ctx, "rpc")
-                    .await?;
-                let _conn = Stream::new(&ctx)?
-                    .client_id("typed-server-2")
-                    .connect(
-                        route![(TCP, server_hub.as_str())],
-                        "to-client-2",
-                        "to-server-2",
-                    )
-                    .await?;
-                up.send(()).unwrap();
-                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
-                ctx.stop().await
-            })
-            .expect("server node");
-    });
-    up_rx.recv().unwrap();
+    let (stop, server) = server_node(
+        &hub,
+        ["typed-server-2", "to-client-2", "to-server-2"],
+        0,
+        timing,
+    );
 
     const N: u64 = 3000;
     let (progress, progress_rx) = mpsc::channel::<u64>();
