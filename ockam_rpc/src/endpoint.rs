@@ -406,9 +406,7 @@ impl<T: Message> Sink<T> {
     /// Cancel safe: the stream is closing once `close` was first polled;
     /// another handle's `close` waits for the same outcome.
     pub async fn close(mut self) -> Result<(), RpcError> {
-        poll_fn(|cx| self.poll_push(cx)).await?;
-        self.start_close();
-        poll_fn(|cx| self.poll_outcome(cx)).await
+        poll_fn(|cx| futures_sink::Sink::poll_close(Pin::new(&mut self), cx)).await
     }
 
     /// Ends the stream without a clean end: the receiver gets
