@@ -56,12 +56,10 @@ impl HubProcess {
             panic!("the ockam_hub binary is only known to the hub's own tests");
         };
         let mut child = Command::new(hub)
+            // OCKAM_TEST_HUB_LOG: the hub's RUST_LOG, for a closer look.
             .env(
                 "RUST_LOG",
-                format!(
-                    "{},ockam_hub=info",
-                    std::env::var("OCKAM_TEST_HUB_LOG").unwrap_or_else(|_| "info".into())
-                ),
+                std::env::var("OCKAM_TEST_HUB_LOG").unwrap_or_else(|_| "info".into()),
             )
             .args(["--listen", addr])
             .args(args)

@@ -34,11 +34,13 @@ use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
 mod config;
+mod ends;
 mod groups;
 mod reader;
 mod writer;
 
 pub use config::{HubKafkaContext, KafkaConfig};
+use ends::*;
 use groups::*;
 use reader::*;
 use writer::*;
@@ -81,9 +83,13 @@ struct Inner {
     readers: Mutex<Vec<Arc<Mutex<Reader>>>>,
     /// One per reader that may be in use at once: pulls queue for one
     /// (first come, first served) instead of being refused when every
-    /// reader is taken, and hold it only while they read (a waiting pull
-    /// at the end of a stream, for at most one wait slice).
+    /// reader is taken, and hold it only while they read (never while
+    /// they wait at the end of a stream: see [`Ends`]).
     reader_permits: Arc<tokio::sync::Semaphore>,
+    /// Where the topics that pulls asked about end (see [`ends`]).
+    ends: Ends,
+    /// The client [`Ends`] asks the broker with.
+    ends_client: HubConsumer,
     /// Per client id, the client of its consumer group.
     groups: Mutex<HashMap<String, (GroupClient, Instant)>>,
     /// Numbers index saves in the order they were asked for (see
@@ -107,6 +113,13 @@ impl KafkaStore {
             .client_config()
             .create_with_context(HubKafkaContext)
             .map_err(|e| kafka_error("cannot create the admin client", e))?;
+        let ends_client: HubConsumer = config
+            .client_config()
+            // Only asks for offsets: never joins this group, never commits.
+            .set("group.id", format!("{}hub-reader#", config.prefix))
+            .set("enable.auto.commit", "false")
+            .create_with_context(HubKafkaContext)
+            .map_err(|e| kafka_error("cannot create a consumer", e))?;
         Ok(KafkaStore {
             inner: Arc::new(Inner {
                 config,
@@ -115,6 +128,8 @@ impl KafkaStore {
                 streams: Mutex::new(HashMap::new()),
                 readers: Mutex::new(Vec::new()),
                 reader_permits: Arc::new(tokio::sync::Semaphore::new(MAX_CLIENTS)),
+                ends: Ends::default(),
+                ends_client,
                 groups: Mutex::new(HashMap::new()),
                 saves: std::sync::atomic::AtomicU64::new(0),
             }),
@@ -132,6 +147,7 @@ impl KafkaStore {
             streams: lock(&self.inner.streams).len(),
             readers: lock(&self.inner.readers).len(),
             groups: lock(&self.inner.groups).len(),
+            watched: self.inner.ends.len(),
         }
     }
 
@@ -170,11 +186,56 @@ impl KafkaStore {
         }
     }
 
-    /// Whether `stream` has a message at `from` or later.
-    async fn readable(&self, stream: &str, from: u64) -> Result<bool> {
+    /// Where `stream` ends: as the end watcher read it lately, or asked of
+    /// the broker now. Either way the watcher watches the stream's topic
+    /// from now on.
+    async fn end(&self, stream: &str) -> Result<u64> {
+        let topic = self.inner.config.topic(stream);
+        if let Some(end) = self.inner.ends.fresh(&topic) {
+            return Ok(end);
+        }
         let stream = stream.to_string();
-        self.blocking(move |inner| Ok(inner.end_of(&stream)? > from))
-            .await
+        self.blocking(move |inner| {
+            let end = inner.end_of(&stream)?;
+            inner.ends.advance(&topic, end, true);
+            Ok(end)
+        })
+        .await
+    }
+
+    /// Up to `limit` messages (`max_bytes` in all, but at least one) from
+    /// `from` on, read by a topic reader, where the topic has a message at
+    /// `from`: waits for the first one up to the broker timeout.
+    ///
+    /// # Errors
+    /// Every reader stayed busy for the broker timeout
+    /// (`ResourceExhausted`); the broker failed or did not answer in time.
+    async fn read(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        // Pulls queue for a reader (first come, first served).
+        let budget = self.inner.config.timeout;
+        let permits = self.inner.reader_permits.clone();
+        let Ok(Ok(permit)) = tokio::time::timeout(budget, permits.acquire_owned()).await else {
+            return Err(Error::new(
+                ErrorKind::ResourceExhausted,
+                format!("kafka: every topic reader stayed busy for {budget:?}"),
+            ));
+        };
+        let (reader, replaced) = self.inner.reader(stream, from)?;
+        self.blocking(move |inner| {
+            drop(replaced);
+            let out = lock(&reader).pull(from, limit, max_bytes, inner.config.timeout);
+            drop(reader);
+            // Last: the reader is idle again before the next pull may take it.
+            drop(permit);
+            out
+        })
+        .await
     }
 
     /// Runs `f` on a blocking thread; gives up waiting for it after a few
@@ -203,6 +264,9 @@ pub struct KafkaStats {
     pub readers: usize,
     /// Consumer-group clients (one per client id lately seen), at most 64.
     pub groups: usize,
+    /// Topics whose end the hub watches for waiting pulls (asked about
+    /// lately).
+    pub watched: usize,
 }
 
 impl Inner {
@@ -211,6 +275,7 @@ impl Inner {
     fn forget_idle(&self, idle: Duration) {
         let now = Instant::now();
         let old = |t: Instant| now.saturating_duration_since(t) >= idle;
+        self.ends.watched(idle);
         lock(&self.streams).retain(|_, q| !q.is_idle() || !old(q.last_used()));
         let readers: Vec<_> = {
             let mut all = lock(&self.readers);
@@ -318,49 +383,33 @@ impl StreamStore for KafkaStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // A reader, when one is free: waiting for one counts against the
-        // pull's wait (a waiting pull that never gets one is answered
-        // empty at its deadline) or, for a plain pull, the broker timeout.
-        let budget = if wait.is_zero() {
-            self.inner.config.timeout
-        } else {
-            wait
-        };
-        let permits = self.inner.reader_permits.clone();
-        let permit = match tokio::time::timeout(budget, permits.acquire_owned()).await {
-            Ok(Ok(p)) => p,
-            _ if !wait.is_zero() => return Ok(Vec::new()),
-            _ => {
-                return Err(Error::new(
-                    ErrorKind::ResourceExhausted,
-                    format!("kafka: every topic reader stayed busy for {budget:?}"),
-                ))
-            }
-        };
-        let (reader, replaced) = match self.inner.positioned_reader(stream, from) {
-            Some(r) => (r, None),
-            None => {
-                // Nothing positioned there: look before taking a reader, so
-                // that clients waiting at the end of many streams do not
-                // each cost a consumer.
-                if !self.readable(stream, from).await? {
-                    drop(permit);
-                    tokio::time::sleep(wait.min(NOTHING_YET_POLL)).await;
-                    return Ok(Vec::new());
+        self.watch_ends();
+        let topic = self.inner.config.topic(stream);
+        let deadline = Instant::now() + wait;
+        loop {
+            // A reader only once there is something to read: clients
+            // waiting at the end of many streams wait on the end watcher,
+            // not each on a reader of its own.
+            let end = self.end(stream).await?;
+            if end > from {
+                let out = self.read(stream, from, limit, max_bytes).await?;
+                if !out.is_empty() {
+                    return Ok(out);
                 }
-                self.inner.reader(stream, from)?
             }
-        };
-        let timeout = self.inner.config.timeout;
-        self.blocking(move |_| {
-            drop(replaced);
-            let out = lock(&reader).pull(from, limit, max_bytes, timeout, wait);
-            drop(reader);
-            // Last: the reader is idle again before the next pull may take it.
-            drop(permit);
-            out
-        })
-        .await
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(Vec::new());
+            }
+            if end > from {
+                // The broker said the topic goes on, the reader found its
+                // end: look again at the next reading of the end.
+                debug!(%stream, from, end, "kafka: a reader found the end of a topic before its end");
+                tokio::time::sleep(left.min(END_POLL)).await;
+            } else {
+                self.inner.ends.wait_past(&topic, from, left).await;
+            }
+        }
     }
 
     async fn next_index(&self, stream: &str) -> Result<u64> {

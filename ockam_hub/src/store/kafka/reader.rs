@@ -2,10 +2,6 @@
 
 use super::*;
 
-/// How often a waiting pull looks again at a stream with nothing to read
-/// yet at all (no topic, or nothing from where the client reads).
-pub(super) const NOTHING_YET_POLL: Duration = Duration::from_millis(20);
-
 /// Nobody uses this reader now.
 pub(super) fn is_idle(r: &Arc<Mutex<Reader>>) -> bool {
     Arc::strong_count(r) == 1 && r.try_lock().is_ok()
@@ -26,15 +22,16 @@ pub(super) fn idle_reader(
 }
 
 /// A consumer reading one stream's topic, kept between pulls so that a
-/// client reading on from where it stopped gets messages already fetched.
+/// client reading on from where it stopped does not make the broker look
+/// the offset up again. Its partition is paused between pulls: an idle
+/// reader sends the broker nothing (librdkafka would otherwise fetch
+/// again and again at the end of the partition).
 pub(super) struct Reader {
     consumer: HubConsumer,
     stream: String,
     topic: String,
     /// The offset of the next message the consumer gives.
     position: Option<u64>,
-    /// The consumer reported the end of the partition at `position`.
-    at_end: bool,
     /// A message read but not returned (over a pull's byte cap).
     held: Option<(u64, Vec<u8>)>,
     last_used: Instant,
@@ -55,13 +52,22 @@ enum Fetched {
 }
 
 impl Reader {
+    /// Its topic's partition (the only one).
+    fn partition(&self) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&self.topic, 0);
+        tpl
+    }
+
     /// When it last served a pull.
     pub(super) fn last_used(&self) -> Instant {
         self.last_used
     }
 
-    /// Up to `limit` messages from `from` on; at the end of the partition,
-    /// waits up to `wait` for the first one.
+    /// Up to `limit` messages from `from` on, where the partition has a
+    /// message at `from` (the store looked first): waits for the first one
+    /// up to `timeout`, returns nothing if the consumer finds the end of
+    /// the partition at `from`.
     ///
     /// The offsets of a stream's topic are contiguous (no compaction, no
     /// transactions), so a first record past `from` means the broker
@@ -77,12 +83,17 @@ impl Reader {
         limit: usize,
         max_bytes: usize,
         timeout: Duration,
-        wait: Duration,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
         let mut back = 0u64;
         let mut tries = 0;
         loop {
-            match self.pull_from(from, back, limit, max_bytes, timeout, wait)? {
+            let fetched = self.pull_from(from, back, limit, max_bytes, timeout);
+            // Nothing fetched until the next pull.
+            if let Err(e) = self.consumer.pause(&self.partition()) {
+                debug!(topic = %self.topic, error = %e, "kafka: cannot pause a reader");
+                self.position = None;
+            }
+            match fetched? {
                 Fetched::Messages(out) => return Ok(out),
                 Fetched::Skipped { got } if tries < MAX_STEP_BACKS && back < from => {
                     tries += 1;
@@ -113,11 +124,9 @@ impl Reader {
         limit: usize,
         max_bytes: usize,
         timeout: Duration,
-        wait: Duration,
     ) -> Result<Fetched> {
         self.last_used = Instant::now();
         if self.position != Some(from) || back > 0 {
-            // (The store looked first: there is a message at `from`.)
             debug!(topic = %self.topic, from, back, "kafka: positioning a reader");
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&self.topic, 0, offset_of(from - back)?)
@@ -126,8 +135,13 @@ impl Reader {
                 .assign(&tpl)
                 .map_err(|e| kafka_error("assign", e))?;
             self.position = Some(from);
-            self.at_end = false;
             self.held = None;
+        }
+        // Paused since the last pull (librdkafka then fetches again from
+        // the message after the last one it gave).
+        if let Err(e) = self.consumer.resume(&self.partition()) {
+            self.position = None;
+            return Err(kafka_error("resume", e));
         }
         let mut out = Vec::new();
         let mut bytes = 0usize;
@@ -137,19 +151,15 @@ impl Reader {
         }
         let deadline = Instant::now() + timeout;
         while out.len() < limit {
-            // Block only for the first message: until the broker answers
-            // while the end of the partition has not been seen, up to `wait`
-            // once it has (a waiting pull).
-            let block = if !out.is_empty() {
-                Duration::ZERO
-            } else if self.at_end {
-                wait
-            } else {
+            // Block only for the first message, until the broker answers.
+            let block = if out.is_empty() {
                 deadline.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
             };
             match self.consumer.poll(block) {
                 None => {
-                    if self.at_end || !out.is_empty() {
+                    if !out.is_empty() {
                         break;
                     }
                     if Instant::now() >= deadline {
@@ -179,7 +189,6 @@ impl Reader {
                         break;
                     }
                     self.position = Some(index + 1);
-                    self.at_end = false;
                     let data = m.payload().unwrap_or_default().to_vec();
                     if bytes.saturating_add(data.len()) > max_bytes && !out.is_empty() {
                         self.held = Some((index, data));
@@ -188,12 +197,8 @@ impl Reader {
                     bytes = bytes.saturating_add(data.len());
                     out.push((index, data));
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => {
-                    self.at_end = true;
-                    if out.is_empty() {
-                        break;
-                    }
-                }
+                // The end of the partition: what was read so far.
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
                 Some(Err(e)) => {
                     // Start over at the next pull.
                     self.position = None;
@@ -214,12 +219,6 @@ impl Reader {
 }
 
 impl Inner {
-    /// An idle reader of `stream` already at `from`, if there is one.
-    pub(super) fn positioned_reader(&self, stream: &str, from: u64) -> Option<Arc<Mutex<Reader>>> {
-        let all = lock(&self.readers);
-        idle_reader(&all, stream, Some(from)).map(|i| all[i].clone())
-    }
-
     /// An idle reader for `stream`, preferably one already at `from`, and a
     /// reader it replaces (to be dropped on a blocking thread: closing a
     /// consumer waits for librdkafka).
@@ -274,7 +273,6 @@ impl Inner {
             stream: stream.to_string(),
             topic: self.config.topic(stream),
             position: None,
-            at_end: false,
             held: None,
             last_used: Instant::now(),
         }));

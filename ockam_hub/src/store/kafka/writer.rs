@@ -341,10 +341,14 @@ impl Inner {
             };
             match outcome {
                 Ok(offset) if failure.is_none() => {
-                    p.stored(
-                        u64::try_from(offset)
-                            .map_err(|_| kafka_error("produce", "the broker gave no offset")),
-                    );
+                    let offset = u64::try_from(offset)
+                        .map_err(|_| kafka_error("produce", "the broker gave no offset"));
+                    if let Ok(o) = offset {
+                        // Waiting pulls on this topic need not wait for the
+                        // end watcher's next look.
+                        self.ends.advance(topic, o + 1, false);
+                    }
+                    p.stored(offset);
                 }
                 Ok(offset) => {
                     // Stored after a failed one (the broker took a later

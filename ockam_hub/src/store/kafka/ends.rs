@@ -1,0 +1,248 @@
+//! Where each stream's topic ends, watched for every waiting pull at once.
+//!
+//! A pull waiting at the end of a stream neither holds a topic reader nor
+//! asks the broker on its own: it waits on [`Ends`], which one task keeps
+//! up to date for every topic some pull asked about lately, with one
+//! `ListOffsets` request (timestamp -1, the log end offset, Kafka protocol
+//! "ListOffsets") for all of them every [`END_POLL`]. Pushes through this
+//! hub advance an end as soon as the broker acknowledges them. Under 72
+//! clients waiting on 72 topics this is ~50 broker requests/s, where a
+//! reader per waiting pull was ~100 fetches/s each (issue 14, failing
+//! input 5).
+
+use super::*;
+use tokio::sync::watch;
+
+/// How often the watcher asks the broker where the watched topics end:
+/// the longest a waiting pull goes unanswered after a message lands
+/// through another hub.
+pub(super) const END_POLL: Duration = Duration::from_millis(20);
+
+/// A topic nobody asked about for this long is no longer watched.
+const WATCH_FOR: Duration = Duration::from_secs(30);
+
+/// How long an end read from the broker stands in for asking again (a
+/// plain pull answered empty from it may miss a message pushed through
+/// another hub since; the client pulls again).
+pub(super) const END_FRESH: Duration = Duration::from_millis(100);
+
+struct Watched {
+    /// The log end offset (the offset the next message gets): as the
+    /// broker last said, or later by pushes acknowledged since.
+    end: watch::Sender<u64>,
+    /// When the watcher last read the end from the broker.
+    polled: Option<Instant>,
+    /// When a pull last asked.
+    wanted: Instant,
+}
+
+/// The known ends of the watched topics (keyed by topic name).
+#[derive(Default)]
+pub(super) struct Ends {
+    topics: Mutex<HashMap<String, Watched>>,
+    /// The watcher task runs (started by the first pull).
+    started: std::sync::atomic::AtomicBool,
+}
+
+impl Ends {
+    fn entry<'a>(all: &'a mut HashMap<String, Watched>, topic: &str) -> &'a mut Watched {
+        all.entry(topic.to_string()).or_insert_with(|| Watched {
+            end: watch::channel(0).0,
+            polled: None,
+            wanted: Instant::now(),
+        })
+    }
+
+    /// The end of `topic` read from the broker within [`END_FRESH`] (or
+    /// advanced by a push since), if there is one; the topic is watched
+    /// from now on either way.
+    pub(super) fn fresh(&self, topic: &str) -> Option<u64> {
+        let mut all = lock(&self.topics);
+        let w = Self::entry(&mut all, topic);
+        w.wanted = Instant::now();
+        let fresh = w.polled.is_some_and(|t| t.elapsed() <= END_FRESH);
+        fresh.then(|| *w.end.borrow())
+    }
+
+    /// Waits up to `wait` for `topic` to end past `from`; whether it does.
+    ///
+    /// Cancel safe: it only waits.
+    pub(super) async fn wait_past(&self, topic: &str, from: u64, wait: Duration) -> bool {
+        let mut rx = {
+            let mut all = lock(&self.topics);
+            let w = Self::entry(&mut all, topic);
+            w.wanted = Instant::now();
+            w.end.subscribe()
+        };
+        let past = tokio::time::timeout(wait, rx.wait_for(|end| *end > from))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        past
+    }
+
+    /// `topic` ends at `end` (read from the broker: `polled`), or at `end`
+    /// or later (a push acknowledged through this hub).
+    pub(super) fn advance(&self, topic: &str, end: u64, polled: bool) {
+        let mut all = lock(&self.topics);
+        // Pushes to topics nobody waits on are not worth an entry.
+        let w = match (all.get_mut(topic), polled) {
+            (Some(w), _) => w,
+            (None, true) => Self::entry(&mut all, topic),
+            (None, false) => return,
+        };
+        if polled {
+            w.polled = Some(Instant::now());
+        }
+        w.end.send_if_modified(|known| {
+            let changed = if polled { end != *known } else { end > *known };
+            if changed {
+                *known = end;
+            }
+            changed
+        });
+    }
+
+    /// The topics to ask about now; forgets those nobody waits on and
+    /// nobody asked about for `idle`.
+    pub(super) fn watched(&self, idle: Duration) -> Vec<String> {
+        let mut all = lock(&self.topics);
+        all.retain(|_, w| w.end.receiver_count() > 0 || w.wanted.elapsed() < idle);
+        all.keys().cloned().collect()
+    }
+
+    /// How many topics are watched (for [`KafkaStats`]).
+    pub(super) fn len(&self) -> usize {
+        lock(&self.topics).len()
+    }
+}
+
+impl KafkaStore {
+    /// Starts the watcher task, once (on the runtime of the first pull).
+    pub(super) fn watch_ends(&self) {
+        if self.inner.ends.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut failing = false;
+            let mut absent = Absent::default();
+            loop {
+                tokio::time::sleep(END_POLL).await;
+                // Ends with the store.
+                let Some(inner) = weak.upgrade() else { return };
+                let topics = inner.ends.watched(WATCH_FOR);
+                if topics.is_empty() {
+                    continue;
+                }
+                let asked = tokio::task::spawn_blocking(move || {
+                    let out = inner.list_ends(&topics, &mut absent);
+                    (inner, absent, out)
+                })
+                .await;
+                let Ok((inner, kept, out)) = asked else {
+                    return;
+                };
+                absent = kept;
+                match out {
+                    Ok(ends) => {
+                        if std::mem::take(&mut failing) {
+                            info!("kafka: topic ends readable again");
+                        }
+                        for (topic, end) in ends {
+                            inner.ends.advance(&topic, end, true);
+                        }
+                    }
+                    Err(e) => {
+                        // Waiting pulls wait on; their deadlines answer them.
+                        if !std::mem::replace(&mut failing, true) {
+                            warn!(error = %e, "kafka: cannot read where topics end");
+                        }
+                        tokio::time::sleep(inner.config.timeout.min(Duration::from_secs(1))).await;
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Watched topics the broker said do not exist, and when the watcher last
+/// looked for them.
+#[derive(Default)]
+pub(super) struct Absent {
+    topics: std::collections::HashSet<String>,
+    looked: Option<Instant>,
+}
+
+/// How often the watcher looks for watched topics that did not exist (one
+/// metadata request for every topic of the cluster).
+const ABSENT_POLL: Duration = Duration::from_millis(100);
+
+impl Inner {
+    /// The log end offsets of `topics`, in one `ListOffsets` request per
+    /// broker (blocking). A topic that does not exist ends at 0; a topic
+    /// whose end the broker did not give is left out.
+    ///
+    /// librdkafka keeps taking a topic it found missing for missing, even
+    /// once created (through another hub): such topics are not asked about
+    /// again until a metadata request for all topics (every
+    /// [`ABSENT_POLL`] at most, which also refreshes what librdkafka
+    /// knows) lists them.
+    fn list_ends(&self, topics: &[String], absent: &mut Absent) -> Result<Vec<(String, u64)>> {
+        absent.topics.retain(|t| topics.contains(t));
+        let mut out = Vec::with_capacity(topics.len());
+        if !absent.topics.is_empty() && absent.looked.is_none_or(|t| t.elapsed() >= ABSENT_POLL) {
+            absent.looked = Some(Instant::now());
+            let meta = self
+                .ends_client
+                .fetch_metadata(None, self.config.timeout)
+                .map_err(|e| kafka_error("topic metadata", e))?;
+            let found: std::collections::HashSet<&str> = meta
+                .topics()
+                .iter()
+                .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                .map(|t| t.name())
+                .collect();
+            absent.topics.retain(|t| !found.contains(t.as_str()));
+        }
+        out.extend(absent.topics.iter().map(|t| (t.clone(), 0)));
+        let present: Vec<&String> = topics
+            .iter()
+            .filter(|t| !absent.topics.contains(*t))
+            .collect();
+        if present.is_empty() {
+            return Ok(out);
+        }
+        let mut tpl = TopicPartitionList::new();
+        for topic in &present {
+            tpl.add_partition_offset(topic, 0, Offset::End)
+                .map_err(|e| kafka_error("listing topic ends", e))?;
+        }
+        let answered = match self.ends_client.offsets_for_times(tpl, self.config.timeout) {
+            Ok(answered) => answered,
+            // No topic of the list exists.
+            Err(e) if is_unknown_topic(&e) => {
+                for topic in present {
+                    absent.topics.insert(topic.clone());
+                    out.push((topic.clone(), 0));
+                }
+                return Ok(out);
+            }
+            Err(e) => return Err(kafka_error("listing topic ends", e)),
+        };
+        for e in answered.elements() {
+            match (e.error(), e.offset()) {
+                (Ok(()), Offset::Offset(end)) => {
+                    if let Ok(end) = u64::try_from(end) {
+                        out.push((e.topic().to_string(), end));
+                    }
+                }
+                (Err(err), _) if is_unknown_topic(&err) => {
+                    absent.topics.insert(e.topic().to_string());
+                    out.push((e.topic().to_string(), 0));
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
