@@ -84,11 +84,11 @@ impl Ends {
     /// or later (a push acknowledged through this hub).
     pub(super) fn advance(&self, topic: &str, end: u64, polled: bool) {
         let mut all = lock(&self.topics);
-        // Pushes to topics nobody waits on are not worth an entry.
-        let w = match (all.get_mut(topic), polled) {
-            (Some(w), _) => w,
-            (None, true) => Self::entry(&mut all, topic),
-            (None, false) => return,
+        // Only topics watched now (a pull asked about them lately): not
+        // pushes nobody waits for, nor answers about topics forgotten
+        // while the question was on its way.
+        let Some(w) = all.get_mut(topic) else {
+            return;
         };
         if polled {
             w.polled = Some(Instant::now());
