@@ -2,10 +2,15 @@
 // MessageService whose `stream_messages` handler reads the client's stream
 // of MessageRequest and answers with a stream of MessageResponse, "Hello,
 // world!" every second, through a buffer of 4 (the credit window).
-// Run: cargo run --example 17-bidi-stream-server [-- 127.0.0.1:4100]
+// Run: cargo run --example 17-bidi-stream-server [-- 127.0.0.1:4100] [--secure] [--hub 127.0.0.1:4000]
+//   --secure: clients reach the service through a secure channel (a
+//             listener at "secure_channel_listener");
+//   --hub H:  instead of listening, the server is reached through a pair of
+//             streams on the hub at H ("bidi-to-server", "bidi-to-client").
 
 use ockam::rpc::{RpcServer, Sink, Source, Window};
-use ockam::{Context, Result, TcpTransport};
+use ockam::stream::Stream;
+use ockam::{route, Context, Result, SecureChannel, TcpTransport, Vault, TCP};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -21,11 +26,18 @@ pub struct MessageResponse {
 
 #[ockam::node]
 async fn main(ctx: Context) -> Result<()> {
-    let listen = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let secure = args.iter().any(|a| a == "--secure");
+    let hub = args
+        .iter()
+        .position(|a| a == "--hub")
+        .map(|i| args.get(i + 1).cloned().expect("--hub needs an address"));
+    let listen = args
+        .first()
+        .filter(|a| !a.starts_with("--"))
+        .cloned()
         .unwrap_or_else(|| "127.0.0.1:4100".into());
     let tcp = TcpTransport::create(&ctx).await?;
-    let addr = tcp.listen(&listen).await?;
     RpcServer::new()
         .with_window(Window {
             messages: 4,
@@ -71,6 +83,26 @@ async fn main(ctx: Context) -> Result<()> {
         )
         .start(&ctx, "message_service")
         .await?;
-    println!("MessageService on {addr}");
+    if secure {
+        let vault = Vault::create(&ctx)?;
+        SecureChannel::create_listener(&ctx, "secure_channel_listener", &vault).await?;
+    }
+    let at = match hub {
+        // Messages pushed to "bidi-to-server" come to this node's workers.
+        Some(hub) => {
+            Stream::new(&ctx)?
+                .client_id("bidi-stream-server")
+                .connect(
+                    route![(TCP, hub.as_str())],
+                    "bidi-to-client",
+                    "bidi-to-server",
+                )
+                .await?;
+            format!("hub {hub}")
+        }
+        None => tcp.listen(&listen).await?.to_string(),
+    };
+    let how = if secure { ", secure channel" } else { "" };
+    println!("MessageService on {at}{how}");
     Ok(())
 }

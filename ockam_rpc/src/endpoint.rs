@@ -242,10 +242,18 @@ fn on_frame<H: Half>(shared: &Shared<H>, m: Routed<Any>) {
         }
     };
     {
+        let from = m.return_route();
         let mut peer = shared.peer.lock().unwrap_or_else(|e| e.into_inner());
-        if peer.is_none() {
+        match &*peer {
             // The first word of the other end: where it is.
-            *peer = Some(m.return_route());
+            None => *peer = Some(from),
+            // Not from the other end (a forged frame, or a stale one from
+            // another route): never part of this stream.
+            Some(p) if *p != from => {
+                warn!(%from, dropped = 1, "typed stream: dropped a frame from outside the stream");
+                return;
+            }
+            Some(_) => {}
         }
     }
     shared.lock().handle(frame, Instant::now());

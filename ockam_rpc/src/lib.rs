@@ -58,4 +58,7 @@ mod rpc;
 pub use endpoint::{live_ends, Sink, Source};
 pub use error::RpcError;
 pub use proto::{Timing, Window};
-pub use rpc::{call, call_with, make_sink, make_sink_with, CallOptions, RpcServer, CALL_TIMEOUT};
+pub use rpc::{
+    call, call_with, make_sink, make_sink_with, request, request_with, CallOptions, RpcServer,
+    CALL_TIMEOUT,
+};

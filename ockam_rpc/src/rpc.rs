@@ -6,6 +6,9 @@
 //!
 //! Many streams share the routes and connections that already exist: a
 //! stream is a pair of ends (addresses) on the two nodes, nothing more.
+//!
+//! Plain calls (a request, one answer, no stream) go to the same servers:
+//! [`RpcServer::request_handler`] and [`request`].
 
 use crate::endpoint::{route_to, OnEnd};
 use crate::error::RpcError;
@@ -39,6 +42,19 @@ struct Call {
     window_bytes: u64,
 }
 
+/// What a client sends a server.
+#[derive(Debug, Serialize, Deserialize)]
+enum Request {
+    /// A call that carries the caller's stream.
+    Stream(Call),
+    /// A plain request: the handler's answer comes back in the reply.
+    Plain {
+        handler: String,
+        #[serde(with = "serde_bytes")]
+        aux: Vec<u8>,
+    },
+}
+
 /// The server's answer.
 #[derive(Debug, Serialize, Deserialize)]
 enum Reply {
@@ -49,6 +65,8 @@ enum Reply {
     Refused(String),
     /// A limit was reached.
     Limit(String, u64),
+    /// A plain request's answer.
+    Answer(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
 type Handled = Pin<Box<dyn Future<Output = std::result::Result<Option<Address>, RpcError>> + Send>>;
@@ -57,6 +75,18 @@ type Handled = Pin<Box<dyn Future<Output = std::result::Result<Option<Address>, 
 /// reverse sink's address.
 type Erased =
     Arc<dyn Fn(Vec<u8>, Route, &Call, Arc<Context>, Limits, OnEnd) -> Handled + Send + Sync>;
+
+type Answered = Pin<Box<dyn Future<Output = std::result::Result<Vec<u8>, RpcError>> + Send>>;
+
+/// A plain request handler with its types erased: aux → the encoded answer.
+type ErasedPlain = Arc<dyn Fn(Vec<u8>) -> Answered + Send + Sync>;
+
+/// A registered handler: one that takes a stream, or a plain one.
+#[derive(Clone)]
+enum Handler {
+    Stream(Erased),
+    Plain(ErasedPlain),
+}
 
 #[derive(Clone, Copy)]
 struct Limits {
@@ -67,7 +97,7 @@ struct Limits {
 /// A server of named handlers that receive streams; see the
 /// [crate docs](crate).
 pub struct RpcServer {
-    handlers: HashMap<String, Erased>,
+    handlers: HashMap<String, Handler>,
     window: Window,
     timing: Timing,
     max_streams: usize,
@@ -155,7 +185,37 @@ impl RpcServer {
                 Ok(sink.map(|s| s.address().clone()))
             })
         });
-        self.handlers.insert(name.to_string(), erased);
+        self.handlers
+            .insert(name.to_string(), Handler::Stream(erased));
+        self
+    }
+
+    /// Registers plain handler `name`: called with a [`request`]'s value
+    /// (an `A`), it answers with an `R`, or an error the caller receives
+    /// as [`RpcError::Refused`] with its text. No stream, no credit: one
+    /// request, one answer (each request runs in a task of its own, so a
+    /// slow one does not hold the others up).
+    ///
+    /// A name holds one handler: registering `name` again, plain or with
+    /// a stream, replaces the one before.
+    pub fn request_handler<A, R, F, Fut>(mut self, name: &str, f: F) -> Self
+    where
+        A: Message,
+        R: Message,
+        F: Fn(A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<R, RpcError>> + Send + 'static,
+    {
+        let f = Arc::new(f);
+        let erased: ErasedPlain = Arc::new(move |aux| {
+            let f = f.clone();
+            Box::pin(async move {
+                let aux = A::decode(&aux)
+                    .map_err(|e| RpcError::Refused(format!("the request does not decode: {e}")))?;
+                f(aux).await?.encode().map_err(RpcError::from_core)
+            })
+        });
+        self.handlers
+            .insert(name.to_string(), Handler::Plain(erased));
         self
     }
 
@@ -183,7 +243,7 @@ impl RpcServer {
 }
 
 struct ServerWorker {
-    handlers: Arc<HashMap<String, Erased>>,
+    handlers: Arc<HashMap<String, Handler>>,
     limits: Limits,
     /// The context new stream ends register through.
     ends: Arc<Context>,
@@ -199,17 +259,47 @@ impl Worker for ServerWorker {
 
     async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
         let back = msg.return_route();
-        let call = match Call::decode(msg.payload()) {
-            Ok(c) => c,
+        let request = match Request::decode(msg.payload()) {
+            Ok(r) => r,
             Err(e) => {
                 warn!(from = %back, error = %e, "rpc: dropped a message that is not a call");
                 return Ok(());
             }
         };
-        let Some(handler) = self.handlers.get(&call.handler).cloned() else {
-            let why = format!("no handler {:?}", call.handler);
-            return ctx.send(back, Reply::Refused(why)).await;
+        let (name, plain_aux, call) = match request {
+            Request::Stream(call) => (call.handler.clone(), None, Some(call)),
+            Request::Plain { handler, aux } => (handler, Some(aux), None),
         };
+        let handler = match (self.handlers.get(&name), plain_aux, call) {
+            (None, _, _) => {
+                let why = format!("no handler {name:?}");
+                return ctx.send(back, Reply::Refused(why)).await;
+            }
+            (Some(Handler::Plain(f)), Some(aux), None) => {
+                let answered = f(aux);
+                let reply_ctx = ctx.new_context(Address::random_local()).await?;
+                tokio::spawn(async move {
+                    let reply = match answered.await {
+                        Ok(answer) => Reply::Answer(answer),
+                        Err(e) => Reply::Refused(e.to_string()),
+                    };
+                    if let Err(e) = reply_ctx.send(back, reply).await {
+                        warn!(error = %e, "rpc: could not answer a request");
+                    }
+                });
+                return Ok(());
+            }
+            (Some(Handler::Stream(h)), None, Some(call)) => (h.clone(), call),
+            (Some(Handler::Stream(_)), ..) => {
+                let why = format!("handler {name:?} takes a stream: use call, not request");
+                return ctx.send(back, Reply::Refused(why)).await;
+            }
+            (Some(Handler::Plain(_)), ..) => {
+                let why = format!("handler {name:?} takes no stream: use request, not call");
+                return ctx.send(back, Reply::Refused(why)).await;
+            }
+        };
+        let (handler, call) = handler;
         let peer: Route = {
             let mut hops: Vec<Address> = back.iter().cloned().collect();
             hops.pop();
@@ -355,7 +445,7 @@ pub async fn call_with<A: Message, X: Message, Y: Message>(
     // The ends answer from where the call came: make them the caller's
     // neighbours (same node), by sending the call from a context there.
     caller
-        .send(route.into(), call)
+        .send(route.into(), Request::Stream(call))
         .await
         .map_err(RpcError::from_core)?;
     let reply = caller
@@ -376,5 +466,72 @@ pub async fn call_with<A: Message, X: Message, Y: Message>(
         }
         Reply::Refused(why) => Err(RpcError::Refused(why)),
         Reply::Limit(what, limit) => Err(RpcError::Limit { what, limit }),
+        Reply::Answer(_) => {
+            source.cancel("the server answered a plain request");
+            Err(RpcError::Refused(
+                "the server answered the call as a plain request".into(),
+            ))
+        }
+    }
+}
+
+/// Sends a plain request to handler `handler` of the server at `route` (one
+/// registered with [`RpcServer::request_handler`]) and returns its answer;
+/// waits up to [`CALL_TIMEOUT`].
+///
+/// # Errors
+/// [`RpcError::Refused`] (no such handler, a handler that takes a stream,
+/// the handler's own error), [`RpcError::Decode`] when the answer is not an
+/// `R`, [`RpcError::Lost`] when no answer comes in time, or the node's error
+/// sending the request.
+///
+/// # Cancel safety
+/// Not cancel safe: the server may run the handler all the same.
+pub async fn request<A: Message, R: Message>(
+    ctx: &Context,
+    route: impl Into<Route>,
+    handler: &str,
+    aux: A,
+) -> std::result::Result<R, RpcError> {
+    request_with(ctx, route, handler, aux, CALL_TIMEOUT).await
+}
+
+/// [`request`], waiting up to `timeout` for the answer.
+///
+/// # Errors
+/// As [`request`]'s.
+///
+/// # Cancel safety
+/// As [`request`]'s.
+pub async fn request_with<A: Message, R: Message>(
+    ctx: &Context,
+    route: impl Into<Route>,
+    handler: &str,
+    aux: A,
+    timeout: Duration,
+) -> std::result::Result<R, RpcError> {
+    let request = Request::Plain {
+        handler: handler.into(),
+        aux: aux.encode().map_err(RpcError::from_core)?,
+    };
+    let mut caller = ctx
+        .new_context(Address::random_local())
+        .await
+        .map_err(RpcError::from_core)?;
+    caller
+        .send(route.into(), request)
+        .await
+        .map_err(RpcError::from_core)?;
+    let reply = caller
+        .receive_duration::<Reply>(timeout)
+        .await
+        .map_err(|e| RpcError::Lost(format!("no answer to the request: {e}")))?;
+    match reply.body() {
+        Reply::Answer(answer) => R::decode(&answer).map_err(|e| RpcError::Decode(e.to_string())),
+        Reply::Refused(why) => Err(RpcError::Refused(why)),
+        Reply::Limit(what, limit) => Err(RpcError::Limit { what, limit }),
+        Reply::Accepted(_) => Err(RpcError::Refused(
+            "the server answered the request as a call".into(),
+        )),
     }
 }

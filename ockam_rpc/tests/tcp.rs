@@ -266,3 +266,195 @@ fn streams_beyond_the_per_peer_limit_are_refused_until_one_ends() {
     drop(stop);
     t.join().unwrap();
 }
+
+#[test]
+fn a_thousand_streams_at_once_between_two_nodes() {
+    let (hub, stop, t) = server(Window::default());
+    client(move |ctx| async move {
+        let _tcp = TcpTransport::create(&ctx).await?;
+        let rpc = route![(TCP, hub.as_str()), "rpc"];
+        const STREAMS: usize = 1000;
+        let mut open = Vec::with_capacity(STREAMS);
+        for _ in 0..STREAMS {
+            let sink: Sink<String> = make_sink(&ctx).await?;
+            let echo: Source<String> = call(&ctx, rpc.clone(), "echo", 0u8, &sink).await?.unwrap();
+            open.push((sink, echo));
+        }
+        // All open at once, on the one TCP connection: each carries its
+        // own messages, in order, and ends cleanly.
+        let ends = open
+            .into_iter()
+            .enumerate()
+            .map(|(i, (mut sink, mut echo))| async move {
+                for k in 0..3 {
+                    sink.send(format!("{i}/{k}")).await?;
+                }
+                for k in 0..3 {
+                    assert_eq!(echo.recv().await?, Some(format!("{i}/{k}")));
+                }
+                sink.close().await?;
+                assert_eq!(echo.recv().await?, None);
+                Ok::<(), RpcError>(())
+            });
+        for outcome in futures_util::future::join_all(ends).await {
+            outcome?;
+        }
+        ctx.stop().await
+    });
+    drop(stop);
+    t.join().unwrap();
+}
+
+#[test]
+fn forged_and_garbage_frames_are_dropped_and_the_stream_goes_on() {
+    use ockam_rpc::proto::Frame;
+    let (hub, stop, t) = server(Window::default());
+    client(move |ctx| async move {
+        let _tcp = TcpTransport::create(&ctx).await?;
+        let rpc = route![(TCP, hub.as_str()), "rpc"];
+        let mut sink: Sink<String> = make_sink(&ctx).await?;
+        let mut echo: Source<String> = call(&ctx, rpc.clone(), "echo", 0u8, &sink).await?.unwrap();
+        sink.send("m0".into()).await?;
+        assert_eq!(echo.recv().await?.as_deref(), Some("m0"));
+
+        // Someone else on the node knows the source's address: bytes that
+        // are no frame, and frames that would end the stream, skip or
+        // replay messages. None of it is from the stream's peer.
+        let forger = ctx.new_context(ockam_core::Address::random_local()).await?;
+        let at = route![echo.address().clone()];
+        forger.send(at.clone(), vec![0xffu8; 7]).await?;
+        forger.send(at.clone(), String::from("hello")).await?;
+        forger.send(at.clone(), Frame::Close { total: 1 }).await?;
+        forger
+            .send(
+                at.clone(),
+                Frame::Abort {
+                    reason: "forged".into(),
+                },
+            )
+            .await?;
+        let bodies = vec![serde_bytes::ByteBuf::from(ockam_core::Message::encode(
+            &"forged".to_string(),
+        )?)];
+        for first in [0, 1, 2, u64::MAX] {
+            let data = Frame::Data {
+                first,
+                bodies: bodies.clone(),
+            };
+            forger.send(at.clone(), data).await?;
+        }
+        // The same to the sink (its peer is the server's source).
+        let at_sink = route![sink.address().clone()];
+        forger.send(at_sink.clone(), vec![0u8; 3]).await?;
+        forger
+            .send(
+                at_sink.clone(),
+                Frame::Cancel {
+                    reason: "forged".into(),
+                },
+            )
+            .await?;
+        forger
+            .send(
+                at_sink,
+                Frame::Credit {
+                    next: 0,
+                    credit_messages: u64::MAX,
+                    credit_bytes: u64::MAX,
+                },
+            )
+            .await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        // The stream goes on: in order, each message once, a clean end.
+        for i in 1..20 {
+            sink.send(format!("m{i}")).await?;
+        }
+        for i in 1..20 {
+            assert_eq!(echo.recv().await?, Some(format!("m{i}")));
+        }
+        sink.close().await?;
+        assert_eq!(echo.recv().await?, None);
+
+        // And the node: another stream works.
+        let mut sink: Sink<String> = make_sink(&ctx).await?;
+        let mut echo: Source<String> = call(&ctx, rpc, "echo", 0u8, &sink).await?.unwrap();
+        sink.send("again".into()).await?;
+        assert_eq!(echo.recv().await?.as_deref(), Some("again"));
+        sink.close().await?;
+        assert_eq!(echo.recv().await?, None);
+        ctx.stop().await
+    });
+    drop(stop);
+    t.join().unwrap();
+}
+
+#[test]
+fn plain_requests_are_answered_on_the_same_server() {
+    let (hub, stop, t) = server_thread(
+        |s| {
+            s.handler("echo", echo::<String>)
+                .request_handler("add", |(a, b): (u64, u64)| async move {
+                    a.checked_add(b)
+                        .ok_or_else(|| RpcError::Refused(format!("{a} + {b} overflows")))
+                })
+                .request_handler("slow", |ms: u64| async move {
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    Ok(ms)
+                })
+        },
+        nothing,
+    );
+    client(move |ctx| async move {
+        use ockam_rpc::{request, request_with};
+        let _tcp = TcpTransport::create(&ctx).await?;
+        let rpc = route![(TCP, hub.as_str()), "rpc"];
+        let sum: u64 = request(&ctx, rpc.clone(), "add", (2u64, 3u64)).await?;
+        assert_eq!(sum, 5);
+        // The handler's own error, as a refusal with its text.
+        match request::<_, u64>(&ctx, rpc.clone(), "add", (u64::MAX, 1u64)).await {
+            Err(RpcError::Refused(why)) => assert!(why.contains("overflows"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // No such handler; a handler that takes a stream; a request that
+        // does not decode; an answer that does not decode.
+        for (name, what) in [("nope", "no handler"), ("echo", "takes a stream")] {
+            match request::<_, u64>(&ctx, rpc.clone(), name, 1u64).await {
+                Err(RpcError::Refused(why)) => assert!(why.contains(what), "{why}"),
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        match request::<_, u64>(&ctx, rpc.clone(), "add", "two".to_string()).await {
+            Err(RpcError::Refused(why)) => assert!(why.contains("does not decode"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        match request::<_, String>(&ctx, rpc.clone(), "add", (1u64, 1u64)).await {
+            Err(RpcError::Decode(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        // A call to a plain handler is refused too.
+        let sink: Sink<u64> = make_sink(&ctx).await?;
+        match call::<u8, u64, u64>(&ctx, rpc.clone(), "add", 0, &sink).await {
+            Err(RpcError::Refused(why)) => assert!(why.contains("takes no stream"), "{why}"),
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+        sink.abort("unused");
+        // A slow request does not hold a quick one up; a request not
+        // answered in time is Lost.
+        let slow = request::<_, u64>(&ctx, rpc.clone(), "slow", 2000u64);
+        let quick = request::<_, u64>(&ctx, rpc.clone(), "slow", 1u64);
+        tokio::pin!(slow);
+        tokio::select! {
+            v = quick => assert_eq!(v?, 1),
+            v = &mut slow => panic!("the slow request was answered first: {v:?}"),
+        }
+        assert_eq!(slow.await?, 2000);
+        match request_with::<_, u64>(&ctx, rpc, "slow", 3000u64, Duration::from_millis(300)).await {
+            Err(RpcError::Lost(_)) => {}
+            other => panic!("{other:?}"),
+        }
+        ctx.stop().await
+    });
+    drop(stop);
+    t.join().unwrap();
+}
