@@ -4,9 +4,14 @@
 //! over a secure channel beside tonic over TLS; prints the ratio ours /
 //! tonic.
 //!
+//! Then round trips, one message at a time, beside tonic's `echo` mode
+//! (p50 and p99), and the resident memory of a receiving process whose
+//! consumer is stalled while its producer tries to send 1 GiB.
+//!
 //! `cargo bench -p ockam_rpc --bench typed_stream` (`-- --quick`: fewer
-//! messages). The same binary is the two processes: `sink PORT N` and
-//! `source PORT N SIZE`.
+//! messages). The same binary is the two processes: `sink PORT N` (also the
+//! echo and stalled servers) and `source PORT N SIZE`, `echo PORT N SIZE`,
+//! `flood PORT BYTES SIZE`.
 
 use ockam_channel::SecureChannel;
 use ockam_core::{route, TCP};
@@ -62,6 +67,27 @@ fn sink(port: &str, n: u64, secure: bool) {
                     });
                     Ok(None::<Sink<u8>>)
                 })
+                .handler("echo", |_: u8, mut source: Source<Blob>| async move {
+                    let sink: Sink<Blob> = source.make_sink().await?;
+                    let mut out = sink.clone();
+                    tokio::spawn(async move {
+                        while let Ok(Some(m)) = source.recv().await {
+                            if out.send(m).await.is_err() {
+                                return;
+                            }
+                        }
+                        let _ = out.close().await;
+                    });
+                    Ok(Some(sink))
+                })
+                // Holds its source and never reads: a stalled consumer.
+                .handler("stall", |_: u8, source: Source<Blob>| async move {
+                    tokio::spawn(async move {
+                        std::future::pending::<()>().await;
+                        drop(source);
+                    });
+                    Ok(None::<Sink<u8>>)
+                })
                 .start(&ctx, "rpc")
                 .await?;
             std::future::pending::<()>().await;
@@ -98,11 +124,109 @@ fn source(port: &str, n: u64, size: usize, secure: bool) {
         .unwrap();
 }
 
+/// Runs `f` on a new node with TCP, given the route to the server's
+/// "rpc" at `port`.
+fn client<F, Fut>(port: &str, f: F)
+where
+    F: FnOnce(ockam_node::Context, ockam_core::Route) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ockam_core::Result<()>> + Send + 'static,
+{
+    let (ctx, mut executor) = start_node();
+    let peer = format!("127.0.0.1:{port}");
+    executor
+        .execute(async move {
+            let _tcp = TcpTransport::create(&ctx).await?;
+            f(ctx, route![(TCP, peer.as_str()), "rpc"]).await
+        })
+        .unwrap();
+}
+
+/// `n` round trips of `size` bytes, one at a time, through the server's
+/// echo handler; prints `LATENCY …` (all of them, as tonic's echo does).
+fn echo(port: &str, n: u64, size: usize) {
+    client(port, move |ctx, rpc| async move {
+        let mut sink: Sink<Blob> = make_sink(&ctx).await?;
+        let mut back: Source<Blob> = call(&ctx, rpc, "echo", 0u8, &sink)
+            .await?
+            .expect("a reverse stream");
+        let body = vec![7u8; size];
+        let mut samples = Vec::with_capacity(n as usize);
+        for _ in 0..n {
+            let t = Instant::now();
+            sink.send(Blob(body.clone())).await?;
+            back.recv().await?.expect("an echo");
+            samples.push(t.elapsed());
+        }
+        print_latency(&mut samples);
+        sink.close().await?;
+        ctx.stop().await
+    })
+}
+
+/// Tries to send `bytes` in messages of `size` to the server's stalled
+/// handler; prints `SENT bytes=…` every second (it stops growing once the
+/// window is used up).
+fn flood(port: &str, bytes: u64, size: usize) {
+    client(port, move |ctx, rpc| async move {
+        use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+        let mut sink: Sink<Blob> = make_sink(&ctx).await?;
+        call::<u8, Blob, u8>(&ctx, rpc, "stall", 0, &sink).await?;
+        let sent = std::sync::Arc::new(AtomicU64::new(0));
+        let seen = sent.clone();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(1));
+            println!("SENT bytes={}", seen.load(Relaxed));
+        });
+        let body = vec![7u8; size];
+        while sent.load(Relaxed) < bytes {
+            sink.send(Blob(body.clone())).await?;
+            sent.fetch_add(size as u64, Relaxed);
+        }
+        sink.close().await?;
+        ctx.stop().await
+    })
+}
+
+/// The resident memory of process `pid`, in MiB (Linux).
+fn rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+/// A stalled consumer: the receiving process's resident memory after the
+/// producer has tried to send 1 GiB for `secs` seconds.
+fn stalled_memory(me: &std::path::PathBuf, secs: u64) -> Result<(f64, f64), String> {
+    use std::process::Command;
+    let port = free_port();
+    let mut server = spawn(Command::new(me).args(["sink", &port, "0"]));
+    wait_listening(&port);
+    let gib = (1u64 << 30).to_string();
+    let flood = spawn(Command::new(me).args(["flood", &port, &gib, "65536"]));
+    std::thread::sleep(Duration::from_secs(secs));
+    let rss = rss_mib(server.id()).ok_or("no /proc status for the receiver");
+    let sent = line_from(flood, "SENT", Duration::from_secs(5))
+        .map(|l| field(&l, "bytes").unwrap_or(0.0) / (1024.0 * 1024.0));
+    let _ = server.kill();
+    let _ = server.wait();
+    Ok((rss?, sent?))
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some(mode @ ("sink" | "sink-secure")) => {
             return sink(&args[1], args[2].parse().unwrap(), mode == "sink-secure")
+        }
+        Some("echo") => return echo(&args[1], args[2].parse().unwrap(), args[3].parse().unwrap()),
+        Some("flood") => {
+            return flood(&args[1], args[2].parse().unwrap(), args[3].parse().unwrap())
         }
         Some(mode @ ("source" | "source-secure")) => {
             return source(
@@ -171,5 +295,46 @@ fn main() {
             show(&ours),
             show(&tonic)
         );
+    }
+
+    let rounds: u64 = if quick { 2_000 } else { 20_000 };
+    println!();
+    println!("round trips, one message at a time, 64 B, {rounds} (p50 / p99 µs)");
+    let ours = round_trips(
+        &me,
+        &["sink", "PORT", "0"],
+        &["echo", "PORT", &rounds.to_string(), "64"],
+        to,
+    );
+    let tonic = match anchor("tonic") {
+        Some(bin) => round_trips(
+            &bin,
+            &["server", "PORT", "0"],
+            &["echo", "PORT", &rounds.to_string(), "64"],
+            to,
+        ),
+        None => Err("not built (scripts/build-anchors.sh tonic)".into()),
+    };
+    let show = |r: &Result<(f64, f64), String>| match r {
+        Ok((p50, p99)) => format!("{p50:.1} / {p99:.1}"),
+        Err(e) => format!("({e})"),
+    };
+    let ratio = match (&ours, &tonic) {
+        (Ok(a), Ok(b)) => format!("{:.2}", a.0 / b.0),
+        _ => "-".into(),
+    };
+    println!(
+        "ours {} | tonic {} | p50 ours/tonic {ratio} (target <= 1)",
+        show(&ours),
+        show(&tonic)
+    );
+
+    println!();
+    let secs = if quick { 3 } else { 10 };
+    match stalled_memory(&me, secs) {
+        Ok((rss, sent)) => println!(
+            "stalled consumer, producer trying 1 GiB in 64 KiB messages for {secs} s: receiver RSS {rss:.1} MiB (target < 64), producer got {sent:.1} MiB out"
+        ),
+        Err(e) => println!("stalled consumer: ({e})"),
     }
 }

@@ -107,3 +107,126 @@ fn a_typed_stream_over_a_secure_channel_over_two_tcp_hops() {
     t2.join().unwrap();
     t1.join().unwrap();
 }
+
+/// Forwards every message on its onward route (a hop in the middle of the
+/// route, as `Hop` of the guides); counts the payload bytes it passes on
+/// toward `toward` (one direction of the stream).
+struct CountingHop {
+    toward: ockam_core::Address,
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    frames: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[ockam_core::async_trait]
+impl ockam_core::Worker for CountingHop {
+    type Message = ockam_core::Any;
+    type Context = ockam_node::Context;
+
+    async fn handle_message(
+        &mut self,
+        ctx: &mut ockam_node::Context,
+        msg: ockam_core::Routed<ockam_core::Any>,
+    ) -> ockam_core::Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut message = msg.into_local_message();
+        let transport = message.transport_mut();
+        transport.onward_route.step()?;
+        if transport.onward_route.next().ok() == Some(&self.toward) {
+            self.bytes
+                .fetch_add(transport.payload.len() as u64, Relaxed);
+            self.frames.fetch_add(1, Relaxed);
+        }
+        transport.return_route.modify().prepend(ctx.address());
+        ctx.forward(message).await
+    }
+}
+
+#[test]
+fn a_stalled_consumer_two_hops_away_holds_at_most_a_window_in_flight() {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::sync::Arc;
+    use std::time::Duration;
+    const WINDOW: ockam_rpc::Window = ockam_rpc::Window {
+        messages: 32,
+        bytes: 32 * 1024,
+    };
+    const BODY: usize = 1000;
+    let (server, stop_server, t1) = server_thread(
+        |s| {
+            s.with_window(WINDOW)
+                .handler("stall", |_: u8, source: Source<Vec<u8>>| async move {
+                    // Holds the source, never reads.
+                    tokio::spawn(async move {
+                        std::future::pending::<()>().await;
+                        drop(source);
+                    });
+                    Ok(None::<Sink<u8>>)
+                })
+        },
+        common::nothing,
+    );
+    let (bytes, frames) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (server_for_middle, b, f) = (server.clone(), bytes.clone(), frames.clone());
+    let (middle, stop_middle, t2) = node_thread(move |ctx| async move {
+        let tcp = TcpTransport::create(&ctx).await?;
+        tcp.connect(&server_for_middle).await?;
+        let addr = tcp.listen("127.0.0.1:0").await?;
+        let toward = ockam_core::Address::from((TCP, server_for_middle.as_str()));
+        let hop = CountingHop {
+            toward,
+            bytes: b,
+            frames: f,
+        };
+        ctx.start_worker("counter", hop).await?;
+        Ok((ctx, addr.to_string()))
+    });
+
+    let (ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let _tcp = TcpTransport::create(&ctx).await?;
+            let rpc = route![
+                (TCP, middle.as_str()),
+                "counter",
+                (TCP, server.as_str()),
+                "rpc"
+            ];
+            let mut sink: Sink<Vec<u8>> = make_sink(&ctx).await?;
+            call::<u8, Vec<u8>, u8>(&ctx, rpc, "stall", 0, &sink).await?;
+            // The producer tries to send 1,000 messages (about 1 MB).
+            let sent = Arc::new(AtomicU64::new(0));
+            let counted = sent.clone();
+            let producer = tokio::spawn(async move {
+                for _ in 0..1000 {
+                    sink.send(vec![7u8; BODY]).await?;
+                    counted.fetch_add(1, Relaxed);
+                }
+                Ok::<_, RpcError>(sink)
+            });
+            // Until it has made no progress for a second.
+            let mut last = u64::MAX;
+            while sent.load(Relaxed) != last {
+                last = sent.load(Relaxed);
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let (sent, held, frames) = (sent.load(Relaxed), bytes.load(Relaxed), frames.load(Relaxed));
+            eprintln!(
+                "stalled: the producer got {sent} of 1000 sends through; the middle hop passed {frames} frames, {held} payload bytes, toward the consumer (window {} messages / {} bytes)",
+                WINDOW.messages, WINDOW.bytes
+            );
+            assert!(!producer.is_finished(), "the producer was not held");
+            // Whatever is past the middle hop and not taken by the
+            // consumer's application: at most a window, plus each frame's
+            // header and sequence numbers (a few dozen bytes each).
+            let window_messages = WINDOW.bytes / BODY as u64;
+            assert!(sent <= window_messages.min(WINDOW.messages), "{sent}");
+            assert!(held <= WINDOW.bytes + 64 * frames, "{held} bytes in {frames} frames");
+            producer.abort();
+            ctx.stop().await
+        })
+        .unwrap();
+    drop(stop_middle);
+    drop(stop_server);
+    t2.join().unwrap();
+    t1.join().unwrap();
+}

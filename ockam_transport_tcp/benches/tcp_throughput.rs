@@ -147,17 +147,6 @@ fn echo_client(port: &str, n: usize, size: usize) {
         .expect("echo client node");
 }
 
-fn print_latency(samples: &mut [Duration]) {
-    samples.sort();
-    let p = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
-    println!(
-        "LATENCY n={} p50_us={:.1} p99_us={:.1}",
-        samples.len(),
-        p(0.50).as_secs_f64() * 1e6,
-        p(0.99).as_secs_f64() * 1e6
-    );
-}
-
 // ------------------------------------------- raw tokio TCP, same framing
 
 fn raw_runtime() -> tokio::runtime::Runtime {
@@ -293,25 +282,6 @@ fn floor_cpu(n: u64, size: usize) -> (f64, f64) {
 #[path = "support/anchors.rs"]
 mod anchors;
 use anchors::*;
-
-fn latency(
-    bin: &PathBuf,
-    server: &[&str],
-    client: &[&str],
-) -> std::result::Result<(f64, f64), String> {
-    let port = free_port();
-    let mut srv = spawn(Command::new(bin).args(subst(server, &port)));
-    wait_listening(&port);
-    let cli = spawn(Command::new(bin).args(subst(client, &port)));
-    let r = line_from(cli, "LATENCY", Duration::from_secs(120));
-    let _ = srv.kill();
-    let _ = srv.wait();
-    let line = r?;
-    Ok((
-        field(&line, "p50_us").ok_or("no p50")?,
-        field(&line, "p99_us").ok_or("no p99")?,
-    ))
-}
 
 fn orchestrate(quick: bool) {
     let me = std::env::current_exe().expect("own path");
@@ -472,15 +442,17 @@ fn echo_table(me: &PathBuf, sizes: &[usize], n_echo: usize, turns: usize) {
         let (mut ours, mut raw) = (Vec::new(), Vec::new());
         let mut failed = None;
         for _ in 0..turns {
-            let o = latency(
+            let o = round_trips(
                 me,
                 &["echo-server", "PORT"],
                 &["echo-client", "PORT", &n, &s],
+                Duration::from_secs(120),
             );
-            let r = latency(
+            let r = round_trips(
                 me,
                 &["raw-echo-server", "PORT"],
                 &["raw-echo-client", "PORT", &n, &s],
+                Duration::from_secs(120),
             );
             match (o, r) {
                 (Ok(o), Ok(r)) => {

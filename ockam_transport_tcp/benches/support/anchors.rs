@@ -97,6 +97,40 @@ pub fn two_process(
     field(&line, "msg_per_s").ok_or_else(|| format!("unreadable result {line:?}"))
 }
 
+/// A two-process round-trip run: start the server, then the client, which
+/// prints `LATENCY n=… p50_us=… p99_us=…`; returns (p50, p99) in µs.
+pub fn round_trips(
+    bin: &PathBuf,
+    server: &[&str],
+    client: &[&str],
+    timeout: Duration,
+) -> std::result::Result<(f64, f64), String> {
+    let port = free_port();
+    let mut srv = spawn(Command::new(bin).args(subst(server, &port)));
+    wait_listening(&port);
+    let cli = spawn(Command::new(bin).args(subst(client, &port)));
+    let r = line_from(cli, "LATENCY", timeout);
+    let _ = srv.kill();
+    let _ = srv.wait();
+    let line = r?;
+    Ok((
+        field(&line, "p50_us").ok_or("no p50")?,
+        field(&line, "p99_us").ok_or("no p99")?,
+    ))
+}
+
+/// Prints `LATENCY n=… p50_us=… p99_us=…` for `samples` (sorted here).
+pub fn print_latency(samples: &mut [Duration]) {
+    samples.sort();
+    let p = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    println!(
+        "LATENCY n={} p50_us={:.1} p99_us={:.1}",
+        samples.len(),
+        p(0.50).as_secs_f64() * 1e6,
+        p(0.99).as_secs_f64() * 1e6
+    );
+}
+
 pub fn subst(args: &[&str], port: &str) -> Vec<String> {
     args.iter()
         .map(|a| {
