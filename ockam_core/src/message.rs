@@ -189,29 +189,42 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
 
 /// Decodes a BARE value, rejecting trailing bytes.
 pub fn decode<T: DeserializeOwned>(data: &[u8]) -> Result<T> {
-    let mut rest = data;
-    let value = serde_bare::from_reader(&mut rest).map_err(|e| {
-        Error::with_source(
-            ErrorKind::Decoding,
-            format!(
-                "{} bytes are not a valid {}",
-                data.len(),
-                std::any::type_name::<T>()
-            ),
-            e,
-        )
-    })?;
-    if !rest.is_empty() {
+    // Read straight from the slice (serde_bare's slice reader copies each
+    // byte field in one go; its io::Read reader reads them in steps), then
+    // look for one more byte.
+    let (value, Trailer(left_over)) =
+        serde_bare::from_slice::<(T, Trailer)>(data).map_err(|e| {
+            Error::with_source(
+                ErrorKind::Decoding,
+                format!(
+                    "{} bytes are not a valid {}",
+                    data.len(),
+                    std::any::type_name::<T>()
+                ),
+                e,
+            )
+        })?;
+    if left_over {
         return Err(Error::new(
             ErrorKind::Decoding,
             format!(
-                "{} bytes left over after decoding {}",
-                rest.len(),
-                std::any::type_name::<T>()
+                "bytes left over after decoding {} from {} bytes",
+                std::any::type_name::<T>(),
+                data.len()
             ),
         ));
     }
     Ok(value)
+}
+
+/// Whether any byte follows a decoded value: deserializing it reads one
+/// byte if there is one, and is `false` at the end of the input.
+struct Trailer(bool);
+
+impl<'de> serde::Deserialize<'de> for Trailer {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        Ok(Trailer(<u8 as serde::Deserialize>::deserialize(d).is_ok()))
+    }
 }
 
 /// The message type of a worker that accepts any payload without decoding it,
@@ -887,6 +900,21 @@ mod tests {
         }
         assert!(TransportMessage::decode_split(split.clone(), 300..end + 1).is_err());
         assert!(TransportMessage::decode_split(split, 300..10_000).is_err());
+    }
+
+    #[test]
+    fn values_decode_whole_and_nothing_more() {
+        assert_eq!(decode::<String>(&[2, b'h', b'i']).unwrap(), "hi");
+        assert_eq!(decode::<(u8, Vec<u8>)>(&[7, 1, 9]).unwrap(), (7, vec![9]));
+        // A byte too many, or too few.
+        let e = decode::<String>(&[2, b'h', b'i', 0]).unwrap_err();
+        assert!(e.to_string().contains("left over"), "{e}");
+        assert!(decode::<u8>(&[1, 2]).is_err());
+        assert!(decode::<String>(&[3, b'h', b'i']).is_err());
+        assert!(decode::<u8>(&[]).is_err());
+        // A length that claims more than there is allocates nothing big.
+        assert!(decode::<Vec<u8>>(&[0xff, 0xff, 0xff, 0xff, 0x0f, 1]).is_err());
+        assert!(decode::<Vec<String>>(&[0xff, 0xff, 0xff, 0xff, 0x0f, 1]).is_err());
     }
 
     #[test]

@@ -14,7 +14,8 @@ use ockam_transport_tcp::TcpTransport;
 use std::sync::mpsc;
 
 /// A server node in a thread: an "echo" handler that answers each number
-/// plus `offset`, reached through hub streams (`[client id, outgoing,
+/// plus `offset` and a "stall" handler that never reads, reached through
+/// hub streams (`[client id, outgoing,
 /// incoming]`); returns once its streams are open. Drop the sender to stop
 /// it.
 fn server_node(
@@ -45,6 +46,14 @@ fn server_node(
                             let _ = out.close().await;
                         });
                         Ok(Some(sink))
+                    })
+                    .handler("stall", |_: u8, source: Source<Vec<u8>>| async move {
+                        // Holds the source, never reads.
+                        tokio::spawn(async move {
+                            std::future::pending::<()>().await;
+                            drop(source);
+                        });
+                        Ok(None::<Sink<u8>>)
                     })
                     .start(&ctx, "rpc")
                     .await?;
@@ -184,6 +193,104 @@ fn a_typed_stream_over_hub_streams_survives_a_hub_kill_9() {
     client
         .join()
         .expect("the client saw every message once, in order, then the end");
+    drop(stop);
+    server.join().unwrap();
+}
+
+/// Issue 15: a consumer that stalls behind a hub. The producer is held at
+/// the window, and what reaches the hub's stream meanwhile (read back from
+/// the hub) is at most a window: the hub holds no more for the stream than
+/// the consumer granted.
+#[test]
+fn a_stalled_consumer_behind_a_hub_lets_at_most_a_window_into_the_hub() {
+    use ockam_stream_client::protocol::*;
+    use serde_bare::Uint;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    use std::sync::Arc;
+    use std::time::Duration;
+    const BODY: usize = 1000;
+    let window = ockam_rpc::Window::default();
+    let hub = free_address();
+    let dir = tempfile::tempdir().unwrap();
+    let _hub = HubProcess::start(&hub, &["--data-dir", dir.path().to_str().unwrap()]);
+    let (stop, server) = server_node(
+        &hub,
+        ["typed-server-3", "to-client-3", "to-server-3"],
+        0,
+        Timing::default(),
+    );
+
+    let (mut ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let _tcp = TcpTransport::create(&ctx).await?;
+            let (tx, _rx) = Stream::new(&ctx)?
+                .client_id("typed-client-3")
+                .connect(route![(TCP, hub.as_str())], "to-server-3", "to-client-3")
+                .await?;
+            let mut sink: Sink<Vec<u8>> = make_sink(&ctx).await?;
+            call::<u8, Vec<u8>, u8>(&ctx, route![tx.clone(), "rpc"], "stall", 0, &sink).await?;
+            // The producer tries to send 1,000 messages of 1,000 bytes.
+            let sent = Arc::new(AtomicU64::new(0));
+            let counted = sent.clone();
+            let producer = tokio::spawn(async move {
+                for _ in 0..1000 {
+                    sink.send(vec![7u8; BODY]).await?;
+                    counted.fetch_add(1, Relaxed);
+                }
+                Ok::<_, ockam_rpc::RpcError>(sink)
+            });
+            // Until it has made no progress for two seconds (the stream
+            // clients push and pull every 10 ms or so).
+            let mut last = u64::MAX;
+            while sent.load(Relaxed) != last {
+                last = sent.load(Relaxed);
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            assert!(!producer.is_finished(), "the producer was not held");
+            let sent = sent.load(Relaxed);
+
+            // Everything in the hub's stream toward the server, read back.
+            let stream =
+                common::open_stream(&mut ctx, route![(TCP, hub.as_str()), "stream"], "to-server-3")
+                    .await?;
+            let (mut stored, mut bytes, mut index) = (0u64, 0u64, 0u64);
+            loop {
+                let pull = PullRequest {
+                    request_id: Uint(index),
+                    index: Uint(index),
+                    limit: Uint(100),
+                };
+                let r: PullResponse = common::request(&mut ctx, stream.clone(), STREAM_PULL, &pull)
+                    .await?
+                    .decode_data(STREAM_PULL)?;
+                if r.messages.is_empty() {
+                    break;
+                }
+                for m in &r.messages {
+                    stored += 1;
+                    bytes += m.data.len() as u64;
+                    index = m.index.0 + 1;
+                }
+            }
+            eprintln!(
+                "stalled behind a hub: {sent} of 1000 sends went through; the hub's stream holds {stored} messages, {bytes} bytes (window {} messages / {} bytes, {} messages of {BODY} bytes)",
+                window.messages,
+                window.bytes,
+                window.messages.min(window.bytes / BODY as u64)
+            );
+            assert!(sent <= window.messages.min(window.bytes / BODY as u64), "{sent}");
+            // A window of bodies, plus each stored message's routing and
+            // frame header (the call, pings, the data frames: a few hundred
+            // bytes each).
+            assert!(
+                bytes <= sent * BODY as u64 + 512 * stored,
+                "{bytes} bytes in {stored} messages"
+            );
+            producer.abort();
+            ctx.stop().await
+        })
+        .unwrap();
     drop(stop);
     server.join().unwrap();
 }
