@@ -19,6 +19,15 @@ use tracing::{debug, warn};
 /// What the protocol halves have in common, for the shell.
 pub(crate) trait Half: Send + 'static {
     fn handle(&mut self, frame: Frame, now: Instant);
+    /// A frame as it came (its encoding): decoded, then handled.
+    fn handle_payload(&mut self, payload: bytes::Bytes, now: Instant) {
+        match Frame::decode(&payload) {
+            Ok(frame) => self.handle(frame, now),
+            Err(e) => {
+                warn!(error = %e, dropped = 1, "typed stream: dropped a frame that does not decode")
+            }
+        }
+    }
     fn poll_transmit(&mut self, now: Instant) -> Option<Frame>;
     fn poll_timeout(&self) -> Option<Instant>;
     fn handle_timeout(&mut self, now: Instant);
@@ -54,6 +63,26 @@ impl Half for RecvHalf {
             warn!("typed stream: dropped a frame its sender could not have sent");
         }
     }
+    /// `Data` frames, the many, without a buffer per message: their
+    /// messages stay slices of the frame until the application decodes them.
+    fn handle_payload(&mut self, payload: bytes::Bytes, now: Instant) {
+        match crate::proto::decode_data(&payload) {
+            Some(Ok((first, bodies))) => {
+                if !self.handle_data(first, bodies, now) {
+                    warn!("typed stream: dropped a frame its sender could not have sent");
+                }
+            }
+            Some(Err(e)) => {
+                warn!(error = %e, dropped = 1, "typed stream: dropped a frame that does not decode")
+            }
+            None => match Frame::decode(&payload) {
+                Ok(frame) => Half::handle(self, frame, now),
+                Err(e) => {
+                    warn!(error = %e, dropped = 1, "typed stream: dropped a frame that does not decode")
+                }
+            },
+        }
+    }
     fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
         RecvHalf::poll_transmit(self, now)
     }
@@ -71,15 +100,52 @@ impl Half for RecvHalf {
     }
 }
 
+/// Where the other end of a stream is.
+#[derive(Default)]
+struct Peer {
+    /// The route to it, once known (from the call, or its answer).
+    route: Option<Route>,
+    /// Frames that came before the route was known, with the route each
+    /// came from (at most [`EARLY_FRAMES`]): the other end's first credit
+    /// can overtake the call's answer. Those from the other end are handled
+    /// once it is known; the rest are dropped.
+    early: Vec<(Route, bytes::Bytes)>,
+}
+
+/// Most frames an end keeps before it knows where its other end is.
+const EARLY_FRAMES: usize = 16;
+
 /// A half shared by its handle (the application) and its shell.
 pub(crate) struct Shared<H> {
     half: Mutex<H>,
-    /// The route to the other end, once known.
-    peer: Mutex<Option<Route>>,
+    /// The route to the other end, once known, and the frames that came
+    /// before it was.
+    peer: Mutex<Peer>,
     /// Wakes the shell: the application changed the half.
     kick: Notify,
     /// The application's tasks waiting for the half to change.
     wakers: Mutex<Vec<Waker>>,
+}
+
+impl<H: Half> Shared<H> {
+    /// Sets the route to the other end (a call's answer says where it is),
+    /// and handles the frames that came from there before.
+    pub(crate) fn set_peer(&self, route: Route) {
+        let early = {
+            let mut peer = self.peer.lock().unwrap_or_else(|e| e.into_inner());
+            peer.route = Some(route.clone());
+            std::mem::take(&mut peer.early)
+        };
+        let now = Instant::now();
+        for (from, payload) in early {
+            if from == route {
+                self.lock().handle_payload(payload, now);
+            } else {
+                warn!(%from, dropped = 1, "typed stream: dropped a frame from outside the stream");
+            }
+        }
+        self.kick.notify_one();
+    }
 }
 
 impl<H> Shared<H> {
@@ -87,14 +153,12 @@ impl<H> Shared<H> {
         self.half.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sets the route to the other end (a call's answer says where it is).
-    pub(crate) fn set_peer(&self, route: Route) {
-        *self.peer.lock().unwrap_or_else(|e| e.into_inner()) = Some(route);
-        self.kick.notify_one();
-    }
-
     fn peer(&self) -> Option<Route> {
-        self.peer.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.peer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .route
+            .clone()
     }
 
     fn wake_app(&self) {
@@ -159,7 +223,7 @@ impl Drop for LiveEnd {
 }
 
 /// Starts the shell of `half` at a new address; `peer`: the route to the
-/// other end, if known (else learnt from the first frame that arrives).
+/// other end, if known (else set by the call's answer: frames before it wait).
 pub(crate) async fn start<H: Half>(
     ctx: &Context,
     half: H,
@@ -170,7 +234,10 @@ pub(crate) async fn start<H: Half>(
     let end_ctx = ctx.new_context(address.clone()).await?;
     let shared = Arc::new(Shared {
         half: Mutex::new(half),
-        peer: Mutex::new(peer),
+        peer: Mutex::new(Peer {
+            route: peer,
+            early: Vec::new(),
+        }),
         kick: Notify::new(),
         wakers: Mutex::new(Vec::new()),
     });
@@ -234,19 +301,20 @@ async fn run<H: Half>(mut ctx: Context, shared: Arc<Shared<H>>) {
 }
 
 fn on_frame<H: Half>(shared: &Shared<H>, m: Routed<Any>) {
-    let frame = match Frame::decode(m.payload()) {
-        Ok(f) => f,
-        Err(e) => {
-            warn!(error = %e, dropped = 1, "typed stream: dropped a frame that does not decode");
-            return;
-        }
-    };
+    let from = m.return_route();
+    let payload = bytes::Bytes::from(m.into_transport_message().payload);
     {
-        let from = m.return_route();
         let mut peer = shared.peer.lock().unwrap_or_else(|e| e.into_inner());
-        match &*peer {
-            // The first word of the other end: where it is.
-            None => *peer = Some(from),
+        match &peer.route {
+            // Not known yet: kept until it is (see `Peer::early`).
+            None => {
+                if peer.early.len() < EARLY_FRAMES {
+                    peer.early.push((from, payload));
+                } else {
+                    warn!(%from, dropped = 1, "typed stream: dropped a frame that came before its stream was set up");
+                }
+                return;
+            }
             // Not from the other end (a forged frame, or a stale one from
             // another route): never part of this stream.
             Some(p) if *p != from => {
@@ -256,7 +324,7 @@ fn on_frame<H: Half>(shared: &Shared<H>, m: Routed<Any>) {
             Some(_) => {}
         }
     }
-    shared.lock().handle(frame, Instant::now());
+    shared.lock().handle_payload(payload, Instant::now());
 }
 
 /// The sending end of a typed stream of `T`s.
@@ -304,6 +372,12 @@ impl<T> Clone for Sink<T> {
 }
 
 impl<T: Message> Sink<T> {
+    /// Sets the route to the receiving end (a call's answer says where it
+    /// is).
+    pub(crate) fn shared_set_peer(&self, route: Route) {
+        self.shared().set_peer(route);
+    }
+
     pub(crate) async fn start(
         ctx: &Context,
         timing: Timing,

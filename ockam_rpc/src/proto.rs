@@ -18,6 +18,7 @@
 //!   receiver gave up) and silence (no frame for the liveness timeout) each
 //!   end it with their own [`End`].
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -394,9 +395,9 @@ pub struct RecvHalf {
     /// The next sequence number to arrive in order.
     next: u64,
     /// Arrived early, within the window.
-    early: BTreeMap<u64, Vec<u8>>,
-    /// In order, for the application.
-    ready: VecDeque<Vec<u8>>,
+    early: BTreeMap<u64, Bytes>,
+    /// In order, for the application (slices of the frames they came in).
+    ready: VecDeque<Bytes>,
     taken: u64,
     taken_bytes: u64,
     /// Bytes arrived and not yet taken (ready and early).
@@ -466,41 +467,11 @@ impl RecvHalf {
             return !matches!(frame, Frame::Data { .. });
         }
         match frame {
-            Frame::Data { first, bodies } => {
-                let mut ok = true;
-                for (i, body) in bodies.into_iter().enumerate() {
-                    let seq = first.saturating_add(i as u64);
-                    let body = body.into_vec();
-                    if seq < self.next || self.early.contains_key(&seq) {
-                        continue; // a duplicate
-                    }
-                    let beyond = seq >= self.granted.0
-                        || self.held_bytes + body.len() as u64 > self.window.bytes
-                        || matches!(self.state, RecvState::Closing(total) if seq >= total);
-                    if beyond {
-                        ok = false; // out of the credit granted: forged
-                        continue;
-                    }
-                    self.held_bytes += body.len() as u64;
-                    if seq == self.next {
-                        self.ready.push_back(body);
-                        self.next += 1;
-                        while let Some(b) = self.early.remove(&self.next) {
-                            self.ready.push_back(b);
-                            self.next += 1;
-                        }
-                    } else {
-                        self.early.insert(seq, body);
-                    }
-                }
-                self.gap_since = if self.early.is_empty() {
-                    None
-                } else {
-                    self.gap_since.or(Some(now))
-                };
-                self.check_closed();
-                ok
-            }
+            Frame::Data { first, bodies } => self.handle_data(
+                first,
+                bodies.into_iter().map(|b| Bytes::from(b.into_vec())),
+                now,
+            ),
             Frame::Close { total } => {
                 if total < self.next {
                     return false;
@@ -518,6 +489,54 @@ impl RecvHalf {
         }
     }
 
+    /// The messages of a `Data` frame (`first`, `first + 1`, ...), at
+    /// `now`: [`handle`](Self::handle) with the bodies already out of the
+    /// frame (see [`decode_data`]: slices of the frame, no copy). Returns
+    /// `false` if some were out of the credit granted (those are dropped).
+    pub fn handle_data(
+        &mut self,
+        first: u64,
+        bodies: impl IntoIterator<Item = Bytes>,
+        now: Instant,
+    ) -> bool {
+        self.timing_last_heard = now;
+        if !matches!(self.state, RecvState::Open | RecvState::Closing(_)) {
+            return false;
+        }
+        let mut ok = true;
+        for (i, body) in bodies.into_iter().enumerate() {
+            let seq = first.saturating_add(i as u64);
+            if seq < self.next || self.early.contains_key(&seq) {
+                continue; // a duplicate
+            }
+            let beyond = seq >= self.granted.0
+                || self.held_bytes + body.len() as u64 > self.window.bytes
+                || matches!(self.state, RecvState::Closing(total) if seq >= total);
+            if beyond {
+                ok = false; // out of the credit granted: forged
+                continue;
+            }
+            self.held_bytes += body.len() as u64;
+            if seq == self.next {
+                self.ready.push_back(body);
+                self.next += 1;
+                while let Some(b) = self.early.remove(&self.next) {
+                    self.ready.push_back(b);
+                    self.next += 1;
+                }
+            } else {
+                self.early.insert(seq, body);
+            }
+        }
+        self.gap_since = if self.early.is_empty() {
+            None
+        } else {
+            self.gap_since.or(Some(now))
+        };
+        self.check_closed();
+        ok
+    }
+
     fn check_closed(&mut self) {
         if let RecvState::Closing(total) = self.state {
             if self.next == total {
@@ -531,7 +550,7 @@ impl RecvHalf {
     /// `Some(Ok(None))` once the stream ended cleanly and everything was
     /// taken; `Some(Err(end))` once it ended otherwise (after the messages
     /// that arrived in order before); `None` when nothing is there yet.
-    pub fn take(&mut self) -> Option<Result<Option<Vec<u8>>, End>> {
+    pub fn take(&mut self) -> Option<Result<Option<Bytes>, End>> {
         if let Some(b) = self.ready.pop_front() {
             self.taken += 1;
             self.taken_bytes += b.len() as u64;
@@ -625,6 +644,43 @@ impl RecvHalf {
     pub fn is_over(&self) -> bool {
         self.ready.is_empty() && matches!(self.state, RecvState::Closed | RecvState::Ended(_))
     }
+}
+
+/// The messages of a `Data` frame in `payload` (its BARE encoding), as
+/// slices of `payload` (no copy): `None` if the payload is another frame,
+/// `Some(Err)` if it is a `Data` frame that does not decode (truncated, a
+/// lying length, bytes left over). The same frames as
+/// `Frame::decode`, without a buffer per message.
+pub fn decode_data(payload: &Bytes) -> Option<ockam_core::Result<(u64, Vec<Bytes>)>> {
+    let mut r = ockam_core::wire::Reader::new(payload);
+    // `Frame::Data` is the enum's variant 0.
+    if r.uint().ok()? != 0 {
+        return None;
+    }
+    let parse = |r: &mut ockam_core::wire::Reader<'_>| {
+        let first = r.u64()?;
+        let count = r.uint()?;
+        // Each body takes at least a byte (its length): a count beyond
+        // that is a lie and must not size an allocation.
+        if count > r.remaining() as u64 {
+            return Err(ockam_core::Error::new(
+                ockam_core::ErrorKind::Decoding,
+                "a Data frame claims more messages than it holds",
+            ));
+        }
+        let mut bodies = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            bodies.push(payload.slice_ref(r.bytes()?));
+        }
+        if r.remaining() != 0 {
+            return Err(ockam_core::Error::new(
+                ockam_core::ErrorKind::Decoding,
+                "bytes left over after a Data frame",
+            ));
+        }
+        Ok((first, bodies))
+    };
+    Some(parse(&mut r))
 }
 
 #[cfg(test)]

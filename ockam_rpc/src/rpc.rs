@@ -58,9 +58,13 @@ enum Request {
 /// The server's answer.
 #[derive(Debug, Serialize, Deserialize)]
 enum Reply {
-    /// Accepted; the address of the reverse stream's sink, if the handler
-    /// made one.
-    Accepted(Option<String>),
+    /// Accepted: the address of the source that reads the caller's
+    /// stream (the caller's sink sends there, and takes frames from there
+    /// only), and of the reverse stream's sink, if the handler made one.
+    Accepted {
+        source: String,
+        sink: Option<String>,
+    },
     /// Refused, saying why.
     Refused(String),
     /// A limit was reached.
@@ -69,7 +73,10 @@ enum Reply {
     Answer(#[serde(with = "serde_bytes")] Vec<u8>),
 }
 
-type Handled = Pin<Box<dyn Future<Output = std::result::Result<Option<Address>, RpcError>> + Send>>;
+/// What a stream handler gave: the address of its source, and of the
+/// reverse sink if it made one.
+type Handled =
+    Pin<Box<dyn Future<Output = std::result::Result<(Address, Option<Address>), RpcError>> + Send>>;
 
 /// A handler with its types erased: (aux, route back, call, node) → the
 /// reverse sink's address.
@@ -181,8 +188,9 @@ impl RpcServer {
                 .map_err(RpcError::from_core)?;
                 source.reverse = Some((route_to(&back, &reverse_addr), reverse_addr));
                 source.ctx_for_reverse = Some(ctx);
+                let source_addr = source.address().clone();
                 let sink = f(aux, source).await?;
-                Ok(sink.map(|s| s.address().clone()))
+                Ok((source_addr, sink.map(|s| s.address().clone())))
             })
         });
         self.handlers
@@ -334,7 +342,10 @@ impl Worker for ServerWorker {
         let reply_ctx = ctx.new_context(Address::random_local()).await?;
         tokio::spawn(async move {
             let reply = match handled.await {
-                Ok(sink) => Reply::Accepted(sink.map(|a| a.to_string())),
+                Ok((source, sink)) => Reply::Accepted {
+                    source: source.to_string(),
+                    sink: sink.map(|a| a.to_string()),
+                },
                 Err(e) => Reply::Refused(e.to_string()),
             };
             if let Err(e) = reply_ctx.send(back, reply).await {
@@ -454,15 +465,31 @@ pub async fn call_with<A: Message, X: Message, Y: Message>(
         .map_err(|e| RpcError::Lost(format!("no answer to the call: {e}")))?;
     let back = reply.return_route();
     match reply.body() {
-        Reply::Accepted(Some(reverse_sink)) => {
-            let at = Address::parse(&reverse_sink)
-                .map_err(|_| RpcError::Refused("the answer names a bad address".into()))?;
-            source.shared_set_peer(route_to(&back, &at));
-            Ok(Some(source))
-        }
-        Reply::Accepted(None) => {
-            source.cancel("the handler made no reverse stream");
-            Ok(None)
+        Reply::Accepted {
+            source: at_source,
+            sink: reverse_sink,
+        } => {
+            let Ok(at_source) = Address::parse(&at_source) else {
+                source.cancel("the answer names a bad address");
+                return Err(RpcError::Refused("the answer names a bad address".into()));
+            };
+            // The caller's sink sends to the handler's source, and takes
+            // frames from it only (not from whoever wrote to it first).
+            sink.shared_set_peer(route_to(&back, &at_source));
+            match reverse_sink.map(|a| Address::parse(&a)) {
+                Some(Ok(at)) => {
+                    source.shared_set_peer(route_to(&back, &at));
+                    Ok(Some(source))
+                }
+                Some(Err(_)) => {
+                    source.cancel("the answer names a bad address");
+                    Err(RpcError::Refused("the answer names a bad address".into()))
+                }
+                None => {
+                    source.cancel("the handler made no reverse stream");
+                    Ok(None)
+                }
+            }
         }
         Reply::Refused(why) => Err(RpcError::Refused(why)),
         Reply::Limit(what, limit) => Err(RpcError::Limit { what, limit }),
@@ -530,7 +557,7 @@ pub async fn request_with<A: Message, R: Message>(
         Reply::Answer(answer) => R::decode(&answer).map_err(|e| RpcError::Decode(e.to_string())),
         Reply::Refused(why) => Err(RpcError::Refused(why)),
         Reply::Limit(what, limit) => Err(RpcError::Limit { what, limit }),
-        Reply::Accepted(_) => Err(RpcError::Refused(
+        Reply::Accepted { .. } => Err(RpcError::Refused(
             "the server answered the request as a call".into(),
         )),
     }

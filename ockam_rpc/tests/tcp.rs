@@ -376,6 +376,28 @@ fn forged_and_garbage_frames_are_dropped_and_the_stream_goes_on() {
         sink.close().await?;
         assert_eq!(echo.recv().await?, None);
 
+        // A frame to a new sink before its call: it does not make the
+        // forger the sink's peer (the call's answer says who is).
+        let mut sink: Sink<u64> = make_sink(&ctx).await?;
+        forger
+            .send(
+                route![sink.address().clone()],
+                Frame::Credit {
+                    next: 0,
+                    credit_messages: 1 << 20,
+                    credit_bytes: 1 << 30,
+                },
+            )
+            .await?;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut verdict: Source<String> =
+            call(&ctx, rpc.clone(), "count", 0u8, &sink).await?.unwrap();
+        for n in 0..100u64 {
+            sink.send(n).await?;
+        }
+        sink.close().await?;
+        assert_eq!(verdict.recv().await?.as_deref(), Some("end after 100"));
+
         // And the node: another stream works.
         let mut sink: Sink<String> = make_sink(&ctx).await?;
         let mut echo: Source<String> = call(&ctx, rpc, "echo", 0u8, &sink).await?.unwrap();

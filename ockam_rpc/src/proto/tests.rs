@@ -46,12 +46,12 @@ fn a_sender_waits_for_credit_then_sends_within_it() {
     );
     exchange(&mut s, &mut r, now);
     assert_eq!(r.held(), (2, 2));
-    assert_eq!(r.take(), Some(Ok(Some(vec![1]))));
+    assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![1u8])))));
     exchange(&mut s, &mut r, now);
     s.send(vec![3]).unwrap();
     exchange(&mut s, &mut r, now);
-    assert_eq!(r.take(), Some(Ok(Some(vec![2]))));
-    assert_eq!(r.take(), Some(Ok(Some(vec![3]))));
+    assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![2u8])))));
+    assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![3u8])))));
     assert_eq!(r.take(), None);
 }
 
@@ -71,8 +71,8 @@ fn close_is_clean_only_once_everything_arrived_and_is_acknowledged() {
     assert_eq!(s.outcome(), None);
     // They come after all (a slow route), then the end.
     r.handle(data, now);
-    assert_eq!(r.take(), Some(Ok(Some(vec![1]))));
-    assert_eq!(r.take(), Some(Ok(Some(vec![2]))));
+    assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![1u8])))));
+    assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![2u8])))));
     assert_eq!(r.take(), Some(Ok(None)));
     exchange(&mut s, &mut r, now);
     assert_eq!(s.outcome(), Some(Ok(())));
@@ -86,7 +86,7 @@ fn abort_cancel_and_silence_are_each_their_own_end() {
     s.abort("dropped without close");
     exchange(&mut s, &mut r, now);
     // What was accepted before the abort arrives, then the abort.
-    assert_eq!(r.take(), Some(Ok(Some(vec![1]))));
+    assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![1u8])))));
     assert_eq!(
         r.take(),
         Some(Err(End::Aborted("dropped without close".into())))
@@ -121,8 +121,8 @@ fn duplicates_are_dropped_and_early_messages_wait_for_the_gap() {
     r.handle(f0.clone(), now);
     r.handle(f0, now);
     r.handle(f1, now);
-    assert_eq!(r.take(), Some(Ok(Some(vec![0]))));
-    assert_eq!(r.take(), Some(Ok(Some(vec![1]))));
+    assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![0u8])))));
+    assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![1u8])))));
     assert_eq!(r.take(), None);
     // A gap that is never filled ends the stream as lost.
     s.send(vec![2]).unwrap();
@@ -279,4 +279,44 @@ proptest! {
             prop_assert_eq!(&got, &sent, "a confirmed close with messages missing");
         }
     }
+}
+
+proptest! {
+    /// `decode_data` reads every `Data` frame as `Frame::decode` does, and
+    /// every other frame is left to `Frame::decode`; any cut of a `Data`
+    /// frame, or a byte more, is an error and never a panic.
+    #[test]
+    fn decode_data_agrees_with_the_frame_codec(
+        first in any::<u64>(),
+        bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..20),
+        cut in any::<prop::sample::Index>(),
+    ) {
+        use ockam_core::Message;
+        let frame = Frame::Data {
+            first,
+            bodies: bodies.iter().cloned().map(serde_bytes::ByteBuf::from).collect(),
+        };
+        let wire = Bytes::from(frame.encode().unwrap());
+        let (f, got) = decode_data(&wire).expect("a Data frame").expect("decodes");
+        prop_assert_eq!(f, first);
+        let got: Vec<Vec<u8>> = got.iter().map(|b| b.to_vec()).collect();
+        prop_assert_eq!(&got, &bodies);
+        let short = wire.slice(..cut.index(wire.len()));
+        prop_assert!(matches!(decode_data(&short), Some(Err(_)) | None));
+        let mut long = wire.to_vec();
+        long.push(0);
+        prop_assert!(matches!(decode_data(&Bytes::from(long)), Some(Err(_))));
+        for other in [Frame::Ping, Frame::CloseAck, Frame::Close { total: 3 }] {
+            prop_assert!(decode_data(&Bytes::from(other.encode().unwrap())).is_none());
+        }
+    }
+}
+
+#[test]
+fn a_data_frame_that_claims_more_messages_than_it_holds_is_refused() {
+    // Variant 0, first = 0, then a count of 2^32 and nothing after it.
+    let mut wire = vec![0u8];
+    wire.extend_from_slice(&0u64.to_le_bytes());
+    ockam_core::wire::put_uint(&mut wire, 1 << 32);
+    assert!(matches!(decode_data(&Bytes::from(wire)), Some(Err(_))));
 }
