@@ -339,11 +339,8 @@ fn on_frame<H: Half>(shared: &Shared<H>, m: Routed<Any>) {
 /// stream (a handler keeps one and returns another, as in seed 003).
 pub struct Sink<T> {
     inner: Arc<SinkInner>,
-    /// The encoding of a message accepted by `send` or
-    /// `futures::Sink::start_send`, not yet queued, when `buffered` (the
-    /// buffer is kept from one message to the next).
-    buffer: Vec<u8>,
-    buffered: bool,
+    /// A message accepted by `futures::Sink::start_send`, not yet queued.
+    buffered: Option<Vec<u8>>,
     _t: PhantomData<fn(T)>,
 }
 
@@ -368,8 +365,7 @@ impl<T> Clone for Sink<T> {
     fn clone(&self) -> Self {
         Sink {
             inner: self.inner.clone(),
-            buffer: Vec::new(),
-            buffered: false,
+            buffered: None,
             _t: PhantomData,
         }
     }
@@ -395,8 +391,7 @@ impl<T: Message> Sink<T> {
                 address,
                 ended: std::sync::atomic::AtomicBool::new(false),
             }),
-            buffer: Vec::new(),
-            buffered: false,
+            buffered: None,
             _t: PhantomData,
         })
     }
@@ -417,47 +412,37 @@ impl<T: Message> Sink<T> {
     }
 
     fn poll_push(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), RpcError>> {
-        if !self.buffered {
+        let Some(body) = self.buffered.take() else {
             return Poll::Ready(Ok(()));
-        }
+        };
         // Without waiting first (the common case); registered to be woken
         // only when there is no credit, then looked at again.
         let mut registered = false;
-        let shared = self.inner.shared.clone();
         loop {
-            let mut h = shared.lock();
-            match h.send(&self.buffer) {
+            let mut h = self.shared().lock();
+            match h.check(body.len()) {
                 Ok(()) => {
+                    let _ = h.send(body);
                     drop(h);
-                    self.buffered = false;
-                    shared.kick.notify_one();
+                    self.shared().kick.notify_one();
                     return Poll::Ready(Ok(()));
                 }
                 Err(SendRefused::NoCredit) if !registered => {
                     drop(h);
-                    shared.wait(cx);
+                    self.shared().wait(cx);
                     registered = true;
                 }
-                Err(SendRefused::NoCredit) => return Poll::Pending,
+                Err(SendRefused::NoCredit) => {
+                    drop(h);
+                    self.buffered = Some(body);
+                    return Poll::Pending;
+                }
                 Err(SendRefused::TooLarge { size, limit }) => {
-                    self.buffered = false;
-                    return Poll::Ready(Err(RpcError::TooLarge { size, limit }));
+                    return Poll::Ready(Err(RpcError::TooLarge { size, limit }))
                 }
-                Err(SendRefused::Ended) => {
-                    self.buffered = false;
-                    return Poll::Ready(Err(ended(h.outcome())));
-                }
+                Err(SendRefused::Ended) => return Poll::Ready(Err(ended(h.outcome()))),
             }
         }
-    }
-
-    /// Encodes `msg` into the buffer: the message `poll_push` queues.
-    fn buffer(&mut self, msg: &T) -> Result<(), RpcError> {
-        self.buffer.clear();
-        msg.encode_into(&mut self.buffer)
-            .map_err(RpcError::from_core)?;
-        self.buffered = true;
-        Ok(())
     }
 
     fn poll_outcome(&self, cx: &mut TaskContext<'_>) -> Poll<Result<(), RpcError>> {
@@ -488,7 +473,7 @@ impl<T: Message> Sink<T> {
     /// Not cancel safe: a `send` dropped while waiting for credit did not
     /// send `msg`, but one dropped after credit came may have.
     pub async fn send(&mut self, msg: T) -> Result<(), RpcError> {
-        self.buffer(&msg)?;
+        self.buffered = Some(msg.encode().map_err(RpcError::from_core)?);
         poll_fn(|cx| self.poll_push(cx)).await
     }
 
@@ -533,7 +518,8 @@ impl<T: Message> futures_sink::Sink<T> for Sink<T> {
     }
 
     fn start_send(mut self: Pin<&mut Self>, item: T) -> Result<(), RpcError> {
-        self.buffer(&item)
+        self.buffered = Some(item.encode().map_err(RpcError::from_core)?);
+        Ok(())
     }
 
     fn poll_flush(

@@ -35,7 +35,7 @@ pub enum Frame {
         /// The sequence number of the first body.
         first: u64,
         /// The messages' encodings.
-        bodies: Bodies,
+        bodies: Vec<serde_bytes::ByteBuf>,
     },
     /// From the receiver: everything before `next` arrived; the sender may
     /// send sequence numbers below `credit_messages` and up to
@@ -67,92 +67,6 @@ pub enum Frame {
     },
     /// "Still here" (either way), when nothing else was sent lately.
     Ping,
-}
-
-/// The messages of a `Data` frame, kept as their BARE encoding one after
-/// the other (`len` as a `uint`, then the bytes): what the frame carries
-/// on the wire (a BARE `list<data>`), built without a buffer per message.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct Bodies {
-    count: u64,
-    /// The messages' lengths and bytes, back to back.
-    entries: Vec<u8>,
-    /// The bytes of the messages alone (the credit counts these).
-    body_bytes: u64,
-}
-
-impl Bodies {
-    /// No messages yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Appends one message.
-    pub fn push(&mut self, body: &[u8]) {
-        ockam_core::wire::put_uint(&mut self.entries, body.len() as u64);
-        self.entries.extend_from_slice(body);
-        self.count += 1;
-        self.body_bytes += body.len() as u64;
-    }
-
-    /// How many messages.
-    pub fn len(&self) -> usize {
-        self.count as usize
-    }
-
-    /// Whether there are none.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// The bytes of the messages alone.
-    pub fn body_bytes(&self) -> u64 {
-        self.body_bytes
-    }
-
-    /// The messages, in order.
-    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        let mut r = ockam_core::wire::Reader::new(&self.entries);
-        (0..self.count).map_while(move |_| r.bytes().ok())
-    }
-}
-
-impl<B: AsRef<[u8]>> FromIterator<B> for Bodies {
-    fn from_iter<I: IntoIterator<Item = B>>(iter: I) -> Self {
-        let mut b = Bodies::new();
-        for body in iter {
-            b.push(body.as_ref());
-        }
-        b
-    }
-}
-
-impl std::fmt::Debug for Bodies {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Bodies({} messages, {} bytes)",
-            self.count, self.body_bytes
-        )
-    }
-}
-
-impl Serialize for Bodies {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq;
-        let mut seq = s.serialize_seq(Some(self.len()))?;
-        for body in self.iter() {
-            seq.serialize_element(serde_bytes::Bytes::new(body))?;
-        }
-        seq.end()
-    }
-}
-
-impl<'de> Deserialize<'de> for Bodies {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let bodies = <Vec<serde_bytes::ByteBuf>>::deserialize(d)?;
-        Ok(bodies.iter().map(|b| b.as_slice()).collect())
-    }
 }
 
 /// How a stream ended, other than cleanly.
@@ -240,12 +154,8 @@ pub struct SendHalf {
     sent_bytes: u64,
     credit_messages: u64,
     credit_bytes: u64,
-    /// Messages the application gave, not yet sent, in frame-sized
-    /// batches (each at most [`MAX_FRAME_BODY_BYTES`] of messages, or one
-    /// larger message).
-    queued: VecDeque<Bodies>,
-    /// How many messages are queued.
-    queued_count: u64,
+    /// Messages the application gave, not yet sent (for batching).
+    queued: VecDeque<Vec<u8>>,
     /// Their bytes.
     queued_bytes: u64,
     timing: Timing,
@@ -268,7 +178,6 @@ impl SendHalf {
             credit_messages: 0,
             credit_bytes: 0,
             queued: VecDeque::new(),
-            queued_count: 0,
             queued_bytes: 0,
             timing,
             last_heard: now,
@@ -291,7 +200,7 @@ impl SendHalf {
                 limit: self.max_message,
             });
         }
-        let seq = self.next_seq + self.queued_count;
+        let seq = self.next_seq + self.queued.len() as u64;
         let bytes = self.sent_bytes + self.queued_bytes;
         if self.state == SendState::Attaching
             || seq >= self.credit_messages
@@ -306,28 +215,11 @@ impl SendHalf {
     ///
     /// # Errors
     /// What [`check`](Self::check) says.
-    pub fn send(&mut self, body: &[u8]) -> Result<(), SendRefused> {
+    pub fn send(&mut self, body: Vec<u8>) -> Result<(), SendRefused> {
         self.check(body.len())?;
-        let fits = self
-            .queued
-            .back()
-            .is_some_and(|b| b.body_bytes() + body.len() as u64 <= MAX_FRAME_BODY_BYTES as u64);
-        if !fits {
-            self.queued.push_back(Bodies::new());
-        }
-        if let Some(batch) = self.queued.back_mut() {
-            batch.push(body);
-        }
-        self.queued_count += 1;
         self.queued_bytes += body.len() as u64;
+        self.queued.push_back(body);
         Ok(())
-    }
-
-    /// Forgets what was queued.
-    fn drop_queued(&mut self) {
-        self.queued.clear();
-        self.queued_count = 0;
-        self.queued_bytes = 0;
     }
 
     /// Ends the stream cleanly after what was queued.
@@ -352,7 +244,8 @@ impl SendHalf {
             if self.state == SendState::Open {
                 self.flush_data();
             }
-            self.drop_queued();
+            self.queued.clear();
+            self.queued_bytes = 0;
             self.state = SendState::Ended(End::Aborted(reason.into()));
             self.out.push_back(Frame::Abort {
                 reason: reason.into(),
@@ -363,7 +256,8 @@ impl SendHalf {
     /// The way to the peer failed (a send failed): the stream is lost.
     pub fn lost(&mut self, why: &str) {
         if !matches!(self.state, SendState::Closed | SendState::Ended(_)) {
-            self.drop_queued();
+            self.queued.clear();
+            self.queued_bytes = 0;
             self.state = SendState::Ended(End::Lost(why.into()));
         }
     }
@@ -394,25 +288,36 @@ impl SendHalf {
             Frame::Cancel { reason }
                 if !matches!(self.state, SendState::Closed | SendState::Ended(_)) =>
             {
-                self.drop_queued();
+                self.queued.clear();
+                self.queued_bytes = 0;
                 self.state = SendState::Ended(End::Cancelled(reason));
             }
             _ => {}
         }
     }
 
+    /// Moves the queued messages into `Data` frames, as credit allows.
     /// Moves the queued messages into `Data` frames of at most
     /// [`MAX_FRAME_BODY_BYTES`] (but at least one message each), so that a
     /// receiver works on one while the next is on its way.
     fn flush_data(&mut self) {
-        while let Some(bodies) = self.queued.pop_front() {
+        self.queued_bytes = 0;
+        while !self.queued.is_empty() {
             let first = self.next_seq;
-            self.next_seq += bodies.len() as u64;
-            self.sent_bytes += bodies.body_bytes();
+            let mut bodies = Vec::new();
+            let mut bytes = 0usize;
+            while let Some(b) = self.queued.front() {
+                if !bodies.is_empty() && bytes + b.len() > MAX_FRAME_BODY_BYTES {
+                    break;
+                }
+                let b = self.queued.pop_front().unwrap_or_default();
+                bytes += b.len();
+                self.next_seq += 1;
+                self.sent_bytes += b.len() as u64;
+                bodies.push(serde_bytes::ByteBuf::from(b));
+            }
             self.out.push_back(Frame::Data { first, bodies });
         }
-        self.queued_count = 0;
-        self.queued_bytes = 0;
     }
 
     /// The next frame to send, if any.
@@ -562,9 +467,11 @@ impl RecvHalf {
             return !matches!(frame, Frame::Data { .. });
         }
         match frame {
-            Frame::Data { first, bodies } => {
-                self.handle_data(first, bodies.iter().map(Bytes::copy_from_slice), now)
-            }
+            Frame::Data { first, bodies } => self.handle_data(
+                first,
+                bodies.into_iter().map(|b| Bytes::from(b.into_vec())),
+                now,
+            ),
             Frame::Close { total } => {
                 if total < self.next {
                     return false;
