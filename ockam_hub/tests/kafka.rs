@@ -681,9 +681,14 @@ fn the_kafka_stores_tables_shrink_when_idle() {
             busy.readers > 0 && busy.groups > 0 && busy.watched > 0,
             "{busy:?}"
         );
-        // Used a moment ago: an hour's idle timeout keeps them.
+        // Used a moment ago: an hour's idle timeout keeps them. (Watched
+        // topics also go after 30 s of their own: not compared here.)
         store.forget_idle(Duration::from_secs(3600)).await;
-        assert_eq!(store.stats(), busy);
+        let kept = store.stats();
+        assert_eq!(
+            (kept.streams, kept.readers, kept.groups),
+            (busy.streams, busy.readers, busy.groups)
+        );
         store.forget_idle(Duration::ZERO).await;
         let idle = store.stats();
         assert_eq!(

@@ -19,6 +19,8 @@ use tracing::{debug, warn};
 /// What the protocol halves have in common, for the shell.
 pub(crate) trait Half: Send + 'static {
     fn handle(&mut self, frame: Frame, now: Instant);
+    /// The other end's route is known from `now` on.
+    fn attached(&mut self, now: Instant);
     /// A frame as it came (its encoding): decoded, then handled.
     fn handle_payload(&mut self, payload: bytes::Bytes, now: Instant) {
         match Frame::decode(&payload) {
@@ -39,6 +41,9 @@ pub(crate) trait Half: Send + 'static {
 impl Half for SendHalf {
     fn handle(&mut self, frame: Frame, now: Instant) {
         SendHalf::handle(self, frame, now)
+    }
+    fn attached(&mut self, now: Instant) {
+        SendHalf::attached(self, now)
     }
     fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
         SendHalf::poll_transmit(self, now)
@@ -62,6 +67,9 @@ impl Half for RecvHalf {
         if !RecvHalf::handle(self, frame, now) {
             warn!("typed stream: dropped a frame its sender could not have sent");
         }
+    }
+    fn attached(&mut self, now: Instant) {
+        RecvHalf::attached(self, now)
     }
     /// `Data` frames, the many, without a buffer per message: their
     /// messages stay slices of the frame until the application decodes them.
@@ -137,6 +145,7 @@ impl<H: Half> Shared<H> {
             std::mem::take(&mut peer.early)
         };
         let now = Instant::now();
+        self.lock().attached(now);
         for (from, payload) in early {
             if from == route {
                 self.lock().handle_payload(payload, now);
@@ -263,7 +272,14 @@ async fn run<H: Half>(mut ctx: Context, shared: Arc<Shared<H>>) {
             }
             (h.poll_timeout(), h.finished())
         };
-        if let Some(p) = shared.peer() {
+        let peer = shared.peer();
+        // No clock before the other end is known (see `Half::attached`);
+        // and an end that finished before it was has nothing to tell it.
+        let deadline = deadline.filter(|_| peer.is_some());
+        if finished && peer.is_none() {
+            break;
+        }
+        if let Some(p) = peer {
             for f in unsent.drain(..) {
                 if let Err(e) = ctx.send(p.clone(), f).await {
                     debug!(error = %e, "typed stream: the peer cannot be reached");

@@ -222,6 +222,13 @@ impl SendHalf {
         Ok(())
     }
 
+    /// The way to the receiver is known from `now` on: liveness counts
+    /// from then (an end waits, without a clock, until it knows where its
+    /// other end is: a handler may take its time before answering a call).
+    pub fn attached(&mut self, now: Instant) {
+        self.last_heard = now;
+    }
+
     /// Ends the stream cleanly after what was queued.
     pub fn close(&mut self) {
         if matches!(self.state, SendState::Attaching | SendState::Open) {
@@ -469,7 +476,10 @@ impl RecvHalf {
         match frame {
             Frame::Data { first, bodies } => self.handle_data(
                 first,
-                bodies.into_iter().map(|b| Bytes::from(b.into_vec())),
+                bodies
+                    .into_iter()
+                    .map(|b| Bytes::from(b.into_vec()))
+                    .collect(),
                 now,
             ),
             Frame::Close { total } => {
@@ -493,16 +503,24 @@ impl RecvHalf {
     /// `now`: [`handle`](Self::handle) with the bodies already out of the
     /// frame (see [`decode_data`]: slices of the frame, no copy). Returns
     /// `false` if some were out of the credit granted (those are dropped).
-    pub fn handle_data(
-        &mut self,
-        first: u64,
-        bodies: impl IntoIterator<Item = Bytes>,
-        now: Instant,
-    ) -> bool {
+    ///
+    /// A body kept as a slice keeps its whole frame in memory: unless every
+    /// body of the frame is kept (the usual case: new, in order, within
+    /// the credit), the kept ones are copied out, so that a frame of
+    /// duplicates or of messages beyond the credit (a peer that
+    /// misbehaves) holds no more memory than its kept messages.
+    pub fn handle_data(&mut self, first: u64, bodies: Vec<Bytes>, now: Instant) -> bool {
         self.timing_last_heard = now;
         if !matches!(self.state, RecvState::Open | RecvState::Closing(_)) {
             return false;
         }
+        let n = bodies.len() as u64;
+        let bytes: u64 = bodies.iter().map(|b| b.len() as u64).sum();
+        let all_kept = first == self.next
+            && self.early.is_empty()
+            && first.saturating_add(n) <= self.granted.0
+            && self.held_bytes + bytes <= self.window.bytes
+            && !matches!(self.state, RecvState::Closing(total) if first.saturating_add(n) > total);
         let mut ok = true;
         for (i, body) in bodies.into_iter().enumerate() {
             let seq = first.saturating_add(i as u64);
@@ -516,6 +534,11 @@ impl RecvHalf {
                 ok = false; // out of the credit granted: forged
                 continue;
             }
+            let body = if all_kept {
+                body
+            } else {
+                Bytes::copy_from_slice(&body)
+            };
             self.held_bytes += body.len() as u64;
             if seq == self.next {
                 self.ready.push_back(body);
@@ -563,6 +586,13 @@ impl RecvHalf {
             RecvState::Ended(e) => Some(Err(e.clone())),
             _ => None,
         }
+    }
+
+    /// The way to the sender is known from `now` on: liveness counts from
+    /// then (see [`SendHalf::attached`]).
+    pub fn attached(&mut self, now: Instant) {
+        self.timing_last_heard = now;
+        self.gap_since = self.gap_since.map(|_| now);
     }
 
     /// The application wants no more.
@@ -668,7 +698,8 @@ pub fn decode_data(payload: &Bytes) -> Option<ockam_core::Result<(u64, Vec<Bytes
                 "a Data frame claims more messages than it holds",
             ));
         }
-        let mut bodies = Vec::with_capacity(count as usize);
+        // (Sized for the usual frame, not for what a peer claims.)
+        let mut bodies = Vec::with_capacity(count.min(1024) as usize);
         for _ in 0..count {
             bodies.push(payload.slice_ref(r.bytes()?));
         }

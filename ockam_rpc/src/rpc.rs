@@ -58,6 +58,10 @@ enum Request {
 /// The server's answer.
 #[derive(Debug, Serialize, Deserialize)]
 enum Reply {
+    /// First, as soon as the handler's source exists (before the handler
+    /// runs): its address, where the caller's sink sends. The final answer
+    /// follows.
+    Attached(String),
     /// Accepted: the address of the source that reads the caller's
     /// stream (the caller's sink sends there, and takes frames from there
     /// only), and of the reverse stream's sink, if the handler made one.
@@ -78,10 +82,15 @@ enum Reply {
 type Handled =
     Pin<Box<dyn Future<Output = std::result::Result<(Address, Option<Address>), RpcError>> + Send>>;
 
-/// A handler with its types erased: (aux, route back, call, node) → the
-/// reverse sink's address.
-type Erased =
-    Arc<dyn Fn(Vec<u8>, Route, &Call, Arc<Context>, Limits, OnEnd) -> Handled + Send + Sync>;
+/// A handler with its types erased: (aux, route back, call, node, limits,
+/// the end guard, where to say the source's address once it exists) → the
+/// source's and the reverse sink's addresses.
+type Erased = Arc<
+    dyn Fn(Vec<u8>, Route, &Call, Arc<Context>, Limits, OnEnd, Attached) -> Handled + Send + Sync,
+>;
+
+/// Where a stream handler says its source's address, before it runs.
+type Attached = tokio::sync::oneshot::Sender<Address>;
 
 type Answered = Pin<Box<dyn Future<Output = std::result::Result<Vec<u8>, RpcError>> + Send>>;
 
@@ -108,6 +117,7 @@ pub struct RpcServer {
     window: Window,
     timing: Timing,
     max_streams: usize,
+    max_requests: usize,
 }
 
 impl Default for RpcServer {
@@ -117,13 +127,15 @@ impl Default for RpcServer {
             window: Window::default(),
             timing: Timing::default(),
             max_streams: 10_000,
+            max_requests: 1024,
         }
     }
 }
 
 impl RpcServer {
     /// A server with no handlers yet: windows of [`Window::default`],
-    /// timing of [`Timing::default`], at most 10,000 streams at once.
+    /// timing of [`Timing::default`], at most 10,000 streams at once per
+    /// peer and 1,024 plain requests in progress.
     pub fn new() -> Self {
         Self::default()
     }
@@ -152,6 +164,14 @@ impl RpcServer {
         self
     }
 
+    /// Most plain requests the server works on at once (all peers): one
+    /// beyond it is refused at once with [`RpcError::Limit`] naming it
+    /// (retryable once one is answered). Default 1,024.
+    pub fn with_max_requests(mut self, n: usize) -> Self {
+        self.max_requests = n;
+        self
+    }
+
     /// Registers handler `name`: called with the call's auxiliary value
     /// (an `A`) and a [`Source`] of the caller's stream (of `X`s); it
     /// returns the reverse [`Sink`] (of `Y`s, made with
@@ -165,7 +185,7 @@ impl RpcServer {
         Fut: Future<Output = std::result::Result<Option<Sink<Y>>, RpcError>> + Send + 'static,
     {
         let f = Arc::new(f);
-        let erased: Erased = Arc::new(move |aux, back, call, ctx, limits, on_end| {
+        let erased: Erased = Arc::new(move |aux, back, call, ctx, limits, on_end, attached| {
             let f = f.clone();
             let sink_addr = Address::parse(&call.sink);
             let reverse_addr = Address::parse(&call.reverse);
@@ -189,6 +209,7 @@ impl RpcServer {
                 source.reverse = Some((route_to(&back, &reverse_addr), reverse_addr));
                 source.ctx_for_reverse = Some(ctx);
                 let source_addr = source.address().clone();
+                let _ = attached.send(source_addr.clone());
                 let sink = f(aux, source).await?;
                 Ok((source_addr, sink.map(|s| s.address().clone())))
             })
@@ -244,6 +265,8 @@ impl RpcServer {
                 ends,
                 streams: Arc::new(std::sync::Mutex::new(HashMap::new())),
                 max_streams: self.max_streams,
+                requests: Arc::new(tokio::sync::Semaphore::new(self.max_requests)),
+                max_requests: self.max_requests,
             },
         )
         .await
@@ -258,6 +281,9 @@ struct ServerWorker {
     /// Streams held per peer (see [`RpcServer::with_max_streams`]).
     streams: Arc<std::sync::Mutex<HashMap<Route, usize>>>,
     max_streams: usize,
+    /// Plain requests in progress (see [`RpcServer::with_max_requests`]).
+    requests: Arc<tokio::sync::Semaphore>,
+    max_requests: usize,
 }
 
 #[async_trait]
@@ -284,6 +310,11 @@ impl Worker for ServerWorker {
                 return ctx.send(back, Reply::Refused(why)).await;
             }
             (Some(Handler::Plain(f)), Some(aux), None) => {
+                let Ok(permit) = self.requests.clone().try_acquire_owned() else {
+                    let reply =
+                        Reply::Limit("requests in progress".into(), self.max_requests as u64);
+                    return ctx.send(back, reply).await;
+                };
                 let answered = f(aux);
                 let reply_ctx = ctx.new_context(Address::random_local()).await?;
                 tokio::spawn(async move {
@@ -291,6 +322,7 @@ impl Worker for ServerWorker {
                         Ok(answer) => Reply::Answer(answer),
                         Err(e) => Reply::Refused(e.to_string()),
                     };
+                    drop(permit);
                     if let Err(e) = reply_ctx.send(back, reply).await {
                         warn!(error = %e, "rpc: could not answer a request");
                     }
@@ -338,10 +370,26 @@ impl Worker for ServerWorker {
         });
         let (ends, limits) = (self.ends.clone(), self.limits);
         let aux = call.aux.clone();
-        let handled = handler(aux, back.clone(), &call, ends, limits, on_end);
+        let (attached, source_known) = tokio::sync::oneshot::channel();
+        let handled = handler(aux, back.clone(), &call, ends, limits, on_end, attached);
+        let handled = tokio::spawn(handled);
         let reply_ctx = ctx.new_context(Address::random_local()).await?;
         tokio::spawn(async move {
-            let reply = match handled.await {
+            // The source's address first (the caller's sink can then start,
+            // however long the handler takes), then the final answer.
+            if let Ok(source) = source_known.await {
+                if let Err(e) = reply_ctx
+                    .send(back.clone(), Reply::Attached(source.to_string()))
+                    .await
+                {
+                    warn!(error = %e, "rpc: could not answer a call");
+                    return;
+                }
+            }
+            let handled = handled
+                .await
+                .unwrap_or_else(|e| Err(RpcError::Refused(format!("the handler failed: {e}"))));
+            let reply = match handled {
                 Ok((source, sink)) => Reply::Accepted {
                     source: source.to_string(),
                     sink: sink.map(|a| a.to_string()),
@@ -459,10 +507,25 @@ pub async fn call_with<A: Message, X: Message, Y: Message>(
         .send(route.into(), Request::Stream(call))
         .await
         .map_err(RpcError::from_core)?;
-    let reply = caller
-        .receive_duration::<Reply>(options.timeout)
-        .await
-        .map_err(|e| RpcError::Lost(format!("no answer to the call: {e}")))?;
+    let deadline = tokio::time::Instant::now() + options.timeout;
+    let reply = loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let reply = caller
+            .receive_duration::<Reply>(left)
+            .await
+            .map_err(|e| RpcError::Lost(format!("no answer to the call: {e}")))?;
+        let Reply::Attached(at) = reply.as_body() else {
+            break reply;
+        };
+        // The handler's source exists: the sink may send while it runs.
+        match Address::parse(at) {
+            Ok(at) => sink.shared_set_peer(route_to(&reply.return_route(), &at)),
+            Err(_) => {
+                source.cancel("the answer names a bad address");
+                return Err(RpcError::Refused("the answer names a bad address".into()));
+            }
+        }
+    };
     let back = reply.return_route();
     match reply.body() {
         Reply::Accepted {
@@ -493,6 +556,8 @@ pub async fn call_with<A: Message, X: Message, Y: Message>(
         }
         Reply::Refused(why) => Err(RpcError::Refused(why)),
         Reply::Limit(what, limit) => Err(RpcError::Limit { what, limit }),
+        // (The loop above takes those.)
+        Reply::Attached(_) => Err(RpcError::Refused("the server answered twice".into())),
         Reply::Answer(_) => {
             source.cancel("the server answered a plain request");
             Err(RpcError::Refused(
@@ -557,7 +622,7 @@ pub async fn request_with<A: Message, R: Message>(
         Reply::Answer(answer) => R::decode(&answer).map_err(|e| RpcError::Decode(e.to_string())),
         Reply::Refused(why) => Err(RpcError::Refused(why)),
         Reply::Limit(what, limit) => Err(RpcError::Limit { what, limit }),
-        Reply::Accepted { .. } => Err(RpcError::Refused(
+        Reply::Accepted { .. } | Reply::Attached(_) => Err(RpcError::Refused(
             "the server answered the request as a call".into(),
         )),
     }

@@ -415,7 +415,8 @@ fn forged_and_garbage_frames_are_dropped_and_the_stream_goes_on() {
 fn plain_requests_are_answered_on_the_same_server() {
     let (hub, stop, t) = server_thread(
         |s| {
-            s.handler("echo", echo::<String>)
+            s.with_max_requests(2)
+                .handler("echo", echo::<String>)
                 .request_handler("add", |(a, b): (u64, u64)| async move {
                     a.checked_add(b)
                         .ok_or_else(|| RpcError::Refused(format!("{a} + {b} overflows")))
@@ -471,10 +472,86 @@ fn plain_requests_are_answered_on_the_same_server() {
             v = &mut slow => panic!("the slow request was answered first: {v:?}"),
         }
         assert_eq!(slow.await?, 2000);
-        match request_with::<_, u64>(&ctx, rpc, "slow", 3000u64, Duration::from_millis(300)).await {
+        match request_with::<_, u64>(
+            &ctx,
+            rpc.clone(),
+            "slow",
+            3000u64,
+            Duration::from_millis(300),
+        )
+        .await
+        {
             Err(RpcError::Lost(_)) => {}
             other => panic!("{other:?}"),
         }
+        // That one is still in progress: with one more, the server is at
+        // its limit of 2, and a third is refused, naming the limit.
+        let held = request::<_, u64>(&ctx, rpc.clone(), "slow", 1000u64);
+        let refused = async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            request::<_, u64>(&ctx, rpc.clone(), "slow", 1u64).await
+        };
+        let (held, refused) = futures_util::future::join(held, refused).await;
+        assert_eq!(held?, 1000);
+        match refused {
+            Err(RpcError::Limit { what, limit }) => {
+                assert_eq!((what.as_str(), limit), ("requests in progress", 2))
+            }
+            other => panic!("{other:?}"),
+        }
+        // Once answered, there is room again.
+        tokio::time::sleep(Duration::from_millis(3000)).await;
+        assert_eq!(request::<_, u64>(&ctx, rpc, "slow", 1u64).await?, 1);
+        ctx.stop().await
+    });
+    drop(stop);
+    t.join().unwrap();
+}
+
+#[test]
+fn a_handler_slower_than_the_liveness_timeout_still_gets_a_live_stream() {
+    use ockam_rpc::{call_with, make_sink_with, CallOptions, Timing};
+    let timing = Timing {
+        ping_every: Duration::from_millis(200),
+        liveness: Duration::from_secs(1),
+    };
+    let (hub, stop, t) = server_thread(
+        move |s| {
+            s.with_timing(timing)
+                .handler("slow-echo", |_: u8, source: Source<String>| async move {
+                    // Longer than the liveness, before the handler answers.
+                    tokio::time::sleep(Duration::from_millis(2500)).await;
+                    echo(0, source).await
+                })
+        },
+        nothing,
+    );
+    client(move |ctx| async move {
+        let _tcp = TcpTransport::create(&ctx).await?;
+        let rpc = route![(TCP, hub.as_str()), "rpc"];
+        let sink: Sink<String> = make_sink_with(&ctx, timing).await?;
+        // The sink sends while the handler still runs.
+        let mut early = sink.clone();
+        let sender = tokio::spawn(async move {
+            for i in 0..3 {
+                early.send(format!("m{i}")).await?;
+            }
+            Ok::<_, RpcError>(early)
+        });
+        let options = CallOptions {
+            timing,
+            ..CallOptions::default()
+        };
+        let mut back: Source<String> = call_with(&ctx, rpc, "slow-echo", 0u8, &sink, options)
+            .await?
+            .expect("a reverse stream");
+        let early = sender.await.unwrap()?;
+        drop(early);
+        for i in 0..3 {
+            assert_eq!(back.recv().await?, Some(format!("m{i}")));
+        }
+        sink.close().await?;
+        assert_eq!(back.recv().await?, None);
         ctx.stop().await
     });
     drop(stop);

@@ -320,3 +320,43 @@ fn a_data_frame_that_claims_more_messages_than_it_holds_is_refused() {
     ockam_core::wire::put_uint(&mut wire, 1 << 32);
     assert!(matches!(decode_data(&Bytes::from(wire)), Some(Err(_))));
 }
+
+/// A kept message stays a slice of its frame only when the whole frame is
+/// kept; otherwise it is copied out, and the frame is not held for it.
+#[test]
+fn kept_messages_hold_their_frame_only_when_all_of_it_is_kept() {
+    use ockam_core::Message;
+    let (_, mut r, now) = pair(Window::default());
+    let frame = |first: u64, n: u8| {
+        let f = Frame::Data {
+            first,
+            bodies: (0..n)
+                .map(|i| serde_bytes::ByteBuf::from(vec![i; 100]))
+                .collect(),
+        };
+        Bytes::from(f.encode().unwrap())
+    };
+    let within = |b: &Bytes, wire: &Bytes| wire.as_ptr_range().contains(&b.as_ptr());
+    // 0..2, all new: slices of the frame.
+    let wire = frame(0, 2);
+    let (first, bodies) = decode_data(&wire).unwrap().unwrap();
+    assert!(r.handle_data(first, bodies, now));
+    for _ in 0..2 {
+        let Some(Ok(Some(b))) = r.take() else {
+            panic!()
+        };
+        assert!(within(&b, &wire));
+    }
+    // 0..4 again: two duplicates, two new: the new ones are copied out.
+    let wire = frame(0, 4);
+    let (first, bodies) = decode_data(&wire).unwrap().unwrap();
+    assert!(r.handle_data(first, bodies, now));
+    for _ in 0..2 {
+        let Some(Ok(Some(b))) = r.take() else {
+            panic!()
+        };
+        assert!(!within(&b, &wire));
+        assert_eq!(b.len(), 100);
+    }
+    assert_eq!(r.take(), None);
+}

@@ -13,9 +13,10 @@
 use super::*;
 use tokio::sync::watch;
 
-/// How often the watcher asks the broker where the watched topics end:
-/// the longest a waiting pull goes unanswered after a message lands
-/// through another hub.
+/// How often the watcher asks the broker where the watched topics end: a
+/// message that lands through another hub reaches a waiting pull about
+/// this much later, plus the request's own time (for a topic created
+/// meanwhile, up to [`ABSENT_POLL`] more).
 pub(super) const END_POLL: Duration = Duration::from_millis(20);
 
 /// A topic nobody asked about for this long is no longer watched.
@@ -27,8 +28,11 @@ const WATCH_FOR: Duration = Duration::from_secs(30);
 pub(super) const END_FRESH: Duration = Duration::from_millis(100);
 
 struct Watched {
-    /// The log end offset (the offset the next message gets): as the
-    /// broker last said, or later by pushes acknowledged since.
+    /// The log end offset (the offset the next message gets): the
+    /// highest the broker said or a push acknowledged through this hub
+    /// showed. Never lowered: an answer the broker gave before a push was
+    /// acknowledged may arrive after it (a topic does not shrink under a
+    /// hub: streams are append-only, and the hub never deletes records).
     end: watch::Sender<u64>,
     /// When the watcher last read the end from the broker.
     polled: Option<Instant>,
@@ -80,8 +84,9 @@ impl Ends {
         past
     }
 
-    /// `topic` ends at `end` (read from the broker: `polled`), or at `end`
-    /// or later (a push acknowledged through this hub).
+    /// `topic` ends at `end` or later: read from the broker (`polled`: the
+    /// end counts as fresh), or shown by a push acknowledged through this
+    /// hub.
     pub(super) fn advance(&self, topic: &str, end: u64, polled: bool) {
         let mut all = lock(&self.topics);
         // Only topics watched now (a pull asked about them lately): not
@@ -94,11 +99,11 @@ impl Ends {
             w.polled = Some(Instant::now());
         }
         w.end.send_if_modified(|known| {
-            let changed = if polled { end != *known } else { end > *known };
-            if changed {
+            let later = end > *known;
+            if later {
                 *known = end;
             }
-            changed
+            later
         });
     }
 
@@ -188,7 +193,8 @@ impl Inner {
     /// [`ABSENT_POLL`] at most, which also refreshes what librdkafka
     /// knows) lists them.
     fn list_ends(&self, topics: &[String], absent: &mut Absent) -> Result<Vec<(String, u64)>> {
-        absent.topics.retain(|t| topics.contains(t));
+        let watched: std::collections::HashSet<&str> = topics.iter().map(String::as_str).collect();
+        absent.topics.retain(|t| watched.contains(t.as_str()));
         let mut out = Vec::with_capacity(topics.len());
         if !absent.topics.is_empty() && absent.looked.is_none_or(|t| t.elapsed() >= ABSENT_POLL) {
             absent.looked = Some(Instant::now());
@@ -219,12 +225,12 @@ impl Inner {
         }
         let answered = match self.ends_client.offsets_for_times(tpl, self.config.timeout) {
             Ok(answered) => answered,
-            // No topic of the list exists.
+            // No partition of the list has a leader: no topic of the list
+            // exists, or leaders are being elected. Looked for with the
+            // absent ones (a metadata request tells the two apart); ends
+            // known meanwhile stand (they are never lowered).
             Err(e) if is_unknown_topic(&e) => {
-                for topic in present {
-                    absent.topics.insert(topic.clone());
-                    out.push((topic.clone(), 0));
-                }
+                absent.topics.extend(present.into_iter().cloned());
                 return Ok(out);
             }
             Err(e) => return Err(kafka_error("listing topic ends", e)),
