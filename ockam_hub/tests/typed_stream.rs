@@ -4,6 +4,8 @@
 //! a reconnect; the typed stream drops the duplicates.
 
 mod common;
+#[path = "../../ockam_rpc/tests/common/stall.rs"]
+mod stall;
 
 use common::{free_address, HubProcess};
 use ockam_core::{route, TCP};
@@ -205,8 +207,6 @@ fn a_typed_stream_over_hub_streams_survives_a_hub_kill_9() {
 fn a_stalled_consumer_behind_a_hub_lets_at_most_a_window_into_the_hub() {
     use ockam_stream_client::protocol::*;
     use serde_bare::Uint;
-    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-    use std::sync::Arc;
     use std::time::Duration;
     const BODY: usize = 1000;
     let window = ockam_rpc::Window::default();
@@ -228,27 +228,14 @@ fn a_stalled_consumer_behind_a_hub_lets_at_most_a_window_into_the_hub() {
                 .client_id("typed-client-3")
                 .connect(route![(TCP, hub.as_str())], "to-server-3", "to-client-3")
                 .await?;
-            let mut sink: Sink<Vec<u8>> = make_sink(&ctx).await?;
+            let sink: Sink<Vec<u8>> = make_sink(&ctx).await?;
             call::<u8, Vec<u8>, u8>(&ctx, route![tx.clone(), "rpc"], "stall", 0, &sink).await?;
-            // The producer tries to send 1,000 messages of 1,000 bytes.
-            let sent = Arc::new(AtomicU64::new(0));
-            let counted = sent.clone();
-            let producer = tokio::spawn(async move {
-                for _ in 0..1000 {
-                    sink.send(vec![7u8; BODY]).await?;
-                    counted.fetch_add(1, Relaxed);
-                }
-                Ok::<_, ockam_rpc::RpcError>(sink)
-            });
-            // Until it has made no progress for two seconds (the stream
+            // The producer tries to send 1,000 messages of 1,000 bytes,
+            // until it has made no progress for two seconds (the stream
             // clients push and pull every 10 ms or so).
-            let mut last = u64::MAX;
-            while sent.load(Relaxed) != last {
-                last = sent.load(Relaxed);
-                tokio::time::sleep(Duration::from_secs(2)).await;
-            }
+            let (sent, producer) =
+                stall::offer_until_held(sink, 1000, BODY, Duration::from_secs(2)).await;
             assert!(!producer.is_finished(), "the producer was not held");
-            let sent = sent.load(Relaxed);
 
             // Everything in the hub's stream toward the server, read back.
             let stream =

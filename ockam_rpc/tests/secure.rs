@@ -191,25 +191,13 @@ fn a_stalled_consumer_two_hops_away_holds_at_most_a_window_in_flight() {
                 (TCP, server.as_str()),
                 "rpc"
             ];
-            let mut sink: Sink<Vec<u8>> = make_sink(&ctx).await?;
+            let sink: Sink<Vec<u8>> = make_sink(&ctx).await?;
             call::<u8, Vec<u8>, u8>(&ctx, rpc, "stall", 0, &sink).await?;
-            // The producer tries to send 1,000 messages (about 1 MB).
-            let sent = Arc::new(AtomicU64::new(0));
-            let counted = sent.clone();
-            let producer = tokio::spawn(async move {
-                for _ in 0..1000 {
-                    sink.send(vec![7u8; BODY]).await?;
-                    counted.fetch_add(1, Relaxed);
-                }
-                Ok::<_, RpcError>(sink)
-            });
-            // Until it has made no progress for a second.
-            let mut last = u64::MAX;
-            while sent.load(Relaxed) != last {
-                last = sent.load(Relaxed);
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-            let (sent, held, frames) = (sent.load(Relaxed), bytes.load(Relaxed), frames.load(Relaxed));
+            // The producer tries to send 1,000 messages (about 1 MB), until
+            // it has made no progress for a second.
+            let (sent, producer) =
+                common::stall::offer_until_held(sink, 1000, BODY, Duration::from_secs(1)).await;
+            let (held, frames) = (bytes.load(Relaxed), frames.load(Relaxed));
             eprintln!(
                 "stalled: the producer got {sent} of 1000 sends through; the middle hop passed {frames} frames, {held} payload bytes, toward the consumer (window {} messages / {} bytes)",
                 WINDOW.messages, WINDOW.bytes

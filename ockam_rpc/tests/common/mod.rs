@@ -2,6 +2,8 @@
 //! echo handler.
 #![allow(dead_code)]
 
+pub mod stall;
+
 use ockam_core::Message;
 use ockam_node::start_node;
 use ockam_rpc::{RpcError, RpcServer, Sink, Source};
