@@ -65,6 +65,27 @@ fn streams_end_cleanly_and_leave_nothing_behind() {
             }
             assert_eq!(settle_to(0, Duration::from_secs(10)).await, 0, "ends left");
 
+            // Calls that fail (no such handler; an answer that never comes)
+            // leave no end behind once their sink is dropped: an end that
+            // never learnt where its other end is exits when it finishes.
+            for to in [rpc.clone(), route![(TCP, hub.as_str()), "nobody"]] {
+                let sink: Sink<String> = make_sink(&ctx).await?;
+                let options = ockam_rpc::CallOptions {
+                    timeout: Duration::from_millis(500),
+                    ..Default::default()
+                };
+                let failed =
+                    ockam_rpc::call_with::<u8, String, String>(&ctx, to, "nope", 0, &sink, options)
+                        .await;
+                assert!(failed.is_err());
+                drop(sink);
+            }
+            assert_eq!(
+                settle_to(0, Duration::from_secs(10)).await,
+                0,
+                "ends left after failed calls"
+            );
+
             // Garbage and forged frames to an end: dropped, the stream goes on.
             let mut sink: Sink<String> = make_sink(&ctx).await?;
             let mut source: Source<String> =
