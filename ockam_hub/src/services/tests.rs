@@ -126,3 +126,93 @@ fn a_forwarder_of_a_departed_client_leaves_the_table() {
         })
         .unwrap();
 }
+
+/// Issue 18: registrations over connections that then close leave no
+/// forwarder behind, with no message ever sent to them (it took traffic
+/// to notice a departed registrant; 6,000 of them left 6,000 forwarders).
+#[test]
+fn forwarders_of_closed_connections_are_stopped_without_traffic() {
+    use ockam_core::{decode, encode, route, TransportMessage};
+    use ockam_transport_tcp::frame::encode_frame;
+    use ockam_transport_tcp::{FrameDecoder, TcpTransport, DEFAULT_MAX_FRAME_SIZE};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CLIENTS: usize = 300;
+
+    let (ctx, mut executor) = ockam_node::start_node();
+    executor
+        .execute(async move {
+            let service = ForwardingService::with_check(Duration::from_millis(200));
+            let table = service.forwarders.clone();
+            ctx.start_worker("forwarding_service", service).await?;
+            let tcp = TcpTransport::create(&ctx).await?;
+            let hub = tcp.listen("127.0.0.1:0").await?;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let before: std::collections::HashSet<Address> =
+                ctx.list_addresses().into_iter().collect();
+
+            // Each client registers "dest" over its own connection; one
+            // client stays connected.
+            let mut forwarders = Vec::new();
+            let mut stays = None;
+            for i in 0..=CLIENTS {
+                let mut conn = tokio::net::TcpStream::connect(hub).await.unwrap();
+                let msg = TransportMessage::v1(
+                    route!["forwarding_service"],
+                    route!["client"],
+                    encode(&"dest".to_string())?,
+                );
+                let mut frame = Vec::new();
+                encode_frame(&msg, &mut frame, DEFAULT_MAX_FRAME_SIZE)?;
+                conn.write_all(&frame).await.unwrap();
+                let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+                let reply = loop {
+                    if let Some(f) = decoder.next_frame()? {
+                        break TransportMessage::decode(f)?;
+                    }
+                    let n = conn.read_buf(decoder.read_buffer(4096)).await.unwrap();
+                    assert!(n > 0);
+                };
+                let forwarder: String = decode(&reply.payload)?;
+                forwarders.push(forwarder.parse::<Address>()?);
+                if i == CLIENTS {
+                    stays = Some(conn);
+                }
+            }
+            // (Some of the departed ones' forwarders are stopped already.)
+            let distinct: std::collections::HashSet<&Address> = forwarders.iter().collect();
+            assert_eq!(distinct.len(), CLIENTS + 1, "a forwarder each");
+
+            // The departed ones' forwarders stop; the connected one's stays.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while lock(&table).len() > 1 {
+                assert!(
+                    Instant::now() < deadline,
+                    "{} forwarders left",
+                    lock(&table).len()
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let live: std::collections::HashSet<Address> =
+                ctx.list_addresses().into_iter().collect();
+            let left: Vec<&Address> = forwarders.iter().filter(|f| live.contains(f)).collect();
+            assert_eq!(left, vec![&forwarders[CLIENTS]]);
+            // Once the last client leaves too, the node holds what it held
+            // before any came: no forwarder, no connection left behind.
+            drop(stays);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let new: Vec<Address> = ctx
+                    .list_addresses()
+                    .into_iter()
+                    .filter(|a| !before.contains(a))
+                    .collect();
+                if new.is_empty() && lock(&table).is_empty() {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "left behind: {new:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            ctx.stop().await
+        })
+        .unwrap();
+}
