@@ -217,3 +217,65 @@ fn racing_registrations_of_one_destination_get_one_forwarder() {
         })
         .unwrap();
 }
+
+/// Issue 18: `RemoteForwarder::unregister` removes the forwarder; only the
+/// route it was registered over may.
+#[test]
+fn a_forwarder_is_unregistered_by_its_registrant_only() {
+    let (mut ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let hub = Hub::start(&ctx, memory_hub()).await?.to_string();
+            ctx.start_worker("echoer", Echo).await?;
+            let forwarder = RemoteForwarder::create(&ctx, &hub, "echoer").await?;
+            let address = forwarder.remote_address();
+            ctx.send(forwarder.route(), "through".to_string()).await?;
+            assert_eq!(ctx.receive::<String>().await?.take(), "through");
+
+            // Over another route (straight to the service, not over the
+            // TCP connection it was registered over): refused, kept.
+            let refusal: StreamError = request(
+                &mut ctx,
+                route!["forwarding_service"],
+                ockam_stream_client::FORWARDING_UNREGISTER,
+                &address.to_string(),
+            )
+            .await?
+            .decode_data(STREAM_ERROR)?;
+            assert!(
+                refusal.reason.contains("another route"),
+                "{}",
+                refusal.reason
+            );
+            assert!(ctx.list_addresses().contains(&address));
+
+            // By its registrant: gone, and nothing goes through any more.
+            forwarder.unregister(&ctx).await?;
+            assert!(!ctx.list_addresses().contains(&address));
+            ctx.send(
+                route![(TCP, hub.as_str()), address.clone()],
+                "after".to_string(),
+            )
+            .await?;
+            assert!(ctx
+                .receive_duration::<String>(Duration::from_millis(500))
+                .await
+                .is_err());
+            // Again: there is no such forwarder.
+            let again = RemoteForwarder::create(&ctx, &hub, "echoer").await?;
+            let second = again.remote_address();
+            assert_ne!(second, address);
+            again.unregister(&ctx).await?;
+            let stale: StreamError = request(
+                &mut ctx,
+                route![(TCP, hub.as_str()), "forwarding_service"],
+                ockam_stream_client::FORWARDING_UNREGISTER,
+                &second.to_string(),
+            )
+            .await?
+            .decode_data(STREAM_ERROR)?;
+            assert!(stale.reason.contains("no forwarder"), "{}", stale.reason);
+            ctx.stop().await
+        })
+        .unwrap();
+}

@@ -11,6 +11,12 @@
 //!   [`ProtocolPayload`](crate::protocol::ProtocolPayload) of protocol
 //!   [`STREAM_ERROR`](crate::protocol::STREAM_ERROR) whose
 //!   [`StreamError`](crate::protocol::StreamError) says why.
+//!
+//! Unregistration ([`RemoteForwarder::unregister`]): a `ProtocolPayload` of
+//! protocol [`FORWARDING_UNREGISTER`] whose data is the forwarder's address
+//! in text form, sent over the route the forwarder was registered over;
+//! answered with the string `"unregistered"`, or a refusal as above. A hub
+//! also stops the forwarders of registrants whose connection is gone.
 
 use crate::protocol::{ProtocolPayload, StreamError, STREAM_ERROR};
 use ockam_core::{Address, Any, Error, ErrorKind, Message, Result, Route, TCP};
@@ -20,6 +26,9 @@ use tracing::warn;
 
 /// The hub service that creates forwarders.
 pub const FORWARDING_SERVICE: &str = "forwarding_service";
+
+/// The protocol of an unregistration (see the [module docs](self)).
+pub const FORWARDING_UNREGISTER: &str = "forwarding_unregister";
 
 /// How long [`RemoteForwarder::create`] waits for the hub's answer once
 /// its request is sent.
@@ -95,7 +104,16 @@ impl RemoteForwarder {
                     e,
                 )
             })?;
-        let remote_address = receive_registration(&mut c, &hub).await?;
+        let text = receive_answer(&mut c, &hub, "forwarder registration").await?;
+        let remote_address = match Address::parse(&text) {
+            Ok(a) if a.is_local() => a,
+            _ => return Err(Error::new(
+                ErrorKind::Protocol,
+                format!(
+                    "the hub answered a forwarder registration with {text:?}, not a local address"
+                ),
+            )),
+        };
         Ok(RemoteForwarder {
             remote_address,
             hub,
@@ -115,28 +133,53 @@ impl RemoteForwarder {
             .append(self.remote_address.clone())
             .into()
     }
+
+    /// Removes the forwarder from the hub: messages sent to it afterwards
+    /// reach nobody. Only the route it was registered over may remove it
+    /// (the same connection to the hub); a hub also removes it by itself
+    /// once that connection is gone.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::InvalidInput`]: the hub refused (no such forwarder,
+    ///   or one registered over another route); the error says why;
+    /// - the send's error when the hub cannot be reached;
+    /// - [`ErrorKind::Timeout`]: no answer within [`REGISTRATION_TIMEOUT`].
+    pub async fn unregister(self, ctx: &Context) -> Result<()> {
+        let mut c = ctx.new_context(Address::random_local()).await?;
+        let service: Route = Route::new()
+            .append_route(self.hub.clone())
+            .append(FORWARDING_SERVICE)
+            .into();
+        let request =
+            ProtocolPayload::new(FORWARDING_UNREGISTER, &self.remote_address.to_string())?;
+        c.send(service, request).await?;
+        let text = receive_answer(&mut c, &self.hub, "forwarder unregistration").await?;
+        if text == "unregistered" {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::Protocol,
+                format!("the hub answered a forwarder unregistration with {text:?}"),
+            ))
+        }
+    }
 }
 
-/// The forwarder's address from the hub's answer, or why there is none.
-async fn receive_registration(c: &mut Context, hub: &Route) -> Result<Address> {
+/// The hub's answer (a string) to a request about a forwarder (`what`), or
+/// why there is none.
+async fn receive_answer(c: &mut Context, hub: &Route, what: &str) -> Result<String> {
     let deadline = Instant::now() + REGISTRATION_TIMEOUT;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let reply = c.receive_duration::<Any>(left).await.map_err(|e| {
             Error::with_source(
                 e.kind(),
-                format!("the hub over {hub} did not answer a forwarder registration"),
+                format!("the hub over {hub} did not answer a {what}"),
                 e,
             )
         })?;
         if let Ok(text) = String::decode(reply.payload()) {
-            return match Address::parse(&text) {
-                Ok(a) if a.is_local() => Ok(a),
-                _ => Err(Error::new(
-                    ErrorKind::Protocol,
-                    format!("the hub answered a forwarder registration with {text:?}, not a local address"),
-                )),
-            };
+            return Ok(text);
         }
         match ProtocolPayload::decode(reply.payload())
             .and_then(|p| p.decode_data::<StreamError>(STREAM_ERROR))
@@ -144,11 +187,11 @@ async fn receive_registration(c: &mut Context, hub: &Route) -> Result<Address> {
             Ok(refusal) => {
                 return Err(Error::new(
                     ErrorKind::InvalidInput,
-                    format!("the hub refused the forwarder: {}", refusal.reason),
+                    format!("the hub refused the {what}: {}", refusal.reason),
                 ))
             }
             Err(e) => {
-                warn!(from = %reply.return_route(), error = %e, "ignored a message that answers no forwarder registration")
+                warn!(from = %reply.return_route(), error = %e, "ignored a message that answers no {what}")
             }
         }
     }

@@ -79,4 +79,6 @@ pub const PULL_LIMIT: u64 = 256;
 pub const DEFAULT_WINDOW: usize = 1024;
 /// How long [`Stream::connect`] waits for the hub to answer by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
-pub use forwarder::{HubAddress, RemoteForwarder, FORWARDING_SERVICE, REGISTRATION_TIMEOUT};
+pub use forwarder::{
+    HubAddress, RemoteForwarder, FORWARDING_SERVICE, FORWARDING_UNREGISTER, REGISTRATION_TIMEOUT,
+};

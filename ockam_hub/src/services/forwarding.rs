@@ -42,6 +42,54 @@ impl ForwardingService {
     }
 }
 
+impl ForwardingService {
+    /// Stops the forwarder a `FORWARDING_UNREGISTER` request names, if it
+    /// was registered over the route the request came over (the same
+    /// connection, or channel, to the same node); refuses otherwise.
+    async fn unregister(&self, ctx: &Context, back: Route, p: &ProtocolPayload) -> Result<()> {
+        let refuse_because =
+            |reason: String| StreamError::new(ockam_stream_client::FORWARDING_UNREGISTER, reason);
+        let forwarder = match p
+            .decode_data::<String>(ockam_stream_client::FORWARDING_UNREGISTER)
+            .ok()
+            .and_then(|text| Address::parse(&text).ok())
+        {
+            Some(a) => a,
+            None => {
+                let why = "an unregistration names the forwarder's address, as text".to_string();
+                return refuse(ctx, back, refuse_because(why)).await;
+            }
+        };
+        // The registrant's node, as seen from here: the route less its
+        // last hop (the requesting context), as for a registration.
+        let registrant = |route: &Route| {
+            let mut hops: Vec<Address> = route.iter().cloned().collect();
+            hops.pop();
+            hops
+        };
+        let from = registrant(&back);
+        let found = lock(&self.forwarders)
+            .iter()
+            .find(|(_, f)| **f == forwarder)
+            .map(|(target, _)| registrant(target) == from);
+        match found {
+            Some(true) => {
+                debug!(%forwarder, "forwarder unregistered");
+                ctx.stop_worker(forwarder).await?;
+                ctx.send(back, "unregistered".to_string()).await
+            }
+            Some(false) => {
+                let why = format!("{forwarder} was registered over another route");
+                refuse(ctx, back, refuse_because(why)).await
+            }
+            None => {
+                let why = format!("no forwarder {forwarder}");
+                refuse(ctx, back, refuse_because(why)).await
+            }
+        }
+    }
+}
+
 /// Every `every`, stops the forwarders whose target goes through an
 /// address (a connection's, a channel's) no longer on the node; ends with
 /// the forwarding service (which aborts it).
@@ -141,8 +189,13 @@ impl Worker for ForwardingService {
 
     async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
         let back = msg.return_route();
-        if ProtocolPayload::decode(msg.payload()).is_ok_and(|p| is_refusal(&p, &back)) {
-            return Ok(());
+        if let Ok(p) = ProtocolPayload::decode(msg.payload()) {
+            if is_refusal(&p, &back) {
+                return Ok(());
+            }
+            if p.protocol == ockam_stream_client::FORWARDING_UNREGISTER {
+                return self.unregister(ctx, back, &p).await;
+            }
         }
         let target = match forwarder_target(&back, msg.payload()) {
             Ok(t) => t,
