@@ -27,7 +27,9 @@ use tracing::warn;
 /// The hub service that creates forwarders.
 pub const FORWARDING_SERVICE: &str = "forwarding_service";
 
-/// The protocol of an unregistration (see the [module docs](self)).
+/// The protocol of an unregistration: a `ProtocolPayload` whose data is
+/// the forwarder's address in text form (see
+/// [`RemoteForwarder::unregister`]).
 pub const FORWARDING_UNREGISTER: &str = "forwarding_unregister";
 
 /// How long [`RemoteForwarder::create`] waits for the hub's answer once
