@@ -107,15 +107,16 @@ impl RemoteForwarder {
                 )
             })?;
         let text = receive_answer(&mut c, &hub, "forwarder registration").await?;
-        let remote_address = match Address::parse(&text) {
-            Ok(a) if a.is_local() => a,
-            _ => return Err(Error::new(
-                ErrorKind::Protocol,
-                format!(
-                    "the hub answered a forwarder registration with {text:?}, not a local address"
-                ),
-            )),
+        let not_local = || {
+            let why = format!(
+                "the hub answered a forwarder registration with {text:?}, not a local address"
+            );
+            Error::new(ErrorKind::Protocol, why)
         };
+        let remote_address = Address::parse(&text)
+            .ok()
+            .filter(Address::is_local)
+            .ok_or_else(not_local)?;
         Ok(RemoteForwarder {
             remote_address,
             hub,
