@@ -74,14 +74,41 @@ fn ten_thousand_idle_streams_leave_nothing_behind() {
         .unwrap();
 }
 
+/// Registers destination "dest" with the forwarding service at `hub` over
+/// a plain socket (a client that only speaks the wire format); the socket
+/// and the forwarder's address as the hub answered it.
+async fn register_over_a_socket(
+    hub: std::net::SocketAddr,
+) -> Result<(tokio::net::TcpStream, String)> {
+    use ockam_core::{decode, encode, route, TransportMessage};
+    use ockam_transport_tcp::frame::encode_frame;
+    use ockam_transport_tcp::{FrameDecoder, DEFAULT_MAX_FRAME_SIZE};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(hub).await.unwrap();
+    let msg = TransportMessage::v1(
+        route!["forwarding_service"],
+        route!["client"],
+        encode(&"dest".to_string())?,
+    );
+    let mut frame = Vec::new();
+    encode_frame(&msg, &mut frame, DEFAULT_MAX_FRAME_SIZE)?;
+    conn.write_all(&frame).await.unwrap();
+    let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
+    let reply = loop {
+        if let Some(f) = decoder.next_frame()? {
+            break TransportMessage::decode(f)?;
+        }
+        let n = conn.read_buf(decoder.read_buffer(4096)).await.unwrap();
+        assert!(n > 0, "the hub closed the connection");
+    };
+    Ok((conn, decode(&reply.payload)?))
+}
+
 /// A forwarder whose registrant left stops at the first message it cannot
 /// pass on, and leaves the forwarding service's table.
 #[test]
 fn a_forwarder_of_a_departed_client_leaves_the_table() {
-    use ockam_core::{decode, encode, route, TransportMessage};
-    use ockam_transport_tcp::frame::encode_frame;
-    use ockam_transport_tcp::{FrameDecoder, TcpTransport, DEFAULT_MAX_FRAME_SIZE};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use ockam_transport_tcp::TcpTransport;
 
     let (ctx, mut executor) = ockam_node::start_node();
     executor
@@ -93,24 +120,7 @@ fn a_forwarder_of_a_departed_client_leaves_the_table() {
             let hub = tcp.listen("127.0.0.1:0").await?;
 
             // A client registers destination "dest" over a plain socket.
-            let mut conn = tokio::net::TcpStream::connect(hub).await.unwrap();
-            let msg = TransportMessage::v1(
-                route!["forwarding_service"],
-                route!["client"],
-                encode(&"dest".to_string())?,
-            );
-            let mut frame = Vec::new();
-            encode_frame(&msg, &mut frame, DEFAULT_MAX_FRAME_SIZE)?;
-            conn.write_all(&frame).await.unwrap();
-            let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
-            let reply = loop {
-                if let Some(f) = decoder.next_frame()? {
-                    break TransportMessage::decode(f)?;
-                }
-                let n = conn.read_buf(decoder.read_buffer(4096)).await.unwrap();
-                assert!(n > 0);
-            };
-            let forwarder: String = decode(&reply.payload)?;
+            let (conn, forwarder) = register_over_a_socket(hub).await?;
             assert_eq!(lock(&table).len(), 1);
 
             // It leaves; a message for it reaches the forwarder.
@@ -132,10 +142,7 @@ fn a_forwarder_of_a_departed_client_leaves_the_table() {
 /// to notice a departed registrant; 6,000 of them left 6,000 forwarders).
 #[test]
 fn forwarders_of_closed_connections_are_stopped_without_traffic() {
-    use ockam_core::{decode, encode, route, TransportMessage};
-    use ockam_transport_tcp::frame::encode_frame;
-    use ockam_transport_tcp::{FrameDecoder, TcpTransport, DEFAULT_MAX_FRAME_SIZE};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use ockam_transport_tcp::TcpTransport;
     const CLIENTS: usize = 300;
 
     let (ctx, mut executor) = ockam_node::start_node();
@@ -155,24 +162,7 @@ fn forwarders_of_closed_connections_are_stopped_without_traffic() {
             let mut forwarders = Vec::new();
             let mut stays = None;
             for i in 0..=CLIENTS {
-                let mut conn = tokio::net::TcpStream::connect(hub).await.unwrap();
-                let msg = TransportMessage::v1(
-                    route!["forwarding_service"],
-                    route!["client"],
-                    encode(&"dest".to_string())?,
-                );
-                let mut frame = Vec::new();
-                encode_frame(&msg, &mut frame, DEFAULT_MAX_FRAME_SIZE)?;
-                conn.write_all(&frame).await.unwrap();
-                let mut decoder = FrameDecoder::new(DEFAULT_MAX_FRAME_SIZE);
-                let reply = loop {
-                    if let Some(f) = decoder.next_frame()? {
-                        break TransportMessage::decode(f)?;
-                    }
-                    let n = conn.read_buf(decoder.read_buffer(4096)).await.unwrap();
-                    assert!(n > 0);
-                };
-                let forwarder: String = decode(&reply.payload)?;
+                let (conn, forwarder) = register_over_a_socket(hub).await?;
                 forwarders.push(forwarder.parse::<Address>()?);
                 if i == CLIENTS {
                     stays = Some(conn);
