@@ -244,11 +244,14 @@ impl Worker for TcpSendWorker {
         }
         if let Some((mut reader, stop)) = self.receiver.take() {
             // It counts what it read and will not pass on; a reader stuck
-            // passing a message on is given up on.
-            let _ = stop.send(());
-            if tokio::time::timeout(READER_STOP, &mut reader)
-                .await
-                .is_err()
+            // passing a message on is given up on. A reader that no longer
+            // listens has stopped reading and is what stops this worker:
+            // not waited for.
+            let reading = stop.send(()).is_ok();
+            if reading
+                && tokio::time::timeout(READER_STOP, &mut reader)
+                    .await
+                    .is_err()
             {
                 reader.abort();
                 warn!(peer = %self.peer, "the TCP reader did not stop within {READER_STOP:?}; aborted");
@@ -347,6 +350,12 @@ async fn receive_loop(
     };
     info!(%peer, %reason, "closing TCP connection");
     shared.closed(&peer, &sender, accepted);
+    // Done reading: the buffer and the socket go now, and dropping `stop`
+    // tells the send worker's shutdown not to wait for this task (which
+    // waits for that shutdown).
+    drop(decoder);
+    drop(reader);
+    drop(stop);
     let _ = ctx.stop_worker(sender).await;
     debug!(%peer, "TCP receiver done");
 }
