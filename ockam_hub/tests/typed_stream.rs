@@ -49,14 +49,7 @@ fn server_node(
                         });
                         Ok(Some(sink))
                     })
-                    .handler("stall", |_: u8, source: Source<Vec<u8>>| async move {
-                        // Holds the source, never reads.
-                        tokio::spawn(async move {
-                            std::future::pending::<()>().await;
-                            drop(source);
-                        });
-                        Ok(None::<Sink<u8>>)
-                    })
+                    .handler("stall", stall::stall::<Vec<u8>>)
                     .start(&ctx, "rpc")
                     .await?;
                 let _conn = Stream::new(&ctx)?

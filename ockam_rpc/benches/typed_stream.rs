@@ -22,6 +22,9 @@ use ockam_vault::Vault;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/common/stall.rs"]
+mod stall;
+
 #[path = "../../ockam_transport_tcp/benches/support/anchors.rs"]
 mod anchors;
 use anchors::*;
@@ -80,14 +83,7 @@ fn sink(port: &str, n: u64, secure: bool) {
                     });
                     Ok(Some(sink))
                 })
-                // Holds its source and never reads: a stalled consumer.
-                .handler("stall", |_: u8, source: Source<Blob>| async move {
-                    tokio::spawn(async move {
-                        std::future::pending::<()>().await;
-                        drop(source);
-                    });
-                    Ok(None::<Sink<u8>>)
-                })
+                .handler("stall", stall::stall::<Blob>)
                 .start(&ctx, "rpc")
                 .await?;
             std::future::pending::<()>().await;

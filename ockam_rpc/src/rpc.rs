@@ -497,23 +497,13 @@ pub async fn call_with<A: Message, X: Message, Y: Message>(
         window_messages: window.messages,
         window_bytes: window.bytes,
     };
-    let mut caller = ctx
-        .new_context(Address::random_local())
-        .await
-        .map_err(RpcError::from_core)?;
     // The ends answer from where the call came: make them the caller's
     // neighbours (same node), by sending the call from a context there.
-    caller
-        .send(route.into(), Request::Stream(call))
-        .await
-        .map_err(RpcError::from_core)?;
+    let mut caller = send_request(ctx, route.into(), Request::Stream(call)).await?;
     let deadline = tokio::time::Instant::now() + options.timeout;
     let reply = loop {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let reply = caller
-            .receive_duration::<Reply>(left)
-            .await
-            .map_err(|e| RpcError::Lost(format!("no answer to the call: {e}")))?;
+        let reply = receive_reply(&mut caller, left, "call").await?;
         let Reply::Attached(at) = reply.as_body() else {
             break reply;
         };
@@ -606,18 +596,8 @@ pub async fn request_with<A: Message, R: Message>(
         handler: handler.into(),
         aux: aux.encode().map_err(RpcError::from_core)?,
     };
-    let mut caller = ctx
-        .new_context(Address::random_local())
-        .await
-        .map_err(RpcError::from_core)?;
-    caller
-        .send(route.into(), request)
-        .await
-        .map_err(RpcError::from_core)?;
-    let reply = caller
-        .receive_duration::<Reply>(timeout)
-        .await
-        .map_err(|e| RpcError::Lost(format!("no answer to the request: {e}")))?;
+    let mut caller = send_request(ctx, route.into(), request).await?;
+    let reply = receive_reply(&mut caller, timeout, "request").await?;
     match reply.body() {
         Reply::Answer(answer) => R::decode(&answer).map_err(|e| RpcError::Decode(e.to_string())),
         Reply::Refused(why) => Err(RpcError::Refused(why)),
@@ -626,4 +606,35 @@ pub async fn request_with<A: Message, R: Message>(
             "the server answered the request as a call".into(),
         )),
     }
+}
+
+/// Sends `request` to `route` from a new context on the node of `ctx`,
+/// which the answers then come to.
+async fn send_request(
+    ctx: &Context,
+    route: Route,
+    request: Request,
+) -> std::result::Result<Context, RpcError> {
+    let caller = ctx
+        .new_context(Address::random_local())
+        .await
+        .map_err(RpcError::from_core)?;
+    caller
+        .send(route, request)
+        .await
+        .map_err(RpcError::from_core)?;
+    Ok(caller)
+}
+
+/// The server's next answer to `caller`'s `what` (a call, a request),
+/// within `wait`; [`RpcError::Lost`] if none comes.
+async fn receive_reply(
+    caller: &mut Context,
+    wait: Duration,
+    what: &str,
+) -> std::result::Result<Routed<Reply>, RpcError> {
+    caller
+        .receive_duration::<Reply>(wait)
+        .await
+        .map_err(|e| RpcError::Lost(format!("no answer to the {what}: {e}")))
 }

@@ -154,14 +154,7 @@ fn a_stalled_consumer_two_hops_away_holds_at_most_a_window_in_flight() {
     let (server, stop_server, t1) = server_thread(
         |s| {
             s.with_window(WINDOW)
-                .handler("stall", |_: u8, source: Source<Vec<u8>>| async move {
-                    // Holds the source, never reads.
-                    tokio::spawn(async move {
-                        std::future::pending::<()>().await;
-                        drop(source);
-                    });
-                    Ok(None::<Sink<u8>>)
-                })
+                .handler("stall", common::stall::stall::<Vec<u8>>)
         },
         common::nothing,
     );

@@ -41,14 +41,7 @@ fn server(window: Window) -> (String, mpsc::Sender<()>, std::thread::JoinHandle<
                     Ok(Some(sink))
                 })
                 .handler("echo", echo::<String>)
-                .handler("stall", |_: u8, source: Source<u64>| async move {
-                    // Holds the source, never reads.
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_secs(3600)).await;
-                        drop(source);
-                    });
-                    Ok(None::<Sink<u64>>)
-                })
+                .handler("stall", common::stall::stall::<u64>)
         },
         nothing,
     )

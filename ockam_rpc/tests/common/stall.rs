@@ -1,7 +1,8 @@
-//! A producer held by a stalled consumer: shared by the stall tests here
-//! and the hub's (`#[path]`-included there).
+//! A stalled consumer and the producer it holds: shared by the stall tests
+//! here, the hub's and the typed-stream bench (`#[path]`-included there).
+#![allow(dead_code)]
 
-use ockam_rpc::{RpcError, Sink};
+use ockam_rpc::{RpcError, Sink, Source};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,4 +34,17 @@ pub async fn offer_until_held(
         tokio::time::sleep(quiet).await;
     }
     (sent.load(Relaxed), producer)
+}
+
+/// A handler that holds its source and never reads: a stalled consumer
+/// (it makes no reverse stream).
+pub async fn stall<T: Send + 'static>(
+    _: u8,
+    source: Source<T>,
+) -> Result<Option<Sink<u8>>, RpcError> {
+    tokio::spawn(async move {
+        std::future::pending::<()>().await;
+        drop(source);
+    });
+    Ok(None)
 }

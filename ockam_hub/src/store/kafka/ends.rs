@@ -49,12 +49,15 @@ pub(super) struct Ends {
 }
 
 impl Ends {
-    fn entry<'a>(all: &'a mut HashMap<String, Watched>, topic: &str) -> &'a mut Watched {
-        all.entry(topic.to_string()).or_insert_with(|| Watched {
+    /// The entry of `topic`, made if there is none, asked about now.
+    fn wanted<'a>(all: &'a mut HashMap<String, Watched>, topic: &str) -> &'a mut Watched {
+        let w = all.entry(topic.to_string()).or_insert_with(|| Watched {
             end: watch::channel(0).0,
             polled: None,
             wanted: Instant::now(),
-        })
+        });
+        w.wanted = Instant::now();
+        w
     }
 
     /// The end of `topic` read from the broker within [`END_FRESH`] (or
@@ -62,8 +65,7 @@ impl Ends {
     /// from now on either way.
     pub(super) fn fresh(&self, topic: &str) -> Option<u64> {
         let mut all = lock(&self.topics);
-        let w = Self::entry(&mut all, topic);
-        w.wanted = Instant::now();
+        let w = Self::wanted(&mut all, topic);
         let fresh = w.polled.is_some_and(|t| t.elapsed() <= END_FRESH);
         fresh.then(|| *w.end.borrow())
     }
@@ -74,9 +76,7 @@ impl Ends {
     pub(super) async fn wait_past(&self, topic: &str, from: u64, wait: Duration) -> bool {
         let mut rx = {
             let mut all = lock(&self.topics);
-            let w = Self::entry(&mut all, topic);
-            w.wanted = Instant::now();
-            w.end.subscribe()
+            Self::wanted(&mut all, topic).end.subscribe()
         };
         let past = tokio::time::timeout(wait, rx.wait_for(|end| *end > from))
             .await
