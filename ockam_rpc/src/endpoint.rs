@@ -23,12 +23,7 @@ pub(crate) trait Half: Send + 'static {
     fn attached(&mut self, now: Instant);
     /// A frame as it came (its encoding): decoded, then handled.
     fn handle_payload(&mut self, payload: bytes::Bytes, now: Instant) {
-        match Frame::decode(&payload) {
-            Ok(frame) => self.handle(frame, now),
-            Err(e) => {
-                warn!(error = %e, dropped = 1, "typed stream: dropped a frame that does not decode")
-            }
-        }
+        decode_and_handle(self, &payload, now)
     }
     fn poll_transmit(&mut self, now: Instant) -> Option<Frame>;
     fn poll_timeout(&self) -> Option<Instant>;
@@ -83,12 +78,7 @@ impl Half for RecvHalf {
             Some(Err(e)) => {
                 warn!(error = %e, dropped = 1, "typed stream: dropped a frame that does not decode")
             }
-            None => match Frame::decode(&payload) {
-                Ok(frame) => Half::handle(self, frame, now),
-                Err(e) => {
-                    warn!(error = %e, dropped = 1, "typed stream: dropped a frame that does not decode")
-                }
-            },
+            None => decode_and_handle(self, &payload, now),
         }
     }
     fn poll_transmit(&mut self, now: Instant) -> Option<Frame> {
@@ -122,6 +112,17 @@ struct Peer {
 
 /// Most frames an end keeps before it knows where its other end is.
 const EARLY_FRAMES: usize = 16;
+
+/// Decodes a frame from its encoding and hands it to `half`; one that does
+/// not decode is dropped (logged).
+fn decode_and_handle<H: Half + ?Sized>(half: &mut H, payload: &[u8], now: Instant) {
+    match Frame::decode(payload) {
+        Ok(frame) => half.handle(frame, now),
+        Err(e) => {
+            warn!(error = %e, dropped = 1, "typed stream: dropped a frame that does not decode")
+        }
+    }
+}
 
 /// A half shared by its handle (the application) and its shell.
 pub(crate) struct Shared<H> {
