@@ -34,7 +34,7 @@ struct Blob(#[serde(with = "serde_bytes")] Vec<u8>);
 
 /// The receiving window the sink grants: large enough not to be the limit.
 const WINDOW: Window = Window {
-    messages: 16_384,
+    messages: 65_536,
     bytes: 8 * 1024 * 1024,
 };
 
