@@ -62,3 +62,21 @@ pub use rpc::{
     call, call_with, make_sink, make_sink_with, request, request_with, CallOptions, RpcServer,
     CALL_TIMEOUT,
 };
+
+/// Entry points for the fuzz targets (`fuzz/`) and their stable driver
+/// (`ockam_fuzz`): not part of the API; may change in any release.
+#[doc(hidden)]
+pub mod internal {
+    /// A server's decoding of a request (a call's handler name, auxiliary
+    /// bytes and the addresses it names) and a caller's decoding of a
+    /// reply, over the same bytes.
+    pub fn decode_call_messages(bytes: &[u8]) {
+        crate::rpc::decode_call_messages(bytes)
+    }
+
+    /// Encodings of each kind of request and reply (the fuzz targets'
+    /// seed corpus).
+    pub fn seed_call_messages() -> Vec<Vec<u8>> {
+        crate::rpc::seed_call_messages()
+    }
+}

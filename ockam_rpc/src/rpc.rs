@@ -638,3 +638,59 @@ async fn receive_reply(
         .await
         .map_err(|e| RpcError::Lost(format!("no answer to the {what}: {e}")))
 }
+
+/// What a server does with a request's bytes, and a caller with a reply's,
+/// before any handler or stream is involved: for the fuzz targets (see
+/// [`crate::internal`]).
+pub(crate) fn decode_call_messages(bytes: &[u8]) {
+    if let Ok(request) = Request::decode(bytes) {
+        if let Request::Stream(call) = &request {
+            let _ = Address::parse(&call.sink);
+            let _ = Address::parse(&call.reverse);
+        }
+        let again = request
+            .encode()
+            .unwrap_or_else(|e| panic!("a decoded request does not encode: {e}"));
+        Request::decode(&again).unwrap_or_else(|e| panic!("a request does not round-trip: {e}"));
+    }
+    if let Ok(reply) = Reply::decode(bytes) {
+        match reply {
+            Reply::Attached(at) => {
+                let _ = Address::parse(&at);
+            }
+            Reply::Accepted { source, sink } => {
+                let _ = Address::parse(&source);
+                let _ = sink.map(|s| Address::parse(&s));
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Encodings of each kind of request and reply (see [`crate::internal`]).
+pub(crate) fn seed_call_messages() -> Vec<Vec<u8>> {
+    let call = Call {
+        handler: "h".into(),
+        aux: vec![0],
+        sink: "0#a1".into(),
+        reverse: "0#b2".into(),
+        window_messages: 64,
+        window_bytes: 1 << 20,
+    };
+    let encodings = [
+        Request::Stream(call).encode(),
+        Request::Plain {
+            handler: "h".into(),
+            aux: vec![1, 2],
+        }
+        .encode(),
+        Reply::Attached("0#c3".into()).encode(),
+        Reply::Accepted {
+            source: "0#c3".into(),
+            sink: Some("0#d4".into()),
+        }
+        .encode(),
+        Reply::Limit("requests".into(), 8).encode(),
+    ];
+    encodings.into_iter().filter_map(|e| e.ok()).collect()
+}
