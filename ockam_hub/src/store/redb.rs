@@ -57,8 +57,20 @@ impl DurableStore {
         std::fs::create_dir_all(dir)
             .map_err(|e| storage_error(&format!("cannot create {}", dir.display()), e))?;
         let path = dir.join("streams.redb");
-        let db = ::redb::Database::create(&path)
-            .map_err(|e| storage_error(&format!("cannot open {}", path.display()), e))?;
+        // redb refuses a damaged file with `Corrupted` in release builds,
+        // but panics in debug builds (a `debug_assert` at the check, by
+        // design): either way, a damaged data file is an error here.
+        let created =
+            std::panic::catch_unwind(|| ::redb::Database::create(&path)).map_err(|p| {
+                let why = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                storage_error(&format!("{} is damaged", path.display()), why)
+            })?;
+        let db =
+            created.map_err(|e| storage_error(&format!("cannot open {}", path.display()), e))?;
         // Make sure the tables exist, so that readers never see them missing.
         let txn = db.begin_write().map_err(|e| storage_error("begin", e))?;
         let incarnation = {
