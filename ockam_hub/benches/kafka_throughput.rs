@@ -4,6 +4,12 @@
 //! with acks=all, a consumer reading by offset), against the same broker,
 //! in one run. Every message is counted at the receiving end.
 //!
+//! `OCKAM_BENCH_MESSAGES` sets the messages per run (default 20,000).
+//!
+//! The hub runs its Kafka back end in its own process, and again in a
+//! child process (the `ockam_hub` binary's default, which a crash in
+//! librdkafka cannot take the hub down with): the cost of that hop.
+//!
 //! `scripts/with-kafka.sh cargo bench -p ockam_hub --bench kafka_throughput`
 //! (or with `OCKAM_KAFKA_BOOTSTRAP` naming a broker; without one the bench
 //! starts a tansu broker of its own if `tansu` is installed).
@@ -13,7 +19,7 @@ mod common;
 
 use common::kafka::{prerequisites, unique_prefix, Broker};
 use ockam_core::{async_trait, route, Result, Routed, Worker, TCP};
-use ockam_hub::{Hub, HubConfig, KafkaConfig, StorageKind};
+use ockam_hub::{Hub, HubConfig, KafkaConfig, KafkaProcess, StorageKind};
 use ockam_node::{start_node, Context};
 use ockam_stream_client::Stream;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -50,7 +56,9 @@ impl Worker for Counter {
 /// Messages per second through `stream_kafka`, first send to last delivery,
 /// once one message went through (topics made, readers positioned: as the
 /// direct run, whose topic and consumer exist before it starts).
-fn through_hub(broker: &str, n: u64) -> f64 {
+/// `child`: the Kafka back end in a child process of the hub binary (the
+/// binary's default), else in the hub's own process.
+fn through_hub(broker: &str, n: u64, child: bool) -> f64 {
     let broker = broker.to_string();
     let (done_tx, done_rx) = mpsc::channel();
     let (ctx, mut executor) = start_node();
@@ -63,6 +71,13 @@ fn through_hub(broker: &str, n: u64) -> f64 {
                     prefix: unique_prefix("bench"),
                     ..KafkaConfig::new(broker)
                 }),
+                kafka_process: if child {
+                    KafkaProcess::Child {
+                        program: env!("CARGO_BIN_EXE_ockam_hub").into(),
+                    }
+                } else {
+                    KafkaProcess::InProcess
+                },
                 ..HubConfig::default()
             };
             let hub = Hub::start(&ctx, config).await?.to_string();
@@ -189,7 +204,10 @@ fn main() {
         return;
     };
     let quick = !std::env::args().any(|a| a == "--bench");
-    let n: u64 = if quick { 300 } else { 20_000 };
+    let n: u64 = std::env::var("OCKAM_BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 300 } else { 20_000 });
     let runs = if quick { 1 } else { 3 };
     let broker = Broker::shared(&tansu);
     println!(
@@ -202,11 +220,13 @@ fn main() {
     };
     let mut d = Vec::new();
     let mut h = Vec::new();
+    let mut c = Vec::new();
     for _ in 0..runs {
         d.push(direct(&broker.address, n));
-        h.push(through_hub(&broker.address, n));
+        h.push(through_hub(&broker.address, n, false));
+        c.push(through_hub(&broker.address, n, true));
     }
-    let (d, h) = (median(d), median(h));
+    let (d, h, c) = (median(d), median(h), median(c));
     println!(
         "{:>34} | {:>10.0} msg/s",
         "direct rdkafka produce + consume", d
@@ -215,5 +235,11 @@ fn main() {
         "{:>34} | {:>10.0} msg/s",
         "through the hub's stream_kafka", h
     );
+    println!(
+        "{:>34} | {:>10.0} msg/s",
+        "the same, Kafka in a child process", c
+    );
     println!("{:>34} | {:>10.2}", "ratio hub / direct", h / d);
+    println!("{:>34} | {:>10.2}", "ratio child process / direct", c / d);
+    println!("{:>34} | {:>10.2}", "ratio child / in-process", c / h);
 }

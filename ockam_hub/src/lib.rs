@@ -21,6 +21,7 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod kafka_child;
 pub mod sequencer;
 mod services;
 pub mod store;
@@ -57,6 +58,25 @@ pub struct HubConfig {
     pub limits: Limits,
     /// Kafka to keep `stream_kafka` streams in; `None`: no Kafka services.
     pub kafka: Option<KafkaConfig>,
+    /// Where the Kafka back end runs (default: in this process).
+    pub kafka_process: KafkaProcess,
+}
+
+/// Where the Kafka back end (librdkafka, C) runs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum KafkaProcess {
+    /// In the hub's own process: a crash in librdkafka ends the hub.
+    #[default]
+    InProcess,
+    /// In a child process running `program` (the `ockam_hub` binary, with
+    /// [`kafka_child::child_args`]), supervised and restarted when it ends,
+    /// so that a crash in librdkafka takes down `stream_kafka` for a moment
+    /// and nothing else (see [`kafka_child`]). The `ockam_hub` binary's
+    /// default.
+    Child {
+        /// The `ockam_hub` binary.
+        program: PathBuf,
+    },
 }
 
 impl Default for HubConfig {
@@ -66,6 +86,7 @@ impl Default for HubConfig {
             storage: StorageKind::Durable(PathBuf::from("ockam_hub_data")),
             limits: Limits::default(),
             kafka: None,
+            kafka_process: KafkaProcess::InProcess,
         }
     }
 }
@@ -88,19 +109,23 @@ impl Hub {
         ctx.start_worker("forwarding_service", ForwardingService::new())
             .await?;
         start_stream_services(ctx, "stream", "stream_index", store, &config.limits).await?;
-        if let Some(kafka) = &config.kafka {
-            let store = KafkaStore::new(kafka.clone())?;
-            tokio::spawn(store.clone().report_availability());
-            start_stream_services(
-                ctx,
-                "stream_kafka",
-                "stream_kafka_index",
-                Arc::new(store),
-                &config.limits,
-            )
-            .await?;
+        let tcp = Arc::new(TcpTransport::create(ctx).await?);
+        match (&config.kafka, &config.kafka_process) {
+            (None, _) => {}
+            (Some(kafka), KafkaProcess::InProcess) => {
+                start_kafka_services(ctx, kafka, &config.limits).await?
+            }
+            (Some(kafka), KafkaProcess::Child { program }) => {
+                kafka_child::start(
+                    ctx,
+                    tcp.clone(),
+                    program.clone(),
+                    kafka_child::child_args(kafka, &config.limits),
+                    ["stream_kafka", "stream_kafka_index"],
+                )
+                .await?
+            }
         }
-        let tcp = TcpTransport::create(ctx).await?;
         let addr = tcp.listen(&config.listen).await?;
         info!(
             listen = %addr,
@@ -109,6 +134,52 @@ impl Hub {
             "hub up: echo_service, forwarding_service, stream, stream_index{}",
             if config.kafka.is_some() { ", stream_kafka, stream_kafka_index" } else { "" }
         );
+        Ok(addr)
+    }
+}
+
+/// `stream_kafka` and `stream_kafka_index` on `ctx`, kept in `kafka`.
+async fn start_kafka_services(ctx: &Context, kafka: &KafkaConfig, limits: &Limits) -> Result<()> {
+    let store = KafkaStore::new(kafka.clone())?;
+    tokio::spawn(store.clone().report_availability());
+    start_stream_services(
+        ctx,
+        "stream_kafka",
+        "stream_kafka_index",
+        Arc::new(store),
+        limits,
+    )
+    .await?;
+    Ok(())
+}
+
+impl Hub {
+    /// The Kafka child's node (`ockam_hub --kafka-child`, see
+    /// [`kafka_child`]): `stream_kafka` and `stream_kafka_index` alone,
+    /// listening on `listen`; prints [`kafka_child::LISTENING`] and the
+    /// address on standard output, then exits when standard input closes
+    /// (the hub that started it is gone).
+    ///
+    /// # Errors
+    /// The Kafka configuration is invalid, or `listen` cannot be bound.
+    pub async fn start_kafka_child(
+        ctx: &Context,
+        kafka: &KafkaConfig,
+        limits: &Limits,
+        listen: &str,
+    ) -> Result<SocketAddr> {
+        start_kafka_services(ctx, kafka, limits).await?;
+        let tcp = TcpTransport::create(ctx).await?;
+        let addr = tcp.listen(listen).await?;
+        std::thread::spawn(|| {
+            // Blocks until the hub's end of the pipe closes.
+            let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            std::process::exit(0);
+        });
+        println!("{}{addr}", kafka_child::LISTENING);
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        info!(listen = %addr, kafka = %kafka.bootstrap_servers, "Kafka child up: stream_kafka, stream_kafka_index");
         Ok(addr)
     }
 }

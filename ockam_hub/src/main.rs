@@ -1,7 +1,7 @@
 //! `ockam_hub`: runs a hub node. `ockam_hub --help` for the flags.
 
 use clap::{Parser, ValueEnum};
-use ockam_hub::{Hub, HubConfig, KafkaConfig, Limits, StorageKind};
+use ockam_hub::{Hub, HubConfig, KafkaConfig, KafkaProcess, Limits, StorageKind};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -57,6 +57,20 @@ struct Args {
     /// default).
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     kafka_replication_factor: i32,
+    /// Longest the hub waits for Kafka on a read or an index request, in
+    /// milliseconds.
+    #[arg(long, default_value_t = 5_000, value_parser = clap::value_parser!(u64).range(1..))]
+    kafka_timeout_ms: u64,
+    /// Run the Kafka back end (librdkafka, C) in the hub's own process. By
+    /// default it runs in a child process of the hub, restarted when it
+    /// ends, so that a crash in librdkafka stops `stream_kafka` for a
+    /// moment instead of the whole hub.
+    #[arg(long)]
+    kafka_in_process: bool,
+    /// Run as the hub's Kafka child (started by the hub itself): only
+    /// `stream_kafka` and `stream_kafka_index`, on --listen.
+    #[arg(long, hide = true)]
+    kafka_child: bool,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -69,25 +83,51 @@ fn main() -> ExitCode {
         std::env::set_var("RUST_LOG", &args.log_level);
     }
     ockam_node::setup_tracing();
+    let limits = Limits {
+        max_pull: args.max_pull as usize,
+        max_wait: Duration::from_millis(args.max_wait_ms),
+        max_message_size: args.max_message_size as usize,
+        idle_timeout: Duration::from_secs(args.idle_timeout_s),
+    };
+    let kafka = args.kafka_bootstrap_servers.map(|servers| KafkaConfig {
+        prefix: args.kafka_prefix,
+        replication_factor: args.kafka_replication_factor,
+        timeout: Duration::from_millis(args.kafka_timeout_ms),
+        ..KafkaConfig::new(servers)
+    });
+    let (ctx, mut executor) = ockam_node::start_node();
+    if args.kafka_child {
+        let Some(kafka) = kafka else {
+            eprintln!("ockam_hub: --kafka-child needs --kafka-bootstrap-servers");
+            return ExitCode::from(2);
+        };
+        let listen = args.listen;
+        return match executor.execute(async move {
+            Hub::start_kafka_child(&ctx, &kafka, &limits, &listen)
+                .await
+                .map(|_| ())
+        }) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("ockam_hub (Kafka child): {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let kafka_process = match std::env::current_exe() {
+        Ok(program) if !args.kafka_in_process => KafkaProcess::Child { program },
+        _ => KafkaProcess::InProcess,
+    };
     let config = HubConfig {
         listen: args.listen,
         storage: match args.storage {
             Storage::Durable => StorageKind::Durable(args.data_dir),
             Storage::Memory => StorageKind::Memory,
         },
-        limits: Limits {
-            max_pull: args.max_pull as usize,
-            max_wait: Duration::from_millis(args.max_wait_ms),
-            max_message_size: args.max_message_size as usize,
-            idle_timeout: Duration::from_secs(args.idle_timeout_s),
-        },
-        kafka: args.kafka_bootstrap_servers.map(|servers| KafkaConfig {
-            prefix: args.kafka_prefix,
-            replication_factor: args.kafka_replication_factor,
-            ..KafkaConfig::new(servers)
-        }),
+        limits,
+        kafka,
+        kafka_process,
     };
-    let (ctx, mut executor) = ockam_node::start_node();
     match executor.execute(async move { Hub::start(&ctx, config).await.map(|_| ()) }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

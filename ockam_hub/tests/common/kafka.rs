@@ -146,6 +146,19 @@ impl Broker {
         super::wait_listening(&self.address, "the tansu broker");
     }
 
+    /// Kills our own broker (SIGKILL) and deletes its storage: it comes
+    /// back from [`start`](Self::start) with nothing (every topic gone, then
+    /// made again with new topic ids).
+    pub fn kill_and_wipe(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let dir = self.dir.as_ref().expect("a broker of our own");
+        std::fs::remove_dir_all(dir.join("db")).unwrap();
+        std::fs::create_dir(dir.join("db")).unwrap();
+    }
+
     /// Stops our own broker (SIGTERM, then SIGKILL after 10 s).
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {

@@ -135,6 +135,7 @@ impl KafkaStore {
                 tokio::time::sleep(END_POLL).await;
                 // Ends with the store.
                 let Some(inner) = weak.upgrade() else { return };
+                reader::pause_idle(&lock(&inner.readers), Instant::now());
                 let topics = inner.ends.watched(WATCH_FOR);
                 if topics.is_empty() {
                     continue;

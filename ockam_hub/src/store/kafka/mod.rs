@@ -143,9 +143,17 @@ impl KafkaStore {
 
     /// What the store keeps in memory now: see [`KafkaStats`].
     pub fn stats(&self) -> KafkaStats {
+        let (readers, fetching_readers) = {
+            let all = lock(&self.inner.readers);
+            (
+                all.len(),
+                all.iter().filter(|r| reader::is_fetching(r)).count(),
+            )
+        };
         KafkaStats {
             streams: lock(&self.inner.streams).len(),
-            readers: lock(&self.inner.readers).len(),
+            readers,
+            fetching_readers,
             groups: lock(&self.inner.groups).len(),
             watched: self.inner.ends.len(),
         }
@@ -262,6 +270,9 @@ pub struct KafkaStats {
     pub streams: usize,
     /// Topic readers (consumers kept positioned), at most 64.
     pub readers: usize,
+    /// Readers fetching from the broker (not paused): those pulled from in
+    /// the last 250 ms or so; an idle reader sends the broker nothing.
+    pub fetching_readers: usize,
     /// Consumer-group clients (one per client id lately seen), at most 64.
     pub groups: usize,
     /// Topics whose end the hub watches for waiting pulls (asked about
