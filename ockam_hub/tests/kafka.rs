@@ -403,6 +403,42 @@ fn a_broker_that_comes_back_empty_does_not_take_the_hub_down() {
         .unwrap();
 }
 
+/// The Kafka child ends with its hub, also when the hub is killed with
+/// `kill -9`: no orphan keeps Kafka clients open.
+#[test]
+fn the_kafka_child_ends_with_its_hub() {
+    let Some(tansu) = prerequisites("the_kafka_child_ends_with_its_hub") else {
+        return;
+    };
+    let broker = Broker::shared(&tansu);
+    let (mut hub_process, _hub) = kafka_hub(&broker.address, &unique_prefix("orphan"));
+    let line = hub_process.wait_for_log(
+        "Kafka back end started in a child process",
+        Duration::from_secs(30),
+    );
+    let pid: u32 = line
+        .split("pid=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no child pid in {line:?}"));
+    let alive = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+    };
+    assert!(alive(pid), "the Kafka child {pid} is not running");
+    hub_process.kill9();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the Kafka child {pid} outlived its hub by 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn a_hub_started_while_the_broker_is_down_reports_it_and_serves_once_it_is_up() {
     let Some(tansu) = prerequisites("a_hub_started_while_the_broker_is_down") else {
