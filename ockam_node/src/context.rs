@@ -180,7 +180,19 @@ impl Context {
                 });
                 Ok(())
             }
-            pressure => self.yield_to_pressure(pressure).await,
+            // A full mailbox: wait until it is under its mark, not just
+            // once. The remote peer is then held back by TCP, at its
+            // receiver's pace, instead of filling this node's memory (a
+            // peer sending 64 KiB echo requests and reading nothing grew a
+            // hub to 1 GiB, one bounded wait per message). Each wait is
+            // bounded and skipped as `yield_to_pressure` skips it, so a
+            // cycle of full queues still only slows down.
+            Some(p) => loop {
+                if !self.wait_for_pressure(Some(p.clone())).await? || !p.is_over() {
+                    return Ok(());
+                }
+            },
+            None => Ok(()),
         }
     }
 
@@ -228,11 +240,17 @@ impl Context {
     }
 
     async fn yield_to_pressure(&self, pressure: crate::router::Waiting) -> Result<()> {
+        self.wait_for_pressure(pressure).await.map(|_| ())
+    }
+
+    /// One bounded wait for `pressure`; `Ok(true)` if it waited, `Ok(false)`
+    /// if it may not (its own mailbox, or an owner that waits for ours).
+    async fn wait_for_pressure(&self, pressure: crate::router::Waiting) -> Result<bool> {
         if let Some(pressure) = pressure {
             // Never wait for one's own mailbox: only we can drain it; nor
             // for an owner that waits for ours (see the `mailbox` docs).
             if pressure.decides_delivery() {
-                return pressure.wait().await;
+                return pressure.wait().await.map(|()| true);
             }
             let own = self.mailbox.pressure();
             let own_id = Arc::as_ptr(own) as *const () as usize;
@@ -241,10 +259,10 @@ impl Context {
                 own.pausing_for(target);
                 let r = pressure.wait().await;
                 own.pausing_for(0);
-                return r;
+                return r.map(|()| true);
             }
         }
-        Ok(())
+        Ok(false)
     }
 
     /// The next message of type `M`, waiting at most

@@ -26,6 +26,11 @@ use tokio::sync::{mpsc, Notify};
 /// Messages waiting in a mailbox beyond which senders pause.
 pub const HIGH_WATER_MARK: usize = 4096;
 
+/// Bytes of payload waiting in a mailbox beyond which senders pause (the
+/// mark in messages alone let 4,096 messages of 64 KiB, 256 MiB, wait
+/// before anyone paused).
+pub const HIGH_WATER_BYTES: usize = 32 * 1024 * 1024;
+
 /// The longest a sender pauses for one full mailbox.
 pub const PRESSURE_WAIT: Duration = Duration::from_millis(10);
 
@@ -37,6 +42,8 @@ const RELEASE_BATCH: usize = 32;
 #[derive(Default)]
 pub(crate) struct Pressure {
     queued: AtomicUsize,
+    /// Payload bytes of the queued messages.
+    queued_bytes: AtomicUsize,
     below_mark: Notify,
     /// The mailbox whose pressure this mailbox's owner is pausing for
     /// (its address as a number; 0 when it is not pausing).
@@ -54,6 +61,18 @@ impl Backpressure for Pressure {
     fn waits_for(&self) -> usize {
         self.pausing_for.load(Ordering::Acquire)
     }
+
+    fn is_over(&self) -> bool {
+        over(
+            self.queued.load(Ordering::Acquire),
+            self.queued_bytes.load(Ordering::Acquire),
+        )
+    }
+}
+
+/// Whether a mailbox holding `n` messages of `bytes` is over its mark.
+fn over(n: usize, bytes: usize) -> bool {
+    n >= HIGH_WATER_MARK || bytes >= HIGH_WATER_BYTES
 }
 
 impl Pressure {
@@ -62,9 +81,12 @@ impl Pressure {
         self.pausing_for.store(other, Ordering::Release);
     }
 
-    /// Counts one more queued message; true when the mailbox is over the mark.
-    pub(crate) fn add(&self) -> bool {
-        self.queued.fetch_add(1, Ordering::Relaxed) >= HIGH_WATER_MARK
+    /// Counts one more queued message of `bytes`; true when the mailbox is
+    /// over the mark.
+    pub(crate) fn add(&self, bytes: usize) -> bool {
+        let n = self.queued.fetch_add(1, Ordering::Relaxed);
+        let b = self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        over(n, b.saturating_add(bytes))
     }
 
     /// Waits until the mailbox is under the mark again, or [`PRESSURE_WAIT`].
@@ -74,7 +96,7 @@ impl Pressure {
                 let notified = self.below_mark.notified();
                 tokio::pin!(notified);
                 notified.as_mut().enable();
-                if self.queued.load(Ordering::Acquire) < HIGH_WATER_MARK {
+                if !Backpressure::is_over(self) {
                     return;
                 }
                 notified.await;
@@ -83,9 +105,10 @@ impl Pressure {
         let _ = tokio::time::timeout(PRESSURE_WAIT, wait).await;
     }
 
-    fn release(&self, n: usize) {
+    fn release(&self, n: usize, bytes: usize) {
         let before = self.queued.fetch_sub(n, Ordering::AcqRel);
-        if before >= HIGH_WATER_MARK && before - n < HIGH_WATER_MARK {
+        let before_bytes = self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        if over(before, before_bytes) && !over(before - n, before_bytes.saturating_sub(bytes)) {
             self.below_mark.notify_waiters();
         }
     }
@@ -103,8 +126,9 @@ impl MailboxSender {
     // The message comes back whole when the mailbox is gone (rare).
     #[allow(clippy::result_large_err)]
     pub(crate) fn send(&self, msg: LocalMessage) -> Result<bool, LocalMessage> {
+        let bytes = msg.transport().payload.len();
         match self.tx.send(msg) {
-            Ok(()) => Ok(self.pressure.add()),
+            Ok(()) => Ok(self.pressure.add(bytes)),
             Err(e) => Err(e.0),
         }
     }
@@ -119,6 +143,7 @@ pub(crate) struct Mailbox {
     rx: mpsc::UnboundedReceiver<LocalMessage>,
     pressure: Arc<Pressure>,
     taken: usize,
+    taken_bytes: usize,
 }
 
 impl Mailbox {
@@ -134,6 +159,7 @@ impl Mailbox {
                 rx,
                 pressure,
                 taken: 0,
+                taken_bytes: 0,
             },
         )
     }
@@ -144,14 +170,16 @@ impl Mailbox {
 
     fn release(&mut self) {
         if self.taken > 0 {
-            self.pressure.release(self.taken);
+            self.pressure.release(self.taken, self.taken_bytes);
             self.taken = 0;
+            self.taken_bytes = 0;
         }
     }
 
     fn took(&mut self, msg: LocalMessage) -> LocalMessage {
         self.taken += 1;
-        if self.taken >= RELEASE_BATCH {
+        self.taken_bytes += msg.transport().payload.len();
+        if self.taken >= RELEASE_BATCH || self.taken_bytes >= HIGH_WATER_BYTES / 64 {
             self.release();
         }
         msg

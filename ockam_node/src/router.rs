@@ -70,6 +70,13 @@ pub trait Backpressure: Send + Sync + 'static {
     fn waits_for(&self) -> usize {
         0
     }
+
+    /// Whether the queue is over its mark right now (`false` by default):
+    /// a transport's reader waits, one bounded wait after another, until
+    /// it is not (see [`Context::forward_from_transport`](crate::Context::forward_from_transport)).
+    fn is_over(&self) -> bool {
+        false
+    }
 }
 
 /// What a [`TransportRouter`] did with a message.
@@ -161,6 +168,10 @@ impl Backpressure for ReceiptAfter {
 
     fn waits_for(&self) -> usize {
         self.inner.waits_for()
+    }
+
+    fn is_over(&self) -> bool {
+        self.inner.is_over()
     }
 }
 

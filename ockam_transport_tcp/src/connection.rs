@@ -69,7 +69,20 @@ async fn write_loop(
         }
         let mut done = 0;
         while done < batch.len() {
-            match writer.write(&batch[done..]).await {
+            let written = tokio::select! {
+                r = writer.write(&batch[done..]) => r,
+                () = outbox.overloaded() => {
+                    let waiting = batch.len() - done + outbox.queued_bytes();
+                    let left = outbox.close();
+                    return Some((
+                        format!(
+                            "{peer} reads nothing: {waiting} bytes waited for it (a peer that stops reading is disconnected)"
+                        ),
+                        frames + left,
+                    ));
+                }
+            };
+            match written {
                 Ok(0) => {
                     let left = outbox.close();
                     return Some((
@@ -203,6 +216,7 @@ impl Worker for TcpSendWorker {
             me,
             self.accepted,
             self.shared.clone(),
+            self.outbox.clone(),
         ));
         self.receiver = Some((reader, stop));
         info!(peer = %self.peer, local = ?local, "TCP connection up");
@@ -267,6 +281,7 @@ impl Worker for TcpSendWorker {
 /// stops the connection's send worker; or until that worker tells it to
 /// stop (`stop`), when the whole messages it read and did not pass on are
 /// counted in a logged drop.
+#[allow(clippy::too_many_arguments)] // the parts of one connection, each used
 async fn receive_loop(
     ctx: Context,
     mut reader: OwnedReadHalf,
@@ -275,6 +290,7 @@ async fn receive_loop(
     sender: Address,
     accepted: bool,
     shared: Arc<TcpShared>,
+    outbox: Arc<Outbox>,
 ) {
     let hop = Address::new(TCP, &peer);
     let mut decoder = FrameDecoder::new(shared.options.max_frame_size);
@@ -282,6 +298,12 @@ async fn receive_loop(
         let read = tokio::select! {
             biased;
             _ = &mut stop => break 'conn None,
+            // What we owe the peer piled up to the outbox's hard limit
+            // while it read nothing: no more reading its requests either.
+            () = outbox.overloaded() => break 'conn Some(format!(
+                "the peer reads nothing: {} bytes waited for it (a peer that stops reading is disconnected)",
+                outbox.queued_bytes()
+            )),
             r = reader.read_buf(decoder.read_buffer(READ_CHUNK)) => r,
         };
         match read {

@@ -8,9 +8,11 @@
 //! [`Backpressure`]) until the writer has made room, for as long as the
 //! peer keeps reading, so senders run at the speed of the peer. A peer that
 //! stops reading makes each such wait end after [`STALL_WAIT`] without
-//! progress (two nodes writing to each other must not hang), and
+//! progress (two nodes writing to each other must not hang; later senders
+//! then do not wait until the writer progresses again), and
 //! once [`HARD_LIMIT_BATCHES`] batches are queued the outbox refuses
-//! messages instead of holding an unbounded backlog.
+//! messages and the connection is closed (the peer reads nothing: a "slow
+//! consumer", which NATS disconnects too) instead of holding the backlog.
 
 use crate::frame::{encode_frame, encode_frame_parts};
 use ockam_core::{
@@ -38,6 +40,19 @@ pub(crate) struct Outbox {
     drained: Notify,
     /// Bytes the writer has handed to the socket so far (its progress).
     written: AtomicU64,
+    /// `written` when a sender last gave up waiting (the writer had made
+    /// no progress for [`STALL_WAIT`]); `u64::MAX` when none did. While
+    /// `written` is still that, senders do not wait again: one stalled
+    /// peer costs its senders one [`STALL_WAIT`], not one per message (a
+    /// hub's echo service answering a peer that reads nothing kept every
+    /// other client waiting 500 ms per answer, 132 s in all).
+    gave_up_at: AtomicU64,
+    /// Set once the backlog reached the hard limit: the connection is
+    /// closed rather than kept with a backlog its peer never reads (NATS
+    /// closes a "slow consumer" the same way).
+    overloaded: std::sync::atomic::AtomicBool,
+    /// The writer waits here (beside its write) for `overloaded`.
+    abort: Notify,
     /// Bytes beyond which senders wait.
     limit: usize,
     /// Bytes beyond which messages are refused.
@@ -87,6 +102,9 @@ impl Outbox {
             ready: Notify::new(),
             drained: Notify::new(),
             written: AtomicU64::new(0),
+            gave_up_at: AtomicU64::new(u64::MAX),
+            overloaded: std::sync::atomic::AtomicBool::new(false),
+            abort: Notify::new(),
             limit,
             hard_limit: limit.saturating_mul(HARD_LIMIT_BATCHES),
             max_frame,
@@ -129,6 +147,12 @@ impl Outbox {
             return Push::Closed;
         }
         if st.buf.len() >= self.hard_limit {
+            // Closed: the writer stops its write, the connection goes.
+            st.closed = true;
+            drop(st);
+            self.overloaded.store(true, Ordering::Release);
+            self.abort.notify_waiters();
+            self.drained.notify_waiters();
             return Push::Overloaded;
         }
         let was_empty = st.buf.is_empty();
@@ -167,6 +191,24 @@ impl Outbox {
             }
             drained.await;
         }
+    }
+
+    /// Resolves once the backlog reached its hard limit (see `overloaded`).
+    pub(crate) async fn overloaded(&self) {
+        loop {
+            let aborted = self.abort.notified();
+            tokio::pin!(aborted);
+            aborted.as_mut().enable();
+            if self.overloaded.load(Ordering::Acquire) {
+                return;
+            }
+            aborted.await;
+        }
+    }
+
+    /// Bytes queued and not yet taken by the writer.
+    pub(crate) fn queued_bytes(&self) -> usize {
+        self.lock().buf.len()
     }
 
     /// Accepts no more frames; the writer sends what is queued and stops.
@@ -214,6 +256,9 @@ impl Backpressure for Outbox {
     fn wait(&self) -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>> {
         Box::pin(async {
             let mut before = self.written.load(Ordering::Relaxed);
+            if self.gave_up_at.load(Ordering::Relaxed) == before {
+                return Ok(()); // still stalled since a sender gave up
+            }
             let mut stalled = std::time::Duration::ZERO;
             while stalled < STALL_WAIT {
                 if tokio::time::timeout(PRESSURE_WAIT, self.wait_for_room())
@@ -230,6 +275,7 @@ impl Backpressure for Outbox {
                     stalled = std::time::Duration::ZERO;
                 }
             }
+            self.gave_up_at.store(before, Ordering::Relaxed);
             Ok(())
         })
     }
