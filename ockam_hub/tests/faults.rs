@@ -8,8 +8,8 @@ mod common;
 #[path = "common/faults.rs"]
 mod faults;
 
-use faults::{Fault, FaultProxy};
 use common::{consumer, free_address, spawn_producer, wait_for, HubProcess, Pace, EMBEDDED};
+use faults::{Fault, FaultProxy};
 use std::time::{Duration, Instant};
 
 /// Messages each scenario sends.

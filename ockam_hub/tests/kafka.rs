@@ -7,7 +7,8 @@ mod common;
 
 use common::kafka::{prerequisites, read_with_kafka_python, unique_prefix, Broker};
 use common::{
-    consumer, free_address, open_stream, request, spawn_producer, wait_for, HubProcess, Pace, KAFKA,
+    consumer, free_address, open_stream, producer_past, request, spawn_producer, wait_for,
+    HubProcess, Pace, KAFKA,
 };
 use ockam_core::{route, Address, TCP};
 use ockam_node::start_node;
@@ -269,19 +270,13 @@ fn a_broker_outage_mid_stream_loses_nothing_and_keeps_order() {
 
     let (progress, _repeats, stop_consumer, consumer_thread) =
         consumer(hub.clone(), KAFKA, "outage-checker", 0);
-    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
     let pace = Pace {
         count: N,
         every: 100,
         pause: Duration::from_millis(20),
     };
-    let (stop_producer, producer) =
-        spawn_producer(hub.clone(), KAFKA, "outage-producer", pace, Some(sent_tx));
-    while sent_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("producer progress")
-        < 1000
-    {}
+    let (stop_producer, producer, _sent) =
+        producer_past(hub.clone(), KAFKA, "outage-producer", pace, 1000);
 
     // The broker goes away for a while mid-stream, then comes back on the
     // same storage.
@@ -316,19 +311,13 @@ fn a_broker_that_comes_back_empty_does_not_take_the_hub_down() {
     // new log's end, and what it is told then is not this test's subject.
     let (_progress, _repeats, stop_consumer, consumer_thread) =
         consumer(hub.clone(), KAFKA, "wiped-checker", 0);
-    let (sent_tx, sent_rx) = std::sync::mpsc::channel();
     let pace = Pace {
         count: 1_000_000,
         every: 50,
         pause: Duration::from_millis(20),
     };
-    let (stop_producer, producer) =
-        spawn_producer(hub.clone(), KAFKA, "wiped-producer", pace, Some(sent_tx));
-    while sent_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("producer progress")
-        < 500
-    {}
+    let (stop_producer, producer, sent_rx) =
+        producer_past(hub.clone(), KAFKA, "wiped-producer", pace, 500);
 
     broker.kill_and_wipe();
     std::thread::sleep(Duration::from_secs(1));

@@ -205,6 +205,30 @@ pub fn spawn_producer(
     (stop, t)
 }
 
+/// A producer node started with [`spawn_producer`] that reports its
+/// progress, once it has sent `at` numbers (or panics after 60 s without
+/// progress): its stop sender, thread and progress reports.
+pub fn producer_past(
+    hub: String,
+    services: Services,
+    client_id: &'static str,
+    pace: Pace,
+    at: u64,
+) -> (
+    mpsc::Sender<()>,
+    std::thread::JoinHandle<()>,
+    mpsc::Receiver<u64>,
+) {
+    let (sent_tx, sent_rx) = mpsc::channel();
+    let (stop, thread) = spawn_producer(hub, services, client_id, pace, Some(sent_tx));
+    while sent_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("producer progress")
+        < at
+    {}
+    (stop, thread, sent_rx)
+}
+
 /// Accepts numbers in order; repeats of already-seen numbers are fine
 /// (at-least-once), a jump ahead is a lost message.
 struct Checker {
