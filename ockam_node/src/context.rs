@@ -162,8 +162,9 @@ impl Context {
     }
 
     /// [`Context::forward`] for a transport's reader, which passes on the
-    /// messages of many senders: it waits on the queues a message lands in
-    /// (so the peer is slowed to its receivers' pace), but not for a
+    /// messages of many senders: it waits on the queue a message lands in
+    /// until that queue is under its mark (so the peer is slowed to its
+    /// receivers' pace, and held back by TCP), but not for a
     /// connection that the next transport opens for it, which would hold
     /// up every message behind it; if that connection cannot be opened,
     /// the message's loss is logged at warn with a `dropped` count.

@@ -43,7 +43,7 @@ mod router;
 
 pub use context::{Context, NodeHandle, DEFAULT_RECEIVE_TIMEOUT};
 pub use executor::{setup_tracing, start_node, Executor, APP_ADDRESS};
-pub use mailbox::{HIGH_WATER_MARK, PRESSURE_WAIT};
+pub use mailbox::{HIGH_WATER_BYTES, HIGH_WATER_MARK, PRESSURE_WAIT};
 pub use router::{
     Backpressure, InlineHandler, Onward, Routing, TransportRouter, SHUTDOWN_TIMEOUT, STOP_GRACE,
 };

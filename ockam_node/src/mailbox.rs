@@ -2,10 +2,14 @@
 //!
 //! A mailbox never refuses a message, so two workers sending to each other
 //! cannot deadlock on full queues. It is *softly* bounded: once more than
-//! [`HIGH_WATER_MARK`] messages wait in it, a sender that is not the owner
-//! pauses after sending (for at most [`PRESSURE_WAIT`]) until the owner has
-//! caught up. A fast producer therefore runs at its consumer's pace instead
-//! of filling memory.
+//! [`HIGH_WATER_MARK`] messages, or [`HIGH_WATER_BYTES`] of payload, wait
+//! in it, a sender that is not the owner pauses after sending (for at most
+//! [`PRESSURE_WAIT`]) until the owner has caught up. A fast producer
+//! therefore runs at its consumer's pace instead of filling memory. A
+//! transport's reader pauses again and again until the mailbox is under
+//! its mark (`Context::forward_from_transport`): its remote peer, which
+//! one bounded pause per message would let fill memory, is then held back
+//! by TCP.
 //!
 //! Two owners that each wait for the other's full mailbox would only make
 //! each other wait out [`PRESSURE_WAIT`] on every send (two workers

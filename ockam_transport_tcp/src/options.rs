@@ -21,7 +21,10 @@ pub struct TcpOptions {
     pub connect_for_remote_senders: bool,
     /// Pending output is written once this many bytes are queued even if
     /// more messages are waiting (default 256 KiB); with nothing waiting it
-    /// is written at once.
+    /// is written at once. Senders wait (while the peer reads) once this
+    /// much is queued for a connection; once 64 times this much (16 MiB by
+    /// default) waits for a peer that reads nothing, the connection is
+    /// closed (a slow consumer) and what waited is dropped with a log line.
     pub write_batch_bytes: usize,
 }
 
