@@ -55,8 +55,27 @@ impl Worker for TcpListenWorker {
 async fn accept_loop(ctx: Context, listener: TcpListener, shared: Arc<TcpShared>) {
     let local = listener.local_addr().ok();
     info!(listen = ?local, "TCP listener up");
+    // Refusals not logged yet, and when the last line about them went out.
+    let mut refused = 0u64;
+    let mut refusal_logged: Option<std::time::Instant> = None;
     loop {
         match listener.accept().await {
+            Ok((stream, peer_addr)) if shared.connections() >= shared.options.max_connections => {
+                // Over the cap: closed at once (the peer reads its end).
+                drop(stream);
+                refused += 1;
+                if refusal_logged.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    warn!(
+                        listen = ?local,
+                        last_peer = %peer_addr,
+                        refused,
+                        limit = shared.options.max_connections,
+                        "refused connections: this node has TcpOptions::max_connections open"
+                    );
+                    refused = 0;
+                    refusal_logged = Some(std::time::Instant::now());
+                }
+            }
             Ok((stream, peer_addr)) => {
                 if let Err(e) = stream.set_nodelay(true) {
                     debug!(peer = %peer_addr, error = %e, "could not set TCP_NODELAY");

@@ -26,6 +26,14 @@ pub struct TcpOptions {
     /// default) waits for a peer that reads nothing, the connection is
     /// closed (a slow consumer) and what waited is dropped with a log line.
     pub write_batch_bytes: usize,
+    /// Most connections this node keeps open at once, accepted and opened
+    /// together (default 4,096). A listener closes a connection it accepts
+    /// beyond that at once, and logs the refusals (at most one line a
+    /// second, with their count), so that a flood of connections costs
+    /// this node a bounded amount of memory and leaves the connections it
+    /// has serving. The process's open-file limit (`ulimit -n`) may be
+    /// lower; raise it with this.
+    pub max_connections: usize,
 }
 
 impl Default for TcpOptions {
@@ -35,6 +43,7 @@ impl Default for TcpOptions {
             connect_timeout: Duration::from_secs(10),
             connect_for_remote_senders: false,
             write_batch_bytes: 256 * 1024,
+            max_connections: 4096,
         }
     }
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{closed_by_peer, echo_request, frame, raw_echo, TestNode};
+use common::{closed_by_peer, echo_request, frame, raw_echo, read_frame, TestNode};
 use ockam_core::{route, Message, TransportMessage};
 use ockam_transport_tcp::TcpOptions;
 use rand::RngExt;
@@ -144,4 +144,55 @@ fn random_bytes_from_many_connections_at_once() {
         t.join().expect("no client thread panics");
     }
     raw_echo(addr, "after the storm").unwrap();
+}
+
+/// A flood of connections past `TcpOptions::max_connections` (issue 18,
+/// bounded resources): the ones over the cap are closed at once, the ones
+/// within it keep serving, and a place freed is taken again.
+#[test]
+fn connections_past_the_cap_are_closed_and_the_others_served() {
+    let node = TestNode::start_with(
+        TcpOptions {
+            max_connections: 3,
+            ..TcpOptions::default()
+        },
+        vec![],
+    );
+    // Three accepted, each proven by an echo (so each is registered).
+    let mut kept: Vec<TcpStream> = (0..3)
+        .map(|i| {
+            let mut s = TcpStream::connect(node.addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            s.write_all(&echo_request(&format!("kept {i}"))).unwrap();
+            read_frame(&mut s).unwrap();
+            s
+        })
+        .collect();
+    // Past the cap: closed at once, whatever they send.
+    for i in 0..20 {
+        let mut s = TcpStream::connect(node.addr).unwrap();
+        let _ = s.write_all(&echo_request(&format!("over {i}")));
+        assert!(
+            closed_by_peer(&mut s, Duration::from_secs(5)),
+            "connection {i} past the cap stayed open"
+        );
+    }
+    // The kept ones still serve.
+    for (i, s) in kept.iter_mut().enumerate() {
+        s.write_all(&echo_request(&format!("still {i}"))).unwrap();
+        read_frame(s).unwrap();
+    }
+    // One leaves: its place is taken again (once the node saw it go).
+    drop(kept.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if raw_echo(node.addr, "a freed place").is_ok() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a freed place was never taken again"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
