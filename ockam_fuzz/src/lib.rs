@@ -438,14 +438,6 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     two_frames.extend_from_slice(&framed);
     two_frames.extend_from_slice(&framed);
 
-    let payload = |protocol: &str, v: &dyn erased::Encode| {
-        ProtocolPayload {
-            protocol: protocol.into(),
-            data: v.bytes(),
-        }
-        .encode()
-        .unwrap_or_default()
-    };
     let pulled = PullResponse {
         request_id: serde_bare::Uint(1),
         messages: vec![StreamMessage {
@@ -536,6 +528,16 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     ]
 }
 
+/// The `ProtocolPayload` of `protocol` carrying `v`, encoded.
+fn payload<T: Serialize>(protocol: &str, v: &T) -> Vec<u8> {
+    ProtocolPayload {
+        protocol: protocol.into(),
+        data: serde_bare::to_vec(v).unwrap_or_default(),
+    }
+    .encode()
+    .unwrap_or_default()
+}
+
 fn steps<T: Serialize>(s: &[T]) -> Vec<u8> {
     serde_bare::to_vec(&s.iter().collect::<Vec<_>>()).unwrap_or_default()
 }
@@ -571,19 +573,4 @@ fn handshake_seeds() -> Vec<Vec<u8>> {
         return vec![m1, m2];
     };
     vec![m1, m2, m3]
-}
-
-/// Serialising a value of any protocol type behind one reference.
-mod erased {
-    /// A value that serialises to BARE bytes.
-    pub trait Encode {
-        /// Its BARE encoding.
-        fn bytes(&self) -> Vec<u8>;
-    }
-
-    impl<T: serde::Serialize> Encode for T {
-        fn bytes(&self) -> Vec<u8> {
-            serde_bare::to_vec(self).unwrap_or_default()
-        }
-    }
 }
