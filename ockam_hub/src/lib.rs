@@ -31,7 +31,7 @@ pub use store::{DurableStore, KafkaConfig, KafkaStats, KafkaStore, MemoryStore, 
 
 use ockam_core::Result;
 use ockam_node::Context;
-use ockam_transport_tcp::TcpTransport;
+use ockam_transport_tcp::{TcpOptions, TcpTransport};
 use services::{EchoService, ForwardingService, IndexService, Shared, StreamService};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -60,6 +60,12 @@ pub struct HubConfig {
     pub kafka: Option<KafkaConfig>,
     /// Where the Kafka back end runs (default: in this process).
     pub kafka_process: KafkaProcess,
+    /// The TCP transport's settings: among them the connections the hub
+    /// keeps open at most (`max_connections`, default 4,096) and how long
+    /// a client may go unheard before its connection, and the forwarders
+    /// registered over it, are dropped (`peer_timeout`, default 30 s).
+    /// Used when the hub's node has no TCP transport yet.
+    pub tcp: TcpOptions,
 }
 
 /// Where the Kafka back end (librdkafka, C) runs.
@@ -87,6 +93,7 @@ impl Default for HubConfig {
             limits: Limits::default(),
             kafka: None,
             kafka_process: KafkaProcess::InProcess,
+            tcp: TcpOptions::default(),
         }
     }
 }
@@ -109,7 +116,7 @@ impl Hub {
         ctx.start_worker("forwarding_service", ForwardingService::new())
             .await?;
         start_stream_services(ctx, "stream", "stream_index", store, &config.limits).await?;
-        let tcp = Arc::new(TcpTransport::create(ctx).await?);
+        let tcp = Arc::new(TcpTransport::create_with_options(ctx, config.tcp.clone()).await?);
         match (&config.kafka, &config.kafka_process) {
             (None, _) => {}
             (Some(kafka), KafkaProcess::InProcess) => {

@@ -2,6 +2,7 @@
 
 use clap::{Parser, ValueEnum};
 use ockam_hub::{Hub, HubConfig, KafkaConfig, KafkaProcess, Limits, StorageKind};
+use ockam_transport_tcp::TcpOptions;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -71,6 +72,15 @@ struct Args {
     /// `stream_kafka` and `stream_kafka_index`, on --listen.
     #[arg(long, hide = true)]
     kafka_child: bool,
+    /// How long a client may go unheard before its connection is closed as
+    /// dead (it vanished without closing it: lost power or network), in
+    /// milliseconds; 0: never. Its forwarders go with it.
+    #[arg(long, default_value_t = 30_000, env = "OCKAM_HUB_PEER_TIMEOUT_MS")]
+    peer_timeout_ms: u64,
+    /// Most TCP connections the hub keeps open; a connection accepted past
+    /// it is closed at once (and the refusals logged).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
+    max_connections: u64,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -127,6 +137,12 @@ fn main() -> ExitCode {
         limits,
         kafka,
         kafka_process,
+        tcp: TcpOptions {
+            peer_timeout: (args.peer_timeout_ms > 0)
+                .then(|| Duration::from_millis(args.peer_timeout_ms)),
+            max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+            ..TcpOptions::default()
+        },
     };
     match executor.execute(async move { Hub::start(&ctx, config).await.map(|_| ()) }) {
         Ok(()) => ExitCode::SUCCESS,

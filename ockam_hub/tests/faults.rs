@@ -7,6 +7,8 @@ mod common;
 // Only the hub's own tests use it (other packages include `common`).
 #[path = "common/faults.rs"]
 mod faults;
+#[path = "common/netns.rs"]
+mod netns;
 
 use common::{consumer, free_address, spawn_producer, wait_for, HubProcess, Pace, EMBEDDED};
 use faults::{Fault, FaultProxy};
@@ -195,4 +197,74 @@ fn a_peer_that_stops_reading_is_held_back_and_others_are_served() {
         "another client waited {answered:?}"
     );
     hub.wait_for_log("the peer reads nothing", Duration::from_secs(10));
+}
+
+/// A link that goes down for longer than the peer timeout: the hub
+/// vanishes for the client and the client for the hub, neither sends a
+/// FIN. Each side must notice (the client's connection closes, the hub
+/// closes its end and stops the forwarder registered over it) instead of
+/// keeping a dead connection, with what was sent into it, for ever (on
+/// Linux, about 15 minutes with data unacknowledged; never when idle).
+/// Once the link is back, the client reaches the hub again.
+#[test]
+fn a_peer_that_vanishes_without_fin_is_noticed_on_both_sides() {
+    use ockam_core::{route, TCP};
+    use ockam_node::start_node;
+    use ockam_stream_client::RemoteForwarder;
+    use ockam_transport_tcp::{TcpOptions, TcpTransport};
+
+    let Some(ns) = netns::Netns::create() else {
+        return;
+    };
+    let hub_addr = format!("{}:4000", ns.peer_ip);
+    let hub = HubProcess::start_in(
+        Some(&ns.name),
+        &hub_addr,
+        &["--storage", "memory", "--peer-timeout-ms", "3000"],
+    );
+    let (mut ctx, mut executor) = start_node();
+    let addr = hub_addr.clone();
+    let noticed = executor
+        .execute(async move {
+            let tcp = TcpTransport::create_with_options(
+                &ctx,
+                TcpOptions {
+                    peer_timeout: Some(Duration::from_secs(3)),
+                    ..TcpOptions::default()
+                },
+            )
+            .await?;
+            let echo = route![(TCP, addr.as_str()), "echo_service"];
+            ctx.send(echo.clone(), "before".to_string()).await?;
+            assert_eq!(ctx.receive::<String>().await?.take(), "before");
+            let _forwarder = RemoteForwarder::create(&ctx, addr.as_str(), "app").await?;
+
+            ns.link(false);
+            // Accepted into the connection; it cannot be delivered now.
+            ctx.send(echo.clone(), "during".to_string()).await?;
+            let cut = Instant::now();
+            while tcp.connection_worker(&addr).is_some() {
+                assert!(
+                    cut.elapsed() < Duration::from_secs(30),
+                    "the client still holds its connection to a hub gone for 30 s"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let noticed = cut.elapsed();
+
+            ns.link(true);
+            // A new connection, made on demand, reaches the hub.
+            ctx.send(echo, "after".to_string()).await?;
+            assert_eq!(ctx.receive::<String>().await?.take(), "after");
+            ctx.stop().await?;
+            Ok::<_, ockam_core::Error>(noticed)
+        })
+        .expect("client node");
+    println!("the client noticed the hub had vanished after {noticed:?}");
+    // The hub noticed too: it closed its end and the forwarder went with it.
+    hub.wait_for_log("closing TCP connection", Duration::from_secs(30));
+    hub.wait_for_log(
+        "the way to the forwarder's registrant is gone",
+        Duration::from_secs(30),
+    );
 }

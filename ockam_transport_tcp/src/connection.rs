@@ -46,8 +46,41 @@ pub(crate) async fn connect(peer: &str, shared: &TcpShared) -> Result<TcpStream>
                 e,
             )
         })?;
-    stream.set_nodelay(true)?;
+    configure(&stream, &shared.options).map_err(|e| {
+        Error::with_source(
+            ErrorKind::Io,
+            format!("cannot set the socket options of the connection to {peer}"),
+            e,
+        )
+    })?;
     Ok(stream)
+}
+
+/// Sets a connection's socket options: `TCP_NODELAY` (frames go out when
+/// written: the writer batches them itself), and the dead-peer detection
+/// of [`TcpOptions::peer_timeout`](crate::TcpOptions::peer_timeout).
+pub(crate) fn configure(stream: &TcpStream, options: &crate::TcpOptions) -> std::io::Result<()> {
+    stream.set_nodelay(true)?;
+    let Some(timeout) = options.peer_timeout else {
+        return Ok(());
+    };
+    let socket = socket2::SockRef::from(stream);
+    // The kernel counts these in whole seconds; at least 1 s each.
+    let idle = (timeout / 2).max(std::time::Duration::from_secs(1));
+    let keepalive = socket2::TcpKeepalive::new().with_time(idle);
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_vendor = "apple",
+        windows
+    ))]
+    let keepalive = keepalive.with_interval((timeout / 6).max(std::time::Duration::from_secs(1)));
+    #[cfg(any(target_os = "linux", target_os = "android", target_vendor = "apple"))]
+    let keepalive = keepalive.with_retries(3);
+    socket.set_tcp_keepalive(&keepalive)?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    socket.set_tcp_user_timeout(Some(timeout))?;
+    Ok(())
 }
 
 /// Writes whatever the outbox holds, until it is closed and empty. When a

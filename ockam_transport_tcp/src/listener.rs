@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 /// Owns the accept loop of one listening socket; stopping it closes the socket.
 pub(crate) struct TcpListenWorker {
@@ -77,8 +77,8 @@ async fn accept_loop(ctx: Context, listener: TcpListener, shared: Arc<TcpShared>
                 }
             }
             Ok((stream, peer_addr)) => {
-                if let Err(e) = stream.set_nodelay(true) {
-                    debug!(peer = %peer_addr, error = %e, "could not set TCP_NODELAY");
+                if let Err(e) = crate::connection::configure(&stream, &shared.options) {
+                    warn!(peer = %peer_addr, error = %e, "could not set the socket options of an accepted connection");
                 }
                 let peer = peer_addr.to_string();
                 let worker = Address::random_local();

@@ -34,6 +34,25 @@ pub struct TcpOptions {
     /// has serving. The process's open-file limit (`ulimit -n`) may be
     /// lower; raise it with this.
     pub max_connections: usize,
+    /// How long a peer may go unheard before its connection is closed as
+    /// dead (default 30 s; `None`: never, the operating system's defaults,
+    /// which on Linux notice a peer that vanished with data unacknowledged
+    /// after about 15 minutes, and one that vanished from an idle
+    /// connection never).
+    ///
+    /// A peer that vanishes without closing its connection (it lost power
+    /// or its network, or a link between is down) sends no FIN: without
+    /// this, the connection would stay open, its messages queued for no
+    /// one, and a hub would keep the workers of a client that is gone.
+    /// Done by the kernel's TCP stack, so that it costs nothing while the
+    /// peer answers and needs nothing of the peer (any TCP peer answers):
+    /// `TCP_USER_TIMEOUT` (RFC 5482; Linux) closes a connection whose sent
+    /// data stays unacknowledged this long, and TCP keepalive (RFC 1122,
+    /// 4.2.3.6) probes an idle connection after half of it, then 3 times
+    /// at a sixth of it, and closes it when none is answered. Closing it
+    /// reports what it held as any closed connection does. A partition
+    /// shorter than this is ridden out.
+    pub peer_timeout: Option<Duration>,
 }
 
 impl Default for TcpOptions {
@@ -44,6 +63,7 @@ impl Default for TcpOptions {
             connect_for_remote_senders: false,
             write_batch_bytes: 256 * 1024,
             max_connections: 4096,
+            peer_timeout: Some(Duration::from_secs(30)),
         }
     }
 }

@@ -30,9 +30,6 @@ pub enum Fault {
     /// Nothing passes, either way, on any connection; connections stay
     /// open (a partition). What was held passes once the fault ends.
     Partition,
-    /// The connections open now pass nothing, ever, and are never closed
-    /// (the far end vanished without a FIN); new connections pass.
-    VanishExisting,
 }
 
 struct Shared {
@@ -40,9 +37,8 @@ struct Shared {
     /// Bumped by [`FaultProxy::cut_mid_frame`]: every pump passes half of
     /// its next chunk, then both sockets of its connection are closed.
     cuts: watch::Sender<u64>,
-    /// Connections accepted so far; those below `vanished` are frozen.
+    /// Connections accepted so far.
     accepted: AtomicU64,
-    vanished: AtomicU64,
 }
 
 /// The proxy: listens on `address`, passes on to the upstream address.
@@ -65,7 +61,6 @@ impl FaultProxy {
             fault: Mutex::new(Fault::None),
             cuts,
             accepted: AtomicU64::new(0),
-            vanished: AtomicU64::new(0),
         });
         let listener = runtime.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
         let address = listener.local_addr().unwrap().to_string();
@@ -73,7 +68,7 @@ impl FaultProxy {
         let s = shared.clone();
         runtime.spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
-                let number = s.accepted.fetch_add(1, Ordering::AcqRel);
+                s.accepted.fetch_add(1, Ordering::AcqRel);
                 let Ok(server) = TcpStream::connect(&upstream).await else {
                     continue; // the client sees its connection close
                 };
@@ -84,8 +79,8 @@ impl FaultProxy {
                 // Set by a pump that cut the connection: the other ends too.
                 let (closed, _) = watch::channel(false);
                 let closed = Arc::new(closed);
-                tokio::spawn(pump(cr, sw, s.clone(), number, closed.clone()));
-                tokio::spawn(pump(sr, cw, s.clone(), number, closed));
+                tokio::spawn(pump(cr, sw, s.clone(), closed.clone()));
+                tokio::spawn(pump(sr, cw, s.clone(), closed));
             }
         });
         FaultProxy {
@@ -97,12 +92,6 @@ impl FaultProxy {
 
     /// From now on, `fault`.
     pub fn set(&self, fault: Fault) {
-        if fault == Fault::VanishExisting {
-            self.shared.vanished.store(
-                self.shared.accepted.load(Ordering::Acquire),
-                Ordering::Release,
-            );
-        }
         *self.shared.fault.lock().unwrap() = fault;
     }
 
@@ -122,7 +111,6 @@ async fn pump(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     shared: Arc<Shared>,
-    number: u64,
     closed: Arc<watch::Sender<bool>>,
 ) {
     let mut other_closed = closed.subscribe();
@@ -145,11 +133,6 @@ async fn pump(
             }
             _ = other_closed.wait_for(|c| *c) => return,
         };
-        // Frozen for ever: read (so the sender's writes succeed, as into a
-        // network that drops them) and pass nothing.
-        if number < shared.vanished.load(Ordering::Acquire) {
-            continue;
-        }
         loop {
             let fault = *shared.fault.lock().unwrap();
             match fault {
@@ -163,7 +146,7 @@ async fn pump(
                     }
                     break;
                 }
-                Fault::None | Fault::VanishExisting => break,
+                Fault::None => break,
             }
         }
         if cut_pending {

@@ -50,12 +50,26 @@ impl HubProcess {
     /// it is up there (a connection alone could reach another process that
     /// was given the same port meanwhile).
     pub fn start(addr: &str, args: &[&str]) -> HubProcess {
+        HubProcess::start_in(None, addr, args)
+    }
+
+    /// [`HubProcess::start`] inside network namespace `netns` (`ip netns
+    /// exec` execs the hub: the child is the hub itself).
+    pub fn start_in(netns: Option<&str>, addr: &str, args: &[&str]) -> HubProcess {
         // Set for the hub's own tests (other packages include this module
         // for its broker helpers only).
         let Some(hub) = option_env!("CARGO_BIN_EXE_ockam_hub") else {
             panic!("the ockam_hub binary is only known to the hub's own tests");
         };
-        let mut child = Command::new(hub)
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, hub]);
+                c
+            }
+            None => Command::new(hub),
+        };
+        let mut child = command
             // OCKAM_TEST_HUB_LOG: the hub's RUST_LOG, for a closer look.
             .env(
                 "RUST_LOG",
