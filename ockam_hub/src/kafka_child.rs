@@ -72,6 +72,8 @@ pub fn child_args(kafka: &KafkaConfig, limits: &Limits) -> Vec<String> {
         limits.max_message_size.to_string(),
         "--idle-timeout-s".into(),
         limits.idle_timeout.as_secs().max(1).to_string(),
+        "--max-stream-workers-per-peer".into(),
+        limits.max_stream_workers_per_peer.max(1).to_string(),
     ]
 }
 

@@ -113,14 +113,17 @@ impl Hub {
             StorageKind::Memory => Arc::new(MemoryStore::new()),
         };
         ctx.start_worker("echo_service", EchoService).await?;
-        ctx.start_worker("forwarding_service", ForwardingService::new())
-            .await?;
-        start_stream_services(ctx, "stream", "stream_index", store, &config.limits).await?;
+        ctx.start_worker(
+            "forwarding_service",
+            ForwardingService::new(config.limits.max_forwarders_per_peer),
+        )
+        .await?;
+        start_stream_services(ctx, "stream", "stream_index", store, &config.limits, 0).await?;
         let tcp = Arc::new(TcpTransport::create_with_options(ctx, config.tcp.clone()).await?);
         match (&config.kafka, &config.kafka_process) {
             (None, _) => {}
             (Some(kafka), KafkaProcess::InProcess) => {
-                start_kafka_services(ctx, kafka, &config.limits).await?
+                start_kafka_services(ctx, kafka, &config.limits, false).await?
             }
             (Some(kafka), KafkaProcess::Child { program }) => {
                 kafka_child::start(
@@ -145,8 +148,15 @@ impl Hub {
     }
 }
 
-/// `stream_kafka` and `stream_kafka_index` on `ctx`, kept in `kafka`.
-async fn start_kafka_services(ctx: &Context, kafka: &KafkaConfig, limits: &Limits) -> Result<()> {
+/// `stream_kafka` and `stream_kafka_index` on `ctx`, kept in `kafka`;
+/// `relayed`: in the Kafka child, where every request comes through the
+/// hub's connection (the peer is the hop after it).
+async fn start_kafka_services(
+    ctx: &Context,
+    kafka: &KafkaConfig,
+    limits: &Limits,
+    relayed: bool,
+) -> Result<()> {
     let store = KafkaStore::new(kafka.clone())?;
     tokio::spawn(store.clone().report_availability());
     start_stream_services(
@@ -155,6 +165,7 @@ async fn start_kafka_services(ctx: &Context, kafka: &KafkaConfig, limits: &Limit
         "stream_kafka_index",
         Arc::new(store),
         limits,
+        usize::from(relayed),
     )
     .await?;
     Ok(())
@@ -175,7 +186,7 @@ impl Hub {
         limits: &Limits,
         listen: &str,
     ) -> Result<SocketAddr> {
-        start_kafka_services(ctx, kafka, limits).await?;
+        start_kafka_services(ctx, kafka, limits, true).await?;
         let tcp = TcpTransport::create(ctx).await?;
         let addr = tcp.listen(listen).await?;
         std::thread::spawn(|| {
@@ -197,8 +208,9 @@ async fn start_stream_services(
     index: &str,
     store: Arc<dyn StreamStore>,
     limits: &Limits,
+    hops_before_peer: usize,
 ) -> Result<Arc<Shared>> {
-    let shared = Shared::new(store, limits.clone());
+    let shared = Shared::new(store, limits.clone(), hops_before_peer);
     tokio::spawn(forget_idle(Arc::downgrade(&shared)));
     ctx.start_worker(
         stream,

@@ -46,6 +46,14 @@ struct Args {
     /// Seconds after which a stream worker nobody uses is stopped.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     idle_timeout_s: u64,
+    /// Most stream workers one client (one connection, or one secure
+    /// channel) may have open at once; a `stream_create` past it is refused.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    max_stream_workers_per_peer: u64,
+    /// Most forwarders one client (one connection, or one secure channel)
+    /// may have registered at once; a registration past it is refused.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    max_forwarders_per_peer: u64,
     /// Kafka bootstrap servers (`host:port,...`): serve `stream_kafka` and
     /// `stream_kafka_index`, kept in Kafka, next to the embedded store.
     #[arg(long, env = "OCKAM_HUB_KAFKA_BOOTSTRAP_SERVERS")]
@@ -98,6 +106,10 @@ fn main() -> ExitCode {
         max_wait: Duration::from_millis(args.max_wait_ms),
         max_message_size: args.max_message_size as usize,
         idle_timeout: Duration::from_secs(args.idle_timeout_s),
+        max_stream_workers_per_peer: usize::try_from(args.max_stream_workers_per_peer)
+            .unwrap_or(usize::MAX),
+        max_forwarders_per_peer: usize::try_from(args.max_forwarders_per_peer)
+            .unwrap_or(usize::MAX),
     };
     let kafka = args.kafka_bootstrap_servers.map(|servers| KafkaConfig {
         prefix: args.kafka_prefix,

@@ -10,7 +10,9 @@ mod faults;
 #[path = "common/netns.rs"]
 mod netns;
 
-use common::{consumer, free_address, spawn_producer, wait_for, HubProcess, Pace, EMBEDDED};
+use common::{
+    consumer, free_address, rss_mib, spawn_producer, wait_for, HubProcess, Pace, EMBEDDED,
+};
 use faults::{Fault, FaultProxy};
 use std::time::{Duration, Instant};
 
@@ -104,18 +106,6 @@ fn connections_cut_mid_frame_lose_nothing() {
         proxy.connections() > 2,
         "the cuts did not make the clients connect again"
     );
-}
-
-/// The hub's resident memory, in MiB.
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb / 1024.0
 }
 
 /// A peer that sends echo requests as fast as it can and never reads the

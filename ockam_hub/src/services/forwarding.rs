@@ -16,8 +16,9 @@ use super::*;
 /// or without traffic (issue 18: 6,000 registrations over connections that
 /// closed used to leave 6,000 forwarders behind).
 pub(crate) struct ForwardingService {
-    /// The forwarder of each target route.
-    pub(crate) forwarders: Arc<Mutex<HashMap<Route, Address>>>,
+    /// The forwarder of each target route, at most
+    /// `Limits::max_forwarders_per_peer` per peer.
+    pub(crate) forwarders: Arc<Mutex<PeerTable<Route>>>,
     /// How often departed registrants are looked for.
     check: Duration,
     janitor: Option<tokio::task::JoinHandle<()>>,
@@ -28,14 +29,15 @@ pub(crate) struct ForwardingService {
 pub(crate) const DEPARTED_CHECK: Duration = Duration::from_secs(5);
 
 impl ForwardingService {
-    pub(crate) fn new() -> Self {
-        Self::with_check(DEPARTED_CHECK)
+    /// A service allowing `per_peer` forwarders per peer.
+    pub(crate) fn new(per_peer: usize) -> Self {
+        Self::with_check(DEPARTED_CHECK, per_peer)
     }
 
     /// Looks for departed registrants every `check`.
-    pub(crate) fn with_check(check: Duration) -> Self {
+    pub(crate) fn with_check(check: Duration, per_peer: usize) -> Self {
         ForwardingService {
-            forwarders: Arc::new(Mutex::new(HashMap::new())),
+            forwarders: Arc::new(Mutex::new(PeerTable::new(per_peer, 0))),
             check,
             janitor: None,
         }
@@ -95,7 +97,7 @@ impl ForwardingService {
 /// the forwarding service (which aborts it).
 async fn stop_departed(
     ctx: Context,
-    table: std::sync::Weak<Mutex<HashMap<Route, Address>>>,
+    table: std::sync::Weak<Mutex<PeerTable<Route>>>,
     every: Duration,
 ) {
     // The node's TCP transport (the same one the hub listens with).
@@ -205,11 +207,20 @@ impl Worker for ForwardingService {
         };
         let address = Address::random_local();
         // One forwarder per target: looked up and taken in one step.
-        let existing = match lock(&self.forwarders).entry(target.clone()) {
-            Entry::Occupied(e) => Some(e.get().clone()),
-            Entry::Vacant(e) => {
-                e.insert(address.clone());
-                None
+        let taken = {
+            let mut table = lock(&self.forwarders);
+            match table.get(&target).cloned() {
+                Some(existing) => Ok(Some(existing)),
+                None => table.insert(target.clone(), address.clone()).map(|_| None),
+            }
+        };
+        let existing = match taken {
+            Ok(existing) => existing,
+            Err(why) => {
+                warn!(%target, "refused a forwarder: {why}");
+                let reason =
+                    format!("{why} (forwarders; the hub's Limits::max_forwarders_per_peer)");
+                return refuse(ctx, back, StreamError::new(FORWARDING_SERVICE, reason)).await;
             }
         };
         if let Some(existing) = existing {
@@ -228,7 +239,7 @@ impl Worker for ForwardingService {
             )
             .await;
         if started.is_err() {
-            remove_if_still(&self.forwarders, &target, &address);
+            lock(&self.forwarders).remove_if_still(&target, &address);
         }
         started
     }
@@ -241,7 +252,7 @@ struct Forwarder {
     registrant: Option<(Route, String)>,
     /// The forwarding service's table, which this forwarder leaves when it
     /// stops.
-    table: Arc<Mutex<HashMap<Route, Address>>>,
+    table: Arc<Mutex<PeerTable<Route>>>,
 }
 
 #[async_trait]
@@ -253,7 +264,7 @@ impl Worker for Forwarder {
         if let Some((to, me)) = self.registrant.take() {
             if let Err(e) = ctx.send(to, me).await {
                 // `shutdown` does not run after a failed `initialize`.
-                remove_if_still(&self.table, &self.target, &ctx.address());
+                lock(&self.table).remove_if_still(&self.target, &ctx.address());
                 return Err(e);
             }
         }
@@ -261,7 +272,7 @@ impl Worker for Forwarder {
     }
 
     async fn shutdown(&mut self, ctx: &mut Context) -> Result<()> {
-        remove_if_still(&self.table, &self.target, &ctx.address());
+        lock(&self.table).remove_if_still(&self.target, &ctx.address());
         Ok(())
     }
 

@@ -31,7 +31,6 @@ use ockam_stream_client::protocol::{
 use ockam_stream_client::FORWARDING_SERVICE;
 use serde::de::DeserializeOwned;
 use serde_bare::Uint;
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -62,6 +61,20 @@ pub struct Limits {
     /// A stream worker with no request for this long is stopped (its client
     /// opens a new one when it needs it).
     pub idle_timeout: Duration,
+    /// Most stream workers one remote peer may have open at once (default
+    /// 1,024). A peer is the first hop of the requester's return route:
+    /// one TCP connection, or one secure channel; a requester on the hub's
+    /// own node is not counted. A `stream_create` past it is refused with
+    /// a `stream_error` saying so, and the peer's open streams go on.
+    /// Stream workers stop after `idle_timeout` without a request, so a
+    /// peer that left frees its places by then.
+    pub max_stream_workers_per_peer: usize,
+    /// Most forwarders one remote peer may have registered at once (default
+    /// 1,024; a peer as for `max_stream_workers_per_peer`). A registration
+    /// past it is refused with a `stream_error`; registering an existing
+    /// destination again is not a new one. A peer's forwarders stop when
+    /// its connection (or channel) is gone.
+    pub max_forwarders_per_peer: usize,
 }
 
 impl Default for Limits {
@@ -71,6 +84,8 @@ impl Default for Limits {
             max_wait: Duration::from_secs(30),
             max_message_size: 1024 * 1024,
             idle_timeout: Duration::from_secs(600),
+            max_stream_workers_per_peer: 1024,
+            max_forwarders_per_peer: 1024,
         }
     }
 }
@@ -79,12 +94,126 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Removes `key` from `table` if it still maps to `value` (and not to what
-/// replaced it meanwhile).
-fn remove_if_still<K: Hash + Eq, V: PartialEq>(table: &Mutex<HashMap<K, V>>, key: &K, value: &V) {
-    let mut t = lock(table);
-    if t.get(key) == Some(value) {
-        t.remove(key);
+/// A key of a [`PeerTable`]: a route, or a route and a name, whose route
+/// names the remote peer a worker was started for.
+pub(crate) trait PeerKey: Hash + Eq + Clone {
+    /// The route back to whoever asked for the worker.
+    fn route(&self) -> &Route;
+
+    /// The peer: the route's first hop after `skipped` (a TCP
+    /// connection's address, a secure channel's), if the route leaves this
+    /// node there; `None` for a requester on this node (nothing after that
+    /// hop), which is not counted.
+    fn peer(&self, skipped: usize) -> Option<&Address> {
+        let route = self.route();
+        if route.len() > skipped + 1 {
+            route.iter().nth(skipped)
+        } else {
+            None
+        }
+    }
+}
+
+impl PeerKey for Route {
+    fn route(&self) -> &Route {
+        self
+    }
+}
+
+impl PeerKey for (Route, String) {
+    fn route(&self) -> &Route {
+        &self.0
+    }
+}
+
+/// The workers started for remote peers (stream workers, forwarders), one
+/// per key, with a count per peer held to a cap (issue 18: a peer may not
+/// make the hub start workers without bound).
+pub(crate) struct PeerTable<K> {
+    entries: HashMap<K, Address>,
+    per_peer: HashMap<Address, usize>,
+    cap: usize,
+    /// Hops of every route before its peer: 0, or 1 in the Kafka child,
+    /// whose requests all come through the hub's connection.
+    skipped: usize,
+}
+
+impl<K: PeerKey> PeerTable<K> {
+    /// An empty table allowing `cap` workers per peer, the peer being the
+    /// hop after the first `skipped` of a key's route.
+    pub(crate) fn new(cap: usize, skipped: usize) -> Self {
+        PeerTable {
+            entries: HashMap::new(),
+            per_peer: HashMap::new(),
+            cap,
+            skipped,
+        }
+    }
+
+    /// The worker of `key`.
+    pub(crate) fn get(&self, key: &K) -> Option<&Address> {
+        self.entries.get(key)
+    }
+
+    /// Every key and worker.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &Address)> {
+        self.entries.iter()
+    }
+
+    /// How many workers the table holds.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the table holds no worker.
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Makes `worker` the worker of `key`; returns the one it replaces.
+    ///
+    /// # Errors
+    /// A refusal to send the requester, when `key` is new and its peer has
+    /// the cap's number of workers already.
+    pub(crate) fn insert(
+        &mut self,
+        key: K,
+        worker: Address,
+    ) -> std::result::Result<Option<Address>, String> {
+        if let Some(old) = self.entries.get_mut(&key) {
+            return Ok(Some(std::mem::replace(old, worker)));
+        }
+        if let Some(peer) = key.peer(self.skipped) {
+            let count = self.per_peer.entry(peer.clone()).or_insert(0);
+            if *count >= self.cap {
+                return Err(format!(
+                    "{peer} has {} open here, the most one peer may have",
+                    self.cap
+                ));
+            }
+            *count += 1;
+        }
+        self.entries.insert(key, worker);
+        Ok(None)
+    }
+
+    /// Removes `key` if its worker is still `worker` (and not one that
+    /// replaced it meanwhile).
+    pub(crate) fn remove_if_still(&mut self, key: &K, worker: &Address) {
+        if self.entries.get(key) != Some(worker) {
+            return;
+        }
+        self.entries.remove(key);
+        if let Some(peer) = key.peer(self.skipped) {
+            if let Some(count) = self.per_peer.get_mut(peer) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_peer.remove(peer);
+                }
+            }
+        }
     }
 }
 
@@ -101,16 +230,24 @@ pub(crate) struct Shared {
     heads: Mutex<HashMap<String, watch::Sender<u64>>>,
     /// The running stream worker of each requester and stream: opening a
     /// stream again replaces (and stops) the requester's earlier one.
-    workers: Mutex<HashMap<WorkerKey, Address>>,
+    workers: Mutex<PeerTable<WorkerKey>>,
 }
 
 impl Shared {
-    pub(crate) fn new(store: Arc<dyn StreamStore>, limits: Limits) -> Arc<Self> {
+    /// `hops_before_peer`: see [`PeerTable::new`].
+    pub(crate) fn new(
+        store: Arc<dyn StreamStore>,
+        limits: Limits,
+        hops_before_peer: usize,
+    ) -> Arc<Self> {
         Arc::new(Shared {
             store,
-            limits,
             heads: Mutex::new(HashMap::new()),
-            workers: Mutex::new(HashMap::new()),
+            workers: Mutex::new(PeerTable::new(
+                limits.max_stream_workers_per_peer,
+                hops_before_peer,
+            )),
+            limits,
         })
     }
 

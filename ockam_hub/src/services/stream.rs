@@ -56,10 +56,20 @@ impl Worker for StreamService {
         };
         // Registered before it starts, so that a worker that fails to start
         // (its requester gone) deregisters what is there.
-        let replaced = lock(&self.shared.workers).insert(key.clone(), address.clone());
+        let taken = lock(&self.shared.workers).insert(key.clone(), address.clone());
+        let replaced = match taken {
+            Ok(replaced) => replaced,
+            Err(why) => {
+                warn!(stream = %worker.stream, "refused a stream worker: {why}");
+                let reason = format!(
+                    "{why} (stream workers; the hub's Limits::max_stream_workers_per_peer)"
+                );
+                return refuse(ctx, key.0, StreamError::new(STREAM_CREATE, reason)).await;
+            }
+        };
         let started = ctx.start_worker(address.clone(), worker).await;
         if started.is_err() {
-            remove_if_still(&self.shared.workers, &key, &address);
+            lock(&self.shared.workers).remove_if_still(&key, &address);
         }
         if let Some(old) = replaced {
             debug!(worker = %old, "stopping a stream worker its requester replaced");
@@ -347,7 +357,7 @@ impl StreamWorker {
         }
         // The replier ends by itself once it has confirmed what is pending.
         self.confirms = None;
-        remove_if_still(&self.shared.workers, &self.key, &ctx.address());
+        lock(&self.shared.workers).remove_if_still(&self.key, &ctx.address());
     }
 }
 

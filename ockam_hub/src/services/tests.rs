@@ -18,7 +18,7 @@ fn ten_thousand_idle_streams_leave_nothing_behind() {
             };
             let store: Arc<dyn StreamStore> = Arc::new(MemoryStore::new());
             let shared =
-                crate::start_stream_services(&ctx, "stream", "stream_index", store, &limits)
+                crate::start_stream_services(&ctx, "stream", "stream_index", store, &limits, 0)
                     .await?;
             for i in 0..STREAMS {
                 let req = CreateStreamRequest {
@@ -113,7 +113,7 @@ fn a_forwarder_of_a_departed_client_leaves_the_table() {
     let (ctx, mut executor) = ockam_node::start_node();
     executor
         .execute(async move {
-            let service = ForwardingService::new();
+            let service = ForwardingService::new(Limits::default().max_forwarders_per_peer);
             let table = service.forwarders.clone();
             ctx.start_worker("forwarding_service", service).await?;
             let tcp = TcpTransport::create(&ctx).await?;
@@ -148,7 +148,10 @@ fn forwarders_of_closed_connections_are_stopped_without_traffic() {
     let (ctx, mut executor) = ockam_node::start_node();
     executor
         .execute(async move {
-            let service = ForwardingService::with_check(Duration::from_millis(200));
+            let service = ForwardingService::with_check(
+                Duration::from_millis(200),
+                Limits::default().max_forwarders_per_peer,
+            );
             let table = service.forwarders.clone();
             ctx.start_worker("forwarding_service", service).await?;
             let tcp = TcpTransport::create(&ctx).await?;
@@ -205,4 +208,40 @@ fn forwarders_of_closed_connections_are_stopped_without_traffic() {
             ctx.stop().await
         })
         .unwrap();
+}
+
+#[test]
+fn a_peer_table_counts_each_peer_and_frees_places_on_removal() {
+    let conn = |port: u16| Address::new(ockam_core::TCP, format!("127.0.0.1:{port}"));
+    let key = |port: u16, worker: &str| Route::from(vec![conn(port), Address::from(worker)]);
+    let mut table = PeerTable::new(2, 0);
+    assert_eq!(table.insert(key(1, "a"), Address::from("w1")), Ok(None));
+    assert_eq!(table.insert(key(1, "b"), Address::from("w2")), Ok(None));
+    // The same key again replaces its worker: not a new place.
+    assert_eq!(
+        table.insert(key(1, "b"), Address::from("w3")),
+        Ok(Some(Address::from("w2")))
+    );
+    let refusal = table.insert(key(1, "c"), Address::from("w4")).unwrap_err();
+    assert!(refusal.contains("127.0.0.1:1"), "{refusal}");
+    // Another peer has places of its own; a requester on this node is
+    // not counted.
+    assert_eq!(table.insert(key(2, "a"), Address::from("w5")), Ok(None));
+    for i in 0..10 {
+        let local = Route::from(vec![Address::from(format!("local{i}"))]);
+        assert_eq!(table.insert(local, Address::random_local()), Ok(None));
+    }
+    // A worker that was replaced does not free the place; its successor does.
+    table.remove_if_still(&key(1, "b"), &Address::from("w2"));
+    assert!(table.insert(key(1, "c"), Address::from("w4")).is_err());
+    table.remove_if_still(&key(1, "b"), &Address::from("w3"));
+    assert_eq!(table.insert(key(1, "c"), Address::from("w4")), Ok(None));
+
+    // Relayed (the Kafka child): the peer is the hop after the first.
+    let relayed =
+        |port: u16, worker: &str| Route::from(vec![conn(9), conn(port), Address::from(worker)]);
+    let mut table = PeerTable::new(1, 1);
+    assert_eq!(table.insert(relayed(1, "a"), Address::from("w1")), Ok(None));
+    assert_eq!(table.insert(relayed(2, "a"), Address::from("w2")), Ok(None));
+    assert!(table.insert(relayed(1, "b"), Address::from("w3")).is_err());
 }

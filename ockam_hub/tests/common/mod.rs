@@ -151,6 +151,18 @@ impl Drop for HubProcess {
     }
 }
 
+/// A process's resident memory, in MiB.
+pub fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
 /// Which hub services a stream client uses.
 #[derive(Debug, Clone, Copy)]
 pub struct Services {
