@@ -14,6 +14,11 @@ const INDEXES: ::redb::TableDefinition<(&str, &str), u64> = ::redb::TableDefinit
 const META: ::redb::TableDefinition<&str, u64> = ::redb::TableDefinition::new("meta");
 
 /// Most writes folded into one transaction (one fsync).
+/// Memory redb may use to cache the data file's pages, in bytes (64 MiB).
+/// redb's own default is 1 GiB: a hub's resident memory would grow with
+/// the data it keeps until it reached that (seen in the soak, issue 18).
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 const MAX_BATCH: usize = 4096;
 
 enum Write {
@@ -52,7 +57,8 @@ impl Drop for DurableStore {
 }
 
 impl DurableStore {
-    /// Opens (or creates) the store in directory `dir`.
+    /// Opens (or creates) the store in directory `dir`, caching at most
+    /// 64 MiB of it in memory (redb's default: 1 GiB).
     pub fn open(dir: &Path) -> Result<DurableStore> {
         std::fs::create_dir_all(dir)
             .map_err(|e| storage_error(&format!("cannot create {}", dir.display()), e))?;
@@ -60,15 +66,19 @@ impl DurableStore {
         // redb refuses a damaged file with `Corrupted` in release builds,
         // but panics in debug builds (a `debug_assert` at the check, by
         // design): either way, a damaged data file is an error here.
-        let created =
-            std::panic::catch_unwind(|| ::redb::Database::create(&path)).map_err(|p| {
-                let why = p
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                storage_error(&format!("{} is damaged", path.display()), why)
-            })?;
+        let created = std::panic::catch_unwind(|| {
+            ::redb::Builder::new()
+                .set_cache_size(CACHE_BYTES)
+                .create(&path)
+        })
+        .map_err(|p| {
+            let why = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            storage_error(&format!("{} is damaged", path.display()), why)
+        })?;
         let db =
             created.map_err(|e| storage_error(&format!("cannot open {}", path.display()), e))?;
         // Make sure the tables exist, so that readers never see them missing.

@@ -202,6 +202,18 @@ pub fn spawn_producer(
     pace: Pace,
     progress: Option<mpsc::Sender<u64>>,
 ) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    spawn_producer_on(hub, services, client_id, "numbers", pace, progress)
+}
+
+/// [`spawn_producer`] through stream `stream` (and `<stream>-back`).
+pub fn spawn_producer_on(
+    hub: String,
+    services: Services,
+    client_id: &'static str,
+    stream: &'static str,
+    pace: Pace,
+    progress: Option<mpsc::Sender<u64>>,
+) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
     let (stop, stop_rx) = mpsc::channel::<()>();
     let t = std::thread::spawn(move || {
         let (ctx, mut executor) = start_node();
@@ -212,7 +224,11 @@ pub fn spawn_producer(
                     .stream_service(services.stream)
                     .index_service(services.index)
                     .client_id(client_id)
-                    .connect(route![(TCP, hub.as_str())], "numbers", "numbers-back")
+                    .connect(
+                        route![(TCP, hub.as_str())],
+                        stream,
+                        format!("{stream}-back"),
+                    )
                     .await?;
                 for n in 0..pace.count {
                     ctx.send(route![sender.clone(), "checker"], n).await?;
@@ -297,6 +313,17 @@ pub type Consumer = (
 /// into a checker that expects `first` first (or repeats of earlier ones)
 /// and reports every number it accepts. Stops when `stop` is dropped.
 pub fn consumer(hub: String, services: Services, client_id: &'static str, first: u64) -> Consumer {
+    consumer_on(hub, services, client_id, "numbers", first)
+}
+
+/// [`consumer`] of stream `stream` (answering through `<stream>-back`).
+pub fn consumer_on(
+    hub: String,
+    services: Services,
+    client_id: &'static str,
+    stream: &'static str,
+    first: u64,
+) -> Consumer {
     let (report, progress) = mpsc::channel();
     let (repeats, repeated) = mpsc::channel();
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
@@ -318,7 +345,11 @@ pub fn consumer(hub: String, services: Services, client_id: &'static str, first:
                     .stream_service(services.stream)
                     .index_service(services.index)
                     .client_id(client_id)
-                    .connect(route![(TCP, hub.as_str())], "numbers-back", "numbers")
+                    .connect(
+                        route![(TCP, hub.as_str())],
+                        format!("{stream}-back"),
+                        stream,
+                    )
                     .await?;
                 let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
                 ctx.stop().await

@@ -1,0 +1,288 @@
+//! Issue 18, the soak: producers and consumers stream numbers through a hub
+//! process (durable store) behind a fault-injecting proxy, while the hub is
+//! killed with `kill -9` at random moments and restarted on the same data,
+//! and network faults (stalls, partitions, connections cut mid-frame) come
+//! and go. At the end every number a producer sent was delivered, first
+//! deliveries in order (repeats are allowed and counted), and the resident
+//! memory of the last hub, [`RSS_AT`] into its life, is within 20 % of the
+//! first's at the same age, plus what the store may cache of the data
+//! written meanwhile (the last hub opens a bigger store).
+//!
+//! `OCKAM_SOAK_SECS` sets how long the load runs (default 180: the CI
+//! mode); `scripts/soak.sh` runs the full 30 minutes. `OCKAM_SOAK_SEED`
+//! replays a schedule of kills and faults; `OCKAM_SOAK_CSV=<file>` keeps
+//! the RSS curve (seconds, MiB, hub incarnation). Progress is printed
+//! every 10 s (`--nocapture` to see it as it runs).
+
+mod common;
+#[path = "common/faults.rs"]
+mod faults;
+
+use common::{consumer_on, free_address, rss_mib, HubProcess, EMBEDDED};
+use faults::{Fault, FaultProxy};
+use ockam_core::{route, TCP};
+use ockam_node::start_node;
+use ockam_stream_client::Stream;
+use ockam_transport_tcp::TcpTransport;
+use rand::{RngExt, SeedableRng};
+use std::io::Write;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// How far into a hub's life its memory is compared.
+const RSS_AT: Duration = Duration::from_secs(20);
+/// No kill in the last this long of the load, so that the last hub lives
+/// past [`RSS_AT`] under load.
+const QUIET_END: Duration = Duration::from_secs(40);
+/// The most the durable store caches, in MiB (`DurableStore::open`).
+const STORE_CACHE_MIB: f64 = 64.0;
+/// Numbers each producer sends per second at most.
+const RATE: u64 = 500;
+/// The streams, one producer and one consumer each.
+const STREAMS: [(&str, &str, &str); 2] = [
+    ("soak-a", "soak-a-producer", "soak-a-consumer"),
+    ("soak-b", "soak-b-producer", "soak-b-consumer"),
+];
+
+/// A producer node in a thread: sends 0, 1, 2, ... to "checker" through
+/// `stream`, at most [`RATE`] a second, until `until`; then reports how
+/// many it sent and keeps its node (and the stream client that resends
+/// what the hub has not confirmed) until `stop` is dropped.
+fn producer(
+    hub: String,
+    (index, stream, client_id): (usize, &'static str, &'static str),
+    until: Instant,
+    sent: mpsc::Sender<(usize, u64)>,
+) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+    let (stop, stop_rx) = mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let (ctx, mut executor) = start_node();
+        executor
+            .execute(async move {
+                let _tcp = TcpTransport::create(&ctx).await?;
+                let (sender, _receiver) = Stream::new(&ctx)?
+                    .stream_service(EMBEDDED.stream)
+                    .index_service(EMBEDDED.index)
+                    .client_id(client_id)
+                    .connect(
+                        route![(TCP, hub.as_str())],
+                        stream,
+                        format!("{stream}-back"),
+                    )
+                    .await?;
+                let every = RATE / 50;
+                let mut n = 0u64;
+                while Instant::now() < until {
+                    ctx.send(route![sender.clone(), "checker"], n).await?;
+                    n += 1;
+                    if n % every == 0 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                let _ = sent.send((index, n));
+                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
+                ctx.stop().await
+            })
+            .expect("producer node");
+    });
+    (stop, thread)
+}
+
+/// The fault in force, for the progress lines.
+fn describe(fault: &Fault) -> &'static str {
+    match fault {
+        Fault::None => "none",
+        Fault::Stalls { .. } => "stalls",
+        Fault::Partition => "partition",
+    }
+}
+
+#[test]
+fn soak_with_kills_and_faults_loses_nothing_and_memory_stays_level() {
+    let secs: u64 = std::env::var("OCKAM_SOAK_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(180);
+    let load = Duration::from_secs(secs);
+    let seed: u64 = std::env::var("OCKAM_SOAK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    println!("soak: {secs} s of load, seed {seed} (OCKAM_SOAK_SEED={seed} replays it)");
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_string();
+    let addr = free_address();
+    let start_hub = || HubProcess::start(&addr, &["--data-dir", &data]);
+    let mut hub = start_hub();
+    let mut hub_started = Instant::now();
+    let proxy = FaultProxy::start(&addr);
+
+    let started = Instant::now();
+    let until = started + load;
+    let mut consumers = Vec::new();
+    let mut producers = Vec::new();
+    let (sent_tx, sent_rx) = mpsc::channel();
+    for (index, (stream, producer_id, consumer_id)) in STREAMS.into_iter().enumerate() {
+        consumers.push(consumer_on(
+            proxy.address.clone(),
+            EMBEDDED,
+            consumer_id,
+            stream,
+            0,
+        ));
+        producers.push(producer(
+            proxy.address.clone(),
+            (index, stream, producer_id),
+            until,
+            sent_tx.clone(),
+        ));
+    }
+
+    // (seconds since start, MiB, incarnation)
+    let mut curve: Vec<(f64, f64, u32)> = Vec::new();
+    // Each incarnation's RSS at RSS_AT, if it lived that long.
+    let mut rss_at: Vec<Option<f64>> = vec![None];
+    let mut delivered = [0u64; STREAMS.len()];
+    let mut repeated = [0usize; STREAMS.len()];
+    let mut kills = 0u32;
+    let mut fault = Fault::None;
+    let mut fault_ends: Option<Instant> = None;
+    let mut next_kill = started + Duration::from_secs(rng.random_range(15..40));
+    let mut next_fault = started + Duration::from_secs(10);
+    let mut next_report = started + Duration::from_secs(10);
+    let collect = |delivered: &mut [u64], repeated: &mut [usize]| {
+        for (i, (progress, repeats, _, _)) in consumers.iter().enumerate() {
+            delivered[i] = progress.try_iter().fold(delivered[i], u64::max);
+            repeated[i] += repeats.try_iter().count();
+        }
+    };
+
+    while Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = Instant::now();
+        collect(&mut delivered, &mut repeated);
+        let incarnation = kills as usize;
+        let rss = rss_mib(hub.child.id());
+        curve.push((started.elapsed().as_secs_f64(), rss, kills));
+        if rss_at[incarnation].is_none() && hub_started.elapsed() >= RSS_AT {
+            rss_at[incarnation] = Some(rss);
+        }
+        if now >= next_report {
+            next_report += Duration::from_secs(10);
+            println!(
+                "soak {:>4} s: delivered {:?}, repeated {:?}, hub kills {kills}, fault {}, hub RSS {rss:.1} MiB",
+                started.elapsed().as_secs(),
+                delivered,
+                repeated,
+                describe(&fault),
+            );
+        }
+        if fault_ends.is_some_and(|t| now >= t) {
+            fault_ends = None;
+            fault = Fault::None;
+            proxy.set(fault);
+        }
+        if now >= next_fault {
+            next_fault = now + Duration::from_secs(rng.random_range(8..20));
+            match rng.random_range(0..4) {
+                0 => fault = Fault::None,
+                1 => {
+                    fault = Fault::Stalls {
+                        percent: 20,
+                        min: Duration::from_millis(50),
+                        max: Duration::from_millis(400),
+                    };
+                    fault_ends = Some(now + Duration::from_secs(rng.random_range(3..8)));
+                }
+                2 => {
+                    fault = Fault::Partition;
+                    fault_ends = Some(now + Duration::from_secs(rng.random_range(2..8)));
+                }
+                _ => {
+                    fault = Fault::None;
+                    proxy.cut_mid_frame();
+                }
+            }
+            proxy.set(fault);
+        }
+        if now >= next_kill && now + QUIET_END < until {
+            next_kill = now + Duration::from_secs(rng.random_range(15..40));
+            hub.kill9();
+            kills += 1;
+            rss_at.push(None);
+            std::thread::sleep(Duration::from_millis(rng.random_range(0..3000)));
+            hub = start_hub();
+            hub_started = Instant::now();
+            println!(
+                "soak {:>4} s: hub killed (kill -9) and restarted ({kills})",
+                started.elapsed().as_secs()
+            );
+        }
+    }
+    proxy.set(Fault::None);
+    drop(sent_tx);
+    let mut sent = [0u64; STREAMS.len()];
+    // Each producer reports once (and keeps its sender until stopped).
+    for (index, n) in sent_rx.iter().take(STREAMS.len()) {
+        sent[index] = n;
+    }
+    println!(
+        "soak {:>4} s: load over, sent {sent:?}; waiting for the rest to be delivered",
+        started.elapsed().as_secs()
+    );
+    // Everything sent is delivered (the stream clients resend what the
+    // hub had not confirmed when it died).
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        collect(&mut delivered, &mut repeated);
+        if delivered == sent {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "soak: sent {sent:?}, delivered {delivered:?} after 240 s more (seed {seed})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let took = started.elapsed();
+    for (stop, thread) in producers {
+        drop(stop);
+        thread.join().unwrap();
+    }
+    for (_, _, stop, thread) in consumers {
+        drop(stop);
+        thread.join().unwrap();
+    }
+
+    if let Ok(path) = std::env::var("OCKAM_SOAK_CSV") {
+        let mut f = std::fs::File::create(&path).unwrap();
+        writeln!(f, "seconds,rss_mib,incarnation").unwrap();
+        for (t, rss, incarnation) in &curve {
+            writeln!(f, "{t:.2},{rss:.2},{incarnation}").unwrap();
+        }
+    }
+    let first = rss_at[0].expect("the first hub lived past RSS_AT");
+    let last = rss_at
+        .last()
+        .copied()
+        .flatten()
+        .expect("the last hub lived past RSS_AT under load");
+    let peak = curve.iter().map(|c| c.1).fold(0.0, f64::max);
+    println!(
+        "soak: {secs} s of load in {:.0} s, seed {seed}: sent {sent:?}, delivered {delivered:?}, repeated {repeated:?}, lost 0; hub killed {kills} times, {} client connections; hub RSS at {RSS_AT:?}: first {first:.1} MiB, last {last:.1} MiB ({:+.0} %), peak {peak:.1} MiB",
+        took.as_secs_f64(),
+        proxy.connections(),
+        (last - first) / first * 100.0
+    );
+    assert!(kills > 0 || secs < 60, "the hub was never killed");
+    // The last hub opened a store that holds what the load wrote so far
+    // (after a kill -9, redb checks the whole file on open), and the store
+    // keeps up to 64 MiB of it cached (`DurableStore`): allowed on top of
+    // the 20 %. What grows past that is a leak.
+    assert!(
+        last <= first * 1.2 + STORE_CACHE_MIB,
+        "the last hub's RSS ({last:.1} MiB) is over 120 % of the first's ({first:.1} MiB) plus the store's cache ({STORE_CACHE_MIB} MiB) (seed {seed})"
+    );
+}
