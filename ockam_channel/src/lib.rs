@@ -139,7 +139,7 @@ impl SecureChannel {
                 vault: vault.clone(),
                 s,
                 trust,
-                half_open: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+                half_open: Arc::default(),
             },
         )
         .await?;

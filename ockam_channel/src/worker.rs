@@ -22,7 +22,6 @@ use ockam_core::{
 };
 use ockam_node::{Context, InlineHandler, Onward};
 use ockam_vault::{PublicKey, SecretHandle, Vault};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -221,7 +220,7 @@ pub(crate) struct ChannelWorker {
     first: Option<Vec<u8>>,
     /// Responder: the listener's count of unfinished handshakes, which this
     /// one is part of until it ends.
-    half_open: Option<Arc<AtomicUsize>>,
+    half_open: Option<Arc<Mutex<HalfOpen>>>,
     /// Responder: stops this worker if the handshake does not finish in time.
     deadline: Option<tokio::task::JoinHandle<()>>,
 }
@@ -230,6 +229,58 @@ pub(crate) struct ChannelWorker {
 pub(crate) const RESPONDER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Unfinished handshakes one listener keeps at most; more are dropped.
 pub(crate) const MAX_HALF_OPEN: usize = 1024;
+/// Unfinished handshakes one peer (the first hop of the route a handshake
+/// came over: a TCP connection) may have with one listener; more of its
+/// handshakes are dropped, so that one peer cannot take every place.
+pub(crate) const MAX_HALF_OPEN_PER_PEER: usize = 64;
+
+/// A listener's unfinished handshakes: in all and per peer.
+#[derive(Default)]
+pub(crate) struct HalfOpen {
+    total: usize,
+    per_peer: std::collections::HashMap<Address, usize>,
+}
+
+/// The peer a handshake over `route` counts against: its first hop, if
+/// the route leaves this node (a route of one hop is a worker here).
+fn peer_of(route: &Route) -> Option<Address> {
+    if route.len() > 1 {
+        route.iter().next().cloned()
+    } else {
+        None
+    }
+}
+
+impl HalfOpen {
+    /// Takes a place for a handshake from `peer`, if one is free.
+    fn take(&mut self, peer: Option<&Address>) -> bool {
+        if self.total >= MAX_HALF_OPEN {
+            return false;
+        }
+        if let Some(peer) = peer {
+            let n = self.per_peer.entry(peer.clone()).or_insert(0);
+            if *n >= MAX_HALF_OPEN_PER_PEER {
+                return false;
+            }
+            *n += 1;
+        }
+        self.total += 1;
+        true
+    }
+
+    /// Gives back a place [`HalfOpen::take`] took.
+    fn release(&mut self, peer: Option<&Address>) {
+        self.total = self.total.saturating_sub(1);
+        if let Some(peer) = peer {
+            if let Some(n) = self.per_peer.get_mut(peer) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_peer.remove(peer);
+                }
+            }
+        }
+    }
+}
 
 impl ChannelWorker {
     pub(crate) fn initiator(
@@ -269,7 +320,7 @@ impl ChannelWorker {
         route: Route,
         trust: Trust,
         first: Vec<u8>,
-        half_open: Arc<AtomicUsize>,
+        half_open: Arc<Mutex<HalfOpen>>,
     ) -> Self {
         ChannelWorker {
             vault: vault.clone(),
@@ -298,8 +349,12 @@ impl ChannelWorker {
     }
 
     fn release_half_open(&mut self) {
-        if let Some(n) = self.half_open.take() {
-            n.fetch_sub(1, Ordering::AcqRel);
+        if let Some(half_open) = self.half_open.take() {
+            let peer = peer_of(&self.peer_route);
+            half_open
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .release(peer.as_ref());
         }
     }
 
@@ -548,7 +603,7 @@ pub(crate) struct ListenerWorker {
     pub(crate) vault: Vault,
     pub(crate) s: SecretHandle,
     pub(crate) trust: Trust,
-    pub(crate) half_open: Arc<AtomicUsize>,
+    pub(crate) half_open: Arc<Mutex<HalfOpen>>,
 }
 
 #[async_trait]
@@ -566,9 +621,14 @@ impl Worker for ListenerWorker {
             warn!(listener = %ctx.address(), dropped = 1, "dropped a message that does not start a handshake");
             return Ok(());
         };
-        if self.half_open.fetch_add(1, Ordering::AcqRel) >= MAX_HALF_OPEN {
-            self.half_open.fetch_sub(1, Ordering::AcqRel);
-            warn!(listener = %ctx.address(), dropped = 1, "too many unfinished handshakes; dropped a new one");
+        let peer = peer_of(&return_route);
+        let taken = self
+            .half_open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take(peer.as_ref());
+        if !taken {
+            warn!(listener = %ctx.address(), peer = ?peer, dropped = 1, "too many unfinished handshakes (at most {MAX_HALF_OPEN}, {MAX_HALF_OPEN_PER_PEER} per peer); dropped a new one");
             return Ok(());
         }
         let addresses = (Address::random_local(), Address::random_local());

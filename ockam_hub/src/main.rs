@@ -110,6 +110,7 @@ fn main() -> ExitCode {
             .unwrap_or(usize::MAX),
         max_forwarders_per_peer: usize::try_from(args.max_forwarders_per_peer)
             .unwrap_or(usize::MAX),
+        ..Limits::default()
     };
     let kafka = args.kafka_bootstrap_servers.map(|servers| KafkaConfig {
         prefix: args.kafka_prefix,

@@ -75,6 +75,13 @@ pub struct Limits {
     /// destination again is not a new one. A peer's forwarders stop when
     /// its connection (or channel) is gone.
     pub max_forwarders_per_peer: usize,
+    /// Bytes of pushes one stream worker may have handed to the store and
+    /// not had stored yet (default 32 MiB; each push counts its size plus
+    /// 64). Past it the worker takes no more until the store catches up:
+    /// its mailbox fills and the client's connection is read no further
+    /// (back-pressure, not a refusal), so that a client pushing faster
+    /// than the disk writes costs the hub a bounded amount of memory.
+    pub max_in_flight_push_bytes: usize,
 }
 
 impl Default for Limits {
@@ -86,6 +93,7 @@ impl Default for Limits {
             idle_timeout: Duration::from_secs(600),
             max_stream_workers_per_peer: 1024,
             max_forwarders_per_peer: 1024,
+            max_in_flight_push_bytes: 32 * 1024 * 1024,
         }
     }
 }

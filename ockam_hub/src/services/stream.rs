@@ -49,6 +49,12 @@ impl Worker for StreamService {
             key: key.clone(),
             requester: Some(back),
             fence: Fence::new(),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                self.shared
+                    .limits
+                    .max_in_flight_push_bytes
+                    .clamp(1, u32::MAX as usize),
+            )),
             confirms: None,
             replier: None,
             last_used: Arc::new(AtomicU64::new(0)),
@@ -92,6 +98,9 @@ struct StreamWorker {
     /// one failed, every later one is refused too; the client opens the
     /// stream again and resends.
     fence: Fence,
+    /// Bytes of pushes handed to the store and not answered yet, up to
+    /// `Limits::max_in_flight_push_bytes` (see [`push_cost`]).
+    in_flight: Arc<tokio::sync::Semaphore>,
     /// Pushes submitted to the store, in order, for the replier to confirm.
     confirms: Option<mpsc::UnboundedSender<(Push, Route, Uint)>>,
     replier: Option<tokio::task::JoinHandle<()>>,
@@ -129,10 +138,19 @@ async fn reap_when_idle(ctx: Context, address: Address, last_used: Arc<AtomicU64
     }
 }
 
+/// What a push of `len` bytes counts against a stream worker's in-flight
+/// bytes (`cap`): its size and a fixed 64 for what every push costs
+/// besides, so that small pushes are counted too; at most `cap`.
+fn push_cost(len: usize, cap: usize) -> u32 {
+    let cap = cap.clamp(1, u32::MAX as usize);
+    len.saturating_add(64).min(cap) as u32
+}
+
 /// A push as the stream worker took it.
 enum Push {
-    /// Handed to the store.
-    Submitted(Ticket, PendingPush),
+    /// Handed to the store; its share of the worker's in-flight bytes is
+    /// given back once the store answered.
+    Submitted(Ticket, PendingPush, tokio::sync::OwnedSemaphorePermit),
     /// Over the size limit: refused.
     TooLarge,
     /// After a push failed on this stream worker: not stored, so that
@@ -168,7 +186,7 @@ async fn confirm_loop(
             // Unanswered: the client resends everything unconfirmed, in
             // order, through a new stream worker (see below).
             Push::AfterFailure => continue,
-            Push::Submitted(ticket, pending) => match pending.await {
+            Push::Submitted(ticket, pending, _in_flight) => match pending.await {
                 Ok(index) => {
                     shared.announce(&stream, index + 1);
                     // Stored after a failed push (the gap rule): not
@@ -416,19 +434,34 @@ impl StreamWorker {
                     );
                     return refuse(ctx, back, refusal).await;
                 }
-                let push = match self.fence.submit() {
-                    None => Push::AfterFailure,
-                    Some(ticket) if req.data.len() > self.shared.limits.max_message_size => {
+                // Held back (the worker's mailbox fills, then the
+                // connection's reader pauses) while the pushes it has
+                // handed to the store and not had answered reach
+                // `Limits::max_in_flight_push_bytes`.
+                let in_flight = if req.data.len() > self.shared.limits.max_message_size {
+                    None
+                } else {
+                    let cost =
+                        push_cost(req.data.len(), self.shared.limits.max_in_flight_push_bytes);
+                    match self.in_flight.clone().acquire_many_owned(cost).await {
+                        Ok(permit) => Some(permit),
+                        Err(_) => return Ok(()), // never closed
+                    }
+                };
+                let push = match (self.fence.submit(), in_flight) {
+                    (None, _) => Push::AfterFailure,
+                    (Some(ticket), None) => {
                         warn!(stream = %self.stream, size = req.data.len(), "refused a message over the size limit");
                         // Nothing after it either: the client resends from it.
                         ticket.fail();
                         Push::TooLarge
                     }
-                    Some(ticket) => Push::Submitted(
+                    (Some(ticket), Some(permit)) => Push::Submitted(
                         ticket.clone(),
                         self.shared
                             .store
                             .submit_push(&self.stream, req.data, ticket),
+                        permit,
                     ),
                 };
                 if let Some(confirms) = &self.confirms {

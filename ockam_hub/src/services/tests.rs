@@ -245,3 +245,105 @@ fn a_peer_table_counts_each_peer_and_frees_places_on_removal() {
     assert_eq!(table.insert(relayed(2, "a"), Address::from("w2")), Ok(None));
     assert!(table.insert(relayed(1, "b"), Address::from("w3")).is_err());
 }
+
+/// A memory store whose pushes are taken at once but answered only once
+/// the gate opens: a disk slower than the network, on demand.
+struct GatedStore {
+    inner: MemoryStore,
+    gate: watch::Receiver<bool>,
+    submitted: AtomicU64,
+}
+
+#[async_trait]
+impl StreamStore for GatedStore {
+    fn submit_push(
+        &self,
+        stream: &str,
+        data: Vec<u8>,
+        ticket: crate::store::Ticket,
+    ) -> crate::store::PendingPush {
+        self.submitted.fetch_add(1, Ordering::SeqCst);
+        let stored = self.inner.submit_push(stream, data, ticket);
+        let mut gate = self.gate.clone();
+        Box::pin(async move {
+            let _ = gate.wait_for(|open| *open).await;
+            stored.await
+        })
+    }
+    async fn pull(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        self.inner.pull(stream, from, limit, max_bytes).await
+    }
+    async fn next_index(&self, stream: &str) -> Result<u64> {
+        self.inner.next_index(stream).await
+    }
+    async fn get_index(&self, client: &str, stream: &str) -> Result<Option<u64>> {
+        self.inner.get_index(client, stream).await
+    }
+    async fn save_index(&self, client: &str, stream: &str, index: u64) -> Result<()> {
+        self.inner.save_index(client, stream, index).await
+    }
+}
+
+/// Issue 18: a client pushing faster than the store writes. The stream
+/// worker hands the store no more than `max_in_flight_push_bytes` of
+/// unanswered pushes and takes the rest as the store answers; every push
+/// is then confirmed, in order.
+#[test]
+fn a_stream_worker_holds_pushes_back_past_its_in_flight_bytes() {
+    use ockam_stream_client::protocol::{PushConfirm, PushRequest, PushStatus, STREAM_PUSH};
+    const SIZE: usize = 1000;
+    const ALLOWED: usize = 16;
+    const PUSHES: u64 = 200;
+    let (mut ctx, mut executor) = ockam_node::start_node();
+    executor
+        .execute(async move {
+            let limits = Limits {
+                max_in_flight_push_bytes: ALLOWED * (SIZE + 64),
+                ..Limits::default()
+            };
+            let (open, gate) = watch::channel(false);
+            let store = Arc::new(GatedStore {
+                inner: MemoryStore::new(),
+                gate,
+                submitted: AtomicU64::new(0),
+            });
+            let dyn_store: Arc<dyn StreamStore> = store.clone();
+            crate::start_stream_services(&ctx, "stream", "stream_index", dyn_store, &limits, 0)
+                .await?;
+            let req = CreateStreamRequest {
+                stream_name: Some("slow".into()),
+            };
+            ctx.send("stream", ProtocolPayload::new(STREAM_CREATE, &req)?)
+                .await?;
+            let worker = ctx.receive::<ProtocolPayload>().await?.return_route();
+            for i in 0..PUSHES {
+                let push = PushRequest {
+                    request_id: Uint(i),
+                    data: vec![i as u8; SIZE],
+                };
+                ctx.send(worker.clone(), ProtocolPayload::new(STREAM_PUSH, &push)?)
+                    .await?;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert_eq!(
+                store.submitted.load(Ordering::SeqCst),
+                ALLOWED as u64,
+                "pushes handed to a store that answers none"
+            );
+            open.send_replace(true);
+            for i in 0..PUSHES {
+                let reply = ctx.receive::<ProtocolPayload>().await?;
+                let confirm: PushConfirm = reply.decode_data(STREAM_PUSH)?;
+                assert_eq!((confirm.request_id.0, confirm.status), (i, PushStatus::Ok));
+                assert_eq!(confirm.index.0, i);
+            }
+            ctx.stop().await
+        })
+        .unwrap();
+}
