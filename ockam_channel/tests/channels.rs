@@ -1,6 +1,9 @@
 //! Secure channels on a node: replies, volume, order, concurrency, trust,
 //! and hostile ciphertexts (tampered, truncated, replayed).
 
+mod common;
+
+use common::Echoer;
 use ockam_channel::{ChannelMessage, ListenerOptions, SecureChannel, SecureChannelOptions};
 use ockam_core::{
     async_trait, route, Any, ErrorKind, LocalMessage, Message, Result, Routed, Worker,
@@ -9,17 +12,6 @@ use ockam_node::{start_node, Context};
 use ockam_vault::{PublicKey, Vault};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-struct Echoer;
-
-#[async_trait]
-impl Worker for Echoer {
-    type Message = String;
-    type Context = Context;
-    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<String>) -> Result<()> {
-        ctx.send(msg.return_route(), msg.body()).await
-    }
-}
 
 /// Forwards everything (a hop) and keeps a copy of each message it passed
 /// on, ready to be forwarded again.

@@ -1,25 +1,17 @@
 //! Across nodes over TCP, the whole inner message travels encrypted: a byte
 //! capture of the TCP hop never contains the payload or the inner route.
 
+mod common;
+
+use common::Echoer;
 use ockam_channel::SecureChannel;
-use ockam_core::{async_trait, route, Result, Routed, Worker, TCP};
-use ockam_node::{start_node, Context};
+use ockam_core::{route, TCP};
+use ockam_node::start_node;
 use ockam_transport_tcp::TcpTransport;
 use ockam_vault::Vault;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
-
-struct Echoer;
-
-#[async_trait]
-impl Worker for Echoer {
-    type Message = String;
-    type Context = Context;
-    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<String>) -> Result<()> {
-        ctx.send(msg.return_route(), msg.body()).await
-    }
-}
 
 /// Forwards one connection to `to`, recording every byte both ways.
 fn capturing_proxy(to: String) -> (String, Arc<Mutex<Vec<u8>>>) {

@@ -4,9 +4,12 @@
 //! 64 of them per peer (1,024 in all) and drops the others; another peer
 //! still gets a channel at once.
 
+mod common;
+
+use common::Echoer;
 use ockam_channel::{ChannelMessage, SecureChannel};
-use ockam_core::{async_trait, route, Result, Routed, Worker, TCP};
-use ockam_node::{start_node, Context};
+use ockam_core::{route, TCP};
+use ockam_node::start_node;
 use ockam_transport_tcp::TcpTransport;
 use ockam_vault::Vault;
 use std::sync::mpsc;
@@ -16,17 +19,6 @@ use std::time::{Duration, Instant};
 const PER_PEER: usize = 64;
 /// First handshake messages the flooding peer sends.
 const FLOOD: u64 = 2_000;
-
-struct Echoer;
-
-#[async_trait]
-impl Worker for Echoer {
-    type Message = String;
-    type Context = Context;
-    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<String>) -> Result<()> {
-        ctx.send(msg.return_route(), msg.body()).await
-    }
-}
 
 /// 32 bytes that pass for an initiator's ephemeral public key (any 32
 /// bytes are an X25519 u-coordinate), different for each `i`.

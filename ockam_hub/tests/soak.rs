@@ -18,15 +18,10 @@ mod common;
 #[path = "common/faults.rs"]
 mod faults;
 
-use common::{consumer_on, free_address, rss_mib, HubProcess, EMBEDDED};
+use common::{consumer_on, free_address, rss_mib, spawn_producer_on, HubProcess, Pace, EMBEDDED};
 use faults::{Fault, FaultProxy};
-use ockam_core::{route, TCP};
-use ockam_node::start_node;
-use ockam_stream_client::Stream;
-use ockam_transport_tcp::TcpTransport;
 use rand::{RngExt, SeedableRng};
 use std::io::Write;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// How far into a hub's life its memory is compared.
@@ -43,50 +38,6 @@ const STREAMS: [(&str, &str, &str); 2] = [
     ("soak-a", "soak-a-producer", "soak-a-consumer"),
     ("soak-b", "soak-b-producer", "soak-b-consumer"),
 ];
-
-/// A producer node in a thread: sends 0, 1, 2, ... to "checker" through
-/// `stream`, at most [`RATE`] a second, until `until`; then reports how
-/// many it sent and keeps its node (and the stream client that resends
-/// what the hub has not confirmed) until `stop` is dropped.
-fn producer(
-    hub: String,
-    (index, stream, client_id): (usize, &'static str, &'static str),
-    until: Instant,
-    sent: mpsc::Sender<(usize, u64)>,
-) -> (mpsc::Sender<()>, std::thread::JoinHandle<()>) {
-    let (stop, stop_rx) = mpsc::channel::<()>();
-    let thread = std::thread::spawn(move || {
-        let (ctx, mut executor) = start_node();
-        executor
-            .execute(async move {
-                let _tcp = TcpTransport::create(&ctx).await?;
-                let (sender, _receiver) = Stream::new(&ctx)?
-                    .stream_service(EMBEDDED.stream)
-                    .index_service(EMBEDDED.index)
-                    .client_id(client_id)
-                    .connect(
-                        route![(TCP, hub.as_str())],
-                        stream,
-                        format!("{stream}-back"),
-                    )
-                    .await?;
-                let every = RATE / 50;
-                let mut n = 0u64;
-                while Instant::now() < until {
-                    ctx.send(route![sender.clone(), "checker"], n).await?;
-                    n += 1;
-                    if n % every == 0 {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }
-                let _ = sent.send((index, n));
-                let _ = tokio::task::spawn_blocking(move || stop_rx.recv()).await;
-                ctx.stop().await
-            })
-            .expect("producer node");
-    });
-    (stop, thread)
-}
 
 /// The fault in force, for the progress lines.
 fn describe(fault: &Fault) -> &'static str {
@@ -123,8 +74,13 @@ fn soak_with_kills_and_faults_loses_nothing_and_memory_stays_level() {
     let until = started + load;
     let mut consumers = Vec::new();
     let mut producers = Vec::new();
-    let (sent_tx, sent_rx) = mpsc::channel();
-    for (index, (stream, producer_id, consumer_id)) in STREAMS.into_iter().enumerate() {
+    // Paced to send for about `load` when nothing holds them back.
+    let pace = || Pace {
+        count: RATE * secs,
+        every: RATE / 50,
+        pause: Duration::from_millis(20),
+    };
+    for (stream, producer_id, consumer_id) in STREAMS {
         consumers.push(consumer_on(
             proxy.address.clone(),
             EMBEDDED,
@@ -132,11 +88,13 @@ fn soak_with_kills_and_faults_loses_nothing_and_memory_stays_level() {
             stream,
             0,
         ));
-        producers.push(producer(
+        producers.push(spawn_producer_on(
             proxy.address.clone(),
-            (index, stream, producer_id),
-            until,
-            sent_tx.clone(),
+            EMBEDDED,
+            producer_id,
+            stream,
+            pace(),
+            None,
         ));
     }
 
@@ -222,19 +180,14 @@ fn soak_with_kills_and_faults_loses_nothing_and_memory_stays_level() {
         }
     }
     proxy.set(Fault::None);
-    drop(sent_tx);
-    let mut sent = [0u64; STREAMS.len()];
-    // Each producer reports once (and keeps its sender until stopped).
-    for (index, n) in sent_rx.iter().take(STREAMS.len()) {
-        sent[index] = n;
-    }
+    let sent = [RATE * secs; STREAMS.len()];
     println!(
-        "soak {:>4} s: load over, sent {sent:?}; waiting for the rest to be delivered",
+        "soak {:>4} s: faults and kills over; waiting for all {sent:?} to be sent and delivered",
         started.elapsed().as_secs()
     );
     // Everything sent is delivered (the stream clients resend what the
     // hub had not confirmed when it died).
-    let deadline = Instant::now() + Duration::from_secs(240);
+    let deadline = Instant::now() + Duration::from_secs(240 + secs / 4);
     loop {
         collect(&mut delivered, &mut repeated);
         if delivered == sent {
@@ -242,7 +195,8 @@ fn soak_with_kills_and_faults_loses_nothing_and_memory_stays_level() {
         }
         assert!(
             Instant::now() < deadline,
-            "soak: sent {sent:?}, delivered {delivered:?} after 240 s more (seed {seed})"
+            "soak: sent {sent:?}, delivered {delivered:?} after {:?} more (seed {seed})",
+            deadline.elapsed()
         );
         std::thread::sleep(Duration::from_millis(100));
     }
