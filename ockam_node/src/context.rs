@@ -444,6 +444,17 @@ impl Context {
         self.router.extension(init)
     }
 
+    /// Whether the hop `address` is there now: a local address registered
+    /// on this node, or a transport address whose transport has a
+    /// connection for it (open or opening). `Some(false)`: gone (a worker
+    /// that stopped, a connection that closed); `None`: its transport
+    /// cannot tell (or none is registered). How state kept for a remote
+    /// peer (a forwarder, a channel's responder) learns that the way to
+    /// the peer is gone without sending to it.
+    pub fn is_present(&self, address: &Address) -> Option<bool> {
+        self.router.is_present(address)
+    }
+
     /// Every address registered on this node, sorted.
     pub fn list_addresses(&self) -> Vec<Address> {
         self.router.addresses()

@@ -122,6 +122,15 @@ pub trait TransportRouter: Send + Sync + 'static {
         let _ = (onward_route, return_route, payload);
         None
     }
+
+    /// Whether `address` (of this router's transport type) has a
+    /// connection now (open or opening): `Some(false)` once it is gone;
+    /// `None` (the default) when the transport cannot tell. Quick and
+    /// non-blocking, as [`TransportRouter::route`].
+    fn is_connected(&self, address: &Address) -> Option<bool> {
+        let _ = address;
+        None
+    }
 }
 
 impl std::fmt::Debug for Routing {
@@ -731,6 +740,17 @@ impl Router {
             Some(entry) => push(entry, msg),
             None => Err(not_found(address)),
         }
+    }
+
+    /// Whether the hop `address` is there: see [`Context::is_present`](crate::Context::is_present).
+    pub(crate) fn is_present(&self, address: &Address) -> Option<bool> {
+        if address.transport_type() == LOCAL {
+            return Some(read(&self.table).contains_key(address));
+        }
+        let router = read(&self.transports)
+            .get(&address.transport_type())
+            .cloned();
+        router.and_then(|r| r.is_connected(address))
     }
 
     /// Every registered address, sorted.

@@ -460,6 +460,14 @@ fn routing(
 pub(crate) struct TcpRouting(pub(crate) Arc<TcpShared>);
 
 impl TransportRouter for TcpRouting {
+    fn is_connected(&self, address: &Address) -> Option<bool> {
+        let peers = self.0.read();
+        Some(matches!(
+            peers.get(address.address()),
+            Some(Peer::Up { .. })
+        ))
+    }
+
     fn route(&self, mut msg: LocalMessage) -> Result<Routing> {
         {
             let peers = self.0.read();

@@ -100,33 +100,16 @@ async fn stop_departed(
     table: std::sync::Weak<Mutex<PeerTable<Route>>>,
     every: Duration,
 ) {
-    // The node's TCP transport (the same one the hub listens with).
-    let tcp = match ockam_transport_tcp::TcpTransport::create(&ctx).await {
-        Ok(tcp) => tcp,
-        Err(e) => {
-            warn!(error = %e, "forwarders of departed registrants will only stop on traffic");
-            return;
-        }
-    };
     loop {
         tokio::time::sleep(every).await;
         let Some(table) = table.upgrade() else {
             return;
         };
-        let live: std::collections::HashSet<Address> = ctx.list_addresses().into_iter().collect();
         // The first hop of a registration that came over TCP is the peer's
         // TCP address (the connection's); over a channel or through a
-        // local hop, a worker of this node.
-        let gone = |hop: &Address| {
-            let tt = hop.transport_type();
-            if tt == LOCAL {
-                !live.contains(hop)
-            } else if tt == ockam_core::TCP {
-                tcp.connection_worker(hop.address()).is_none()
-            } else {
-                false
-            }
-        };
+        // local hop, a worker of this node. Gone: no longer on the node,
+        // or its connection closed.
+        let gone = |hop: &Address| ctx.is_present(hop) == Some(false);
         let departed: Vec<(Route, Address)> = lock(&table)
             .iter()
             // A target of one hop is a worker on this node itself.
