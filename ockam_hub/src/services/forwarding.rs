@@ -112,9 +112,8 @@ async fn stop_departed(
         let gone = |hop: &Address| ctx.is_present(hop) == Some(false);
         let departed: Vec<(Route, Address)> = lock(&table)
             .iter()
-            // A target of one hop is a worker on this node itself.
-            .filter(|(target, _)| target.len() > 1)
-            .filter(|(target, _)| target.iter().next().is_some_and(gone))
+            // A target of one hop is a worker on this node itself (no peer).
+            .filter(|(target, _)| target.peer(0).is_some_and(gone))
             .map(|(target, forwarder)| (target.clone(), forwarder.clone()))
             .collect();
         drop(table);

@@ -49,12 +49,9 @@ impl Worker for StreamService {
             key: key.clone(),
             requester: Some(back),
             fence: Fence::new(),
-            in_flight: Arc::new(tokio::sync::Semaphore::new(
-                self.shared
-                    .limits
-                    .max_in_flight_push_bytes
-                    .clamp(1, u32::MAX as usize),
-            )),
+            in_flight: Arc::new(tokio::sync::Semaphore::new(in_flight_permits(
+                &self.shared.limits,
+            ))),
             confirms: None,
             replier: None,
             last_used: Arc::new(AtomicU64::new(0)),
@@ -138,12 +135,17 @@ async fn reap_when_idle(ctx: Context, address: Address, last_used: Arc<AtomicU64
     }
 }
 
+/// A stream worker's in-flight bytes: `Limits::max_in_flight_push_bytes`,
+/// at least 1 and at most what one semaphore acquisition takes.
+fn in_flight_permits(limits: &Limits) -> usize {
+    limits.max_in_flight_push_bytes.clamp(1, u32::MAX as usize)
+}
+
 /// What a push of `len` bytes counts against a stream worker's in-flight
-/// bytes (`cap`): its size and a fixed 64 for what every push costs
-/// besides, so that small pushes are counted too; at most `cap`.
-fn push_cost(len: usize, cap: usize) -> u32 {
-    let cap = cap.clamp(1, u32::MAX as usize);
-    len.saturating_add(64).min(cap) as u32
+/// bytes: its size and a fixed 64 for what every push costs besides, so
+/// that small pushes are counted too; at most all of them.
+fn push_cost(len: usize, limits: &Limits) -> u32 {
+    len.saturating_add(64).min(in_flight_permits(limits)) as u32
 }
 
 /// A push as the stream worker took it.
@@ -441,8 +443,7 @@ impl StreamWorker {
                 let in_flight = if req.data.len() > self.shared.limits.max_message_size {
                     None
                 } else {
-                    let cost =
-                        push_cost(req.data.len(), self.shared.limits.max_in_flight_push_bytes);
+                    let cost = push_cost(req.data.len(), &self.shared.limits);
                     match self.in_flight.clone().acquire_many_owned(cost).await {
                         Ok(permit) => Some(permit),
                         Err(_) => return Ok(()), // never closed
