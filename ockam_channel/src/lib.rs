@@ -75,13 +75,36 @@ impl Default for SecureChannelOptions {
     }
 }
 
+/// Most secure channels one peer may have with one listener, by default.
+pub const DEFAULT_MAX_CHANNELS_PER_PEER: usize = 1024;
+
 /// Settings of a listener.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ListenerOptions {
     /// The listener's static key; a new one is generated if `None`.
     pub static_key: Option<SecretHandle>,
     /// Only initiators with one of these keys are accepted (`None`: anyone).
     pub trusted_peers: Option<Vec<PublicKey>>,
+    /// Most channels one peer may have with this listener at once, being
+    /// set up or established (default [`DEFAULT_MAX_CHANNELS_PER_PEER`]).
+    /// A peer is the first hop of the route a handshake comes over (a TCP
+    /// connection; see `Route::peer`), so a client on another node counts
+    /// per connection; channels from this node itself are not counted.
+    /// A handshake past it is refused: the initiator's
+    /// [`SecureChannel::create`] fails with [`ErrorKind::Security`] and
+    /// the reason. A channel stops holding its place when either end stops
+    /// or its connection closes (issue 18).
+    pub max_channels_per_peer: usize,
+}
+
+impl Default for ListenerOptions {
+    fn default() -> Self {
+        ListenerOptions {
+            static_key: None,
+            trusted_peers: None,
+            max_channels_per_peer: DEFAULT_MAX_CHANNELS_PER_PEER,
+        }
+    }
 }
 
 /// An established secure channel, seen from the end that created it.
@@ -139,7 +162,9 @@ impl SecureChannel {
                 vault: vault.clone(),
                 s,
                 trust,
-                half_open: Arc::default(),
+                responders: Arc::new(std::sync::Mutex::new(worker::Responders::new(
+                    options.max_channels_per_peer,
+                ))),
             },
         )
         .await?;

@@ -206,6 +206,10 @@ impl HeadCache {
 /// The kind of a decrypted transport message (its last byte).
 pub(crate) const PLAIN_READY: u8 = 0;
 pub(crate) const PLAIN_MESSAGE: u8 = 1;
+/// The sender's end is closing (its worker stopped): the receiver ends
+/// too. Empty, like `PLAIN_READY`; authenticated and replay-checked like
+/// any transport message, so no one but the peer can close a channel.
+pub(crate) const PLAIN_CLOSE: u8 = 2;
 
 /// `Vec<u8>` as BARE `data` (not a list of u8) without another dependency.
 mod serde_bytes_compat {

@@ -13,7 +13,7 @@ use crate::cipher_state::CipherState;
 use crate::handshake_state::{HandshakeState, Role};
 use crate::messages::{
     parse_transport, seal_transport, split_plaintext, ChannelMessage, HeadCache, Transport,
-    PLAIN_MESSAGE, PLAIN_READY,
+    PLAIN_CLOSE, PLAIN_MESSAGE, PLAIN_READY,
 };
 use crate::replay::ReplayWindow;
 use ockam_core::{
@@ -22,9 +22,10 @@ use ockam_core::{
 };
 use ockam_node::{Context, InlineHandler, Onward};
 use ockam_vault::{PublicKey, SecretHandle, Vault};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tracing::{debug, info, warn};
 
 /// Which peer keys an end accepts.
@@ -62,6 +63,22 @@ pub(crate) struct Secure {
     handshake_hash: [u8; 32],
     /// The initiator's `create`, told when the responder is ready.
     done: Mutex<Option<Done>>,
+    /// Why the channel ended, once it has: sends through it fail from then.
+    ended: OnceLock<Ended>,
+    /// Woken when the peer closes its end (`PLAIN_CLOSE`).
+    peer_closed: Notify,
+}
+
+/// How an established channel ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// This end's worker stopped (the peer is told).
+    Closed,
+    /// The peer closed its end.
+    ClosedByPeer,
+    /// The connection the channel's first hop went through closed: the
+    /// peer's way back to this end went with it.
+    Lost,
 }
 
 struct SendHalf {
@@ -81,6 +98,28 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Secure {
+    /// Records why the channel ended; `false` if it had ended already.
+    fn end(&self, why: Ended) -> bool {
+        self.ended.set(why).is_ok()
+    }
+
+    /// Fails when the channel has ended.
+    fn check_open(&self) -> Result<()> {
+        let why = match self.ended.get() {
+            None => return Ok(()),
+            Some(Ended::Closed) => "is closed",
+            Some(Ended::ClosedByPeer) => "was closed by its peer",
+            Some(Ended::Lost) => "was lost: the connection to its peer closed",
+        };
+        Err(Error::new(
+            ErrorKind::Unavailable,
+            format!(
+                "the secure channel {} {why}; the message was not sent",
+                self.local
+            ),
+        ))
+    }
+
     /// Encrypts one plaintext (`body` and its kind) and passes it on to
     /// the peer. The nonce is taken and the message handed on under one
     /// lock, so ciphertexts leave in nonce order.
@@ -106,6 +145,7 @@ impl Secure {
 
     /// Plaintext from this node, sent to our `local` address.
     fn send_plaintext(&self, local: LocalMessage, onward: &mut Onward<'_>) -> Result<()> {
+        self.check_open()?;
         let mut inner = local.into_transport_message();
         // Our own `local` address is done.
         inner.onward_route.step()?;
@@ -152,6 +192,13 @@ impl Secure {
                     drop(recv);
                     if let Some(done) = lock(&self.done).take() {
                         let _ = done.send(Ok((self.remote_static, self.handshake_hash)));
+                    }
+                    return;
+                }
+                PLAIN_CLOSE if head.is_empty() && head.start == 0 => {
+                    drop(recv);
+                    if self.end(Ended::ClosedByPeer) {
+                        self.peer_closed.notify_one();
                     }
                     return;
                 }
@@ -218,11 +265,16 @@ pub(crate) struct ChannelWorker {
     initiator: bool,
     /// The responder's first handshake message, handled in `initialize`.
     first: Option<Vec<u8>>,
-    /// Responder: the listener's count of unfinished handshakes, which this
-    /// one is part of until it ends.
-    half_open: Option<Arc<Mutex<HalfOpen>>>,
+    /// Responder: the listener's count of responders, which this one is
+    /// part of until it stops (as a handshake, then as a channel).
+    responders: Option<Arc<Mutex<Responders>>>,
+    /// Responder: its place with the listener is an established channel's.
+    counted_as_channel: bool,
     /// Responder: stops this worker if the handshake does not finish in time.
     deadline: Option<tokio::task::JoinHandle<()>>,
+    /// Established: stops this worker when the peer closes its end or the
+    /// connection to it closes (see [`ChannelWorker::watch`]).
+    watcher: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// How long a responder waits for the initiator to finish the handshake.
@@ -234,51 +286,90 @@ pub(crate) const MAX_HALF_OPEN: usize = 1024;
 /// handshakes are dropped, so that one peer cannot take every place.
 pub(crate) const MAX_HALF_OPEN_PER_PEER: usize = 64;
 
-/// A listener's unfinished handshakes: in all and per peer.
-#[derive(Default)]
-pub(crate) struct HalfOpen {
-    total: usize,
-    per_peer: std::collections::HashMap<Address, usize>,
+/// How often an established channel end checks that the connection its
+/// first hop goes through is still the one the channel was made over.
+pub(crate) const PRESENCE_INTERVAL: Duration = Duration::from_secs(1);
+/// How long a stopping end waits to hand its `PLAIN_CLOSE` on.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A listener's responders: unfinished handshakes in all and per peer, and
+/// established channels per peer. A peer is the first hop of the route a
+/// handshake came over (a TCP connection), see [`Route::peer`]; a handshake
+/// from this node itself is not counted per peer.
+pub(crate) struct Responders {
+    half_open: usize,
+    half_open_per_peer: HashMap<Address, usize>,
+    established_per_peer: HashMap<Address, usize>,
+    max_channels_per_peer: usize,
 }
 
-/// The peer a handshake over `route` counts against: its first hop, if
-/// the route leaves this node (a route of one hop is a worker here).
-fn peer_of(route: &Route) -> Option<Address> {
-    if route.len() > 1 {
-        route.iter().next().cloned()
-    } else {
-        None
+/// Why a listener does not start a responder for a handshake.
+pub(crate) enum Refusal {
+    /// Too many unfinished handshakes: dropped without a word (a flood).
+    Drop,
+    /// The peer has its share of channels: the initiator is told why.
+    Refuse(String),
+}
+
+fn decrement(map: &mut HashMap<Address, usize>, peer: Option<&Address>) {
+    if let Some(peer) = peer {
+        if let Some(n) = map.get_mut(peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(peer);
+            }
+        }
     }
 }
 
-impl HalfOpen {
+impl Responders {
+    /// No responders yet; a peer may have `max_channels_per_peer` channels
+    /// (unfinished or established) at once.
+    pub(crate) fn new(max_channels_per_peer: usize) -> Self {
+        Responders {
+            half_open: 0,
+            half_open_per_peer: HashMap::new(),
+            established_per_peer: HashMap::new(),
+            max_channels_per_peer,
+        }
+    }
+
     /// Takes a place for a handshake from `peer`, if one is free.
-    fn take(&mut self, peer: Option<&Address>) -> bool {
-        if self.total >= MAX_HALF_OPEN {
-            return false;
+    fn take(&mut self, peer: Option<&Address>) -> std::result::Result<(), Refusal> {
+        if self.half_open >= MAX_HALF_OPEN {
+            return Err(Refusal::Drop);
         }
         if let Some(peer) = peer {
-            let n = self.per_peer.entry(peer.clone()).or_insert(0);
-            if *n >= MAX_HALF_OPEN_PER_PEER {
-                return false;
+            let half_open = self.half_open_per_peer.get(peer).copied().unwrap_or(0);
+            if half_open >= MAX_HALF_OPEN_PER_PEER {
+                return Err(Refusal::Drop);
             }
-            *n += 1;
+            let established = self.established_per_peer.get(peer).copied().unwrap_or(0);
+            if half_open + established >= self.max_channels_per_peer {
+                return Err(Refusal::Refuse(format!(
+                    "{peer} has {} secure channels with this listener, the most one peer may have",
+                    self.max_channels_per_peer
+                )));
+            }
+            *self.half_open_per_peer.entry(peer.clone()).or_insert(0) += 1;
         }
-        self.total += 1;
-        true
+        self.half_open += 1;
+        Ok(())
     }
 
-    /// Gives back a place [`HalfOpen::take`] took.
-    fn release(&mut self, peer: Option<&Address>) {
-        self.total = self.total.saturating_sub(1);
-        if let Some(peer) = peer {
-            if let Some(n) = self.per_peer.get_mut(peer) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_peer.remove(peer);
-                }
-            }
+    /// A handshake [`Responders::take`] counted ended: established (it
+    /// counts as a channel of `peer` from now on) or not.
+    fn handshake_ended(&mut self, peer: Option<&Address>, established: bool) {
+        self.half_open = self.half_open.saturating_sub(1);
+        decrement(&mut self.half_open_per_peer, peer);
+        if let (Some(peer), true) = (peer, established) {
+            *self.established_per_peer.entry(peer.clone()).or_insert(0) += 1;
         }
+    }
+
+    /// An established channel of `peer` stopped.
+    fn channel_ended(&mut self, peer: Option<&Address>) {
+        decrement(&mut self.established_per_peer, peer);
     }
 }
 
@@ -308,8 +399,10 @@ impl ChannelWorker {
             done: Some(done),
             initiator: true,
             first: None,
-            half_open: None,
+            responders: None,
+            counted_as_channel: false,
             deadline: None,
+            watcher: None,
         }
     }
 
@@ -320,7 +413,7 @@ impl ChannelWorker {
         route: Route,
         trust: Trust,
         first: Vec<u8>,
-        half_open: Arc<Mutex<HalfOpen>>,
+        responders: Arc<Mutex<Responders>>,
     ) -> Self {
         ChannelWorker {
             vault: vault.clone(),
@@ -338,8 +431,10 @@ impl ChannelWorker {
             done: None,
             initiator: false,
             first: Some(first),
-            half_open: Some(half_open),
+            responders: Some(responders),
+            counted_as_channel: false,
             deadline: None,
+            watcher: None,
         }
     }
 
@@ -348,13 +443,31 @@ impl ChannelWorker {
             .await
     }
 
-    fn release_half_open(&mut self) {
-        if let Some(half_open) = self.half_open.take() {
-            let peer = peer_of(&self.peer_route);
-            half_open
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .release(peer.as_ref());
+    /// A responder's handshake is done: its place with the listener is
+    /// now a channel's, kept until [`ChannelWorker::release_place`].
+    fn became_channel(&mut self) {
+        if let (Some(responders), false) = (&self.responders, self.counted_as_channel) {
+            lock(responders).handshake_ended(self.peer_route.peer(0), true);
+            self.counted_as_channel = true;
+        }
+        if let Some(d) = self.deadline.take() {
+            d.abort();
+        }
+    }
+
+    /// A responder stops: gives back its place with the listener (as an
+    /// unfinished handshake or as a channel).
+    fn release_place(&mut self) {
+        if let Some(responders) = self.responders.take() {
+            let peer = self.peer_route.peer(0);
+            if self.counted_as_channel {
+                lock(&responders).channel_ended(peer);
+            } else {
+                lock(&responders).handshake_ended(peer, false);
+            }
+        }
+        if let Some(d) = self.deadline.take() {
+            d.abort();
         }
     }
 
@@ -419,6 +532,7 @@ impl ChannelWorker {
         }
         if finished {
             self.establish(ctx)?;
+            self.watch(ctx).await?;
             info!(channel = %self.local, peer = %self.secure()?.remote_static, "secure channel handshake done");
             if !self.initiator {
                 // Tell the initiator it may send.
@@ -450,15 +564,76 @@ impl ChannelWorker {
             remote_static: transport.remote_static,
             handshake_hash: transport.handshake_hash,
             done: Mutex::new(self.done.take()),
+            ended: OnceLock::new(),
+            peer_closed: Notify::new(),
         });
         ctx.set_inline_handler(&self.local, Some(Arc::new(LocalHandler(secure.clone()))))?;
         ctx.set_inline_handler(&self.remote, Some(Arc::new(RemoteHandler(secure.clone()))))?;
         self.phase = Phase::Established(secure);
-        self.release_half_open();
-        if let Some(d) = self.deadline.take() {
-            d.abort();
-        }
+        self.became_channel();
         Ok(())
+    }
+
+    /// Starts the established channel's watcher, which stops this worker
+    /// when the peer closes its end (`PLAIN_CLOSE`), or when what carries
+    /// the first hop of the route to the peer (its TCP connection) is gone
+    /// or replaced, checked every [`PRESENCE_INTERVAL`]: the peer's way
+    /// back to this end went with it (issue 18: a hub kept the responders
+    /// of departed clients for ever). Sends through the channel fail from
+    /// then on, saying why.
+    async fn watch(&mut self, ctx: &Context) -> Result<()> {
+        let secure = self.secure()?.clone();
+        let hop = self.peer_route.next()?.clone();
+        let carrier = ctx.carrier(&hop);
+        let watcher = ctx.new_context(Address::random_local()).await?;
+        let channel = self.local.clone();
+        self.watcher = Some(tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    // A transport that cannot tell what carries the hop:
+                    // only the peer's word ends the channel.
+                    _ = tokio::time::sleep(PRESENCE_INTERVAL), if carrier.is_some() => {
+                        if watcher.carrier(&hop) != carrier && secure.end(Ended::Lost) {
+                            warn!(channel = %channel, %hop, "secure channel lost: the connection to its peer closed; ending it");
+                            break;
+                        }
+                    }
+                    _ = secure.peer_closed.notified() => {
+                        info!(channel = %channel, "the peer closed the secure channel; ending it");
+                        break;
+                    }
+                }
+            }
+            let _ = watcher.stop_worker(channel).await;
+        }));
+        Ok(())
+    }
+
+    /// Tells the peer this end is closing, unless the channel ended
+    /// already (the peer closed it, or it cannot be reached).
+    async fn close(&mut self, ctx: &Context) {
+        let Phase::Established(secure) = &self.phase else {
+            return;
+        };
+        if !secure.end(Ended::Closed) {
+            return;
+        }
+        let sent = tokio::time::timeout(
+            CLOSE_TIMEOUT,
+            self.on_secure(ctx, |s, onward| s.seal_and_send(PLAIN_CLOSE, None, onward)),
+        )
+        .await;
+        match sent {
+            Ok(Ok(Ok(()))) => {
+                debug!(channel = %self.local, "secure channel closed; the peer was told")
+            }
+            Ok(Ok(Err(e)) | Err(e)) => {
+                debug!(channel = %self.local, error = %e, "secure channel closed; could not tell the peer")
+            }
+            Err(_) => {
+                debug!(channel = %self.local, "secure channel closed; telling the peer took too long")
+            }
+        }
     }
 }
 #[async_trait]
@@ -501,22 +676,20 @@ impl Worker for ChannelWorker {
                 let _ = done.send(Err(e.clone()));
             }
             // `shutdown` does not run after a failed `initialize`.
-            self.release_half_open();
-            if let Some(d) = self.deadline.take() {
-                d.abort();
-            }
+            self.release_place();
             return Err(e);
         }
         Ok(())
     }
 
-    async fn shutdown(&mut self, _ctx: &mut Context) -> Result<()> {
+    async fn shutdown(&mut self, ctx: &mut Context) -> Result<()> {
+        self.close(ctx).await;
         if let Some(s) = self.own_static.take() {
             self.vault.delete(&s);
         }
-        self.release_half_open();
-        if let Some(d) = self.deadline.take() {
-            d.abort();
+        self.release_place();
+        if let Some(w) = self.watcher.take() {
+            w.abort();
         }
         Ok(())
     }
@@ -603,7 +776,7 @@ pub(crate) struct ListenerWorker {
     pub(crate) vault: Vault,
     pub(crate) s: SecretHandle,
     pub(crate) trust: Trust,
-    pub(crate) half_open: Arc<Mutex<HalfOpen>>,
+    pub(crate) responders: Arc<Mutex<Responders>>,
 }
 
 #[async_trait]
@@ -621,15 +794,21 @@ impl Worker for ListenerWorker {
             warn!(listener = %ctx.address(), dropped = 1, "dropped a message that does not start a handshake");
             return Ok(());
         };
-        let peer = peer_of(&return_route);
-        let taken = self
-            .half_open
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take(peer.as_ref());
-        if !taken {
-            warn!(listener = %ctx.address(), peer = ?peer, dropped = 1, "too many unfinished handshakes (at most {MAX_HALF_OPEN}, {MAX_HALF_OPEN_PER_PEER} per peer); dropped a new one");
-            return Ok(());
+        let peer = return_route.peer(0).cloned();
+        let taken = lock(&self.responders).take(peer.as_ref());
+        match taken {
+            Ok(()) => {}
+            Err(Refusal::Drop) => {
+                warn!(listener = %ctx.address(), peer = ?peer, dropped = 1, "too many unfinished handshakes (at most {MAX_HALF_OPEN}, {MAX_HALF_OPEN_PER_PEER} per peer); dropped a new one");
+                return Ok(());
+            }
+            Err(Refusal::Refuse(why)) => {
+                warn!(listener = %ctx.address(), peer = ?peer, "refused a secure channel: {why}");
+                if let Err(e) = ctx.send(return_route, ChannelMessage::Refused(why)).await {
+                    debug!(listener = %ctx.address(), error = %e, "could not send a refusal");
+                }
+                return Ok(());
+            }
         }
         let addresses = (Address::random_local(), Address::random_local());
         debug!(listener = %ctx.address(), channel = %addresses.0, "starting a secure channel responder");
@@ -640,7 +819,7 @@ impl Worker for ListenerWorker {
             return_route,
             self.trust.clone(),
             m1,
-            self.half_open.clone(),
+            self.responders.clone(),
         );
         ctx.start_worker(vec![addresses.0, addresses.1], w).await
     }

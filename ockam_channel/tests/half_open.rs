@@ -6,13 +6,12 @@
 
 mod common;
 
-use common::Echoer;
-use ockam_channel::{ChannelMessage, SecureChannel};
+use common::ListenerNode;
+use ockam_channel::{ChannelMessage, ListenerOptions, SecureChannel};
 use ockam_core::{route, TCP};
 use ockam_node::start_node;
 use ockam_transport_tcp::TcpTransport;
 use ockam_vault::Vault;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// Unfinished handshakes one peer may have with one listener.
@@ -36,39 +35,9 @@ fn ephemeral(i: u64) -> Vec<u8> {
 
 #[test]
 fn a_peer_that_floods_a_listener_with_handshakes_keeps_at_most_its_share() {
-    // The listening node; on each request it answers how many workers it has.
-    let (addr_tx, addr_rx) = mpsc::channel();
-    let (ask_tx, ask_rx) = mpsc::channel::<()>();
-    let (count_tx, count_rx) = mpsc::channel::<usize>();
-    let listener = std::thread::spawn(move || {
-        let (ctx, mut executor) = start_node();
-        executor
-            .execute(async move {
-                let tcp = TcpTransport::create(&ctx).await?;
-                let vault = Vault::create(&ctx)?;
-                SecureChannel::create_listener(&ctx, "listener", &vault).await?;
-                ctx.start_worker("echoer", Echoer).await?;
-                addr_tx.send(tcp.listen("127.0.0.1:0").await?).unwrap();
-                let ask_rx = std::sync::Arc::new(std::sync::Mutex::new(ask_rx));
-                loop {
-                    let rx = ask_rx.clone();
-                    let asked = tokio::task::spawn_blocking(move || rx.lock().unwrap().recv())
-                        .await
-                        .unwrap();
-                    if asked.is_err() {
-                        break;
-                    }
-                    count_tx.send(ctx.list_addresses().len()).unwrap();
-                }
-                ctx.stop().await
-            })
-            .unwrap();
-    });
-    let addr = addr_rx.recv().unwrap().to_string();
-    let workers = || {
-        ask_tx.send(()).unwrap();
-        count_rx.recv().unwrap()
-    };
+    let listener = ListenerNode::start(ListenerOptions::default());
+    let addr = listener.addr.clone();
+    let workers = || listener.workers();
     let before = workers();
 
     // The flooding peer: first messages only, over one connection.
@@ -131,6 +100,4 @@ fn a_peer_that_floods_a_listener_with_handshakes_keeps_at_most_its_share() {
             ctx.stop().await
         })
         .unwrap();
-    drop(ask_tx);
-    listener.join().unwrap();
 }

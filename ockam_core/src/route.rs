@@ -118,6 +118,29 @@ impl Route {
     pub fn contains(&self, address: &Address) -> bool {
         self.inner.contains(address)
     }
+
+    /// The peer a route back to a remote party goes through, seen from the
+    /// node that holds the route: the hop after the first `skipped` (a TCP
+    /// connection's address, a secure channel's), if more hops follow it,
+    /// that is if the route leaves this node there. `None` when it does
+    /// not: a route of `skipped + 1` hops or fewer ends at a worker here.
+    /// What per-peer caps count against (the hub's workers, a channel
+    /// listener's responders).
+    ///
+    /// ```
+    /// use ockam_core::{route, TCP};
+    /// let back = route![(TCP, "10.0.0.2:50312"), "client"];
+    /// assert_eq!(back.peer(0).map(|a| a.address()), Some("10.0.0.2:50312"));
+    /// assert_eq!(back.peer(1), None);
+    /// assert_eq!(route!["a_worker_here"].peer(0), None);
+    /// ```
+    pub fn peer(&self, skipped: usize) -> Option<&Address> {
+        if self.inner.len() > skipped + 1 {
+            self.inner.get(skipped)
+        } else {
+            None
+        }
+    }
 }
 
 impl fmt::Display for Route {

@@ -455,6 +455,17 @@ impl Context {
         self.router.is_present(address)
     }
 
+    /// What carries the hop `address` now: `address` itself for a local
+    /// address registered on this node, the worker of its connection for
+    /// a transport address (open or opening; a connection that closed and
+    /// opened again has a new worker); `None` when gone, or when its
+    /// transport cannot tell. A secure channel keeps the carrier of its
+    /// first hop and ends when it changes: the far end's way back went
+    /// with the old connection.
+    pub fn carrier(&self, address: &Address) -> Option<Address> {
+        self.router.carrier(address)
+    }
+
     /// Every address registered on this node, sorted.
     pub fn list_addresses(&self) -> Vec<Address> {
         self.router.addresses()

@@ -131,6 +131,16 @@ pub trait TransportRouter: Send + Sync + 'static {
         let _ = address;
         None
     }
+
+    /// The worker of the connection that carries `address` now (open or
+    /// opening): a connection that closes and opens again has a new one.
+    /// `None` when there is no connection, or (the default) when the
+    /// transport cannot tell. Quick and non-blocking, as
+    /// [`TransportRouter::route`].
+    fn connection_worker(&self, address: &Address) -> Option<Address> {
+        let _ = address;
+        None
+    }
 }
 
 impl std::fmt::Debug for Routing {
@@ -751,6 +761,19 @@ impl Router {
             .get(&address.transport_type())
             .cloned();
         router.and_then(|r| r.is_connected(address))
+    }
+
+    /// What carries the hop `address`: see [`Context::carrier`](crate::Context::carrier).
+    pub(crate) fn carrier(&self, address: &Address) -> Option<Address> {
+        if address.transport_type() == LOCAL {
+            return read(&self.table)
+                .contains_key(address)
+                .then(|| address.clone());
+        }
+        let router = read(&self.transports)
+            .get(&address.transport_type())
+            .cloned();
+        router.and_then(|r| r.connection_worker(address))
     }
 
     /// Every registered address, sorted.

@@ -468,6 +468,13 @@ impl TransportRouter for TcpRouting {
         ))
     }
 
+    fn connection_worker(&self, address: &Address) -> Option<Address> {
+        match self.0.read().get(address.address()) {
+            Some(Peer::Up { worker, .. }) => Some(worker.clone()),
+            _ => None,
+        }
+    }
+
     fn route(&self, mut msg: LocalMessage) -> Result<Routing> {
         {
             let peers = self.0.read();

@@ -108,17 +108,9 @@ pub(crate) trait PeerKey: Hash + Eq + Clone {
     /// The route back to whoever asked for the worker.
     fn route(&self) -> &Route;
 
-    /// The peer: the route's first hop after `skipped` (a TCP
-    /// connection's address, a secure channel's), if the route leaves this
-    /// node there; `None` for a requester on this node (nothing after that
-    /// hop), which is not counted.
+    /// The peer: see [`Route::peer`].
     fn peer(&self, skipped: usize) -> Option<&Address> {
-        let route = self.route();
-        if route.len() > skipped + 1 {
-            route.iter().nth(skipped)
-        } else {
-            None
-        }
+        self.route().peer(skipped)
     }
 }
 
