@@ -22,6 +22,7 @@
 #![deny(missing_docs)]
 
 pub mod kafka_child;
+mod memory;
 pub mod sequencer;
 mod services;
 pub mod store;

@@ -26,7 +26,7 @@ pub(crate) struct ForwardingService {
 
 /// How often the forwarding service looks for forwarders whose
 /// registrant's connection (or channel) is gone.
-pub(crate) const DEPARTED_CHECK: Duration = Duration::from_secs(5);
+pub(crate) const DEPARTED_CHECK: Duration = Duration::from_secs(1);
 
 impl ForwardingService {
     /// A service allowing `per_peer` forwarders per peer.
@@ -117,9 +117,13 @@ async fn stop_departed(
             .map(|(target, forwarder)| (target.clone(), forwarder.clone()))
             .collect();
         drop(table);
+        let stopped = departed.len();
         for (target, forwarder) in departed {
             info!(%forwarder, %target, "the way to the forwarder's registrant is gone; stopping it");
             let _ = ctx.stop_worker(forwarder).await;
+        }
+        if stopped > 0 {
+            crate::memory::release_free_memory();
         }
     }
 }
