@@ -78,6 +78,18 @@ impl Default for SecureChannelOptions {
 /// Most secure channels one peer may have with one listener, by default.
 pub const DEFAULT_MAX_CHANNELS_PER_PEER: usize = 1024;
 
+/// A rule deciding, at each handshake, whether a listener accepts an
+/// initiator's static key: consulted every time, so it may change (a hub
+/// reloading its access file). See [`ListenerOptions::admit`].
+#[derive(Clone)]
+pub struct Admit(pub Arc<dyn Fn(&PublicKey) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for Admit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Admit(..)")
+    }
+}
+
 /// Settings of a listener.
 #[derive(Debug, Clone)]
 pub struct ListenerOptions {
@@ -85,6 +97,11 @@ pub struct ListenerOptions {
     pub static_key: Option<SecretHandle>,
     /// Only initiators with one of these keys are accepted (`None`: anyone).
     pub trusted_peers: Option<Vec<PublicKey>>,
+    /// Only initiators whose key this rule accepts (`None`: anyone; with
+    /// `trusted_peers` too, a key must pass both). A refused initiator's
+    /// `create` fails with [`ErrorKind::Security`] ("... is not a trusted
+    /// key"), as for `trusted_peers`.
+    pub admit: Option<Admit>,
     /// Most channels one peer may have with this listener at once, being
     /// set up or established (default [`DEFAULT_MAX_CHANNELS_PER_PEER`]).
     /// A peer is the first hop of the route a handshake comes over (a TCP
@@ -102,6 +119,7 @@ impl Default for ListenerOptions {
         ListenerOptions {
             static_key: None,
             trusted_peers: None,
+            admit: None,
             max_channels_per_peer: DEFAULT_MAX_CHANNELS_PER_PEER,
         }
     }
@@ -132,6 +150,19 @@ impl SecureChannel {
         self.handshake_hash
     }
 
+    /// The authenticated static key of the peer whose messages come out of
+    /// the channel end at `address` on this node, while that channel is
+    /// established; `None` for any other address. A message that came
+    /// through a channel has that end's address as the first hop of its
+    /// return route, so a service learns who sent it with
+    /// `SecureChannel::peer_identity(ctx, msg.return_route().next()?)`. A
+    /// message from a TCP connection has the connection's address there
+    /// instead (the transport puts it first), so no peer can pass for a
+    /// channel's. How a hub knows its clients (issue 16).
+    pub fn peer_identity(ctx: &Context, address: &Address) -> Option<PublicKey> {
+        worker::identities(ctx).get(address)
+    }
+
     /// Starts a listener at `address` that accepts channels from anyone.
     pub async fn create_listener(
         ctx: &Context,
@@ -152,9 +183,9 @@ impl SecureChannel {
             .static_key
             .unwrap_or_else(|| vault.generate_x25519());
         let public = vault.public_key(&s)?;
-        let trust = match options.trusted_peers {
-            Some(keys) => Trust::Only(Arc::new(keys)),
-            None => Trust::Anyone,
+        let trust = Trust {
+            keys: options.trusted_peers.map(Arc::new),
+            admit: options.admit,
         };
         ctx.start_worker(
             address.into(),
@@ -192,9 +223,9 @@ impl SecureChannel {
         let s = options
             .static_key
             .unwrap_or_else(|| vault.generate_x25519());
-        let trust = match options.trusted_peer {
-            Some(key) => Trust::Only(Arc::new(vec![key])),
-            None => Trust::Anyone,
+        let trust = Trust {
+            keys: options.trusted_peer.map(|key| Arc::new(vec![key])),
+            admit: None,
         };
         let (local, remote) = (Address::random_local(), Address::random_local());
         let (tx, rx) = tokio::sync::oneshot::channel();

@@ -28,25 +28,42 @@ use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
 use tracing::{debug, info, warn};
 
-/// Which peer keys an end accepts.
+/// Which peer keys an end accepts: those in `keys` (all if `None`) that
+/// `admit` accepts (all if `None`).
 #[derive(Debug, Clone, Default)]
-pub(crate) enum Trust {
-    #[default]
-    Anyone,
-    Only(Arc<Vec<PublicKey>>),
+pub(crate) struct Trust {
+    pub(crate) keys: Option<Arc<Vec<PublicKey>>>,
+    pub(crate) admit: Option<crate::Admit>,
 }
 
 impl Trust {
     fn check(&self, key: &PublicKey) -> Result<()> {
-        match self {
-            Trust::Anyone => Ok(()),
-            Trust::Only(keys) if keys.contains(key) => Ok(()),
-            Trust::Only(_) => Err(Error::new(
-                ErrorKind::Security,
-                format!("the peer's static key {key} is not a trusted key"),
-            )),
+        let listed = self.keys.as_ref().is_none_or(|keys| keys.contains(key));
+        let admitted = self.admit.as_ref().is_none_or(|admit| (admit.0)(key));
+        if listed && admitted {
+            return Ok(());
         }
+        Err(Error::new(
+            ErrorKind::Security,
+            format!("the peer's static key {key} is not a trusted key"),
+        ))
     }
+}
+
+/// The peer key behind each established channel end of a node (its
+/// `local` address), for [`SecureChannel::peer_identity`](crate::SecureChannel::peer_identity).
+#[derive(Default)]
+pub(crate) struct Identities(Mutex<std::collections::HashMap<Address, PublicKey>>);
+
+impl Identities {
+    pub(crate) fn get(&self, address: &Address) -> Option<PublicKey> {
+        lock(&self.0).get(address).copied()
+    }
+}
+
+/// The node's [`Identities`].
+pub(crate) fn identities(ctx: &Context) -> Arc<Identities> {
+    ctx.node_extension(Identities::default)
 }
 
 /// Where `create` learns the outcome: the peer's key and the handshake hash.
@@ -569,6 +586,7 @@ impl ChannelWorker {
         });
         ctx.set_inline_handler(&self.local, Some(Arc::new(LocalHandler(secure.clone()))))?;
         ctx.set_inline_handler(&self.remote, Some(Arc::new(RemoteHandler(secure.clone()))))?;
+        lock(&identities(ctx).0).insert(self.local.clone(), secure.remote_static);
         self.phase = Phase::Established(secure);
         self.became_channel();
         Ok(())
@@ -684,6 +702,7 @@ impl Worker for ChannelWorker {
 
     async fn shutdown(&mut self, ctx: &mut Context) -> Result<()> {
         self.close(ctx).await;
+        lock(&identities(ctx).0).remove(&self.local);
         if let Some(s) = self.own_static.take() {
             self.vault.delete(&s);
         }
