@@ -32,6 +32,10 @@ pub enum ErrorKind {
     Unavailable,
     /// A limit was reached (frame size, queue length, ...).
     ResourceExhausted,
+    /// The peer refused the operation: the caller's identity may not do it
+    /// (a closed hub's access file, issue 16). Retrying does not help
+    /// until the peer's rules change.
+    PermissionDenied,
     /// A bug: an invariant of the library did not hold.
     Internal,
 }
@@ -51,6 +55,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::Security => "security check failed",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::ResourceExhausted => "limit reached",
+            ErrorKind::PermissionDenied => "permission denied",
             ErrorKind::Internal => "internal error",
         };
         f.write_str(s)

@@ -21,12 +21,14 @@
 //! ```
 #![deny(missing_docs)]
 
+pub mod access;
 pub mod kafka_child;
 mod memory;
 pub mod sequencer;
 mod services;
 pub mod store;
 
+pub use access::{Access, AccessPolicy};
 pub use services::Limits;
 pub use store::{DurableStore, KafkaConfig, KafkaStats, KafkaStore, MemoryStore, StreamStore};
 
@@ -37,7 +39,7 @@ use services::{EchoService, ForwardingService, IndexService, Shared, StreamServi
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tracing::info;
+use tracing::{info, warn};
 
 /// Where the hub keeps streams.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,6 +69,15 @@ pub struct HubConfig {
     /// registered over it, are dropped (`peer_timeout`, default 30 s).
     /// Used when the hub's node has no TCP transport yet.
     pub tcp: TcpOptions,
+    /// Who may use the hub (issue 16): [`Access::Open`] (the default: anyone
+    /// who reaches it, which the hub warns about at start) or closed by an
+    /// access file ([`Access::closed`]; see [`access`]).
+    pub access: Access,
+    /// The file holding the hub's identity, the static key of its secure
+    /// channel listener (`secure_channel_listener`), created on first
+    /// start. `None` (the default): `identity.key` in the durable store's
+    /// directory; with the memory store, a new identity at every start.
+    pub identity: Option<PathBuf>,
 }
 
 /// Where the Kafka back end (librdkafka, C) runs.
@@ -95,6 +106,8 @@ impl Default for HubConfig {
             kafka: None,
             kafka_process: KafkaProcess::InProcess,
             tcp: TcpOptions::default(),
+            access: Access::Open,
+            identity: None,
         }
     }
 }
@@ -108,23 +121,56 @@ impl Hub {
     /// when Kafka is configured) and listens for TCP connections; returns
     /// the address listened on. A Kafka cluster that is down does not stop
     /// the hub: it is reported, and `stream_kafka` requests wait for it.
+    ///
+    /// # Errors
+    /// The store cannot be opened, the identity file cannot be read or
+    /// made, the address cannot be bound, or a closed hub is asked to keep
+    /// Kafka streams in a child process (not supported yet: the child
+    /// cannot tell who sent a request).
     pub async fn start(ctx: &Context, config: HubConfig) -> Result<SocketAddr> {
+        let access = config.access.clone();
+        if access.is_closed()
+            && matches!(config.kafka_process, KafkaProcess::Child { .. })
+            && config.kafka.is_some()
+        {
+            return Err(ockam_core::Error::new(
+                ockam_core::ErrorKind::InvalidInput,
+                "a closed hub (an access file) cannot keep Kafka streams in a child process yet; \
+                 run the Kafka back end in the hub's process (--kafka-in-process)",
+            ));
+        }
         let store: Arc<dyn StreamStore> = match &config.storage {
             StorageKind::Durable(dir) => Arc::new(DurableStore::open(dir)?),
             StorageKind::Memory => Arc::new(MemoryStore::new()),
         };
-        ctx.start_worker("echo_service", EchoService).await?;
+        let identity = start_listener(ctx, &config).await?;
         ctx.start_worker(
-            "forwarding_service",
-            ForwardingService::new(config.limits.max_forwarders_per_peer),
+            "echo_service",
+            EchoService {
+                access: access.clone(),
+            },
         )
         .await?;
-        start_stream_services(ctx, "stream", "stream_index", store, &config.limits, 0).await?;
+        ctx.start_worker(
+            "forwarding_service",
+            ForwardingService::new(config.limits.max_forwarders_per_peer, access.clone()),
+        )
+        .await?;
+        start_stream_services(
+            ctx,
+            "stream",
+            "stream_index",
+            store,
+            &config.limits,
+            0,
+            access.clone(),
+        )
+        .await?;
         let tcp = Arc::new(TcpTransport::create_with_options(ctx, config.tcp.clone()).await?);
         match (&config.kafka, &config.kafka_process) {
             (None, _) => {}
             (Some(kafka), KafkaProcess::InProcess) => {
-                start_kafka_services(ctx, kafka, &config.limits, false).await?
+                start_kafka_services(ctx, kafka, &config.limits, false, access.clone()).await?
             }
             (Some(kafka), KafkaProcess::Child { program }) => {
                 kafka_child::start(
@@ -138,10 +184,19 @@ impl Hub {
             }
         }
         let addr = tcp.listen(&config.listen).await?;
+        if !access.is_closed() {
+            warn!(
+                "this hub is open: anyone who reaches {addr} may read and push any stream, register \
+                 forwarders and move any client's read position; start it with --access-file FILE \
+                 to admit only the identities the file names"
+            );
+        }
         info!(
             listen = %addr,
             storage = ?config.storage,
             kafka = config.kafka.as_ref().map(|k| k.bootstrap_servers.as_str()),
+            identity = %identity,
+            access = if access.is_closed() { "closed" } else { "open" },
             "hub up: echo_service, forwarding_service, stream, stream_index{}",
             if config.kafka.is_some() { ", stream_kafka, stream_kafka_index" } else { "" }
         );
@@ -157,6 +212,7 @@ async fn start_kafka_services(
     kafka: &KafkaConfig,
     limits: &Limits,
     relayed: bool,
+    access: Access,
 ) -> Result<()> {
     let store = KafkaStore::new(kafka.clone())?;
     tokio::spawn(store.clone().report_availability());
@@ -167,9 +223,47 @@ async fn start_kafka_services(
         Arc::new(store),
         limits,
         usize::from(relayed),
+        access,
     )
     .await?;
     Ok(())
+}
+
+/// Starts the hub's secure channel listener ([`access::LISTENER`]) with
+/// the hub's identity; on a closed hub it admits the identities the access
+/// file names (asked at each handshake, so a reloaded file counts).
+/// Returns the identity (its public key).
+async fn start_listener(ctx: &Context, config: &HubConfig) -> Result<ockam_vault::PublicKey> {
+    let file = match (&config.identity, &config.storage) {
+        (Some(path), _) => Some(path.clone()),
+        (None, StorageKind::Durable(dir)) => Some(dir.join("identity.key")),
+        (None, StorageKind::Memory) => None,
+    };
+    let vault = ockam_vault::Vault::create(ctx)?;
+    let secret = match &file {
+        Some(path) => {
+            let (secret, created) = access::load_or_create_identity(path)?;
+            if created {
+                info!(file = %path.display(), "made the hub's identity");
+            }
+            vault.import_x25519(secret)
+        }
+        None => vault.generate_x25519(),
+    };
+    let access = config.access.clone();
+    let admit = ockam_channel::Admit(Arc::new(move |key| access.admits(key)));
+    let public = ockam_channel::SecureChannel::create_listener_with_options(
+        ctx,
+        access::LISTENER,
+        &vault,
+        ockam_channel::ListenerOptions {
+            static_key: Some(secret),
+            admit: Some(admit),
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(public)
 }
 
 impl Hub {
@@ -187,7 +281,7 @@ impl Hub {
         limits: &Limits,
         listen: &str,
     ) -> Result<SocketAddr> {
-        start_kafka_services(ctx, kafka, limits, true).await?;
+        start_kafka_services(ctx, kafka, limits, true, Access::Open).await?;
         let tcp = TcpTransport::create(ctx).await?;
         let addr = tcp.listen(listen).await?;
         std::thread::spawn(|| {
@@ -210,8 +304,9 @@ async fn start_stream_services(
     store: Arc<dyn StreamStore>,
     limits: &Limits,
     hops_before_peer: usize,
+    access: Access,
 ) -> Result<Arc<Shared>> {
-    let shared = Shared::new(store, limits.clone(), hops_before_peer);
+    let shared = Shared::new(store, limits.clone(), hops_before_peer, access);
     tokio::spawn(forget_idle(Arc::downgrade(&shared)));
     ctx.start_worker(
         stream,

@@ -1,7 +1,7 @@
 //! `ockam_hub`: runs a hub node. `ockam_hub --help` for the flags.
 
 use clap::{Parser, ValueEnum};
-use ockam_hub::{Hub, HubConfig, KafkaConfig, KafkaProcess, Limits, StorageKind};
+use ockam_hub::{Access, Hub, HubConfig, KafkaConfig, KafkaProcess, Limits, StorageKind};
 use ockam_transport_tcp::TcpOptions;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,7 +20,15 @@ enum Storage {
 /// Kafka (`stream_kafka`, `stream_kafka_index`).
 ///
 /// Stop it with Ctrl-C or SIGTERM: it finishes what it is handling and
-/// exits 0.
+/// exits 0. SIGHUP reads the access file again.
+///
+/// Open by default (anyone who reaches it may do anything; it warns at
+/// start). With --access-file it is closed: its services answer only
+/// requests that come through a secure channel to its listener
+/// `secure_channel_listener`, from identities (channel static keys) the
+/// file names, for what the file lets each do; a client's read positions
+/// are its identity's own. The hub's identity (its listener's static key,
+/// kept in --identity-file) is logged at start, for clients to pin.
 #[derive(Debug, Parser)]
 #[command(name = "ockam_hub", version)]
 struct Args {
@@ -89,6 +97,17 @@ struct Args {
     /// it is closed at once (and the refusals logged).
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u64).range(1..))]
     max_connections: u64,
+    /// Access file (TOML): closes the hub to all but the identities it
+    /// names, for what it lets each do (see the `access` module's docs or
+    /// the README). Read at start and again on SIGHUP; a start with a file
+    /// that does not read or check fails (exit code 1).
+    #[arg(long, env = "OCKAM_HUB_ACCESS_FILE")]
+    access_file: Option<PathBuf>,
+    /// File holding the hub's identity (the static key of its secure
+    /// channel listener), made on first start [default: identity.key in
+    /// --data-dir; with --storage memory, a new identity at every start].
+    #[arg(long, env = "OCKAM_HUB_IDENTITY_FILE")]
+    identity_file: Option<PathBuf>,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -141,7 +160,19 @@ fn main() -> ExitCode {
         Ok(program) if !args.kafka_in_process => KafkaProcess::Child { program },
         _ => KafkaProcess::InProcess,
     };
+    let access = match &args.access_file {
+        Some(path) => match Access::closed(path) {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("ockam_hub: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => Access::Open,
+    };
     let config = HubConfig {
+        access: access.clone(),
+        identity: args.identity_file,
         listen: args.listen,
         storage: match args.storage {
             Storage::Durable => StorageKind::Durable(args.data_dir),
@@ -157,11 +188,37 @@ fn main() -> ExitCode {
             ..TcpOptions::default()
         },
     };
-    match executor.execute(async move { Hub::start(&ctx, config).await.map(|_| ()) }) {
+    match executor.execute(async move {
+        Hub::start(&ctx, config).await?;
+        reload_on_sighup(access);
+        Ok(())
+    }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ockam_hub: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Reads the access file again on every SIGHUP (an open hub has none: it
+/// says so), instead of ending as SIGHUP's default would.
+fn reload_on_sighup(access: Access) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; the access file is read at start only");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            if access.is_closed() {
+                access.reload();
+            } else {
+                tracing::info!("SIGHUP: this hub is open, it has no access file to read");
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = access;
 }

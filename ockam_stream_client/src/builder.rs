@@ -122,6 +122,10 @@ impl<'a> Stream<'a> {
     /// - [`ErrorKind::InvalidInput`]: a stream name or the client id is not
     ///   1-249 characters of `[A-Za-z0-9._-]`, or the hub refused to open
     ///   the stream (the error gives its reason);
+    /// - [`ErrorKind::PermissionDenied`]: a closed hub refused the
+    ///   outgoing stream: the route does not go through a secure channel to
+    ///   the hub, or the hub's access file does not let this identity push
+    ///   or pull it (issue 16);
     /// - the error of sending the first request when the hub cannot be
     ///   reached, at once (for a TCP hop nobody listens on:
     ///   [`ErrorKind::Unavailable`], or [`ErrorKind::Timeout`] when the

@@ -59,6 +59,9 @@ impl RemoteForwarder {
     /// # Errors
     /// - [`ErrorKind::InvalidInput`]: `destination` is not a local address,
     ///   or the hub refused the registration (the error says why);
+    /// - [`ErrorKind::PermissionDenied`]: a closed hub's access file does
+    ///   not let this identity register forwarders (or the route does not
+    ///   go through a secure channel to the hub);
     /// - the error of the first send when the hub cannot be reached (with
     ///   its kind, [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`] for
     ///   a TCP connection that fails), at once rather than after a timeout;
@@ -188,10 +191,15 @@ async fn receive_answer(c: &mut Context, hub: &Route, what: &str) -> Result<Stri
             .and_then(|p| p.decode_data::<StreamError>(STREAM_ERROR))
         {
             Ok(refusal) => {
+                let kind = if refusal.is_access_denied() {
+                    ErrorKind::PermissionDenied
+                } else {
+                    ErrorKind::InvalidInput
+                };
                 return Err(Error::new(
-                    ErrorKind::InvalidInput,
+                    kind,
                     format!("the hub refused the {what}: {}", refusal.reason),
-                ))
+                ));
             }
             Err(e) => {
                 warn!(from = %reply.return_route(), error = %e, "ignored a message that answers no {what}")

@@ -81,8 +81,9 @@ pub enum Transmit {
 pub enum Event {
     /// The first `stream_create` was answered: the stream is open.
     Opened,
-    /// The first `stream_create` failed: refused (`InvalidInput`), or the
-    /// first request could not be sent.
+    /// The first `stream_create` failed: refused (`InvalidInput`; or
+    /// `PermissionDenied` by a closed hub, issue 16), or the first request
+    /// could not be sent.
     OpenFailed(ockam_core::Error),
     /// A message was refused `max_refusals` times and given up.
     GaveUp {
@@ -236,9 +237,14 @@ impl Producer {
             Input::Refused(refusal) => {
                 if refusal.protocol == crate::protocol::STREAM_CREATE && !self.reported_open {
                     self.reported_open = true;
+                    let kind = if refusal.is_access_denied() {
+                        ockam_core::ErrorKind::PermissionDenied
+                    } else {
+                        ockam_core::ErrorKind::InvalidInput
+                    };
                     self.events
                         .push_back(Event::OpenFailed(ockam_core::Error::new(
-                            ockam_core::ErrorKind::InvalidInput,
+                            kind,
                             format!(
                                 "the hub refused to open stream {:?}: {}",
                                 self.stream, refusal.reason

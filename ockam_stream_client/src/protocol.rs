@@ -210,6 +210,8 @@ pub struct StreamError {
 const UNKNOWN_PROTOCOL: &str = "unknown protocol ";
 /// How the reason of a refusal of a read position past the end starts.
 const PAST_END: &str = "read position past the end: ";
+/// How the reason of a refusal for want of permission starts.
+const ACCESS_DENIED: &str = "access denied: ";
 
 impl StreamError {
     /// A refusal of a request of `protocol` for `reason`.
@@ -252,6 +254,23 @@ impl StreamError {
     /// ([`StreamError::past_end`]).
     pub fn is_past_end(&self) -> bool {
         self.reason.starts_with(PAST_END)
+    }
+
+    /// The refusal of a request of `protocol` that its sender may not make
+    /// (extension, issue 16): the hub is closed and the request did not
+    /// come through a secure channel, or the channel's identity is not
+    /// allowed to do it (`reason` says which). Nothing was stored or moved.
+    /// Asking again does not help until the hub's access file changes, so
+    /// clients report it ([`ErrorKind::PermissionDenied`](ockam_core::ErrorKind::PermissionDenied))
+    /// instead of retrying.
+    pub fn access_denied(protocol: &str, reason: &str) -> Self {
+        StreamError::new(protocol, format!("{ACCESS_DENIED}{reason}"))
+    }
+
+    /// Whether this refuses a request its sender may not make
+    /// ([`StreamError::access_denied`]).
+    pub fn is_access_denied(&self) -> bool {
+        self.reason.starts_with(ACCESS_DENIED)
     }
 }
 

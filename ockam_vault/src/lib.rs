@@ -81,6 +81,30 @@ impl fmt::Display for PublicKey {
     }
 }
 
+/// A public key from its 64 hexadecimal digits (as `Display` writes it):
+/// how a key is written in a configuration file or on a command line.
+impl std::str::FromStr for PublicKey {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<PublicKey> {
+        let text = text.trim();
+        let bad = || {
+            Error::new(
+                ErrorKind::InvalidInput,
+                format!("an X25519 public key is 64 hexadecimal digits, not {text:?}"),
+            )
+        };
+        if text.len() != 64 || !text.is_ascii() {
+            return Err(bad());
+        }
+        let mut key = [0u8; 32];
+        for (i, byte) in key.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        Ok(PublicKey(key))
+    }
+}
+
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PublicKey({self})")
@@ -368,6 +392,17 @@ impl AeadKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_public_key_reads_back_what_display_writes() {
+        let vault = Vault::new();
+        let key = vault.public_key(&vault.generate_x25519()).unwrap();
+        assert_eq!(key.to_string().parse::<PublicKey>().unwrap(), key);
+        for bad in ["", "00", &"g".repeat(64), &"0".repeat(63), &"é".repeat(32)] {
+            let err = bad.parse::<PublicKey>().unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad:?}");
+        }
+    }
 
     #[test]
     fn x25519_matches_rfc7748() {

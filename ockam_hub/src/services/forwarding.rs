@@ -22,6 +22,8 @@ pub(crate) struct ForwardingService {
     /// How often departed registrants are looked for.
     check: Duration,
     janitor: Option<tokio::task::JoinHandle<()>>,
+    /// Who may register (issue 16).
+    access: Access,
 }
 
 /// How often the forwarding service looks for forwarders whose
@@ -30,16 +32,17 @@ pub(crate) const DEPARTED_CHECK: Duration = Duration::from_secs(1);
 
 impl ForwardingService {
     /// A service allowing `per_peer` forwarders per peer.
-    pub(crate) fn new(per_peer: usize) -> Self {
-        Self::with_check(DEPARTED_CHECK, per_peer)
+    pub(crate) fn new(per_peer: usize, access: Access) -> Self {
+        Self::with_check(DEPARTED_CHECK, per_peer, access)
     }
 
     /// Looks for departed registrants every `check`.
-    pub(crate) fn with_check(check: Duration, per_peer: usize) -> Self {
+    pub(crate) fn with_check(check: Duration, per_peer: usize, access: Access) -> Self {
         ForwardingService {
             forwarders: Arc::new(Mutex::new(PeerTable::new(per_peer, 0))),
             check,
             janitor: None,
+            access,
         }
     }
 }
@@ -184,6 +187,10 @@ impl Worker for ForwardingService {
             if p.protocol == ockam_stream_client::FORWARDING_UNREGISTER {
                 return self.unregister(ctx, back, &p).await;
             }
+        }
+        let op = Operation::RegisterForwarder;
+        if denied(ctx, &self.access, &back, FORWARDING_SERVICE, op).await? {
+            return Ok(());
         }
         let target = match forwarder_target(&back, msg.payload()) {
             Ok(t) => t,

@@ -26,6 +26,23 @@ impl Worker for IndexService {
         else {
             return Ok(());
         };
+        let stream = match &req {
+            IndexRequest::Get { stream_name, .. } | IndexRequest::Save { stream_name, .. } => {
+                stream_name.clone()
+            }
+        };
+        let access = &self.shared.access;
+        if denied(ctx, access, &back, STREAM_INDEX, Operation::Pull(&stream)).await? {
+            return Ok(());
+        }
+        // On a closed hub, a read position is its identity's own: kept
+        // under the identity and the client id, so that no one reads or
+        // moves another's.
+        let identity = identity_of(ctx, &back);
+        let owner = |client_id: &str| match (access.is_closed(), &identity) {
+            (true, Some(key)) => format!("{key}/{client_id}"),
+            _ => client_id.to_string(),
+        };
         match req {
             IndexRequest::Get {
                 client_id,
@@ -34,7 +51,7 @@ impl Worker for IndexService {
                 if let Err(e) = validate_pair(&client_id, &stream_name) {
                     return refuse(ctx, back, StreamError::new(STREAM_INDEX, e)).await;
                 }
-                let index = match self.reconciled(&client_id, &stream_name).await {
+                let index = match self.reconciled(&owner(&client_id), &stream_name).await {
                     Ok(i) => i,
                     Err(e) => return refuse(ctx, back, store_failed(STREAM_INDEX, &e)).await,
                 };
@@ -69,7 +86,7 @@ impl Worker for IndexService {
                 let saved = self
                     .shared
                     .store
-                    .save_index(&client_id, &stream_name, index.0)
+                    .save_index(&owner(&client_id), &stream_name, index.0)
                     .await;
                 match saved {
                     Ok(()) => Ok(()),

@@ -16,6 +16,7 @@ pub(crate) use forwarding::ForwardingService;
 pub(crate) use index::IndexService;
 pub(crate) use stream::StreamService;
 
+use crate::access::{Access, Operation};
 use crate::store::{PendingPush, StreamStore};
 use ockam_core::{
     async_trait, check_address, Address, Any, LocalMessage, Message, Result, Route, Routed, Worker,
@@ -225,6 +226,8 @@ type WorkerKey = (Route, String);
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn StreamStore>,
     pub(crate) limits: Limits,
+    /// Who may do what (issue 16).
+    pub(crate) access: Access,
     /// Per stream: the next index, announced after every push (waiting
     /// pulls watch it).
     heads: Mutex<HashMap<String, watch::Sender<u64>>>,
@@ -239,9 +242,11 @@ impl Shared {
         store: Arc<dyn StreamStore>,
         limits: Limits,
         hops_before_peer: usize,
+        access: Access,
     ) -> Arc<Self> {
         Arc::new(Shared {
             store,
+            access,
             heads: Mutex::new(HashMap::new()),
             workers: Mutex::new(PeerTable::new(
                 limits.max_stream_workers_per_peer,
@@ -316,6 +321,38 @@ impl Drop for HeadWatch {
             .is_some_and(|h| h.receiver_count() == 0)
         {
             heads.remove(&self.stream);
+        }
+    }
+}
+
+/// The identity behind a request that came back over `back`: the peer key
+/// of the secure channel it came through (the first hop of its return
+/// route is that channel's end), if it came through one.
+fn identity_of(ctx: &Context, back: &Route) -> Option<ockam_vault::PublicKey> {
+    back.next()
+        .ok()
+        .and_then(|first| ockam_channel::SecureChannel::peer_identity(ctx, first))
+}
+
+/// Refuses (answers `access_denied` for `protocol`) a request that came
+/// back over `back` unless its identity may do `op`; `true` when refused.
+async fn denied(
+    ctx: &Context,
+    access: &Access,
+    back: &Route,
+    protocol: &str,
+    op: Operation<'_>,
+) -> Result<bool> {
+    match access.check(identity_of(ctx, back).as_ref(), op) {
+        Ok(()) => Ok(false),
+        Err(why) => {
+            refuse(
+                ctx,
+                back.clone(),
+                StreamError::access_denied(protocol, &why),
+            )
+            .await?;
+            Ok(true)
         }
     }
 }

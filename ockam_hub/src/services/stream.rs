@@ -32,6 +32,18 @@ impl Worker for StreamService {
             let refusal = StreamError::new(STREAM_CREATE, e.message());
             return refuse(ctx, back, refusal).await;
         }
+        // Pushes and pulls are checked one by one; opening the stream
+        // needs the right to do one of them.
+        let access = &self.shared.access;
+        let identity = identity_of(ctx, &back);
+        let may_push = access.check(identity.as_ref(), Operation::Push(&name));
+        if let (Err(_), Err(why)) = (
+            may_push,
+            access.check(identity.as_ref(), Operation::Pull(&name)),
+        ) {
+            let refusal = StreamError::access_denied(STREAM_CREATE, &why);
+            return refuse(ctx, back, refusal).await;
+        }
         // Named after the store's incarnation, so that clients notice a
         // store that lost its contents (see `stream_worker_name`).
         let address = match self.shared.store.incarnation() {
@@ -414,6 +426,19 @@ impl StreamWorker {
         let Some((msg, back)) = request(ctx, msg).await? else {
             return Ok(());
         };
+        let pulling = msg.protocol == STREAM_PULL || msg.protocol == STREAM_PULL_WAIT;
+        if pulling
+            && denied(
+                ctx,
+                &self.shared.access,
+                &back,
+                &msg.protocol,
+                Operation::Pull(&self.stream),
+            )
+            .await?
+        {
+            return Ok(());
+        }
         match msg.protocol.as_str() {
             STREAM_PUSH => {
                 let Some(req) =
@@ -421,6 +446,20 @@ impl StreamWorker {
                 else {
                     return Ok(());
                 };
+                let op = Operation::Push(&self.stream);
+                if let Err(why) = self
+                    .shared
+                    .access
+                    .check(identity_of(ctx, &back).as_ref(), op)
+                {
+                    // Nothing after it is stored either (a gap otherwise,
+                    // should the rules change back).
+                    if let Some(ticket) = self.fence.submit() {
+                        ticket.fail();
+                    }
+                    let refusal = StreamError::access_denied(STREAM_PUSH, &why);
+                    return refuse(ctx, back, refusal).await;
+                }
                 if back != self.key.0 {
                     // Not over the way that opened it: pushes sent before
                     // may have been lost with a connection that broke, and

@@ -20,9 +20,16 @@ fn ten_thousand_idle_streams_leave_nothing_behind() {
                 ..Limits::default()
             };
             let store: Arc<dyn StreamStore> = Arc::new(MemoryStore::new());
-            let shared =
-                crate::start_stream_services(&ctx, "stream", "stream_index", store, &limits, 0)
-                    .await?;
+            let shared = crate::start_stream_services(
+                &ctx,
+                "stream",
+                "stream_index",
+                store,
+                &limits,
+                0,
+                Access::Open,
+            )
+            .await?;
             for i in 0..STREAMS {
                 let req = CreateStreamRequest {
                     stream_name: Some(format!("s{i}")),
@@ -116,7 +123,8 @@ fn a_forwarder_of_a_departed_client_leaves_the_table() {
     let (ctx, mut executor) = ockam_node::start_node();
     executor
         .execute(async move {
-            let service = ForwardingService::new(Limits::default().max_forwarders_per_peer);
+            let service =
+                ForwardingService::new(Limits::default().max_forwarders_per_peer, Access::Open);
             let table = service.forwarders.clone();
             ctx.start_worker("forwarding_service", service).await?;
             let tcp = TcpTransport::create(&ctx).await?;
@@ -154,6 +162,7 @@ fn forwarders_of_closed_connections_are_stopped_without_traffic() {
             let service = ForwardingService::with_check(
                 Duration::from_millis(200),
                 Limits::default().max_forwarders_per_peer,
+                Access::Open,
             );
             let table = service.forwarders.clone();
             ctx.start_worker("forwarding_service", service).await?;
@@ -317,8 +326,16 @@ fn a_stream_worker_holds_pushes_back_past_its_in_flight_bytes() {
                 submitted: AtomicU64::new(0),
             });
             let dyn_store: Arc<dyn StreamStore> = store.clone();
-            crate::start_stream_services(&ctx, "stream", "stream_index", dyn_store, &limits, 0)
-                .await?;
+            crate::start_stream_services(
+                &ctx,
+                "stream",
+                "stream_index",
+                dyn_store,
+                &limits,
+                0,
+                Access::Open,
+            )
+            .await?;
             let req = CreateStreamRequest {
                 stream_name: Some("slow".into()),
             };
