@@ -261,7 +261,7 @@ impl StreamError {
     /// come through a secure channel, or the channel's identity is not
     /// allowed to do it (`reason` says which). Nothing was stored or moved.
     /// Asking again does not help until the hub's access file changes, so
-    /// clients report it ([`ErrorKind::PermissionDenied`](ockam_core::ErrorKind::PermissionDenied))
+    /// clients report it ([`ockam_core::ErrorKind::PermissionDenied`])
     /// instead of retrying.
     pub fn access_denied(protocol: &str, reason: &str) -> Self {
         StreamError::new(protocol, format!("{ACCESS_DENIED}{reason}"))
