@@ -72,4 +72,55 @@ fn stream_hub_and_forwarding_examples() {
         "{out}"
     );
     drop(responder);
+    drop(_hub);
+
+    // Seed 000 through a closed hub (issue 16): the two nodes' identities,
+    // made beforehand so that the hub's access file names them.
+    let vault = ockam::Vault::new();
+    let key = |name: &str| {
+        let path = dir.path().join(name);
+        let (secret, _) = vault.load_or_create_x25519(&path).unwrap();
+        (path, vault.public_key(&secret).unwrap())
+    };
+    let (initiator_file, initiator) = key("initiator.key");
+    let (responder_file, responder) = key("responder.key");
+    let (hub_file, hub_identity) = key("hub.key");
+    let access = dir.path().join("access.toml");
+    std::fs::write(
+        &access,
+        format!(
+            "[identities]\ninitiator = \"{initiator}\"\nresponder = \"{responder}\"\n\n\
+             [[streams]]\nnames = \"*-to-*\"\npush = [\"*\"]\npull = [\"*\"]\n"
+        ),
+    )
+    .unwrap();
+    let closed = tempfile::tempdir().unwrap();
+    let _hub = LocalHub::start(HubConfig {
+        listen: "127.0.0.1:4000".into(),
+        storage: StorageKind::Durable(closed.path().to_path_buf()),
+        access: ockam_hub::Access::closed(&access).unwrap(),
+        identity: Some(hub_file),
+        ..HubConfig::default()
+    });
+    let as_node = |name: &str, file: &std::path::Path| {
+        let mut cmd = example(name);
+        cmd.env("OCKAM_IDENTITY_FILE", file)
+            .env("OCKAM_HUB_IDENTITY", hub_identity.to_string());
+        cmd
+    };
+    // The plain examples are refused now.
+    let out = run(&mut example("14-streams-initiator"));
+    assert!(!out.status.success(), "a plaintext client of a closed hub");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("permission denied")
+            || String::from_utf8_lossy(&out.stdout).contains("permission denied"),
+        "{out:?}"
+    );
+    let mut initiator = Running::start(&mut as_node("18-closed-hub-initiator", &initiator_file));
+    std::thread::sleep(Duration::from_secs(2));
+    let responder = Running::start(&mut as_node("18-closed-hub-responder", &responder_file));
+    let line = initiator.wait_for("Reply via stream:");
+    assert!(line.contains("Hello World!"), "{line}");
+    assert!(initiator.child.wait().unwrap().success());
+    drop(responder);
 }

@@ -303,56 +303,6 @@ impl Access {
 /// The address of the hub's secure channel listener.
 pub const LISTENER: &str = "secure_channel_listener";
 
-/// The hub's identity: a static X25519 secret kept in `path` (64
-/// hexadecimal digits, readable by its owner alone), created on first
-/// start. Returns the secret and whether it was created now.
-///
-/// # Errors
-/// [`ErrorKind::Io`] when the file cannot be read or written;
-/// [`ErrorKind::InvalidInput`] when it does not hold a key.
-pub fn load_or_create_identity(path: &Path) -> Result<([u8; 32], bool)> {
-    let io = |what: &str, e: std::io::Error| {
-        Error::with_source(ErrorKind::Io, format!("{what} {}", path.display()), e)
-    };
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let key: PublicKey = text.parse().map_err(|e: Error| {
-                Error::new(
-                    ErrorKind::InvalidInput,
-                    format!("the identity file {}: {}", path.display(), e.message()),
-                )
-            })?;
-            Ok((key.0, false))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let secret: [u8; 32] = rand::random();
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| io("cannot create the directory of", e))?;
-            }
-            // Written whole under another name, then renamed: a crash never
-            // leaves half a key.
-            let tmp = path.with_extension("tmp");
-            {
-                use std::io::Write;
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create(true).truncate(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut f = options
-                    .open(&tmp)
-                    .map_err(|e| io("cannot write the identity file", e))?;
-                f.write_all(PublicKey(secret).to_string().as_bytes())
-                    .and_then(|()| f.sync_all())
-                    .map_err(|e| io("cannot write the identity file", e))?;
-            }
-            std::fs::rename(&tmp, path).map_err(|e| io("cannot write the identity file", e))?;
-            Ok((secret, true))
-        }
-        Err(e) => Err(io("cannot read the identity file", e)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -434,25 +384,5 @@ mod tests {
         assert!(why.contains("secure channel"), "{why}");
         assert!(closed.admits(&key(1)));
         assert!(!closed.admits(&key(3)));
-    }
-
-    #[test]
-    fn the_identity_file_is_made_once_and_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub").join("identity.key");
-        let (first, created) = load_or_create_identity(&path).unwrap();
-        assert!(created);
-        let (again, created) = load_or_create_identity(&path).unwrap();
-        assert!(!created);
-        assert_eq!(first, again);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-            assert_eq!(mode & 0o777, 0o600);
-        }
-        std::fs::write(&path, "garbage").unwrap();
-        let err = load_or_create_identity(&path).unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::InvalidInput);
     }
 }

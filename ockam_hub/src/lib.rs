@@ -242,11 +242,11 @@ async fn start_listener(ctx: &Context, config: &HubConfig) -> Result<ockam_vault
     let vault = ockam_vault::Vault::create(ctx)?;
     let secret = match &file {
         Some(path) => {
-            let (secret, created) = access::load_or_create_identity(path)?;
+            let (secret, created) = vault.load_or_create_x25519(path)?;
             if created {
                 info!(file = %path.display(), "made the hub's identity");
             }
-            vault.import_x25519(secret)
+            secret
         }
         None => vault.generate_x25519(),
     };

@@ -152,6 +152,55 @@ impl Vault {
         }
     }
 
+    /// The X25519 secret kept in the file at `path` (64 hexadecimal
+    /// digits, readable by its owner alone), made there if there is none:
+    /// an identity that outlives the process (a hub's, a client's that a
+    /// hub's access file names). Also `true` when the file was made now.
+    /// The file is written whole under another name and renamed, so that
+    /// a crash never leaves half a key.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] when the file cannot be read or written;
+    /// [`ErrorKind::InvalidInput`] when it does not hold a key.
+    pub fn load_or_create_x25519(&self, path: &std::path::Path) -> Result<(SecretHandle, bool)> {
+        let io = |what: &str, e: std::io::Error| {
+            Error::with_source(ErrorKind::Io, format!("{what} {}", path.display()), e)
+        };
+        let secret = match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let key: PublicKey = text.parse().map_err(|e: Error| {
+                    Error::new(
+                        ErrorKind::InvalidInput,
+                        format!("the key file {}: {}", path.display(), e.message()),
+                    )
+                })?;
+                return Ok((self.import_x25519(key.0), false));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => StaticSecret::random(),
+            Err(e) => return Err(io("cannot read the key file", e)),
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| io("cannot create the directory of", e))?;
+        }
+        let tmp = path.with_extension("tmp");
+        {
+            use std::io::Write;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut f = options
+                .open(&tmp)
+                .map_err(|e| io("cannot write the key file", e))?;
+            let text = zeroize::Zeroizing::new(PublicKey(secret.to_bytes()).to_string());
+            f.write_all(text.as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| io("cannot write the key file", e))?;
+        }
+        std::fs::rename(&tmp, path).map_err(|e| io("cannot write the key file", e))?;
+        Ok((self.store(secret), true))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, StaticSecret>> {
         self.inner.secrets.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -392,6 +441,31 @@ impl AeadKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_file_is_made_once_and_kept() {
+        let dir = std::env::temp_dir().join(format!("ockam-vault-{}", std::process::id()));
+        let path = dir.join("sub").join("identity.key");
+        let vault = Vault::new();
+        let (first, created) = vault.load_or_create_x25519(&path).unwrap();
+        assert!(created);
+        let (again, created) = vault.load_or_create_x25519(&path).unwrap();
+        assert!(!created);
+        assert_eq!(
+            vault.public_key(&first).unwrap(),
+            vault.public_key(&again).unwrap()
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        std::fs::write(&path, "garbage").unwrap();
+        let err = vault.load_or_create_x25519(&path).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::InvalidInput);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_public_key_reads_back_what_display_writes() {
