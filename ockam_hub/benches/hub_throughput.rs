@@ -2,12 +2,15 @@
 //! - push throughput of 1 KiB messages, one and eight producers (raw stream
 //!   protocol, 256 pushes in flight per producer, counted confirmations);
 //! - end-to-end latency p50/p99 (stream client to stream client) with the
-//!   waiting pull and with 100 ms polling as in the seeds.
+//!   waiting pull and with 100 ms polling as in the seeds;
+//! - the same against a closed hub (issue 16: an access file; every client
+//!   reaches it through a secure channel, one per client node), beside
+//!   the open durable hub.
 //!
 //! `cargo bench -p ockam_hub --bench hub_throughput`
 
 use ockam_core::{async_trait, route, Result, Route, Routed, Worker, TCP};
-use ockam_hub::{Hub, HubConfig, StorageKind};
+use ockam_hub::{Access, Hub, HubConfig, StorageKind};
 use ockam_node::{start_node, Context};
 use ockam_stream_client::protocol::*;
 use ockam_stream_client::Stream;
@@ -21,8 +24,41 @@ fn epoch() -> Instant {
     *EPOCH.get_or_init(Instant::now)
 }
 
+/// How clients reach the hub: over TCP, or through a secure channel as
+/// the identity with this secret (the access file names it).
+#[derive(Clone, Copy)]
+enum Via {
+    Plain,
+    Channel([u8; 32]),
+}
+
+/// The route to the hub's services from `ctx`'s node: over TCP, or through
+/// a new secure channel.
+async fn to_hub(ctx: &Context, hub: &str, via: Via) -> Result<Route> {
+    match via {
+        Via::Plain => Ok(route![(TCP, hub)]),
+        Via::Channel(secret) => {
+            let vault = ockam_vault::Vault::create(ctx)?;
+            let channel = ockam_channel::SecureChannel::create_with_options(
+                ctx,
+                route![(TCP, hub), "secure_channel_listener"],
+                &vault,
+                ockam_channel::SecureChannelOptions {
+                    static_key: Some(vault.import_x25519(secret)),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            Ok(route![channel.address()])
+        }
+    }
+}
+
 /// A hub in its own thread; returns its address and a stopper.
-fn hub(storage: StorageKind) -> (String, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
+fn hub(
+    storage: StorageKind,
+    access: Access,
+) -> (String, mpsc::Sender<()>, std::thread::JoinHandle<()>) {
     let (up_tx, up_rx) = mpsc::channel();
     let (stop, stop_rx) = mpsc::channel::<()>();
     let t = std::thread::spawn(move || {
@@ -32,6 +68,7 @@ fn hub(storage: StorageKind) -> (String, mpsc::Sender<()>, std::thread::JoinHand
                 let config = HubConfig {
                     listen: "127.0.0.1:0".into(),
                     storage,
+                    access,
                     ..HubConfig::default()
                 };
                 up_tx
@@ -49,7 +86,7 @@ fn hub(storage: StorageKind) -> (String, mpsc::Sender<()>, std::thread::JoinHand
 /// `window` unconfirmed at most; returns when all are confirmed.
 async fn produce(
     ctx: &Context,
-    hub: &str,
+    hub: Route,
     stream: &str,
     n: u64,
     size: usize,
@@ -59,11 +96,10 @@ async fn produce(
     let req = CreateStreamRequest {
         stream_name: Some(stream.to_string()),
     };
-    me.send(
-        route![(TCP, hub), "stream"],
-        ProtocolPayload::new(STREAM_CREATE, &req)?,
-    )
-    .await?;
+    let mut service = hub;
+    service.modify().append("stream");
+    me.send(service, ProtocolPayload::new(STREAM_CREATE, &req)?)
+        .await?;
     let route: Route = me.receive::<ProtocolPayload>().await?.return_route();
     let data = vec![b'x'; size];
     let (mut sent, mut confirmed) = (0u64, 0u64);
@@ -87,18 +123,19 @@ async fn produce(
     Ok(())
 }
 
-fn push_rate(hub: &str, producers: usize, n: u64) -> f64 {
+fn push_rate(hub: &str, via: Via, producers: usize, n: u64) -> f64 {
     let hub = hub.to_string();
     let (ctx, mut executor) = start_node();
     executor
         .execute(async move {
             let _tcp = ockam_transport_tcp::TcpTransport::create(&ctx).await?;
+            let hub = to_hub(&ctx, &hub, via).await?;
             let start = Instant::now();
             let runs = (0..producers).map(|p| {
                 let stream = format!("bench-{}-{p}", rand_suffix());
                 let hub = hub.clone();
                 let ctx = &ctx;
-                async move { produce(ctx, &hub, &stream, n, 1024, 256).await }
+                async move { produce(ctx, hub, &stream, n, 1024, 256).await }
             });
             for r in futures_join(runs).await {
                 r?;
@@ -153,13 +190,14 @@ impl Worker for Recorder {
     }
 }
 
-fn latency(hub: &str, waiting: bool, n: usize) -> (f64, f64) {
+fn latency(hub: &str, via: Via, waiting: bool, n: usize) -> (f64, f64) {
     let hub = hub.to_string();
     let (tx, rx) = mpsc::channel();
     let (ctx, mut executor) = start_node();
     executor
         .execute(async move {
             let _tcp = ockam_transport_tcp::TcpTransport::create(&ctx).await?;
+            let hub = to_hub(&ctx, &hub, via).await?;
             let tag = rand_suffix();
             let (a, b) = (format!("lat-a-{tag}"), format!("lat-b-{tag}"));
             ctx.start_worker("recorder", Recorder { samples: tx })
@@ -167,13 +205,13 @@ fn latency(hub: &str, waiting: bool, n: usize) -> (f64, f64) {
             let (sender, _r1) = Stream::new(&ctx)?
                 .client_id(format!("lat-p-{tag}"))
                 .with_waiting_pull(waiting)
-                .connect(route![(TCP, hub.as_str())], a.as_str(), b.as_str())
+                .connect(hub.clone(), a.as_str(), b.as_str())
                 .await?;
             let _consumer = Stream::new(&ctx)?
                 .client_id(format!("lat-c-{tag}"))
                 .with_waiting_pull(waiting)
                 .with_interval(Duration::from_millis(100))
-                .connect(route![(TCP, hub.as_str())], b.as_str(), a.as_str())
+                .connect(hub.clone(), b.as_str(), a.as_str())
                 .await?;
             tokio::time::sleep(Duration::from_millis(500)).await;
             for _ in 0..n {
@@ -202,15 +240,38 @@ fn main() {
         "{:>8} | {:>14} | {:>14} | {:>16} | {:>16}",
         "store", "1 producer/s", "8 producers/s", "wait p50/p99 ms", "poll p50/p99 ms"
     );
-    for (name, storage) in [
-        ("memory", StorageKind::Memory),
-        ("durable", StorageKind::Durable(dir.clone())),
+    // The closed hub's access file: one identity, every stream.
+    let secret: [u8; 32] = rand::random();
+    let vault = ockam_vault::Vault::new();
+    let public = vault.public_key(&vault.import_x25519(secret)).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    let access_file = dir.join("access.toml");
+    std::fs::write(
+        &access_file,
+        format!("[identities]\nbench = \"{public}\"\n\n[[streams]]\nnames = \"*\"\npush = [\"*\"]\npull = [\"*\"]\n"),
+    )
+    .unwrap();
+    let closed = Access::closed(&access_file).unwrap();
+    for (name, storage, access, via) in [
+        ("memory", StorageKind::Memory, Access::Open, Via::Plain),
+        (
+            "durable",
+            StorageKind::Durable(dir.join("open")),
+            Access::Open,
+            Via::Plain,
+        ),
+        (
+            "closed",
+            StorageKind::Durable(dir.join("closed")),
+            closed,
+            Via::Channel(secret),
+        ),
     ] {
-        let (addr, stop, t) = hub(storage);
-        let one = push_rate(&addr, 1, n);
-        let eight = push_rate(&addr, 8, n / 2);
-        let wait = latency(&addr, true, lat_n);
-        let poll = latency(&addr, false, lat_n.min(100));
+        let (addr, stop, t) = hub(storage, access);
+        let one = push_rate(&addr, via, 1, n);
+        let eight = push_rate(&addr, via, 8, n / 2);
+        let wait = latency(&addr, via, true, lat_n);
+        let poll = latency(&addr, via, false, lat_n.min(100));
         println!(
             "{:>8} | {:>14.0} | {:>14.0} | {:>7.2} / {:>6.2} | {:>7.2} / {:>6.2}",
             name, one, eight, wait.0, wait.1, poll.0, poll.1

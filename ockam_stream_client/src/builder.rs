@@ -171,7 +171,14 @@ impl<'a> Stream<'a> {
         self.ctx.start_worker(addresses, producer).await?;
         let outcome = match tokio::time::timeout(self.connect_timeout, opened).await {
             Ok(Ok(Ok(()))) => Ok(()),
-            Ok(Ok(Err(e))) if e.kind() == ErrorKind::InvalidInput => Err(e),
+            Ok(Ok(Err(e)))
+                if matches!(
+                    e.kind(),
+                    ErrorKind::InvalidInput | ErrorKind::PermissionDenied
+                ) =>
+            {
+                Err(e)
+            }
             Ok(Ok(Err(e))) => Err(Error::with_source(
                 e.kind(),
                 format!("stream {outgoing:?}: cannot reach the hub over {}", hub.route),
