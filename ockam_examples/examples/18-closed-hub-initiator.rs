@@ -5,38 +5,17 @@
 // hub's access file names; `OCKAM_HUB_IDENTITY` (the hub's key, which it
 // logs at start) pins the hub. README, "A closed hub", shows the setup.
 
-use ockam::{
-    route, stream::Stream, Context, Result, SecureChannel, SecureChannelOptions, TcpTransport,
-    Vault, TCP,
-};
+use ockam::{route, stream::Stream, Context, Result, TcpTransport};
+use ockam_get_started::channel_to_closed_hub;
 
 #[ockam::node]
 async fn main(mut ctx: Context) -> Result<()> {
     let _tcp = TcpTransport::create(&ctx).await?;
     let hub_node_tcp_address = "127.0.0.1:4000";
 
-    // This node's identity, made on first run.
-    let vault = Vault::create(&ctx)?;
-    let file = std::env::var("OCKAM_IDENTITY_FILE").unwrap_or_else(|_| "initiator.key".into());
-    let (identity, _) = vault.load_or_create_x25519(file.as_ref())?;
-    println!("initiator identity: {}", vault.public_key(&identity)?);
-
-    // A secure channel to the hub, pinned to its identity if given.
-    let trusted_peer = match std::env::var("OCKAM_HUB_IDENTITY") {
-        Ok(key) => Some(key.parse()?),
-        Err(_) => None,
-    };
-    let channel = SecureChannel::create_with_options(
-        &ctx,
-        route![(TCP, hub_node_tcp_address), "secure_channel_listener"],
-        &vault,
-        SecureChannelOptions {
-            static_key: Some(identity),
-            trusted_peer,
-            ..Default::default()
-        },
-    )
-    .await?;
+    // A secure channel to the hub, as this node's identity (made on first
+    // run, in `initiator.key` unless OCKAM_IDENTITY_FILE says otherwise).
+    let channel = channel_to_closed_hub(&ctx, hub_node_tcp_address, "initiator.key").await?;
 
     // Seed 000's code, with the channel as the route to the hub.
     let (sender, _receiver) = Stream::new(&ctx)?

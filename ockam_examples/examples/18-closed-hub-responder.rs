@@ -2,37 +2,15 @@
 // 18-closed-hub-initiator.rs. Its identity file: `OCKAM_IDENTITY_FILE`,
 // default `responder.key`.
 
-use ockam::{
-    route, stream::Stream, Context, Result, SecureChannel, SecureChannelOptions, TcpTransport,
-    Vault, TCP,
-};
-use ockam_get_started::Echoer;
+use ockam::{route, stream::Stream, Context, Result, TcpTransport};
+use ockam_get_started::{channel_to_closed_hub, Echoer};
 
 #[ockam::node]
 async fn main(ctx: Context) -> Result<()> {
     let _tcp = TcpTransport::create(&ctx).await?;
     let hub_node_tcp_address = "127.0.0.1:4000";
 
-    let vault = Vault::create(&ctx)?;
-    let file = std::env::var("OCKAM_IDENTITY_FILE").unwrap_or_else(|_| "responder.key".into());
-    let (identity, _) = vault.load_or_create_x25519(file.as_ref())?;
-    println!("responder identity: {}", vault.public_key(&identity)?);
-
-    let trusted_peer = match std::env::var("OCKAM_HUB_IDENTITY") {
-        Ok(key) => Some(key.parse()?),
-        Err(_) => None,
-    };
-    let channel = SecureChannel::create_with_options(
-        &ctx,
-        route![(TCP, hub_node_tcp_address), "secure_channel_listener"],
-        &vault,
-        SecureChannelOptions {
-            static_key: Some(identity),
-            trusted_peer,
-            ..Default::default()
-        },
-    )
-    .await?;
+    let channel = channel_to_closed_hub(&ctx, hub_node_tcp_address, "responder.key").await?;
 
     Stream::new(&ctx)?
         .stream_service("stream")

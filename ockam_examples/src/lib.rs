@@ -16,8 +16,10 @@
 //! ```
 #![deny(missing_docs)]
 
+mod closed_hub;
 mod echoer;
 mod hop;
 
+pub use closed_hub::channel_to_closed_hub;
 pub use echoer::Echoer;
 pub use hop::Hop;

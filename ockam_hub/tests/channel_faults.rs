@@ -10,7 +10,8 @@ mod faults;
 
 use faults::{Fault, FaultProxy};
 use ockam_channel::SecureChannel;
-use ockam_core::{async_trait, route, Result, Routed, Worker, TCP};
+use ockam_core::{route, Result, TCP};
+use ockam_get_started::Echoer;
 use ockam_node::{start_node, Context};
 use ockam_rpc::{call, make_sink, RpcError, RpcServer, Sink, Source};
 use ockam_transport_tcp::TcpTransport;
@@ -20,18 +21,6 @@ use std::time::{Duration, Instant};
 
 /// Numbers sent over the typed stream in each scenario.
 const N: u64 = 2_000;
-
-/// Sends every string back.
-struct Echoer;
-
-#[async_trait]
-impl Worker for Echoer {
-    type Message = String;
-    type Context = Context;
-    async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<String>) -> Result<()> {
-        ctx.send(msg.return_route(), msg.body()).await
-    }
-}
 
 /// Sends back each number it reads; ends as its source does.
 async fn echo(_: u8, mut source: Source<u64>) -> std::result::Result<Option<Sink<u64>>, RpcError> {
