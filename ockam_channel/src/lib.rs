@@ -110,7 +110,11 @@ pub struct ListenerOptions {
     /// A handshake past it is refused: the initiator's
     /// [`SecureChannel::create`] fails with [`ErrorKind::Security`] and
     /// the reason. A channel stops holding its place when either end stops
-    /// or its connection closes (issue 18).
+    /// or its first hop's connection closes (issue 18). Through a relay
+    /// (a hub's forwarder), every initiator counts as the relay's
+    /// connection, and an initiator that vanishes without a word keeps
+    /// its channel until that connection closes: there is no keepalive on
+    /// established channels yet.
     pub max_channels_per_peer: usize,
 }
 
@@ -151,14 +155,17 @@ impl SecureChannel {
     }
 
     /// The authenticated static key of the peer whose messages come out of
-    /// the channel end at `address` on this node, while that channel is
-    /// established; `None` for any other address. A message that came
-    /// through a channel has that end's address as the first hop of its
-    /// return route, so a service learns who sent it with
+    /// the channel end at `address` on this node, from when that channel
+    /// is established until its worker has stopped; `None` for any other
+    /// address. A message that came through a channel has that end's
+    /// address as the first hop of its return route, so a service learns
+    /// who sent it with
     /// `SecureChannel::peer_identity(ctx, msg.return_route().next()?)`. A
     /// message from a TCP connection has the connection's address there
     /// instead (the transport puts it first), so no peer can pass for a
-    /// channel's. How a hub knows its clients (issue 16).
+    /// channel's. It names the last channel the message came through: a
+    /// relay beyond it that does not add itself to the return route (a
+    /// hub's forwarder) is not seen. How a hub knows its clients (issue 16).
     pub fn peer_identity(ctx: &Context, address: &Address) -> Option<PublicKey> {
         worker::identities(ctx).get(address)
     }

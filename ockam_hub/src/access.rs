@@ -40,8 +40,9 @@ use tracing::{info, warn};
 /// What a request asks to do, for [`Access::check`].
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Operation<'a> {
-    /// Anything at all (echo; opening a stream, before it is known how it
-    /// will be used).
+    /// Anything at all: echo, sending through a forwarder, unregistering
+    /// one's forwarder. (Opening a stream needs the right to push or to
+    /// pull it.)
     Connect,
     /// Push into the stream.
     Push(&'a str),

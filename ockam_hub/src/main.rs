@@ -189,8 +189,10 @@ fn main() -> ExitCode {
         },
     };
     match executor.execute(async move {
-        Hub::start(&ctx, config).await?;
+        // Before the hub starts (opening a large store takes a while):
+        // SIGHUP's default would end the process.
         reload_on_sighup(access);
+        Hub::start(&ctx, config).await?;
         Ok(())
     }) {
         Ok(()) => ExitCode::SUCCESS,

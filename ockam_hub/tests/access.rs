@@ -218,8 +218,25 @@ fn a_closed_hub_serves_each_identity_what_its_access_file_allows() {
                 assert_eq!(p.decode_data::<PushConfirm>(STREAM_PUSH)?.request_id.0, i);
             }
             save_index(&ctx, via_a("stream_index"), "a-1", 2).await?;
+            ctx.start_worker("dest", ockam_get_started::Echoer).await?;
             let fwd = RemoteForwarder::create_over(&ctx, route![ca.address()], "dest").await?;
-            println!("alice's forwarder: {}", fwd.remote_address());
+            // Through her forwarder: a stranger's plaintext is dropped,
+            // an admitted identity's message passes.
+            let forwarder = fwd.remote_address();
+            ctx.send(
+                route![(TCP, addr.as_str()), forwarder.clone()],
+                "plain".to_string(),
+            )
+            .await?;
+            ctx.send(route![ca.address(), forwarder], "through".to_string())
+                .await?;
+            assert_eq!(ctx.receive_timeout::<String>(10).await?.body(), "through");
+            assert!(
+                ctx.receive_duration::<String>(Duration::from_millis(500))
+                    .await
+                    .is_err(),
+                "a plaintext message went through a closed hub's forwarder"
+            );
 
             // Bob pulls, may not push, and his read position is his own.
             let cb = channel(&ctx, &vault, &addr, &bob, &hub_key).await?;
@@ -254,6 +271,20 @@ fn a_closed_hub_serves_each_identity_what_its_access_file_allows() {
             // Streams no rule names: nobody's.
             let refused = open(&mut ctx, via_a("stream"), "b-1").await?.unwrap_err();
             assert!(refused.is_access_denied(), "{refused:?}");
+            // A stream client that may push its outgoing stream and not
+            // read its incoming one learns it from `connect`.
+            let err = ockam_stream_client::Stream::new(&ctx)?
+                .client_id("alice-client")
+                .connect(route![ca.address()], "a-2", "b-2")
+                .await
+                .expect_err("an incoming stream alice may not read");
+            assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+            assert!(err.message().contains("read stream \"b-2\""), "{err}");
+            // And one that may do both is connected.
+            let (_sender, _receiver) = ockam_stream_client::Stream::new(&ctx)?
+                .client_id("alice-client")
+                .connect(route![ca.address()], "a-2", "a-3")
+                .await?;
 
             // Bob leaves the file; SIGHUP: his next request is refused.
             access_file(&file, &alice_key, None);

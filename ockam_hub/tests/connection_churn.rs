@@ -18,9 +18,9 @@ use std::time::Duration;
 const CYCLES: usize = 6_000;
 
 /// What the hub may keep after the burst, in MiB: the marks of departed
-/// peers (one per closed connection, about 200 bytes, for an hour or up
-/// to 65,536 of them: 1.2 MiB here) and what the allocator cannot give
-/// back (partly used pages). Before the fix: 39 MiB more.
+/// peers (one per closed connection, a socket address and a time in one
+/// table, kept an hour or up to 65,536 of them) and what the allocator
+/// cannot give back (partly used pages). Before the fix: 39 MiB more.
 const KEPT_MIB: f64 = 8.0;
 
 #[test]

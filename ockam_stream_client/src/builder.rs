@@ -10,6 +10,7 @@ use ockam_core::{Address, Error, ErrorKind, Result, Route};
 use ockam_node::Context;
 use std::time::Duration;
 use tokio::sync::oneshot;
+use tracing::debug;
 
 /// Builds a stream connection: `Stream::new(&ctx)?.stream_service("stream")
 /// .index_service("stream_index").client_id("me").connect(hub, out, in)`.
@@ -123,9 +124,9 @@ impl<'a> Stream<'a> {
     ///   1-249 characters of `[A-Za-z0-9._-]`, or the hub refused to open
     ///   the stream (the error gives its reason);
     /// - [`ErrorKind::PermissionDenied`]: a closed hub refused the
-    ///   outgoing stream: the route does not go through a secure channel to
-    ///   the hub, or the hub's access file does not let this identity push
-    ///   or pull it (issue 16);
+    ///   outgoing stream (this identity may not push it) or the incoming
+    ///   one (may not read it), or the route does not go through a secure
+    ///   channel to the hub (issue 16);
     /// - the error of sending the first request when the hub cannot be
     ///   reached, at once (for a TCP hop nobody listens on:
     ///   [`ErrorKind::Unavailable`], or [`ErrorKind::Timeout`] when the
@@ -200,6 +201,7 @@ impl<'a> Stream<'a> {
             let _ = self.ctx.stop_worker(public).await;
             return Err(e);
         }
+        let incoming_name = incoming.clone();
         let consumer = Consumer::new(
             incoming,
             client_id,
@@ -210,9 +212,34 @@ impl<'a> Stream<'a> {
                 ..ConsumerConfig::default()
             },
         );
-        let (consumer, addresses) =
-            ConsumerWorker::new(consumer, hub, public.clone(), recipient, self.interval);
+        let (opened_tx, opened) = oneshot::channel();
+        let (consumer, addresses) = ConsumerWorker::new(
+            consumer,
+            hub.clone(),
+            public.clone(),
+            recipient,
+            self.interval,
+            opened_tx,
+        );
+        let consumer_address = addresses[0].clone();
         self.ctx.start_worker(addresses, consumer).await?;
+        // Until the hub answered the incoming stream's read position, or
+        // refused a request: a client that may push and not read (a closed
+        // hub's access file, issue 16) learns it here. Otherwise, as
+        // before, the consumer carries on asking on its own.
+        let outcome = match tokio::time::timeout(self.connect_timeout, opened).await {
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Ok(Ok(()))) | Ok(Err(_)) => Ok(()),
+            Err(_) => {
+                debug!(stream = %incoming_name, "the hub did not answer the read position in time; the consumer goes on asking");
+                Ok(())
+            }
+        };
+        if let Err(e) = outcome {
+            let _ = self.ctx.stop_worker(consumer_address).await;
+            let _ = self.ctx.stop_worker(public).await;
+            return Err(e);
+        }
         Ok((SenderAddress(public), ReceiverAddress { ctx: receiver }))
     }
 }

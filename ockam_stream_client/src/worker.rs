@@ -8,8 +8,8 @@ use crate::consumer::{self, Consumer, Deliver};
 use crate::producer::{self, Producer};
 use crate::protocol::*;
 use ockam_core::{
-    async_trait, Address, Any, Delivery, Error, LocalMessage, Message, Receipt, Result, Route,
-    Routed, TransportMessage, Worker,
+    async_trait, Address, Any, Delivery, Error, ErrorKind, LocalMessage, Message, Receipt, Result,
+    Route, Routed, TransportMessage, Worker,
 };
 use ockam_node::Context;
 use std::sync::Arc;
@@ -431,6 +431,10 @@ pub(crate) struct ConsumerWorker {
     coalesce: Duration,
     timer: Option<Timer>,
     outage: Outage,
+    /// `Stream::connect`, told once the hub answered the read position or
+    /// refused a request (`Ok`), or refused one for want of permission
+    /// (issue 16).
+    opened: Option<oneshot::Sender<Result<()>>>,
 }
 
 impl ConsumerWorker {
@@ -441,6 +445,7 @@ impl ConsumerWorker {
         producer: Address,
         recipient: Address,
         coalesce: Duration,
+        opened: oneshot::Sender<Result<()>>,
     ) -> (Self, Vec<Address>) {
         let (main, wake) = (Address::random_local(), Address::random_local());
         (
@@ -455,6 +460,7 @@ impl ConsumerWorker {
                 coalesce,
                 timer: None,
                 outage: Outage::default(),
+                opened: Some(opened),
             },
             vec![main, wake],
         )
@@ -558,14 +564,37 @@ impl ConsumerWorker {
                 None => return,
             },
             STREAM_INDEX => match answer::<Index>(&p, stream) {
-                Some(i) => consumer::Input::Index(i.index.map(|u| u.0)),
+                Some(i) => {
+                    if let Some(o) = self.opened.take() {
+                        let _ = o.send(Ok(()));
+                    }
+                    consumer::Input::Index(i.index.map(|u| u.0))
+                }
                 None => return,
             },
             STREAM_PULL => match answer(&p, stream) {
                 Some(r) => consumer::Input::Pulled(r),
                 None => return,
             },
-            STREAM_ERROR => consumer::Input::Refused(refusal(&p)),
+            STREAM_ERROR => {
+                let refusal = refusal(&p);
+                if let Some(o) = self.opened.take() {
+                    // Any other refusal is asked again (as before
+                    // `connect` waited for the consumer): not an error yet.
+                    let _ = o.send(if refusal.is_access_denied() {
+                        Err(Error::new(
+                            ErrorKind::PermissionDenied,
+                            format!(
+                                "the hub refused to let this client read stream {stream:?}: {}",
+                                refusal.reason
+                            ),
+                        ))
+                    } else {
+                        Ok(())
+                    });
+                }
+                consumer::Input::Refused(refusal)
+            }
             other => return ignored(stream, other),
         };
         self.outage.answered(self.machine.stream());

@@ -88,13 +88,18 @@ impl std::str::FromStr for PublicKey {
 
     fn from_str(text: &str) -> Result<PublicKey> {
         let text = text.trim();
+        // The text is not repeated: it may be a secret key's file.
         let bad = || {
             Error::new(
                 ErrorKind::InvalidInput,
-                format!("an X25519 public key is 64 hexadecimal digits, not {text:?}"),
+                format!(
+                    "a key is 64 hexadecimal digits, not {} characters of which {} are not",
+                    text.chars().count(),
+                    text.chars().filter(|c| !c.is_ascii_hexdigit()).count()
+                ),
             )
         };
-        if text.len() != 64 || !text.is_ascii() {
+        if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad());
         }
         let mut key = [0u8; 32];
@@ -472,7 +477,15 @@ mod tests {
         let vault = Vault::new();
         let key = vault.public_key(&vault.generate_x25519()).unwrap();
         assert_eq!(key.to_string().parse::<PublicKey>().unwrap(), key);
-        for bad in ["", "00", &"g".repeat(64), &"0".repeat(63), &"é".repeat(32)] {
+        let plus = format!("+f{}", "0".repeat(62));
+        for bad in [
+            "",
+            "00",
+            &"g".repeat(64),
+            &"0".repeat(63),
+            &"é".repeat(32),
+            &plus,
+        ] {
             let err = bad.parse::<PublicKey>().unwrap_err();
             assert_eq!(err.kind(), ErrorKind::InvalidInput, "{bad:?}");
         }

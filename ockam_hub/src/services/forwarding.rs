@@ -126,7 +126,8 @@ async fn stop_departed(
             let _ = ctx.stop_worker(forwarder).await;
         }
         if stopped > 0 {
-            crate::memory::release_free_memory();
+            // It walks the heap: not on a runtime thread.
+            let _ = tokio::task::spawn_blocking(crate::memory::release_free_memory).await;
         }
     }
 }
@@ -180,17 +181,23 @@ impl Worker for ForwardingService {
 
     async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
         let back = msg.return_route();
-        if let Ok(p) = ProtocolPayload::decode(msg.payload()) {
-            if is_refusal(&p, &back) {
-                return Ok(());
-            }
-            if p.protocol == ockam_stream_client::FORWARDING_UNREGISTER {
-                return self.unregister(ctx, back, &p).await;
-            }
-        }
-        let op = Operation::RegisterForwarder;
-        if denied(ctx, &self.access, &back, FORWARDING_SERVICE, op).await? {
+        let unregister = match ProtocolPayload::decode(msg.payload()) {
+            Ok(p) if is_refusal(&p, &back) => return Ok(()),
+            Ok(p) if p.protocol == ockam_stream_client::FORWARDING_UNREGISTER => Some(p),
+            _ => None,
+        };
+        let (protocol, op) = match &unregister {
+            Some(_) => (
+                ockam_stream_client::FORWARDING_UNREGISTER,
+                Operation::Connect,
+            ),
+            None => (FORWARDING_SERVICE, Operation::RegisterForwarder),
+        };
+        if denied(ctx, &self.access, &back, protocol, op).await? {
             return Ok(());
+        }
+        if let Some(p) = unregister {
+            return self.unregister(ctx, back, &p).await;
         }
         let target = match forwarder_target(&back, msg.payload()) {
             Ok(t) => t,
@@ -228,6 +235,7 @@ impl Worker for ForwardingService {
                     target: target.clone(),
                     registrant: Some((back, address.to_string())),
                     table: self.forwarders.clone(),
+                    access: self.access.clone(),
                 },
             )
             .await;
@@ -246,6 +254,8 @@ struct Forwarder {
     /// The forwarding service's table, which this forwarder leaves when it
     /// stops.
     table: Arc<Mutex<PeerTable<Route>>>,
+    /// On a closed hub, only identities it names may send through it.
+    access: Access,
 }
 
 #[async_trait]
@@ -270,6 +280,16 @@ impl Worker for Forwarder {
     }
 
     async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
+        let back = msg.return_route();
+        if let Err(why) = self
+            .access
+            .check(identity_of(ctx, &back).as_ref(), Operation::Connect)
+        {
+            // Not answered: a forwarder carries its registrant's protocol,
+            // whose messages a refusal would only confuse.
+            warn!(forwarder = %ctx.address(), from = %back, dropped = 1, "dropped a message for a forwarder: {why}");
+            return Ok(());
+        }
         let mut t = msg.into_transport_message();
         t.onward_route.step()?;
         t.onward_route.modify().prepend_route(self.target.clone());

@@ -26,11 +26,22 @@ impl Worker for IndexService {
         else {
             return Ok(());
         };
-        let stream = match &req {
-            IndexRequest::Get { stream_name, .. } | IndexRequest::Save { stream_name, .. } => {
-                stream_name.clone()
+        let (client, stream) = match &req {
+            IndexRequest::Get {
+                client_id,
+                stream_name,
             }
+            | IndexRequest::Save {
+                client_id,
+                stream_name,
+                ..
+            } => (client_id.clone(), stream_name.clone()),
         };
+        // Checked before anything else, so that a refusal never repeats
+        // whatever a stranger sent.
+        if let Err(e) = validate_pair(&client, &stream) {
+            return refuse(ctx, back, StreamError::new(STREAM_INDEX, e)).await;
+        }
         let access = &self.shared.access;
         if denied(ctx, access, &back, STREAM_INDEX, Operation::Pull(&stream)).await? {
             return Ok(());

@@ -328,7 +328,7 @@ impl Drop for HeadWatch {
 /// The identity behind a request that came back over `back`: the peer key
 /// of the secure channel it came through (the first hop of its return
 /// route is that channel's end), if it came through one.
-fn identity_of(ctx: &Context, back: &Route) -> Option<ockam_vault::PublicKey> {
+pub(crate) fn identity_of(ctx: &Context, back: &Route) -> Option<ockam_vault::PublicKey> {
     back.next()
         .ok()
         .and_then(|first| ockam_channel::SecureChannel::peer_identity(ctx, first))

@@ -37,10 +37,16 @@ impl Worker for StreamService {
         let access = &self.shared.access;
         let identity = identity_of(ctx, &back);
         let may_push = access.check(identity.as_ref(), Operation::Push(&name));
-        if let (Err(_), Err(why)) = (
+        if let (Err(no_push), Err(no_pull)) = (
             may_push,
             access.check(identity.as_ref(), Operation::Pull(&name)),
         ) {
+            // One reason when both say the same (a stranger, plaintext).
+            let why = if no_push == no_pull {
+                no_push
+            } else {
+                format!("{no_push}; {no_pull}")
+            };
             let refusal = StreamError::access_denied(STREAM_CREATE, &why);
             return refuse(ctx, back, refusal).await;
         }
@@ -452,10 +458,13 @@ impl StreamWorker {
                     .access
                     .check(identity_of(ctx, &back).as_ref(), op)
                 {
-                    // Nothing after it is stored either (a gap otherwise,
-                    // should the rules change back).
-                    if let Some(ticket) = self.fence.submit() {
-                        ticket.fail();
+                    // The owner's: nothing after it is stored either (a
+                    // gap otherwise, should the rules change back). Someone
+                    // else's refused push changes nothing here.
+                    if back == self.key.0 {
+                        if let Some(ticket) = self.fence.submit() {
+                            ticket.fail();
+                        }
                     }
                     let refusal = StreamError::access_denied(STREAM_PUSH, &why);
                     return refuse(ctx, back, refusal).await;

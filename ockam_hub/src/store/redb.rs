@@ -74,9 +74,11 @@ fn open_database(path: &Path, cache_bytes: usize) -> Result<(::redb::Database, b
     let repaired = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let seen = repaired.clone();
     let shown = path.display().to_string();
-    // redb refuses a damaged file with `Corrupted` in release builds, but
-    // panics in debug builds (a `debug_assert` at the check, by design):
-    // either way, a damaged data file is an error here.
+    // redb refuses a damaged file with `Corrupted`, but panics where it is
+    // built with debug assertions (a `debug_assert` at the check, by
+    // design; this workspace builds it without them even in dev, see the
+    // root Cargo.toml, but a user's build may not): either way, a damaged
+    // data file is an error here.
     let created = std::panic::catch_unwind(|| {
         ::redb::Builder::new()
             .set_cache_size(cache_bytes)
