@@ -281,10 +281,7 @@ impl Worker for Forwarder {
 
     async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
         let back = msg.return_route();
-        if let Err(why) = self
-            .access
-            .check(identity_of(ctx, &back).as_ref(), Operation::Connect)
-        {
+        if let Err(why) = permitted(ctx, &self.access, &back, Operation::Connect) {
             // Not answered: a forwarder carries its registrant's protocol,
             // whose messages a refusal would only confuse.
             warn!(forwarder = %ctx.address(), from = %back, dropped = 1, "dropped a message for a forwarder: {why}");

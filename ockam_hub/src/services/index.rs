@@ -46,23 +46,13 @@ impl Worker for IndexService {
         if denied(ctx, access, &back, STREAM_INDEX, Operation::Pull(&stream)).await? {
             return Ok(());
         }
-        // On a closed hub, a read position is its identity's own: kept
-        // under the identity and the client id, so that no one reads or
-        // moves another's.
-        let identity = identity_of(ctx, &back);
-        let owner = |client_id: &str| match (access.is_closed(), &identity) {
-            (true, Some(key)) => format!("{key}/{client_id}"),
-            _ => client_id.to_string(),
-        };
+        let owner = index_owner(ctx, access, &back, &client);
         match req {
             IndexRequest::Get {
                 client_id,
                 stream_name,
             } => {
-                if let Err(e) = validate_pair(&client_id, &stream_name) {
-                    return refuse(ctx, back, StreamError::new(STREAM_INDEX, e)).await;
-                }
-                let index = match self.reconciled(&owner(&client_id), &stream_name).await {
+                let index = match self.reconciled(&owner, &stream_name).await {
                     Ok(i) => i,
                     Err(e) => return refuse(ctx, back, store_failed(STREAM_INDEX, &e)).await,
                 };
@@ -75,13 +65,8 @@ impl Worker for IndexService {
                     .await
             }
             IndexRequest::Save {
-                client_id,
-                stream_name,
-                index,
+                stream_name, index, ..
             } => {
-                if let Err(e) = validate_pair(&client_id, &stream_name) {
-                    return refuse(ctx, back, StreamError::new(STREAM_INDEX, e)).await;
-                }
                 // A position the log does not reach is refused: a client
                 // saving it would never be given what is pushed up to it.
                 match self.shared.store.next_index(&stream_name).await {
@@ -97,7 +82,7 @@ impl Worker for IndexService {
                 let saved = self
                     .shared
                     .store
-                    .save_index(&owner(&client_id), &stream_name, index.0)
+                    .save_index(&owner, &stream_name, index.0)
                     .await;
                 match saved {
                     Ok(()) => Ok(()),

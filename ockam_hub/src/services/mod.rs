@@ -328,10 +328,37 @@ impl Drop for HeadWatch {
 /// The identity behind a request that came back over `back`: the peer key
 /// of the secure channel it came through (the first hop of its return
 /// route is that channel's end), if it came through one.
-pub(crate) fn identity_of(ctx: &Context, back: &Route) -> Option<ockam_vault::PublicKey> {
+fn identity_of(ctx: &Context, back: &Route) -> Option<ockam_vault::PublicKey> {
     back.next()
         .ok()
         .and_then(|first| ockam_channel::SecureChannel::peer_identity(ctx, first))
+}
+
+/// Whether the request that came back over `back` may do `op`; if not,
+/// why. An open hub allows everything without looking up who asks (this
+/// runs for every push and pull).
+pub(crate) fn permitted(
+    ctx: &Context,
+    access: &Access,
+    back: &Route,
+    op: Operation<'_>,
+) -> std::result::Result<(), String> {
+    if !access.is_closed() {
+        return Ok(());
+    }
+    access.check(identity_of(ctx, back).as_ref(), op)
+}
+
+/// On a closed hub, the key a client's read position is kept under: its
+/// identity and its client id, so that no identity reads or moves
+/// another's; on an open hub, the client id alone.
+pub(crate) fn index_owner(ctx: &Context, access: &Access, back: &Route, client_id: &str) -> String {
+    if access.is_closed() {
+        if let Some(key) = identity_of(ctx, back) {
+            return format!("{key}/{client_id}");
+        }
+    }
+    client_id.to_string()
 }
 
 /// Refuses (answers `access_denied` for `protocol`) a request that came
@@ -343,7 +370,7 @@ async fn denied(
     protocol: &str,
     op: Operation<'_>,
 ) -> Result<bool> {
-    match access.check(identity_of(ctx, back).as_ref(), op) {
+    match permitted(ctx, access, back, op) {
         Ok(()) => Ok(false),
         Err(why) => {
             refuse(

@@ -35,11 +35,9 @@ impl Worker for StreamService {
         // Pushes and pulls are checked one by one; opening the stream
         // needs the right to do one of them.
         let access = &self.shared.access;
-        let identity = identity_of(ctx, &back);
-        let may_push = access.check(identity.as_ref(), Operation::Push(&name));
         if let (Err(no_push), Err(no_pull)) = (
-            may_push,
-            access.check(identity.as_ref(), Operation::Pull(&name)),
+            permitted(ctx, access, &back, Operation::Push(&name)),
+            permitted(ctx, access, &back, Operation::Pull(&name)),
         ) {
             // One reason when both say the same (a stranger, plaintext).
             let why = if no_push == no_pull {
@@ -453,11 +451,7 @@ impl StreamWorker {
                     return Ok(());
                 };
                 let op = Operation::Push(&self.stream);
-                if let Err(why) = self
-                    .shared
-                    .access
-                    .check(identity_of(ctx, &back).as_ref(), op)
-                {
+                if let Err(why) = permitted(ctx, &self.shared.access, &back, op) {
                     // The owner's: nothing after it is stored either (a
                     // gap otherwise, should the rules change back). Someone
                     // else's refused push changes nothing here.
