@@ -504,18 +504,11 @@ pub(crate) struct TcpRouting(pub(crate) Arc<TcpShared>);
 
 impl TransportRouter for TcpRouting {
     fn is_connected(&self, address: &Address) -> Option<bool> {
-        let peers = self.0.read();
-        Some(matches!(
-            peers.get(address.address()),
-            Some(Peer::Up { .. })
-        ))
+        Some(self.0.worker(address.address()).is_some())
     }
 
     fn connection_worker(&self, address: &Address) -> Option<Address> {
-        match self.0.read().get(address.address()) {
-            Some(Peer::Up { worker, .. }) => Some(worker.clone()),
-            _ => None,
-        }
+        self.0.worker(address.address())
     }
 
     fn route(&self, mut msg: LocalMessage) -> Result<Routing> {
