@@ -285,8 +285,6 @@ pub(crate) struct ChannelWorker {
     /// Responder: the listener's count of responders, which this one is
     /// part of until it stops (as a handshake, then as a channel).
     responders: Option<Arc<Mutex<Responders>>>,
-    /// Responder: its place with the listener is an established channel's.
-    counted_as_channel: bool,
     /// Responder: stops this worker if the handshake does not finish in time.
     deadline: Option<tokio::task::JoinHandle<()>>,
     /// Established: stops this worker when the peer closes its end or the
@@ -417,7 +415,6 @@ impl ChannelWorker {
             initiator: true,
             first: None,
             responders: None,
-            counted_as_channel: false,
             deadline: None,
             watcher: None,
         }
@@ -449,7 +446,6 @@ impl ChannelWorker {
             initiator: false,
             first: Some(first),
             responders: Some(responders),
-            counted_as_channel: false,
             deadline: None,
             watcher: None,
         }
@@ -460,12 +456,12 @@ impl ChannelWorker {
             .await
     }
 
-    /// A responder's handshake is done: its place with the listener is
-    /// now a channel's, kept until [`ChannelWorker::release_place`].
+    /// A responder's handshake is done (called once, as it becomes
+    /// established): its place with the listener is now a channel's, kept
+    /// until [`ChannelWorker::release_place`].
     fn became_channel(&mut self) {
-        if let (Some(responders), false) = (&self.responders, self.counted_as_channel) {
+        if let Some(responders) = &self.responders {
             lock(responders).handshake_ended(self.peer_route.peer(0), true);
-            self.counted_as_channel = true;
         }
         if let Some(d) = self.deadline.take() {
             d.abort();
@@ -477,7 +473,8 @@ impl ChannelWorker {
     fn release_place(&mut self) {
         if let Some(responders) = self.responders.take() {
             let peer = self.peer_route.peer(0);
-            if self.counted_as_channel {
+            // Established: counted as a channel since `became_channel`.
+            if matches!(self.phase, Phase::Established(_)) {
                 lock(&responders).channel_ended(peer);
             } else {
                 lock(&responders).handshake_ended(peer, false);
