@@ -99,13 +99,8 @@ impl std::str::FromStr for PublicKey {
                 ),
             )
         };
-        if text.len() != 64 || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad());
-        }
         let mut key = [0u8; 32];
-        for (i, byte) in key.iter_mut().enumerate() {
-            *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-        }
+        hex::decode_to_slice(text, &mut key).map_err(|_| bad())?;
         Ok(PublicKey(key))
     }
 }
@@ -197,7 +192,7 @@ impl Vault {
             let mut f = options
                 .open(&tmp)
                 .map_err(|e| io("cannot write the key file", e))?;
-            let text = zeroize::Zeroizing::new(PublicKey(secret.to_bytes()).to_string());
+            let text = zeroize::Zeroizing::new(hex::encode(secret.to_bytes()));
             f.write_all(text.as_bytes())
                 .and_then(|()| f.sync_all())
                 .map_err(|e| io("cannot write the key file", e))?;
