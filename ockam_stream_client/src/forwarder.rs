@@ -191,13 +191,8 @@ async fn receive_answer(c: &mut Context, hub: &Route, what: &str) -> Result<Stri
             .and_then(|p| p.decode_data::<StreamError>(STREAM_ERROR))
         {
             Ok(refusal) => {
-                let kind = if refusal.is_access_denied() {
-                    ErrorKind::PermissionDenied
-                } else {
-                    ErrorKind::InvalidInput
-                };
                 return Err(Error::new(
-                    kind,
+                    refusal.error_kind(),
                     format!("the hub refused the {what}: {}", refusal.reason),
                 ));
             }

@@ -237,14 +237,9 @@ impl Producer {
             Input::Refused(refusal) => {
                 if refusal.protocol == crate::protocol::STREAM_CREATE && !self.reported_open {
                     self.reported_open = true;
-                    let kind = if refusal.is_access_denied() {
-                        ockam_core::ErrorKind::PermissionDenied
-                    } else {
-                        ockam_core::ErrorKind::InvalidInput
-                    };
                     self.events
                         .push_back(Event::OpenFailed(ockam_core::Error::new(
-                            kind,
+                            refusal.error_kind(),
                             format!(
                                 "the hub refused to open stream {:?}: {}",
                                 self.stream, refusal.reason

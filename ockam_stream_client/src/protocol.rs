@@ -272,6 +272,18 @@ impl StreamError {
     pub fn is_access_denied(&self) -> bool {
         self.reason.starts_with(ACCESS_DENIED)
     }
+
+    /// The kind of error a client reports a refusal of its request as:
+    /// [`ockam_core::ErrorKind::PermissionDenied`] for
+    /// [`StreamError::access_denied`], otherwise
+    /// [`ockam_core::ErrorKind::InvalidInput`].
+    pub fn error_kind(&self) -> ockam_core::ErrorKind {
+        if self.is_access_denied() {
+            ockam_core::ErrorKind::PermissionDenied
+        } else {
+            ockam_core::ErrorKind::InvalidInput
+        }
+    }
 }
 
 /// The local name of a stream worker that tells which log it serves
