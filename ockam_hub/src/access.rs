@@ -28,6 +28,11 @@
 //! comes through a secure channel to its listener from an identity the file
 //! names, and a client's read positions are its identity's own. Without
 //! one it is *open*, as the 2021 hub was, and says so at start.
+//!
+//! The Kafka back end (`stream_kafka`, `stream_kafka_index`) follows the
+//! same rules, in the hub's process or in its child (see
+//! [`crate::kafka_child`]); a read position kept in Kafka is the consumer
+//! group `{prefix}{identity}/{client_id}` (see [`crate::KafkaConfig::group`]).
 
 use ockam_core::{Error, ErrorKind, Result};
 use ockam_vault::PublicKey;
@@ -235,6 +240,15 @@ pub enum Access {
         /// What it said when last read.
         policy: Arc<RwLock<Arc<AccessPolicy>>>,
     },
+    /// The Kafka child of a closed hub (see [`crate::kafka_child`]): only
+    /// requests that the hub passed on through its gate, over a secure
+    /// channel from the hub's identity `hub`. The hub checked each against
+    /// its access file; client ids of read positions arrive as
+    /// `{identity}/{client_id}`.
+    Relayed {
+        /// The identity (secure channel static key) of the hub.
+        hub: PublicKey,
+    },
 }
 
 impl Access {
@@ -269,7 +283,7 @@ impl Access {
         }
     }
 
-    /// Whether the hub is closed.
+    /// Whether the hub is closed (by an access file).
     pub fn is_closed(&self) -> bool {
         matches!(self, Access::Closed { .. })
     }
@@ -287,8 +301,11 @@ impl Access {
         identity: Option<&PublicKey>,
         op: Operation<'_>,
     ) -> std::result::Result<(), String> {
-        let Access::Closed { policy, .. } = self else {
-            return Ok(());
+        let policy = match self {
+            Access::Open => return Ok(()),
+            Access::Relayed { hub } if identity == Some(hub) => return Ok(()),
+            Access::Relayed { .. } => return Err(RELAYED_ONLY.to_string()),
+            Access::Closed { policy, .. } => policy,
         };
         let Some(key) = identity else {
             return Err(format!(
@@ -300,6 +317,11 @@ impl Access {
         policy.check(key, op)
     }
 }
+
+/// Why a closed hub's Kafka child ([`Access::Relayed`]) refuses what did
+/// not come from its hub's gate.
+pub(crate) const RELAYED_ONLY: &str =
+    "this is a hub's Kafka child: only that hub may use it, through its gate";
 
 /// The address of the hub's secure channel listener.
 pub const LISTENER: &str = "secure_channel_listener";

@@ -124,26 +124,15 @@ impl Hub {
     ///
     /// # Errors
     /// The store cannot be opened, the identity file cannot be read or
-    /// made, the address cannot be bound, or a closed hub is asked to keep
-    /// Kafka streams in a child process (not supported yet: the child
-    /// cannot tell who sent a request).
+    /// made, the address cannot be bound, or the Kafka child (see
+    /// [`kafka_child`]) cannot be started.
     pub async fn start(ctx: &Context, config: HubConfig) -> Result<SocketAddr> {
         let access = config.access.clone();
-        if access.is_closed()
-            && matches!(config.kafka_process, KafkaProcess::Child { .. })
-            && config.kafka.is_some()
-        {
-            return Err(ockam_core::Error::new(
-                ockam_core::ErrorKind::InvalidInput,
-                "a closed hub (an access file) cannot keep Kafka streams in a child process yet; \
-                 run the Kafka back end in the hub's process (--kafka-in-process)",
-            ));
-        }
         let store: Arc<dyn StreamStore> = match &config.storage {
             StorageKind::Durable(dir) => Arc::new(DurableStore::open(dir)?),
             StorageKind::Memory => Arc::new(MemoryStore::new()),
         };
-        let identity = start_listener(ctx, &config).await?;
+        let (identity, public) = start_listener(ctx, &config).await?;
         ctx.start_worker(
             "echo_service",
             EchoService {
@@ -170,14 +159,22 @@ impl Hub {
         match (&config.kafka, &config.kafka_process) {
             (None, _) => {}
             (Some(kafka), KafkaProcess::InProcess) => {
-                start_kafka_services(ctx, kafka, &config.limits, false, access.clone()).await?
+                start_kafka_services(ctx, kafka, &config.limits, access.clone()).await?
             }
             (Some(kafka), KafkaProcess::Child { program }) => {
+                // A closed hub's child serves the hub's identity alone,
+                // through the hub's gate.
+                let hub = access.is_closed().then_some(&public);
+                let child = kafka_child::ChildConfig {
+                    program: program.clone(),
+                    args: kafka_child::child_args(kafka, &config.limits, hub),
+                    hub: access.is_closed().then(|| identity.clone()),
+                    access: access.clone(),
+                };
                 kafka_child::start(
                     ctx,
                     tcp.clone(),
-                    program.clone(),
-                    kafka_child::child_args(kafka, &config.limits),
+                    child,
                     ["stream_kafka", "stream_kafka_index"],
                 )
                 .await?
@@ -195,7 +192,7 @@ impl Hub {
             listen = %addr,
             storage = ?config.storage,
             kafka = config.kafka.as_ref().map(|k| k.bootstrap_servers.as_str()),
-            identity = %identity,
+            identity = %public,
             access = if access.is_closed() { "closed" } else { "open" },
             "hub up: echo_service, forwarding_service, stream, stream_index{}",
             if config.kafka.is_some() { ", stream_kafka, stream_kafka_index" } else { "" }
@@ -204,14 +201,12 @@ impl Hub {
     }
 }
 
-/// `stream_kafka` and `stream_kafka_index` on `ctx`, kept in `kafka`;
-/// `relayed`: in the Kafka child, where every request comes through the
-/// hub's connection (the peer is the hop after it).
+/// `stream_kafka` and `stream_kafka_index` on `ctx`, kept in `kafka`, in
+/// the hub's own process.
 async fn start_kafka_services(
     ctx: &Context,
     kafka: &KafkaConfig,
     limits: &Limits,
-    relayed: bool,
     access: Access,
 ) -> Result<()> {
     let store = KafkaStore::new(kafka.clone())?;
@@ -222,7 +217,7 @@ async fn start_kafka_services(
         "stream_kafka_index",
         Arc::new(store),
         limits,
-        usize::from(relayed),
+        0,
         access,
     )
     .await?;
@@ -232,8 +227,11 @@ async fn start_kafka_services(
 /// Starts the hub's secure channel listener ([`access::LISTENER`]) with
 /// the hub's identity; on a closed hub it admits the identities the access
 /// file names (asked at each handshake, so a reloaded file counts).
-/// Returns the identity (its public key).
-async fn start_listener(ctx: &Context, config: &HubConfig) -> Result<ockam_vault::PublicKey> {
+/// Returns the identity (its key, and its public key).
+async fn start_listener(
+    ctx: &Context,
+    config: &HubConfig,
+) -> Result<(kafka_child::HubIdentity, ockam_vault::PublicKey)> {
     let file = match (&config.identity, &config.storage) {
         (Some(path), _) => Some(path.clone()),
         (None, StorageKind::Durable(dir)) => Some(dir.join("identity.key")),
@@ -257,13 +255,13 @@ async fn start_listener(ctx: &Context, config: &HubConfig) -> Result<ockam_vault
         access::LISTENER,
         &vault,
         ockam_channel::ListenerOptions {
-            static_key: Some(secret),
+            static_key: Some(secret.clone()),
             admit: Some(admit),
             ..Default::default()
         },
     )
     .await?;
-    Ok(public)
+    Ok((kafka_child::HubIdentity { vault, secret }, public))
 }
 
 impl Hub {
@@ -271,7 +269,11 @@ impl Hub {
     /// [`kafka_child`]): `stream_kafka` and `stream_kafka_index` alone,
     /// listening on `listen`; prints [`kafka_child::LISTENING`] and the
     /// address on standard output, then exits when standard input closes
-    /// (the hub that started it is gone).
+    /// (the hub that started it is gone). `hub`: the identity of a closed
+    /// hub, the only one served (through a secure channel to
+    /// [`kafka_child::CHILD_LISTENER`], whose new key follows the address
+    /// on the same line, from the hub's gate); `None`: an open hub's child,
+    /// which serves whatever comes over TCP.
     ///
     /// # Errors
     /// The Kafka configuration is invalid, or `listen` cannot be bound.
@@ -280,8 +282,41 @@ impl Hub {
         kafka: &KafkaConfig,
         limits: &Limits,
         listen: &str,
+        hub: Option<ockam_vault::PublicKey>,
     ) -> Result<SocketAddr> {
-        start_kafka_services(ctx, kafka, limits, true, Access::Open).await?;
+        let (access, relayed_hops) = match hub {
+            // The child's channel end, the hub's gate, then the client.
+            Some(hub) => (Access::Relayed { hub }, 2),
+            // The hub's connection, then the client.
+            None => (Access::Open, 1),
+        };
+        let store = KafkaStore::new(kafka.clone())?;
+        tokio::spawn(store.clone().report_availability());
+        start_stream_services(
+            ctx,
+            "stream_kafka",
+            "stream_kafka_index",
+            Arc::new(store),
+            limits,
+            relayed_hops,
+            access,
+        )
+        .await?;
+        let mut listener_key = String::new();
+        if let Some(hub) = hub {
+            let vault = ockam_vault::Vault::create(ctx)?;
+            let key = ockam_channel::SecureChannel::create_listener_with_options(
+                ctx,
+                kafka_child::CHILD_LISTENER,
+                &vault,
+                ockam_channel::ListenerOptions {
+                    trusted_peers: Some(vec![hub]),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            listener_key = format!(" {key}");
+        }
         let tcp = TcpTransport::create(ctx).await?;
         let addr = tcp.listen(listen).await?;
         std::thread::spawn(|| {
@@ -289,7 +324,7 @@ impl Hub {
             let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
             std::process::exit(0);
         });
-        println!("{}{addr}", kafka_child::LISTENING);
+        println!("{}{addr}{listener_key}", kafka_child::LISTENING);
         use std::io::Write;
         let _ = std::io::stdout().flush();
         info!(listen = %addr, kafka = %kafka.bootstrap_servers, "Kafka child up: stream_kafka, stream_kafka_index");

@@ -88,6 +88,10 @@ struct Args {
     /// `stream_kafka` and `stream_kafka_index`, on --listen.
     #[arg(long, hide = true)]
     kafka_child: bool,
+    /// As the Kafka child of a closed hub: the hub's identity, the only
+    /// one the child serves (through a secure channel).
+    #[arg(long, hide = true)]
+    kafka_child_hub_identity: Option<ockam_vault::PublicKey>,
     /// How long a client may go unheard before its connection is closed as
     /// dead (it vanished without closing it: lost power or network), in
     /// milliseconds; 0: never. Its forwarders go with it.
@@ -143,9 +147,9 @@ fn main() -> ExitCode {
             eprintln!("ockam_hub: --kafka-child needs --kafka-bootstrap-servers");
             return ExitCode::from(2);
         };
-        let listen = args.listen;
+        let (listen, hub) = (args.listen, args.kafka_child_hub_identity);
         return match executor.execute(async move {
-            Hub::start_kafka_child(&ctx, &kafka, &limits, &listen)
+            Hub::start_kafka_child(&ctx, &kafka, &limits, &listen, hub)
                 .await
                 .map(|_| ())
         }) {

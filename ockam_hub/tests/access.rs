@@ -119,7 +119,9 @@ async fn get_index(ctx: &mut Context, index: Route, stream: &str) -> Result<Opti
     };
     let p = request(ctx, index, STREAM_INDEX, &req).await?;
     assert!(refusal(&p).is_none(), "{:?}", refusal(&p));
-    Ok(p.decode_data::<Index>(STREAM_INDEX)?.index.map(|u| u.0))
+    let answer = p.decode_data::<Index>(STREAM_INDEX)?;
+    assert_eq!(answer.client_id, "c", "the client's own id back");
+    Ok(answer.index.map(|u| u.0))
 }
 
 async fn save_index(ctx: &Context, index: Route, stream: &str, at: u64) -> Result<()> {
@@ -358,4 +360,231 @@ fn an_open_hub_says_so_once_and_names_the_flag_that_closes_it() {
         "{}",
         warned[0]
     );
+}
+
+/// The field `name=` of a log line.
+fn field<'l>(line: &'l str, name: &str) -> &'l str {
+    line.split(&format!("{name}="))
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+}
+
+/// The Kafka back end of a closed hub, in its child process (the default):
+/// the same rules as the embedded store's, the read positions kept per
+/// identity in consumer groups named with it, and a child that serves no
+/// one but its hub's gate, also after it was killed and restarted.
+#[test]
+fn a_closed_hubs_kafka_streams_follow_the_same_rules() {
+    closed_kafka_hub("a_closed_hubs_kafka_streams_follow_the_same_rules", false);
+}
+
+/// The same with `--kafka-in-process`.
+#[test]
+fn a_closed_hubs_in_process_kafka_streams_follow_the_same_rules() {
+    closed_kafka_hub(
+        "a_closed_hubs_in_process_kafka_streams_follow_the_same_rules",
+        true,
+    );
+}
+
+fn closed_kafka_hub(test: &str, in_process: bool) {
+    use common::kafka::{prerequisites, read_with_kafka_python, unique_prefix, Broker};
+    let Some(tansu) = prerequisites(test) else {
+        return;
+    };
+    let broker = Broker::shared(&tansu);
+    let prefix = unique_prefix("closed");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("access.toml");
+    let vault = Vault::new();
+    let (alice, bob) = (vault.generate_x25519(), vault.generate_x25519());
+    let alice_key = vault.public_key(&alice).unwrap();
+    let bob_key = vault.public_key(&bob).unwrap();
+    access_file(&file, &alice_key, Some(&bob_key));
+    let addr = free_address();
+    let hub = HubProcess::start(
+        &addr,
+        &[
+            "--data-dir",
+            dir.path().join("data").to_str().unwrap(),
+            "--access-file",
+            file.to_str().unwrap(),
+            "--kafka-bootstrap-servers",
+            &broker.address,
+            "--kafka-prefix",
+            &prefix,
+            if in_process {
+                "--kafka-in-process"
+            } else {
+                "--log-level=info"
+            },
+        ],
+    );
+    let hub_key = identity(&hub);
+    let child = (!in_process).then(|| {
+        let started = hub.wait_for_log(
+            "Kafka back end started in a child process",
+            Duration::from_secs(30),
+        );
+        (
+            field(&started, "address").to_string(),
+            field(&started, "pid").to_string(),
+        )
+    });
+    let hub = std::sync::Arc::new(std::sync::Mutex::new(hub));
+
+    let (mut ctx, mut executor) = start_node();
+    let (h, b) = (hub.clone(), broker.address.clone());
+    executor
+        .execute(async move {
+            let (hub, broker) = (h, b);
+            let _tcp = TcpTransport::create(&ctx).await?;
+            let vault = vault;
+
+            // Plain TCP: refused at the hub.
+            let plain = route![(TCP, addr.as_str()), "stream_kafka"];
+            let refused = open(&mut ctx, plain, "a-1").await?.unwrap_err();
+            assert!(refused.is_access_denied(), "{refused:?}");
+            assert!(refused.reason.contains("secure channel"), "{refused:?}");
+
+            // Alice pushes, keeps her position; it is her identity's
+            // consumer group in Kafka.
+            let ca = channel(&ctx, &vault, &addr, &alice, &hub_key).await?;
+            let via_a = |service: &str| route![ca.address(), service];
+            let worker_a = open(&mut ctx, via_a("stream_kafka"), "a-1").await?.unwrap();
+            for i in 0..3u64 {
+                let p = push(&mut ctx, worker_a.clone(), i, b"m").await?;
+                assert_eq!(p.decode_data::<PushConfirm>(STREAM_PUSH)?.request_id.0, i);
+            }
+            save_index(&ctx, via_a("stream_kafka_index"), "a-1", 2).await?;
+            assert_eq!(
+                get_index(&mut ctx, via_a("stream_kafka_index"), "a-1").await?,
+                Some(2)
+            );
+
+            // Bob pulls, may not push, and his position is his own.
+            let cb = channel(&ctx, &vault, &addr, &bob, &hub_key).await?;
+            let via_b = |service: &str| route![cb.address(), service];
+            let worker_b = open(&mut ctx, via_b("stream_kafka"), "a-1").await?.unwrap();
+            let p = pull(&mut ctx, worker_b.clone()).await?;
+            assert_eq!(
+                p.decode_data::<PullResponse>(STREAM_PULL)?.messages.len(),
+                3
+            );
+            assert_denied(
+                &push(&mut ctx, worker_b.clone(), 9, b"no").await?,
+                "may not push",
+            );
+            assert_eq!(
+                get_index(&mut ctx, via_b("stream_kafka_index"), "a-1").await?,
+                None
+            );
+            save_index(&ctx, via_b("stream_kafka_index"), "a-1", 1).await?;
+            assert_eq!(
+                get_index(&mut ctx, via_b("stream_kafka_index"), "a-1").await?,
+                Some(1)
+            );
+            assert_eq!(
+                get_index(&mut ctx, via_a("stream_kafka_index"), "a-1").await?,
+                Some(2)
+            );
+            let refused = open(&mut ctx, via_b("stream_kafka"), "b-1")
+                .await?
+                .unwrap_err();
+            assert!(refused.is_access_denied(), "{refused:?}");
+            // Bob's refused push did not reach Kafka.
+            let topic = format!("{prefix}a-1");
+            let seen = read_with_kafka_python(&broker, &topic, &format!("{prefix}{alice_key}/c"));
+            assert_eq!(seen.messages.len(), 3, "{seen:?}");
+            assert_eq!(seen.committed, Some(2), "alice's group");
+            let seen = read_with_kafka_python(&broker, &topic, &format!("{prefix}{bob_key}/c"));
+            assert_eq!(seen.committed, Some(1), "bob's group");
+            let seen = read_with_kafka_python(&broker, &topic, &format!("{prefix}c"));
+            assert_eq!(seen.committed, None, "a group without the identity");
+
+            // The stream client over the channel: connected, and told
+            // when it may not read its incoming stream.
+            let (_sender, _receiver) = ockam_stream_client::Stream::new(&ctx)?
+                .stream_service("stream_kafka")
+                .index_service("stream_kafka_index")
+                .client_id("alice-client")
+                .connect(route![ca.address()], "a-2", "a-3")
+                .await?;
+            let err = ockam_stream_client::Stream::new(&ctx)?
+                .stream_service("stream_kafka")
+                .index_service("stream_kafka_index")
+                .client_id("alice-client")
+                .connect(route![ca.address()], "a-2", "b-2")
+                .await
+                .expect_err("an incoming stream alice may not read");
+            assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err}");
+
+            let Some((child_addr, child_pid)) = child else {
+                return ctx.stop().await;
+            };
+            // Around the gate: straight to the child's port, or through
+            // the hub to the child's address. Refused, or dropped; never
+            // a stream worker.
+            for (around, to) in [
+                (
+                    "the child's port",
+                    route![(TCP, child_addr.as_str()), "stream_kafka"],
+                ),
+                (
+                    "the hub, then the child's address",
+                    route![
+                        (TCP, addr.as_str()),
+                        (TCP, child_addr.as_str()),
+                        "stream_kafka"
+                    ],
+                ),
+            ] {
+                let req = CreateStreamRequest {
+                    stream_name: Some("a-1".into()),
+                };
+                ctx.send(to, ProtocolPayload::new(STREAM_CREATE, &req)?)
+                    .await?;
+                if let Ok(answer) = ctx
+                    .receive_duration::<ProtocolPayload>(Duration::from_secs(3))
+                    .await
+                {
+                    let refused = refusal(&answer)
+                        .unwrap_or_else(|| panic!("served through {around}: {answer:?}"));
+                    assert!(refused.is_access_denied(), "{around}: {refused:?}");
+                }
+            }
+
+            // The gate itself: plaintext is refused, and so is a route
+            // through it to anything but the child's services and workers.
+            let req = CreateStreamRequest {
+                stream_name: Some("a-1".into()),
+            };
+            let gate = route![(TCP, addr.as_str()), "kafka_gate", "stream_kafka"];
+            let p = request(&mut ctx, gate, STREAM_CREATE, &req).await?;
+            assert_denied(&p, "secure channel");
+            let gate = route![ca.address(), "kafka_gate", "echo_service"];
+            let p = request(&mut ctx, gate, STREAM_CREATE, &req).await?;
+            let r = refusal(&p).expect("refused");
+            assert!(r.reason.contains("no such Kafka stream worker"), "{r:?}");
+
+            // The child killed: a new one, a new channel, served again.
+            std::process::Command::new("kill")
+                .args(["-9", &child_pid])
+                .status()
+                .unwrap();
+            hub.lock().unwrap().wait_for_log(
+                "Kafka back end restarted in a new child process",
+                Duration::from_secs(30),
+            );
+            let worker_a = open(&mut ctx, via_a("stream_kafka"), "a-1").await?.unwrap();
+            let p = push(&mut ctx, worker_a, 3, b"m").await?;
+            assert_eq!(p.decode_data::<PushConfirm>(STREAM_PUSH)?.request_id.0, 3);
+            assert_eq!(
+                get_index(&mut ctx, via_a("stream_kafka_index"), "a-1").await?,
+                Some(2)
+            );
+            ctx.stop().await
+        })
+        .unwrap();
 }

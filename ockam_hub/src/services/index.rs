@@ -2,8 +2,23 @@
 
 use super::*;
 
-fn validate_pair(client_id: &str, stream_name: &str) -> std::result::Result<(), String> {
-    validate_name("client", client_id)
+/// Checks the names of an index request. In a closed hub's Kafka child
+/// ([`Access::Relayed`]) a client id arrives as `{identity}/{client_id}`
+/// (the gate made it so; see [`index_owner`]): its identity must be a key
+/// and the rest a client name.
+pub(crate) fn validate_pair(
+    access: &Access,
+    client_id: &str,
+    stream_name: &str,
+) -> std::result::Result<(), String> {
+    let client = match access {
+        Access::Relayed { .. } => match client_id.split_once('/') {
+            Some((key, client)) if key.parse::<ockam_vault::PublicKey>().is_ok() => client,
+            _ => return Err(format!("client id {client_id:?} is not identity/client")),
+        },
+        _ => client_id,
+    };
+    validate_name("client", client)
         .and(validate_name("stream", stream_name))
         .map_err(|e| e.message().to_string())
 }
@@ -39,7 +54,7 @@ impl Worker for IndexService {
         };
         // Checked before anything else, so that a refusal never repeats
         // whatever a stranger sent.
-        if let Err(e) = validate_pair(&client, &stream) {
+        if let Err(e) = validate_pair(&self.shared.access, &client, &stream) {
             return refuse(ctx, back, StreamError::new(STREAM_INDEX, e)).await;
         }
         let access = &self.shared.access;

@@ -13,7 +13,7 @@ mod stream;
 
 pub(crate) use echo::EchoService;
 pub(crate) use forwarding::ForwardingService;
-pub(crate) use index::IndexService;
+pub(crate) use index::{validate_pair, IndexService};
 pub(crate) use stream::StreamService;
 
 use crate::access::{Access, Operation};
@@ -336,17 +336,46 @@ fn identity_of(ctx: &Context, back: &Route) -> Option<ockam_vault::PublicKey> {
 
 /// Whether the request that came back over `back` may do `op`; if not,
 /// why. An open hub allows everything without looking up who asks (this
-/// runs for every push and pull).
+/// runs for every push and pull). In a closed hub's Kafka child
+/// ([`Access::Relayed`]) a request must come from the hub's identity and,
+/// within the hub, from its gate (`back` = child's channel end, the gate,
+/// then the client): anything else on the hub node could send through the
+/// hub's channel to the child, but only the gate checks who asks.
 pub(crate) fn permitted(
     ctx: &Context,
     access: &Access,
     back: &Route,
     op: Operation<'_>,
 ) -> std::result::Result<(), String> {
-    if !access.is_closed() {
-        return Ok(());
+    match access {
+        Access::Open => Ok(()),
+        Access::Relayed { .. }
+            if back.iter().nth(1) != Some(&Address::from(crate::kafka_child::GATE)) =>
+        {
+            Err(crate::access::RELAYED_ONLY.to_string())
+        }
+        _ => access.check(identity_of(ctx, back).as_ref(), op),
     }
-    access.check(identity_of(ctx, back).as_ref(), op)
+}
+
+/// Whether the request that came back over `back` may open `stream`: it
+/// needs the right to push or to pull it (each push and pull is then
+/// checked again); if not, why.
+pub(crate) fn may_open(
+    ctx: &Context,
+    access: &Access,
+    back: &Route,
+    stream: &str,
+) -> std::result::Result<(), String> {
+    match (
+        permitted(ctx, access, back, Operation::Push(stream)),
+        permitted(ctx, access, back, Operation::Pull(stream)),
+    ) {
+        // One reason when both say the same (a stranger, plaintext).
+        (Err(no_push), Err(no_pull)) if no_push == no_pull => Err(no_push),
+        (Err(no_push), Err(no_pull)) => Err(format!("{no_push}; {no_pull}")),
+        _ => Ok(()),
+    }
 }
 
 /// On a closed hub, the key a client's read position is kept under: its
@@ -363,7 +392,7 @@ pub(crate) fn index_owner(ctx: &Context, access: &Access, back: &Route, client_i
 
 /// Refuses (answers `access_denied` for `protocol`) a request that came
 /// back over `back` unless its identity may do `op`; `true` when refused.
-async fn denied(
+pub(crate) async fn denied(
     ctx: &Context,
     access: &Access,
     back: &Route,
@@ -385,7 +414,7 @@ async fn denied(
 }
 
 /// Answers a refused request with why.
-async fn refuse(ctx: &Context, to: Route, err: StreamError) -> Result<()> {
+pub(crate) async fn refuse(ctx: &Context, to: Route, err: StreamError) -> Result<()> {
     warn!(protocol = %err.protocol, reason = %err.reason, to = %to, "refused a request");
     ctx.send(to, ProtocolPayload::new(STREAM_ERROR, &err)?)
         .await

@@ -32,19 +32,7 @@ impl Worker for StreamService {
             let refusal = StreamError::new(STREAM_CREATE, e.message());
             return refuse(ctx, back, refusal).await;
         }
-        // Pushes and pulls are checked one by one; opening the stream
-        // needs the right to do one of them.
-        let access = &self.shared.access;
-        if let (Err(no_push), Err(no_pull)) = (
-            permitted(ctx, access, &back, Operation::Push(&name)),
-            permitted(ctx, access, &back, Operation::Pull(&name)),
-        ) {
-            // One reason when both say the same (a stranger, plaintext).
-            let why = if no_push == no_pull {
-                no_push
-            } else {
-                format!("{no_push}; {no_pull}")
-            };
+        if let Err(why) = may_open(ctx, &self.shared.access, &back, &name) {
             let refusal = StreamError::access_denied(STREAM_CREATE, &why);
             return refuse(ctx, back, refusal).await;
         }

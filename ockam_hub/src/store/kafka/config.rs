@@ -86,7 +86,12 @@ impl KafkaConfig {
         format!("{}{tag}", &readable[..readable.len().min(keep)])
     }
 
-    /// The consumer group that holds `client`'s read positions.
+    /// The consumer group that holds `client`'s read positions: the prefix,
+    /// then the client id. On a closed hub (issue 16) a read position is
+    /// its identity's own, and `client` is `{identity}/{client_id}` (the
+    /// client's secure channel static key, 64 hexadecimal digits): client
+    /// `c` of identity `5f1c…` keeps its positions in group
+    /// `ockam_5f1c…/c`.
     pub fn group(&self, client: &str) -> String {
         format!("{}{}", self.prefix, client)
     }
