@@ -361,7 +361,7 @@ pub fn rpc_frames(data: &[u8]) {
             }),
         ) => {
             assert_eq!(first, *f, "decode_data disagrees with Frame::decode");
-            assert!(bodies.iter().map(|x| &x[..]).eq(b.iter().map(|x| &x[..])));
+            assert!(bodies.iter().map(|x| &x[..]).eq(b.iter()));
         }
         (Some(Ok(_)), _) => panic!("decode_data took what Frame::decode refuses"),
         // decode_data reads only canonical BARE (minimal LEB128 `uint`s);
@@ -388,11 +388,7 @@ pub fn rpc_frames(data: &[u8]) {
     for step in steps.into_iter().take(256) {
         match step {
             RpcStep::ToReceiver(Frame::Data { first, bodies }) => {
-                let bodies = bodies
-                    .into_iter()
-                    .map(|b| Bytes::from(b.into_vec()))
-                    .collect();
-                recv.handle_data(first, bodies, now);
+                recv.handle_data(first, bodies.into_slices(), now);
             }
             RpcStep::ToReceiver(f) => {
                 recv.handle(f, now);
@@ -402,7 +398,7 @@ pub fn rpc_frames(data: &[u8]) {
                 let _ = recv.take();
             }
             RpcStep::Send(n) => {
-                let _ = send.send(vec![1; usize::from(n)]);
+                let _ = send.send(&vec![1; usize::from(n)]);
             }
             RpcStep::Wait(ms) => {
                 now += Duration::from_millis(u64::from(ms));
@@ -494,7 +490,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     let rpc = vec![
         Frame::Data {
             first: 0,
-            bodies: vec![serde_bytes::ByteBuf::from(vec![1, 2]); 3],
+            bodies: vec![vec![1u8, 2]; 3].into_iter().collect(),
         }
         .encode()
         .unwrap_or_default(),
@@ -507,7 +503,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             RpcStep::Send(10),
             RpcStep::ToReceiver(Frame::Data {
                 first: 0,
-                bodies: vec![serde_bytes::ByteBuf::from(vec![1; 10])],
+                bodies: [vec![1u8; 10]].into_iter().collect(),
             }),
             RpcStep::Take,
             RpcStep::ToReceiver(Frame::Close { total: 1 }),

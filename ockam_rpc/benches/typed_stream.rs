@@ -214,6 +214,25 @@ fn stalled_memory(me: &std::path::PathBuf, secs: u64) -> Result<(f64, f64), Stri
     Ok((rss?, sent?))
 }
 
+/// The median of the runs that worked, or the first failure if none did.
+fn median(runs: impl Iterator<Item = Result<f64, String>>) -> Result<f64, String> {
+    let mut ok = Vec::new();
+    let mut first_err = None;
+    for r in runs {
+        match r {
+            Ok(v) => ok.push(v),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if ok.is_empty() {
+        return Err(first_err.unwrap_or_else(|| "no run".into()));
+    }
+    ok.sort_by(f64::total_cmp);
+    Ok(ok[ok.len() / 2])
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
@@ -238,9 +257,14 @@ fn main() {
     let me = std::env::current_exe().expect("own path");
     let n: u64 = if quick { 20_000 } else { 1_000_000 };
     let to = Duration::from_secs(if quick { 60 } else { 180 });
-    println!("typed stream one-way over loopback TCP, two processes, {n} messages");
+    // Runs of ours and tonic alternate; medians are shown (this machine's
+    // two cores are shared by both processes: single runs vary by 1.5 x).
+    let runs = if quick { 1 } else { 5 };
     println!(
-        "{:>6} | {:>12} | {:>12} | ours/tonic",
+        "typed stream one-way over loopback TCP, two processes, {n} messages, median of {runs} alternating runs"
+    );
+    println!(
+        "{:>6} | {:>12} | {:>12} | ours/tonic (of medians; per-run range)",
         "size", "ours msg/s", "tonic msg/s"
     );
     let cases: [(usize, bool); 3] = [(64, false), (4096, false), (1024, true)];
@@ -252,33 +276,45 @@ fn main() {
         } else {
             ("sink", "source")
         };
-        let ours = two_process(
-            &me,
-            &[sink_mode, "PORT", &ns],
-            &[source_mode, "PORT", &ns, &s],
-            to,
-        );
-        let tonic = match anchor("tonic") {
-            Some(bin) if secure => two_process(
-                &bin,
-                &["server", "PORT", &ns, "tls"],
-                &["client", "PORT", &ns, &s, "tls"],
+        let mut pairs = Vec::new();
+        for _ in 0..runs {
+            let ours = two_process(
+                &me,
+                &[sink_mode, "PORT", &ns],
+                &[source_mode, "PORT", &ns, &s],
                 to,
-            ),
-            Some(bin) => two_process(
-                &bin,
-                &["server", "PORT", &ns],
-                &["client", "PORT", &ns, &s],
-                to,
-            ),
-            None => Err("not built (scripts/build-anchors.sh tonic)".into()),
-        };
+            );
+            let tonic = match anchor("tonic") {
+                Some(bin) if secure => two_process(
+                    &bin,
+                    &["server", "PORT", &ns, "tls"],
+                    &["client", "PORT", &ns, &s, "tls"],
+                    to,
+                ),
+                Some(bin) => two_process(
+                    &bin,
+                    &["server", "PORT", &ns],
+                    &["client", "PORT", &ns, &s],
+                    to,
+                ),
+                None => Err("not built (scripts/build-anchors.sh tonic)".into()),
+            };
+            pairs.push((ours, tonic));
+        }
+        let ours = median(pairs.iter().map(|p| p.0.clone()));
+        let tonic = median(pairs.iter().map(|p| p.1.clone()));
         let show = |r: &Result<f64, String>| match r {
             Ok(v) => format!("{v:.0}"),
             Err(e) => format!("({e})"),
         };
+        let per_run: Vec<f64> = pairs
+            .iter()
+            .filter_map(|p| Some(p.0.as_ref().ok()? / p.1.as_ref().ok()?))
+            .collect();
+        let lo = per_run.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = per_run.iter().copied().fold(0.0, f64::max);
         let ratio = match (&ours, &tonic) {
-            (Ok(a), Ok(b)) => format!("{:.2}", a / b),
+            (Ok(a), Ok(b)) => format!("{:.2} ({lo:.2}-{hi:.2})", a / b),
             _ => "-".into(),
         };
         let label = if secure {
@@ -295,22 +331,41 @@ fn main() {
 
     let rounds: u64 = if quick { 2_000 } else { 20_000 };
     println!();
-    println!("round trips, one message at a time, 64 B, {rounds} (p50 / p99 µs)");
-    let ours = round_trips(
-        &me,
-        &["sink", "PORT", "0"],
-        &["echo", "PORT", &rounds.to_string(), "64"],
-        to,
+    println!(
+        "round trips, one message at a time, 64 B, {rounds} (p50 / p99 µs; medians of {runs} alternating runs)"
     );
-    let tonic = match anchor("tonic") {
-        Some(bin) => round_trips(
-            &bin,
-            &["server", "PORT", "0"],
+    let mut pairs = Vec::new();
+    for _ in 0..runs {
+        let ours = round_trips(
+            &me,
+            &["sink", "PORT", "0"],
             &["echo", "PORT", &rounds.to_string(), "64"],
             to,
-        ),
-        None => Err("not built (scripts/build-anchors.sh tonic)".into()),
+        );
+        let tonic = match anchor("tonic") {
+            Some(bin) => round_trips(
+                &bin,
+                &["server", "PORT", "0"],
+                &["echo", "PORT", &rounds.to_string(), "64"],
+                to,
+            ),
+            None => Err("not built (scripts/build-anchors.sh tonic)".into()),
+        };
+        pairs.push((ours, tonic));
+    }
+    let both = |r: &[&Result<(f64, f64), String>]| -> Result<(f64, f64), String> {
+        let p50 = median(
+            r.iter()
+                .map(|x| x.as_ref().map(|v| v.0).map_err(Clone::clone)),
+        )?;
+        let p99 = median(
+            r.iter()
+                .map(|x| x.as_ref().map(|v| v.1).map_err(Clone::clone)),
+        )?;
+        Ok((p50, p99))
     };
+    let ours = both(&pairs.iter().map(|p| &p.0).collect::<Vec<_>>());
+    let tonic = both(&pairs.iter().map(|p| &p.1).collect::<Vec<_>>());
     let show = |r: &Result<(f64, f64), String>| match r {
         Ok((p50, p99)) => format!("{p50:.1} / {p99:.1}"),
         Err(e) => format!("({e})"),

@@ -7,6 +7,7 @@ use crate::error::RpcError;
 use crate::proto::{End, Frame, RecvHalf, SendHalf, SendRefused, Timing, Window};
 use ockam_core::{Address, Any, Message, Route, Routed};
 use ockam_node::Context;
+use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -356,10 +357,15 @@ fn on_frame<H: Half>(shared: &Shared<H>, m: Routed<Any>) {
 /// stream (a handler keeps one and returns another, as in seed 003).
 pub struct Sink<T> {
     inner: Arc<SinkInner>,
-    /// A message accepted by `futures::Sink::start_send`, not yet queued.
-    buffered: Option<Vec<u8>>,
-    _t: PhantomData<fn(T)>,
+    /// A message accepted by `send` or `futures::Sink::start_send`, not
+    /// yet queued (encoded straight into the stream's queue once there is
+    /// credit for it).
+    buffered: Option<T>,
 }
+
+// The buffered message is never pinned (nothing is projected to it): a
+// `Sink` may move whatever its `T`.
+impl<T> Unpin for Sink<T> {}
 
 struct SinkInner {
     shared: Arc<Shared<SendHalf>>,
@@ -383,7 +389,6 @@ impl<T> Clone for Sink<T> {
         Sink {
             inner: self.inner.clone(),
             buffered: None,
-            _t: PhantomData,
         }
     }
 }
@@ -409,7 +414,6 @@ impl<T: Message> Sink<T> {
                 ended: std::sync::atomic::AtomicBool::new(false),
             }),
             buffered: None,
-            _t: PhantomData,
         })
     }
 
@@ -429,7 +433,7 @@ impl<T: Message> Sink<T> {
     }
 
     fn poll_push(&mut self, cx: &mut TaskContext<'_>) -> Poll<Result<(), RpcError>> {
-        let Some(body) = self.buffered.take() else {
+        let Some(msg) = self.buffered.take() else {
             return Poll::Ready(Ok(()));
         };
         // Without waiting first (the common case); registered to be woken
@@ -437,27 +441,32 @@ impl<T: Message> Sink<T> {
         let mut registered = false;
         loop {
             let mut h = self.shared().lock();
-            match h.check(body.len()) {
-                Ok(()) => {
-                    let _ = h.send(body);
+            match h.send_encoded(|buf| msg.encode_into(buf)) {
+                Err(e) => return Poll::Ready(Err(RpcError::from_core(e))),
+                Ok(Ok(())) => {
+                    // The shell takes the whole queue when it runs: only
+                    // the first message since then needs to wake it.
+                    let first = h.queued() == 1;
                     drop(h);
-                    self.shared().kick.notify_one();
+                    if first {
+                        self.shared().kick.notify_one();
+                    }
                     return Poll::Ready(Ok(()));
                 }
-                Err(SendRefused::NoCredit) if !registered => {
+                Ok(Err(SendRefused::NoCredit)) if !registered => {
                     drop(h);
                     self.shared().wait(cx);
                     registered = true;
                 }
-                Err(SendRefused::NoCredit) => {
+                Ok(Err(SendRefused::NoCredit)) => {
                     drop(h);
-                    self.buffered = Some(body);
+                    self.buffered = Some(msg);
                     return Poll::Pending;
                 }
-                Err(SendRefused::TooLarge { size, limit }) => {
+                Ok(Err(SendRefused::TooLarge { size, limit })) => {
                     return Poll::Ready(Err(RpcError::TooLarge { size, limit }))
                 }
-                Err(SendRefused::Ended) => return Poll::Ready(Err(ended(h.outcome()))),
+                Ok(Err(SendRefused::Ended)) => return Poll::Ready(Err(ended(h.outcome()))),
             }
         }
     }
@@ -490,7 +499,7 @@ impl<T: Message> Sink<T> {
     /// Not cancel safe: a `send` dropped while waiting for credit did not
     /// send `msg`, but one dropped after credit came may have.
     pub async fn send(&mut self, msg: T) -> Result<(), RpcError> {
-        self.buffered = Some(msg.encode().map_err(RpcError::from_core)?);
+        self.buffered = Some(msg);
         poll_fn(|cx| self.poll_push(cx)).await
     }
 
@@ -535,7 +544,7 @@ impl<T: Message> futures_sink::Sink<T> for Sink<T> {
     }
 
     fn start_send(mut self: Pin<&mut Self>, item: T) -> Result<(), RpcError> {
-        self.buffered = Some(item.encode().map_err(RpcError::from_core)?);
+        self.buffered = Some(item);
         Ok(())
     }
 
@@ -563,7 +572,11 @@ impl<T: Message> futures_sink::Sink<T> for Sink<T> {
 
 /// The receiving end of a typed stream of `T`s: messages in the order sent,
 /// each exactly once; `Ok(None)` only after a clean end with nothing
-/// missing. Taking a message grants its sender credit for more.
+/// missing. Taking a message grants its sender credit for more: a source
+/// takes the messages that arrived in batches of up to an eighth of its
+/// window (at most 256), and the credit for a batch is granted once the
+/// application has taken its last message (the sender never waits on more
+/// than that).
 pub struct Source<T> {
     shared: Arc<Shared<RecvHalf>>,
     address: Address,
@@ -573,7 +586,20 @@ pub struct Source<T> {
     pub(crate) ctx_for_reverse: Option<Arc<Context>>,
     pub(crate) timing: Timing,
     done: bool,
+    /// Messages lent by the half ([`RecvHalf::lend`]), in order, not yet
+    /// given to the application: taken one by one without the lock.
+    batch: VecDeque<bytes::Bytes>,
+    /// Messages (and their bytes) of `batch` given to the application and
+    /// not yet reported to the half (it grants credit for them then).
+    used: (u64, u64),
     _t: PhantomData<fn() -> T>,
+}
+
+/// Most messages a source borrows from its half at once: an eighth of its
+/// window (so credit for them comes back at most that much later), up to
+/// 256.
+fn lend_max(window: Window) -> usize {
+    usize::try_from((window.messages / 8).clamp(1, 256)).unwrap_or(256)
 }
 
 impl<T: Message> Source<T> {
@@ -598,6 +624,8 @@ impl<T: Message> Source<T> {
             ctx_for_reverse: None,
             timing,
             done: false,
+            batch: VecDeque::new(),
+            used: (0, 0),
             _t: PhantomData,
         })
     }
@@ -615,22 +643,31 @@ impl<T: Message> Source<T> {
         if self.done {
             return Poll::Ready(Ok(None));
         }
-        // Without waiting first (the common case); registered to be woken
-        // only when nothing is there, then looked at again.
-        let take = |shared: &Shared<RecvHalf>| {
-            let mut h = shared.lock();
-            let taken = h.take();
-            (taken, h.has_transmit())
+        let taken = if self.batch.is_empty() {
+            // Without waiting first (the common case); registered to be
+            // woken only when nothing is there, then looked at again.
+            let mut taken = self.refill();
+            if taken.is_none() && self.batch.is_empty() {
+                self.shared.wait(cx);
+                taken = self.refill();
+            }
+            taken
+        } else {
+            None
         };
-        let (mut taken, mut credit) = take(&self.shared);
-        if taken.is_none() {
-            self.shared.wait(cx);
-            (taken, credit) = take(&self.shared);
-        }
-        if credit {
-            // A credit to send: the shell sends it.
-            self.shared.kick.notify_one();
-        }
+        let taken = match (taken, self.batch.pop_front()) {
+            (None, Some(body)) => {
+                self.used.0 += 1;
+                self.used.1 += body.len() as u64;
+                if self.batch.is_empty() {
+                    // Credit as the application takes: the last of a batch
+                    // reports the whole batch (and borrows the next).
+                    self.refill();
+                }
+                Some(Ok(Some(body)))
+            }
+            (taken, _) => taken,
+        };
         match taken {
             Some(Ok(Some(body))) => match T::decode(&body) {
                 Ok(t) => Poll::Ready(Ok(Some(t))),
@@ -689,8 +726,35 @@ impl<T: Message> Source<T> {
         self.cancel_inner(reason);
     }
 
+    /// Reports what the application took from the batch, and borrows
+    /// the next one; when there is none, what [`RecvHalf::take`] says
+    /// (the end of the stream, or `None`: nothing yet). Wakes the shell
+    /// when that left a credit to send.
+    fn refill(&mut self) -> Option<Result<Option<bytes::Bytes>, End>> {
+        let (taken, credit) = {
+            let mut h = self.shared.lock();
+            let had_credit = h.has_transmit();
+            if self.used != (0, 0) {
+                h.took(self.used.0, self.used.1);
+                self.used = (0, 0);
+            }
+            let max = lend_max(h.window());
+            let taken = if self.batch.is_empty() && h.lend(max, &mut self.batch) == 0 {
+                h.take()
+            } else {
+                None
+            };
+            (taken, !had_credit && h.has_transmit())
+        };
+        if credit {
+            self.shared.kick.notify_one();
+        }
+        taken
+    }
+
     fn cancel_inner(&mut self, reason: &str) {
         self.done = true;
+        self.batch.clear();
         self.shared.lock().cancel(reason);
         self.shared.kick.notify_one();
     }

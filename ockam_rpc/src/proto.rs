@@ -35,7 +35,7 @@ pub enum Frame {
         /// The sequence number of the first body.
         first: u64,
         /// The messages' encodings.
-        bodies: Vec<serde_bytes::ByteBuf>,
+        bodies: Bodies,
     },
     /// From the receiver: everything before `next` arrived; the sender may
     /// send sequence numbers below `credit_messages` and up to
@@ -67,6 +67,79 @@ pub enum Frame {
     },
     /// "Still here" (either way), when nothing else was sent lately.
     Ping,
+}
+
+/// The messages of a `Data` frame: their encodings back to back in one
+/// buffer, and where each ends. On the wire a BARE list of byte strings
+/// (`list<data>`), as a `Vec` of byte buffers would be; kept whole so that
+/// a sender queues and frames messages without a buffer per message.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bodies {
+    data: Bytes,
+    /// The end of each body in `data` (ascending, the last `data.len()`).
+    ends: Vec<usize>,
+}
+
+impl Bodies {
+    /// How many messages.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Each message's encoding, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(a, b)| &self.data[a..b])
+    }
+
+    /// Each message's encoding as a slice of the one buffer (no copy).
+    pub fn into_slices(self) -> Vec<Bytes> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .map(|(a, b)| self.data.slice(a..b))
+            .collect()
+    }
+}
+
+impl<B: AsRef<[u8]>> FromIterator<B> for Bodies {
+    fn from_iter<I: IntoIterator<Item = B>>(iter: I) -> Self {
+        let mut data = Vec::new();
+        let mut ends = Vec::new();
+        for b in iter {
+            data.extend_from_slice(b.as_ref());
+            ends.push(data.len());
+        }
+        Bodies {
+            data: Bytes::from(data),
+            ends,
+        }
+    }
+}
+
+impl Serialize for Bodies {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let mut seq = s.serialize_seq(Some(self.len()))?;
+        for body in self.iter() {
+            seq.serialize_element(serde_bytes::Bytes::new(body))?;
+        }
+        seq.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Bodies {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let bodies = Vec::<serde_bytes::ByteBuf>::deserialize(d)?;
+        Ok(bodies.iter().map(|b| b.as_slice()).collect())
+    }
 }
 
 /// How a stream ended, other than cleanly.
@@ -154,10 +227,12 @@ pub struct SendHalf {
     sent_bytes: u64,
     credit_messages: u64,
     credit_bytes: u64,
-    /// Messages the application gave, not yet sent (for batching).
-    queued: VecDeque<Vec<u8>>,
-    /// Their bytes.
-    queued_bytes: u64,
+    /// Messages the application gave, not yet sent (for batching): their
+    /// encodings back to back, and where each ends.
+    queued: Vec<u8>,
+    queued_ends: Vec<usize>,
+    /// The size of the last `Data` frame's bodies: room kept for the next.
+    last_frame_bytes: usize,
     timing: Timing,
     last_heard: Instant,
     last_sent: Instant,
@@ -177,8 +252,9 @@ impl SendHalf {
             sent_bytes: 0,
             credit_messages: 0,
             credit_bytes: 0,
-            queued: VecDeque::new(),
-            queued_bytes: 0,
+            queued: Vec::new(),
+            queued_ends: Vec::new(),
+            last_frame_bytes: 0,
             timing,
             last_heard: now,
             last_sent: now,
@@ -189,6 +265,14 @@ impl SendHalf {
 
     /// Whether a message of `len` bytes may be queued now.
     pub fn check(&self, len: usize) -> Result<(), SendRefused> {
+        let seq = self.next_seq + self.queued_ends.len() as u64;
+        let bytes = self.sent_bytes + self.queued.len() as u64;
+        self.check_at(seq, bytes, len)
+    }
+
+    /// [`check`](Self::check) of a message of `len` bytes that would be
+    /// number `seq` and start at cumulative byte `bytes`.
+    fn check_at(&self, seq: u64, bytes: u64, len: usize) -> Result<(), SendRefused> {
         match self.state {
             SendState::Attaching | SendState::Open => {}
             _ => return Err(SendRefused::Ended),
@@ -200,8 +284,6 @@ impl SendHalf {
                 limit: self.max_message,
             });
         }
-        let seq = self.next_seq + self.queued.len() as u64;
-        let bytes = self.sent_bytes + self.queued_bytes;
         if self.state == SendState::Attaching
             || seq >= self.credit_messages
             || bytes + len > self.credit_bytes
@@ -211,15 +293,57 @@ impl SendHalf {
         Ok(())
     }
 
-    /// Queues a message (after [`check`](Self::check) said yes).
+    /// How many messages are queued and not yet in a frame.
+    pub fn queued(&self) -> usize {
+        self.queued_ends.len()
+    }
+
+    /// Queues a message's encoding.
     ///
     /// # Errors
-    /// What [`check`](Self::check) says.
-    pub fn send(&mut self, body: Vec<u8>) -> Result<(), SendRefused> {
-        self.check(body.len())?;
-        self.queued_bytes += body.len() as u64;
-        self.queued.push_back(body);
-        Ok(())
+    /// As [`check`](Self::check): nothing is queued then.
+    pub fn send(&mut self, body: &[u8]) -> Result<(), SendRefused> {
+        self.send_encoded(|buf| {
+            buf.extend_from_slice(body);
+            Ok::<(), std::convert::Infallible>(())
+        })
+        .unwrap_or_else(|never| match never {})
+    }
+
+    /// Queues a message that `encode` appends to the queue's buffer (so
+    /// that it is encoded once, in place, with no buffer of its own), if
+    /// [`check`](Self::check) allows one of its length; otherwise takes
+    /// it back out and says why.
+    ///
+    /// # Errors
+    /// `encode`'s error (nothing queued); inside, as [`check`](Self::check).
+    pub fn send_encoded<E>(
+        &mut self,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<Result<(), SendRefused>, E> {
+        // An ended stream encodes nothing.
+        if let Err(refused @ SendRefused::Ended) = self.check(0) {
+            return Ok(Err(refused));
+        }
+        if self.queued.capacity() == 0 {
+            self.queued
+                .reserve(self.last_frame_bytes.clamp(256, MAX_FRAME_BODY_BYTES));
+        }
+        let start = self.queued.len();
+        if let Err(e) = encode(&mut self.queued) {
+            self.queued.truncate(start);
+            return Err(e);
+        }
+        let len = self.queued.len() - start;
+        // `check` as it was before this message was written.
+        let seq = self.next_seq + self.queued_ends.len() as u64;
+        let bytes = self.sent_bytes + start as u64;
+        if let Err(refused) = self.check_at(seq, bytes, len) {
+            self.queued.truncate(start);
+            return Ok(Err(refused));
+        }
+        self.queued_ends.push(self.queued.len());
+        Ok(Ok(()))
     }
 
     /// The way to the receiver is known from `now` on: liveness counts
@@ -252,7 +376,7 @@ impl SendHalf {
                 self.flush_data();
             }
             self.queued.clear();
-            self.queued_bytes = 0;
+            self.queued_ends.clear();
             self.state = SendState::Ended(End::Aborted(reason.into()));
             self.out.push_back(Frame::Abort {
                 reason: reason.into(),
@@ -264,7 +388,7 @@ impl SendHalf {
     pub fn lost(&mut self, why: &str) {
         if !matches!(self.state, SendState::Closed | SendState::Ended(_)) {
             self.queued.clear();
-            self.queued_bytes = 0;
+            self.queued_ends.clear();
             self.state = SendState::Ended(End::Lost(why.into()));
         }
     }
@@ -296,7 +420,7 @@ impl SendHalf {
                 if !matches!(self.state, SendState::Closed | SendState::Ended(_)) =>
             {
                 self.queued.clear();
-                self.queued_bytes = 0;
+                self.queued_ends.clear();
                 self.state = SendState::Ended(End::Cancelled(reason));
             }
             _ => {}
@@ -308,22 +432,31 @@ impl SendHalf {
     /// [`MAX_FRAME_BODY_BYTES`] (but at least one message each), so that a
     /// receiver works on one while the next is on its way.
     fn flush_data(&mut self) {
-        self.queued_bytes = 0;
-        while !self.queued.is_empty() {
-            let first = self.next_seq;
-            let mut bodies = Vec::new();
-            let mut bytes = 0usize;
-            while let Some(b) = self.queued.front() {
-                if !bodies.is_empty() && bytes + b.len() > MAX_FRAME_BODY_BYTES {
-                    break;
-                }
-                let b = self.queued.pop_front().unwrap_or_default();
-                bytes += b.len();
-                self.next_seq += 1;
-                self.sent_bytes += b.len() as u64;
-                bodies.push(serde_bytes::ByteBuf::from(b));
+        if self.queued_ends.is_empty() {
+            return;
+        }
+        let data = Bytes::from(std::mem::take(&mut self.queued));
+        let ends = std::mem::take(&mut self.queued_ends);
+        self.last_frame_bytes = data.len().min(MAX_FRAME_BODY_BYTES);
+        let mut start = 0;
+        let mut from = 0;
+        while from < ends.len() {
+            // At least one message; more while they fit.
+            let mut to = from + 1;
+            while to < ends.len() && ends[to] - start <= MAX_FRAME_BODY_BYTES {
+                to += 1;
             }
+            let end = ends[to - 1];
+            let bodies = Bodies {
+                data: data.slice(start..end),
+                ends: ends[from..to].iter().map(|e| e - start).collect(),
+            };
+            let first = self.next_seq;
+            self.next_seq += (to - from) as u64;
+            self.sent_bytes += (end - start) as u64;
             self.out.push_back(Frame::Data { first, bodies });
+            start = end;
+            from = to;
         }
     }
 
@@ -407,8 +540,11 @@ pub struct RecvHalf {
     ready: VecDeque<Bytes>,
     taken: u64,
     taken_bytes: u64,
-    /// Bytes arrived and not yet taken (ready and early).
+    /// Bytes arrived and not yet taken (ready, early and lent).
     held_bytes: u64,
+    /// Messages lent to the application (see [`RecvHalf::lend`]), not yet
+    /// reported taken, and their bytes.
+    lent: (u64, u64),
     /// The credit last granted (messages, bytes).
     granted: (u64, u64),
     /// Since when a gap has been waiting to be filled.
@@ -435,6 +571,7 @@ impl RecvHalf {
             taken: 0,
             taken_bytes: 0,
             held_bytes: 0,
+            lent: (0, 0),
             granted: (0, 0),
             gap_since: None,
             timing_last_heard: now,
@@ -474,14 +611,7 @@ impl RecvHalf {
             return !matches!(frame, Frame::Data { .. });
         }
         match frame {
-            Frame::Data { first, bodies } => self.handle_data(
-                first,
-                bodies
-                    .into_iter()
-                    .map(|b| Bytes::from(b.into_vec()))
-                    .collect(),
-                now,
-            ),
+            Frame::Data { first, bodies } => self.handle_data(first, bodies.into_slices(), now),
             Frame::Close { total } => {
                 if total < self.next {
                     return false;
@@ -588,6 +718,43 @@ impl RecvHalf {
         }
     }
 
+    /// The window this end grants beyond what was taken.
+    pub fn window(&self) -> Window {
+        self.window
+    }
+
+    /// Lends the application up to `max` messages that arrived in order
+    /// (moved into `into`, in order), so that it takes them one by one
+    /// without coming back each time: they stay held (in [`held`]) and
+    /// earn the sender no credit until [`took`](Self::took) reports them.
+    /// Returns how many. When it lends none, [`take`](Self::take) says
+    /// whether the stream is over.
+    ///
+    /// [`held`]: Self::held
+    pub fn lend(&mut self, max: usize, into: &mut VecDeque<Bytes>) -> usize {
+        let n = max.min(self.ready.len());
+        for body in self.ready.drain(..n) {
+            self.lent.0 += 1;
+            self.lent.1 += body.len() as u64;
+            into.push_back(body);
+        }
+        n
+    }
+
+    /// The application took `messages` lent messages of `bytes` bytes in
+    /// all: they are no longer held, and the sender gets credit for them
+    /// as for [`take`](Self::take). More than was lent counts as what was.
+    pub fn took(&mut self, messages: u64, bytes: u64) {
+        let messages = messages.min(self.lent.0);
+        let bytes = bytes.min(self.lent.1);
+        self.lent.0 -= messages;
+        self.lent.1 -= bytes;
+        self.taken += messages;
+        self.taken_bytes += bytes;
+        self.held_bytes -= bytes;
+        self.grant(false);
+    }
+
     /// The way to the sender is known from `now` on: liveness counts from
     /// then (see [`SendHalf::attached`]).
     pub fn attached(&mut self, now: Instant) {
@@ -667,7 +834,10 @@ impl RecvHalf {
 
     /// Messages and bytes held for the application (arrived, not taken).
     pub fn held(&self) -> (usize, u64) {
-        (self.ready.len() + self.early.len(), self.held_bytes)
+        (
+            self.ready.len() + self.early.len() + self.lent.0 as usize,
+            self.held_bytes,
+        )
     }
 
     /// Whether the stream is over and everything was taken.

@@ -94,7 +94,7 @@ fn streams_end_cleanly_and_leave_nothing_behind() {
             ctx.send(to_source.clone(), vec![0xffu8; 40]).await?;
             let forged = Frame::Data {
                 first: 1_000_000,
-                bodies: vec![serde_bytes::ByteBuf::from(b"x".to_vec())],
+                bodies: [b"x"].into_iter().collect(),
             };
             ctx.send(to_source.clone(), forged).await?;
             let replayed_close = Frame::Close { total: 0 };

@@ -326,9 +326,10 @@ fn forged_and_garbage_frames_are_dropped_and_the_stream_goes_on() {
                 },
             )
             .await?;
-        let bodies = vec![serde_bytes::ByteBuf::from(ockam_core::Message::encode(
-            &"forged".to_string(),
-        )?)];
+        let bodies: ockam_rpc::proto::Bodies =
+            [ockam_core::Message::encode(&"forged".to_string())?]
+                .into_iter()
+                .collect();
         for first in [0, 1, 2, u64::MAX] {
             let data = Frame::Data {
                 first,

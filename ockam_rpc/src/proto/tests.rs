@@ -34,9 +34,9 @@ fn a_sender_waits_for_credit_then_sends_within_it() {
     });
     assert_eq!(s.check(1), Err(SendRefused::NoCredit), "not attached yet");
     exchange(&mut s, &mut r, now);
-    s.send(vec![1]).unwrap();
-    s.send(vec![2]).unwrap();
-    assert_eq!(s.send(vec![3]), Err(SendRefused::NoCredit));
+    s.send(&[1]).unwrap();
+    s.send(&[2]).unwrap();
+    assert_eq!(s.send(&[3]), Err(SendRefused::NoCredit));
     assert_eq!(
         s.check(101),
         Err(SendRefused::TooLarge {
@@ -48,7 +48,7 @@ fn a_sender_waits_for_credit_then_sends_within_it() {
     assert_eq!(r.held(), (2, 2));
     assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![1u8])))));
     exchange(&mut s, &mut r, now);
-    s.send(vec![3]).unwrap();
+    s.send(&[3]).unwrap();
     exchange(&mut s, &mut r, now);
     assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![2u8])))));
     assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![3u8])))));
@@ -59,8 +59,8 @@ fn a_sender_waits_for_credit_then_sends_within_it() {
 fn close_is_clean_only_once_everything_arrived_and_is_acknowledged() {
     let (mut s, mut r, now) = pair(Window::default());
     exchange(&mut s, &mut r, now);
-    s.send(vec![1]).unwrap();
-    s.send(vec![2]).unwrap();
+    s.send(&[1]).unwrap();
+    s.send(&[2]).unwrap();
     s.close();
     // The data frame is lost; the close arrives.
     let data = s.poll_transmit(now).unwrap();
@@ -82,7 +82,7 @@ fn close_is_clean_only_once_everything_arrived_and_is_acknowledged() {
 fn abort_cancel_and_silence_are_each_their_own_end() {
     let (mut s, mut r, now) = pair(Window::default());
     exchange(&mut s, &mut r, now);
-    s.send(vec![1]).unwrap();
+    s.send(&[1]).unwrap();
     s.abort("dropped without close");
     exchange(&mut s, &mut r, now);
     // What was accepted before the abort arrives, then the abort.
@@ -112,9 +112,9 @@ fn abort_cancel_and_silence_are_each_their_own_end() {
 fn duplicates_are_dropped_and_early_messages_wait_for_the_gap() {
     let (mut s, mut r, now) = pair(Window::default());
     exchange(&mut s, &mut r, now);
-    s.send(vec![0]).unwrap();
+    s.send(&[0]).unwrap();
     let f0 = s.poll_transmit(now).unwrap();
-    s.send(vec![1]).unwrap();
+    s.send(&[1]).unwrap();
     let f1 = s.poll_transmit(now).unwrap();
     r.handle(f1.clone(), now);
     assert_eq!(r.take(), None, "1 waits for 0");
@@ -125,9 +125,9 @@ fn duplicates_are_dropped_and_early_messages_wait_for_the_gap() {
     assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![1u8])))));
     assert_eq!(r.take(), None);
     // A gap that is never filled ends the stream as lost.
-    s.send(vec![2]).unwrap();
+    s.send(&[2]).unwrap();
     let _lost = s.poll_transmit(now).unwrap();
-    s.send(vec![3]).unwrap();
+    s.send(&[3]).unwrap();
     let f3 = s.poll_transmit(now).unwrap();
     r.handle(f3, now);
     // The sender keeps pinging; the gap alone ends it.
@@ -154,12 +154,12 @@ fn frames_beyond_the_credit_are_refused() {
     exchange(&mut s, &mut r, now);
     let forged = Frame::Data {
         first: 5,
-        bodies: vec![serde_bytes::ByteBuf::from(vec![1])],
+        bodies: [vec![1u8]].into_iter().collect(),
     };
     assert!(!r.handle(forged, now));
     let too_big = Frame::Data {
         first: 0,
-        bodies: vec![serde_bytes::ByteBuf::from(vec![0; 11])],
+        bodies: [vec![0u8; 11]].into_iter().collect(),
     };
     assert!(!r.handle(too_big, now));
     assert_eq!(r.held(), (0, 0));
@@ -172,9 +172,9 @@ fn frames_beyond_the_credit_are_refused() {
         },
         now,
     );
-    assert_eq!(s.send(vec![1]), Ok(()));
-    assert_eq!(s.send(vec![2]), Ok(()));
-    assert_eq!(s.send(vec![3]), Err(SendRefused::NoCredit));
+    assert_eq!(s.send(&[1]), Ok(()));
+    assert_eq!(s.send(&[2]), Ok(()));
+    assert_eq!(s.send(&[3]), Err(SendRefused::NoCredit));
 }
 
 /// What the network does with the next frame in one direction.
@@ -227,7 +227,7 @@ proptest! {
         for step in steps {
             match step {
                 Net::Send(b) => {
-                    if s.send(vec![b]).is_ok() {
+                    if s.send(&[b]).is_ok() {
                         sent.push(b);
                     }
                 }
@@ -294,9 +294,21 @@ proptest! {
         use ockam_core::Message;
         let frame = Frame::Data {
             first,
-            bodies: bodies.iter().cloned().map(serde_bytes::ByteBuf::from).collect(),
+            bodies: bodies.iter().collect(),
         };
         let wire = Bytes::from(frame.encode().unwrap());
+        // The wire form of `Bodies` is a BARE list of byte strings, as a
+        // list of byte buffers is; it decodes back to the same bodies.
+        #[derive(serde::Serialize)]
+        enum Wire {
+            Data { first: u64, bodies: Vec<serde_bytes::ByteBuf> },
+        }
+        let as_list = Wire::Data {
+            first,
+            bodies: bodies.iter().cloned().map(serde_bytes::ByteBuf::from).collect(),
+        };
+        prop_assert_eq!(&wire[..], &ockam_core::encode(&as_list).unwrap()[..]);
+        prop_assert_eq!(&Frame::decode(&wire).unwrap(), &frame);
         let (f, got) = decode_data(&wire).expect("a Data frame").expect("decodes");
         prop_assert_eq!(f, first);
         let got: Vec<Vec<u8>> = got.iter().map(|b| b.to_vec()).collect();
@@ -330,9 +342,7 @@ fn kept_messages_hold_their_frame_only_when_all_of_it_is_kept() {
     let frame = |first: u64, n: u8| {
         let f = Frame::Data {
             first,
-            bodies: (0..n)
-                .map(|i| serde_bytes::ByteBuf::from(vec![i; 100]))
-                .collect(),
+            bodies: (0..n).map(|i| vec![i; 100]).collect(),
         };
         Bytes::from(f.encode().unwrap())
     };
@@ -359,4 +369,46 @@ fn kept_messages_hold_their_frame_only_when_all_of_it_is_kept() {
         assert_eq!(b.len(), 100);
     }
     assert_eq!(r.take(), None);
+}
+
+/// Lent messages stay held and earn no credit until the application
+/// reports them taken; then they earn what `take` would have.
+#[test]
+fn lent_messages_earn_credit_only_once_taken() {
+    let (mut s, mut r, now) = pair(Window {
+        messages: 4,
+        bytes: 1000,
+    });
+    exchange(&mut s, &mut r, now);
+    for b in 0..4u8 {
+        s.send(&[b; 10]).unwrap();
+    }
+    assert_eq!(s.send(&[9]), Err(SendRefused::NoCredit), "window full");
+    exchange(&mut s, &mut r, now);
+    let mut batch = VecDeque::new();
+    assert_eq!(r.lend(3, &mut batch), 3);
+    let lent: Vec<u8> = batch.iter().map(|b| b[0]).collect();
+    assert_eq!(lent, [0, 1, 2], "in order");
+    assert_eq!(r.held(), (4, 40), "lent messages are still held");
+    exchange(&mut s, &mut r, now);
+    assert_eq!(
+        s.send(&[9]),
+        Err(SendRefused::NoCredit),
+        "no credit for lending"
+    );
+    r.took(2, 20);
+    assert_eq!(r.held(), (2, 20));
+    exchange(&mut s, &mut r, now);
+    s.send(&[4; 10]).unwrap();
+    s.send(&[5; 10]).unwrap();
+    assert_eq!(
+        s.send(&[9]),
+        Err(SendRefused::NoCredit),
+        "two taken, two more"
+    );
+    // Reporting more than was lent counts what was.
+    r.took(5, 1000);
+    assert_eq!(r.held(), (1, 10), "the one never lent (message 3)");
+    exchange(&mut s, &mut r, now);
+    assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![3u8; 10])))));
 }
