@@ -24,13 +24,16 @@
 pub mod access;
 pub mod kafka_child;
 mod memory;
+pub mod metrics;
 pub mod sequencer;
 mod services;
 pub mod store;
 
 pub use access::{Access, AccessPolicy};
 pub use services::Limits;
-pub use store::{DurableStore, KafkaConfig, KafkaStats, KafkaStore, MemoryStore, StreamStore};
+pub use store::{
+    DurableStore, KafkaConfig, KafkaStats, KafkaStore, MemoryStore, StoreStats, StreamStore,
+};
 
 use ockam_core::Result;
 use ockam_node::Context;
@@ -78,6 +81,10 @@ pub struct HubConfig {
     /// start. `None` (the default): `identity.key` in the durable store's
     /// directory; with the memory store, a new identity at every start.
     pub identity: Option<PathBuf>,
+    /// Where to serve Prometheus metrics over HTTP (issue 17; see
+    /// [`metrics`]); `None` (the default): none. Installs the process's
+    /// `metrics` recorder, so at most one hub per process may have it.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Where the Kafka back end (librdkafka, C) runs.
@@ -108,6 +115,7 @@ impl Default for HubConfig {
             tcp: TcpOptions::default(),
             access: Access::Open,
             identity: None,
+            metrics_listen: None,
         }
     }
 }
@@ -128,6 +136,10 @@ impl Hub {
     /// [`kafka_child`]) cannot be started.
     pub async fn start(ctx: &Context, config: HubConfig) -> Result<SocketAddr> {
         let access = config.access.clone();
+        // First: the services' counters are made as they start.
+        if let Some(listen) = config.metrics_listen {
+            metrics::install(listen)?;
+        }
         let store: Arc<dyn StreamStore> = match &config.storage {
             StorageKind::Durable(dir) => Arc::new(DurableStore::open(dir)?),
             StorageKind::Memory => Arc::new(MemoryStore::new()),
@@ -149,13 +161,25 @@ impl Hub {
             ctx,
             "stream",
             "stream_index",
-            store,
+            store.clone(),
             &config.limits,
             0,
             access.clone(),
         )
         .await?;
         let tcp = Arc::new(TcpTransport::create_with_options(ctx, config.tcp.clone()).await?);
+        if config.metrics_listen.is_some() {
+            let sources = metrics::Sources {
+                tcp: tcp.clone(),
+                stores: vec![("stream".into(), store)],
+                data_file: match &config.storage {
+                    StorageKind::Durable(dir) => Some(dir.join(store::DATA_FILE)),
+                    StorageKind::Memory => None,
+                },
+            };
+            let sampler = ctx.new_context(ockam_core::Address::random_local()).await?;
+            tokio::spawn(metrics::sample(sampler, sources));
+        }
         match (&config.kafka, &config.kafka_process) {
             (None, _) => {}
             (Some(kafka), KafkaProcess::InProcess) => {
@@ -341,7 +365,7 @@ async fn start_stream_services(
     hops_before_peer: usize,
     access: Access,
 ) -> Result<Arc<Shared>> {
-    let shared = Shared::new(store, limits.clone(), hops_before_peer, access);
+    let shared = Shared::new(stream, store, limits.clone(), hops_before_peer, access);
     tokio::spawn(forget_idle(Arc::downgrade(&shared)));
     ctx.start_worker(
         stream,

@@ -112,6 +112,12 @@ struct Args {
     /// --data-dir; with --storage memory, a new identity at every start].
     #[arg(long, env = "OCKAM_HUB_IDENTITY_FILE")]
     identity_file: Option<PathBuf>,
+    /// Serve Prometheus metrics (text format, any path) over HTTP at this
+    /// address, for example 127.0.0.1:9464: requests, refusals, pushes and
+    /// pulls, store commit times, connections, workers, streams, stored
+    /// bytes, consumer lag per client and stream. None by default.
+    #[arg(long, env = "OCKAM_HUB_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -177,6 +183,7 @@ fn main() -> ExitCode {
     let config = HubConfig {
         access: access.clone(),
         identity: args.identity_file,
+        metrics_listen: args.metrics_listen,
         listen: args.listen,
         storage: match args.storage {
             Storage::Durable => StorageKind::Durable(args.data_dir),

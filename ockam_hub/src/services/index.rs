@@ -34,7 +34,7 @@ impl Worker for IndexService {
     type Context = Context;
 
     async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
-        let Some((msg, back)) = request(ctx, msg).await? else {
+        let Some((msg, back)) = request(ctx, &self.shared, msg).await? else {
             return Ok(());
         };
         let Some(req) = decode_or_refuse::<IndexRequest>(ctx, &msg, &back, STREAM_INDEX).await?

@@ -234,11 +234,15 @@ pub(crate) struct Shared {
     /// The running stream worker of each requester and stream: opening a
     /// stream again replaces (and stops) the requester's earlier one.
     workers: Mutex<PeerTable<WorkerKey>>,
+    /// The service's counters (issue 17).
+    pub(crate) metrics: crate::metrics::ServiceMetrics,
 }
 
 impl Shared {
+    /// `service`: the stream service's name (for metrics);
     /// `hops_before_peer`: see [`PeerTable::new`].
     pub(crate) fn new(
+        service: &str,
         store: Arc<dyn StreamStore>,
         limits: Limits,
         hops_before_peer: usize,
@@ -253,6 +257,7 @@ impl Shared {
                 hops_before_peer,
             )),
             limits,
+            metrics: crate::metrics::ServiceMetrics::new(service),
         })
     }
 
@@ -415,6 +420,7 @@ pub(crate) async fn denied(
 
 /// Answers a refused request with why.
 pub(crate) async fn refuse(ctx: &Context, to: Route, err: StreamError) -> Result<()> {
+    crate::metrics::refused(&err.protocol);
     warn!(protocol = %err.protocol, reason = %err.reason, to = %to, "refused a request");
     ctx.send(to, ProtocolPayload::new(STREAM_ERROR, &err)?)
         .await
@@ -423,11 +429,19 @@ pub(crate) async fn refuse(ctx: &Context, to: Route, err: StreamError) -> Result
 /// The stream protocol request in `msg` and where to answer it; `None`
 /// after answering why it is not one (or, for a refusal, which is never
 /// answered, after logging it).
-async fn request(ctx: &Context, msg: Routed<Any>) -> Result<Option<(ProtocolPayload, Route)>> {
+/// Counted in `shared`'s metrics.
+async fn request(
+    ctx: &Context,
+    shared: &Shared,
+    msg: Routed<Any>,
+) -> Result<Option<(ProtocolPayload, Route)>> {
     let back = msg.return_route();
     match ProtocolPayload::decode(msg.payload()) {
         Ok(p) if is_refusal(&p, &back) => Ok(None),
-        Ok(p) => Ok(Some((p, back))),
+        Ok(p) => {
+            shared.metrics.request(&p.protocol);
+            Ok(Some((p, back)))
+        }
         Err(e) => {
             let why = format!("not a stream protocol payload: {e}");
             refuse(ctx, back, StreamError::new("", why)).await?;

@@ -16,7 +16,7 @@ impl Worker for StreamService {
     type Context = Context;
 
     async fn handle_message(&mut self, ctx: &mut Context, msg: Routed<Any>) -> Result<()> {
-        let Some((p, back)) = request(ctx, msg).await? else {
+        let Some((p, back)) = request(ctx, &self.shared, msg).await? else {
             return Ok(());
         };
         let Some(req) =
@@ -219,6 +219,9 @@ async fn confirm_loop(
                 }
             },
         };
+        if status == PushStatus::Ok {
+            shared.metrics.pushed.increment(1);
+        }
         let confirm = PushConfirm {
             request_id,
             status,
@@ -310,6 +313,7 @@ impl StreamWorker {
                 }
             }
         }
+        self.shared.metrics.pulled.increment(messages.len() as u64);
         let resp = PullResponse {
             request_id,
             messages,
@@ -415,7 +419,7 @@ impl Worker for StreamWorker {
 
 impl StreamWorker {
     async fn serve(&mut self, ctx: &Context, msg: Routed<Any>) -> Result<()> {
-        let Some((msg, back)) = request(ctx, msg).await? else {
+        let Some((msg, back)) = request(ctx, &self.shared, msg).await? else {
             return Ok(());
         };
         let pulling = msg.protocol == STREAM_PULL || msg.protocol == STREAM_PULL_WAIT;

@@ -82,4 +82,16 @@ impl StreamStore for MemoryStore {
         indexes.insert((client.to_string(), stream.to_string()), index);
         Ok(())
     }
+
+    async fn stats(&self) -> Result<Option<StoreStats>> {
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(Some(StoreStats {
+            streams: streams
+                .iter()
+                .map(|(name, log)| (name.clone(), log.len() as u64))
+                .collect(),
+            indexes: indexes.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        }))
+    }
 }

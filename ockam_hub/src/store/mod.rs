@@ -6,7 +6,7 @@ pub mod kafka;
 mod memory;
 mod redb;
 
-pub use self::redb::DurableStore;
+pub use self::redb::{DurableStore, DATA_FILE};
 pub use kafka::{KafkaConfig, KafkaStats, KafkaStore};
 pub use memory::MemoryStore;
 
@@ -94,6 +94,39 @@ pub trait StreamStore: Send + Sync + 'static {
     /// store now and then instead of only when this hub stores a message.
     fn has_other_writers(&self) -> bool {
         false
+    }
+    /// What the store holds, for metrics and inspection (issue 17):
+    /// `None` for a store that keeps no such account (Kafka: its own tools
+    /// show topics and consumer groups).
+    ///
+    /// # Errors
+    /// The store cannot be read.
+    async fn stats(&self) -> Result<Option<StoreStats>> {
+        Ok(None)
+    }
+}
+
+/// What a store holds: see [`StreamStore::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Each stream and the index its next message gets (how many were
+    /// ever pushed), by name.
+    pub streams: std::collections::BTreeMap<String, u64>,
+    /// Each saved read position: `(client, stream)` and the index of the
+    /// next message the client reads. On a closed hub the client is
+    /// `{identity}/{client_id}`.
+    pub indexes: std::collections::BTreeMap<(String, String), u64>,
+}
+
+impl StoreStats {
+    /// How far `(client, stream)`'s read position is behind the end of its
+    /// stream, in messages.
+    pub fn lag(&self, client: &str, stream: &str) -> Option<u64> {
+        let at = self
+            .indexes
+            .get(&(client.to_string(), stream.to_string()))?;
+        let end = self.streams.get(stream).copied().unwrap_or(0);
+        Some(end.saturating_sub(*at))
     }
 }
 

@@ -13,6 +13,9 @@ const INDEXES: ::redb::TableDefinition<(&str, &str), u64> = ::redb::TableDefinit
 /// Facts about the store itself: its `incarnation`, made when the file is.
 const META: ::redb::TableDefinition<&str, u64> = ::redb::TableDefinition::new("meta");
 
+/// The data file's name in the store's directory.
+pub const DATA_FILE: &str = "streams.redb";
+
 /// Memory redb may use to cache the data file's pages, in bytes (64 MiB).
 /// redb's own default is 1 GiB: a hub's resident memory would grow with
 /// the data it keeps until it reached that (seen in the soak, issue 18).
@@ -110,7 +113,7 @@ impl DurableStore {
     pub fn open(dir: &Path) -> Result<DurableStore> {
         std::fs::create_dir_all(dir)
             .map_err(|e| storage_error(&format!("cannot create {}", dir.display()), e))?;
-        let path = dir.join("streams.redb");
+        let path = dir.join(DATA_FILE);
         // A file the last writer did not close (killed, or the machine
         // stopped) is repaired as it opens: redb reads all of it, three
         // times, through its page cache. Opened with the full cache, the
@@ -229,7 +232,10 @@ fn writer(db: Arc<::redb::Database>, mut rx: mpsc::UnboundedReceiver<Write>) {
             continue;
         }
         let n = batch.len();
-        match commit(&db, &batch) {
+        let started = std::time::Instant::now();
+        let committed = commit(&db, &batch);
+        metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(started.elapsed());
+        match committed {
             Ok(indexes) => {
                 for (w, index) in batch.into_iter().zip(indexes) {
                     match w {
@@ -304,6 +310,34 @@ fn commit(db: &::redb::Database, batch: &[Write]) -> Result<Vec<u64>> {
 impl StreamStore for DurableStore {
     fn incarnation(&self) -> u64 {
         self.incarnation
+    }
+
+    async fn stats(&self) -> Result<Option<StoreStats>> {
+        self.read(|txn| {
+            let mut stats = StoreStats::default();
+            let heads = txn
+                .open_table(HEADS)
+                .map_err(|e| storage_error("open", e))?;
+            for entry in heads.iter().map_err(|e| storage_error("read heads", e))? {
+                let (name, next) = entry.map_err(|e| storage_error("read heads", e))?;
+                stats.streams.insert(name.value().to_string(), next.value());
+            }
+            let indexes = txn
+                .open_table(INDEXES)
+                .map_err(|e| storage_error("open", e))?;
+            for entry in indexes
+                .iter()
+                .map_err(|e| storage_error("read indexes", e))?
+            {
+                let (key, at) = entry.map_err(|e| storage_error("read indexes", e))?;
+                let (client, stream) = key.value();
+                stats
+                    .indexes
+                    .insert((client.to_string(), stream.to_string()), at.value());
+            }
+            Ok(Some(stats))
+        })
+        .await
     }
 
     fn submit_push(&self, stream: &str, data: Vec<u8>, ticket: Ticket) -> PendingPush {
