@@ -141,7 +141,15 @@ impl Hub {
             metrics::install(listen)?;
         }
         let store: Arc<dyn StreamStore> = match &config.storage {
-            StorageKind::Durable(dir) => Arc::new(DurableStore::open(dir)?),
+            StorageKind::Durable(dir) => {
+                let durable = Arc::new(DurableStore::open(dir)?);
+                // For `ockam_hub streams` while the hub has the file open.
+                let socket = dir.join(store::INSPECT_SOCKET);
+                if let Err(e) = durable.serve_inspect(&socket) {
+                    warn!(error = %e, "`ockam_hub streams` cannot read this hub's streams while it runs");
+                }
+                durable
+            }
             StorageKind::Memory => Arc::new(MemoryStore::new()),
         };
         let (identity, public) = start_listener(ctx, &config).await?;

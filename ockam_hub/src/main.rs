@@ -1,6 +1,6 @@
 //! `ockam_hub`: runs a hub node. `ockam_hub --help` for the flags.
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use ockam_hub::{Access, Hub, HubConfig, KafkaConfig, KafkaProcess, Limits, StorageKind};
 use ockam_transport_tcp::TcpOptions;
 use std::path::PathBuf;
@@ -32,11 +32,19 @@ enum Storage {
 #[derive(Debug, Parser)]
 #[command(name = "ockam_hub", version)]
 struct Args {
+    /// Without a command: run the hub.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// TCP address to listen on.
     #[arg(long, default_value = "127.0.0.1:4000", env = "OCKAM_HUB_LISTEN")]
     listen: String,
     /// Directory of the durable store.
-    #[arg(long, default_value = "ockam_hub_data", env = "OCKAM_HUB_DATA_DIR")]
+    #[arg(
+        long,
+        default_value = "ockam_hub_data",
+        env = "OCKAM_HUB_DATA_DIR",
+        global = true
+    )]
     data_dir: PathBuf,
     /// Where streams are kept.
     #[arg(long, value_enum, default_value = "durable")]
@@ -123,8 +131,112 @@ struct Args {
     log_level: String,
 }
 
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Reads the streams of a data directory (--data-dir), also while a
+    /// hub runs on it: what each holds and where each reader is.
+    Streams {
+        #[command(subcommand)]
+        action: StreamsAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StreamsAction {
+    /// Every stream: messages, bytes, oldest and newest index, readers
+    /// (saved read positions) and the largest lag among them.
+    List {
+        /// One JSON document (an array of streams) instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One stream, with each saved read position and its lag (exit code 1
+    /// when there is no such stream).
+    Show {
+        /// The stream's name.
+        name: String,
+        /// One JSON document instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `ockam_hub streams ...`: prints what `--data-dir` holds.
+fn streams(dir: &std::path::Path, action: &StreamsAction) -> ExitCode {
+    let only = match action {
+        StreamsAction::List { .. } => None,
+        StreamsAction::Show { name, .. } => Some(name.as_str()),
+    };
+    let reports = match ockam_hub::store::inspect(dir, only) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ockam_hub streams: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let show = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+    match action {
+        StreamsAction::List { json: true } => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&reports).unwrap_or_default()
+            )
+        }
+        StreamsAction::List { json: false } => {
+            println!(
+                "{:<32} {:>10} {:>12} {:>10} {:>10} {:>8} {:>10}",
+                "STREAM", "MESSAGES", "BYTES", "OLDEST", "NEWEST", "READERS", "MAX LAG"
+            );
+            for r in &reports {
+                let max_lag = r.readers.iter().map(|x| x.lag).max();
+                println!(
+                    "{:<32} {:>10} {:>12} {:>10} {:>10} {:>8} {:>10}",
+                    r.name,
+                    r.messages,
+                    r.bytes,
+                    show(r.oldest),
+                    show(r.newest),
+                    r.readers.len(),
+                    show(max_lag)
+                );
+            }
+        }
+        StreamsAction::Show { name, json } => {
+            let Some(r) = reports.first() else {
+                eprintln!("ockam_hub streams: no stream {name:?} in {}", dir.display());
+                return ExitCode::FAILURE;
+            };
+            if *json {
+                println!("{}", serde_json::to_string_pretty(r).unwrap_or_default());
+                return ExitCode::SUCCESS;
+            }
+            println!(
+                "stream {}: {} messages, {} bytes, oldest {}, newest {}, next {}",
+                r.name,
+                r.messages,
+                r.bytes,
+                show(r.oldest),
+                show(r.newest),
+                r.next
+            );
+            if r.readers.is_empty() {
+                println!("no saved read positions");
+            } else {
+                println!("{:<48} {:>10} {:>10}", "CLIENT", "INDEX", "LAG");
+                for x in &r.readers {
+                    println!("{:<48} {:>10} {:>10}", x.client, x.index, x.lag);
+                }
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(Command::Streams { action }) = &args.command {
+        return streams(&args.data_dir, action);
+    }
     if std::env::var_os("RUST_LOG").is_none() {
         // SAFETY of intent: set before any thread exists.
         std::env::set_var("RUST_LOG", &args.log_level);

@@ -6,7 +6,9 @@ pub mod kafka;
 mod memory;
 mod redb;
 
-pub use self::redb::{DurableStore, DATA_FILE};
+pub use self::redb::{
+    inspect, DurableStore, ReaderReport, StreamReport, DATA_FILE, INSPECT_SOCKET,
+};
 pub use kafka::{KafkaConfig, KafkaStats, KafkaStore};
 pub use memory::MemoryStore;
 

@@ -422,3 +422,229 @@ impl StreamStore for DurableStore {
             .map_err(|_| Error::new(ErrorKind::Unavailable, "storage writer stopped"))?
     }
 }
+
+/// One stream as [`inspect`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StreamReport {
+    /// The stream's name.
+    pub name: String,
+    /// Messages kept.
+    pub messages: u64,
+    /// Bytes of their data.
+    pub bytes: u64,
+    /// The index of the oldest kept message (`None`: none kept).
+    pub oldest: Option<u64>,
+    /// The index of the newest message (`None`: none kept).
+    pub newest: Option<u64>,
+    /// The index the next push gets.
+    pub next: u64,
+    /// The saved read positions in it.
+    pub readers: Vec<ReaderReport>,
+}
+
+/// A saved read position, as [`inspect`] finds it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReaderReport {
+    /// The client (on a closed hub: `identity/client_id`).
+    pub client: String,
+    /// The index of the next message it reads.
+    pub index: u64,
+    /// Messages between it and the end of the stream.
+    pub lag: u64,
+}
+
+/// Reads what the durable store in `dir` holds: every stream (or only
+/// `only`), its messages, bytes, oldest and newest index, and the read
+/// positions saved in it with their lag. Reads the data file itself when
+/// no hub has it open; otherwise asks that hub, through the socket it
+/// listens on in `dir` ([`INSPECT_SOCKET`]: whoever may read the data
+/// directory may ask), and gets the hub's last commit.
+///
+/// # Errors
+/// [`ErrorKind::NotFound`] when `dir` holds no data file;
+/// [`ErrorKind::Unavailable`] when the file needs a repair (its hub was
+/// killed and has not been started again; a reader cannot repair it), or
+/// a hub has it open and does not answer;
+/// [`ErrorKind::Io`] when it cannot be read.
+pub fn inspect(dir: &Path, only: Option<&str>) -> Result<Vec<StreamReport>> {
+    let path = dir.join(DATA_FILE);
+    if !path.exists() {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("no hub data file at {}", path.display()),
+        ));
+    }
+    let db = match ::redb::ReadOnlyDatabase::open(&path) {
+        Ok(db) => db,
+        Err(::redb::DatabaseError::DatabaseAlreadyOpen) => return ask_hub(dir, only),
+        // A reader cannot repair: the hub does as it opens the file.
+        Err(::redb::DatabaseError::RepairAborted) => {
+            return Err(Error::new(
+                ErrorKind::Unavailable,
+                format!(
+                    "{} was not closed cleanly (its hub was killed, or the machine stopped) \
+                     and needs the repair a hub makes when it opens it: start the hub on it, \
+                     then read it again",
+                    path.display()
+                ),
+            ))
+        }
+        Err(e) => {
+            return Err(storage_error(
+                &format!("cannot open {} to read", path.display()),
+                e,
+            ))
+        }
+    };
+    let txn = db
+        .begin_read()
+        .map_err(|e| storage_error("begin read", e))?;
+    report(&txn, only)
+}
+
+/// The socket a hub with a durable store listens on in its data
+/// directory, for [`inspect`]: a request is one line, `list` or `show
+/// NAME`; the answer is the report as JSON, then the connection closes.
+pub const INSPECT_SOCKET: &str = "inspect.sock";
+
+/// [`inspect`] through the socket of the hub that has `dir` open.
+fn ask_hub(dir: &Path, only: Option<&str>) -> Result<Vec<StreamReport>> {
+    use std::io::{Read, Write};
+    let socket = dir.join(INSPECT_SOCKET);
+    let unavailable = |e: std::io::Error| {
+        Error::with_source(
+            ErrorKind::Unavailable,
+            format!(
+                "a hub has {} open and does not answer on {}",
+                dir.join(DATA_FILE).display(),
+                socket.display()
+            ),
+            e,
+        )
+    };
+    let mut conn = std::os::unix::net::UnixStream::connect(&socket).map_err(unavailable)?;
+    conn.set_read_timeout(Some(Duration::from_secs(60)))
+        .map_err(unavailable)?;
+    let line = match only {
+        Some(name) => format!("show {name}\n"),
+        None => "list\n".to_string(),
+    };
+    conn.write_all(line.as_bytes()).map_err(unavailable)?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).map_err(unavailable)?;
+    let answer: std::result::Result<Vec<StreamReport>, String> = serde_json::from_str(&answer)
+        .map_err(|e| Error::with_source(ErrorKind::Protocol, "the hub's inspect answer", e))?;
+    answer.map_err(|why| Error::new(ErrorKind::Io, why))
+}
+
+impl DurableStore {
+    /// Answers [`inspect`] requests on `socket` (see [`INSPECT_SOCKET`])
+    /// until the store is dropped. A socket file left by a hub that was
+    /// killed is replaced.
+    ///
+    /// # Errors
+    /// The socket cannot be made.
+    pub fn serve_inspect(self: &Arc<Self>, socket: &Path) -> Result<()> {
+        let _ = std::fs::remove_file(socket);
+        let listener = tokio::net::UnixListener::bind(socket).map_err(|e| {
+            Error::with_source(
+                ErrorKind::Io,
+                format!("cannot listen on {}", socket.display()),
+                e,
+            )
+        })?;
+        let store = Arc::downgrade(self);
+        tokio::spawn(async move {
+            use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+            while let Ok((conn, _)) = listener.accept().await {
+                let Some(store) = store.upgrade() else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let (read, mut write) = conn.into_split();
+                    let mut line = String::new();
+                    let mut read = tokio::io::BufReader::new(read.take(4096));
+                    if read.read_line(&mut line).await.is_err() {
+                        return;
+                    }
+                    let only = match line.trim().split_once(' ') {
+                        Some(("show", name)) => Some(name.to_string()),
+                        _ => None,
+                    };
+                    let answer = store
+                        .read(move |txn| report(txn, only.as_deref()))
+                        .await
+                        .map_err(|e| e.to_string());
+                    let json = serde_json::to_string(&answer).unwrap_or_default();
+                    let _ = write.write_all(json.as_bytes()).await;
+                });
+            }
+        });
+        Ok(())
+    }
+}
+
+/// What [`inspect`] reports, read in `txn`.
+fn report(txn: &::redb::ReadTransaction, only: Option<&str>) -> Result<Vec<StreamReport>> {
+    let heads = txn
+        .open_table(HEADS)
+        .map_err(|e| storage_error("open", e))?;
+    let messages = txn
+        .open_table(MESSAGES)
+        .map_err(|e| storage_error("open", e))?;
+    let indexes = txn
+        .open_table(INDEXES)
+        .map_err(|e| storage_error("open", e))?;
+    let mut readers: HashMap<String, Vec<(String, u64)>> = HashMap::new();
+    for entry in indexes.iter().map_err(|e| storage_error("read", e))? {
+        let (key, at) = entry.map_err(|e| storage_error("read", e))?;
+        let (client, stream) = key.value();
+        if only.is_none_or(|o| o == stream) {
+            readers
+                .entry(stream.to_string())
+                .or_default()
+                .push((client.to_string(), at.value()));
+        }
+    }
+    let mut out = Vec::new();
+    for entry in heads.iter().map_err(|e| storage_error("read", e))? {
+        let (name, next) = entry.map_err(|e| storage_error("read", e))?;
+        let (name, next) = (name.value().to_string(), next.value());
+        if only.is_some_and(|o| o != name) {
+            continue;
+        }
+        let (mut count, mut bytes, mut oldest, mut newest) = (0u64, 0u64, None, None);
+        let range = messages
+            .range((name.as_str(), 0)..=(name.as_str(), u64::MAX))
+            .map_err(|e| storage_error("read", e))?;
+        for m in range {
+            let (key, data) = m.map_err(|e| storage_error("read", e))?;
+            let index = key.value().1;
+            oldest.get_or_insert(index);
+            newest = Some(index);
+            count += 1;
+            bytes += data.value().len() as u64;
+        }
+        let mut stream_readers: Vec<ReaderReport> = readers
+            .remove(&name)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(client, index)| ReaderReport {
+                lag: next.saturating_sub(index),
+                client,
+                index,
+            })
+            .collect();
+        stream_readers.sort_by(|a, b| a.client.cmp(&b.client));
+        out.push(StreamReport {
+            name,
+            messages: count,
+            bytes,
+            oldest,
+            newest,
+            next,
+            readers: stream_readers,
+        });
+    }
+    Ok(out)
+}

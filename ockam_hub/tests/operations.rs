@@ -1,6 +1,7 @@
-//! Issue 17: the hub's Prometheus metrics, scraped over HTTP by a real
-//! client (Python's urllib) from a real hub process, move with what the
-//! hub does.
+//! Issue 17, the hub as operators run it, with real hub processes: its
+//! Prometheus metrics, scraped over HTTP by a real client (Python's
+//! urllib), move with what the hub does; `ockam_hub streams` reads a data
+//! directory while the hub runs on it.
 
 mod common;
 
@@ -172,4 +173,138 @@ fn the_metrics_page_counts_what_the_hub_does() {
     assert!(s("ockam_hub_stored_bytes", &[]) > 0.0);
     assert!(s("ockam_hub_workers", &[]) >= 4.0, "services at least");
     drop(hub);
+}
+
+/// Pushes `n` messages of 100 bytes to `stream` at the hub at `addr`.
+async fn push_n(
+    ctx: &mut ockam_node::Context,
+    addr: &str,
+    stream: &str,
+    n: u64,
+) -> ockam_core::Result<()> {
+    let _tcp = TcpTransport::create(ctx).await?;
+    let worker = open_stream(ctx, route![(TCP, addr), "stream"], stream).await?;
+    for i in 0..n {
+        let req = PushRequest {
+            request_id: Uint(i),
+            data: vec![7; 100],
+        };
+        request(ctx, worker.clone(), STREAM_PUSH, &req).await?;
+    }
+    Ok(())
+}
+
+/// `ockam_hub streams ...` on `dir`: exit code and standard output.
+fn streams(dir: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ockam_hub"))
+        .arg("streams")
+        .args(args)
+        .args(["--data-dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn streams_list_and_show_read_a_data_directory_while_the_hub_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_address();
+    let hub = HubProcess::start(&addr, &["--data-dir", dir.path().to_str().unwrap()]);
+    hub.wait_for_log("hub up", Duration::from_secs(10));
+    let (mut ctx, mut executor) = start_node();
+    let a = addr.clone();
+    executor
+        .execute(async move {
+            push_n(&mut ctx, &a, "i-1", 5).await?;
+            push_n(&mut ctx, &a, "i-2", 3).await?;
+            let save = IndexRequest::Save {
+                client_id: "c".into(),
+                stream_name: "i-1".into(),
+                index: Uint(2),
+            };
+            let index = route![(TCP, a.as_str()), "stream_index"];
+            ctx.send(index.clone(), ProtocolPayload::new(STREAM_INDEX, &save)?)
+                .await?;
+            // Saved once the hub answers a later request on the index.
+            let get = IndexRequest::Get {
+                client_id: "c".into(),
+                stream_name: "i-1".into(),
+            };
+            request(&mut ctx, index, STREAM_INDEX, &get).await?;
+            ctx.stop().await
+        })
+        .unwrap();
+
+    // While the hub runs.
+    let (code, json) = streams(dir.path(), &["list", "--json"]);
+    assert_eq!(code, 0, "{json}");
+    let list: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["i-1", "i-2"]);
+    let one = &list[0];
+    assert_eq!(one["messages"], 5);
+    assert_eq!(one["bytes"], 500);
+    assert_eq!(one["oldest"], 0);
+    assert_eq!(one["newest"], 4);
+    assert_eq!(one["readers"][0]["client"], "c");
+    assert_eq!(one["readers"][0]["index"], 2);
+    assert_eq!(one["readers"][0]["lag"], 3);
+    assert_eq!(list[1]["messages"], 3);
+    assert_eq!(list[1]["readers"].as_array().unwrap().len(), 0);
+
+    let (code, table) = streams(dir.path(), &["list"]);
+    assert_eq!(code, 0);
+    let row = table.lines().find(|l| l.starts_with("i-1")).unwrap();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells, ["i-1", "5", "500", "0", "4", "1", "3"], "{table}");
+    let (code, text) = streams(dir.path(), &["show", "i-1"]);
+    assert_eq!(code, 0);
+    assert!(
+        text.contains("5 messages, 500 bytes, oldest 0, newest 4, next 5"),
+        "{text}"
+    );
+    let reader = text.lines().find(|l| l.starts_with("c ")).unwrap();
+    assert_eq!(
+        reader.split_whitespace().collect::<Vec<_>>(),
+        ["c", "2", "3"]
+    );
+    assert_eq!(streams(dir.path(), &["show", "nope"]).0, 1);
+    let empty = tempfile::tempdir().unwrap();
+    assert_eq!(streams(empty.path(), &["list"]).0, 1, "no data file");
+
+    // The hub still serves (the reader took nothing from it), and after it
+    // stops the directory reads the same.
+    let (mut ctx, mut executor) = start_node();
+    let a = addr.clone();
+    executor
+        .execute(async move {
+            push_n(&mut ctx, &a, "i-2", 1).await?;
+            ctx.stop().await
+        })
+        .unwrap();
+    // Killed: the file needs the repair a hub makes, which a reader
+    // cannot; it says so. A hub started and stopped again repairs it.
+    drop(hub);
+    let (code, text) = streams(dir.path(), &["list"]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("not closed cleanly"), "{text}");
+    let mut hub = HubProcess::start(&addr, &["--data-dir", dir.path().to_str().unwrap()]);
+    hub.wait_for_log("hub up", Duration::from_secs(10));
+    hub.terminate();
+    let (code, json) = streams(dir.path(), &["show", "i-2", "--json"]);
+    assert_eq!(code, 0, "{json}");
+    let two: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(two["messages"], 4);
 }
