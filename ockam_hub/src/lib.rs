@@ -25,11 +25,13 @@ pub mod access;
 pub mod kafka_child;
 mod memory;
 pub mod metrics;
+pub mod retention;
 pub mod sequencer;
 mod services;
 pub mod store;
 
 pub use access::{Access, AccessPolicy};
+pub use retention::{Retention, RetentionPolicy};
 pub use services::Limits;
 pub use store::{
     DurableStore, KafkaConfig, KafkaStats, KafkaStore, MemoryStore, StoreStats, StreamStore,
@@ -85,6 +87,9 @@ pub struct HubConfig {
     /// [`metrics`]); `None` (the default): none. Installs the process's
     /// `metrics` recorder, so at most one hub per process may have it.
     pub metrics_listen: Option<SocketAddr>,
+    /// How much of each stream the durable store keeps (issue 17; see
+    /// [`retention`]); the default: everything.
+    pub retention: RetentionPolicy,
 }
 
 /// Where the Kafka back end (librdkafka, C) runs.
@@ -116,6 +121,7 @@ impl Default for HubConfig {
             access: Access::Open,
             identity: None,
             metrics_listen: None,
+            retention: RetentionPolicy::default(),
         }
     }
 }
@@ -148,9 +154,15 @@ impl Hub {
                 if let Err(e) = durable.serve_inspect(&socket) {
                     warn!(error = %e, "`ockam_hub streams` cannot read this hub's streams while it runs");
                 }
+                durable.start_retention(config.retention.clone());
                 durable
             }
-            StorageKind::Memory => Arc::new(MemoryStore::new()),
+            StorageKind::Memory => {
+                if config.retention.is_limited() {
+                    warn!("retention limits apply to the durable store only; the memory store keeps everything until the hub stops");
+                }
+                Arc::new(MemoryStore::new())
+            }
         };
         let (identity, public) = start_listener(ctx, &config).await?;
         ctx.start_worker(

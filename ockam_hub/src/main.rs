@@ -1,7 +1,10 @@
 //! `ockam_hub`: runs a hub node. `ockam_hub --help` for the flags.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ockam_hub::{Access, Hub, HubConfig, KafkaConfig, KafkaProcess, Limits, StorageKind};
+use ockam_hub::{
+    Access, Hub, HubConfig, KafkaConfig, KafkaProcess, Limits, Retention, RetentionPolicy,
+    StorageKind,
+};
 use ockam_transport_tcp::TcpOptions;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -126,6 +129,22 @@ struct Args {
     /// bytes, consumer lag per client and stream. None by default.
     #[arg(long, env = "OCKAM_HUB_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Keep at most this many bytes of message data per stream (the oldest
+    /// go first; durable store). Default: no limit.
+    #[arg(long, env = "OCKAM_HUB_RETENTION_MAX_BYTES")]
+    retention_max_bytes: Option<u64>,
+    /// Keep at most this many messages per stream. Default: no limit.
+    #[arg(long, env = "OCKAM_HUB_RETENTION_MAX_MESSAGES")]
+    retention_max_messages: Option<u64>,
+    /// Keep messages only this long (90s, 15m, 1h, 7d). Default: forever.
+    #[arg(long, env = "OCKAM_HUB_RETENTION_MAX_AGE", value_parser = parse_age)]
+    retention_max_age: Option<Duration>,
+    /// Retention file (TOML): limits per stream-name pattern that override
+    /// the --retention-* defaults (see the `retention` module's docs).
+    /// A reader whose position was trimmed away continues from the oldest
+    /// kept message and is told how many it missed.
+    #[arg(long, env = "OCKAM_HUB_RETENTION_FILE")]
+    retention_file: Option<PathBuf>,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -232,6 +251,10 @@ fn streams(dir: &std::path::Path, action: &StreamsAction) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+fn parse_age(text: &str) -> Result<Duration, String> {
+    ockam_hub::retention::parse_age(text).map_err(|e| e.message().to_string())
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(Command::Streams { action }) = &args.command {
@@ -292,7 +315,23 @@ fn main() -> ExitCode {
         },
         None => Access::Open,
     };
+    let default_retention = Retention {
+        max_bytes: args.retention_max_bytes,
+        max_messages: args.retention_max_messages,
+        max_age: args.retention_max_age,
+    };
+    let retention = match &args.retention_file {
+        Some(path) => match RetentionPolicy::load(default_retention, path) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("ockam_hub: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => RetentionPolicy::new(default_retention),
+    };
     let config = HubConfig {
+        retention,
         access: access.clone(),
         identity: args.identity_file,
         metrics_listen: args.metrics_listen,

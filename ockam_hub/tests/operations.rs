@@ -308,3 +308,149 @@ fn streams_list_and_show_read_a_data_directory_while_the_hub_runs() {
     let two: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(two["messages"], 4);
 }
+
+/// Pushes `n` messages of `size` bytes to the stream worker at `worker`,
+/// many in flight at once, and waits for every confirmation.
+async fn push_many(
+    ctx: &mut ockam_node::Context,
+    worker: &ockam_core::Route,
+    first_id: u64,
+    n: u64,
+    size: usize,
+) -> ockam_core::Result<()> {
+    for i in 0..n {
+        let req = PushRequest {
+            request_id: Uint(first_id + i),
+            data: vec![(i % 251) as u8; size],
+        };
+        ctx.send(worker.clone(), ProtocolPayload::new(STREAM_PUSH, &req)?)
+            .await?;
+    }
+    for _ in 0..n {
+        ctx.receive_timeout::<ProtocolPayload>(60).await?;
+    }
+    Ok(())
+}
+
+/// What `ockam_hub streams show NAME --json` says of `stream`.
+fn shown(dir: &std::path::Path, stream: &str) -> serde_json::Value {
+    let (code, json) = streams(dir, &["show", stream, "--json"]);
+    assert_eq!(code, 0, "{json}");
+    serde_json::from_str(&json).unwrap()
+}
+
+/// Waits (up to 20 s) until `ok` holds of what the hub shows of `stream`.
+fn wait_shown(
+    dir: &std::path::Path,
+    stream: &str,
+    ok: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let s = shown(dir, stream);
+        if ok(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{stream} after 20 s: {s}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn retention_keeps_streams_within_their_limits_and_tells_trimmed_readers() {
+    use ockam_stream_client::protocol::{PullRequest, StreamError, STREAM_ERROR, STREAM_PULL};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rules = dir.path().join("retention.toml");
+    std::fs::write(
+        &rules,
+        "[[streams]]\nnames = \"big-*\"\nmax_bytes = 200000\nmax_messages = 1000000\n\n\
+         [[streams]]\nnames = \"old-*\"\nmax_age = \"2s\"\n",
+    )
+    .unwrap();
+    let addr = free_address();
+    let hub = HubProcess::start(
+        &addr,
+        &[
+            "--data-dir",
+            data.to_str().unwrap(),
+            "--retention-max-messages",
+            "100",
+            "--retention-file",
+            rules.to_str().unwrap(),
+        ],
+    );
+    hub.wait_for_log("hub up", Duration::from_secs(10));
+    let (mut ctx, mut executor) = start_node();
+    let (a, d) = (addr.clone(), data.clone());
+    executor
+        .execute(async move {
+            let (addr, data) = (a, d);
+            let _tcp = TcpTransport::create(&ctx).await?;
+            let service = route![(TCP, addr.as_str()), "stream"];
+
+            // The hub's default: 100 messages.
+            let r1 = open_stream(&mut ctx, service.clone(), "r-1").await?;
+            push_many(&mut ctx, &r1, 0, 300, 100).await?;
+            let d = data.clone();
+            let s = tokio::task::spawn_blocking(move || {
+                wait_shown(&d, "r-1", |s| s["messages"] == 100)
+            })
+            .await
+            .unwrap();
+            assert_eq!(
+                (s["oldest"].clone(), s["newest"].clone()),
+                (200.into(), 299.into())
+            );
+            assert_eq!(s["bytes"], 10_000);
+
+            // A reader at 0 is told where the stream now starts.
+            let pull = PullRequest {
+                request_id: Uint(1),
+                index: Uint(0),
+                limit: Uint(10),
+            };
+            let p = request(&mut ctx, r1.clone(), STREAM_PULL, &pull).await?;
+            assert_eq!(p.protocol, STREAM_ERROR);
+            let refusal: StreamError = p.decode_data(STREAM_ERROR)?;
+            assert_eq!(refusal.trimmed_to(), Some(200), "{refusal:?}");
+
+            // A file rule by bytes, on a steady load: the stream stays
+            // within it and the data file stops growing.
+            let big = open_stream(&mut ctx, service.clone(), "big-1").await?;
+            let mut sizes = Vec::new();
+            for round in 0..5u64 {
+                push_many(&mut ctx, &big, round * 1000, 1000, 1024).await?;
+                let d = data.clone();
+                tokio::task::spawn_blocking(move || {
+                    wait_shown(&d, "big-1", |s| {
+                        s["bytes"].as_u64().is_some_and(|b| b <= 200_000)
+                    })
+                })
+                .await
+                .unwrap();
+                sizes.push(std::fs::metadata(data.join("streams.redb"))?.len());
+            }
+            println!("data file after each round of 1,000 KiB: {sizes:?} bytes");
+            assert!(
+                sizes[4] <= sizes[1] + sizes[1] / 5,
+                "the data file kept growing under a byte limit: {sizes:?}"
+            );
+
+            // By age: 2 s.
+            let old = open_stream(&mut ctx, service, "old-1").await?;
+            push_many(&mut ctx, &old, 0, 10, 10).await?;
+            let d = data.clone();
+            let s = tokio::task::spawn_blocking(move || {
+                wait_shown(&d, "old-1", |s| s["messages"] == 0)
+            })
+            .await
+            .unwrap();
+            assert_eq!(s["next"], 10);
+            ctx.stop().await
+        })
+        .unwrap();
+    let trimmed = hub.wait_for_log("retention: trimmed", Duration::from_secs(5));
+    assert!(trimmed.contains("r-1") || trimmed.contains("big-1") || trimmed.contains("old-1"));
+    hub.wait_for_log("a reader's position was trimmed", Duration::from_secs(5));
+}

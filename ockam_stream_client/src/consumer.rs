@@ -206,6 +206,12 @@ pub struct Consumer {
     incarnation: Option<u64>,
     /// The store changed incarnation: read the new log from its start.
     other_log: bool,
+    /// The hub trimmed messages before this index that the consumer had
+    /// not read (retention): it continues from there once everything
+    /// delivered before was taken.
+    trimmed_to: Option<u64>,
+    /// Messages the hub trimmed before this consumer read them, in all.
+    missed: u64,
     /// Rounds of delivering again a message the application never got,
     /// since the saved position last moved (the pause doubles each round).
     redeliveries: u32,
@@ -244,6 +250,8 @@ impl Consumer {
             redeliveries: 0,
             incarnation: None,
             other_log: false,
+            trimmed_to: None,
+            missed: 0,
             deliveries: VecDeque::new(),
         }
     }
@@ -261,6 +269,12 @@ impl Consumer {
     /// The index last saved (or read from the hub), if any.
     pub fn saved(&self) -> Option<u64> {
         self.saved
+    }
+
+    /// Messages the hub removed (its retention) before this consumer read
+    /// them, in all: skipped, each time with a warning.
+    pub fn missed(&self) -> u64 {
+        self.missed
     }
 
     /// Messages delivered and not yet taken.
@@ -411,6 +425,10 @@ impl Consumer {
                 self.request = None;
                 self.state = State::Indexing;
             }
+            STREAM_PULL | STREAM_PULL_WAIT if refusal.trimmed_to().is_some() => {
+                self.trimmed_to = refusal.trimmed_to();
+                self.request = None;
+            }
             STREAM_PULL_WAIT if self.config.waiting_pull && refusal.is_unknown_protocol() => {
                 info!(stream = %self.stream, "the hub has no waiting pull; polling instead");
                 self.config.waiting_pull = false;
@@ -555,6 +573,21 @@ impl Consumer {
             ),
             State::Pulling => {
                 let next = self.next_pull?;
+                if let Some(to) = self.trimmed_to {
+                    if !self.window.is_empty() {
+                        return None; // the delivered ones are taken first
+                    }
+                    self.trimmed_to = None;
+                    if to > next {
+                        let missed = to - next;
+                        self.missed += missed;
+                        warn!(stream = %self.stream, missed, from = next, to, "the hub removed messages this client had not read (its retention); continuing from the oldest kept message");
+                        self.acked = to;
+                        self.next_pull = Some(to);
+                        // Saves the new position first, if it is time.
+                        return self.poll_transmit(now);
+                    }
+                }
                 if self.redeliver_at.is_some() {
                     return None;
                 }
@@ -774,6 +807,51 @@ mod tests {
             panic!("a pull once a message was taken: {next:?}")
         };
         assert_eq!((p.index.0, p.limit.0), (4, 1));
+    }
+
+    #[test]
+    fn a_trimmed_position_moves_to_the_oldest_kept_once_the_delivered_are_taken() {
+        let t0 = Instant::now();
+        let (mut c, pull) = opened(Some(10), t0);
+        answer(&mut c, &pull, 10, 2, t0);
+        let d: Vec<Deliver> = std::iter::from_fn(|| c.poll_deliver()).collect();
+        // The next pull, from 12, finds the stream trimmed to 50.
+        let next = std::iter::from_fn(|| c.poll_transmit(t0))
+            .find(|t| matches!(t, Transmit::PullWait(_)))
+            .unwrap();
+        let Transmit::PullWait(p) = &next else {
+            unreachable!()
+        };
+        assert_eq!(p.index.0, 12);
+        c.handle(
+            Input::Refused(StreamError::trimmed(STREAM_PULL_WAIT, "s", 12, 50)),
+            t0,
+        );
+        // Two delivered, not taken: no jump, no pull yet.
+        assert!(
+            std::iter::from_fn(|| c.poll_transmit(t0)).all(|t| !matches!(t, Transmit::PullWait(_)))
+        );
+        assert_eq!(c.missed(), 0);
+        take(&mut c, &d[0], t0);
+        take(&mut c, &d[1], t0);
+        let later = t0 + Duration::from_secs(1);
+        let sent: Vec<Transmit> = std::iter::from_fn(|| c.poll_transmit(later)).collect();
+        assert!(
+            sent.iter()
+                .any(|t| matches!(t, Transmit::PullWait(p) if p.index.0 == 50)),
+            "pulls go on from the oldest kept: {sent:?}"
+        );
+        // The new position is saved at the next save's time.
+        let save_time = later + Duration::from_secs(1);
+        let sent: Vec<Transmit> = std::iter::from_fn(|| c.poll_transmit(save_time)).collect();
+        assert!(
+            sent.iter().any(
+                |t| matches!(t, Transmit::Index(IndexRequest::Save { index, .. }) if index.0 == 50)
+            ),
+            "the new position is saved: {sent:?}"
+        );
+        assert_eq!(c.missed(), 38);
+        assert_eq!(c.acked(), 50);
     }
 
     #[test]

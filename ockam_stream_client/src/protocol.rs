@@ -210,6 +210,8 @@ pub struct StreamError {
 const UNKNOWN_PROTOCOL: &str = "unknown protocol ";
 /// How the reason of a refusal of a read position past the end starts.
 const PAST_END: &str = "read position past the end: ";
+/// How the reason of a refusal of a read position the hub trimmed starts.
+const TRIMMED: &str = "read position trimmed: ";
 /// How the reason of a refusal for want of permission starts.
 const ACCESS_DENIED: &str = "access denied: ";
 
@@ -254,6 +256,30 @@ impl StreamError {
     /// ([`StreamError::past_end`]).
     pub fn is_past_end(&self) -> bool {
         self.reason.starts_with(PAST_END)
+    }
+
+    /// The refusal of a pull (`protocol`) from `index` of `stream`, whose
+    /// messages before `oldest` the hub removed (its retention, issue 17):
+    /// the reader missed `oldest - index` messages and continues from
+    /// `oldest` ([`StreamError::trimmed_to`]). A hub answers such a pull
+    /// with this, never with messages from further on, so that no reader
+    /// passes over a gap without being told.
+    pub fn trimmed(protocol: &str, stream: &str, index: u64, oldest: u64) -> Self {
+        StreamError::new(
+            protocol,
+            format!(
+                "{TRIMMED}index {index} of stream {stream:?} was removed by the hub's retention; \
+                 the oldest kept message is {oldest}"
+            ),
+        )
+    }
+
+    /// For a [`StreamError::trimmed`] refusal, the oldest kept index.
+    pub fn trimmed_to(&self) -> Option<u64> {
+        if !self.reason.starts_with(TRIMMED) {
+            return None;
+        }
+        self.reason.rsplit(' ').next()?.parse().ok()
     }
 
     /// The refusal of a request of `protocol` that its sender may not make

@@ -298,6 +298,13 @@ impl StreamWorker {
             Ok(m) => m,
             Err(e) => return refuse(ctx, back, store_failed(protocol, &e)).await,
         };
+        if let Some(first) = messages.first().map(|m| m.index.0).filter(|&i| i > from) {
+            // Removed by retention (a log holds no other gaps): the reader
+            // is told, never handed what follows as if nothing were missing.
+            warn!(stream = %self.stream, from, oldest = first, missed = first - from, reader = %back, "a reader's position was trimmed by retention; told it to continue from the oldest kept message");
+            let refusal = StreamError::trimmed(protocol, &self.stream, from, first);
+            return refuse(ctx, back, refusal).await;
+        }
         if messages.is_empty() {
             match self.past_end(from).await {
                 Ok(None) => {}

@@ -4,7 +4,7 @@ use super::*;
 use ::redb::{ReadableDatabase, ReadableTable};
 use std::path::Path;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, error, info};
+use tracing::{debug, error, info, warn};
 
 const MESSAGES: ::redb::TableDefinition<(&str, u64), &[u8]> =
     ::redb::TableDefinition::new("messages");
@@ -12,6 +12,22 @@ const HEADS: ::redb::TableDefinition<&str, u64> = ::redb::TableDefinition::new("
 const INDEXES: ::redb::TableDefinition<(&str, &str), u64> = ::redb::TableDefinition::new("indexes");
 /// Facts about the store itself: its `incarnation`, made when the file is.
 const META: ::redb::TableDefinition<&str, u64> = ::redb::TableDefinition::new("meta");
+/// Per stream: the index of its oldest kept message and the bytes of the
+/// messages kept (issue 17, retention).
+const STREAM_STATS: ::redb::TableDefinition<&str, (u64, u64)> =
+    ::redb::TableDefinition::new("stream_stats");
+/// Per stream, when its messages were stored: `(stream, i) -> t`, the
+/// first message of each commit to the stream and the commit's time
+/// (milliseconds since the Unix epoch); the messages from `i` to the next
+/// entry were stored then.
+const TIMES: ::redb::TableDefinition<(&str, u64), u64> = ::redb::TableDefinition::new("times");
+
+/// Most messages one trim removes in one commit, so that trimming a large
+/// backlog never holds up pushes for long.
+const TRIM_CHUNK: u64 = 2000;
+
+/// How often retention looks at every stream.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
 
 /// The data file's name in the store's directory.
 pub const DATA_FILE: &str = "streams.redb";
@@ -36,6 +52,13 @@ enum Write {
         data: Vec<u8>,
         done: oneshot::Sender<Result<u64>>,
         ticket: Ticket,
+    },
+    /// Removes messages of `stream` before `to` (at most [`TRIM_CHUNK`]
+    /// of them); answers the new oldest index.
+    Trim {
+        stream: String,
+        to: u64,
+        done: oneshot::Sender<Result<u64>>,
     },
     SaveIndex {
         client: String,
@@ -128,33 +151,21 @@ impl DurableStore {
         if repaired {
             info!(path = %path.display(), "data file repaired after an unclean shutdown");
         }
-        // Make sure the tables exist, so that readers never see them missing.
-        let txn = db.begin_write().map_err(|e| storage_error("begin", e))?;
-        let incarnation = {
-            txn.open_table(MESSAGES)
-                .map_err(|e| storage_error("open table", e))?;
-            txn.open_table(HEADS)
-                .map_err(|e| storage_error("open table", e))?;
-            txn.open_table(INDEXES)
-                .map_err(|e| storage_error("open table", e))?;
-            let mut meta = txn
-                .open_table(META)
-                .map_err(|e| storage_error("open table", e))?;
-            let known = meta
-                .get("incarnation")
-                .map_err(|e| storage_error("read meta", e))?
-                .map(|g| g.value());
-            match known {
-                Some(i) => i,
-                None => {
-                    let i = new_incarnation();
-                    meta.insert("incarnation", i)
-                        .map_err(|e| storage_error("write meta", e))?;
-                    i
-                }
-            }
-        };
-        txn.commit().map_err(|e| storage_error("commit", e))?;
+        // Make sure the tables exist, so that readers never see them
+        // missing. A damaged file can make redb panic here as in opening
+        // (see `open_database`): an error too.
+        let incarnation = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare(&db)))
+            .unwrap_or_else(|p| {
+            let why = p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            Err(storage_error(
+                &format!("{} is damaged", path.display()),
+                why,
+            ))
+        })?;
         let db = Arc::new(db);
         let (writes, rx) = mpsc::unbounded_channel();
         let writer_db = db.clone();
@@ -207,6 +218,9 @@ impl Write {
             Write::SaveIndex { done, .. } => {
                 let _ = done.send(Err(e));
             }
+            Write::Trim { done, .. } => {
+                let _ = done.send(Err(e));
+            }
         }
     }
 }
@@ -245,6 +259,9 @@ fn writer(db: Arc<::redb::Database>, mut rx: mpsc::UnboundedReceiver<Write>) {
                         Write::SaveIndex { done, .. } => {
                             let _ = done.send(Ok(()));
                         }
+                        Write::Trim { done, .. } => {
+                            let _ = done.send(Ok(index));
+                        }
                     }
                 }
                 debug!(writes = n, "committed");
@@ -272,6 +289,15 @@ fn commit(db: &::redb::Database, batch: &[Write]) -> Result<Vec<u64>> {
         let mut indexes = txn
             .open_table(INDEXES)
             .map_err(|e| storage_error("open", e))?;
+        let mut stats = txn
+            .open_table(STREAM_STATS)
+            .map_err(|e| storage_error("open", e))?;
+        let mut times = txn
+            .open_table(TIMES)
+            .map_err(|e| storage_error("open", e))?;
+        // Per stream pushed to: its first index in this commit and the
+        // bytes added (one stats update and one time entry per stream).
+        let mut pushed: HashMap<&str, (u64, u64)> = HashMap::new();
         for w in batch {
             match w {
                 Write::Push { stream, data, .. } => {
@@ -285,7 +311,12 @@ fn commit(db: &::redb::Database, batch: &[Write]) -> Result<Vec<u64>> {
                     heads
                         .insert(stream.as_str(), next + 1)
                         .map_err(|e| storage_error("update head", e))?;
+                    pushed.entry(stream.as_str()).or_insert((next, 0)).1 += data.len() as u64;
                     out.push(next);
+                }
+                Write::Trim { stream, to, .. } => {
+                    let oldest = trim(&mut messages, &mut stats, &mut times, stream, *to)?;
+                    out.push(oldest);
                 }
                 Write::SaveIndex {
                     client,
@@ -299,6 +330,19 @@ fn commit(db: &::redb::Database, batch: &[Write]) -> Result<Vec<u64>> {
                     out.push(*index);
                 }
             }
+        }
+        let now = unix_millis();
+        for (stream, (first, bytes)) in pushed {
+            let (oldest, kept) = stats
+                .get(stream)
+                .map_err(|e| storage_error("read stats", e))?
+                .map_or((first, 0), |g| g.value());
+            stats
+                .insert(stream, (oldest, kept + bytes))
+                .map_err(|e| storage_error("update stats", e))?;
+            times
+                .insert((stream, first), now)
+                .map_err(|e| storage_error("update times", e))?;
         }
     }
     // Durability::Immediate (the default): on disk when this returns.
@@ -423,6 +467,262 @@ impl StreamStore for DurableStore {
     }
 }
 
+/// Creates the tables that are missing, counts what each stream keeps if
+/// it was never counted, and returns the store's incarnation (made with
+/// the file).
+fn prepare(db: &::redb::Database) -> Result<u64> {
+    let txn = db.begin_write().map_err(|e| storage_error("begin", e))?;
+    let incarnation = {
+        txn.open_table(MESSAGES)
+            .map_err(|e| storage_error("open table", e))?;
+        txn.open_table(HEADS)
+            .map_err(|e| storage_error("open table", e))?;
+        txn.open_table(INDEXES)
+            .map_err(|e| storage_error("open table", e))?;
+        txn.open_table(TIMES)
+            .map_err(|e| storage_error("open table", e))?;
+        backfill_stats(&txn)?;
+        let mut meta = txn
+            .open_table(META)
+            .map_err(|e| storage_error("open table", e))?;
+        let known = meta
+            .get("incarnation")
+            .map_err(|e| storage_error("read meta", e))?
+            .map(|g| g.value());
+        match known {
+            Some(i) => i,
+            None => {
+                let i = new_incarnation();
+                meta.insert("incarnation", i)
+                    .map_err(|e| storage_error("write meta", e))?;
+                i
+            }
+        }
+    };
+    txn.commit().map_err(|e| storage_error("commit", e))?;
+    Ok(incarnation)
+}
+
+/// Counts what each stream keeps for streams that have no stats yet (a
+/// data file written before retention came, issue 17): their oldest index
+/// and bytes, from their messages, and one time (now) for all of them.
+/// Logs its progress at info, since a large file takes a while.
+fn backfill_stats(txn: &::redb::WriteTransaction) -> Result<()> {
+    let heads = txn
+        .open_table(HEADS)
+        .map_err(|e| storage_error("open table", e))?;
+    let mut stats = txn
+        .open_table(STREAM_STATS)
+        .map_err(|e| storage_error("open table", e))?;
+    let mut missing = Vec::new();
+    for entry in heads.iter().map_err(|e| storage_error("read heads", e))? {
+        let (name, _) = entry.map_err(|e| storage_error("read heads", e))?;
+        let name = name.value().to_string();
+        if stats
+            .get(name.as_str())
+            .map_err(|e| storage_error("read stats", e))?
+            .is_none()
+        {
+            missing.push(name);
+        }
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let messages = txn
+        .open_table(MESSAGES)
+        .map_err(|e| storage_error("open table", e))?;
+    let mut times = txn
+        .open_table(TIMES)
+        .map_err(|e| storage_error("open table", e))?;
+    let (total, now) = (missing.len(), unix_millis());
+    info!(
+        streams = total,
+        "counting what each stream keeps (a data file from before retention; once)"
+    );
+    let mut last_log = std::time::Instant::now();
+    for (done, name) in missing.iter().enumerate() {
+        let (mut oldest, mut bytes) = (None, 0u64);
+        let range = messages
+            .range((name.as_str(), 0)..=(name.as_str(), u64::MAX))
+            .map_err(|e| storage_error("read", e))?;
+        for m in range {
+            let (k, v) = m.map_err(|e| storage_error("read", e))?;
+            oldest.get_or_insert(k.value().1);
+            bytes += v.value().len() as u64;
+        }
+        let next = heads
+            .get(name.as_str())
+            .map_err(|e| storage_error("read head", e))?
+            .map_or(0, |g| g.value());
+        let oldest = oldest.unwrap_or(next);
+        stats
+            .insert(name.as_str(), (oldest, bytes))
+            .map_err(|e| storage_error("write stats", e))?;
+        times
+            .insert((name.as_str(), oldest), now)
+            .map_err(|e| storage_error("write times", e))?;
+        if last_log.elapsed() >= Duration::from_secs(2) {
+            last_log = std::time::Instant::now();
+            info!(
+                done = done + 1,
+                left = total - done - 1,
+                "counting what each stream keeps"
+            );
+        }
+    }
+    info!(streams = total, "counted what each stream keeps");
+    Ok(())
+}
+
+/// The streams over a limit of `policy` at `now` (Unix milliseconds):
+/// each with its oldest index and the index to trim it to.
+fn trim_targets(
+    txn: &::redb::ReadTransaction,
+    policy: &crate::retention::RetentionPolicy,
+    now: u64,
+) -> Result<Vec<(String, u64, u64)>> {
+    let heads = txn
+        .open_table(HEADS)
+        .map_err(|e| storage_error("open", e))?;
+    let stats = txn
+        .open_table(STREAM_STATS)
+        .map_err(|e| storage_error("open", e))?;
+    let times = txn
+        .open_table(TIMES)
+        .map_err(|e| storage_error("open", e))?;
+    let messages = txn
+        .open_table(MESSAGES)
+        .map_err(|e| storage_error("open", e))?;
+    let mut out = Vec::new();
+    for entry in heads.iter().map_err(|e| storage_error("read", e))? {
+        let (name, next) = entry.map_err(|e| storage_error("read", e))?;
+        let (name, next) = (name.value(), next.value());
+        let limits = policy.for_stream(name);
+        if !limits.is_limited() {
+            continue;
+        }
+        let Some((oldest, bytes)) = stats
+            .get(name)
+            .map_err(|e| storage_error("read", e))?
+            .map(|g| g.value())
+        else {
+            continue;
+        };
+        let mut to = oldest;
+        if let Some(max) = limits.max_messages {
+            to = to.max(next.saturating_sub(max));
+        }
+        if let Some(age) = limits.max_age {
+            let cutoff = now.saturating_sub(u64::try_from(age.as_millis()).unwrap_or(u64::MAX));
+            // The first commit young enough: everything before it goes.
+            let mut young = next;
+            for e in times
+                .range((name, 0)..=(name, u64::MAX))
+                .map_err(|e| storage_error("read", e))?
+            {
+                let (k, t) = e.map_err(|e| storage_error("read", e))?;
+                if t.value() >= cutoff {
+                    young = k.value().1;
+                    break;
+                }
+            }
+            to = to.max(young);
+        }
+        if let Some(max) = limits.max_bytes {
+            if bytes > max {
+                // The oldest messages whose bytes bring the rest under it.
+                let mut over = bytes - max;
+                let mut cut = oldest;
+                for m in messages
+                    .range((name, oldest)..(name, next))
+                    .map_err(|e| storage_error("read", e))?
+                {
+                    if over == 0 {
+                        break;
+                    }
+                    let (k, v) = m.map_err(|e| storage_error("read", e))?;
+                    over = over.saturating_sub(v.value().len() as u64);
+                    cut = k.value().1 + 1;
+                }
+                to = to.max(cut);
+            }
+        }
+        let to = to.min(next);
+        if to > oldest {
+            out.push((name.to_string(), oldest, to));
+        }
+    }
+    Ok(out)
+}
+
+/// Milliseconds since the Unix epoch.
+fn unix_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Removes the messages of `stream` before `to` (at most [`TRIM_CHUNK`]),
+/// with their bytes from its stats and the times that no longer cover a
+/// kept message; returns the new oldest index.
+fn trim(
+    messages: &mut ::redb::Table<(&str, u64), &[u8]>,
+    stats: &mut ::redb::Table<&str, (u64, u64)>,
+    times: &mut ::redb::Table<(&str, u64), u64>,
+    stream: &str,
+    to: u64,
+) -> Result<u64> {
+    let Some((oldest, bytes)) = stats
+        .get(stream)
+        .map_err(|e| storage_error("read stats", e))?
+        .map(|g| g.value())
+    else {
+        return Ok(0);
+    };
+    let until = to.min(oldest.saturating_add(TRIM_CHUNK));
+    if until <= oldest {
+        return Ok(oldest);
+    }
+    let mut removed = 0u64;
+    for i in oldest..until {
+        if let Some(data) = messages
+            .remove((stream, i))
+            .map_err(|e| storage_error("trim", e))?
+        {
+            removed += data.value().len() as u64;
+        }
+    }
+    stats
+        .insert(stream, (until, bytes.saturating_sub(removed)))
+        .map_err(|e| storage_error("update stats", e))?;
+    // The time entries before `until`: the last one still covers `until`
+    // (unless an entry starts there), so it moves to `until`.
+    let before: Vec<(u64, u64)> = times
+        .range((stream, 0)..(stream, until))
+        .map_err(|e| storage_error("read times", e))?
+        .map(|e| e.map(|(k, v)| (k.value().1, v.value())))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| storage_error("read times", e))?;
+    if let Some(&(_, t)) = before.last() {
+        for (i, _) in &before {
+            times
+                .remove((stream, *i))
+                .map_err(|e| storage_error("trim times", e))?;
+        }
+        let starts_there = times
+            .get((stream, until))
+            .map_err(|e| storage_error("read times", e))?
+            .is_some();
+        if !starts_there {
+            times
+                .insert((stream, until), t)
+                .map_err(|e| storage_error("trim times", e))?;
+        }
+    }
+    Ok(until)
+}
+
 /// One stream as [`inspect`] finds it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StreamReport {
@@ -538,6 +838,65 @@ fn ask_hub(dir: &Path, only: Option<&str>) -> Result<Vec<StreamReport>> {
 }
 
 impl DurableStore {
+    /// Keeps each stream within its limits in `policy` (issue 17; see
+    /// [`crate::retention`]): every second a task looks at every
+    /// stream and removes its oldest messages past a limit, a few thousand
+    /// per commit, between the pushes (which it never holds up for long).
+    /// Removed messages' pages are reused for new ones, so the data file
+    /// stops growing; it does not shrink. Runs until the store is dropped.
+    pub fn start_retention(self: &Arc<Self>, policy: crate::retention::RetentionPolicy) {
+        if !policy.is_limited() {
+            return;
+        }
+        let store = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(TRIM_EVERY).await;
+                let Some(store) = store.upgrade() else {
+                    return;
+                };
+                if let Err(e) = store.enforce(&policy).await {
+                    warn!(error = %e, "retention: could not trim; trying again");
+                }
+            }
+        });
+    }
+
+    /// One round of retention: every stream over a limit is trimmed to it.
+    async fn enforce(&self, policy: &crate::retention::RetentionPolicy) -> Result<()> {
+        let now = unix_millis();
+        let policy = policy.clone();
+        let targets = self
+            .read(move |txn| trim_targets(txn, &policy, now))
+            .await?;
+        for (stream, oldest, to) in targets {
+            let started = std::time::Instant::now();
+            let mut last_log = started;
+            let mut at = oldest;
+            while at < to {
+                let (done, answer) = oneshot::channel();
+                self.send(Write::Trim {
+                    stream: stream.clone(),
+                    to,
+                    done,
+                })?;
+                let next = answer
+                    .await
+                    .map_err(|_| Error::new(ErrorKind::Unavailable, "storage writer stopped"))??;
+                if next <= at {
+                    break;
+                }
+                at = next;
+                if last_log.elapsed() >= Duration::from_secs(2) {
+                    last_log = std::time::Instant::now();
+                    info!(%stream, removed = at - oldest, left = to - at, "retention: trimming");
+                }
+            }
+            info!(%stream, removed = at - oldest, oldest = at, took = ?started.elapsed(), "retention: trimmed the oldest messages");
+        }
+        Ok(())
+    }
+
     /// Answers [`inspect`] requests on `socket` (see [`INSPECT_SOCKET`])
     /// until the store is dropped. A socket file left by a hub that was
     /// killed is replaced.
@@ -595,6 +954,7 @@ fn report(txn: &::redb::ReadTransaction, only: Option<&str>) -> Result<Vec<Strea
     let indexes = txn
         .open_table(INDEXES)
         .map_err(|e| storage_error("open", e))?;
+    let stats = txn.open_table(STREAM_STATS).ok();
     let mut readers: HashMap<String, Vec<(String, u64)>> = HashMap::new();
     for entry in indexes.iter().map_err(|e| storage_error("read", e))? {
         let (key, at) = entry.map_err(|e| storage_error("read", e))?;
@@ -613,18 +973,36 @@ fn report(txn: &::redb::ReadTransaction, only: Option<&str>) -> Result<Vec<Strea
         if only.is_some_and(|o| o != name) {
             continue;
         }
-        let (mut count, mut bytes, mut oldest, mut newest) = (0u64, 0u64, None, None);
-        let range = messages
-            .range((name.as_str(), 0)..=(name.as_str(), u64::MAX))
-            .map_err(|e| storage_error("read", e))?;
-        for m in range {
-            let (key, data) = m.map_err(|e| storage_error("read", e))?;
-            let index = key.value().1;
-            oldest.get_or_insert(index);
-            newest = Some(index);
-            count += 1;
-            bytes += data.value().len() as u64;
-        }
+        let kept = match &stats {
+            Some(stats) => stats
+                .get(name.as_str())
+                .map_err(|e| storage_error("read", e))?
+                .map(|g| g.value()),
+            None => None,
+        };
+        let (count, bytes, oldest, newest) = match kept {
+            Some((first, bytes)) => {
+                let count = next.saturating_sub(first);
+                let some = |i| (count > 0).then_some(i);
+                (count, bytes, some(first), some(next.saturating_sub(1)))
+            }
+            // A file from before retention kept these (issue 17): counted.
+            None => {
+                let (mut count, mut bytes, mut oldest, mut newest) = (0u64, 0u64, None, None);
+                let range = messages
+                    .range((name.as_str(), 0)..=(name.as_str(), u64::MAX))
+                    .map_err(|e| storage_error("read", e))?;
+                for m in range {
+                    let (key, data) = m.map_err(|e| storage_error("read", e))?;
+                    let index = key.value().1;
+                    oldest.get_or_insert(index);
+                    newest = Some(index);
+                    count += 1;
+                    bytes += data.value().len() as u64;
+                }
+                (count, bytes, oldest, newest)
+            }
+        };
         let mut stream_readers: Vec<ReaderReport> = readers
             .remove(&name)
             .unwrap_or_default()
