@@ -419,8 +419,8 @@ fn retention_keeps_streams_within_their_limits_and_tells_trimmed_readers() {
             // within it and the data file stops growing.
             let big = open_stream(&mut ctx, service.clone(), "big-1").await?;
             let mut sizes = Vec::new();
-            for round in 0..5u64 {
-                push_many(&mut ctx, &big, round * 1000, 1000, 1024).await?;
+            for round in 0..12u64 {
+                push_many(&mut ctx, &big, round * 2000, 2000, 1024).await?;
                 let d = data.clone();
                 tokio::task::spawn_blocking(move || {
                     wait_shown(&d, "big-1", |s| {
@@ -431,10 +431,17 @@ fn retention_keeps_streams_within_their_limits_and_tells_trimmed_readers() {
                 .unwrap();
                 sizes.push(std::fs::metadata(data.join("streams.redb"))?.len());
             }
-            println!("data file after each round of 1,000 KiB: {sizes:?} bytes");
+            println!("data file after each round of 2,000 KiB: {sizes:?} bytes");
+            let early = sizes[..4].iter().max().copied().unwrap_or(0);
+            let late = sizes[8..].iter().max().copied().unwrap_or(0);
             assert!(
-                sizes[4] <= sizes[1] + sizes[1] / 5,
+                late <= early + early / 5,
                 "the data file kept growing under a byte limit: {sizes:?}"
+            );
+            let pushed = 12 * 2000 * 1024;
+            assert!(
+                late < pushed / 2,
+                "a data file of {late} bytes for {pushed} bytes pushed, 200,000 kept"
             );
 
             // By age: 2 s.
