@@ -34,7 +34,7 @@ pub use access::{Access, AccessPolicy};
 pub use retention::{Retention, RetentionPolicy};
 pub use services::Limits;
 pub use store::{
-    DurableStore, KafkaConfig, KafkaStats, KafkaStore, MemoryStore, StoreStats, StreamStore,
+    DurableStore, Fsync, KafkaConfig, KafkaStats, KafkaStore, MemoryStore, StoreStats, StreamStore,
 };
 
 use ockam_core::Result;
@@ -90,6 +90,10 @@ pub struct HubConfig {
     /// How much of each stream the durable store keeps (issue 17; see
     /// [`retention`]); the default: everything.
     pub retention: RetentionPolicy,
+    /// When the durable store's pushes become durable (issue 17): fsynced
+    /// before each confirmation ([`Fsync::Always`], the default) or every
+    /// interval, with a write-ahead log ([`Fsync::Interval`]).
+    pub fsync: Fsync,
 }
 
 /// Where the Kafka back end (librdkafka, C) runs.
@@ -122,6 +126,7 @@ impl Default for HubConfig {
             identity: None,
             metrics_listen: None,
             retention: RetentionPolicy::default(),
+            fsync: Fsync::Always,
         }
     }
 }
@@ -148,7 +153,7 @@ impl Hub {
         }
         let store: Arc<dyn StreamStore> = match &config.storage {
             StorageKind::Durable(dir) => {
-                let durable = Arc::new(DurableStore::open(dir)?);
+                let durable = Arc::new(DurableStore::open_with(dir, config.fsync)?);
                 // For `ockam_hub streams` while the hub has the file open.
                 let socket = dir.join(store::INSPECT_SOCKET);
                 if let Err(e) = durable.serve_inspect(&socket) {

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use ockam_hub::{
-    Access, Hub, HubConfig, KafkaConfig, KafkaProcess, Limits, Retention, RetentionPolicy,
+    Access, Fsync, Hub, HubConfig, KafkaConfig, KafkaProcess, Limits, Retention, RetentionPolicy,
     StorageKind,
 };
 use ockam_transport_tcp::TcpOptions;
@@ -129,6 +129,17 @@ struct Args {
     /// bytes, consumer lag per client and stream. None by default.
     #[arg(long, env = "OCKAM_HUB_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// When pushes to the durable store become durable. `always`: a push
+    /// is confirmed once fsynced (pushes that arrive together share one
+    /// fsync); a power cut loses nothing confirmed. `interval=<ms>`: a push
+    /// is confirmed once written to the operating system (a write-ahead
+    /// log in --data-dir), and everything is fsynced every <ms>, as NATS
+    /// JetStream and Kafka do by default; faster, and a power cut (or an
+    /// operating system crash) loses up to <ms> of confirmed pushes. A
+    /// crash or `kill -9` of the hub itself loses nothing confirmed in
+    /// either mode.
+    #[arg(long, default_value = "always", env = "OCKAM_HUB_FSYNC")]
+    fsync: Fsync,
     /// Keep at most this many bytes of message data per stream (the oldest
     /// go first; durable store). Default: no limit.
     #[arg(long, env = "OCKAM_HUB_RETENTION_MAX_BYTES")]
@@ -332,6 +343,7 @@ fn main() -> ExitCode {
     };
     let config = HubConfig {
         retention,
+        fsync: args.fsync,
         access: access.clone(),
         identity: args.identity_file,
         metrics_listen: args.metrics_listen,

@@ -15,14 +15,32 @@ use std::time::{Duration, Instant};
 const COUNT: u64 = 10_000;
 
 fn durable_hub(addr: &str, dir: &Path) -> HubProcess {
-    HubProcess::start(addr, &["--data-dir", dir.to_str().unwrap()])
+    durable_hub_with(addr, dir, "always")
+}
+
+fn durable_hub_with(addr: &str, dir: &Path, fsync: &str) -> HubProcess {
+    HubProcess::start(
+        addr,
+        &["--data-dir", dir.to_str().unwrap(), "--fsync", fsync],
+    )
 }
 
 #[test]
 fn kill_9_of_the_hub_loses_nothing_and_the_consumer_resumes() {
+    kill_9_mid_stream("always");
+}
+
+/// The same with `--fsync interval` (issue 17): pushes are confirmed from
+/// the write-ahead log before they are fsynced; the restart replays it.
+#[test]
+fn kill_9_of_a_hub_that_fsyncs_every_interval_loses_nothing_either() {
+    kill_9_mid_stream("interval=1000");
+}
+
+fn kill_9_mid_stream(fsync: &str) {
     let dir = tempfile::tempdir().unwrap();
     let hub = free_address();
-    let mut hub_process = durable_hub(&hub, dir.path());
+    let mut hub_process = durable_hub_with(&hub, dir.path(), fsync);
 
     let (progress, _repeated, stop_consumer, consumer_thread) =
         consumer(hub.clone(), EMBEDDED, "checker-1", 0);
@@ -49,7 +67,7 @@ fn kill_9_of_the_hub_loses_nothing_and_the_consumer_resumes() {
     }
     hub_process.kill9();
     std::thread::sleep(Duration::from_millis(500));
-    hub_process = durable_hub(&hub, dir.path());
+    hub_process = durable_hub_with(&hub, dir.path(), fsync);
 
     let got = wait_for(&progress, COUNT, Duration::from_secs(180));
     assert_eq!(got, COUNT);

@@ -461,3 +461,98 @@ fn retention_keeps_streams_within_their_limits_and_tells_trimmed_readers() {
     assert!(trimmed.contains("r-1") || trimmed.contains("big-1") || trimmed.contains("old-1"));
     hub.wait_for_log("a reader's position was trimmed", Duration::from_secs(5));
 }
+
+/// `--fsync interval`: a push is confirmed before it is fsynced, from the
+/// write-ahead log; `kill -9` of the hub right after the confirmations
+/// (long before the interval's fsync) loses none of them, nor a saved
+/// read position: the restarted hub replays the log.
+#[test]
+fn fsync_interval_loses_nothing_confirmed_when_the_hub_is_killed() {
+    use ockam_stream_client::protocol::{Index, PullRequest, PullResponse, STREAM_PULL};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_string();
+    let addr = free_address();
+    let args = ["--data-dir", data.as_str(), "--fsync", "interval=60000"];
+    let mut hub = HubProcess::start(&addr, &args);
+    hub.wait_for_log("hub up", Duration::from_secs(10));
+    const N: u64 = 3000;
+    let (mut ctx, mut executor) = start_node();
+    let a = addr.clone();
+    executor
+        .execute(async move {
+            let _tcp = TcpTransport::create(&ctx).await?;
+            let worker = open_stream(&mut ctx, route![(TCP, a.as_str()), "stream"], "w-1").await?;
+            for i in 0..N {
+                let req = PushRequest {
+                    request_id: Uint(i),
+                    data: i.to_be_bytes().repeat(64),
+                };
+                ctx.send(worker.clone(), ProtocolPayload::new(STREAM_PUSH, &req)?)
+                    .await?;
+            }
+            for _ in 0..N {
+                let p = ctx.receive_timeout::<ProtocolPayload>(60).await?;
+                let c: ockam_stream_client::protocol::PushConfirm = p.decode_data(STREAM_PUSH)?;
+                assert_eq!(c.status, ockam_stream_client::protocol::PushStatus::Ok);
+            }
+            let save = IndexRequest::Save {
+                client_id: "c".into(),
+                stream_name: "w-1".into(),
+                index: Uint(1234),
+            };
+            let index = route![(TCP, a.as_str()), "stream_index"];
+            ctx.send(index.clone(), ProtocolPayload::new(STREAM_INDEX, &save)?)
+                .await?;
+            let get = IndexRequest::Get {
+                client_id: "c".into(),
+                stream_name: "w-1".into(),
+            };
+            request(&mut ctx, index, STREAM_INDEX, &get).await?;
+            ctx.stop().await
+        })
+        .unwrap();
+    // Everything confirmed; nothing fsynced since the start.
+    hub.kill9();
+    let log = std::fs::metadata(dir.path().join("wal.log")).unwrap().len();
+    assert!(log > N * 512, "the log holds the pushes: {log} bytes");
+
+    let hub = HubProcess::start(&addr, &args);
+    hub.wait_for_log("write-ahead log replayed", Duration::from_secs(30));
+    hub.wait_for_log("hub up", Duration::from_secs(30));
+    let (mut ctx, mut executor) = start_node();
+    let a = addr.clone();
+    executor
+        .execute(async move {
+            let _tcp = TcpTransport::create(&ctx).await?;
+            let worker = open_stream(&mut ctx, route![(TCP, a.as_str()), "stream"], "w-1").await?;
+            let mut next = 0u64;
+            while next < N {
+                let pull = PullRequest {
+                    request_id: Uint(next),
+                    index: Uint(next),
+                    limit: Uint(1000),
+                };
+                let p = request(&mut ctx, worker.clone(), STREAM_PULL, &pull).await?;
+                let got: PullResponse = p.decode_data(STREAM_PULL)?;
+                assert!(!got.messages.is_empty(), "message {next} lost");
+                for m in got.messages {
+                    assert_eq!(m.index.0, next);
+                    assert_eq!(m.data, next.to_be_bytes().repeat(64), "message {next}");
+                    next += 1;
+                }
+            }
+            let get = IndexRequest::Get {
+                client_id: "c".into(),
+                stream_name: "w-1".into(),
+            };
+            let index = route![(TCP, a.as_str()), "stream_index"];
+            let p = request(&mut ctx, index, STREAM_INDEX, &get).await?;
+            assert_eq!(
+                p.decode_data::<Index>(STREAM_INDEX)?.index.map(|u| u.0),
+                Some(1234)
+            );
+            ctx.stop().await
+        })
+        .unwrap();
+    drop(hub);
+}

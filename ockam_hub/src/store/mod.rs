@@ -5,12 +5,51 @@
 pub mod kafka;
 mod memory;
 mod redb;
+mod wal;
 
 pub use self::redb::{
     inspect, DurableStore, ReaderReport, StreamReport, DATA_FILE, INSPECT_SOCKET,
 };
 pub use kafka::{KafkaConfig, KafkaStats, KafkaStore};
 pub use memory::MemoryStore;
+pub use wal::WAL_FILE;
+
+/// When the durable store's pushes become durable (issue 17, `--fsync`).
+/// A process crash (`kill -9`) loses nothing confirmed in either mode;
+/// they differ on a power cut or a crash of the operating system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Fsync {
+    /// A push is confirmed once fsynced (commits are grouped: every push
+    /// waiting while one commits goes into the next). A power cut loses
+    /// nothing confirmed. The default.
+    #[default]
+    Always,
+    /// A push is confirmed once written to the operating system (a
+    /// write-ahead log in the data directory) and committed without fsync;
+    /// everything is fsynced every interval, as NATS JetStream's and
+    /// Kafka's defaults do. A power cut loses up to one interval of
+    /// confirmed pushes.
+    Interval(Duration),
+}
+
+impl std::str::FromStr for Fsync {
+    type Err = String;
+
+    /// `always`, or `interval=<ms>` (1 to 60,000).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "always" => Ok(Fsync::Always),
+            _ => match s.strip_prefix("interval=").map(str::parse::<u64>) {
+                Some(Ok(ms)) if (1..=60_000).contains(&ms) => {
+                    Ok(Fsync::Interval(Duration::from_millis(ms)))
+                }
+                _ => Err(format!(
+                    "{s:?}: expected `always` or `interval=<ms>` (1 to 60000)"
+                )),
+            },
+        }
+    }
+}
 
 use async_trait::async_trait;
 use ockam_core::{Error, ErrorKind, Result};

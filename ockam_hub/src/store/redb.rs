@@ -66,6 +66,8 @@ enum Write {
         index: u64,
         done: oneshot::Sender<Result<()>>,
     },
+    /// `--fsync interval`: make everything committed so far durable.
+    Flush,
 }
 
 /// Streams on disk in one `redb` database file, written with group commit:
@@ -132,8 +134,23 @@ fn open_database(path: &Path, cache_bytes: usize) -> Result<(::redb::Database, b
 
 impl DurableStore {
     /// Opens (or creates) the store in directory `dir`, caching at most
-    /// 64 MiB of it in memory (redb's default: 1 GiB).
+    /// 64 MiB of it in memory (redb's default: 1 GiB); pushes are
+    /// confirmed once fsynced ([`Fsync::Always`]).
+    ///
+    /// # Errors
+    /// As [`DurableStore::open_with`].
     pub fn open(dir: &Path) -> Result<DurableStore> {
+        Self::open_with(dir, Fsync::Always)
+    }
+
+    /// [`DurableStore::open`] with pushes made durable as `fsync` says.
+    /// With [`Fsync::Interval`], a write-ahead log left by a process that
+    /// died is replayed first (progress logged).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] when the directory, the data file or the log
+    /// cannot be made, read or written, or the data file is damaged.
+    pub fn open_with(dir: &Path, fsync: Fsync) -> Result<DurableStore> {
         std::fs::create_dir_all(dir)
             .map_err(|e| storage_error(&format!("cannot create {}", dir.display()), e))?;
         let path = dir.join(DATA_FILE);
@@ -166,14 +183,45 @@ impl DurableStore {
                 why,
             ))
         })?;
+        // A log left by `--fsync interval`, whatever the mode now: what it
+        // holds was confirmed.
+        let logged = wal::read(dir)?;
+        if !logged.is_empty() {
+            replay(&db, logged)?;
+        }
+        let wal = match fsync {
+            Fsync::Always => {
+                let _ = std::fs::remove_file(dir.join(WAL_FILE));
+                None
+            }
+            Fsync::Interval(_) => {
+                let mut wal = wal::Wal::open(dir)?;
+                wal.clear()?;
+                Some(wal)
+            }
+        };
         let db = Arc::new(db);
         let (writes, rx) = mpsc::unbounded_channel();
         let writer_db = db.clone();
         let writer = std::thread::Builder::new()
             .name("hub-store-writer".into())
-            .spawn(move || writer(writer_db, rx))
+            .spawn(move || writer(writer_db, rx, wal))
             .map_err(|e| storage_error("cannot start the writer thread", e))?;
-        info!(path = %path.display(), "durable stream store open");
+        if let Fsync::Interval(every) = fsync {
+            // Asks the writer for a durable commit every interval; ends
+            // with the writer.
+            let flushes = writes.clone();
+            std::thread::Builder::new()
+                .name("hub-store-flush".into())
+                .spawn(move || loop {
+                    std::thread::sleep(every);
+                    if flushes.send(Write::Flush).is_err() {
+                        return;
+                    }
+                })
+                .map_err(|e| storage_error("cannot start the flush thread", e))?;
+        }
+        info!(path = %path.display(), ?fsync, "durable stream store open");
         Ok(DurableStore {
             db,
             writes: Some(writes),
@@ -221,6 +269,7 @@ impl Write {
             Write::Trim { done, .. } => {
                 let _ = done.send(Err(e));
             }
+            Write::Flush => {}
         }
     }
 }
@@ -229,55 +278,207 @@ impl Write {
 /// A push whose submitter failed meanwhile is left out (the gap rule); when
 /// a commit fails, every write in it is refused, and the submitters of its
 /// pushes store nothing more.
-fn writer(db: Arc<::redb::Database>, mut rx: mpsc::UnboundedReceiver<Write>) {
+fn writer(
+    db: Arc<::redb::Database>,
+    mut rx: mpsc::UnboundedReceiver<Write>,
+    mut wal: Option<wal::Wal>,
+) {
+    let durability = if wal.is_some() {
+        ::redb::Durability::None
+    } else {
+        ::redb::Durability::Immediate
+    };
+    // Commits since the last durable one (`--fsync interval`).
+    let mut dirty = false;
     while let Some(first) = rx.blocking_recv() {
         let mut batch = Vec::new();
+        let mut flush = false;
         let mut next = Some(first);
         while let Some(w) = next.take() {
             match w {
                 Write::Push { ref ticket, .. } if !ticket.may_store() => w.refuse(after_gap()),
+                Write::Flush => flush = true,
                 w => batch.push(w),
             }
             if batch.len() < MAX_BATCH {
                 next = rx.try_recv().ok();
             }
         }
-        if batch.is_empty() {
-            continue;
+        if !batch.is_empty() {
+            write_batch(&db, batch, durability, wal.as_mut());
+            dirty = true;
         }
-        let n = batch.len();
-        let started = std::time::Instant::now();
-        let committed = commit(&db, &batch);
-        metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(started.elapsed());
-        match committed {
-            Ok(indexes) => {
-                for (w, index) in batch.into_iter().zip(indexes) {
-                    match w {
-                        Write::Push { done, .. } => {
-                            let _ = done.send(Ok(index));
-                        }
-                        Write::SaveIndex { done, .. } => {
-                            let _ = done.send(Ok(()));
-                        }
-                        Write::Trim { done, .. } => {
-                            let _ = done.send(Ok(index));
-                        }
-                    }
-                }
-                debug!(writes = n, "committed");
-            }
-            Err(e) => {
-                error!(error = %e, writes = n, "storage commit failed; the writes are refused");
-                for w in batch {
-                    w.refuse(e.clone());
-                }
+        if let (true, true, Some(wal)) = (flush, dirty, wal.as_mut()) {
+            dirty = false;
+            // Everything committed so far becomes durable; the log, whose
+            // records it all holds, starts over.
+            let started = std::time::Instant::now();
+            let flushed = durable_commit(&db).and_then(|()| wal.clear());
+            metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(started.elapsed());
+            if let Err(e) = flushed {
+                error!(error = %e, "the interval's fsync failed; trying again at the next");
             }
         }
     }
 }
 
-fn commit(db: &::redb::Database, batch: &[Write]) -> Result<Vec<u64>> {
+/// Commits `batch` (with `durability`), logs it in `wal` if there is one,
+/// then answers each write: a push is confirmed only after both.
+fn write_batch(
+    db: &::redb::Database,
+    batch: Vec<Write>,
+    durability: ::redb::Durability,
+    wal: Option<&mut wal::Wal>,
+) {
+    let n = batch.len();
+    let started = std::time::Instant::now();
+    let mut committed = commit(db, &batch, durability);
+    if let (Ok(indexes), Some(wal)) = (&committed, wal) {
+        let records: Vec<wal::Record> = batch
+            .iter()
+            .zip(indexes)
+            .filter_map(|(w, &index)| match w {
+                Write::Push { stream, data, .. } => Some(wal::Record::Push {
+                    stream: stream.clone(),
+                    index,
+                    data: data.clone(),
+                }),
+                Write::SaveIndex { client, stream, .. } => Some(wal::Record::Save {
+                    client: client.clone(),
+                    stream: stream.clone(),
+                    index,
+                }),
+                Write::Trim { .. } | Write::Flush => None,
+            })
+            .collect();
+        if let Err(e) = wal.append(&records) {
+            // Committed, but not safe from a crash: not confirmed (the
+            // clients resend; the gap rule stops their later pushes).
+            committed = Err(e);
+        }
+    }
+    if matches!(durability, ::redb::Durability::Immediate) {
+        metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(started.elapsed());
+    }
+    match committed {
+        Ok(indexes) => {
+            for (w, index) in batch.into_iter().zip(indexes) {
+                match w {
+                    Write::Push { done, .. } => {
+                        let _ = done.send(Ok(index));
+                    }
+                    Write::SaveIndex { done, .. } => {
+                        let _ = done.send(Ok(()));
+                    }
+                    Write::Trim { done, .. } => {
+                        let _ = done.send(Ok(index));
+                    }
+                    Write::Flush => {}
+                }
+            }
+            debug!(writes = n, "committed");
+        }
+        Err(e) => {
+            error!(error = %e, writes = n, "storage commit failed; the writes are refused");
+            for w in batch {
+                w.refuse(e.clone());
+            }
+        }
+    }
+}
+
+/// Applies the write-ahead log's records that the database lacks (a
+/// process that died after confirming them, before the next fsync): the
+/// pushes at each stream's head, and every read position, in order.
+fn replay(db: &::redb::Database, records: Vec<wal::Record>) -> Result<()> {
+    info!(
+        records = records.len(),
+        "replaying the write-ahead log (the last hub did not stop cleanly)"
+    );
+    let txn = db
+        .begin_read()
+        .map_err(|e| storage_error("begin read", e))?;
+    let table = txn
+        .open_table(HEADS)
+        .map_err(|e| storage_error("open", e))?;
+    let mut heads: HashMap<String, u64> = HashMap::new();
+    let mut writes = Vec::new();
+    let mut skipped = 0usize;
+    for r in records {
+        match r {
+            wal::Record::Push {
+                stream,
+                index,
+                data,
+            } => {
+                let head = match heads.get_mut(&stream) {
+                    Some(h) => h,
+                    None => {
+                        let h = table
+                            .get(stream.as_str())
+                            .map_err(|e| storage_error("read head", e))?
+                            .map_or(0, |g| g.value());
+                        heads.entry(stream.clone()).or_insert(h)
+                    }
+                };
+                if index != *head {
+                    // Already in the database (index below), or after a
+                    // record that was not (above: never, the log is in
+                    // order; counted).
+                    skipped += 1;
+                    continue;
+                }
+                *head += 1;
+                writes.push(Write::Push {
+                    stream,
+                    data,
+                    done: oneshot::channel().0,
+                    ticket: Ticket::alone(),
+                });
+            }
+            wal::Record::Save {
+                client,
+                stream,
+                index,
+            } => writes.push(Write::SaveIndex {
+                client,
+                stream,
+                index,
+                done: oneshot::channel().0,
+            }),
+        }
+    }
+    drop(table);
+    drop(txn);
+    let total = writes.len();
+    let mut done = 0usize;
+    for chunk in writes.chunks(MAX_BATCH) {
+        commit(db, chunk, ::redb::Durability::Immediate)?;
+        done += chunk.len();
+        info!(done, left = total - done, "replaying the write-ahead log");
+    }
+    info!(
+        applied = total,
+        already_stored = skipped,
+        "write-ahead log replayed"
+    );
+    Ok(())
+}
+
+/// An empty commit with fsync: makes every commit before it durable.
+fn durable_commit(db: &::redb::Database) -> Result<()> {
     let txn = db.begin_write().map_err(|e| storage_error("begin", e))?;
+    txn.commit().map_err(|e| storage_error("commit", e))
+}
+
+fn commit(
+    db: &::redb::Database,
+    batch: &[Write],
+    durability: ::redb::Durability,
+) -> Result<Vec<u64>> {
+    let mut txn = db.begin_write().map_err(|e| storage_error("begin", e))?;
+    txn.set_durability(durability)
+        .map_err(|e| storage_error("durability", e))?;
     let mut out = Vec::with_capacity(batch.len());
     {
         let mut messages = txn
@@ -318,6 +519,7 @@ fn commit(db: &::redb::Database, batch: &[Write]) -> Result<Vec<u64>> {
                     let oldest = trim(&mut messages, &mut stats, &mut times, stream, *to)?;
                     out.push(oldest);
                 }
+                Write::Flush => out.push(0),
                 Write::SaveIndex {
                     client,
                     stream,
@@ -345,7 +547,8 @@ fn commit(db: &::redb::Database, batch: &[Write]) -> Result<Vec<u64>> {
                 .map_err(|e| storage_error("update times", e))?;
         }
     }
-    // Durability::Immediate (the default): on disk when this returns.
+    // Durability::Immediate: on disk when this returns; None: in this
+    // process's memory, logged by the caller, durable at the next flush.
     txn.commit().map_err(|e| storage_error("commit", e))?;
     Ok(out)
 }

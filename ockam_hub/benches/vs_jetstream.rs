@@ -1,0 +1,322 @@
+//! The hub beside NATS JetStream (issue 17), each as its own process over
+//! loopback, 1 KiB messages, the same counts, in one run:
+//! - publish: N messages split over 1 and 8 producers, 1,024 unconfirmed
+//!   pushes in all (one connection), until every one is confirmed stored;
+//! - consume: N messages from the start of the stream;
+//! - latency: one message at a time, push to delivery to a reader waiting
+//!   for it (our waiting pull; JetStream's pull consumer), p50 and p99.
+//!
+//! JetStream: Debian's `nats-server -js -sd DIR` (file storage; it
+//! acknowledges a publish once written to its file, without fsync) driven
+//! by `../shared/anchors/jetstream` (`scripts/build-anchors.sh jetstream`).
+//! The hub: the `ockam_hub` binary, durable store, in each `--fsync` mode
+//! it has (`always`: a push is confirmed once fsynced, group commit).
+//!
+//! `cargo bench -p ockam_hub --bench vs_jetstream` (`-- --quick`: fewer
+//! messages). The same binary is our client: `publish PORT N SIZE
+//! PRODUCERS`, `consume PORT N`, `latency PORT N SIZE`.
+
+use ockam_core::{route, Result, Route, TCP};
+use ockam_node::{start_node, Context};
+use ockam_stream_client::protocol::*;
+use ockam_transport_tcp::TcpTransport;
+use serde_bare::Uint;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[path = "../../ockam_transport_tcp/benches/support/anchors.rs"]
+mod anchors;
+use anchors::*;
+
+/// Opens `stream` at the hub; the route to its stream worker.
+async fn open(ctx: &mut Context, hub: &str, stream: &str) -> Result<Route> {
+    let req = CreateStreamRequest {
+        stream_name: Some(stream.into()),
+    };
+    ctx.send(
+        route![(TCP, hub), "stream"],
+        ProtocolPayload::new(STREAM_CREATE, &req)?,
+    )
+    .await?;
+    Ok(ctx
+        .receive_timeout::<ProtocolPayload>(30)
+        .await?
+        .return_route())
+}
+
+fn publish(port: &str, n: u64, size: usize, producers: u64) {
+    let (ctx, mut executor) = start_node();
+    let hub = format!("127.0.0.1:{port}");
+    executor
+        .execute(async move {
+            let _tcp = TcpTransport::create(&ctx).await?;
+            let window = (1024 / producers).max(1);
+            let mut tasks = Vec::new();
+            let mut workers = Vec::new();
+            for p in 0..producers {
+                let mut c = ctx.new_context(ockam_core::Address::random_local()).await?;
+                let worker = open(&mut c, &hub, "bench_publish").await?;
+                workers.push((c, worker, n / producers + u64::from(p < n % producers)));
+            }
+            let t = Instant::now();
+            for (mut c, worker, count) in workers {
+                tasks.push(tokio::spawn(async move {
+                    let data = vec![b'x'; size];
+                    let (mut sent, mut confirmed) = (0u64, 0u64);
+                    while confirmed < count {
+                        while sent < count && sent - confirmed < window {
+                            let req = PushRequest {
+                                request_id: Uint(sent),
+                                data: data.clone(),
+                            };
+                            c.send(worker.clone(), ProtocolPayload::new(STREAM_PUSH, &req)?)
+                                .await?;
+                            sent += 1;
+                        }
+                        let p = c.receive_timeout::<ProtocolPayload>(60).await?;
+                        let confirm: PushConfirm = p.decode_data(STREAM_PUSH)?;
+                        assert_eq!(confirm.status, PushStatus::Ok);
+                        confirmed += 1;
+                    }
+                    Ok::<_, ockam_core::Error>(())
+                }));
+            }
+            for task in tasks {
+                task.await.expect("producer")?;
+            }
+            let s = t.elapsed().as_secs_f64();
+            println!("RESULT msgs={n} secs={s:.3} msg_per_s={:.0}", n as f64 / s);
+            ctx.stop().await
+        })
+        .unwrap();
+}
+
+fn consume(port: &str, n: u64) {
+    let (mut ctx, mut executor) = start_node();
+    let hub = format!("127.0.0.1:{port}");
+    executor
+        .execute(async move {
+            let _tcp = TcpTransport::create(&ctx).await?;
+            let worker = open(&mut ctx, &hub, "bench_publish").await?;
+            let t = Instant::now();
+            let mut got = 0u64;
+            let mut id = 0u64;
+            while got < n {
+                id += 1;
+                let req = PullRequest {
+                    request_id: Uint(id),
+                    index: Uint(got),
+                    limit: Uint(1000),
+                };
+                ctx.send(worker.clone(), ProtocolPayload::new(STREAM_PULL, &req)?)
+                    .await?;
+                let p = ctx.receive_timeout::<ProtocolPayload>(60).await?;
+                let resp: PullResponse = p.decode_data(STREAM_PULL)?;
+                got += resp.messages.len() as u64;
+            }
+            let s = t.elapsed().as_secs_f64();
+            println!(
+                "RESULT msgs={got} secs={s:.3} msg_per_s={:.0}",
+                got as f64 / s
+            );
+            ctx.stop().await
+        })
+        .unwrap();
+}
+
+fn latency(port: &str, n: u64, size: usize) {
+    let (mut ctx, mut executor) = start_node();
+    let hub = format!("127.0.0.1:{port}");
+    executor
+        .execute(async move {
+            let _tcp = TcpTransport::create(&ctx).await?;
+            let worker = open(&mut ctx, &hub, "bench_latency").await?;
+            let mut reader = ctx.new_context(ockam_core::Address::random_local()).await?;
+            let reader_worker = open(&mut reader, &hub, "bench_latency").await?;
+            let data = vec![b'x'; size];
+            let mut samples = Vec::with_capacity(n as usize);
+            for i in 0..n {
+                // The reader waits for message i before it is pushed.
+                let wait = PullWaitRequest {
+                    request_id: Uint(i),
+                    index: Uint(i),
+                    limit: Uint(1),
+                    wait_ms: Uint(30_000),
+                };
+                reader
+                    .send(
+                        reader_worker.clone(),
+                        ProtocolPayload::new(STREAM_PULL_WAIT, &wait)?,
+                    )
+                    .await?;
+                // (Sent before the clock starts; it reaches the hub first.)
+                tokio::time::sleep(Duration::from_micros(200)).await;
+                let t = Instant::now();
+                let push = PushRequest {
+                    request_id: Uint(i),
+                    data: data.clone(),
+                };
+                ctx.send(worker.clone(), ProtocolPayload::new(STREAM_PUSH, &push)?)
+                    .await?;
+                ctx.receive_timeout::<ProtocolPayload>(30).await?;
+                let p = reader.receive_timeout::<ProtocolPayload>(30).await?;
+                let resp: PullResponse = p.decode_data(STREAM_PULL)?;
+                assert_eq!(resp.messages.len(), 1);
+                samples.push(t.elapsed());
+            }
+            print_latency(&mut samples);
+            ctx.stop().await
+        })
+        .unwrap();
+}
+
+/// A server process, killed when dropped.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `nats-server -js` on a free port with a new storage directory.
+fn nats() -> Option<(Server, String, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().ok()?;
+    let port = free_port();
+    let child = Command::new("nats-server")
+        .args(["-js", "-sd", dir.path().to_str()?, "-p", &port])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    wait_listening(&port);
+    Some((Server(child), port, dir))
+}
+
+/// A hub process with a new data directory and `args`.
+fn hub(args: &[&str]) -> (Server, String, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_ockam_hub"))
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--data-dir", dir.path().to_str().unwrap()])
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_listening(&port);
+    (Server(child), port, dir)
+}
+
+/// Runs `bin args` (PORT replaced by `port`) and reads its RESULT or
+/// LATENCY line: msg/s, or (p50, p99) in µs.
+fn run(
+    bin: &std::path::Path,
+    args: &[&str],
+    port: &str,
+) -> std::result::Result<(f64, f64), String> {
+    let out = Command::new(bin)
+        .args(subst(args, port))
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("RESULT") || l.starts_with("LATENCY"))
+        .ok_or_else(|| format!("no result: {}", String::from_utf8_lossy(&out.stderr)))?;
+    if line.starts_with("RESULT") {
+        Ok((field(line, "msg_per_s").ok_or("unreadable")?, 0.0))
+    } else {
+        Ok((
+            field(line, "p50_us").ok_or("unreadable")?,
+            field(line, "p99_us").ok_or("unreadable")?,
+        ))
+    }
+}
+
+/// The figures of one system: publish with 1 and 8 producers, consume,
+/// latency (p50, p99).
+type Figures = [std::result::Result<(f64, f64), String>; 4];
+
+fn figures(bin: &std::path::Path, port: &str, n: &str, rounds: &str) -> Figures {
+    [
+        run(bin, &["publish", "PORT", n, "1024", "1"], port),
+        run(bin, &["publish", "PORT", n, "1024", "8"], port),
+        run(bin, &["consume", "PORT", n], port),
+        run(bin, &["latency", "PORT", rounds, "1024"], port),
+    ]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize| args[i].parse::<u64>().unwrap();
+    match args.first().map(String::as_str) {
+        Some("publish") => return publish(&args[1], arg(2), arg(3) as usize, arg(4)),
+        Some("consume") => return consume(&args[1], arg(2)),
+        Some("latency") => return latency(&args[1], arg(2), arg(3) as usize),
+        _ => {}
+    }
+    let quick = args.iter().any(|a| a == "--quick") || std::env::var_os("CI").is_some();
+    let (n, rounds) = if quick {
+        ("20000", "200")
+    } else {
+        ("200000", "2000")
+    };
+    let me = std::env::current_exe().expect("own path");
+    println!("hub vs NATS JetStream, separate processes over loopback, 1 KiB messages, {n} messages, {rounds} round trips");
+    let js = match (anchor("jetstream"), nats()) {
+        (Some(bin), Some((server, port, _dir))) => {
+            let f = figures(&bin, &port, n, rounds);
+            drop(server);
+            Some(f)
+        }
+        (None, _) => {
+            println!("(JetStream anchor not built: scripts/build-anchors.sh jetstream)");
+            None
+        }
+        (_, None) => {
+            println!("(no nats-server: apt-get install nats-server)");
+            None
+        }
+    };
+    let modes: &[(&str, &[&str])] = &[
+        ("hub --fsync interval=100", &["--fsync", "interval=100"]),
+        ("hub --fsync always", &["--fsync", "always"]),
+    ];
+    let labels = [
+        "publish, 1 producer (msg/s)",
+        "publish, 8 producers (msg/s)",
+        "consume from the start (msg/s)",
+        "latency p50 / p99 (µs)",
+    ];
+    for (name, hub_args) in modes {
+        let (server, port, _dir) = hub(hub_args);
+        let ours = figures(&me, &port, n, rounds);
+        drop(server);
+        println!();
+        println!(
+            "{:<32} | {:>16} | {:>16} | ours / JetStream",
+            "", name, "JetStream"
+        );
+        for (i, label) in labels.iter().enumerate() {
+            let show = |r: &std::result::Result<(f64, f64), String>| match r {
+                Ok((a, b)) if i == 3 => format!("{a:.0} / {b:.0}"),
+                Ok((a, _)) => format!("{a:.0}"),
+                Err(e) => format!("({e})"),
+            };
+            let theirs = js.as_ref().map(|f| &f[i]);
+            let ratio = match (&ours[i], theirs) {
+                (Ok((a, _)), Some(Ok((b, _)))) => format!("{:.2}", a / b),
+                _ => "-".into(),
+            };
+            println!(
+                "{label:<32} | {:>16} | {:>16} | {ratio}",
+                show(&ours[i]),
+                theirs.map_or("-".into(), show)
+            );
+        }
+    }
+}
