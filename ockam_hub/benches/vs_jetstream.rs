@@ -10,7 +10,9 @@
 //! acknowledges a publish once written to its file, without fsync) driven
 //! by `../shared/anchors/jetstream` (`scripts/build-anchors.sh jetstream`).
 //! The hub: the `ockam_hub` binary, durable store, in each `--fsync` mode
-//! it has (`always`: a push is confirmed once fsynced, group commit).
+//! (`always`: a push is confirmed once fsynced, group commit; `interval`:
+//! once in the write-ahead log, fsynced every 100 ms), and `always` with
+//! retention trimming the stream during the publish.
 //!
 //! `cargo bench -p ockam_hub --bench vs_jetstream` (`-- --quick`: fewer
 //! messages). The same binary is our client: `publish PORT N SIZE
@@ -282,9 +284,15 @@ fn main() {
             None
         }
     };
+    // The last: retention on (the stream over its limit from a quarter of
+    // the publish on, so trimming runs during it), beside `always` off.
     let modes: &[(&str, &[&str])] = &[
         ("hub --fsync interval=100", &["--fsync", "interval=100"]),
         ("hub --fsync always", &["--fsync", "always"]),
+        (
+            "always, retention on",
+            &["--fsync", "always", "--retention-max-messages", "50000"],
+        ),
     ];
     let labels = [
         "publish, 1 producer (msg/s)",

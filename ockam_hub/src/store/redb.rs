@@ -499,21 +499,28 @@ fn commit(
         // Per stream pushed to: its first index in this commit and the
         // bytes added (one stats update and one time entry per stream).
         let mut pushed: HashMap<&str, (u64, u64)> = HashMap::new();
+        // Each stream's next index, read once and written once per commit.
+        let mut next_of: HashMap<&str, u64> = HashMap::new();
         for w in batch {
             match w {
                 Write::Push { stream, data, .. } => {
-                    let next = heads
-                        .get(stream.as_str())
-                        .map_err(|e| storage_error("read head", e))?
-                        .map_or(0, |g| g.value());
+                    let next = match next_of.get_mut(stream.as_str()) {
+                        Some(n) => n,
+                        None => {
+                            let n = heads
+                                .get(stream.as_str())
+                                .map_err(|e| storage_error("read head", e))?
+                                .map_or(0, |g| g.value());
+                            next_of.entry(stream.as_str()).or_insert(n)
+                        }
+                    };
+                    let index = *next;
+                    *next += 1;
                     messages
-                        .insert((stream.as_str(), next), data.as_slice())
+                        .insert((stream.as_str(), index), data.as_slice())
                         .map_err(|e| storage_error("insert", e))?;
-                    heads
-                        .insert(stream.as_str(), next + 1)
-                        .map_err(|e| storage_error("update head", e))?;
-                    pushed.entry(stream.as_str()).or_insert((next, 0)).1 += data.len() as u64;
-                    out.push(next);
+                    pushed.entry(stream.as_str()).or_insert((index, 0)).1 += data.len() as u64;
+                    out.push(index);
                 }
                 Write::Trim { stream, to, .. } => {
                     let oldest = trim(&mut messages, &mut stats, &mut times, stream, *to)?;
@@ -532,6 +539,11 @@ fn commit(
                     out.push(*index);
                 }
             }
+        }
+        for (stream, next) in next_of {
+            heads
+                .insert(stream, next)
+                .map_err(|e| storage_error("update head", e))?;
         }
         let now = unix_millis();
         for (stream, (first, bytes)) in pushed {
