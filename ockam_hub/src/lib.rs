@@ -392,6 +392,8 @@ async fn start_stream_services(
 ) -> Result<Arc<Shared>> {
     let shared = Shared::new(stream, store, limits.clone(), hops_before_peer, access);
     tokio::spawn(forget_idle(Arc::downgrade(&shared)));
+    let reaper = ctx.new_context(ockam_core::Address::random_local()).await?;
+    tokio::spawn(services::reap_idle_workers(reaper, Arc::downgrade(&shared)));
     ctx.start_worker(
         stream,
         StreamService {

@@ -14,7 +14,7 @@ mod stream;
 pub(crate) use echo::EchoService;
 pub(crate) use forwarding::ForwardingService;
 pub(crate) use index::{validate_pair, IndexService};
-pub(crate) use stream::StreamService;
+pub(crate) use stream::{reap_idle_workers, StreamService};
 
 use crate::access::{Access, Operation};
 use crate::store::{PendingPush, StreamStore};
@@ -236,6 +236,9 @@ pub(crate) struct Shared {
     workers: Mutex<PeerTable<WorkerKey>>,
     /// The service's counters (issue 17).
     pub(crate) metrics: crate::metrics::ServiceMetrics,
+    /// When each running stream worker was last used (see
+    /// [`stream::reap_idle_workers`]).
+    pub(crate) running: Mutex<HashMap<Address, Arc<AtomicU64>>>,
 }
 
 impl Shared {
@@ -258,6 +261,7 @@ impl Shared {
             )),
             limits,
             metrics: crate::metrics::ServiceMetrics::new(service),
+            running: Mutex::new(HashMap::new()),
         })
     }
 

@@ -59,7 +59,6 @@ impl Worker for StreamService {
             confirms: None,
             replier: None,
             last_used: Arc::new(AtomicU64::new(0)),
-            reaper: None,
         };
         // Registered before it starts, so that a worker that fails to start
         // (its requester gone) deregisters what is there.
@@ -107,10 +106,10 @@ struct StreamWorker {
     replier: Option<tokio::task::JoinHandle<()>>,
     /// Milliseconds since `started()` at the end of the last request, or
     /// [`BUSY`] while one is in progress (a waiting pull included); the
-    /// reaper stops the worker after `Limits::idle_timeout` without one
-    /// (clients open a new stream worker when theirs is gone).
+    /// service's reaper ([`reap_idle_workers`]) stops the worker after
+    /// `Limits::idle_timeout` without one (clients open a new stream
+    /// worker when theirs is gone).
     last_used: Arc<AtomicU64>,
-    reaper: Option<tokio::task::JoinHandle<()>>,
 }
 
 fn started() -> Instant {
@@ -125,16 +124,38 @@ fn now_ms() -> u64 {
 /// `last_used` of a stream worker in the middle of a request: never idle.
 const BUSY: u64 = u64::MAX;
 
-/// Stops the worker at `address` once it has been idle for `idle`.
-async fn reap_when_idle(ctx: Context, address: Address, last_used: Arc<AtomicU64>, idle: Duration) {
+/// Stops the stream workers of `shared` idle for `Limits::idle_timeout`
+/// (one task per stream service, looking every quarter of it); ends with
+/// the service.
+pub(crate) async fn reap_idle_workers(ctx: Context, shared: std::sync::Weak<Shared>) {
+    let Some(idle) = shared.upgrade().map(|s| s.limits.idle_timeout) else {
+        return;
+    };
     let check = (idle / 4).max(Duration::from_millis(10));
     loop {
         tokio::time::sleep(check).await;
-        let quiet = now_ms().saturating_sub(last_used.load(Ordering::Relaxed));
-        if quiet >= idle.as_millis() as u64 {
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let now = now_ms();
+        let quiet: Vec<Address> = {
+            let mut running = lock(&shared.running);
+            let quiet: Vec<Address> = running
+                .iter()
+                .filter(|(_, used)| {
+                    now.saturating_sub(used.load(Ordering::Relaxed)) >= idle.as_millis() as u64
+                })
+                .map(|(a, _)| a.clone())
+                .collect();
+            for a in &quiet {
+                running.remove(a);
+            }
+            quiet
+        };
+        drop(shared);
+        for address in quiet {
             debug!(worker = %address, "stopping an idle stream worker");
             let _ = ctx.stop_worker(address).await;
-            return;
         }
     }
 }
@@ -374,22 +395,15 @@ impl StreamWorker {
         )));
         self.confirms = Some(tx);
         self.last_used.store(now_ms(), Ordering::Relaxed);
-        let reaper_ctx = ctx.new_context(Address::random_local()).await?;
-        self.reaper = Some(tokio::spawn(reap_when_idle(
-            reaper_ctx,
-            ctx.address(),
-            self.last_used.clone(),
-            self.shared.limits.idle_timeout,
-        )));
+        // Watched by the service's reaper (`reap_idle_workers`).
+        lock(&self.shared.running).insert(ctx.address(), self.last_used.clone());
         Ok(())
     }
 
     /// What `shutdown` does; also after a failed `initialize` (after which
     /// `shutdown` does not run).
     fn clean_up(&mut self, ctx: &Context) {
-        if let Some(reaper) = self.reaper.take() {
-            reaper.abort();
-        }
+        lock(&self.shared.running).remove(&ctx.address());
         // The replier ends by itself once it has confirmed what is pending.
         self.confirms = None;
         lock(&self.shared.workers).remove_if_still(&self.key, &ctx.address());
