@@ -290,14 +290,14 @@ fn the_hub_serves_echo_streams_and_indexes_and_survives_bad_input() {
             ctx.stop().await
         })
         .unwrap();
-    // Nothing escaped the data directory: it holds the store and the
-    // hub's identity only.
+    // Nothing escaped the data directory: it holds the store, the hub's
+    // identity and the socket `ockam_hub streams` asks it through.
     let mut entries: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
     entries.sort();
-    assert_eq!(entries, ["identity.key", "streams.redb"]);
+    assert_eq!(entries, ["identity.key", "inspect.sock", "streams.redb"]);
 }
 
 #[test]
