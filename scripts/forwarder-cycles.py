@@ -9,42 +9,14 @@ Usage: scripts/forwarder-cycles.py PORT HUB_PID N [SERVICE]
   [SERVICE], return route ["client"], payload: the BARE string "dest").
 """
 import socket
-import struct
 import sys
 import time
 
-
-def uint(v):
-    out = bytearray()
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
-def local(name):
-    b = name.encode()
-    return bytes([0]) + uint(len(b)) + b
+from hubwire import frame as hub_frame, local, rss_mib, string
 
 
 def frame(service):
-    payload = uint(4) + b"dest"
-    body = (
-        bytes([1])
-        + uint(1) + local(service)
-        + uint(1) + local("client")
-        + uint(len(payload)) + payload
-    )
-    return struct.pack(">I", len(body)) + body
-
-
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    return hub_frame([local(service)], [local("client")], string("dest"))
 
 
 def main():

@@ -15,32 +15,7 @@ import struct
 import sys
 import time
 
-
-def uint(v):
-    out = bytearray()
-    while v >= 0x80:
-        out.append((v & 0x7F) | 0x80)
-        v >>= 7
-    out.append(v)
-    return bytes(out)
-
-
-def string(s):
-    b = s.encode() if isinstance(s, str) else s
-    return uint(len(b)) + b
-
-
-def local(name):
-    return bytes([0]) + string(name)
-
-
-def route(addresses):
-    return uint(len(addresses)) + b"".join(addresses)
-
-
-def frame(onward, back, payload):
-    body = bytes([1]) + route(onward) + route(back) + string(payload)
-    return struct.pack(">I", len(body)) + body
+from hubwire import frame, local, rss_mib, string, uint
 
 
 def protocol_payload(protocol, data):
@@ -90,14 +65,6 @@ def parse_return_route(body):
 
     read_route()
     return read_route()
-
-
-def rss_mib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def main():

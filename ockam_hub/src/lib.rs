@@ -208,7 +208,7 @@ impl Hub {
         match (&config.kafka, &config.kafka_process) {
             (None, _) => {}
             (Some(kafka), KafkaProcess::InProcess) => {
-                start_kafka_services(ctx, kafka, &config.limits, access.clone()).await?
+                start_kafka_services(ctx, kafka, &config.limits, 0, access.clone()).await?
             }
             (Some(kafka), KafkaProcess::Child { program }) => {
                 // A closed hub's child serves the hub's identity alone,
@@ -250,12 +250,14 @@ impl Hub {
     }
 }
 
-/// `stream_kafka` and `stream_kafka_index` on `ctx`, kept in `kafka`, in
-/// the hub's own process.
+/// `stream_kafka` and `stream_kafka_index` on `ctx`, kept in `kafka`: in
+/// the hub's own process (`hops_before_peer` 0), or in its Kafka child
+/// (the hops before each requester's peer: see `PeerTable::new`).
 async fn start_kafka_services(
     ctx: &Context,
     kafka: &KafkaConfig,
     limits: &Limits,
+    hops_before_peer: usize,
     access: Access,
 ) -> Result<()> {
     let store = KafkaStore::new(kafka.clone())?;
@@ -266,7 +268,7 @@ async fn start_kafka_services(
         "stream_kafka_index",
         Arc::new(store),
         limits,
-        0,
+        hops_before_peer,
         access,
     )
     .await?;
@@ -339,18 +341,7 @@ impl Hub {
             // The hub's connection, then the client.
             None => (Access::Open, 1),
         };
-        let store = KafkaStore::new(kafka.clone())?;
-        tokio::spawn(store.clone().report_availability());
-        start_stream_services(
-            ctx,
-            "stream_kafka",
-            "stream_kafka_index",
-            Arc::new(store),
-            limits,
-            relayed_hops,
-            access,
-        )
-        .await?;
+        start_kafka_services(ctx, kafka, limits, relayed_hops, access).await?;
         let mut listener_key = String::new();
         if let Some(hub) = hub {
             let vault = ockam_vault::Vault::create(ctx)?;

@@ -134,6 +134,38 @@ async fn save_index(ctx: &Context, index: Route, stream: &str, at: u64) -> Resul
         .await
 }
 
+/// Bob (through channel `b`; he may only pull `a-*`) reads the three
+/// messages alice (through `a`) pushed to `a-1` and saved her position in
+/// (at 2), may not push there, and keeps his own position beside hers: on
+/// the stream service `stream` and the index service `index`. Returns the
+/// route to his stream worker.
+async fn bob_reads_and_keeps_his_own_position(
+    ctx: &mut Context,
+    a: &SecureChannel,
+    b: &SecureChannel,
+    stream: &str,
+    index: &str,
+) -> Result<Route> {
+    let worker_b = open(ctx, route![b.address(), stream], "a-1")
+        .await?
+        .unwrap();
+    let p = pull(ctx, worker_b.clone()).await?;
+    assert_eq!(
+        p.decode_data::<PullResponse>(STREAM_PULL)?.messages.len(),
+        3
+    );
+    assert_denied(
+        &push(ctx, worker_b.clone(), 9, b"no").await?,
+        "may not push",
+    );
+    let (index_a, index_b) = (route![a.address(), index], route![b.address(), index]);
+    assert_eq!(get_index(ctx, index_b.clone(), "a-1").await?, None);
+    save_index(ctx, index_b.clone(), "a-1", 1).await?;
+    assert_eq!(get_index(ctx, index_b, "a-1").await?, Some(1));
+    assert_eq!(get_index(ctx, index_a, "a-1").await?, Some(2));
+    Ok(worker_b)
+}
+
 fn assert_denied(p: &ProtocolPayload, says: &str) {
     let r = refusal(p).unwrap_or_else(|| panic!("not refused: {}", p.protocol));
     assert!(r.is_access_denied(), "{r:?}");
@@ -242,30 +274,9 @@ fn a_closed_hub_serves_each_identity_what_its_access_file_allows() {
 
             // Bob pulls, may not push, and his read position is his own.
             let cb = channel(&ctx, &vault, &addr, &bob, &hub_key).await?;
-            let via_b = |service: &str| route![cb.address(), service];
-            let worker_b = open(&mut ctx, via_b("stream"), "a-1").await?.unwrap();
-            let p = pull(&mut ctx, worker_b.clone()).await?;
-            assert_eq!(
-                p.decode_data::<PullResponse>(STREAM_PULL)?.messages.len(),
-                3
-            );
-            assert_denied(
-                &push(&mut ctx, worker_b.clone(), 9, b"no").await?,
-                "may not push",
-            );
-            assert_eq!(
-                get_index(&mut ctx, via_b("stream_index"), "a-1").await?,
-                None
-            );
-            save_index(&ctx, via_b("stream_index"), "a-1", 1).await?;
-            assert_eq!(
-                get_index(&mut ctx, via_b("stream_index"), "a-1").await?,
-                Some(1)
-            );
-            assert_eq!(
-                get_index(&mut ctx, via_a("stream_index"), "a-1").await?,
-                Some(2)
-            );
+            let worker_b =
+                bob_reads_and_keeps_his_own_position(&mut ctx, &ca, &cb, "stream", "stream_index")
+                    .await?;
             let err = RemoteForwarder::create_over(&ctx, route![cb.address()], "dest")
                 .await
                 .expect_err("bob may not register");
@@ -466,29 +477,14 @@ fn closed_kafka_hub(test: &str, in_process: bool) {
             // Bob pulls, may not push, and his position is his own.
             let cb = channel(&ctx, &vault, &addr, &bob, &hub_key).await?;
             let via_b = |service: &str| route![cb.address(), service];
-            let worker_b = open(&mut ctx, via_b("stream_kafka"), "a-1").await?.unwrap();
-            let p = pull(&mut ctx, worker_b.clone()).await?;
-            assert_eq!(
-                p.decode_data::<PullResponse>(STREAM_PULL)?.messages.len(),
-                3
-            );
-            assert_denied(
-                &push(&mut ctx, worker_b.clone(), 9, b"no").await?,
-                "may not push",
-            );
-            assert_eq!(
-                get_index(&mut ctx, via_b("stream_kafka_index"), "a-1").await?,
-                None
-            );
-            save_index(&ctx, via_b("stream_kafka_index"), "a-1", 1).await?;
-            assert_eq!(
-                get_index(&mut ctx, via_b("stream_kafka_index"), "a-1").await?,
-                Some(1)
-            );
-            assert_eq!(
-                get_index(&mut ctx, via_a("stream_kafka_index"), "a-1").await?,
-                Some(2)
-            );
+            bob_reads_and_keeps_his_own_position(
+                &mut ctx,
+                &ca,
+                &cb,
+                "stream_kafka",
+                "stream_kafka_index",
+            )
+            .await?;
             let refused = open(&mut ctx, via_b("stream_kafka"), "b-1")
                 .await?
                 .unwrap_err();

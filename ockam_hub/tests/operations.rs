@@ -194,6 +194,31 @@ async fn push_n(
     Ok(())
 }
 
+/// Saves client `c`'s read position in `stream` at the hub at `addr`, and
+/// returns once it is saved (the hub answers the next request on the
+/// index service after it).
+async fn save_index(
+    ctx: &mut ockam_node::Context,
+    addr: &str,
+    stream: &str,
+    at: u64,
+) -> ockam_core::Result<()> {
+    let save = IndexRequest::Save {
+        client_id: "c".into(),
+        stream_name: stream.into(),
+        index: Uint(at),
+    };
+    let index = route![(TCP, addr), "stream_index"];
+    ctx.send(index.clone(), ProtocolPayload::new(STREAM_INDEX, &save)?)
+        .await?;
+    let get = IndexRequest::Get {
+        client_id: "c".into(),
+        stream_name: stream.into(),
+    };
+    request(ctx, index, STREAM_INDEX, &get).await?;
+    Ok(())
+}
+
 /// `ockam_hub streams ...` on `dir`: exit code and standard output.
 fn streams(dir: &std::path::Path, args: &[&str]) -> (i32, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ockam_hub"))
@@ -224,20 +249,7 @@ fn streams_list_and_show_read_a_data_directory_while_the_hub_runs() {
         .execute(async move {
             push_n(&mut ctx, &a, "i-1", 5).await?;
             push_n(&mut ctx, &a, "i-2", 3).await?;
-            let save = IndexRequest::Save {
-                client_id: "c".into(),
-                stream_name: "i-1".into(),
-                index: Uint(2),
-            };
-            let index = route![(TCP, a.as_str()), "stream_index"];
-            ctx.send(index.clone(), ProtocolPayload::new(STREAM_INDEX, &save)?)
-                .await?;
-            // Saved once the hub answers a later request on the index.
-            let get = IndexRequest::Get {
-                client_id: "c".into(),
-                stream_name: "i-1".into(),
-            };
-            request(&mut ctx, index, STREAM_INDEX, &get).await?;
+            save_index(&mut ctx, &a, "i-1", 2).await?;
             ctx.stop().await
         })
         .unwrap();
@@ -359,6 +371,7 @@ fn wait_shown(
 #[test]
 fn retention_keeps_streams_within_their_limits_and_tells_trimmed_readers() {
     use ockam_stream_client::protocol::{PullRequest, StreamError, STREAM_ERROR, STREAM_PULL};
+    use ockam_stream_client::StreamEvent;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let rules = dir.path().join("retention.toml");
@@ -378,6 +391,8 @@ fn retention_keeps_streams_within_their_limits_and_tells_trimmed_readers() {
             "100",
             "--retention-file",
             rules.to_str().unwrap(),
+            "--max-message-size",
+            "2000",
         ],
     );
     hub.wait_for_log("hub up", Duration::from_secs(10));
@@ -414,6 +429,42 @@ fn retention_keeps_streams_within_their_limits_and_tells_trimmed_readers() {
             assert_eq!(p.protocol, STREAM_ERROR);
             let refusal: StreamError = p.decode_data(STREAM_ERROR)?;
             assert_eq!(refusal.trimmed_to(), Some(200), "{refusal:?}");
+
+            // A stream client is told, as an event, what it missed; and,
+            // when the hub refuses a message it sent until the producer
+            // gives it up (larger than --max-message-size), that too.
+            let (events, mut seen) = tokio::sync::mpsc::unbounded_channel();
+            let (sender, _receiver) = ockam_stream_client::Stream::new(&ctx)?
+                .client_id("late")
+                .with_events(events)
+                .connect(route![(TCP, addr.as_str())], "r-out", "r-1")
+                .await?;
+            let in_time = Duration::from_secs(60);
+            let missed = tokio::time::timeout(in_time, seen.recv())
+                .await
+                .ok()
+                .flatten();
+            assert_eq!(
+                missed,
+                Some(StreamEvent::Missed {
+                    stream: "r-1".into(),
+                    from: 0,
+                    to: 200
+                })
+            );
+            ctx.send(route![sender.clone(), "anywhere"], "x".repeat(3000))
+                .await?;
+            let gave_up = tokio::time::timeout(in_time, seen.recv())
+                .await
+                .ok()
+                .flatten();
+            assert_eq!(
+                gave_up,
+                Some(StreamEvent::GaveUp {
+                    stream: "r-out".into(),
+                    request_id: 1
+                })
+            );
 
             // A file rule by bytes, on a steady load: the stream stays
             // within it and the data file stops growing.
@@ -495,19 +546,7 @@ fn fsync_interval_loses_nothing_confirmed_when_the_hub_is_killed() {
                 let c: ockam_stream_client::protocol::PushConfirm = p.decode_data(STREAM_PUSH)?;
                 assert_eq!(c.status, ockam_stream_client::protocol::PushStatus::Ok);
             }
-            let save = IndexRequest::Save {
-                client_id: "c".into(),
-                stream_name: "w-1".into(),
-                index: Uint(1234),
-            };
-            let index = route![(TCP, a.as_str()), "stream_index"];
-            ctx.send(index.clone(), ProtocolPayload::new(STREAM_INDEX, &save)?)
-                .await?;
-            let get = IndexRequest::Get {
-                client_id: "c".into(),
-                stream_name: "w-1".into(),
-            };
-            request(&mut ctx, index, STREAM_INDEX, &get).await?;
+            save_index(&mut ctx, &a, "w-1", 1234).await?;
             ctx.stop().await
         })
         .unwrap();

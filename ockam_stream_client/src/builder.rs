@@ -24,6 +24,7 @@ pub struct Stream<'a> {
     waiting_pull: bool,
     connect_timeout: Duration,
     window: usize,
+    events: Option<crate::EventSender>,
 }
 
 impl<'a> Stream<'a> {
@@ -41,6 +42,7 @@ impl<'a> Stream<'a> {
             waiting_pull: true,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             window: DEFAULT_WINDOW,
+            events: None,
         })
     }
 
@@ -86,6 +88,31 @@ impl<'a> Stream<'a> {
     /// message counts as taken.
     pub fn with_window(mut self, messages: usize) -> Self {
         self.window = messages.max(1);
+        self
+    }
+
+    /// Where to send the connection's [`StreamEvent`](crate::StreamEvent)s:
+    /// messages of the incoming stream the hub removed before this client
+    /// read them, a sent message the hub refused until the producer gave it
+    /// up. Without it they are logged (at warn) only.
+    ///
+    /// ```no_run
+    /// # async fn f(ctx: &ockam_node::Context) -> ockam_core::Result<()> {
+    /// use ockam_core::route;
+    /// let (events, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    /// let (sender, receiver) = ockam_stream_client::Stream::new(ctx)?
+    ///     .with_events(events)
+    ///     .connect(route![(ockam_core::TCP, "127.0.0.1:4000")], "out", "in")
+    ///     .await?;
+    /// tokio::spawn(async move {
+    ///     while let Some(event) = seen.recv().await {
+    ///         eprintln!("stream: {event:?}");
+    ///     }
+    /// });
+    /// # Ok(()) }
+    /// ```
+    pub fn with_events(mut self, events: crate::EventSender) -> Self {
+        self.events = Some(events);
         self
     }
 
@@ -167,7 +194,8 @@ impl<'a> Stream<'a> {
             },
         );
         let (opened_tx, opened) = oneshot::channel();
-        let (producer, addresses) = ProducerWorker::new(producer, hub.clone(), opened_tx);
+        let (producer, addresses) =
+            ProducerWorker::new(producer, hub.clone(), opened_tx, self.events.clone());
         let public = addresses[0].clone();
         self.ctx.start_worker(addresses, producer).await?;
         let outcome = match tokio::time::timeout(self.connect_timeout, opened).await {
@@ -220,6 +248,7 @@ impl<'a> Stream<'a> {
             recipient,
             self.interval,
             opened_tx,
+            self.events.clone(),
         );
         let consumer_address = addresses[0].clone();
         self.ctx.start_worker(addresses, consumer).await?;

@@ -212,6 +212,8 @@ pub struct Consumer {
     trimmed_to: Option<u64>,
     /// Messages the hub trimmed before this consumer read them, in all.
     missed: u64,
+    /// The ranges missed, not yet polled ([`Consumer::poll_missed`]).
+    missed_ranges: VecDeque<(u64, u64)>,
     /// Rounds of delivering again a message the application never got,
     /// since the saved position last moved (the pause doubles each round).
     redeliveries: u32,
@@ -252,6 +254,7 @@ impl Consumer {
             other_log: false,
             trimmed_to: None,
             missed: 0,
+            missed_ranges: VecDeque::new(),
             deliveries: VecDeque::new(),
         }
     }
@@ -275,6 +278,12 @@ impl Consumer {
     /// them, in all: skipped, each time with a warning.
     pub fn missed(&self) -> u64 {
         self.missed
+    }
+
+    /// The next range of messages `from..to` the hub removed before this
+    /// consumer read them (each reported once).
+    pub fn poll_missed(&mut self) -> Option<(u64, u64)> {
+        self.missed_ranges.pop_front()
     }
 
     /// Messages delivered and not yet taken.
@@ -581,6 +590,7 @@ impl Consumer {
                     if to > next {
                         let missed = to - next;
                         self.missed += missed;
+                        self.missed_ranges.push_back((next, to));
                         warn!(stream = %self.stream, missed, from = next, to, "the hub removed messages this client had not read (its retention); continuing from the oldest kept message");
                         self.acked = to;
                         self.next_pull = Some(to);
@@ -851,6 +861,8 @@ mod tests {
             "the new position is saved: {sent:?}"
         );
         assert_eq!(c.missed(), 38);
+        assert_eq!(c.poll_missed(), Some((12, 50)));
+        assert_eq!(c.poll_missed(), None);
         assert_eq!(c.acked(), 50);
     }
 

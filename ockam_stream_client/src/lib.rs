@@ -17,7 +17,12 @@
 //!   retried in order with the same request id across outages and hub
 //!   restarts. A message the hub refuses [`MAX_REFUSALS`] times in a row
 //!   (over its size limit, say) is given up and logged with a `dropped`
-//!   count; one still unconfirmed when the producer stops is logged so too.
+//!   count, and reported as [`StreamEvent::GaveUp`] to an application that
+//!   asked for events ([`Stream::with_events`]); one still unconfirmed
+//!   when the producer stops is logged so too.
+//! - **Trimmed by the hub**: messages of the incoming stream the hub's
+//!   retention removed before the consumer read them are skipped, logged,
+//!   and reported as [`StreamEvent::Missed`].
 //! - **Deliveries: at least once, up to the application.** The index saved
 //!   for `(client_id, stream)` never passes a message the application has
 //!   not *taken*: read with [`ReceiverAddress::next`], a message is taken
@@ -53,6 +58,7 @@
 mod address;
 mod builder;
 pub mod consumer;
+mod event;
 mod forwarder;
 pub mod producer;
 pub mod protocol;
@@ -60,6 +66,7 @@ mod worker;
 
 pub use address::{ReceiverAddress, SenderAddress};
 pub use builder::Stream;
+pub use event::{EventSender, StreamEvent};
 
 use std::time::Duration;
 

@@ -235,6 +235,7 @@ pub(crate) struct ProducerWorker {
     /// `Stream::connect`, waiting for the outcome of the first open.
     opened: Option<oneshot::Sender<Result<()>>>,
     outage: Outage,
+    events: Option<crate::EventSender>,
 }
 
 impl ProducerWorker {
@@ -243,6 +244,7 @@ impl ProducerWorker {
         machine: Producer,
         hub: Hub,
         opened: oneshot::Sender<Result<()>>,
+        events: Option<crate::EventSender>,
     ) -> (Self, Vec<Address>) {
         let (public, control, wake) = (
             Address::random_local(),
@@ -261,6 +263,7 @@ impl ProducerWorker {
                 timer: None,
                 opened: Some(opened),
                 outage: Outage::default(),
+                events,
             },
             addresses,
         )
@@ -309,7 +312,13 @@ impl ProducerWorker {
                         let _ = o.send(Err(e));
                     }
                 }
-                producer::Event::GaveUp { .. } => {}
+                producer::Event::GaveUp { request_id } => crate::event::report(
+                    &self.events,
+                    crate::StreamEvent::GaveUp {
+                        stream: self.machine.stream().to_string(),
+                        request_id,
+                    },
+                ),
             }
         }
         if let Some(t) = self.timer.as_mut() {
@@ -435,6 +444,7 @@ pub(crate) struct ConsumerWorker {
     /// refused a request (`Ok`), or refused one for want of permission
     /// (issue 16).
     opened: Option<oneshot::Sender<Result<()>>>,
+    events: Option<crate::EventSender>,
 }
 
 impl ConsumerWorker {
@@ -446,6 +456,7 @@ impl ConsumerWorker {
         recipient: Address,
         coalesce: Duration,
         opened: oneshot::Sender<Result<()>>,
+        events: Option<crate::EventSender>,
     ) -> (Self, Vec<Address>) {
         let (main, wake) = (Address::random_local(), Address::random_local());
         (
@@ -461,6 +472,7 @@ impl ConsumerWorker {
                 timer: None,
                 outage: Outage::default(),
                 opened: Some(opened),
+                events,
             },
             vec![main, wake],
         )
@@ -507,6 +519,13 @@ impl ConsumerWorker {
                     .send_failed(self.machine.stream(), what, &e, None);
                 self.machine.handle(consumer::Input::SendFailed, now);
             }
+        }
+        while let Some((from, to)) = self.machine.poll_missed() {
+            let stream = self.machine.stream().to_string();
+            crate::event::report(
+                &self.events,
+                crate::StreamEvent::Missed { stream, from, to },
+            );
         }
         self.receipts.set_urgent(self.machine.waits_for_room());
         if let Some(t) = self.timer.as_mut() {
