@@ -595,13 +595,13 @@ impl Gate {
             let req = p.decode_data::<CreateStreamRequest>(STREAM_CREATE);
             let Ok(CreateStreamRequest { stream_name }) = req else {
                 // Someone it admits is told by the child what is wrong.
-                return self.pass_if(ctx, msg, channel, target, None).await;
+                return self.pass_if(ctx, msg, channel, target, &p.protocol).await;
             };
             // A new stream's name is made here, to be checked.
             let name =
                 stream_name.unwrap_or_else(|| format!("stream-{:016x}", rand::random::<u64>()));
             if validate_name("stream", &name).is_err() {
-                return self.pass_if(ctx, msg, channel, target, None).await;
+                return self.pass_if(ctx, msg, channel, target, &p.protocol).await;
             }
             if let Err(why) = may_open(ctx, access, &back, &name) {
                 let refusal = StreamError::access_denied(STREAM_CREATE, &why);
@@ -613,7 +613,7 @@ impl Gate {
             p = ProtocolPayload::new(STREAM_CREATE, &req)?;
         } else if target == Address::from("stream_kafka_index") {
             let Ok(mut req) = p.decode_data::<IndexRequest>(STREAM_INDEX) else {
-                return self.pass_if(ctx, msg, channel, target, None).await;
+                return self.pass_if(ctx, msg, channel, target, &p.protocol).await;
             };
             let (IndexRequest::Get {
                 client_id,
@@ -624,7 +624,7 @@ impl Gate {
                 stream_name,
                 ..
             }) = &mut req;
-            if let Err(e) = validate_pair(&Access::Open, client_id, stream_name) {
+            if let Err(e) = validate_pair(access, client_id, stream_name) {
                 return refuse(ctx, back, StreamError::new(STREAM_INDEX, e)).await;
             }
             if denied(
@@ -667,24 +667,21 @@ impl Gate {
         self.pass(ctx, msg, channel, target, Some(p)).await
     }
 
-    /// As [`Gate::pass`] if `msg` comes from an identity the hub admits;
-    /// otherwise refuses it.
+    /// As [`Gate::pass`], unchanged, if `msg` (a request of `protocol`)
+    /// comes from an identity the hub admits; otherwise refuses it.
     async fn pass_if(
         &self,
         ctx: &Context,
         msg: Routed<Any>,
         channel: Address,
         target: Address,
-        payload: Option<ProtocolPayload>,
+        protocol: &str,
     ) -> Result<()> {
         let back = msg.return_route();
-        let protocol = ProtocolPayload::decode(msg.payload())
-            .map(|p| p.protocol)
-            .unwrap_or_default();
-        if denied(ctx, &self.access, &back, &protocol, Operation::Connect).await? {
+        if denied(ctx, &self.access, &back, protocol, Operation::Connect).await? {
             return Ok(());
         }
-        self.pass(ctx, msg, channel, target, payload).await
+        self.pass(ctx, msg, channel, target, None).await
     }
 
     /// Sends `msg` on to `target` in the child through `channel`, with

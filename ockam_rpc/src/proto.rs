@@ -91,21 +91,20 @@ impl Bodies {
         self.ends.is_empty()
     }
 
+    /// Where each message's encoding lies in `data`, in order.
+    fn ranges(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter().copied()).map(|(a, b)| a..b)
+    }
+
     /// Each message's encoding, in order.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(self.ends.iter().copied())
-            .map(|(a, b)| &self.data[a..b])
+        self.ranges().map(|r| &self.data[r])
     }
 
     /// Each message's encoding as a slice of the one buffer (no copy).
     pub fn into_slices(self) -> Vec<Bytes> {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts
-            .zip(self.ends.iter().copied())
-            .map(|(a, b)| self.data.slice(a..b))
-            .collect()
+        self.ranges().map(|r| self.data.slice(r)).collect()
     }
 }
 

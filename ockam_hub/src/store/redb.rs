@@ -120,16 +120,19 @@ fn open_database(path: &Path, cache_bytes: usize) -> Result<(::redb::Database, b
             })
             .create(path)
     })
-    .map_err(|p| {
-        let why = p
-            .downcast_ref::<String>()
-            .cloned()
-            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-            .unwrap_or_default();
-        storage_error(&format!("{} is damaged", path.display()), why)
-    })?;
+    .map_err(|p| damaged(path, p))?;
     let db = created.map_err(|e| storage_error(&format!("cannot open {}", path.display()), e))?;
     Ok((db, repaired.load(std::sync::atomic::Ordering::Relaxed)))
+}
+
+/// The error for a data file at `path` that made redb panic with `panic`.
+fn damaged(path: &Path, panic: Box<dyn std::any::Any + Send>) -> Error {
+    let why = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default();
+    storage_error(&format!("{} is damaged", path.display()), why)
 }
 
 impl DurableStore {
@@ -172,17 +175,7 @@ impl DurableStore {
         // missing. A damaged file can make redb panic here as in opening
         // (see `open_database`): an error too.
         let incarnation = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare(&db)))
-            .unwrap_or_else(|p| {
-            let why = p
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            Err(storage_error(
-                &format!("{} is damaged", path.display()),
-                why,
-            ))
-        })?;
+            .unwrap_or_else(|p| Err(damaged(&path, p)))?;
         // A log left by `--fsync interval`, whatever the mode now: what it
         // holds was confirmed.
         let logged = wal::read(dir)?;
@@ -334,18 +327,18 @@ fn write_batch(
     let started = std::time::Instant::now();
     let mut committed = commit(db, &batch, durability);
     if let (Ok(indexes), Some(wal)) = (&committed, wal) {
-        let records: Vec<wal::Record> = batch
+        let records: Vec<wal::RecordRef<'_>> = batch
             .iter()
             .zip(indexes)
             .filter_map(|(w, &index)| match w {
-                Write::Push { stream, data, .. } => Some(wal::Record::Push {
-                    stream: stream.clone(),
+                Write::Push { stream, data, .. } => Some(wal::RecordRef::Push {
+                    stream,
                     index,
-                    data: data.clone(),
+                    data,
                 }),
-                Write::SaveIndex { client, stream, .. } => Some(wal::Record::Save {
-                    client: client.clone(),
-                    stream: stream.clone(),
+                Write::SaveIndex { client, stream, .. } => Some(wal::RecordRef::Save {
+                    client,
+                    stream,
                     index,
                 }),
                 Write::Trim { .. } | Write::Flush => None,
@@ -471,6 +464,16 @@ fn durable_commit(db: &::redb::Database) -> Result<()> {
     txn.commit().map_err(|e| storage_error("commit", e))
 }
 
+/// What one commit pushed to one stream.
+struct Pushed {
+    /// The index of its first message in the commit.
+    first: u64,
+    /// The index its next message gets.
+    next: u64,
+    /// The bytes of its messages in the commit.
+    bytes: u64,
+}
+
 fn commit(
     db: &::redb::Database,
     batch: &[Write],
@@ -496,30 +499,33 @@ fn commit(
         let mut times = txn
             .open_table(TIMES)
             .map_err(|e| storage_error("open", e))?;
-        // Per stream pushed to: its first index in this commit and the
-        // bytes added (one stats update and one time entry per stream).
-        let mut pushed: HashMap<&str, (u64, u64)> = HashMap::new();
-        // Each stream's next index, read once and written once per commit.
-        let mut next_of: HashMap<&str, u64> = HashMap::new();
+        // Per stream pushed to: its first index in this commit, its next,
+        // and the bytes added (its head read once and written once, one
+        // stats update and one time entry).
+        let mut pushed: HashMap<&str, Pushed> = HashMap::new();
         for w in batch {
             match w {
                 Write::Push { stream, data, .. } => {
-                    let next = match next_of.get_mut(stream.as_str()) {
-                        Some(n) => n,
+                    let p = match pushed.get_mut(stream.as_str()) {
+                        Some(p) => p,
                         None => {
-                            let n = heads
+                            let next = heads
                                 .get(stream.as_str())
                                 .map_err(|e| storage_error("read head", e))?
                                 .map_or(0, |g| g.value());
-                            next_of.entry(stream.as_str()).or_insert(n)
+                            pushed.entry(stream.as_str()).or_insert(Pushed {
+                                first: next,
+                                next,
+                                bytes: 0,
+                            })
                         }
                     };
-                    let index = *next;
-                    *next += 1;
+                    let index = p.next;
+                    p.next += 1;
+                    p.bytes += data.len() as u64;
                     messages
                         .insert((stream.as_str(), index), data.as_slice())
                         .map_err(|e| storage_error("insert", e))?;
-                    pushed.entry(stream.as_str()).or_insert((index, 0)).1 += data.len() as u64;
                     out.push(index);
                 }
                 Write::Trim { stream, to, .. } => {
@@ -540,22 +546,20 @@ fn commit(
                 }
             }
         }
-        for (stream, next) in next_of {
-            heads
-                .insert(stream, next)
-                .map_err(|e| storage_error("update head", e))?;
-        }
         let now = unix_millis();
-        for (stream, (first, bytes)) in pushed {
+        for (stream, p) in pushed {
+            heads
+                .insert(stream, p.next)
+                .map_err(|e| storage_error("update head", e))?;
             let (oldest, kept) = stats
                 .get(stream)
                 .map_err(|e| storage_error("read stats", e))?
-                .map_or((first, 0), |g| g.value());
+                .map_or((p.first, 0), |g| g.value());
             stats
-                .insert(stream, (oldest, kept + bytes))
+                .insert(stream, (oldest, kept + p.bytes))
                 .map_err(|e| storage_error("update stats", e))?;
             times
-                .insert((stream, first), now)
+                .insert((stream, p.first), now)
                 .map_err(|e| storage_error("update times", e))?;
         }
     }
@@ -757,22 +761,14 @@ fn backfill_stats(txn: &::redb::WriteTransaction) -> Result<()> {
     );
     let mut last_log = std::time::Instant::now();
     for (done, name) in missing.iter().enumerate() {
-        let (mut oldest, mut bytes) = (None, 0u64);
-        let range = messages
-            .range((name.as_str(), 0)..=(name.as_str(), u64::MAX))
-            .map_err(|e| storage_error("read", e))?;
-        for m in range {
-            let (k, v) = m.map_err(|e| storage_error("read", e))?;
-            oldest.get_or_insert(k.value().1);
-            bytes += v.value().len() as u64;
-        }
+        let kept = scan(&messages, name)?;
         let next = heads
             .get(name.as_str())
             .map_err(|e| storage_error("read head", e))?
             .map_or(0, |g| g.value());
-        let oldest = oldest.unwrap_or(next);
+        let oldest = kept.oldest.unwrap_or(next);
         stats
-            .insert(name.as_str(), (oldest, bytes))
+            .insert(name.as_str(), (oldest, kept.bytes))
             .map_err(|e| storage_error("write stats", e))?;
         times
             .insert((name.as_str(), oldest), now)
@@ -869,6 +865,40 @@ fn trim_targets(
         }
     }
     Ok(out)
+}
+
+/// What a stream keeps, counted message by message.
+struct Kept {
+    count: u64,
+    bytes: u64,
+    oldest: Option<u64>,
+    newest: Option<u64>,
+}
+
+/// Counts the messages of `stream` in `messages` (for files without
+/// `stream_stats`: see [`backfill_stats`] and [`inspect`]).
+fn scan(
+    messages: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    stream: &str,
+) -> Result<Kept> {
+    let mut kept = Kept {
+        count: 0,
+        bytes: 0,
+        oldest: None,
+        newest: None,
+    };
+    for m in messages
+        .range((stream, 0)..=(stream, u64::MAX))
+        .map_err(|e| storage_error("read", e))?
+    {
+        let (key, data) = m.map_err(|e| storage_error("read", e))?;
+        let index = key.value().1;
+        kept.oldest.get_or_insert(index);
+        kept.newest = Some(index);
+        kept.count += 1;
+        kept.bytes += data.value().len() as u64;
+    }
+    Ok(kept)
 }
 
 /// Milliseconds since the Unix epoch.
@@ -1203,19 +1233,8 @@ fn report(txn: &::redb::ReadTransaction, only: Option<&str>) -> Result<Vec<Strea
             }
             // A file from before retention kept these (issue 17): counted.
             None => {
-                let (mut count, mut bytes, mut oldest, mut newest) = (0u64, 0u64, None, None);
-                let range = messages
-                    .range((name.as_str(), 0)..=(name.as_str(), u64::MAX))
-                    .map_err(|e| storage_error("read", e))?;
-                for m in range {
-                    let (key, data) = m.map_err(|e| storage_error("read", e))?;
-                    let index = key.value().1;
-                    oldest.get_or_insert(index);
-                    newest = Some(index);
-                    count += 1;
-                    bytes += data.value().len() as u64;
-                }
-                (count, bytes, oldest, newest)
+                let kept = scan(&messages, &name)?;
+                (kept.count, kept.bytes, kept.oldest, kept.newest)
             }
         };
         let mut stream_readers: Vec<ReaderReport> = readers

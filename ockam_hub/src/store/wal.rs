@@ -38,6 +38,25 @@ pub(super) enum Record {
     },
 }
 
+/// A [`Record`] as appended: borrowed from the commit's writes, so that
+/// logging copies a message only into its encoding. The same wire form.
+#[derive(Debug, Serialize)]
+pub(super) enum RecordRef<'a> {
+    /// See [`Record::Push`].
+    Push {
+        stream: &'a str,
+        index: u64,
+        #[serde(with = "serde_bytes")]
+        data: &'a [u8],
+    },
+    /// See [`Record::Save`].
+    Save {
+        client: &'a str,
+        stream: &'a str,
+        index: u64,
+    },
+}
+
 /// The open log.
 pub(super) struct Wal {
     file: std::fs::File,
@@ -60,7 +79,7 @@ impl Wal {
     }
 
     /// Appends `records` in one write (to the operating system; no fsync).
-    pub(super) fn append(&mut self, records: &[Record]) -> Result<()> {
+    pub(super) fn append(&mut self, records: &[RecordRef<'_>]) -> Result<()> {
         self.buf.clear();
         for r in records {
             let at = self.buf.len();
@@ -138,10 +157,22 @@ mod tests {
                 index: 1,
             },
         ];
-        wal.append(&records).unwrap();
+        let appended = [
+            RecordRef::Push {
+                stream: "s",
+                index: 0,
+                data: &[1, 2, 3],
+            },
+            RecordRef::Save {
+                client: "c",
+                stream: "s",
+                index: 1,
+            },
+        ];
+        wal.append(&appended).unwrap();
         assert_eq!(read(dir.path()).unwrap(), records);
         // A record cut short ends the log.
-        wal.append(&records[..1]).unwrap();
+        wal.append(&appended[..1]).unwrap();
         let path = dir.path().join(WAL_FILE);
         let len = std::fs::metadata(&path).unwrap().len();
         std::fs::OpenOptions::new()
@@ -153,7 +184,7 @@ mod tests {
         assert_eq!(read(dir.path()).unwrap(), records);
         wal.clear().unwrap();
         assert!(read(dir.path()).unwrap().is_empty());
-        wal.append(&records[1..]).unwrap();
+        wal.append(&appended[1..]).unwrap();
         assert_eq!(read(dir.path()).unwrap(), records[1..]);
     }
 }
