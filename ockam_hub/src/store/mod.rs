@@ -250,6 +250,30 @@ mod tests {
         exercise(&MemoryStore::new()).await;
     }
 
+    /// `--fsync interval`: dropping the store stops its writer (the
+    /// flush thread does not keep it alive) and makes what it committed
+    /// durable, so that a clean stop leaves no log to replay.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn an_interval_store_closes_cleanly_and_keeps_everything() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            DurableStore::open_with(dir.path(), Fsync::Interval(Duration::from_secs(60))).unwrap();
+        exercise(&store).await;
+        let (done, closed) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            drop(store);
+            let _ = done.send(());
+        });
+        closed
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the store closed within 10 s");
+        let log = std::fs::metadata(dir.path().join(WAL_FILE)).unwrap().len();
+        assert_eq!(log, 0, "a clean close leaves the log empty");
+        let store = DurableStore::open(dir.path()).unwrap();
+        assert_eq!(store.next_index("s").await.unwrap(), 10);
+        assert_eq!(store.get_index("c", "s").await.unwrap(), Some(7));
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn durable_store_behaves_and_keeps_everything_across_reopen() {
         let dir = tempfile::tempdir().unwrap();

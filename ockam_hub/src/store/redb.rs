@@ -201,14 +201,16 @@ impl DurableStore {
             .spawn(move || writer(writer_db, rx, wal))
             .map_err(|e| storage_error("cannot start the writer thread", e))?;
         if let Fsync::Interval(every) = fsync {
-            // Asks the writer for a durable commit every interval; ends
-            // with the writer.
-            let flushes = writes.clone();
+            // Asks the writer for a durable commit every interval. Holds
+            // the channel weakly, so that the writer still ends (after a
+            // last durable commit) when the store is dropped.
+            let flushes = writes.downgrade();
             std::thread::Builder::new()
                 .name("hub-store-flush".into())
                 .spawn(move || loop {
                     std::thread::sleep(every);
-                    if flushes.send(Write::Flush).is_err() {
+                    let sent = flushes.upgrade().map(|w| w.send(Write::Flush));
+                    if !matches!(sent, Some(Ok(()))) {
                         return;
                     }
                 })
@@ -303,15 +305,23 @@ fn writer(
         }
         if let (true, true, Some(wal)) = (flush, dirty, wal.as_mut()) {
             dirty = false;
-            // Everything committed so far becomes durable; the log, whose
-            // records it all holds, starts over.
-            let started = std::time::Instant::now();
-            let flushed = durable_commit(&db).and_then(|()| wal.clear());
-            metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(started.elapsed());
-            if let Err(e) = flushed {
-                error!(error = %e, "the interval's fsync failed; trying again at the next");
-            }
+            flush_log(&db, wal);
         }
+    }
+    // The store is closing: what was committed becomes durable now.
+    if let (true, Some(wal)) = (dirty, wal.as_mut()) {
+        flush_log(&db, wal);
+    }
+}
+
+/// `--fsync interval`: makes everything committed so far durable; the
+/// log, whose records it all holds, starts over.
+fn flush_log(db: &::redb::Database, wal: &mut wal::Wal) {
+    let started = std::time::Instant::now();
+    let flushed = durable_commit(db).and_then(|()| wal.clear());
+    metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(started.elapsed());
+    if let Err(e) = flushed {
+        error!(error = %e, "the interval's fsync failed; trying again at the next");
     }
 }
 
