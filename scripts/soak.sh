@@ -8,5 +8,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export OCKAM_SOAK_SECS=${1:-1800}
 export OCKAM_SOAK_CSV=${OCKAM_SOAK_CSV:-$PWD/target/soak-rss.csv}
-cargo test --release -p ockam_hub --test soak -- --nocapture
+cargo test --release -p ockam-rs-hub --test soak -- --nocapture
 echo "RSS curve: $OCKAM_SOAK_CSV"

@@ -3,8 +3,8 @@
 # Kafka back end's tests and benchmark:
 #
 #   scripts/with-kafka.sh cargo test --workspace           # every test
-#   scripts/with-kafka.sh cargo test -p ockam_hub --test kafka
-#   scripts/with-kafka.sh cargo bench -p ockam_hub --bench kafka_throughput
+#   scripts/with-kafka.sh cargo test -p ockam-rs-hub --test kafka
+#   scripts/with-kafka.sh cargo bench -p ockam-rs-hub --bench kafka_throughput
 #
 # Installs what is missing (the `tansu` broker from crates.io, about 13
 # minutes on 2 cores, once; the kafka-python module from PyPI), starts tansu

@@ -6,7 +6,7 @@
 //!   vault's AEAD (`ring`) and, for reference, the `aes-gcm` crate;
 //! - a full Noise XX handshake, ours vs `snow`, in memory.
 //!
-//! `cargo bench -p ockam_channel --bench channel_throughput`
+//! `cargo bench -p ockam-rs-channel --bench channel_throughput`
 
 use ockam_channel::{HandshakeState, Role, SecureChannel, PROTOCOL_NAME};
 use ockam_core::{async_trait, route, Result, Route, Routed, Worker, TCP};

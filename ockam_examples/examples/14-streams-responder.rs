@@ -1,5 +1,5 @@
 // Seed 000 ("Reliable message delivery with Streams"), responder, unchanged
-// but for the hub address (a local `cargo run --release -p ockam_hub`) and
+// but for the hub address (a local `cargo run --release -p ockam-rs-hub`) and
 // the hub's embedded `stream`/`stream_index` services instead of the Kafka
 // ones (examples/14-streams-kafka-* use those).
 

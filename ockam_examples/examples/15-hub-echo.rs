@@ -1,5 +1,5 @@
 // Send a message to the hub's echo service and print the reply.
-// Run a hub first: cargo run --release -p ockam_hub
+// Run a hub first: cargo run --release -p ockam-rs-hub
 // Run: cargo run --example 15-hub-echo [hub ip:port]
 
 use ockam::{route, Context, Result, TcpTransport, TCP};

@@ -12,7 +12,7 @@
 //!   target; `OCKAM_FUZZ_SEED` to replay a run).
 //!
 //! [`TARGETS`] lists them; [`seeds`] makes the seed corpus
-//! (`cargo run -p ockam_fuzz --bin seed-corpus` writes it).
+//! (`cargo run -p ockam-rs-fuzz --bin seed-corpus` writes it).
 #![deny(missing_docs)]
 
 use bytes::Bytes;

@@ -120,7 +120,7 @@ fn every_target_survives_its_corpus_and_random_inputs() {
         let corpus = files(&workspace().join("fuzz/corpus").join(name));
         assert!(
             !corpus.is_empty(),
-            "no seed corpus for {name} (cargo run -p ockam_fuzz --bin seed-corpus)"
+            "no seed corpus for {name} (cargo run -p ockam-rs-fuzz --bin seed-corpus)"
         );
         let regressions = files(&workspace().join("fuzz/regressions").join(name));
         let mut fail = |input: &[u8], why: String, what: String| {

@@ -7,7 +7,7 @@
 //!   reaches it through a secure channel, one per client node), beside
 //!   the open durable hub.
 //!
-//! `cargo bench -p ockam_hub --bench hub_throughput`
+//! `cargo bench -p ockam-rs-hub --bench hub_throughput`
 
 use ockam_core::{async_trait, route, Result, Route, Routed, Worker, TCP};
 use ockam_hub::{Access, Hub, HubConfig, StorageKind};

@@ -10,7 +10,7 @@
 //! child process (the `ockam_hub` binary's default, which a crash in
 //! librdkafka cannot take the hub down with): the cost of that hop.
 //!
-//! `scripts/with-kafka.sh cargo bench -p ockam_hub --bench kafka_throughput`
+//! `scripts/with-kafka.sh cargo bench -p ockam-rs-hub --bench kafka_throughput`
 //! (or with `OCKAM_KAFKA_BOOTSTRAP` naming a broker; without one the bench
 //! starts a tansu broker of its own if `tansu` is installed).
 

@@ -14,7 +14,7 @@
 //! once in the write-ahead log, fsynced every 100 ms), and `always` with
 //! retention trimming the stream during the publish.
 //!
-//! `cargo bench -p ockam_hub --bench vs_jetstream` (`-- --quick`: fewer
+//! `cargo bench -p ockam-rs-hub --bench vs_jetstream` (`-- --quick`: fewer
 //! messages). The same binary is our client: `publish PORT N SIZE
 //! PRODUCERS`, `consume PORT N`, `latency PORT N SIZE`.
 

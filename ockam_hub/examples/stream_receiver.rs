@@ -3,7 +3,7 @@
 // messages); after `take` messages it stops asking for more (and sleeps),
 // as a slow or stuck application would. Used by the hub's tests of the
 // at-least-once promise (kill -9 of a consumer, a hub that restarts empty).
-// Run: cargo run -p ockam_hub --example stream_receiver -- \
+// Run: cargo run -p ockam-rs-hub --example stream_receiver -- \
 //        <hub ip:port> <client id> <stream> [take (default: all)] [stream service (default: stream)]
 
 use ockam_core::{route, Result, TCP};

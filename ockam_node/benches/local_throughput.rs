@@ -7,7 +7,7 @@
 //! their high-water mark), beside the one-way rate: the soft mailbox limit
 //! must not turn that into a cliff (issue 13: within 2x).
 //!
-//! `cargo bench -p ockam_node --bench local_throughput`
+//! `cargo bench -p ockam-rs-node --bench local_throughput`
 //! (`BENCH_MESSAGES=n` and `BENCH_ROUNDS=n` change the sizes;
 //! `BENCH_PROFILE_NODE=1` runs one node round only, for a profiler).
 

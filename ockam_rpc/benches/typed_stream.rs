@@ -8,7 +8,7 @@
 //! (p50 and p99), and the resident memory of a receiving process whose
 //! consumer is stalled while its producer tries to send 1 GiB.
 //!
-//! `cargo bench -p ockam_rpc --bench typed_stream` (`-- --quick`: fewer
+//! `cargo bench -p ockam-rs-rpc --bench typed_stream` (`-- --quick`: fewer
 //! messages). The same binary is the two processes: `sink PORT N` (also the
 //! echo and stalled servers) and `source PORT N SIZE`, `echo PORT N SIZE`,
 //! `flood PORT BYTES SIZE`.

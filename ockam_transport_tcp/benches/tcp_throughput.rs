@@ -5,7 +5,7 @@
 //!
 //! ```sh
 //! scripts/build-anchors.sh                         # once: builds ../shared/anchors
-//! cargo bench -p ockam_transport_tcp --bench tcp_throughput
+//! cargo bench -p ockam-rs-transport-tcp --bench tcp_throughput
 //! ```
 //!
 //! After the throughput table it prints the CPU floor of the message

@@ -1,6 +1,6 @@
 //! Writes the seed corpus: `fuzz/corpus/<target>/seed-<n>`, valid inputs
 //! of every fuzz target (`ockam_fuzz::seeds`). Run after changing a wire
-//! format: `cargo run -p ockam_fuzz --bin seed-corpus`.
+//! format: `cargo run -p ockam-rs-fuzz --bin seed-corpus`.
 
 use std::path::PathBuf;
 
