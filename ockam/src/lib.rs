@@ -53,15 +53,7 @@ pub use ockam_node_attribute::{async_worker, node, worker};
 pub use ockam_transport_tcp::{TcpOptions, TcpTransport};
 pub use ockam_vault::{PublicKey, SecretHandle, Vault};
 
-/// What `#[ockam::node]` brings into scope of the module it is used in, as a
-/// glob import (so the module's own imports of these names take precedence).
+// What the attribute macros' expansion uses (`#root::__node_prelude`,
+// `#root::__private`), the node crate's own.
 #[doc(hidden)]
-pub mod __node_prelude {
-    pub use ockam_core::route;
-    pub use tracing::{debug, error, info, trace, warn};
-}
-
-#[doc(hidden)]
-pub mod __private {
-    pub use async_trait::async_trait;
-}
+pub use ockam_node::{__node_prelude, __private};

@@ -42,6 +42,24 @@ mod relay;
 mod router;
 
 pub use context::{Context, NodeHandle, DEFAULT_RECEIVE_TIMEOUT};
+/// The attribute macros, for users of this crate without the `ockam` facade:
+/// `#[ockam_node::node]` and `#[ockam_node::worker]` (older spelling
+/// `#[ockam_node::async_worker]`); see `ockam_node_attribute`.
+pub use ockam_node_attribute::{async_worker, node, worker};
+
+/// What `#[ockam_node::node]` brings into scope of the module it is used in,
+/// as a glob import (so the module's own imports of these names take
+/// precedence).
+#[doc(hidden)]
+pub mod __node_prelude {
+    pub use ockam_core::route;
+    pub use tracing::{debug, error, info, trace, warn};
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use ockam_core::async_trait;
+}
 pub use executor::{setup_tracing, start_node, Executor, APP_ADDRESS};
 pub use mailbox::{HIGH_WATER_BYTES, HIGH_WATER_MARK, PRESSURE_WAIT};
 pub use router::{

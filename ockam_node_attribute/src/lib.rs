@@ -1,4 +1,15 @@
-//! Attribute macros of the ockam-rs stack, used through the `ockam` crate.
+//! Attribute macros of the ockam-rs stack, used through the `ockam` facade
+//! (`#[ockam::node]`) or the node crate alone (`#[ockam_node::node]`).
+//!
+//! The expansion names the crate it needs by the name the user's
+//! `Cargo.toml` gives it (found with `proc-macro-crate`): the facade
+//! (package `ockam-rs`, library `ockam`) if the user depends on it, else the
+//! node crate (package `ockam-rs-node`, library `ockam_node`), also when
+//! either is renamed (`my_ockam = { package = "ockam-rs", .. }`). Both export
+//! the same hidden items the expansion uses (`__node_prelude`, `__private`,
+//! `setup_tracing`, `start_node`). One spelling cannot be told apart: a
+//! dependency keyed `ockam_rs` with `package = "ockam-rs"` is taken for the
+//! unrenamed facade; name it anything else.
 //!
 //! - `#[ockam::node]` turns `async fn main(ctx: Context) -> Result<()>` into a
 //!   program that starts a node, runs the body on it and exits when the node
@@ -16,12 +27,57 @@
 //! ```
 
 use proc_macro::TokenStream;
-use proc_macro2::{Span, TokenStream as TokenStream2};
+use proc_macro2::{Ident, Span, TokenStream as TokenStream2};
+use proc_macro_crate::FoundCrate;
 use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{parse_macro_input, FnArg, Item, ItemFn, Pat, ReturnType};
 
 const NODE_SHAPE: &str = "expected `async fn main(ctx: Context) -> Result<()>`";
+
+/// A crate the expansion can use: its package name and its library name.
+struct Runtime {
+    package: &'static str,
+    library: &'static str,
+}
+
+/// Searched in this order: the facade first, so a user of both gets the
+/// facade's paths.
+const RUNTIMES: [Runtime; 2] = [
+    Runtime {
+        package: "ockam-rs",
+        library: "ockam",
+    },
+    Runtime {
+        package: "ockam-rs-node",
+        library: "ockam_node",
+    },
+];
+
+/// The path (`::ockam`, `::ockam_node`, `::my_ockam`, ...) under which the
+/// crate being compiled reaches the items the expansion uses. Falls back to
+/// `::ockam` when the manifest names neither crate (the compiler then says
+/// that `ockam` is missing).
+fn runtime_path() -> TokenStream2 {
+    for runtime in &RUNTIMES {
+        let name = match proc_macro_crate::crate_name(runtime.package) {
+            // The crate itself (its examples, doc tests): they reach it by
+            // its library name.
+            Ok(FoundCrate::Itself) => runtime.library.to_string(),
+            // proc-macro-crate spells an unrenamed dependency by its
+            // package name (`ockam_rs`); the compiler calls it by its
+            // library name.
+            Ok(FoundCrate::Name(name)) if name == runtime.package.replace('-', "_") => {
+                runtime.library.to_string()
+            }
+            Ok(FoundCrate::Name(name)) => name,
+            Err(_) => continue,
+        };
+        let ident = Ident::new(&name, Span::call_site());
+        return quote!(::#ident);
+    }
+    quote!(::ockam)
+}
 
 fn error(span: Span, message: &str) -> TokenStream {
     syn::Error::new(span, message).to_compile_error().into()
@@ -127,18 +183,19 @@ fn expand_node(func: ItemFn) -> syn::Result<TokenStream2> {
     let execute = quote_spanned! {arg_span=>
         __ockam_executor.execute(__ockam_node_main(__ockam_ctx))
     };
+    let root = runtime_path();
     Ok(quote! {
         // A glob import, so that a `use ockam::route;` of the user's own
         // takes precedence instead of clashing (and stays used).
         #[allow(unused_imports)]
-        use ::ockam::__node_prelude::*;
+        use #root::__node_prelude::*;
 
         #(#attrs)*
         #vis fn #name() -> #ret {
             async fn __ockam_node_main(#arg) -> #ret #block
 
-            ::ockam::setup_tracing();
-            let (__ockam_ctx, mut __ockam_executor) = ::ockam::start_node();
+            #root::setup_tracing();
+            let (__ockam_ctx, mut __ockam_executor) = #root::start_node();
             #execute
         }
     })
@@ -153,11 +210,14 @@ fn worker_attribute(name: &str, args: TokenStream, item: TokenStream) -> TokenSt
     }
     let input = parse_macro_input!(item as Item);
     match input {
-        Item::Impl(imp) if imp.trait_.is_some() => quote! {
-            #[::ockam::__private::async_trait]
+        Item::Impl(imp) if imp.trait_.is_some() => {
+            let root = runtime_path();
+            quote! {
+            #[#root::__private::async_trait]
             #imp
+            }
+            .into()
         }
-        .into(),
         other => error(
             other.span(),
             &format!("#[{name}] goes on an `impl Worker for YourType {{ .. }}` block"),

@@ -1,0 +1,11 @@
+//! The attribute macros used through this crate alone, without the `ockam`
+//! facade: `#[ockam_node::node]` and `#[ockam_node::worker]` expand to paths
+//! of this crate (the facade's own cases are in `ockam/tests/ui`, a renamed
+//! facade's in `ockam_node_attribute/tests/ui`). trybuild builds and runs
+//! each case as a program of its own.
+
+#[test]
+fn macros_without_the_facade() {
+    let t = trybuild::TestCases::new();
+    t.pass("tests/ui/pass/*.rs");
+}

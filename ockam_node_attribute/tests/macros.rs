@@ -1,0 +1,10 @@
+//! The attribute macros through a renamed dependency: this crate's
+//! dev-dependencies hold the facade only as `my_ockam`, so a case passes
+//! only if the expansion finds that name (proc-macro-crate) instead of
+//! assuming `::ockam`. trybuild builds and runs each case.
+
+#[test]
+fn macros_through_a_renamed_facade() {
+    let t = trybuild::TestCases::new();
+    t.pass("tests/ui/pass/*.rs");
+}
