@@ -6,6 +6,10 @@
 //! and `stream_kafka_index`, kept in Kafka ([`KafkaStore`]), so that several
 //! hubs in front of one Kafka cluster serve the same streams.
 //!
+//! The Kafka back end is the `kafka` cargo feature, on by default; it builds
+//! librdkafka (C). Without it (`default-features = false`), [`Hub::start`]
+//! refuses a [`HubConfig::kafka`] with `ErrorKind::InvalidInput`.
+//!
 //! ```no_run
 //! use ockam_hub::{Hub, HubConfig, StorageKind};
 //!
@@ -33,11 +37,11 @@ pub mod store;
 pub use access::{Access, AccessPolicy};
 pub use retention::{Retention, RetentionPolicy};
 pub use services::Limits;
-pub use store::{
-    DurableStore, Fsync, KafkaConfig, KafkaStats, KafkaStore, MemoryStore, StoreStats, StreamStore,
-};
+pub use store::{DurableStore, Fsync, KafkaConfig, MemoryStore, StoreStats, StreamStore};
+#[cfg(feature = "kafka")]
+pub use store::{KafkaStats, KafkaStore};
 
-use ockam_core::Result;
+use ockam_core::{Error, ErrorKind, Result};
 use ockam_node::Context;
 use ockam_transport_tcp::{TcpOptions, TcpTransport};
 use services::{EchoService, ForwardingService, IndexService, Shared, StreamService};
@@ -146,6 +150,12 @@ impl Hub {
     /// made, the address cannot be bound, or the Kafka child (see
     /// [`kafka_child`]) cannot be started.
     pub async fn start(ctx: &Context, config: HubConfig) -> Result<SocketAddr> {
+        if let Some(kafka) = &config.kafka {
+            kafka.validate()?;
+            if !cfg!(feature = "kafka") {
+                return Err(without_kafka());
+            }
+        }
         let access = config.access.clone();
         // First: the services' counters are made as they start.
         if let Some(listen) = config.metrics_listen {
@@ -253,6 +263,7 @@ impl Hub {
 /// `stream_kafka` and `stream_kafka_index` on `ctx`, kept in `kafka`: in
 /// the hub's own process (`hops_before_peer` 0), or in its Kafka child
 /// (the hops before each requester's peer: see `PeerTable::new`).
+#[cfg(feature = "kafka")]
 async fn start_kafka_services(
     ctx: &Context,
     kafka: &KafkaConfig,
@@ -273,6 +284,29 @@ async fn start_kafka_services(
     )
     .await?;
     Ok(())
+}
+
+/// Without the `kafka` feature: refused (see [`without_kafka`]).
+#[cfg(not(feature = "kafka"))]
+async fn start_kafka_services(
+    _ctx: &Context,
+    _kafka: &KafkaConfig,
+    _limits: &Limits,
+    _hops_before_peer: usize,
+    _access: Access,
+) -> Result<()> {
+    Err(without_kafka())
+}
+
+/// The error of a hub given Kafka bootstrap servers but built without the
+/// `kafka` cargo feature (`ErrorKind::InvalidInput`).
+fn without_kafka() -> Error {
+    Error::new(
+        ErrorKind::InvalidInput,
+        "this hub was built without the `kafka` feature of ockam-rs-hub, so it has no Kafka \
+         back end; rebuild with `--features kafka` (on by default), or start it without Kafka \
+         bootstrap servers",
+    )
 }
 
 /// Starts the hub's secure channel listener ([`access::LISTENER`]) with

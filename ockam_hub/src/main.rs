@@ -74,7 +74,8 @@ struct Args {
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     max_forwarders_per_peer: u64,
     /// Kafka bootstrap servers (`host:port,...`): serve `stream_kafka` and
-    /// `stream_kafka_index`, kept in Kafka, next to the embedded store.
+    /// `stream_kafka_index`, kept in Kafka, next to the embedded store
+    /// (needs the `kafka` cargo feature, on by default).
     #[arg(long, env = "OCKAM_HUB_KAFKA_BOOTSTRAP_SERVERS")]
     kafka_bootstrap_servers: Option<String>,
     /// Prefix of the Kafka topics (one per stream) and consumer groups (one

@@ -374,6 +374,7 @@ fn an_open_hub_says_so_once_and_names_the_flag_that_closes_it() {
 }
 
 /// The field `name=` of a log line.
+#[cfg(feature = "kafka")]
 fn field<'l>(line: &'l str, name: &str) -> &'l str {
     line.split(&format!("{name}="))
         .nth(1)
@@ -385,12 +386,14 @@ fn field<'l>(line: &'l str, name: &str) -> &'l str {
 /// the same rules as the embedded store's, the read positions kept per
 /// identity in consumer groups named with it, and a child that serves no
 /// one but its hub's gate, also after it was killed and restarted.
+#[cfg(feature = "kafka")]
 #[test]
 fn a_closed_hubs_kafka_streams_follow_the_same_rules() {
     closed_kafka_hub("a_closed_hubs_kafka_streams_follow_the_same_rules", false);
 }
 
 /// The same with `--kafka-in-process`.
+#[cfg(feature = "kafka")]
 #[test]
 fn a_closed_hubs_in_process_kafka_streams_follow_the_same_rules() {
     closed_kafka_hub(
@@ -399,6 +402,7 @@ fn a_closed_hubs_in_process_kafka_streams_follow_the_same_rules() {
     );
 }
 
+#[cfg(feature = "kafka")]
 fn closed_kafka_hub(test: &str, in_process: bool) {
     use common::kafka::{prerequisites, read_with_kafka_python, unique_prefix, Broker};
     let Some(tansu) = prerequisites(test) else {

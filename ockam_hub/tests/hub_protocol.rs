@@ -356,6 +356,21 @@ fn help_and_bad_flags_exit_with_meaningful_codes() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("replication factor"));
+    // Built without the `kafka` feature: good Kafka settings are refused
+    // with the reason, not ignored.
+    if !cfg!(feature = "kafka") {
+        for child in [false, true] {
+            let out = Command::new(env!("CARGO_BIN_EXE_ockam_hub"))
+                .args(["--storage", "memory", "--listen", "127.0.0.1:0"])
+                .args(["--kafka-bootstrap-servers", "127.0.0.1:9092"])
+                .args(if child { &["--kafka-child"][..] } else { &[] })
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            assert!(stderr.contains("without the `kafka` feature"), "{stderr}");
+        }
+    }
 }
 
 #[test]

@@ -2,7 +2,10 @@
 //! in-memory store ([`MemoryStore`]), a durable store on the `redb`
 //! embedded database ([`DurableStore`]) and Apache Kafka ([`KafkaStore`]).
 
+#[cfg(feature = "kafka")]
 pub mod kafka;
+#[path = "kafka/config.rs"]
+mod kafka_config;
 mod memory;
 mod redb;
 mod wal;
@@ -10,7 +13,9 @@ mod wal;
 pub use self::redb::{
     inspect, DurableStore, ReaderReport, StreamReport, DATA_FILE, INSPECT_SOCKET,
 };
-pub use kafka::{KafkaConfig, KafkaStats, KafkaStore};
+#[cfg(feature = "kafka")]
+pub use kafka::{KafkaStats, KafkaStore};
+pub use kafka_config::KafkaConfig;
 pub use memory::MemoryStore;
 pub use wal::WAL_FILE;
 

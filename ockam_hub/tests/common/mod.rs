@@ -3,6 +3,7 @@
 //! Kafka-compatible broker.
 #![allow(dead_code)]
 
+#[cfg(feature = "kafka")]
 pub mod kafka;
 
 use ockam_core::{

@@ -1,9 +1,13 @@
-//! How the hub reaches Kafka and names its things there.
+//! How the hub reaches Kafka and names its things there: plain
+//! configuration, compiled with or without the `kafka` feature (without it,
+//! a hub given a [`KafkaConfig`] refuses to start and says why).
 
-use super::*;
+use ockam_core::{Error, ErrorKind, Result};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
 
 /// Longest topic name Kafka accepts.
-pub(super) const MAX_TOPIC_LEN: usize = 249;
+pub(crate) const MAX_TOPIC_LEN: usize = 249;
 
 /// How to reach Kafka and name things there.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +35,7 @@ impl KafkaConfig {
         }
     }
 
-    pub(super) fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::new(ErrorKind::InvalidInput, m));
         if self.bootstrap_servers.trim().is_empty() {
             return bad("kafka: no bootstrap servers given".into());
@@ -96,8 +100,9 @@ impl KafkaConfig {
         format!("{}{}", self.prefix, client)
     }
 
-    pub(super) fn client_config(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
+    #[cfg(feature = "kafka")]
+    pub(crate) fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut c = rdkafka::ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers)
             .set("client.id", "ockam_hub")
             .set("allow.auto.create.topics", "false");
@@ -115,29 +120,6 @@ fn looks_hashed(name: &str) -> bool {
             .iter()
             .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
 }
-
-/// The context of the hub's Kafka clients: librdkafka's error events at
-/// the level they deserve (the end of a partition is no error; a broker
-/// that is away is worth a warning, and the hub waits for it).
-#[derive(Clone, Copy, Default)]
-pub struct HubKafkaContext;
-
-impl ClientContext for HubKafkaContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        match error.rdkafka_error_code() {
-            Some(RDKafkaErrorCode::PartitionEOF) => debug!(%reason, "kafka: end of partition"),
-            Some(
-                RDKafkaErrorCode::BrokerTransportFailure
-                | RDKafkaErrorCode::AllBrokersDown
-                | RDKafkaErrorCode::Resolve
-                | RDKafkaErrorCode::RequestTimedOut,
-            ) => warn!(%error, %reason, "kafka: broker unreachable"),
-            _ => tracing::error!(%error, %reason, "kafka client error"),
-        }
-    }
-}
-
-impl ConsumerContext for HubKafkaContext {}
 
 #[cfg(test)]
 mod tests {

@@ -23,8 +23,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::FutureProducer;
 use rdkafka::producer::FutureRecord;
-use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
-use sha2::{Digest, Sha256};
+use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::sync::atomic::Ordering;
@@ -33,17 +32,39 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
 
-mod config;
 mod ends;
 mod groups;
 mod reader;
 mod writer;
 
-pub use config::{HubKafkaContext, KafkaConfig};
+use crate::store::kafka_config::KafkaConfig;
 use ends::*;
 use groups::*;
 use reader::*;
 use writer::*;
+
+/// The context of the hub's Kafka clients: librdkafka's error events at
+/// the level they deserve (the end of a partition is no error; a broker
+/// that is away is worth a warning, and the hub waits for it).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct HubKafkaContext;
+
+impl ClientContext for HubKafkaContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::PartitionEOF) => debug!(%reason, "kafka: end of partition"),
+            Some(
+                RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::Resolve
+                | RDKafkaErrorCode::RequestTimedOut,
+            ) => warn!(%error, %reason, "kafka: broker unreachable"),
+            _ => tracing::error!(%error, %reason, "kafka client error"),
+        }
+    }
+}
+
+impl ConsumerContext for HubKafkaContext {}
 
 /// Most topic readers (and, separately, consumer-group clients) kept open.
 const MAX_CLIENTS: usize = 64;
