@@ -1,5 +1,6 @@
 //! `#[ockam::node]`, `#[ockam::worker]` and `#[async_worker]`: the right
 //! shapes compile, wrong shapes get a clear compile error.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 #[test]
 fn macro_shapes() {

@@ -7,6 +7,7 @@
 //! - a full Noise XX handshake, ours vs `snow`, in memory.
 //!
 //! `cargo bench -p ockam-rs-channel --bench channel_throughput`
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use ockam_channel::{HandshakeState, Role, SecureChannel, PROTOCOL_NAME};
 use ockam_core::{async_trait, route, Result, Route, Routed, Worker, TCP};

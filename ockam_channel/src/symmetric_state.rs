@@ -7,7 +7,7 @@ use ockam_vault::Vault;
 use zeroize::Zeroizing;
 
 /// HASHLEN for SHA-256.
-pub const HASHLEN: usize = 32;
+pub(crate) const HASHLEN: usize = 32;
 
 /// Two 32-byte HKDF outputs.
 type Outputs2 = (Zeroizing<[u8; 32]>, Zeroizing<[u8; 32]>);

@@ -3,6 +3,7 @@
 //! that waits for the rest of its handshake, so the listener keeps at most
 //! 64 of them per peer (1,024 in all) and drops the others; another peer
 //! still gets a channel at once.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! knows that a message from a TCP connection did not; a listener admits
 //! initiators by a rule it consults at each handshake, so the rule can
 //! change while it runs.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use ockam_channel::{Admit, ListenerOptions, SecureChannel, SecureChannelOptions};
 use ockam_core::{async_trait, route, ErrorKind, Result, Routed, Worker, TCP};

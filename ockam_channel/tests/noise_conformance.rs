@@ -1,6 +1,7 @@
 //! The Noise XX state machine against the published test vectors
 //! (cacophony / snow, `tests/vectors/`) and against the `snow` crate in
 //! both roles.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use ockam_channel::{HandshakeState, Role, PROTOCOL_NAME};
 use ockam_vault::{PublicKey, Vault};

@@ -4,6 +4,7 @@
 //! channel went on accepting sends no one could answer), an end that stops
 //! tells the other (`PLAIN_CLOSE`), and a listener holds each peer to its
 //! share of channels.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

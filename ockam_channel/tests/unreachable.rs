@@ -2,6 +2,7 @@
 //! listens fails at once, with the connect error (the first handshake
 //! message is sent from the channel worker's `initialize`: its failure
 //! reaches `create`'s caller), and leaves nothing running.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use ockam_channel::SecureChannel;
 use ockam_core::{route, ErrorKind, TCP};

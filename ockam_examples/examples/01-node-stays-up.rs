@@ -1,6 +1,6 @@
-// A node whose main returns without stopping it: the node (and the process)
-// keeps running, as a server would, until Ctrl-C or SIGTERM stops it
-// gracefully.
+//! A node whose main returns without stopping it: the node (and the process)
+//! keeps running, as a server would, until Ctrl-C or SIGTERM stops it
+//! gracefully.
 
 use ockam::{Context, Result};
 use ockam_get_started::Echoer;

@@ -1,4 +1,4 @@
-// A node that starts and stops.
+//! A node that starts and stops.
 
 use ockam::{Context, Result};
 

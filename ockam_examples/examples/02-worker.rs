@@ -1,4 +1,4 @@
-// A worker that echoes: the app sends it a message and receives the reply.
+//! A worker that echoes: the app sends it a message and receives the reply.
 
 use ockam::{Context, Result};
 use ockam_get_started::Echoer;

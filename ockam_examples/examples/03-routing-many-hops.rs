@@ -1,4 +1,4 @@
-// Routing through many hops: app => h1 => h2 => h3 => echoer and back.
+//! Routing through many hops: app => h1 => h2 => h3 => echoer and back.
 
 use ockam::{route, Context, Result};
 use ockam_get_started::{Echoer, Hop};

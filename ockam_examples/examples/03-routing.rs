@@ -1,4 +1,4 @@
-// Routing through one hop: app => h1 => echoer, and the reply retraces it.
+//! Routing through one hop: app => h1 => echoer, and the reply retraces it.
 
 use ockam::{route, Context, Result};
 use ockam_get_started::{Echoer, Hop};

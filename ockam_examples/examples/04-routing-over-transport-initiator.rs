@@ -1,6 +1,6 @@
-// Routing over a transport, initiator: sends a message to the responder's
-// echoer over TCP and prints the reply.
-// Run: cargo run --example 04-routing-over-transport-initiator [responder ip:port]
+//! Routing over a transport, initiator: sends a message to the responder's
+//! echoer over TCP and prints the reply.
+//! Run: cargo run --example 04-routing-over-transport-initiator [responder ip:port]
 
 use ockam::{route, Context, Result, TcpTransport, TCP};
 

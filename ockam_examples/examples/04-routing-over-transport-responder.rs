@@ -1,5 +1,5 @@
-// Routing over a transport, responder: listens for TCP connections and runs
-// an echoer. Run: cargo run --example 04-routing-over-transport-responder [listen ip:port]
+//! Routing over a transport, responder: listens for TCP connections and runs
+//! an echoer. Run: cargo run --example 04-routing-over-transport-responder [listen ip:port]
 
 use ockam::{Context, Result, TcpTransport};
 use ockam_get_started::Echoer;

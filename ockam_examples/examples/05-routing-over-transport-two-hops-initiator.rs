@@ -1,6 +1,6 @@
-// Two TCP hops, initiator: sends through the middle node to the responder's
-// echoer and prints the reply, which comes back the same way.
-// Run: cargo run --example 05-routing-over-transport-two-hops-initiator [middle ip:port] [responder ip:port]
+//! Two TCP hops, initiator: sends through the middle node to the responder's
+//! echoer and prints the reply, which comes back the same way.
+//! Run: cargo run --example 05-routing-over-transport-two-hops-initiator [middle ip:port] [responder ip:port]
 
 use ockam::{route, Context, Result, TcpTransport, TCP};
 

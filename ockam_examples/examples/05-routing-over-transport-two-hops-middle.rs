@@ -1,6 +1,6 @@
-// Two TCP hops, middle node: connects onward to the responder and listens
-// for the initiator.
-// Run: cargo run --example 05-routing-over-transport-two-hops-middle [listen ip:port] [responder ip:port]
+//! Two TCP hops, middle node: connects onward to the responder and listens
+//! for the initiator.
+//! Run: cargo run --example 05-routing-over-transport-two-hops-middle [listen ip:port] [responder ip:port]
 
 use ockam::{Context, Result, TcpTransport};
 

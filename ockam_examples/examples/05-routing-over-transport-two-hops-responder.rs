@@ -1,5 +1,5 @@
-// Two TCP hops, responder: listens and runs an echoer.
-// Run: cargo run --example 05-routing-over-transport-two-hops-responder [listen ip:port]
+//! Two TCP hops, responder: listens and runs an echoer.
+//! Run: cargo run --example 05-routing-over-transport-two-hops-responder [listen ip:port]
 
 use ockam::{Context, Result, TcpTransport};
 use ockam_get_started::Echoer;

@@ -1,5 +1,5 @@
-// A secure channel inside one node: a listener and an echoer, a channel to
-// the listener, and a message through the channel to the echoer.
+//! A secure channel inside one node: a listener and an echoer, a channel to
+//! the listener, and a message through the channel to the echoer.
 
 use ockam::{route, Context, Result, SecureChannel, Vault};
 use ockam_get_started::Echoer;

@@ -1,7 +1,7 @@
-// Secure channel over two TCP hops, initiator: creates a channel through
-// the middle node to the responder's listener, sends to the echoer at the
-// other end through it and prints the reply.
-// Run: cargo run --example 07-secure-channel-over-two-tcp-hops-initiator [middle ip:port] [responder ip:port]
+//! Secure channel over two TCP hops, initiator: creates a channel through
+//! the middle node to the responder's listener, sends to the echoer at the
+//! other end through it and prints the reply.
+//! Run: cargo run --example 07-secure-channel-over-two-tcp-hops-initiator [middle ip:port] [responder ip:port]
 
 use ockam::{route, Context, Result, SecureChannel, TcpTransport, Vault, TCP};
 

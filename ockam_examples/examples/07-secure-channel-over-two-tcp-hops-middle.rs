@@ -1,6 +1,6 @@
-// Secure channel over two TCP hops, middle node: forwards between the
-// initiator and the responder; it only ever sees ciphertext.
-// Run: cargo run --example 07-secure-channel-over-two-tcp-hops-middle [listen ip:port] [responder ip:port]
+//! Secure channel over two TCP hops, middle node: forwards between the
+//! initiator and the responder; it only ever sees ciphertext.
+//! Run: cargo run --example 07-secure-channel-over-two-tcp-hops-middle [listen ip:port] [responder ip:port]
 
 use ockam::{Context, Result, TcpTransport};
 

@@ -1,6 +1,6 @@
-// Secure channel over two TCP hops, responder: a TCP listener, a secure
-// channel listener and an echoer.
-// Run: cargo run --example 07-secure-channel-over-two-tcp-hops-responder [listen ip:port]
+//! Secure channel over two TCP hops, responder: a TCP listener, a secure
+//! channel listener and an echoer.
+//! Run: cargo run --example 07-secure-channel-over-two-tcp-hops-responder [listen ip:port]
 
 use ockam::{Context, Result, SecureChannel, TcpTransport, Vault};
 use ockam_get_started::Echoer;

@@ -1,5 +1,5 @@
-// Seed 001 ("Secure channel over Streams"), initiator node, unchanged (the
-// hub is a local `cargo run --release -p ockam-rs-hub` on 127.0.0.1:4000).
+//! Seed 001 ("Secure channel over Streams"), initiator node, unchanged (the
+//! hub is a local `cargo run --release -p ockam-rs-hub` on 127.0.0.1:4000).
 
 use ockam::{stream::Stream, Context, Result, Route, SecureChannel, TcpTransport, Vault, TCP};
 use std::time::Duration;

@@ -1,7 +1,7 @@
-// Seed 000's initiator as the mid-2021 draft guides wrote it: the route into
-// the stream is built with `sender.to_route().append("echoer")` (there,
-// `to_route()` gave a route builder). Same hub and streams as
-// 14-streams-initiator; it sends "Hello from 2021!".
+//! Seed 000's initiator as the mid-2021 draft guides wrote it: the route into
+//! the stream is built with `sender.to_route().append("echoer")` (there,
+//! `to_route()` gave a route builder). Same hub and streams as
+//! 14-streams-initiator; it sends "Hello from 2021!".
 
 use ockam::{route, stream::Stream, Context, Result, TcpTransport, TCP};
 

@@ -1,6 +1,6 @@
-// Seed 000 ("Reliable message delivery with Streams"), initiator, unchanged
-// but for the hub address (a local `cargo run --release -p ockam-rs-hub`) and
-// the hub's embedded `stream`/`stream_index` services.
+//! Seed 000 ("Reliable message delivery with Streams"), initiator, unchanged
+//! but for the hub address (a local `cargo run --release -p ockam-rs-hub`) and
+//! the hub's embedded `stream`/`stream_index` services.
 
 use ockam::{route, stream::Stream, Context, Result, TcpTransport, TCP};
 

@@ -1,7 +1,7 @@
-// Seed 000 ("Reliable message delivery with Streams"), initiator, exactly as
-// the seed writes it (the hub's Kafka services `stream_kafka` and
-// `stream_kafka_index`) but for the hub address: a local hub with Kafka,
-// `cargo run --release -p ockam-rs-hub -- --kafka-bootstrap-servers <broker>`.
+//! Seed 000 ("Reliable message delivery with Streams"), initiator, exactly as
+//! the seed writes it (the hub's Kafka services `stream_kafka` and
+//! `stream_kafka_index`) but for the hub address: a local hub with Kafka,
+//! `cargo run --release -p ockam-rs-hub -- --kafka-bootstrap-servers <broker>`.
 
 use ockam::{route, stream::Stream, Context, Result, TcpTransport, TCP};
 

@@ -1,7 +1,7 @@
-// Seed 000 ("Reliable message delivery with Streams"), responder, unchanged
-// but for the hub address (a local `cargo run --release -p ockam-rs-hub`) and
-// the hub's embedded `stream`/`stream_index` services instead of the Kafka
-// ones (examples/14-streams-kafka-* use those).
+//! Seed 000 ("Reliable message delivery with Streams"), responder, unchanged
+//! but for the hub address (a local `cargo run --release -p ockam-rs-hub`) and
+//! the hub's embedded `stream`/`stream_index` services instead of the Kafka
+//! ones (examples/14-streams-kafka-* use those).
 
 use ockam::{route, stream::Stream, Context, Result, TcpTransport, TCP};
 use ockam_get_started::Echoer;

@@ -1,6 +1,6 @@
-// Send a message to the hub's echo service and print the reply.
-// Run a hub first: cargo run --release -p ockam-rs-hub
-// Run: cargo run --example 15-hub-echo [hub ip:port]
+//! Send a message to the hub's echo service and print the reply.
+//! Run a hub first: cargo run --release -p ockam-rs-hub
+//! Run: cargo run --example 15-hub-echo [hub ip:port]
 
 use ockam::{route, Context, Result, TcpTransport, TCP};
 

@@ -1,7 +1,7 @@
-// Forwarding through the hub, initiator: sends to the responder's echoer
-// through its forwarder on the hub, then does the same inside a secure
-// channel created through the listener's forwarder.
-// Run: cargo run --example 16-forwarding-initiator <echoer forwarder> <listener forwarder> [hub ip:port]
+//! Forwarding through the hub, initiator: sends to the responder's echoer
+//! through its forwarder on the hub, then does the same inside a secure
+//! channel created through the listener's forwarder.
+//! Run: cargo run --example 16-forwarding-initiator <echoer forwarder> <listener forwarder> [hub ip:port]
 
 use ockam::{route, Context, Result, SecureChannel, TcpTransport, Vault, TCP};
 

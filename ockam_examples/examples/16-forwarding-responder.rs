@@ -1,8 +1,8 @@
-// Forwarding through the hub, responder: registers a forwarder on the hub
-// that delivers to its "echoer", and a secure channel listener, so that
-// an initiator that cannot reach this node directly can still talk to it.
-// Run a hub first: cargo run --release -p ockam-rs-hub
-// Run: cargo run --example 16-forwarding-responder [hub ip:port]
+//! Forwarding through the hub, responder: registers a forwarder on the hub
+//! that delivers to its "echoer", and a secure channel listener, so that
+//! an initiator that cannot reach this node directly can still talk to it.
+//! Run a hub first: cargo run --release -p ockam-rs-hub
+//! Run: cargo run --example 16-forwarding-responder [hub ip:port]
 
 use ockam::{Context, RemoteForwarder, Result, SecureChannel, TcpTransport, Vault};
 use ockam_get_started::Echoer;

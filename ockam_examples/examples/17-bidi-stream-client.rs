@@ -1,9 +1,9 @@
-// Seed 004's client with typed streams: sends a MessageRequest every
-// second while it reads the server's MessageResponse stream.
-// Run: cargo run --example 17-bidi-stream-client [-- 127.0.0.1:4100] [--rounds N] [--secure] [--hub 127.0.0.1:4000]
-// (--rounds: stop cleanly after that many responses; default: run on;
-// --secure, --hub: as the server was started, see 17-bidi-stream-server)
-// The exchange is the same code whichever route leads to the service.
+//! Seed 004's client with typed streams: sends a MessageRequest every
+//! second while it reads the server's MessageResponse stream.
+//! Run: cargo run --example 17-bidi-stream-client [-- 127.0.0.1:4100] [--rounds N] [--secure] [--hub 127.0.0.1:4000]
+//! (--rounds: stop cleanly after that many responses; default: run on;
+//! --secure, --hub: as the server was started, see 17-bidi-stream-server)
+//! The exchange is the same code whichever route leads to the service.
 
 use ockam::rpc::{call, make_sink, Sink, Source};
 use ockam::stream::Stream;
@@ -11,13 +11,17 @@ use ockam::{route, Context, Result, Route, SecureChannel, TcpTransport, Vault, T
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// Seed 004's request: the client's name.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MessageRequest {
+    /// Who is asking.
     pub name: String,
 }
 
+/// Seed 004's response: a greeting.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MessageResponse {
+    /// The server's message.
     pub message: String,
 }
 
@@ -27,7 +31,10 @@ async fn main(ctx: Context) -> Result<()> {
     let secure = take_flag(&mut args, "--secure");
     let hub = take_value(&mut args, "--hub");
     let rounds: u64 = take_value(&mut args, "--rounds")
-        .map(|r| r.parse().expect("--rounds takes a number"))
+        .map(|r| {
+            r.parse()
+                .unwrap_or_else(|_| usage("--rounds takes a number"))
+        })
         .unwrap_or(u64::MAX);
     let server = args
         .first()
@@ -67,7 +74,12 @@ async fn main(ctx: Context) -> Result<()> {
         &requests,
     )
     .await?
-    .expect("the service answers with a stream");
+    .ok_or_else(|| {
+        ockam::Error::new(
+            ockam::ErrorKind::Protocol,
+            "message_service answered without a stream",
+        )
+    })?;
 
     let mut tx = requests.clone();
     let sender = tokio::spawn(async move {
@@ -120,4 +132,10 @@ fn take_value(args: &mut Vec<String>, flag: &str) -> Option<String> {
     assert!(value.is_some(), "{flag} needs a value");
     args.drain(i..i + 2);
     value
+}
+
+/// A bad command line: says why and exits with code 2.
+fn usage(why: &str) -> ! {
+    eprintln!("{why}");
+    std::process::exit(2)
 }

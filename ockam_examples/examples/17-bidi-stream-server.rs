@@ -1,12 +1,12 @@
-// Seed 004 ("Bi-directional streaming with gRPC") with typed streams: a
-// MessageService whose `stream_messages` handler reads the client's stream
-// of MessageRequest and answers with a stream of MessageResponse, "Hello,
-// world!" every second, through a buffer of 4 (the credit window).
-// Run: cargo run --example 17-bidi-stream-server [-- 127.0.0.1:4100] [--secure] [--hub 127.0.0.1:4000]
-//   --secure: clients reach the service through a secure channel (a
-//             listener at "secure_channel_listener");
-//   --hub H:  instead of listening, the server is reached through a pair of
-//             streams on the hub at H ("bidi-to-server", "bidi-to-client").
+//! Seed 004 ("Bi-directional streaming with gRPC") with typed streams: a
+//! MessageService whose `stream_messages` handler reads the client's stream
+//! of MessageRequest and answers with a stream of MessageResponse, "Hello,
+//! world!" every second, through a buffer of 4 (the credit window).
+//! Run: cargo run --example 17-bidi-stream-server [-- 127.0.0.1:4100] [--secure] [--hub 127.0.0.1:4000]
+//!   --secure: clients reach the service through a secure channel (a
+//!             listener at "secure_channel_listener");
+//!   --hub H:  instead of listening, the server is reached through a pair of
+//!             streams on the hub at H ("bidi-to-server", "bidi-to-client").
 
 use ockam::rpc::{RpcServer, Sink, Source, Window};
 use ockam::stream::Stream;
@@ -14,13 +14,17 @@ use ockam::{route, Context, Result, SecureChannel, TcpTransport, Vault, TCP};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
+/// Seed 004's request: the client's name.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MessageRequest {
+    /// Who is asking.
     pub name: String,
 }
 
+/// Seed 004's response: a greeting.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct MessageResponse {
+    /// The server's message.
     pub message: String,
 }
 
@@ -28,10 +32,11 @@ pub struct MessageResponse {
 async fn main(ctx: Context) -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let secure = args.iter().any(|a| a == "--secure");
-    let hub = args
-        .iter()
-        .position(|a| a == "--hub")
-        .map(|i| args.get(i + 1).cloned().expect("--hub needs an address"));
+    let hub = args.iter().position(|a| a == "--hub").map(|i| {
+        args.get(i + 1)
+            .cloned()
+            .unwrap_or_else(|| usage("--hub needs an address"))
+    });
     let listen = args
         .first()
         .filter(|a| !a.starts_with("--"))
@@ -105,4 +110,10 @@ async fn main(ctx: Context) -> Result<()> {
     let how = if secure { ", secure channel" } else { "" };
     println!("MessageService on {at}{how}");
     Ok(())
+}
+
+/// A bad command line: says why and exits with code 2.
+fn usage(why: &str) -> ! {
+    eprintln!("{why}");
+    std::process::exit(2)
 }

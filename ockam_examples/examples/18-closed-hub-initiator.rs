@@ -1,9 +1,9 @@
-// Seed 000's exchange ("Reliable message delivery with Streams") through a
-// closed hub (issue 16): the same `Stream` code, over a secure channel to
-// the hub's listener. The hub admits this node by its identity, a key
-// kept in a file (`OCKAM_IDENTITY_FILE`, default `initiator.key`) that the
-// hub's access file names; `OCKAM_HUB_IDENTITY` (the hub's key, which it
-// logs at start) pins the hub. README, "A closed hub", shows the setup.
+//! Seed 000's exchange ("Reliable message delivery with Streams") through a
+//! closed hub (issue 16): the same `Stream` code, over a secure channel to
+//! the hub's listener. The hub admits this node by its identity, a key
+//! kept in a file (`OCKAM_IDENTITY_FILE`, default `initiator.key`) that the
+//! hub's access file names; `OCKAM_HUB_IDENTITY` (the hub's key, which it
+//! logs at start) pins the hub. README, "A closed hub", shows the setup.
 
 use ockam::{route, stream::Stream, Context, Result, TcpTransport};
 use ockam_get_started::channel_to_closed_hub;

@@ -1,6 +1,6 @@
-// Seed 000's responder through a closed hub (issue 16); see
-// 18-closed-hub-initiator.rs. Its identity file: `OCKAM_IDENTITY_FILE`,
-// default `responder.key`.
+//! Seed 000's responder through a closed hub (issue 16); see
+//! 18-closed-hub-initiator.rs. Its identity file: `OCKAM_IDENTITY_FILE`,
+//! default `responder.key`.
 
 use ockam::{route, stream::Stream, Context, Result, TcpTransport};
 use ockam_get_started::{channel_to_closed_hub, Echoer};

@@ -1,5 +1,5 @@
-// Seed 002 ("Networking between Ockam Nodes"), client side, assembled from
-// the guide's fragments unchanged. Run: cargo run --example client [ip:port]
+//! Seed 002 ("Networking between Ockam Nodes"), client side, assembled from
+//! the guide's fragments unchanged. Run: cargo run --example client [ip:port]
 #![allow(clippy::useless_format)]
 
 use ockam::{Context, Result, Route};

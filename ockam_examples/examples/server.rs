@@ -1,5 +1,5 @@
-// Seed 002 ("Networking between Ockam Nodes"), server side, assembled from
-// the guide's fragments unchanged. Run: cargo run --example server [ip:port]
+//! Seed 002 ("Networking between Ockam Nodes"), server side, assembled from
+//! the guide's fragments unchanged. Run: cargo run --example server [ip:port]
 #![allow(unused_mut, clippy::useless_format)]
 
 use ockam::{async_worker, Context, Result, Routed, Worker};

@@ -1,4 +1,5 @@
 //! The secure channel guide's examples, run as processes.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

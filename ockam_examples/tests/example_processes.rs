@@ -1,5 +1,6 @@
 //! The guides' examples as a user runs them: separate processes, checked
 //! by their output and exit status.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

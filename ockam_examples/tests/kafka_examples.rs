@@ -2,6 +2,7 @@
 //! `stream_kafka_index`, against a hub on 127.0.0.1:4000 backed by a real
 //! Kafka-compatible broker. Skipped, saying so, without one (see
 //! `ockam_hub/tests/common/kafka.rs`).
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 #[path = "../../ockam_hub/tests/common/mod.rs"]

@@ -1,5 +1,6 @@
 //! Replies to `return_route()` retrace any number of hops, and `Hop`
 //! workers forward any message unchanged.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use ockam::{route, Any, Context, LocalMessage, Result, Route, Routed, TransportMessage, Worker};
 use ockam_get_started::{Echoer, Hop};

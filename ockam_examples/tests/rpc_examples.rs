@@ -3,6 +3,7 @@
 //! straight over TCP, through a secure channel, through a pair of hub
 //! streams, and through a secure channel over hub streams: the same client
 //! code each time.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

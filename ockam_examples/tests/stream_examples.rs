@@ -1,6 +1,7 @@
 //! The streams guides' examples (seeds 000 and 001), the hub echo and the
 //! forwarding examples, as processes, against a hub on 127.0.0.1:4000 (the
 //! address the seeds' code names).
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The transport guide's examples and seed 002's client/server, run as
 //! separate processes talking over loopback TCP.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

@@ -7,6 +7,7 @@
 //! `OCKAM_FUZZ_SEED` replays a run (each run prints its seed). An input
 //! that panics is written to `target/fuzz-failures/` and the test fails,
 //! naming it.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use rand::rngs::StdRng;
 use rand::{Rng, RngExt, SeedableRng};

@@ -8,6 +8,7 @@
 //!   the open durable hub.
 //!
 //! `cargo bench -p ockam-rs-hub --bench hub_throughput`
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use ockam_core::{async_trait, route, Result, Route, Routed, Worker, TCP};
 use ockam_hub::{Access, Hub, HubConfig, StorageKind};

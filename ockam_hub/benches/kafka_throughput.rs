@@ -13,6 +13,7 @@
 //! `scripts/with-kafka.sh cargo bench -p ockam-rs-hub --bench kafka_throughput`
 //! (or with `OCKAM_KAFKA_BOOTSTRAP` naming a broker; without one the bench
 //! starts a tansu broker of its own if `tansu` is installed).
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 #[path = "../tests/common/mod.rs"]
 mod common;

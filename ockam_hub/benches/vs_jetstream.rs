@@ -17,6 +17,7 @@
 //! `cargo bench -p ockam-rs-hub --bench vs_jetstream` (`-- --quick`: fewer
 //! messages). The same binary is our client: `publish PORT N SIZE
 //! PRODUCERS`, `consume PORT N`, `latency PORT N SIZE`.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use ockam_core::{route, Result, Route, TCP};
 use ockam_node::{start_node, Context};

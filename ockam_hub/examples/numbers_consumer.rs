@@ -1,8 +1,8 @@
-// Consumes the "numbers" stream from a hub and checks that the numbers
-// arrive in order: prints `FIRST n` for the first one, then `NEXT n` for
-// each new one; repeats of earlier numbers are allowed (at-least-once), a
-// jump ahead prints `GAP` and exits 1. Used by the hub's crash tests.
-// Run: cargo run -p ockam-rs-hub --example numbers_consumer -- <hub ip:port> <client id>
+//! Consumes the "numbers" stream from a hub and checks that the numbers
+//! arrive in order: prints `FIRST n` for the first one, then `NEXT n` for
+//! each new one; repeats of earlier numbers are allowed (at-least-once), a
+//! jump ahead prints `GAP` and exits 1. Used by the hub's crash tests.
+//! Run: cargo run -p ockam-rs-hub --example numbers_consumer -- <hub ip:port> <client id>
 
 use ockam_core::{async_trait, route, Result, Routed, Worker, TCP};
 use ockam_node::Context;

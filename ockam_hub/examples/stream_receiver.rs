@@ -1,10 +1,10 @@
-// Reads one stream from a hub as an application does, with
-// `ReceiverAddress::next()`, and prints `GOT <message>` for each (text
-// messages); after `take` messages it stops asking for more (and sleeps),
-// as a slow or stuck application would. Used by the hub's tests of the
-// at-least-once promise (kill -9 of a consumer, a hub that restarts empty).
-// Run: cargo run -p ockam-rs-hub --example stream_receiver -- \
-//        <hub ip:port> <client id> <stream> [take (default: all)] [stream service (default: stream)]
+//! Reads one stream from a hub as an application does, with
+//! `ReceiverAddress::next()`, and prints `GOT <message>` for each (text
+//! messages); after `take` messages it stops asking for more (and sleeps),
+//! as a slow or stuck application would. Used by the hub's tests of the
+//! at-least-once promise (kill -9 of a consumer, a hub that restarts empty).
+//! Run: cargo run -p ockam-rs-hub --example stream_receiver -- \
+//!        <hub ip:port> <client id> <stream> [take (default: all)] [stream service (default: stream)]
 
 use ockam_core::{route, Result, TCP};
 use ockam_stream_client::Stream;

@@ -1,5 +1,9 @@
 //! Giving memory back to the operating system after the hub lets go of a
 //! burst of per-peer state.
+//!
+//! One of the two modules of the workspace that use `unsafe` (the other is
+//! the vault's key storage): glibc's `malloc_trim` has no safe binding.
+#![allow(unsafe_code)]
 
 /// Returns the memory the allocator holds free to the operating system,
 /// where the allocator keeps it otherwise: glibc's `malloc` keeps what a

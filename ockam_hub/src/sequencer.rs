@@ -116,7 +116,10 @@ impl Ticket {
     /// A ticket of a submitter of its own (a push outside any stream
     /// worker: nothing is fenced but itself).
     pub fn alone() -> Self {
-        Fence::new().submit().expect("a new fence has no failure")
+        let fence = Fence::new();
+        // A new fence has no failure: its first push is number 0.
+        let seq = fence.lock().submit().unwrap_or_default();
+        Ticket { fence, seq }
     }
 
     /// The push's sequence number.

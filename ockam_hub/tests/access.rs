@@ -4,6 +4,7 @@
 //! positions are its identity's own; SIGHUP reloads the file; the hub's
 //! identity survives a restart; garbage and half-finished handshakes on
 //! its port leave it serving the others.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

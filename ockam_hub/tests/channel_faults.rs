@@ -4,6 +4,7 @@
 //! mid-frame). A channel keeps working or ends saying so; a typed stream
 //! over it delivers everything in order and ends cleanly, or reports the
 //! stream lost: never a gap, a reorder or a silent end.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 #[path = "common/faults.rs"]
 mod faults;

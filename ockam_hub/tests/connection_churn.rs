@@ -4,6 +4,7 @@
 //! ever); later, with the forwarders stopped, it still kept its peak (52
 //! MiB: the allocator held what the burst had freed). Now it comes back to
 //! near where it started once the burst is over.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

@@ -7,6 +7,7 @@
 //! The client is a plain socket speaking the TCP frame format (a length,
 //! then a transport message), so that the test chooses its local port and
 //! can listen there once it has left.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

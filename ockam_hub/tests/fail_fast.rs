@@ -3,6 +3,7 @@
 //! has nothing listening (instead of waiting out their 30 s timeouts), and
 //! leave nothing running; `Stream::connect` also reports a hub that does
 //! not answer, within its connect timeout.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

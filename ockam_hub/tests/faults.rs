@@ -2,6 +2,7 @@
 //! consumer node reach a hub process through a fault-injecting TCP proxy
 //! (`common::faults`). Streams must deliver every message, in order
 //! (repeats allowed and counted), whatever the link does.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 // Only the hub's own tests use it (other packages include `common`).

@@ -6,6 +6,7 @@
 //! the connection's address to it, and a message whose return route
 //! already has `MAX_ROUTE_LEN` addresses is dropped with a log line (here
 //! by the client's node, after 127 rounds).
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The hub binary over TCP, spoken to with the raw stream protocol: echo,
 //! create/push/pull/waiting pull, indexes, and bad input of every kind.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

@@ -3,6 +3,7 @@
 //! directory; every message arrives, in order (a redelivered tail is
 //! allowed, a gap or reorder is not). A consumer that stops and comes back
 //! resumes from its saved index.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

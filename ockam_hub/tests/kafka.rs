@@ -2,6 +2,7 @@
 //! Kafka-compatible broker (tansu), with hub processes and stream clients
 //! over TCP, and kafka-python as an independent reader. Skipped, saying so,
 //! without a broker; see `common::kafka`.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! accepts reaches the other side unchanged (worker names may be any UTF-8,
 //! `#` and digits included), and a request the hub refuses is answered
 //! with why, not with silence.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! Prometheus metrics, scraped over HTTP by a real client (Python's
 //! urllib), move with what the hub does; `ockam_hub streams` reads a data
 //! directory while the hub runs on it.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

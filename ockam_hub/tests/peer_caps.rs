@@ -3,6 +3,7 @@
 //! connection) asks for many more than the hub allows it; past its cap
 //! each request is refused with a reason, the hub's memory stays where it
 //! was, what the client has goes on working, and another client is served.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

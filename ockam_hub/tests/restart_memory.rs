@@ -3,6 +3,7 @@
 //! found 76.0 MiB against 9.9 MiB, because redb's repair of an uncleanly
 //! closed file read the whole file through the page cache, and the cache
 //! kept it).
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

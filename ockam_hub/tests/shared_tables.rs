@@ -5,6 +5,7 @@
 //!
 //! Hub and clients share one node here (the route to the hub is TCP all
 //! the same), so that the test can count what runs on the hub.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

@@ -13,6 +13,7 @@
 //! replays a schedule of kills and faults; `OCKAM_SOAK_CSV=<file>` keeps
 //! the RSS curve (seconds, MiB, hub incarnation). Progress is printed
 //! every 10 s (`--nocapture` to see it as it runs).
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 #[path = "common/faults.rs"]

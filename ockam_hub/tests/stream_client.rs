@@ -1,5 +1,6 @@
 //! The stream client's API beyond the guides: `ReceiverAddress::next`,
 //! `with_recipient`, and plain polling without the waiting pull.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use ockam_core::{async_trait, route, Result, Routed, Worker, TCP};
 use ockam_hub::{Hub, HubConfig, StorageKind};

@@ -1,5 +1,6 @@
 //! Volume: 100,000 messages through one stream (stream client both ends),
 //! and 1,000 streams with their messages interleaved.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

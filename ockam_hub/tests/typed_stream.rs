@@ -2,6 +2,7 @@
 //! whose only way to each other is a pair of streams through it): in
 //! order, each message once, and a clean end. Hub streams redeliver after
 //! a reconnect; the typed stream drops the duplicates.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 #[path = "../../ockam_rpc/tests/common/stall.rs"]

@@ -10,6 +10,7 @@
 //! `cargo bench -p ockam-rs-node --bench local_throughput`
 //! (`BENCH_MESSAGES=n` and `BENCH_ROUNDS=n` change the sizes;
 //! `BENCH_PROFILE_NODE=1` runs one node round only, for a profiler).
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use ockam_core::{async_trait, Result, Routed, Worker};
 use ockam_node::{start_node, Context};

@@ -1,5 +1,6 @@
 //! Worker and node lifecycle: `initialize`, `shutdown`, `stop_worker`,
 //! `stop`, contexts, timeouts, and what `execute` returns.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use ockam_core::{async_trait, route, Error, ErrorKind, Result, Routed, Worker};
 use ockam_node::{start_node, Context};

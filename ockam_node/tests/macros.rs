@@ -3,6 +3,7 @@
 //! of this crate (the facade's own cases are in `ockam/tests/ui`, a renamed
 //! facade's in `ockam_node_attribute/tests/ui`). trybuild builds and runs
 //! each case as a program of its own.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 #[test]
 fn macros_without_the_facade() {

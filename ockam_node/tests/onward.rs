@@ -1,4 +1,5 @@
 //! Passing messages on synchronously with `Onward`.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use ockam_core::{route, Message, Route};
 use ockam_node::start_node;

@@ -1,5 +1,6 @@
 //! Volume: a million messages between two local workers arrive complete
 //! and in order.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use ockam_core::{async_trait, Result, Routed, Worker};
 use ockam_node::{start_node, Context};

@@ -1,5 +1,6 @@
 //! Receipts: a message sent with a `Receipt` learns when the application
 //! took it (`Handled`) or that it never reached it (`NotHandled`).
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use ockam_core::{
     async_trait, route, Delivery, LocalMessage, Message, Receipt, Result, Routed, TransportMessage,

@@ -1,5 +1,6 @@
 //! One worker's bad input or bad behaviour never takes the node down:
 //! unknown addresses, payloads that do not decode, panics.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use ockam_core::{
     async_trait, route, ErrorKind, LocalMessage, Result, Routed, TransportMessage, Worker,

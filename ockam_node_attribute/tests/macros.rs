@@ -2,6 +2,7 @@
 //! dev-dependencies hold the facade only as `my_ockam`, so a case passes
 //! only if the expansion finds that name (proc-macro-crate) instead of
 //! assuming `::ockam`. trybuild builds and runs each case.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 #[test]
 fn macros_through_a_renamed_facade() {

@@ -12,6 +12,7 @@
 //! messages). The same binary is the two processes: `sink PORT N` (also the
 //! echo and stalled servers) and `source PORT N SIZE`, `echo PORT N SIZE`,
 //! `flood PORT BYTES SIZE`.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use ockam_channel::SecureChannel;
 use ockam_core::{route, TCP};

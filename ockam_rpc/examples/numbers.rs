@@ -1,7 +1,7 @@
-// Numbers through a typed stream between two processes over TCP, checked
-// in order at the receiving end. Used by the tests (1,000,000 messages).
-// Run: cargo run -p ockam-rs-rpc --example numbers -- receive 127.0.0.1:4200
-//      cargo run -p ockam-rs-rpc --example numbers -- send 127.0.0.1:4200 1000000
+//! Numbers through a typed stream between two processes over TCP, checked
+//! in order at the receiving end. Used by the tests (1,000,000 messages).
+//! Run: cargo run -p ockam-rs-rpc --example numbers -- receive 127.0.0.1:4200
+//!      cargo run -p ockam-rs-rpc --example numbers -- send 127.0.0.1:4200 1000000
 
 use ockam_core::{route, TCP};
 use ockam_rpc::{call, make_sink, RpcServer, Sink, Source, Window};

@@ -3,6 +3,7 @@
 //! nodes over TCP end and leave nothing behind; garbage and forged frames
 //! are dropped and the stream goes on; when the peer node goes away, the
 //! stream is lost in time and its ends are gone.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use ockam_core::{route, Address, TCP};
 use ockam_node::start_node;

@@ -1,5 +1,6 @@
 //! 1,000,000 messages in order over TCP between two processes (the
 //! `numbers` example, which `cargo test` builds beside this test).
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

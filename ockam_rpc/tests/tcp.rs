@@ -1,5 +1,6 @@
 //! Typed streams between two nodes over TCP (two nodes in this process,
 //! each with its own runtime, talking through real sockets).
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

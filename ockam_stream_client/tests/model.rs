@@ -9,6 +9,7 @@
 //! - the application's first deliveries come in stream order;
 //! - the index the hub saved never passes a message the application has not
 //!   taken.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use ockam_core::Delivery;
 use ockam_stream_client::consumer::{self, Consumer, ConsumerConfig};

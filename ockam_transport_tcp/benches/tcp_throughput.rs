@@ -17,6 +17,7 @@
 //! `echo-server`, `echo-client`, `raw-echo-server`, `raw-echo-client`.
 //! Anchor binaries are looked up in `$ANCHOR_BIN_DIR` or under
 //! `target/anchors/<name>/release/`; missing ones are reported and skipped.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use ockam_core::{async_trait, route, Result, Routed, Worker, TCP};
 use ockam_node::{start_node, Context};

@@ -1,5 +1,6 @@
 //! 1,000 concurrent client connections to one listener, each doing an echo
 //! round trip.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! A listener that receives garbage, truncated or oversize frames, frames
 //! that decode to nonsense, or clients that vanish mid-frame closes that one
 //! connection (with a log line); other connections keep working.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

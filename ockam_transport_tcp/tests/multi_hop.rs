@@ -1,5 +1,6 @@
 //! Routes across several nodes over TCP, connections made on demand, and
 //! what senders see when a peer cannot be reached.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

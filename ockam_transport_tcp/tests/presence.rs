@@ -1,5 +1,6 @@
 //! `Context::is_present` for TCP addresses: what a hub's janitors ask to
 //! learn that the way to a peer is gone without sending to it.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 mod common;
 

@@ -4,6 +4,7 @@
 //! (a warn event with a `dropped` field, on either node); never both,
 //! never neither. Sends the model says must fail (no such worker, address
 //! taken) fail with the right error.
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use ockam_core::{async_trait, route, ErrorKind, Result, Routed, Worker, TCP};
 use ockam_node::{start_node, Context};

@@ -27,17 +27,18 @@
 //! ```
 #![deny(missing_docs)]
 
+mod aead_key;
+pub use aead_key::AeadKey;
+
 use ockam_core::{Error, ErrorKind, Result};
 use ockam_node::Context;
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt;
-use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use x25519_dalek::StaticSecret;
-use zeroize::Zeroize;
 use zeroize::Zeroizing;
 
 /// Refers to a secret kept inside a [`Vault`].
@@ -271,53 +272,6 @@ impl Vault {
     /// SHA-256 of `data`.
     pub fn sha256(data: &[u8]) -> [u8; 32] {
         Sha256::digest(data).into()
-    }
-}
-
-/// An AES-256-GCM key, expanded once for many messages; its expanded form
-/// is zeroized when dropped.
-///
-/// Backed by `ring`'s AES-GCM (the implementation `snow` uses too), which
-/// is about three times as fast as the pure-Rust `aes-gcm` crate on x86-64
-/// with AES-NI and produces the same bytes (tested against it).
-pub struct AeadKey(Box<MaybeUninit<LessSafeKey>>);
-
-impl AeadKey {
-    fn key(&self) -> &LessSafeKey {
-        // SAFETY: initialised in `from_ring` and only de-initialised in
-        // `drop`, after which `self` is never used.
-        unsafe { self.0.assume_init_ref() }
-    }
-
-    fn from_ring(key: LessSafeKey) -> AeadKey {
-        AeadKey(Box::new(MaybeUninit::new(key)))
-    }
-}
-
-impl Drop for AeadKey {
-    fn drop(&mut self) {
-        // SAFETY: the key is initialised (see `key`); after dropping it the
-        // memory is only overwritten, as bytes of a `MaybeUninit`.
-        unsafe { self.0.assume_init_drop() };
-        let bytes = std::ptr::slice_from_raw_parts_mut(
-            self.0.as_mut_ptr().cast::<MaybeUninit<u8>>(),
-            std::mem::size_of::<LessSafeKey>(),
-        );
-        // SAFETY: `bytes` covers exactly the boxed `MaybeUninit<LessSafeKey>`,
-        // which any byte values may occupy.
-        unsafe { (*bytes).zeroize() };
-    }
-}
-
-impl Clone for AeadKey {
-    fn clone(&self) -> Self {
-        AeadKey::from_ring(self.key().clone())
-    }
-}
-
-impl fmt::Debug for AeadKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("AeadKey(<redacted>)")
     }
 }
 

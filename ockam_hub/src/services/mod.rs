@@ -44,7 +44,7 @@ use tracing::{debug, info, warn};
 
 /// Most data one pull response carries, so that it fits a TCP frame
 /// (16 MiB by default) with room to spare.
-pub const MAX_PULL_BYTES: usize = 8 * 1024 * 1024;
+pub(crate) const MAX_PULL_BYTES: usize = 8 * 1024 * 1024;
 
 /// Longest a waiting pull on a store other hubs also write to leaves the
 /// store waiting at once (then it looks at its own deadline).

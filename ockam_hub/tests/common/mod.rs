@@ -3,7 +3,6 @@
 //! Kafka-compatible broker.
 #![allow(dead_code)]
 
-#[cfg(feature = "kafka")]
 pub mod kafka;
 
 use ockam_core::{
