@@ -16,6 +16,7 @@ use crate::messages::{
     PLAIN_CLOSE, PLAIN_MESSAGE, PLAIN_READY,
 };
 use crate::replay::ReplayWindow;
+use ockam_core::internal::sync::lock;
 use ockam_core::{
     async_trait, Address, Any, Error, ErrorKind, LocalMessage, Message, Result, Route, Routed,
     TransportMessage, Worker,
@@ -23,7 +24,7 @@ use ockam_core::{
 use ockam_node::{Context, InlineHandler, Onward};
 use ockam_vault::{PublicKey, SecretHandle, Vault};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::{oneshot, Notify};
 use tracing::{debug, info, warn};
@@ -108,10 +109,6 @@ struct RecvHalf {
     cipher: CipherState,
     replay: ReplayWindow,
     heads: HeadCache,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Secure {

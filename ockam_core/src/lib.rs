@@ -26,6 +26,9 @@ mod route;
 mod routed;
 mod worker;
 
+#[doc(hidden)]
+pub mod internal;
+
 pub use address::{Address, AddressSet, TransportType, LOCAL, TCP};
 pub use error::{Error, ErrorKind, Result};
 pub use message::wire;

@@ -34,6 +34,7 @@
 //! [`crate::kafka_child`]); a read position kept in Kafka is the consumer
 //! group `{prefix}{identity}/{client_id}` (see [`crate::KafkaConfig::group`]).
 
+use ockam_core::internal::sync::{read, write};
 use ockam_core::{Error, ErrorKind, Result};
 use ockam_vault::PublicKey;
 use serde::Deserialize;
@@ -274,7 +275,7 @@ impl Access {
         match AccessPolicy::load(path) {
             Ok(new) => {
                 let identities = new.names.len();
-                *policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
+                *write(policy) = Arc::new(new);
                 info!(file = %path.display(), identities, "access file reloaded");
             }
             Err(e) => {
@@ -313,7 +314,7 @@ impl Access {
                  {LISTENER:?}, as an identity its access file names, to {op}"
             ));
         };
-        let policy = policy.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let policy = read(policy).clone();
         policy.check(key, op)
     }
 }

@@ -53,6 +53,7 @@ use crate::services::{denied, index_owner, may_open, refuse, validate_pair};
 use crate::store::KafkaConfig;
 use async_trait::async_trait;
 use ockam_channel::{SecureChannel, SecureChannelOptions};
+use ockam_core::internal::sync::{read, write};
 use ockam_core::{
     route, Address, Any, Error, ErrorKind, Message, Result, Route, Routed, Worker, TCP,
 };
@@ -149,11 +150,11 @@ struct Link {
 type ChildLink = Arc<RwLock<Option<Link>>>;
 
 fn current(link: &ChildLink) -> Option<Link> {
-    link.read().unwrap_or_else(|e| e.into_inner()).clone()
+    read(link).clone()
 }
 
 fn set(link: &ChildLink, to: Option<Link>) {
-    *link.write().unwrap_or_else(|e| e.into_inner()) = to;
+    *write(link) = to;
 }
 
 /// A child process running the Kafka services, as started.

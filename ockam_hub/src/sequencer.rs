@@ -86,7 +86,7 @@ impl Fence {
     }
 
     fn lock(&self) -> MutexGuard<'_, Sequencer> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        ockam_core::internal::sync::lock(&self.0)
     }
 
     /// A ticket for a new push; `None` once a push failed

@@ -4,6 +4,7 @@
 use crate::mailbox::Mailbox;
 use crate::relay;
 use crate::router::{InlineHandler, Onward, OwnerId, Router, TransportRouter};
+use ockam_core::internal::sync::{get_mut, lock};
 use ockam_core::{
     Address, AddressSet, Error, ErrorKind, LocalMessage, Message, Receipt, Result, Route, Routed,
     TransportType, Worker,
@@ -307,7 +308,7 @@ impl Context {
             let receipt = local.take_receipt();
             match M::decode(&local.transport().payload) {
                 Ok(body) => {
-                    *self.taken.get_mut().unwrap_or_else(|e| e.into_inner()) = receipt;
+                    *get_mut(&mut self.taken) = receipt;
                     return Ok(Routed::new(body, local));
                 }
                 Err(e) => {
@@ -339,7 +340,7 @@ impl Context {
     ///
     /// [`Delivery::NotHandled`]: ockam_core::Delivery::NotHandled
     pub fn ack(&self) {
-        let taken = self.taken.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let taken = lock(&self.taken).take();
         if let Some(r) = taken {
             r.handled();
         }

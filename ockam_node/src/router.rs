@@ -6,6 +6,7 @@
 //! so a local send costs one read lock and one channel push.
 
 use crate::mailbox::{Mailbox, MailboxSender};
+use ockam_core::internal::sync::{lock, read, write};
 use ockam_core::{
     check_address, Address, EncodePayload, EncodedMessage, Error, ErrorKind, LocalMessage, Message,
     Receipt, Result, Route, TransportMessage, TransportType, LOCAL,
@@ -15,7 +16,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -169,11 +170,7 @@ impl Backpressure for ReceiptAfter {
     fn wait(&self) -> Pin<Box<dyn Future<Output = Result<()>> + Send + '_>> {
         Box::pin(async move {
             let outcome = self.inner.wait().await;
-            let receipt = self
-                .receipt
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
+            let receipt = lock(&self.receipt).take();
             if let (Ok(()), Some(r)) = (&outcome, receipt) {
                 r.handled();
             }
@@ -407,16 +404,6 @@ pub(crate) struct Router {
     stopped: watch::Sender<bool>,
 }
 
-fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    // Nothing panics while holding these locks; if something ever did, the
-    // table itself is still consistent, so keep going.
-    l.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Router {
     pub(crate) fn new() -> Arc<Router> {
         Arc::new(Router {
@@ -435,7 +422,7 @@ impl Router {
     }
 
     fn workers(&self) -> std::sync::MutexGuard<'_, HashMap<OwnerId, WorkerRecord>> {
-        self.workers.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.workers)
     }
 
     /// Registers `addresses` for a new mailbox owned by `owner`: all or none.
@@ -581,7 +568,7 @@ impl Router {
         T: Send + Sync + 'static,
         F: FnOnce() -> T,
     {
-        let mut map = self.extensions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = lock(&self.extensions);
         let any = map
             .entry(TypeId::of::<T>())
             .or_insert_with(|| Arc::new(init()) as Arc<dyn StdAny + Send + Sync>)

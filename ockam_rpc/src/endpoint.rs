@@ -5,6 +5,7 @@
 
 use crate::error::RpcError;
 use crate::proto::{End, Frame, RecvHalf, SendHalf, SendRefused, Timing, Window};
+use ockam_core::internal::sync::lock;
 use ockam_core::{Address, Any, Message, Route, Routed};
 use ockam_node::Context;
 use std::collections::VecDeque;
@@ -142,7 +143,7 @@ impl<H: Half> Shared<H> {
     /// and handles the frames that came from there before.
     pub(crate) fn set_peer(&self, route: Route) {
         let early = {
-            let mut peer = self.peer.lock().unwrap_or_else(|e| e.into_inner());
+            let mut peer = lock(&self.peer);
             peer.route = Some(route.clone());
             std::mem::take(&mut peer.early)
         };
@@ -161,26 +162,22 @@ impl<H: Half> Shared<H> {
 
 impl<H> Shared<H> {
     pub(crate) fn lock(&self) -> MutexGuard<'_, H> {
-        self.half.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.half)
     }
 
     fn peer(&self) -> Option<Route> {
-        self.peer
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .route
-            .clone()
+        lock(&self.peer).route.clone()
     }
 
     fn wake_app(&self) {
-        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        let wakers = std::mem::take(&mut *lock(&self.wakers));
         for w in wakers {
             w.wake();
         }
     }
 
     fn wait(&self, cx: &mut TaskContext<'_>) {
-        let mut w = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = lock(&self.wakers);
         if !w.iter().any(|x| x.will_wake(cx.waker())) {
             w.push(cx.waker().clone());
         }
@@ -322,7 +319,7 @@ fn on_frame<H: Half>(shared: &Shared<H>, m: Routed<Any>) {
     let from = m.return_route();
     let payload = bytes::Bytes::from(m.into_transport_message().payload);
     {
-        let mut peer = shared.peer.lock().unwrap_or_else(|e| e.into_inner());
+        let mut peer = lock(&shared.peer);
         match &peer.route {
             // Not known yet: kept until it is (see `Peer::early`).
             None => {

@@ -14,6 +14,7 @@ use crate::endpoint::{route_to, OnEnd};
 use crate::error::RpcError;
 use crate::proto::{Timing, Window};
 use crate::{Sink, Source};
+use ockam_core::internal::sync::lock;
 use ockam_core::{async_trait, Address, Any, Message, Result, Route, Routed, Worker};
 use ockam_node::Context;
 use serde::{Deserialize, Serialize};
@@ -346,7 +347,7 @@ impl Worker for ServerWorker {
             Route::from(hops)
         };
         let admitted = {
-            let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+            let mut streams = lock(&self.streams);
             let held = streams.entry(peer.clone()).or_insert(0);
             let admitted = *held < self.max_streams;
             if admitted {
@@ -360,7 +361,7 @@ impl Worker for ServerWorker {
         }
         let streams = self.streams.clone();
         let on_end = OnEnd::new(move || {
-            let mut streams = streams.lock().unwrap_or_else(|e| e.into_inner());
+            let mut streams = lock(&streams);
             if let Some(held) = streams.get_mut(&peer) {
                 *held -= 1;
                 if *held == 0 {

@@ -7,6 +7,7 @@
 use crate::consumer::{self, Consumer, Deliver};
 use crate::producer::{self, Producer};
 use crate::protocol::*;
+use ockam_core::internal::sync::lock;
 use ockam_core::{
     async_trait, Address, Any, Delivery, Error, ErrorKind, LocalMessage, Message, Receipt, Result,
     Route, Routed, TransportMessage, Worker,
@@ -38,24 +39,18 @@ struct Receipts {
 
 impl Receipts {
     fn tell(&self, r: (u64, u64, Delivery)) {
-        self.told.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+        lock(&self.told).push(r);
         self.notify.notify_one();
     }
 
     fn take(&self) -> Vec<(u64, u64, Delivery)> {
-        std::mem::take(&mut *self.told.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *lock(&self.told))
     }
 
     fn set_urgent(&self, urgent: bool) {
         self.urgent
             .store(urgent, std::sync::atomic::Ordering::Relaxed);
-        if urgent
-            && !self
-                .told
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_empty()
-        {
+        if urgent && !lock(&self.told).is_empty() {
             self.notify.notify_one();
         }
     }

@@ -15,6 +15,7 @@
 //! consumer", which NATS disconnects too) instead of holding the backlog.
 
 use crate::frame::{encode_frame, encode_frame_parts};
+use ockam_core::internal::sync::lock;
 use ockam_core::{
     Address, EncodePayload, Error, Result, TransportMessage, TRANSPORT_MESSAGE_VERSION,
 };
@@ -112,7 +113,7 @@ impl Outbox {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// Appends `msg` (whose onward route no longer names this hop).

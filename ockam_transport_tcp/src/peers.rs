@@ -7,6 +7,7 @@ use crate::connection::TcpSendWorker;
 use crate::frame::check_frame;
 use crate::options::TcpOptions;
 use crate::outbox::{Outbox, Push};
+use ockam_core::internal::sync::{lock, read, write};
 use ockam_core::{Address, EncodePayload, Error, ErrorKind, LocalMessage, Result, Route, TCP};
 use ockam_node::{Backpressure, NodeHandle, Routing, TransportRouter};
 use std::collections::HashMap;
@@ -169,15 +170,15 @@ impl TcpShared {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Peer>> {
-        self.peers.read().unwrap_or_else(|e| e.into_inner())
+        read(&self.peers)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Peer>> {
-        self.peers.write().unwrap_or_else(|e| e.into_inner())
+        write(&self.peers)
     }
 
     fn departed(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Instant>> {
-        self.departed.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.departed)
     }
 
     /// Until when messages for `peer` fail because it connected to this

@@ -195,7 +195,7 @@ proptest! {
     fn every_ok_send_is_delivered_or_counted_in_a_logged_drop(
         ops in prop::collection::vec(op(), 1..80)
     ) {
-        let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let _serial = ockam_core::internal::sync::lock(&SERIAL);
         peer();
         let (d0, x0) = (DELIVERED.load(Ordering::SeqCst), DROPPED.load(Ordering::SeqCst));
         let ok = run(ops);
@@ -223,7 +223,7 @@ proptest! {
 #[test]
 fn the_model_test_counts_drops() {
     // The counter sees a drop that the node logs: a stopped worker's mailbox.
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _serial = ockam_core::internal::sync::lock(&SERIAL);
     peer();
     let before = DROPPED.load(Ordering::SeqCst);
     let (ctx, mut executor) = start_node();

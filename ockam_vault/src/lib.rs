@@ -30,6 +30,7 @@
 mod aead_key;
 pub use aead_key::AeadKey;
 
+use ockam_core::internal::sync::lock;
 use ockam_core::{Error, ErrorKind, Result};
 use ockam_node::Context;
 use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
@@ -203,7 +204,7 @@ impl Vault {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, StaticSecret>> {
-        self.inner.secrets.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.inner.secrets)
     }
 
     fn store(&self, secret: StaticSecret) -> SecretHandle {

@@ -18,6 +18,7 @@ pub(crate) use stream::{reap_idle_workers, StreamService};
 
 use crate::access::{Access, Operation};
 use crate::store::{PendingPush, StreamStore};
+use ockam_core::internal::sync::lock;
 use ockam_core::{
     async_trait, check_address, Address, Any, LocalMessage, Message, Result, Route, Routed, Worker,
     LOCAL,
@@ -35,7 +36,7 @@ use serde_bare::Uint;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -97,10 +98,6 @@ impl Default for Limits {
             max_in_flight_push_bytes: 32 * 1024 * 1024,
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A key of a [`PeerTable`]: a route, or a route and a name, whose route

@@ -1,6 +1,7 @@
 //! [`MemoryStore`]: streams in memory.
 
 use super::*;
+use ockam_core::internal::sync::lock;
 
 /// Keeps everything in memory: fast, gone when the hub stops.
 pub struct MemoryStore {
@@ -37,7 +38,7 @@ impl StreamStore for MemoryStore {
         if !ticket.may_store() {
             return Box::pin(async { Err(after_gap()) });
         }
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let mut streams = lock(&self.streams);
         let log = streams.entry(stream.to_string()).or_default();
         log.push(data);
         let index = log.len() as u64 - 1;
@@ -51,7 +52,7 @@ impl StreamStore for MemoryStore {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
-        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let streams = lock(&self.streams);
         let Some(log) = streams.get(stream) else {
             return Ok(Vec::new());
         };
@@ -66,26 +67,26 @@ impl StreamStore for MemoryStore {
     }
 
     async fn next_index(&self, stream: &str) -> Result<u64> {
-        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let streams = lock(&self.streams);
         Ok(streams.get(stream).map_or(0, |l| l.len() as u64))
     }
 
     async fn get_index(&self, client: &str, stream: &str) -> Result<Option<u64>> {
-        let indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
+        let indexes = lock(&self.indexes);
         Ok(indexes
             .get(&(client.to_string(), stream.to_string()))
             .copied())
     }
 
     async fn save_index(&self, client: &str, stream: &str, index: u64) -> Result<()> {
-        let mut indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut indexes = lock(&self.indexes);
         indexes.insert((client.to_string(), stream.to_string()), index);
         Ok(())
     }
 
     async fn stats(&self) -> Result<Option<StoreStats>> {
-        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
-        let indexes = self.indexes.lock().unwrap_or_else(|e| e.into_inner());
+        let streams = lock(&self.streams);
+        let indexes = lock(&self.indexes);
         Ok(Some(StoreStats {
             streams: streams
                 .iter()

@@ -16,6 +16,7 @@
 
 use crate::store::{after_gap, PendingPush, StreamStore, Ticket};
 use async_trait::async_trait;
+use ockam_core::internal::sync::lock;
 use ockam_core::{Error, ErrorKind, Result};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
@@ -27,7 +28,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 use tracing::{debug, info, warn};
@@ -73,10 +74,6 @@ type HubConsumer = BaseConsumer<HubKafkaContext>;
 
 fn kafka_error(what: &str, e: impl Display) -> Error {
     Error::new(ErrorKind::Unavailable, format!("kafka: {what}: {e}"))
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn is_unknown_topic(e: &KafkaError) -> bool {

@@ -1,6 +1,7 @@
 //! The writer of each stream: pushes handed to the producer in order.
 
 use super::*;
+use ockam_core::internal::sync::{read, write};
 
 /// Most pushes held for one stream while its topic is being created.
 pub(super) const MAX_HELD: usize = 100_000;
@@ -311,7 +312,7 @@ impl Inner {
         batch: Held,
     ) -> std::result::Result<(), (Error, bool)> {
         let (generation, producer) = {
-            let p = self.producer.read().unwrap_or_else(|e| e.into_inner());
+            let p = read(&self.producer);
             (p.0, p.1.clone())
         };
         let mut failure: Option<Error> = None;
@@ -405,7 +406,7 @@ impl Inner {
     /// error); a new producer gets a new producer id. The stream workers
     /// whose pushes failed store nothing more and their clients resend.
     pub(super) fn renew_producer(&self, generation: u64) {
-        let mut p = self.producer.write().unwrap_or_else(|e| e.into_inner());
+        let mut p = write(&self.producer);
         if p.0 != generation {
             return;
         }
