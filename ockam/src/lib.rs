@@ -1,10 +1,6 @@
 //! End-to-end encrypted, reliable messaging between Rust services and
 //! devices: the facade of the ockam-rs stack.
 //!
-//! A node runs workers; workers exchange messages along routes of any
-//! number of hops. This crate re-exports everything an application needs,
-//! the way the Ockam guides use it.
-//!
 //! ```
 //! use ockam::{Context, Result, Routed, Worker};
 //!
@@ -29,6 +25,10 @@
 //!     ctx.stop().await
 //! }
 //! ```
+//!
+//! A node runs workers; workers exchange messages along routes of any
+//! number of hops. This crate re-exports everything an application needs,
+//! the way the Ockam guides use it.
 #![deny(missing_docs)]
 
 pub use ockam_channel::{ListenerOptions, SecureChannel, SecureChannelOptions};
@@ -57,3 +57,8 @@ pub use ockam_vault::{PublicKey, SecretHandle, Vault};
 // `#root::__private`), the node crate's own.
 #[doc(hidden)]
 pub use ockam_node::{__node_prelude, __private};
+
+// The README's examples run as doc tests too, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -9,7 +9,10 @@
 //! `cargo bench -p ockam-rs-channel --bench channel_throughput`
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
-use ockam_channel::{HandshakeState, Role, SecureChannel, PROTOCOL_NAME};
+use ockam_channel::{
+    internal::{HandshakeState, Role, PROTOCOL_NAME},
+    SecureChannel,
+};
 use ockam_core::{async_trait, route, Result, Route, Routed, Worker, TCP};
 use ockam_node::{start_node, Context};
 use ockam_transport_tcp::TcpTransport;

@@ -38,6 +38,10 @@ impl CipherState {
     }
 
     /// `EncryptWithAd(ad, plaintext)`: plaintext unchanged if there is no key.
+    ///
+    /// # Errors
+    /// [`ErrorKind::ResourceExhausted`] when the nonces are used up;
+    /// [`ErrorKind::Encoding`] when sealing fails ([`AeadKey::seal_in_place`]).
     pub fn encrypt_with_ad(&mut self, ad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         let mut buf = plaintext.to_vec();
         if self.k.is_some() {
@@ -48,6 +52,10 @@ impl CipherState {
     }
 
     /// `DecryptWithAd(ad, ciphertext)`: the nonce advances only on success.
+    ///
+    /// # Errors
+    /// [`ErrorKind::ResourceExhausted`] when the nonces are used up;
+    /// [`ErrorKind::Security`] when authentication fails.
     pub fn decrypt_with_ad(&mut self, ad: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>> {
         let mut buf = ciphertext.to_vec();
         if self.k.is_some() {
@@ -61,6 +69,10 @@ impl CipherState {
     }
 
     /// Takes the next nonce for an explicit-nonce transport message.
+    ///
+    /// # Errors
+    /// [`ErrorKind::ResourceExhausted`] when the nonces are used up (only
+    /// the reserved 2^64-1 is left).
     pub fn next_nonce(&mut self) -> Result<u64> {
         if self.n == MAX_NONCE {
             return Err(exhausted());
@@ -71,11 +83,20 @@ impl CipherState {
     }
 
     /// Encrypts `buf` in place with nonce `n` (transport messages carry `n`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Internal`] when there is no key; [`ErrorKind::Encoding`]
+    /// when sealing fails.
     pub fn encrypt_with_nonce(&self, n: u64, ad: &[u8], buf: &mut Vec<u8>) -> Result<()> {
         self.key()?.seal_in_place(&aes_gcm_nonce(n), ad, buf)
     }
 
     /// Decrypts `buf` in place with nonce `n`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::ResourceExhausted`] when `n` is the reserved 2^64-1;
+    /// [`ErrorKind::Internal`] when there is no key; [`ErrorKind::Security`]
+    /// when authentication fails.
     pub fn decrypt_with_nonce(&self, n: u64, ad: &[u8], buf: &mut Vec<u8>) -> Result<()> {
         if n == MAX_NONCE {
             return Err(exhausted());
@@ -84,12 +105,19 @@ impl CipherState {
     }
 
     /// Encrypts `buf` in place with nonce `n`; returns the tag.
+    ///
+    /// # Errors
+    /// As [`CipherState::encrypt_with_nonce`]'s.
     pub fn encrypt_slice_with_nonce(&self, n: u64, ad: &[u8], buf: &mut [u8]) -> Result<[u8; 16]> {
         self.key()?.seal_detached(&aes_gcm_nonce(n), ad, buf)
     }
 
     /// Checks `tag` and decrypts `buf[src..]` with nonce `n` to the front
     /// of `buf` (see [`AeadKey::open_detached_within`]).
+    ///
+    /// # Errors
+    /// As [`CipherState::decrypt_with_nonce`]'s; [`ErrorKind::Security`] also
+    /// when `src` is past the end of `buf`.
     pub fn decrypt_slice_with_nonce(
         &self,
         n: u64,

@@ -19,7 +19,7 @@ use ockam_vault::{PublicKey, SecretHandle, Vault, AEAD_TAG_LEN};
 /// The protocol this crate implements.
 pub const PROTOCOL_NAME: &str = "Noise_XX_25519_AESGCM_SHA256";
 
-/// Largest Noise message (specification, section 3).
+/// Largest Noise message, in bytes (specification, section 3).
 pub const MAX_MESSAGE_LEN: usize = 65535;
 
 const DHLEN: usize = 32;
@@ -180,6 +180,14 @@ impl HandshakeState {
     }
 
     /// `WriteMessage(payload)`: the next handshake message to send.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Protocol`] when the handshake failed, is finished or it
+    /// is the peer's turn; [`ErrorKind::NotFound`] when the static key is
+    /// not in the vault; [`ErrorKind::Security`] when a Diffie-Hellman result
+    /// is all zeros (a low-order peer key); [`ErrorKind::InvalidInput`] when
+    /// the message would exceed [`MAX_MESSAGE_LEN`] bytes. Any error ends
+    /// this handshake.
     pub fn write_message(&mut self, payload: &[u8]) -> Result<Vec<u8>> {
         self.check(true)?;
         let r = self.write_inner(payload);
@@ -224,6 +232,14 @@ impl HandshakeState {
 
     /// `ReadMessage(message)`: processes a received handshake message and
     /// returns its payload. Any error ends this handshake.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Protocol`] when the handshake failed or is finished, it
+    /// is this side's turn, or `message` is too short or longer than
+    /// [`MAX_MESSAGE_LEN`] bytes; [`ErrorKind::Security`] when the peer's
+    /// static key or the payload fails authentication, or a Diffie-Hellman
+    /// result is all zeros; [`ErrorKind::NotFound`] when the static key is
+    /// not in the vault.
     pub fn read_message(&mut self, message: &[u8]) -> Result<Vec<u8>> {
         self.check(false)?;
         let r = self.read_inner(message);
@@ -284,6 +300,9 @@ impl HandshakeState {
     }
 
     /// `Split()` after the last message: the transport keys.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Protocol`] when the handshake is not finished or failed.
     pub fn into_transport(mut self) -> Result<TransportState> {
         if !self.is_finished() || self.failed {
             return Err(protocol("the handshake is not finished"));

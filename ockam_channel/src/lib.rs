@@ -2,10 +2,32 @@
 //! stack: `Noise_XX_25519_AESGCM_SHA256`, exactly per the Noise
 //! specification, with mutual authentication by static X25519 keys.
 //!
+//! ```rust
+//! use ockam_channel::SecureChannel;
+//! use ockam_core::{route, Result};
+//! use ockam_node::Context;
+//! use ockam_vault::Vault;
+//!
+//! #[ockam_node::node]
+//! async fn main(mut ctx: Context) -> Result<()> {
+//!     let vault = Vault::create(&ctx)?;
+//!     // One end listens; the other runs the Noise XX handshake to it. The
+//!     // route to the listener can cross any hops (TCP, hubs, other channels).
+//!     SecureChannel::create_listener(&ctx, "secure_channel_listener", &vault).await?;
+//!     let channel = SecureChannel::create(&ctx, route!["secure_channel_listener"], &vault).await?;
+//!     // Encrypted whole at one end, decrypted at the other, then routed on to
+//!     // "app"; the reply route leads back through the channel.
+//!     ctx.send(route![channel.address(), "app"], "hello".to_string()).await?;
+//!     let msg = ctx.receive::<String>().await?;
+//!     assert_eq!(*msg, "hello");
+//!     ctx.stop().await
+//! }
+//! ```
+//!
 //! The handshake is a transport-free state machine named after the Noise
-//! specification's own objects ([`CipherState`], [`SymmetricState`],
-//! [`HandshakeState`]); the published test vectors run in `cargo test`, and
-//! handshakes interoperate with the `snow` crate.
+//! specification's own objects (`CipherState`, `SymmetricState`,
+//! `HandshakeState`, section 5); the published test vectors run in
+//! `cargo test`, and handshakes interoperate with the `snow` crate.
 //!
 //! After the handshake, a message sent to `route![channel.address(), ...rest]`
 //! is encrypted whole (onward route, return route and payload) and decrypted
@@ -14,35 +36,16 @@
 //! the channel works over routes that reorder or redeliver (streams): a
 //! replayed, tampered or truncated ciphertext is dropped and logged, and the
 //! channel stays up.
-//!
-//! ```no_run
-//! use ockam_channel::SecureChannel;
-//! use ockam_core::{route, Result};
-//! use ockam_node::Context;
-//! use ockam_vault::Vault;
-//!
-//! async fn demo(ctx: &mut Context) -> Result<()> {
-//!     let vault = Vault::create(ctx)?;
-//!     SecureChannel::create_listener(ctx, "secure_channel_listener", &vault).await?;
-//!     let channel = SecureChannel::create(ctx, "secure_channel_listener", &vault).await?;
-//!     ctx.send(route![channel.address(), "echoer"], "Hello".to_string()).await?;
-//!     Ok(())
-//! }
-//! ```
 #![deny(missing_docs)]
 
 mod cipher_state;
 mod handshake_state;
 mod messages;
-pub mod replay;
+mod replay;
 mod symmetric_state;
 mod worker;
 
-pub use cipher_state::CipherState;
-pub use handshake_state::{HandshakeState, Role, TransportState, MAX_MESSAGE_LEN, PROTOCOL_NAME};
-pub use messages::ChannelMessage;
 pub use ockam_vault::PublicKey;
-pub use symmetric_state::SymmetricState;
 
 use ockam_core::{Address, Error, ErrorKind, Result, Route};
 use ockam_node::Context;
@@ -171,6 +174,12 @@ impl SecureChannel {
     }
 
     /// Starts a listener at `address` that accepts channels from anyone.
+    ///
+    /// # Errors
+    /// As [`SecureChannel::create_listener_with_options`]'s.
+    ///
+    /// # Cancel safety
+    /// As [`SecureChannel::create_listener_with_options`]'s.
     pub async fn create_listener(
         ctx: &Context,
         address: impl Into<Address>,
@@ -180,6 +189,14 @@ impl SecureChannel {
     }
 
     /// Starts a listener at `address`; returns its static public key.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] when `options.static_key` is not in `vault`;
+    /// else the errors of [`Context::start_worker`] (`AlreadyExists` when
+    /// `address` is taken, `InvalidInput`, `Shutdown`).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it never suspends, so it completes on its first poll.
     pub async fn create_listener_with_options(
         ctx: &Context,
         address: impl Into<Address>,
@@ -211,6 +228,12 @@ impl SecureChannel {
 
     /// Creates a channel to the listener at the end of `route` and waits for
     /// the handshake.
+    ///
+    /// # Errors
+    /// As [`SecureChannel::create_with_options`]'s.
+    ///
+    /// # Cancel safety
+    /// As [`SecureChannel::create_with_options`]'s.
     pub async fn create(
         ctx: &Context,
         route: impl Into<Route>,
@@ -220,6 +243,23 @@ impl SecureChannel {
     }
 
     /// Creates a channel with `options`.
+    ///
+    /// # Errors
+    /// - [`ErrorKind::Timeout`]: no handshake within `options.timeout`;
+    /// - [`ErrorKind::Security`]: the peer's key is not `trusted_peer`, the
+    ///   listener refused this end (untrusted key, too many channels from
+    ///   this peer), or a handshake message failed authentication;
+    /// - [`ErrorKind::Protocol`]: the peer broke the handshake;
+    /// - [`ErrorKind::NotFound`]: `options.static_key` is not in `vault`;
+    /// - the errors of [`Context::send`] for the first message along
+    ///   `route` (`NotFound`, `Unavailable`, ...), and of
+    ///   [`Context::start_worker`] (`Shutdown` once the node has stopped).
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped after its first poll, the handshake goes on
+    /// without a caller; if it succeeds, that channel end stays up (its
+    /// address lost) until its peer closes it, its connection closes, or
+    /// the node stops.
     pub async fn create_with_options(
         ctx: &Context,
         route: impl Into<Route>,
@@ -274,13 +314,22 @@ impl SecureChannel {
     }
 }
 
-/// Entry points for the fuzz targets (`fuzz/`) and their stable driver
-/// (`ockam_fuzz`): not part of the API; may change in any release.
+/// What tests, benches and the fuzz targets (`fuzz/` and their stable
+/// driver `ockam_fuzz`) use of this crate outside its API: the Noise
+/// objects (Noise specification, section 5), the channel's wire messages,
+/// the replay window, and fuzz entry points. Hidden from the docs, no
+/// stability promise; applications should not use it.
 #[doc(hidden)]
 pub mod internal {
-    use crate::cipher_state::CipherState;
-    use crate::messages::{parse_transport, split_plaintext, ChannelMessage, HeadCache};
-    use crate::replay::ReplayWindow;
+    pub use crate::cipher_state::CipherState;
+    pub use crate::handshake_state::{
+        HandshakeState, Role, TransportState, MAX_MESSAGE_LEN, PROTOCOL_NAME,
+    };
+    pub use crate::messages::ChannelMessage;
+    pub use crate::replay::{ReplayWindow, WINDOW};
+    pub use crate::symmetric_state::SymmetricState;
+
+    use crate::messages::{parse_transport, split_plaintext, HeadCache};
     use ockam_core::Message;
 
     /// The key both fuzzed ends share.
@@ -360,3 +409,8 @@ pub mod internal {
         }
     }
 }
+
+// The README's examples run as doc tests too, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

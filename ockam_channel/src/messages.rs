@@ -1,7 +1,8 @@
 //! What channel workers send each other (BARE-encoded).
 
 use crate::cipher_state::CipherState;
-use ockam_core::{wire, Error, ErrorKind, Result, Route, TransportMessage};
+use ockam_core::internal::wire;
+use ockam_core::{Error, ErrorKind, Result, Route, TransportMessage};
 use ockam_vault::AEAD_TAG_LEN;
 use serde::{Deserialize, Serialize};
 

@@ -50,6 +50,10 @@ impl SymmetricState {
     }
 
     /// `MixKey(input_key_material)`.
+    ///
+    /// # Errors
+    /// Only those of [`Vault::hkdf_sha256`], which its 64 bytes of output
+    /// never meet: it does not fail.
     pub fn mix_key(&mut self, ikm: &[u8]) -> Result<()> {
         let (ck, k) = self.hkdf2(ikm)?;
         self.ck = ck;
@@ -66,6 +70,9 @@ impl SymmetricState {
     }
 
     /// `EncryptAndHash(plaintext)`.
+    ///
+    /// # Errors
+    /// As [`CipherState::encrypt_with_ad`]'s.
     pub fn encrypt_and_hash(&mut self, plaintext: &[u8]) -> Result<Vec<u8>> {
         let h = self.h;
         let ciphertext = self.cipher.encrypt_with_ad(&h, plaintext)?;
@@ -74,6 +81,10 @@ impl SymmetricState {
     }
 
     /// `DecryptAndHash(ciphertext)`.
+    ///
+    /// # Errors
+    /// As [`CipherState::decrypt_with_ad`]'s (`Security` when authentication
+    /// fails).
     pub fn decrypt_and_hash(&mut self, ciphertext: &[u8]) -> Result<Vec<u8>> {
         let h = self.h;
         let plaintext = self.cipher.decrypt_with_ad(&h, ciphertext)?;
@@ -92,6 +103,9 @@ impl SymmetricState {
     }
 
     /// `Split()`: the initiator's sending and receiving cipher states.
+    ///
+    /// # Errors
+    /// As [`SymmetricState::mix_key`]'s: it does not fail.
     pub fn split(&self) -> Result<(CipherState, CipherState)> {
         let (k1, k2) = self.hkdf2(&[])?;
         let mut c1 = CipherState::default();

@@ -5,7 +5,9 @@
 mod common;
 
 use common::Echoer;
-use ockam_channel::{ChannelMessage, ListenerOptions, SecureChannel, SecureChannelOptions};
+use ockam_channel::{
+    internal::ChannelMessage, ListenerOptions, SecureChannel, SecureChannelOptions,
+};
 use ockam_core::{
     async_trait, route, Any, ErrorKind, LocalMessage, Message, Result, Routed, Worker,
 };

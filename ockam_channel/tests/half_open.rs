@@ -8,7 +8,7 @@
 mod common;
 
 use common::ListenerNode;
-use ockam_channel::{ChannelMessage, ListenerOptions, SecureChannel};
+use ockam_channel::{internal::ChannelMessage, ListenerOptions, SecureChannel};
 use ockam_core::{route, TCP};
 use ockam_node::start_node;
 use ockam_transport_tcp::TcpTransport;

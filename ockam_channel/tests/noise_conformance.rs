@@ -3,7 +3,7 @@
 //! both roles.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
-use ockam_channel::{HandshakeState, Role, PROTOCOL_NAME};
+use ockam_channel::internal::{HandshakeState, Role, PROTOCOL_NAME};
 use ockam_vault::{PublicKey, Vault};
 
 fn unhex(s: &str) -> Vec<u8> {

@@ -67,6 +67,9 @@ impl Address {
     }
 
     /// An address from wire bytes, which must be UTF-8.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Decoding`] when `bytes` are not UTF-8.
     pub fn from_utf8(tt: TransportType, bytes: &[u8]) -> Result<Self> {
         let inner = CompactString::from_utf8(bytes)
             .map_err(|_| Error::new(ErrorKind::Decoding, "address bytes are not UTF-8"))?;
@@ -90,6 +93,10 @@ impl Address {
 
     /// Parses the text form strictly: `"<type>#<address>"` or a bare local
     /// address; the address part must not be empty and the type must be a u8.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when the type prefix is not a number 0-255
+    /// or the address part is empty.
     pub fn parse(s: &str) -> Result<Self> {
         let (tt, addr) = match s.split_once('#') {
             Some((prefix, rest)) => {

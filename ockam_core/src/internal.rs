@@ -4,3 +4,6 @@
 //! Applications should not use it.
 
 pub mod sync;
+
+/// Hand-written BARE primitives (the other crates' hot-path codecs).
+pub use crate::message::wire;

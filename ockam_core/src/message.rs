@@ -12,8 +12,16 @@ use serde::{Deserialize, Serialize};
 /// message type of workers that forward whatever they receive.
 pub trait Message: Sized + Send + 'static {
     /// The BARE encoding of this value.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Encoding`] when the value cannot be encoded (for serde
+    /// types, when `serde_bare` refuses it; always for [`Any`]).
     fn encode(&self) -> Result<Vec<u8>>;
     /// Decodes a value; bytes left over after the value are an error.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Decoding`] when `data` is not a valid encoding of the
+    /// type or has bytes left over ([`Any`] never fails).
     fn decode(data: &[u8]) -> Result<Self>;
 
     /// The length of [`Message::encode`]'s output, without building it.
@@ -21,12 +29,18 @@ pub trait Message: Sized + Send + 'static {
     /// straight into their own buffers. The default builds the encoding
     /// (so a send to a transport encodes twice): a type with a cheaper
     /// way to measure itself should override both.
+    ///
+    /// # Errors
+    /// As [`Message::encode`]: [`ErrorKind::Encoding`].
     fn encoded_len(&self) -> Result<usize> {
         self.encode().map(|bytes| bytes.len())
     }
 
     /// Appends [`Message::encode`]'s output to `out`. The default builds the
     /// encoding and copies it.
+    ///
+    /// # Errors
+    /// As [`Message::encode`]: [`ErrorKind::Encoding`].
     fn encode_into(&self, out: &mut Vec<u8>) -> Result<()> {
         out.extend_from_slice(&self.encode()?);
         Ok(())
@@ -63,6 +77,11 @@ pub trait EncodePayload {
     /// Bytes [`EncodePayload::write_payload`] appends.
     fn payload_len(&self) -> usize;
     /// Appends exactly `payload_len()` bytes to `out`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Encoding`] when the payload cannot be encoded, or (for
+    /// [`EncodedMessage`]) encodes to another length than it measured; a
+    /// payload in byte parts never fails.
     fn write_payload(&self, out: &mut Vec<u8>) -> Result<()>;
 }
 
@@ -99,6 +118,9 @@ pub struct EncodedMessage<'a, M> {
 
 impl<'a, M: Message> EncodedMessage<'a, M> {
     /// Measures `msg`'s encoding.
+    ///
+    /// # Errors
+    /// The errors of `msg`'s [`Message::encoded_len`] ([`ErrorKind::Encoding`]).
     pub fn new(msg: &'a M) -> Result<Self> {
         Ok(EncodedMessage {
             len: msg.encoded_len()?,
@@ -108,6 +130,9 @@ impl<'a, M: Message> EncodedMessage<'a, M> {
 
     /// The message's encoding, in a buffer of its own (with
     /// [`ENCODE_HEADROOM`] to spare), for when no transport writes it.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Encoding`], as [`EncodePayload::write_payload`].
     pub fn to_vec(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(self.len + ENCODE_HEADROOM);
         self.write_payload(&mut out)?;
@@ -168,6 +193,9 @@ impl std::io::Write for Counter {
 
 /// BARE-encodes any serde value (into a buffer sized for it, plus
 /// [`ENCODE_HEADROOM`]).
+///
+/// # Errors
+/// [`ErrorKind::Encoding`] when `serde_bare` cannot encode `value`.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
     // Measuring first costs a walk over the value but no copy of its bytes,
     // and saves the regrowths (each an allocation and a copy) of encoding
@@ -183,11 +211,18 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
 }
 
 /// BARE-encodes any serde value at the end of `out`.
+///
+/// # Errors
+/// [`ErrorKind::Encoding`] when `serde_bare` cannot encode `value`.
 pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Result<()> {
     serde_bare::to_writer(out, value).map_err(encode_error::<T>)
 }
 
 /// Decodes a BARE value, rejecting trailing bytes.
+///
+/// # Errors
+/// [`ErrorKind::Decoding`] when `data` is not a valid `T` or has bytes
+/// left over after it.
 pub fn decode<T: DeserializeOwned>(data: &[u8]) -> Result<T> {
     // Read straight from the slice (serde_bare's slice reader copies each
     // byte field in one go; its io::Read reader reads them in steps), then
@@ -345,6 +380,9 @@ impl TransportMessage {
     }
 
     /// The BARE encoding of this message.
+    ///
+    /// # Errors
+    /// None: the encoding is written by hand and always succeeds.
     pub fn encode(&self) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(self.encoded_len());
         self.encode_into(&mut out);
@@ -360,6 +398,7 @@ impl TransportMessage {
         )
     }
 
+    #[doc(hidden)] // for the transport and channel crates: see `internal`
     /// Bytes of the encoding of a message with these routes and a payload
     /// of `payload_len` bytes (what [`TransportMessage::encoded_len`] of
     /// the built message would be).
@@ -387,6 +426,7 @@ impl TransportMessage {
         out.extend_from_slice(&self.payload);
     }
 
+    #[doc(hidden)] // for the transport and channel crates: see `internal`
     /// At least the bytes of [`TransportMessage::encode_head_into`]'s output.
     pub fn head_len_bound(&self) -> usize {
         let routes: usize = self
@@ -398,6 +438,7 @@ impl TransportMessage {
         1 + 2 * 10 + routes + 10
     }
 
+    #[doc(hidden)] // for the transport and channel crates: see `internal`
     /// Appends the encoding of everything but the payload's bytes (version,
     /// routes, payload length): [`TransportMessage::encode_into`] is this
     /// followed by the payload.
@@ -405,6 +446,7 @@ impl TransportMessage {
         self.encode_head_with(|bytes| out.extend_from_slice(bytes));
     }
 
+    #[doc(hidden)] // for the transport and channel crates: see `internal`
     /// [`TransportMessage::encode_head_into`] for any byte sink.
     pub fn encode_head_with(&self, put: impl FnMut(&[u8])) {
         Self::encode_head_parts(
@@ -416,6 +458,7 @@ impl TransportMessage {
         );
     }
 
+    #[doc(hidden)] // for the transport and channel crates: see `internal`
     /// The bytes of [`TransportMessage::encode_head_with`] for a message
     /// that is not built: a transport that writes a message's payload
     /// straight into its own buffer encodes the rest with this.
@@ -447,6 +490,7 @@ impl TransportMessage {
         uint(payload_len, &mut put);
     }
 
+    #[doc(hidden)] // for the transport and channel crates: see `internal`
     /// The encoding laid out payload first: the payload's bytes, then
     /// everything else ([`TransportMessage::encode_head_with`]'s bytes),
     /// in the payload's own buffer (no copy of the payload; `spare` more
@@ -475,16 +519,26 @@ impl TransportMessage {
 
     /// Decodes a transport message from a peer: strict (no bytes left over,
     /// no overlong numbers, UTF-8 addresses) and rejecting unknown versions.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Decoding`] when `data` is truncated, malformed, breaks a
+    /// route or address limit or has bytes left over; [`ErrorKind::Protocol`]
+    /// when its version is not [`TRANSPORT_MESSAGE_VERSION`].
     pub fn decode(data: &[u8]) -> Result<Self> {
         let (head, payload) = Self::decode_head(data)?;
         Self::checked(head, data[payload].to_vec())
     }
 
+    #[doc(hidden)] // for the transport and channel crates: see `internal`
     /// Decodes a message stored payload first: `buf[..head.start]` is the
     /// payload and `buf[head]` the rest of the encoding (the bytes of
     /// [`TransportMessage::encode_head_with`]: version, routes, payload
     /// length). `buf` becomes the payload without a copy: for a hop that
     /// unwraps a message from another (a secure channel's plaintext).
+    ///
+    /// # Errors
+    /// As [`TransportMessage::decode`]; also [`ErrorKind::Decoding`] when
+    /// `head` is outside `buf` or its payload length is not `head.start`.
     pub fn decode_split(mut buf: Vec<u8>, head: std::ops::Range<usize>) -> Result<Self> {
         let data = buf.get(head.clone()).ok_or_else(|| {
             Error::new(
@@ -548,7 +602,8 @@ impl TransportMessage {
 }
 
 /// Hand-written BARE primitives for the hot paths (the transport message is
-/// decoded for every message that arrives from a peer).
+/// decoded for every message that arrives from a peer); reached through
+/// [`crate::internal::wire`].
 pub mod wire {
     use crate::address::Address;
     use crate::error::{Error, ErrorKind, Result};
@@ -589,6 +644,9 @@ pub mod wire {
         }
 
         /// One byte.
+        ///
+        /// # Errors
+        /// [`ErrorKind::Decoding`] when no byte is left.
         pub fn u8(&mut self) -> Result<u8> {
             let (&b, rest) = self.buf.split_first().ok_or_else(truncated)?;
             self.buf = rest;
@@ -596,6 +654,9 @@ pub mod wire {
         }
 
         /// A BARE `u64`: 8 bytes, little-endian.
+        ///
+        /// # Errors
+        /// [`ErrorKind::Decoding`] when fewer than 8 bytes are left.
         pub fn u64(&mut self) -> Result<u64> {
             if self.buf.len() < 8 {
                 return Err(truncated());
@@ -614,6 +675,10 @@ pub mod wire {
 
         /// A LEB128 `uint`: at most 10 bytes, no overflow, no trailing zero
         /// groups (the encoding is canonical).
+        ///
+        /// # Errors
+        /// [`ErrorKind::Decoding`] when it is truncated, overflows 64 bits,
+        /// is longer than 10 bytes or is not canonical.
         pub fn uint(&mut self) -> Result<u64> {
             let mut v: u64 = 0;
             for i in 0..10 {
@@ -636,6 +701,10 @@ pub mod wire {
         }
 
         /// A BARE `data`: length, then that many bytes.
+        ///
+        /// # Errors
+        /// [`ErrorKind::Decoding`] when the length is not a valid `uint` or
+        /// more bytes than are left.
         pub fn bytes(&mut self) -> Result<&'a [u8]> {
             let len = self.uint()?;
             if len > self.buf.len() as u64 {
@@ -647,6 +716,11 @@ pub mod wire {
         }
 
         /// A route: a count, then addresses.
+        ///
+        /// # Errors
+        /// [`ErrorKind::Decoding`] when it is truncated or malformed, has more
+        /// than [`MAX_ROUTE_LEN`](super::MAX_ROUTE_LEN) addresses, or an
+        /// address is empty, too long or not UTF-8.
         pub fn route(&mut self) -> Result<Route> {
             let n = self.uint()?;
             super::check_route_len(n).map_err(decoding)?;
@@ -667,6 +741,9 @@ pub mod wire {
         }
 
         /// Fails unless every byte was read.
+        ///
+        /// # Errors
+        /// [`ErrorKind::Decoding`] when bytes are left.
         pub fn finish(&self) -> Result<()> {
             if self.buf.is_empty() {
                 Ok(())

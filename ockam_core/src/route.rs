@@ -64,6 +64,9 @@ impl Route {
     }
 
     /// Removes and returns the first address: what a hop does with itself.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when the route is empty.
     pub fn step(&mut self) -> Result<Address> {
         if self.inner.is_empty() {
             return Err(Error::new(
@@ -75,6 +78,9 @@ impl Route {
     }
 
     /// The first address: where a message goes next.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when the route is empty.
     pub fn next(&self) -> Result<&Address> {
         self.inner
             .first()
@@ -82,6 +88,9 @@ impl Route {
     }
 
     /// The last address: the final recipient.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when the route is empty.
     pub fn recipient(&self) -> Result<Address> {
         self.inner
             .last()
@@ -163,11 +172,34 @@ impl fmt::Debug for Route {
 
 impl IntoIterator for Route {
     type Item = Address;
-    type IntoIter = smallvec::IntoIter<[Address; 1]>;
+    type IntoIter = RouteIntoIter;
     fn into_iter(self) -> Self::IntoIter {
-        self.inner.into_iter()
+        RouteIntoIter(self.inner.into_iter())
     }
 }
+
+/// The addresses of a [`Route`], first hop first, by value
+/// (`route.into_iter()`).
+#[derive(Debug)]
+pub struct RouteIntoIter(smallvec::IntoIter<[Address; 1]>);
+
+impl Iterator for RouteIntoIter {
+    type Item = Address;
+    fn next(&mut self) -> Option<Address> {
+        self.0.next()
+    }
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl DoubleEndedIterator for RouteIntoIter {
+    fn next_back(&mut self) -> Option<Address> {
+        self.0.next_back()
+    }
+}
+
+impl ExactSizeIterator for RouteIntoIter {}
 
 /// Builds a [`Route`] by value: `Route::new().append("a").append("b")`.
 /// Anything that takes a route accepts the builder as it is.

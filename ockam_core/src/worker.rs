@@ -35,16 +35,30 @@ pub trait Worker: Send + 'static {
     type Context: Send + 'static;
 
     /// Runs once, before the first message.
+    ///
+    /// # Errors
+    /// Whatever the implementation returns (the default never fails). The
+    /// node logs an error and stops the worker without running
+    /// [`Worker::shutdown`] or handling any message.
     async fn initialize(&mut self, _context: &mut Self::Context) -> Result<()> {
         Ok(())
     }
 
     /// Runs once, when the worker is stopped (`stop_worker` or the node stopping).
+    ///
+    /// # Errors
+    /// Whatever the implementation returns (the default never fails). The
+    /// node logs it as a warning; the worker stops all the same.
     async fn shutdown(&mut self, _context: &mut Self::Context) -> Result<()> {
         Ok(())
     }
 
     /// Handles one message.
+    ///
+    /// # Errors
+    /// Whatever the implementation returns (the default never fails). The
+    /// node logs it and the worker keeps running; the message counts as
+    /// handled.
     async fn handle_message(
         &mut self,
         _context: &mut Self::Context,

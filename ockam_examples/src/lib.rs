@@ -23,3 +23,8 @@ mod hop;
 pub use closed_hub::channel_to_closed_hub;
 pub use echoer::Echoer;
 pub use hop::Hop;
+
+// The README's examples run as doc tests too, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

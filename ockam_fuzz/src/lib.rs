@@ -17,10 +17,10 @@
 
 use bytes::Bytes;
 use ockam_core::{Delivery, Message, TransportMessage};
-use ockam_rpc::proto::{decode_data, Frame, RecvHalf, SendHalf};
+use ockam_rpc::internal::proto::{decode_data, Frame, RecvHalf, SendHalf};
 use ockam_rpc::{Timing, Window};
-use ockam_stream_client::consumer::{self, Consumer, ConsumerConfig};
-use ockam_stream_client::producer::{self, Producer, ProducerConfig};
+use ockam_stream_client::internal::consumer::{self, Consumer, ConsumerConfig};
+use ockam_stream_client::internal::producer::{self, Producer, ProducerConfig};
 use ockam_stream_client::protocol::*;
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
@@ -56,7 +56,7 @@ pub fn tcp_frames(data: &[u8]) {
         return;
     };
     let step = usize::from(step).max(1);
-    let mut decoder = ockam_transport_tcp::FrameDecoder::new(FUZZ_MAX_FRAME);
+    let mut decoder = ockam_transport_tcp::internal::FrameDecoder::new(FUZZ_MAX_FRAME);
     for chunk in data.chunks(step) {
         decoder.extend(chunk);
         loop {
@@ -70,7 +70,8 @@ pub fn tcp_frames(data: &[u8]) {
             }
         }
         assert!(
-            decoder.pending() <= FUZZ_MAX_FRAME + ockam_transport_tcp::frame::LENGTH_PREFIX + step,
+            decoder.pending()
+                <= FUZZ_MAX_FRAME + ockam_transport_tcp::internal::LENGTH_PREFIX + step,
             "the decoder holds more than a frame"
         );
     }
@@ -164,7 +165,7 @@ pub enum ConsumerStep {
     Wait(u16),
 }
 
-/// A consumer (`ockam_stream_client::consumer`, seed 002 with at-least-once
+/// A consumer (`ockam_stream_client::internal::consumer`, seed 002 with at-least-once
 /// delivery) driven by a hub that answers anything: any sequence of
 /// answers, refusals, failures and time. It must not panic, must never
 /// hold more than its window of delivered-but-unreported messages, and
@@ -245,7 +246,7 @@ pub enum ProducerStep {
     Wait(u16),
 }
 
-/// A producer (`ockam_stream_client::producer`) driven by a hub that
+/// A producer (`ockam_stream_client::internal::producer`) driven by a hub that
 /// answers anything: confirmations for pushes never made, duplicates,
 /// refusals, failures, time. It must not panic, and never have more
 /// unconfirmed messages than the application sent.
@@ -296,7 +297,7 @@ pub fn channel_transport(data: &[u8]) {
 /// message 1 and sent message 2. None may panic, and a read that fails
 /// leaves no finished handshake behind.
 pub fn channel_handshake(data: &[u8]) {
-    use ockam_channel::{HandshakeState, Role};
+    use ockam_channel::internal::{HandshakeState, Role};
     let vault = ockam_vault::Vault::new();
     let new = |role| HandshakeState::new(&vault, role, b"", vault.generate_x25519());
 
@@ -345,7 +346,7 @@ const RPC_WINDOW: Window = Window {
     bytes: 4096,
 };
 
-/// Typed streams (`ockam_rpc::proto`): a frame as `Frame::decode` and as
+/// Typed streams (`ockam_rpc::internal::proto`): a frame as `Frame::decode` and as
 /// the receiving end's zero-copy `decode_data`, which must agree; then
 /// both halves driven by a peer that sends anything, in any order. The
 /// receiving half never holds more than its window (messages and bytes).
@@ -429,15 +430,15 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     let msg = TransportMessage::v1(route!["a", "b"], route!["c"], b"hello".to_vec());
     let encoded = msg.encode().unwrap_or_default();
     let mut framed = Vec::new();
-    let _ = ockam_transport_tcp::frame::encode_frame(&msg, &mut framed, FUZZ_MAX_FRAME);
+    let _ = ockam_transport_tcp::internal::encode_frame(&msg, &mut framed, FUZZ_MAX_FRAME);
     let mut two_frames = vec![3u8];
     two_frames.extend_from_slice(&framed);
     two_frames.extend_from_slice(&framed);
 
     let pulled = PullResponse {
-        request_id: serde_bare::Uint(1),
+        request_id: ockam_stream_client::protocol::Uint(1),
         messages: vec![StreamMessage {
-            index: serde_bare::Uint(0),
+            index: ockam_stream_client::protocol::Uint(0),
             data: encoded.clone(),
         }],
     };
@@ -451,7 +452,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         payload(
             STREAM_PUSH,
             &PushRequest {
-                request_id: serde_bare::Uint(1),
+                request_id: ockam_stream_client::protocol::Uint(1),
                 data: b"m".to_vec(),
             },
         ),
@@ -461,7 +462,7 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
             &IndexRequest::Save {
                 stream_name: "s".into(),
                 client_id: "c".into(),
-                index: serde_bare::Uint(3),
+                index: ockam_stream_client::protocol::Uint(3),
             },
         ),
         payload(STREAM_ERROR, &StreamError::new(STREAM_PULL, "no")),
@@ -480,9 +481,9 @@ pub fn seeds() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ProducerStep::Init,
         ProducerStep::Send(4),
         ProducerStep::Confirm(PushConfirm {
-            request_id: serde_bare::Uint(0),
+            request_id: ockam_stream_client::protocol::Uint(0),
             status: PushStatus::Ok,
-            index: serde_bare::Uint(0),
+            index: ockam_stream_client::protocol::Uint(0),
         }),
         ProducerStep::Wait(1000),
     ])];
@@ -553,7 +554,7 @@ fn channel_seeds(encoded: &[u8]) -> Vec<Vec<u8>> {
 
 /// The three messages of a real handshake.
 fn handshake_seeds() -> Vec<Vec<u8>> {
-    use ockam_channel::{HandshakeState, Role};
+    use ockam_channel::internal::{HandshakeState, Role};
     let vault = ockam_vault::Vault::new();
     let mut i = HandshakeState::new(&vault, Role::Initiator, b"", vault.generate_x25519());
     let mut r = HandshakeState::new(&vault, Role::Responder, b"", vault.generate_x25519());

@@ -13,9 +13,9 @@
 use ockam_core::{async_trait, route, Result, Route, Routed, Worker, TCP};
 use ockam_hub::{Access, Hub, HubConfig, StorageKind};
 use ockam_node::{start_node, Context};
+use ockam_stream_client::protocol::Uint;
 use ockam_stream_client::protocol::*;
 use ockam_stream_client::Stream;
-use serde_bare::Uint;
 use std::sync::mpsc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};

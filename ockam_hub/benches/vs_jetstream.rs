@@ -21,9 +21,9 @@
 
 use ockam_core::{route, Result, Route, TCP};
 use ockam_node::{start_node, Context};
+use ockam_stream_client::protocol::Uint;
 use ockam_stream_client::protocol::*;
 use ockam_transport_tcp::TcpTransport;
-use serde_bare::Uint;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 

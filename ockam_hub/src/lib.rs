@@ -6,23 +6,29 @@
 //! and `stream_kafka_index`, kept in Kafka ([`KafkaStore`]), so that several
 //! hubs in front of one Kafka cluster serve the same streams.
 //!
+//! ```rust
+//! use ockam_core::{route, Result, TCP};
+//! use ockam_hub::{Hub, HubConfig, StorageKind};
+//! use ockam_node::Context;
+//!
+//! #[ockam_node::node]
+//! async fn main(mut ctx: Context) -> Result<()> {
+//!     let config = HubConfig {
+//!         listen: "127.0.0.1:0".into(), // a free port
+//!         storage: StorageKind::Memory,
+//!         ..HubConfig::default()
+//!     };
+//!     let addr = Hub::start(&ctx, config).await?;
+//!     // Any node reaches its services over TCP; here, its echo service.
+//!     ctx.send(route![(TCP, addr.to_string()), "echo_service"], "hello".to_string()).await?;
+//!     assert_eq!(*ctx.receive::<String>().await?, "hello");
+//!     ctx.stop().await
+//! }
+//! ```
+//!
 //! The Kafka back end is the `kafka` cargo feature, on by default; it builds
 //! librdkafka (C). Without it (`default-features = false`), [`Hub::start`]
 //! refuses a [`HubConfig::kafka`] with `ErrorKind::InvalidInput`.
-//!
-//! ```no_run
-//! use ockam_hub::{Hub, HubConfig, StorageKind};
-//!
-//! let (ctx, mut executor) = ockam_node::start_node();
-//! executor
-//!     .execute(async move {
-//!         let config = HubConfig { storage: StorageKind::Memory, ..HubConfig::default() };
-//!         let addr = Hub::start(&ctx, config).await?;
-//!         println!("hub on {addr}");
-//!         Ok(()) // the node keeps serving
-//!     })
-//!     .unwrap();
-//! ```
 #![deny(missing_docs)]
 
 pub mod access;
@@ -451,3 +457,8 @@ async fn forget_idle(shared: std::sync::Weak<Shared>) {
         shared.store.forget_idle(idle).await;
     }
 }
+
+// The README's examples run as doc tests too, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -9,9 +9,10 @@
 mod common;
 
 use common::{free_address, request, HubProcess};
-use ockam_channel::{ChannelMessage, SecureChannel, SecureChannelOptions};
+use ockam_channel::{internal::ChannelMessage, SecureChannel, SecureChannelOptions};
 use ockam_core::{route, ErrorKind, Result, Route, TCP};
 use ockam_node::{start_node, Context};
+use ockam_stream_client::protocol::Uint;
 use ockam_stream_client::protocol::{
     CreateStreamRequest, Index, IndexRequest, ProtocolPayload, PullRequest, PullResponse,
     PushConfirm, PushRequest, StreamError, STREAM_CREATE, STREAM_ERROR, STREAM_INDEX, STREAM_PULL,
@@ -20,7 +21,6 @@ use ockam_stream_client::protocol::{
 use ockam_stream_client::RemoteForwarder;
 use ockam_transport_tcp::TcpTransport;
 use ockam_vault::{PublicKey, SecretHandle, Vault};
-use serde_bare::Uint;
 use std::io::Write;
 use std::path::Path;
 use std::time::Duration;

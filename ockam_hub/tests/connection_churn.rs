@@ -10,7 +10,7 @@ mod common;
 
 use common::{free_address, rss_mib, HubProcess};
 use ockam_core::{encode, route, TransportMessage};
-use ockam_transport_tcp::frame::encode_frame;
+use ockam_transport_tcp::internal::encode_frame;
 use ockam_transport_tcp::DEFAULT_MAX_FRAME_SIZE;
 use std::io::{Read, Write};
 use std::net::TcpStream;

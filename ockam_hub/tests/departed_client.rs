@@ -13,12 +13,12 @@ mod common;
 
 use common::{free_address, HubProcess};
 use ockam_core::{decode, encode, route, Route, TransportMessage};
+use ockam_stream_client::protocol::Uint;
 use ockam_stream_client::protocol::{
     CreateStreamRequest, Init, ProtocolPayload, PullWaitRequest, STREAM_CREATE, STREAM_PULL_WAIT,
 };
-use ockam_transport_tcp::frame::encode_frame;
-use ockam_transport_tcp::{FrameDecoder, DEFAULT_MAX_FRAME_SIZE};
-use serde_bare::Uint;
+use ockam_transport_tcp::internal::encode_frame;
+use ockam_transport_tcp::{internal::FrameDecoder, DEFAULT_MAX_FRAME_SIZE};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -117,7 +117,7 @@ fn connections_cut_mid_frame_lose_nothing() {
 #[test]
 fn a_peer_that_stops_reading_is_held_back_and_others_are_served() {
     use ockam_core::{route, TransportMessage};
-    use ockam_transport_tcp::frame::encode_frame;
+    use ockam_transport_tcp::internal::encode_frame;
     use ockam_transport_tcp::DEFAULT_MAX_FRAME_SIZE;
     use std::io::Write;
 

@@ -7,9 +7,9 @@ mod common;
 use common::{free_address, open_stream, request, HubProcess};
 use ockam_core::{route, TCP};
 use ockam_node::start_node;
+use ockam_stream_client::protocol::Uint;
 use ockam_stream_client::protocol::*;
 use ockam_transport_tcp::TcpTransport;
-use serde_bare::Uint;
 use std::process::Command;
 use std::time::{Duration, Instant};
 

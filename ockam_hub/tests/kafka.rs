@@ -13,9 +13,9 @@ use common::{
 };
 use ockam_core::{route, Address, TCP};
 use ockam_node::start_node;
+use ockam_stream_client::protocol::Uint;
 use ockam_stream_client::protocol::*;
 use ockam_transport_tcp::TcpTransport;
-use serde_bare::Uint;
 use std::time::{Duration, Instant};
 
 /// A hub process with the Kafka services (embedded store in memory).

@@ -9,11 +9,11 @@ mod common;
 use common::{free_address, open_stream, request, HubProcess};
 use ockam_core::{route, TCP};
 use ockam_node::start_node;
+use ockam_stream_client::protocol::Uint;
 use ockam_stream_client::protocol::{
     IndexRequest, ProtocolPayload, PushRequest, STREAM_INDEX, STREAM_PUSH,
 };
 use ockam_transport_tcp::TcpTransport;
-use serde_bare::Uint;
 use std::time::{Duration, Instant};
 
 /// The metrics page at `addr`, fetched with Python's HTTP client.

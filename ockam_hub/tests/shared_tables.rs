@@ -13,9 +13,9 @@ use common::request;
 use ockam_core::{async_trait, route, Address, Result, Route, Routed, Worker, TCP};
 use ockam_hub::{Hub, HubConfig, StorageKind};
 use ockam_node::{start_node, Context};
+use ockam_stream_client::protocol::Uint;
 use ockam_stream_client::protocol::*;
 use ockam_stream_client::RemoteForwarder;
-use serde_bare::Uint;
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 

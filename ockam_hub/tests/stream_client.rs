@@ -82,8 +82,8 @@ fn messages_without_a_destination_reach_the_receiver_or_the_recipient_also_when_
 
 #[test]
 fn idle_stream_workers_are_stopped_and_clients_carry_on() {
+    use ockam_stream_client::protocol::Uint;
     use ockam_stream_client::protocol::*;
-    use serde_bare::Uint;
     let config = HubConfig {
         limits: ockam_hub::Limits {
             idle_timeout: Duration::from_millis(300),

@@ -8,9 +8,9 @@ use common::request;
 use ockam_core::{async_trait, route, Result, Routed, Worker, TCP};
 use ockam_hub::{Hub, HubConfig, StorageKind};
 use ockam_node::{start_node, Context};
+use ockam_stream_client::protocol::Uint;
 use ockam_stream_client::protocol::*;
 use ockam_stream_client::Stream;
-use serde_bare::Uint;
 use std::time::Duration;
 
 struct Checker {

@@ -199,8 +199,8 @@ fn a_typed_stream_over_hub_streams_survives_a_hub_kill_9() {
 /// the consumer granted.
 #[test]
 fn a_stalled_consumer_behind_a_hub_lets_at_most_a_window_into_the_hub() {
+    use ockam_stream_client::protocol::Uint;
     use ockam_stream_client::protocol::*;
-    use serde_bare::Uint;
     use std::time::Duration;
     const BODY: usize = 1000;
     let window = ockam_rpc::Window::default();

@@ -97,7 +97,8 @@ impl Context {
     /// # Errors
     /// - [`ErrorKind::NotFound`]: the first hop does not exist on this
     ///   node (and no transport routes it);
-    /// - [`ErrorKind::InvalidInput`]: the message breaks a wire limit
+    /// - [`ErrorKind::Encoding`]: `msg` cannot be encoded;
+    /// - [`ErrorKind::InvalidInput`]: `route` is empty, or the message breaks a wire limit
     ///   ([`MAX_ROUTE_LEN`](ockam_core::MAX_ROUTE_LEN),
     ///   [`MAX_ADDRESS_LEN`](ockam_core::MAX_ADDRESS_LEN), the transport's
     ///   frame size) and would be refused by the peer;
@@ -107,6 +108,12 @@ impl Context {
     /// - [`ErrorKind::ResourceExhausted`]: the message is larger than the
     ///   transport's frame limit, or the peer is not reading and its
     ///   connection's backlog is full.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the message is queued (or refused) before the first
+    /// suspension point. Dropping the future only skips the back-pressure
+    /// wait (or the wait for a TCP connection being opened, and so the
+    /// report of whether it opened); the message is not taken back.
     pub async fn send<R, M>(&self, route: R, msg: M) -> Result<()>
     where
         R: Into<Route>,
@@ -118,6 +125,12 @@ impl Context {
     }
 
     /// The older name of [`Context::send`].
+    ///
+    /// # Errors
+    /// As [`Context::send`]'s.
+    ///
+    /// # Cancel safety
+    /// As [`Context::send`]'s.
     pub async fn send_message<R, M>(&self, route: R, msg: M) -> Result<()>
     where
         R: Into<Route>,
@@ -128,6 +141,13 @@ impl Context {
 
     /// Sends `msg` along `route` with `sending_address` (one of this
     /// context's addresses) as the return route.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when `sending_address` is not an address
+    /// of this context; otherwise as [`Context::send`]'s.
+    ///
+    /// # Cancel safety
+    /// As [`Context::send`]'s.
     pub async fn send_from_address<R, M>(
         &self,
         route: R,
@@ -157,6 +177,18 @@ impl Context {
     /// When the receiving mailbox holds more than
     /// [`HIGH_WATER_MARK`](crate::HIGH_WATER_MARK) messages, this waits a
     /// little for the receiver to catch up (see the `mailbox` docs).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when the onward route is empty;
+    /// [`ErrorKind::NotFound`] when no worker has the next hop's address and
+    /// no transport routes it; else what the next hop's transport router or
+    /// inline handler returns, or its [`Backpressure::wait`](crate::Backpressure::wait)
+    /// (e.g. a TCP connection opened for the message that failed; see
+    /// [`Context::send`]).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: the message is delivered (or refused) before the first
+    /// suspension point; dropping the future only skips the wait.
     pub async fn forward(&self, msg: LocalMessage) -> Result<()> {
         let pressure = self.router.deliver(msg)?;
         self.yield_to_pressure(pressure).await
@@ -201,6 +233,9 @@ impl Context {
     /// Delivers a message as it is to the local worker at `address`,
     /// whatever its onward route says: for transports that have already
     /// decided which worker carries it.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] when no worker or context is at `address`.
     pub async fn forward_to(&self, address: &Address, msg: LocalMessage) -> Result<()> {
         let pressure = self.router.deliver_to(address, msg)?;
         self.yield_to_pressure(pressure).await
@@ -233,6 +268,10 @@ impl Context {
     ///
     /// This is how a hop that only transforms messages (a secure channel's
     /// encryption, say) avoids a task switch per message.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when `address` is not registered by this
+    /// context.
     pub fn set_inline_handler(
         &self,
         address: &Address,
@@ -270,16 +309,35 @@ impl Context {
     /// The next message of type `M`, waiting at most
     /// [`DEFAULT_RECEIVE_TIMEOUT`]. Messages that do not decode as `M` are
     /// dropped with a log line.
+    ///
+    /// # Errors
+    /// As [`Context::receive_duration`]'s.
+    ///
+    /// # Cancel safety
+    /// As [`Context::receive_block`]'s.
     pub async fn receive<M: Message>(&mut self) -> Result<Routed<M>> {
         self.receive_duration(DEFAULT_RECEIVE_TIMEOUT).await
     }
 
     /// The next message of type `M`, waiting at most `secs` seconds.
+    ///
+    /// # Errors
+    /// As [`Context::receive_duration`]'s.
+    ///
+    /// # Cancel safety
+    /// As [`Context::receive_block`]'s.
     pub async fn receive_timeout<M: Message>(&mut self, secs: u64) -> Result<Routed<M>> {
         self.receive_duration(Duration::from_secs(secs)).await
     }
 
     /// The next message of type `M`, waiting at most `timeout`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Timeout`] when no `M` arrives within `timeout`;
+    /// otherwise as [`Context::receive_block`]'s.
+    ///
+    /// # Cancel safety
+    /// As [`Context::receive_block`]'s.
     pub async fn receive_duration<M: Message>(&mut self, timeout: Duration) -> Result<Routed<M>> {
         match tokio::time::timeout(timeout, self.receive_block()).await {
             Ok(r) => r,
@@ -297,8 +355,16 @@ impl Context {
     /// The next message of type `M`, waiting as long as it takes.
     ///
     /// Asking for the next message acknowledges the one returned before
-    /// (see [`Context::ack`]). Cancel safe: a message is only taken from
-    /// the mailbox when it is returned.
+    /// (see [`Context::ack`]).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Shutdown`] when the mailbox is closed (the node stopped).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a message is only taken from the mailbox when it is
+    /// returned (one that does not decode as `M` is dropped all the same).
+    /// The one returned before is acknowledged on the first poll, even if
+    /// the future is then dropped.
     pub async fn receive_block<M: Message>(&mut self) -> Result<Routed<M>> {
         self.ack();
         loop {
@@ -394,6 +460,14 @@ impl Context {
     /// Stops the worker at `address`: it finishes the message at hand, runs
     /// `shutdown`, and its addresses are freed. Waits for that, unless called
     /// by that worker itself.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] when nothing is at `address`;
+    /// [`ErrorKind::InvalidInput`] when a context, not a worker, has it.
+    ///
+    /// # Cancel safety
+    /// The stop is requested before the first suspension point: dropping
+    /// the future only stops waiting for the worker's `shutdown`.
     pub async fn stop_worker(&self, address: impl Into<Address>) -> Result<()> {
         self.router.stop_worker(&address.into(), self.id).await
     }
@@ -401,6 +475,15 @@ impl Context {
     /// Stops the node: every worker runs `shutdown`, then `#[ockam::node]`'s
     /// `main` (the executor) returns and the process can exit. The message
     /// this context received last counts as taken ([`Context::ack`]).
+    ///
+    /// # Errors
+    /// None: it always returns `Ok`.
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: the stop sequence runs in this future. Dropped
+    /// part-way, the workers already asked to drain go on, but the node is
+    /// never marked stopped, so a later `stop()` and the [`Executor`](crate::Executor)
+    /// wait for it forever.
     pub async fn stop(&self) -> Result<()> {
         // The application is done with what it received last.
         self.ack();
@@ -420,6 +503,10 @@ impl Context {
     /// Makes the worker at `address` take every message whose next hop has
     /// transport type `tt` (the simplest way for a transport to plug into
     /// the node).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when `tt` is [`LOCAL`](ockam_core::LOCAL)
+    /// (0); [`ErrorKind::AlreadyExists`] when `tt` already has a router.
     pub async fn register(&self, tt: TransportType, address: impl Into<Address>) -> Result<()> {
         self.router.register_transport_worker(tt, address.into())
     }
@@ -427,6 +514,9 @@ impl Context {
     /// Makes `router` decide, per address, which local worker takes the
     /// messages whose next hop has transport type `tt` (how TCP sends
     /// straight to the connection's worker and reports unreachable peers).
+    ///
+    /// # Errors
+    /// As [`Context::register`]'s.
     pub fn register_transport(
         &self,
         tt: TransportType,

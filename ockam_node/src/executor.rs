@@ -70,6 +70,12 @@ impl Executor {
     ///   `shutdown` runs); if `main` had not returned yet, this returns what
     ///   it returns in the moment after, or else a [`ErrorKind::Shutdown`]
     ///   error.
+    ///
+    /// # Errors
+    /// `main`'s error; [`ErrorKind::InvalidInput`] when this executor has
+    /// already run; [`ErrorKind::Shutdown`] when `main` was cancelled, or the
+    /// node stopped (or was interrupted) and `main` did not return within
+    /// 2 seconds after.
     pub fn execute<F, T>(&mut self, main: F) -> Result<T>
     where
         F: Future<Output = Result<T>> + Send + 'static,

@@ -1,11 +1,5 @@
 //! The async node of the ockam-rs messaging stack.
 //!
-//! A node runs [`Worker`](ockam_core::Worker)s on a tokio runtime. Each
-//! worker has one or more addresses and a mailbox; a [`Context`] sends
-//! messages along routes, receives them, and starts and stops workers.
-//! Messages to addresses of another transport type (TCP, ...) go to the
-//! worker registered as that type's router ([`Context::register`]).
-//!
 //! ```
 //! use ockam_core::{async_trait, Result, Routed, Worker};
 //! use ockam_node::Context;
@@ -33,6 +27,12 @@
 //!     })
 //!     .unwrap();
 //! ```
+//!
+//! A node runs [`Worker`](ockam_core::Worker)s on a tokio runtime. Each
+//! worker has one or more addresses and a mailbox; a [`Context`] sends
+//! messages along routes, receives them, and starts and stops workers.
+//! Messages to addresses of another transport type (TCP, ...) go to the
+//! worker registered as that type's router ([`Context::register`]).
 #![deny(missing_docs)]
 
 mod context;
@@ -65,3 +65,8 @@ pub use mailbox::{HIGH_WATER_BYTES, HIGH_WATER_MARK, PRESSURE_WAIT};
 pub use router::{
     Backpressure, InlineHandler, Onward, Routing, TransportRouter, SHUTDOWN_TIMEOUT, STOP_GRACE,
 };
+
+// The README's examples run as doc tests too, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -105,6 +105,11 @@ pub trait TransportRouter: Send + Sync + 'static {
     /// has this router's transport type), or names the local worker whose
     /// mailbox it goes to; an error goes to the sender (e.g. the peer is
     /// known to be down).
+    ///
+    /// # Errors
+    /// Whatever the implementation refuses the message with; the sender's
+    /// `send` or `forward` fails with it (TCP: `Unavailable`, `Timeout`,
+    /// `InvalidInput` or `ResourceExhausted`, see `Context::send`).
     fn route(&self, msg: LocalMessage) -> Result<Routing>;
 
     /// Takes a message that is not built: its routes and its payload (parts
@@ -114,6 +119,11 @@ pub trait TransportRouter: Send + Sync + 'static {
     /// take it this way now (the default; e.g. it has no open connection
     /// for the next hop): the sender then builds the message and calls
     /// [`TransportRouter::route`]. Never answers [`Routing::Deliver`].
+    ///
+    /// # Errors
+    /// `Some(Err(..))`: as [`TransportRouter::route`]; the default never
+    /// fails. A `Deliver` answer makes the sender fail with
+    /// [`ErrorKind::Internal`].
     fn route_parts(
         &self,
         onward_route: &Route,
@@ -212,6 +222,10 @@ pub trait InlineHandler: Send + Sync + 'static {
     /// what it makes of it on through `onward`; or gives it back, unchanged,
     /// for the address's mailbox (`Ok(Some(msg))`). An error goes to the
     /// sender.
+    ///
+    /// # Errors
+    /// Whatever the implementation returns (e.g. a delivery through
+    /// `onward` that failed); the sender's `send` or `forward` fails with it.
     fn handle(&self, msg: LocalMessage, onward: &mut Onward<'_>) -> Result<Option<LocalMessage>>;
 }
 
@@ -229,6 +243,10 @@ pub struct Onward<'a> {
 
 impl Onward<'_> {
     /// Delivers `msg` to the first address of its onward route, now.
+    ///
+    /// # Errors
+    /// As [`Context::forward`](crate::Context::forward)'s, but for the
+    /// back-pressure wait, which is left to the original sender.
     pub fn forward(&mut self, mut msg: LocalMessage) -> Result<()> {
         if let Some(r) = self.receipt.take() {
             match msg.take_receipt() {
@@ -250,6 +268,10 @@ impl Onward<'_> {
     /// parts are copied straight into the transport's buffer (see
     /// [`TransportRouter::route_parts`]); otherwise `head` is put in front
     /// of `body` in `body`'s buffer (no allocation when it has the room).
+    ///
+    /// # Errors
+    /// As [`Onward::forward`]'s: the transport's or the delivery's refusal;
+    /// [`ErrorKind::Internal`] if a transport answers with `Deliver`.
     pub fn forward_parts(
         &mut self,
         onward_route: &Route,

@@ -1,6 +1,17 @@
 //! Attribute macros of the ockam-rs stack, used through the `ockam` facade
 //! (`#[ockam::node]`) or the node crate alone (`#[ockam_node::node]`).
 //!
+//! ```rust
+//! use ockam_core::Result;
+//! use ockam_node::Context;
+//!
+//! #[ockam_node::node]
+//! async fn main(ctx: Context) -> Result<()> {
+//!     info!("node up at {}", ctx.address()); // tracing's macros are in scope
+//!     ctx.stop().await
+//! }
+//! ```
+//!
 //! The expansion names the crate it needs by the name the user's
 //! `Cargo.toml` gives it (found with `proc-macro-crate`): the facade
 //! (package `ockam-rs`, library `ockam`) if the user depends on it, else the
@@ -16,15 +27,6 @@
 //!   stops.
 //! - `#[ockam::worker]` (and its older spelling `#[async_worker]`) goes on an
 //!   `impl Worker for T` block so its `async fn`s can implement the trait.
-//!
-//! ```ignore
-//! use ockam::{Context, Result};
-//!
-//! #[ockam::node]
-//! async fn main(ctx: Context) -> Result<()> {
-//!     ctx.stop().await
-//! }
-//! ```
 
 use proc_macro::TokenStream;
 use proc_macro2::{Ident, Span, TokenStream as TokenStream2};
@@ -236,3 +238,8 @@ pub fn worker(args: TokenStream, item: TokenStream) -> TokenStream {
 pub fn async_worker(args: TokenStream, item: TokenStream) -> TokenStream {
     worker_attribute("async_worker", args, item)
 }
+
+// The README's examples run as doc tests too, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

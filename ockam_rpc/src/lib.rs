@@ -2,18 +2,6 @@
 //! and a [`Source<T>`] over any Ockam route (local, TCP hops, a secure
 //! channel, a hub stream), and calls that carry them.
 //!
-//! - **Order, exactly once** to the application, per stream, also over
-//!   routes that redeliver: sequence numbers, duplicates dropped.
-//! - **Credits, end to end**: the receiving application's pace bounds the
-//!   sender ([`Window`]: 64 messages and 1 MiB by default); at most one
-//!   window of a stream is in flight or held anywhere on the route.
-//! - **Endings that can't be confused**: `Ok(None)` from
-//!   [`Source::recv`] only after [`Sink::close`] with nothing missing (and
-//!   `close` returns only once the receiver has everything); a sink dropped
-//!   without `close` aborts; [`RpcError`] says which other ending it was.
-//! - The protocol is a plain state machine ([`proto`]); each end is a small
-//!   task around it.
-//!
 //! ```
 //! use ockam_rpc::{call, make_sink, RpcServer, Sink, Source};
 //!
@@ -48,11 +36,25 @@
 //!     })
 //!     .unwrap();
 //! ```
+//!
+//! - **Order, exactly once** to the application, per stream, also over
+//!   routes that redeliver: sequence numbers, duplicates dropped.
+//! - **Credits, end to end**: the receiving application's pace bounds the
+//!   sender ([`Window`]: 64 messages and 1 MiB by default); at most one
+//!   window of a stream is in flight or held anywhere on the route.
+//! - **Endings that can't be confused**: `Ok(None)` from
+//!   [`Source::recv`] only after [`Sink::close`] with nothing missing (and
+//!   `close` returns only once the receiver has everything); a sink dropped
+//!   without `close` aborts; [`RpcError`] says which other ending it was.
+//! - The protocol is a plain state machine (no I/O, no clock; the
+//!   `proto` module of the sources, with [`Window`] and [`Timing`] its
+//!   settings); each end is a small
+//!   task around it.
 #![deny(missing_docs)]
 
 mod endpoint;
 mod error;
-pub mod proto;
+mod proto;
 mod rpc;
 
 pub use endpoint::{live_ends, Sink, Source};
@@ -63,10 +65,17 @@ pub use rpc::{
     CALL_TIMEOUT,
 };
 
-/// Entry points for the fuzz targets (`fuzz/`) and their stable driver
-/// (`ockam_fuzz`): not part of the API; may change in any release.
+/// What tests and the fuzz targets (`fuzz/` and their stable driver
+/// `ockam_fuzz`) use of this crate outside its API: the typed-stream state
+/// machine and frames (`proto`), and fuzz entry points. Hidden from the
+/// docs, no stability promise; applications should not use it.
 #[doc(hidden)]
 pub mod internal {
+    /// Frames and the flow-control state machine of a typed stream.
+    pub mod proto {
+        pub use crate::proto::*;
+    }
+
     /// A server's decoding of a request (a call's handler name, auxiliary
     /// bytes and the addresses it names) and a caller's decoding of a
     /// reply, over the same bytes.
@@ -80,3 +89,8 @@ pub mod internal {
         crate::rpc::seed_call_messages()
     }
 }
+
+// The README's examples run as doc tests too, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

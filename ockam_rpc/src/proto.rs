@@ -198,9 +198,9 @@ pub enum SendRefused {
     NoCredit,
     /// The message is larger than the receiver's window in bytes.
     TooLarge {
-        /// Its size.
+        /// Its size, in bytes.
         size: u64,
-        /// The window's bytes.
+        /// The window's size, in bytes.
         limit: u64,
     },
     /// The stream is closing or ended.
@@ -218,7 +218,7 @@ enum SendState {
     Ended(End),
 }
 
-/// The sending end of one stream; see the [module docs](self).
+/// The sending end of one stream; see the module docs.
 #[derive(Debug)]
 pub struct SendHalf {
     state: SendState,
@@ -263,6 +263,12 @@ impl SendHalf {
     }
 
     /// Whether a message of `len` bytes may be queued now.
+    ///
+    /// # Errors
+    /// [`SendRefused::Ended`] once the stream is closing or ended;
+    /// [`SendRefused::TooLarge`] when `len` is over the receiver's window in
+    /// bytes; [`SendRefused::NoCredit`] before the first credit or when the
+    /// credit (messages or bytes) is used up.
     pub fn check(&self, len: usize) -> Result<(), SendRefused> {
         let seq = self.next_seq + self.queued_ends.len() as u64;
         let bytes = self.sent_bytes + self.queued.len() as u64;
@@ -501,6 +507,9 @@ impl SendHalf {
 
     /// `None` while open; `Some(Ok(()))` once the receiver acknowledged the
     /// clean end; `Some(Err(end))` when it ended otherwise.
+    ///
+    /// # Errors
+    /// `Some(Err(end))`: the [`End`] of a stream that did not close cleanly.
     pub fn outcome(&self) -> Option<Result<(), End>> {
         match &self.state {
             SendState::Closed => Some(Ok(())),
@@ -525,7 +534,7 @@ enum RecvState {
     Ended(End),
 }
 
-/// The receiving end of one stream; see the [module docs](self).
+/// The receiving end of one stream; see the module docs.
 #[derive(Debug)]
 pub struct RecvHalf {
     state: RecvState,
@@ -702,6 +711,10 @@ impl RecvHalf {
     /// `Some(Ok(None))` once the stream ended cleanly and everything was
     /// taken; `Some(Err(end))` once it ended otherwise (after the messages
     /// that arrived in order before); `None` when nothing is there yet.
+    ///
+    /// # Errors
+    /// `Some(Err(end))`: the [`End`] of a stream that did not close cleanly,
+    /// once the messages before it are taken.
     pub fn take(&mut self) -> Option<Result<Option<Bytes>, End>> {
         if let Some(b) = self.ready.pop_front() {
             self.taken += 1;
@@ -850,13 +863,18 @@ impl RecvHalf {
 /// `Some(Err)` if it is a `Data` frame that does not decode (truncated, a
 /// lying length, bytes left over). The same frames as
 /// `Frame::decode`, without a buffer per message.
+///
+/// # Errors
+/// `Some(Err(..))` of kind [`ErrorKind::Decoding`](ockam_core::ErrorKind::Decoding)
+/// for a `Data` frame that is truncated or malformed, claims more
+/// messages than it holds, or has bytes left over.
 pub fn decode_data(payload: &Bytes) -> Option<ockam_core::Result<(u64, Vec<Bytes>)>> {
-    let mut r = ockam_core::wire::Reader::new(payload);
+    let mut r = ockam_core::internal::wire::Reader::new(payload);
     // `Frame::Data` is the enum's variant 0.
     if r.uint().ok()? != 0 {
         return None;
     }
-    let parse = |r: &mut ockam_core::wire::Reader<'_>| {
+    let parse = |r: &mut ockam_core::internal::wire::Reader<'_>| {
         let first = r.u64()?;
         let count = r.uint()?;
         // Each body takes at least a byte (its length): a count beyond

@@ -7,7 +7,7 @@
 
 use ockam_core::{route, Address, TCP};
 use ockam_node::start_node;
-use ockam_rpc::proto::Frame;
+use ockam_rpc::internal::proto::Frame;
 mod common;
 
 use common::{echo, nothing, server_thread};

@@ -301,7 +301,7 @@ fn a_thousand_streams_at_once_between_two_nodes() {
 
 #[test]
 fn forged_and_garbage_frames_are_dropped_and_the_stream_goes_on() {
-    use ockam_rpc::proto::Frame;
+    use ockam_rpc::internal::proto::Frame;
     let (hub, stop, t) = server(Window::default());
     client(move |ctx| async move {
         let _tcp = TcpTransport::create(&ctx).await?;
@@ -327,7 +327,7 @@ fn forged_and_garbage_frames_are_dropped_and_the_stream_goes_on() {
                 },
             )
             .await?;
-        let bodies: ockam_rpc::proto::Bodies =
+        let bodies: ockam_rpc::internal::proto::Bodies =
             [ockam_core::Message::encode(&"forged".to_string())?]
                 .into_iter()
                 .collect();

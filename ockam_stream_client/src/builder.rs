@@ -31,6 +31,9 @@ impl<'a> Stream<'a> {
     /// A builder with the defaults: services `stream` / `stream_index`, a
     /// generated client id, 100 ms ticks, waiting pulls (falling back to
     /// polling if the hub lacks them).
+    ///
+    /// # Errors
+    /// None: it always returns `Ok`.
     pub fn new(ctx: &'a Context) -> Result<Self> {
         Ok(Stream {
             ctx,

@@ -30,12 +30,12 @@
 //! double up to [`MAX_REDELIVERY_PAUSE`] while it is still not taken: never
 //! skipped.
 
+use crate::protocol::Uint;
 use crate::protocol::{
     CreateStreamRequest, IndexRequest, PullRequest, PullResponse, PullWaitRequest, StreamError,
     STREAM_CREATE, STREAM_INDEX, STREAM_PULL, STREAM_PULL_WAIT,
 };
 use ockam_core::Delivery;
-use serde_bare::Uint;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
@@ -170,7 +170,7 @@ enum Slot {
     Taken,
 }
 
-/// The consumer of one incoming stream; see the [module docs](self).
+/// The consumer of one incoming stream; see the module docs.
 #[derive(Debug)]
 pub struct Consumer {
     stream: String,

@@ -1,6 +1,15 @@
 //! The Ockam stream protocol (and, as it lands, the stream client) of the
 //! ockam-rs stack.
 //!
+//! ```
+//! use ockam_stream_client::protocol::{CreateStreamRequest, ProtocolPayload, STREAM_CREATE};
+//!
+//! let req = CreateStreamRequest { stream_name: Some("orders".into()) };
+//! let p = ProtocolPayload::new(STREAM_CREATE, &req)?;
+//! assert_eq!(p.protocol, "stream_create");
+//! # Ok::<(), ockam_core::Error>(())
+//! ```
+//!
 //! Streams are ordered, durable logs kept by a hub node. Clients talk to
 //! the hub's `stream` service (create a stream, then push and pull through
 //! the stream worker that answers) and its `stream_index` service (save and
@@ -44,23 +53,14 @@
 //!   not the one it was (its stream workers' names carry the store's
 //!   incarnation: [`protocol::stream_worker_name`]), makes the consumer
 //!   read the stream from its start again. Both are logged at warn.
-//!
-//! ```
-//! use ockam_stream_client::protocol::{CreateStreamRequest, ProtocolPayload, STREAM_CREATE};
-//!
-//! let req = CreateStreamRequest { stream_name: Some("orders".into()) };
-//! let p = ProtocolPayload::new(STREAM_CREATE, &req)?;
-//! assert_eq!(p.protocol, "stream_create");
-//! # Ok::<(), ockam_core::Error>(())
-//! ```
 #![deny(missing_docs)]
 
 mod address;
 mod builder;
-pub mod consumer;
+mod consumer;
 mod event;
 mod forwarder;
-pub mod producer;
+mod producer;
 pub mod protocol;
 mod worker;
 
@@ -89,3 +89,24 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub use forwarder::{
     HubAddress, RemoteForwarder, FORWARDING_SERVICE, FORWARDING_UNREGISTER, REGISTRATION_TIMEOUT,
 };
+
+/// What tests and the fuzz targets (`fuzz/`, `ockam_fuzz`) use of this crate
+/// outside its API: the consumer's and the producer's state machines (no
+/// I/O, no clock), which the stream's workers drive. Hidden from the docs,
+/// no stability promise; applications use [`Stream`].
+#[doc(hidden)]
+pub mod internal {
+    /// The consumer's state machine.
+    pub mod consumer {
+        pub use crate::consumer::*;
+    }
+    /// The producer's state machine.
+    pub mod producer {
+        pub use crate::producer::*;
+    }
+}
+
+// The README's examples run as doc tests too, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

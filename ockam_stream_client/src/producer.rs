@@ -20,8 +20,8 @@
 //! [`Producer::poll_transmit`] gives, and calls
 //! [`Producer::handle_timeout`] at [`Producer::poll_timeout`].
 
+use crate::protocol::Uint;
 use crate::protocol::{CreateStreamRequest, PushConfirm, PushRequest, PushStatus, StreamError};
-use serde_bare::Uint;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
@@ -106,7 +106,7 @@ struct Pending {
     data: Vec<u8>,
 }
 
-/// The producer of one outgoing stream; see the [module docs](self).
+/// The producer of one outgoing stream; see the module docs.
 #[derive(Debug)]
 pub struct Producer {
     stream: String,

@@ -14,8 +14,38 @@
 
 use ockam_core::{decode, encode, Error, ErrorKind, Result};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use serde_bare::Uint;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// An unsigned integer of the protocol, encoded as BARE's `uint` (a
+/// variable-length integer: 7 bits a byte, least significant first), as
+/// seed 002's messages have it. `1u64.into()` or `Uint(1)` makes one;
+/// `.0` or `u64::from` reads it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Uint(pub u64);
+
+impl From<u64> for Uint {
+    fn from(n: u64) -> Self {
+        Uint(n)
+    }
+}
+
+impl From<Uint> for u64 {
+    fn from(n: Uint) -> Self {
+        n.0
+    }
+}
+
+impl Serialize for Uint {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        serde_bare::Uint(self.0).serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Uint {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        serde_bare::Uint::deserialize(d).map(|n| Uint(n.0))
+    }
+}
 
 /// Protocol id: create (or open) a stream.
 pub const STREAM_CREATE: &str = "stream_create";
@@ -42,6 +72,9 @@ pub struct ProtocolPayload {
 
 impl ProtocolPayload {
     /// Wraps `msg` as protocol `protocol`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Encoding`] when `msg` cannot be BARE-encoded.
     pub fn new<T: Serialize>(protocol: &str, msg: &T) -> Result<Self> {
         Ok(ProtocolPayload {
             protocol: protocol.to_string(),
@@ -50,6 +83,10 @@ impl ProtocolPayload {
     }
 
     /// Decodes the data as `T`, if the protocol is `expected`.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Protocol`] when the protocol is not `expected`;
+    /// [`ErrorKind::Decoding`] when the data is not a valid `T`.
     pub fn decode_data<T: DeserializeOwned>(&self, expected: &str) -> Result<T> {
         if self.protocol != expected {
             return Err(Error::new(
@@ -334,12 +371,16 @@ pub fn store_incarnation(worker_name: &str) -> Option<u64> {
     u64::from_str_radix(head, 16).ok().filter(|i| *i != 0)
 }
 
-/// Longest stream or client name accepted (Kafka's topic limit).
+/// Longest stream or client name accepted, in bytes (Kafka's topic limit).
 pub const MAX_NAME_LEN: usize = 249;
 
 /// Checks a stream or client name: 1 to [`MAX_NAME_LEN`] bytes of ASCII
 /// letters, digits, `.`, `_` and `-` (names a file system or Kafka takes
 /// as they are).
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] when `name` breaks these rules (or is `.`
+/// or `..`).
 pub fn validate_name(kind: &str, name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NAME_LEN

@@ -12,11 +12,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
 use ockam_core::Delivery;
-use ockam_stream_client::consumer::{self, Consumer, ConsumerConfig};
-use ockam_stream_client::producer::{self, Producer, ProducerConfig};
+use ockam_stream_client::internal::consumer::{self, Consumer, ConsumerConfig};
+use ockam_stream_client::internal::producer::{self, Producer, ProducerConfig};
+use ockam_stream_client::protocol::Uint;
 use ockam_stream_client::protocol::*;
 use proptest::prelude::*;
-use serde_bare::Uint;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 

@@ -21,7 +21,7 @@
 
 use ockam_core::{async_trait, route, Result, Routed, Worker, TCP};
 use ockam_node::{start_node, Context};
-use ockam_transport_tcp::{FrameDecoder, TcpTransport};
+use ockam_transport_tcp::{internal::FrameDecoder, TcpTransport};
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -230,7 +230,7 @@ fn floor_cpu(n: u64, size: usize) -> (f64, f64) {
         Address, EncodedMessage, LocalMessage, Message, Route, TransportMessage,
         TRANSPORT_MESSAGE_VERSION,
     };
-    use ockam_transport_tcp::frame::encode_frame_parts;
+    use ockam_transport_tcp::internal::encode_frame_parts;
     use ockam_transport_tcp::DEFAULT_MAX_FRAME_SIZE;
     let peer = "127.0.0.1:4000";
     let from = Route::from(Address::random_local());

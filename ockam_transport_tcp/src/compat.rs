@@ -12,6 +12,13 @@ pub struct TcpRouter;
 
 impl TcpRouter {
     /// Creates the node's TCP transport and listens on `addr`.
+    ///
+    /// # Errors
+    /// The errors of [`TcpTransport::create`] and [`TcpTransport::listen`].
+    ///
+    /// # Cancel safety
+    /// Dropped after the transport is created, the transport stays (a later
+    /// call gets a handle on it) but may not listen on `addr`.
     pub async fn bind(ctx: &Context, addr: SocketAddr) -> Result<TcpRouterHandle> {
         let transport = TcpTransport::create(ctx).await?;
         transport.listen(addr.to_string()).await?;
@@ -19,6 +26,9 @@ impl TcpRouter {
     }
 
     /// Creates the node's TCP transport (the router for TCP addresses).
+    ///
+    /// # Errors
+    /// The errors of [`TcpTransport::create`].
     pub async fn register(ctx: &Context) -> Result<TcpRouterHandle> {
         Ok(TcpRouterHandle {
             transport: TcpTransport::create(ctx).await?,
@@ -34,6 +44,10 @@ pub struct TcpRouterHandle {
 impl TcpRouterHandle {
     /// Makes the connection `pair` carry messages for its peer's address.
     /// ([`start_tcp_worker`] already does; this is kept for older code.)
+    ///
+    /// # Errors
+    /// When `pair`'s peer has no connection: the errors of
+    /// [`TcpTransport::connect`].
     pub async fn register(&self, pair: &WorkerPair) -> Result<()> {
         if self
             .transport
@@ -61,6 +75,13 @@ pub struct WorkerPair {
 }
 
 /// Connects to `peer`, creating the node's TCP transport if needed.
+///
+/// # Errors
+/// The errors of [`TcpTransport::create`] and [`TcpTransport::connect`].
+///
+/// # Cancel safety
+/// As [`TcpTransport::connect`]'s: a connection attempt already started
+/// goes on in the background.
 pub async fn start_tcp_worker(ctx: &Context, peer: SocketAddr) -> Result<WorkerPair> {
     let transport = TcpTransport::create(ctx).await?;
     let address = transport.connect(peer.to_string()).await?;

@@ -15,9 +15,9 @@ pub const DEFAULT_MAX_FRAME_SIZE: usize = 16 * 1024 * 1024;
 pub enum FrameError {
     /// The length prefix announces more than the maximum frame size.
     Oversize {
-        /// Announced length.
+        /// Announced length, in bytes.
         len: usize,
-        /// The limit.
+        /// The limit, in bytes.
         max: usize,
     },
     /// A frame of length zero (no transport message is that short).
@@ -50,7 +50,7 @@ impl From<FrameError> for Error {
 /// Splits a byte stream into frames.
 ///
 /// ```
-/// use ockam_transport_tcp::FrameDecoder;
+/// use ockam_transport_tcp::internal::FrameDecoder;
 ///
 /// let mut d = FrameDecoder::new(1024);
 /// d.extend(&[0, 0, 0, 3, b'a', b'b']);
@@ -121,6 +121,10 @@ impl FrameDecoder {
 
     /// The next whole frame, if one has arrived. After an error the stream
     /// is unusable: close the connection.
+    ///
+    /// # Errors
+    /// [`FrameError::Oversize`] when the length prefix announces more than
+    /// the decoder's maximum; [`FrameError::Empty`] for a zero length.
     pub fn next_frame(&mut self) -> std::result::Result<Option<&[u8]>, FrameError> {
         let avail = &self.buf[self.start..];
         if avail.len() < LENGTH_PREFIX {
@@ -150,7 +154,10 @@ fn frame_len(avail: &[u8]) -> usize {
 }
 
 /// Appends `msg` as one frame to `out`; refuses (and leaves `out` as it
-/// was) when the encoding is longer than `max_frame`.
+/// was) when the encoding is longer than `max_frame` bytes.
+///
+/// # Errors
+/// As [`encode_frame_parts`]'s.
 pub fn encode_frame(msg: &TransportMessage, out: &mut Vec<u8>, max_frame: usize) -> Result<()> {
     encode_frame_parts(
         msg.version,
@@ -201,6 +208,13 @@ fn check_len(len: usize, max_frame: usize) -> Result<()> {
 /// and payload, in parts (the same bytes as [`encode_frame`] of the built
 /// message with the parts joined). Nothing is appended if the frame would
 /// be too large.
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] for a route the peer would refuse
+/// ([`check_route`]); [`ErrorKind::ResourceExhausted`] for a frame over
+/// `max_frame` bytes; [`ErrorKind::Encoding`] when the payload cannot be
+/// written or writes another length than it announced. `out` is then left
+/// as it was.
 pub fn encode_frame_parts(
     version: u8,
     onward_route: &[Address],

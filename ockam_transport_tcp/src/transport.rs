@@ -34,6 +34,12 @@ pub struct TcpTransport {
 
 impl TcpTransport {
     /// Creates (or returns) the node's TCP transport with default options.
+    ///
+    /// # Errors
+    /// As [`TcpTransport::create_with_options`]'s.
+    ///
+    /// # Cancel safety
+    /// As [`TcpTransport::create_with_options`]'s.
     pub async fn create(ctx: &Context) -> Result<TcpTransport> {
         Self::create_with_options(ctx, TcpOptions::default()).await
     }
@@ -41,6 +47,15 @@ impl TcpTransport {
     /// Creates the node's TCP transport with `options`. A node has one TCP
     /// transport: if it exists already, this returns a handle on it and
     /// `options` are ignored (with a log line when they differ).
+    ///
+    /// # Errors
+    /// [`ErrorKind::AlreadyExists`] when another router already took
+    /// transport type [`TCP`] on this node; [`ErrorKind::Shutdown`] once the
+    /// node has stopped (no context can be made for the handle).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it only suspends waiting for a concurrent `create`, and
+    /// dropped there it has done nothing.
     pub async fn create_with_options(ctx: &Context, options: TcpOptions) -> Result<TcpTransport> {
         let shared = ctx.node_extension(|| TcpShared::new(options.clone(), ctx.node_handle()));
         {
@@ -72,7 +87,13 @@ impl TcpTransport {
     /// [`ErrorKind::InvalidInput`] when `peer` is not `host:port`;
     /// [`ErrorKind::Unavailable`] (refused, unreachable) or
     /// [`ErrorKind::Timeout`] ([`TcpOptions::connect_timeout`]) when the
-    /// connection cannot be made.
+    /// connection cannot be made; [`ErrorKind::Io`] when its socket options
+    /// cannot be set; [`ErrorKind::Shutdown`] once the node has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future only stops waiting. A connection
+    /// attempt already started goes on in the background, and sends to the
+    /// peer use the connection once it is up.
     pub async fn connect(&self, peer: impl AsRef<str>) -> Result<Address> {
         let peer = peer.as_ref();
         validate_peer(peer)?;
@@ -93,6 +114,14 @@ impl TcpTransport {
 
     /// Listens on `bind` (`"host:port"`; port 0 picks a free one) and
     /// returns the address actually bound.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Io`] when `bind` cannot be bound (in use, not an address
+    /// of this host, not `host:port`); [`ErrorKind::Shutdown`] once the node
+    /// has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropped before it returns, it leaves nothing listening.
     pub async fn listen(&self, bind: impl AsRef<str>) -> Result<SocketAddr> {
         let bind = bind.as_ref();
         let listener = TcpListener::bind(bind).await.map_err(|e| {

@@ -6,7 +6,7 @@ mod common;
 
 use common::{echo_request, TestNode};
 use ockam_core::{route, Message, TransportMessage};
-use ockam_transport_tcp::FrameDecoder;
+use ockam_transport_tcp::internal::FrameDecoder;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -386,7 +386,7 @@ fn a_slow_reader_slows_senders_and_gets_every_message() {
     // ~12 MB/s: 64 KiB every 5 ms.
     let reader = std::thread::spawn(move || {
         let (mut s, _) = listener.accept().unwrap();
-        let mut decoder = ockam_transport_tcp::FrameDecoder::new(1 << 24);
+        let mut decoder = ockam_transport_tcp::internal::FrameDecoder::new(1 << 24);
         let mut buf = vec![0u8; 64 * 1024];
         let mut frames = 0;
         while frames < N {

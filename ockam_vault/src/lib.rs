@@ -1,14 +1,5 @@
 //! The software vault of the ockam-rs stack.
 //!
-//! [`Vault`] is a cheap, cloneable handle on one store of secrets that many
-//! workers can share. Long-term secrets (X25519 static keys) never leave it:
-//! callers hold a [`SecretHandle`]. Derived key material handed out (a
-//! Diffie-Hellman result, an [`AeadKey`]) is zeroized when dropped, and no
-//! type here prints key bytes (`Debug` redacts them).
-//!
-//! Primitives: X25519 key generation and Diffie-Hellman, HKDF-SHA256,
-//! AES-256-GCM with associated data, SHA-256.
-//!
 //! ```
 //! use ockam_vault::{AeadKey, Vault};
 //!
@@ -25,6 +16,15 @@
 //! assert_eq!(key.open(&[0; 12], b"header", &sealed)?, b"hello");
 //! # Ok::<(), ockam_core::Error>(())
 //! ```
+//!
+//! [`Vault`] is a cheap, cloneable handle on one store of secrets that many
+//! workers can share. Long-term secrets (X25519 static keys) never leave it:
+//! callers hold a [`SecretHandle`]. Derived key material handed out (a
+//! Diffie-Hellman result, an [`AeadKey`]) is zeroized when dropped, and no
+//! type here prints key bytes (`Debug` redacts them).
+//!
+//! Primitives: X25519 key generation and Diffie-Hellman, HKDF-SHA256,
+//! AES-256-GCM with associated data, SHA-256.
 #![deny(missing_docs)]
 
 mod aead_key;
@@ -63,6 +63,9 @@ impl PublicKey {
     }
 
     /// A public key from bytes, which must be exactly 32.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when `bytes` is not 32 bytes long.
     pub fn from_slice(bytes: &[u8]) -> Result<PublicKey> {
         let b: [u8; 32] = bytes.try_into().map_err(|_| {
             Error::new(
@@ -140,6 +143,9 @@ impl Default for Vault {
 
 impl Vault {
     /// A new, empty vault (the guides' `Vault::create(&ctx)?`).
+    ///
+    /// # Errors
+    /// None: it always returns `Ok` (the `Result` is the guides' signature).
     pub fn create(_ctx: &Context) -> Result<Vault> {
         Ok(Vault::new())
     }
@@ -234,6 +240,10 @@ impl Vault {
     }
 
     /// The public key of an X25519 secret.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] when `h` is not in this vault (deleted, or
+    /// from another vault).
     pub fn public_key(&self, h: &SecretHandle) -> Result<PublicKey> {
         self.with_secret(h, |s| {
             PublicKey(*x25519_dalek::PublicKey::from(s).as_bytes())
@@ -242,6 +252,10 @@ impl Vault {
 
     /// X25519 Diffie-Hellman of a stored secret with a peer's public key.
     /// An all-zero result (the peer sent a low-order point) is an error.
+    ///
+    /// # Errors
+    /// [`ErrorKind::NotFound`] when `h` is not in this vault;
+    /// [`ErrorKind::Security`] when the result is all zeros.
     pub fn x25519_dh(&self, h: &SecretHandle, peer: &PublicKey) -> Result<Zeroizing<[u8; 32]>> {
         let shared = self.with_secret(h, |s| {
             Zeroizing::new(
@@ -264,6 +278,9 @@ impl Vault {
     }
 
     /// HKDF-SHA256 (RFC 5869) with empty info: fills `out` (at most 8160 bytes).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when `out` is longer than 8160 bytes.
     pub fn hkdf_sha256(salt: &[u8], ikm: &[u8], out: &mut [u8]) -> Result<()> {
         hkdf::Hkdf::<Sha256>::new(Some(salt), ikm)
             .expand(&[], out)
@@ -301,6 +318,9 @@ impl AeadKey {
     }
 
     /// Encrypts `buf` in place and appends the tag.
+    ///
+    /// # Errors
+    /// As [`AeadKey::seal_detached`]'s.
     pub fn seal_in_place(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> Result<()> {
         let tag = self.seal_detached(nonce, aad, buf)?;
         buf.extend_from_slice(&tag);
@@ -309,6 +329,10 @@ impl AeadKey {
 
     /// Checks the tag at the end of `buf` and decrypts in place (the tag is
     /// removed). On failure `buf` is left unusable.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Security`] when authentication fails: `buf`, `aad` or
+    /// `nonce` is not what was sealed, or `buf` is shorter than a tag.
     pub fn open_in_place(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> Result<()> {
         let len = self
             .key()
@@ -324,6 +348,10 @@ impl AeadKey {
     }
 
     /// Encrypts `buf` in place and returns the tag (kept apart).
+    ///
+    /// # Errors
+    /// [`ErrorKind::Encoding`] when ring refuses to seal (`buf` is longer
+    /// than AES-GCM allows).
     pub fn seal_detached(
         &self,
         nonce: &[u8; 12],
@@ -340,6 +368,9 @@ impl AeadKey {
     }
 
     /// Checks `tag` and decrypts `buf` in place.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Security`] when authentication fails.
     pub fn open_detached(
         &self,
         nonce: &[u8; 12],
@@ -354,6 +385,10 @@ impl AeadKey {
     /// of `buf` (`buf[..buf.len() - src]`) in the same pass: how a message
     /// behind a header is decrypted without moving it first. What is left
     /// after the plaintext is unspecified; on failure `buf` is unusable.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Security`] when authentication fails or `src` is past
+    /// the end of `buf`.
     pub fn open_detached_within(
         &self,
         nonce: &[u8; 12],
@@ -378,6 +413,9 @@ impl AeadKey {
     }
 
     /// Encrypts `plaintext`; returns ciphertext and tag.
+    ///
+    /// # Errors
+    /// As [`AeadKey::seal_detached`]'s.
     pub fn seal(&self, nonce: &[u8; 12], aad: &[u8], plaintext: &[u8]) -> Result<Vec<u8>> {
         let mut buf = Vec::with_capacity(plaintext.len() + AEAD_TAG_LEN);
         buf.extend_from_slice(plaintext);
@@ -386,6 +424,9 @@ impl AeadKey {
     }
 
     /// Decrypts ciphertext and tag.
+    ///
+    /// # Errors
+    /// As [`AeadKey::open_in_place`]'s.
     pub fn open(&self, nonce: &[u8; 12], aad: &[u8], ciphertext: &[u8]) -> Result<Vec<u8>> {
         let mut buf = ciphertext.to_vec();
         self.open_in_place(nonce, aad, &mut buf)?;
@@ -561,3 +602,8 @@ mod tests {
         );
     }
 }
+
+// The README's examples run as doc tests too, so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

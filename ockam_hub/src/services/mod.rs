@@ -24,6 +24,7 @@ use ockam_core::{
     LOCAL,
 };
 use ockam_node::Context;
+use ockam_stream_client::protocol::Uint;
 use ockam_stream_client::protocol::{
     stream_worker_name, validate_name, CreateStreamRequest, Index, IndexRequest, Init,
     ProtocolPayload, PullRequest, PullResponse, PullWaitRequest, PushConfirm, PushRequest,
@@ -32,7 +33,6 @@ use ockam_stream_client::protocol::{
 };
 use ockam_stream_client::FORWARDING_SERVICE;
 use serde::de::DeserializeOwned;
-use serde_bare::Uint;
 use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -91,8 +91,8 @@ async fn register_over_a_socket(
     hub: std::net::SocketAddr,
 ) -> Result<(tokio::net::TcpStream, String)> {
     use ockam_core::{decode, encode, route, TransportMessage};
-    use ockam_transport_tcp::frame::encode_frame;
-    use ockam_transport_tcp::{FrameDecoder, DEFAULT_MAX_FRAME_SIZE};
+    use ockam_transport_tcp::internal::encode_frame;
+    use ockam_transport_tcp::{internal::FrameDecoder, DEFAULT_MAX_FRAME_SIZE};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut conn = tokio::net::TcpStream::connect(hub).await.unwrap();
     let msg = TransportMessage::v1(

@@ -70,6 +70,11 @@ use std::time::Duration;
 #[async_trait]
 pub trait StreamStore: Send + Sync + 'static {
     /// Appends `data` to `stream`; returns its index.
+    ///
+    /// # Errors
+    /// As the future of [`StreamStore::submit_push`]; the Kafka store also
+    /// fails with [`ErrorKind::ResourceExhausted`] when too many pushes
+    /// wait for the broker.
     async fn push(&self, stream: &str, data: Vec<u8>) -> Result<u64> {
         self.submit_push(stream, data, Ticket::alone()).await
     }
@@ -92,6 +97,12 @@ pub trait StreamStore: Send + Sync + 'static {
     fn submit_push(&self, stream: &str, data: Vec<u8>, ticket: Ticket) -> PendingPush;
     /// Up to `limit` messages of `stream` from `from` on, in order, and no
     /// more than `max_bytes` of data (but always the first one, if any).
+    ///
+    /// # Errors
+    /// The back end cannot be read: [`ErrorKind::Io`] (durable store),
+    /// [`ErrorKind::Unavailable`] (its writer stopped; Kafka failed or did
+    /// not answer in time), [`ErrorKind::ResourceExhausted`] (every Kafka
+    /// reader stayed busy). The in-memory store never fails.
     async fn pull(
         &self,
         stream: &str,
@@ -102,6 +113,9 @@ pub trait StreamStore: Send + Sync + 'static {
     /// [`pull`](Self::pull), but a store that can wait for new messages
     /// itself (one other hubs write to) waits up to `wait` for a first one;
     /// the others answer at once.
+    ///
+    /// # Errors
+    /// As [`StreamStore::pull`]'s.
     async fn pull_waiting(
         &self,
         stream: &str,
@@ -114,10 +128,21 @@ pub trait StreamStore: Send + Sync + 'static {
         self.pull(stream, from, limit, max_bytes).await
     }
     /// The index the next push to `stream` gets (0 for a new stream).
+    ///
+    /// # Errors
+    /// As [`StreamStore::pull`]'s: the back end cannot be read.
     async fn next_index(&self, stream: &str) -> Result<u64>;
     /// The read position saved for `(client, stream)`.
+    ///
+    /// # Errors
+    /// As [`StreamStore::pull`]'s: the back end cannot be read.
     async fn get_index(&self, client: &str, stream: &str) -> Result<Option<u64>>;
     /// Saves the read position of `(client, stream)`.
+    ///
+    /// # Errors
+    /// The position is not saved: [`ErrorKind::Io`] or
+    /// [`ErrorKind::Unavailable`] as for [`StreamStore::pull`]. The
+    /// in-memory store never fails.
     async fn save_index(&self, client: &str, stream: &str, index: u64) -> Result<()>;
     /// Which log this is: a number that changes when the store's contents
     /// are lost and it starts empty again (an in-memory store at every hub

@@ -9,13 +9,13 @@ use ockam_core::{
     async_trait, encode, route, Result, Route, Routed, TransportMessage, Worker, TCP,
 };
 use ockam_node::{start_node, Context};
+use ockam_stream_client::protocol::Uint;
 use ockam_stream_client::protocol::{
     CreateStreamRequest, ProtocolPayload, PushConfirm, PushRequest, PushStatus, STREAM_CREATE,
     STREAM_PUSH,
 };
 use ockam_stream_client::Stream;
 use ockam_transport_tcp::TcpTransport;
-use serde_bare::Uint;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;

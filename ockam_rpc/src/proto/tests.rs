@@ -329,7 +329,7 @@ fn a_data_frame_that_claims_more_messages_than_it_holds_is_refused() {
     // Variant 0, first = 0, then a count of 2^32 and nothing after it.
     let mut wire = vec![0u8];
     wire.extend_from_slice(&0u64.to_le_bytes());
-    ockam_core::wire::put_uint(&mut wire, 1 << 32);
+    ockam_core::internal::wire::put_uint(&mut wire, 1 << 32);
     assert!(matches!(decode_data(&Bytes::from(wire)), Some(Err(_))));
 }
 

@@ -4,7 +4,7 @@
 
 use ockam_core::{async_trait, route, Message, Result, Routed, TransportMessage, Worker};
 use ockam_node::{start_node, Context};
-use ockam_transport_tcp::{FrameDecoder, TcpOptions, TcpTransport};
+use ockam_transport_tcp::{internal::FrameDecoder, TcpOptions, TcpTransport};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;

@@ -124,6 +124,11 @@ pub struct KafkaStore {
 impl KafkaStore {
     /// Sets up the Kafka clients. Nothing is sent to the broker yet: a hub
     /// starts while its broker is down, and the store waits for it.
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when `config` is invalid (no bootstrap
+    /// servers, a bad topic prefix or replication factor);
+    /// [`ErrorKind::Unavailable`] when librdkafka cannot create a client.
     pub fn new(config: KafkaConfig) -> Result<KafkaStore> {
         config.validate()?;
         let producer = new_producer(&config)?;
@@ -178,6 +183,10 @@ impl KafkaStore {
     }
 
     /// Asks the cluster for its brokers; the number of brokers on success.
+    ///
+    /// # Errors
+    /// [`ErrorKind::Unavailable`] when the cluster's metadata cannot be had
+    /// within the configured timeout (broker down or unreachable).
     pub async fn probe(&self) -> Result<usize> {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
