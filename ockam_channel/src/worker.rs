@@ -21,6 +21,7 @@ use ockam_core::{
     async_trait, Address, Any, Error, ErrorKind, LocalMessage, Message, Result, Route, Routed,
     TransportMessage, Worker,
 };
+use ockam_node::HelperTask;
 use ockam_node::{Context, InlineHandler, Onward};
 use ockam_vault::{PublicKey, SecretHandle, Vault};
 use std::collections::HashMap;
@@ -283,10 +284,10 @@ pub(crate) struct ChannelWorker {
     /// part of until it stops (as a handshake, then as a channel).
     responders: Option<Arc<Mutex<Responders>>>,
     /// Responder: stops this worker if the handshake does not finish in time.
-    deadline: Option<tokio::task::JoinHandle<()>>,
+    deadline: Option<HelperTask>,
     /// Established: stops this worker when the peer closes its end or the
     /// connection to it closes (see [`ChannelWorker::watch`]).
-    watcher: Option<tokio::task::JoinHandle<()>>,
+    watcher: Option<HelperTask>,
 }
 
 /// How long a responder waits for the initiator to finish the handshake.
@@ -460,9 +461,7 @@ impl ChannelWorker {
         if let Some(responders) = &self.responders {
             lock(responders).handshake_ended(self.peer_route.peer(0), true);
         }
-        if let Some(d) = self.deadline.take() {
-            d.abort();
-        }
+        self.deadline = None; // aborts it
     }
 
     /// A responder stops: gives back its place with the listener (as an
@@ -477,9 +476,7 @@ impl ChannelWorker {
                 lock(&responders).handshake_ended(peer, false);
             }
         }
-        if let Some(d) = self.deadline.take() {
-            d.abort();
-        }
+        self.deadline = None; // aborts it
     }
 
     /// Ends this channel after a failure: tells a waiting `create`, stops.
@@ -599,7 +596,7 @@ impl ChannelWorker {
         let carrier = ctx.carrier(&hop);
         let watcher = ctx.new_context(Address::random_local()).await?;
         let channel = self.local.clone();
-        self.watcher = Some(tokio::spawn(async move {
+        self.watcher = Some(ctx.spawn_helper(async move {
             loop {
                 tokio::select! {
                     // A transport that cannot tell what carries the hop:
@@ -658,8 +655,7 @@ impl Worker for ChannelWorker {
             // A responder: give up if the initiator never finishes.
             let watcher = ctx.new_context(Address::random_local()).await?;
             let me = self.local.clone();
-            self.deadline = Some(tokio::spawn(async move {
-                tokio::time::sleep(RESPONDER_TIMEOUT).await;
+            self.deadline = Some(ctx.spawn_after(RESPONDER_TIMEOUT, async move {
                 warn!(channel = %me, "secure channel handshake not finished in time; giving up");
                 let _ = watcher.stop_worker(me).await;
             }));
@@ -701,9 +697,7 @@ impl Worker for ChannelWorker {
             self.vault.delete(&s);
         }
         self.release_place();
-        if let Some(w) = self.watcher.take() {
-            w.abort();
-        }
+        self.watcher = None; // aborts it
         Ok(())
     }
 

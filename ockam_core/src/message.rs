@@ -24,7 +24,7 @@ pub trait Message: Sized + Send + 'static {
     /// type or has bytes left over ([`Any`] never fails).
     fn decode(data: &[u8]) -> Result<Self>;
 
-    /// The length of [`Message::encode`]'s output, without building it.
+    /// The length in bytes of [`Message::encode`]'s output, without building it.
     /// Transports use it with [`Message::encode_into`] to encode a message
     /// straight into their own buffers. The default builds the encoding
     /// (so a send to a transport encodes twice): a type with a cheaper
@@ -173,7 +173,7 @@ fn encode_error<T: ?Sized>(e: serde_bare::error::Error) -> Error {
     )
 }
 
-/// Spare capacity [`encode`] leaves after a value, so that a hop that wraps
+/// Spare capacity, in bytes, [`encode`] leaves after a value, so that a hop that wraps
 /// the message (a secure channel: the routes, padding and tag it seals
 /// after the payload) can do it in the same buffer.
 pub const ENCODE_HEADROOM: usize = 128;

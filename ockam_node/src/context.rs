@@ -1,6 +1,7 @@
 //! `Context`: a worker's (or the application's) handle on its node: its
 //! addresses, its mailbox, and the node's router.
 
+use crate::helper::HelperTask;
 use crate::mailbox::Mailbox;
 use crate::relay;
 use crate::router::{InlineHandler, Onward, OwnerId, Router, TransportRouter};
@@ -9,6 +10,7 @@ use ockam_core::{
     Address, AddressSet, Error, ErrorKind, LocalMessage, Message, Receipt, Result, Route, Routed,
     TransportType, Worker,
 };
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
@@ -236,6 +238,9 @@ impl Context {
     ///
     /// # Errors
     /// [`ErrorKind::NotFound`] when no worker or context is at `address`.
+    ///
+    /// # Cancel safety
+    /// As [`Context::forward`]'s.
     pub async fn forward_to(&self, address: &Address, msg: LocalMessage) -> Result<()> {
         let pressure = self.router.deliver_to(address, msg)?;
         self.yield_to_pressure(pressure).await
@@ -393,6 +398,36 @@ impl Context {
                 }
             }
         }
+    }
+
+    /// Runs `task` beside this worker on the node's runtime, until it ends
+    /// or the returned [`HelperTask`] is dropped or aborted: keep it in a
+    /// field of the worker and the task ends with the worker. A helper that
+    /// needs to send or stop workers takes a context of its own
+    /// ([`Context::new_context`]).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (a node's context is always inside one).
+    pub fn spawn_helper<F>(&self, task: F) -> HelperTask<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        crate::helper::spawn(task)
+    }
+
+    /// Runs `task` after `delay` (a timer: a deadline, a retry), unless the
+    /// returned [`HelperTask`] is dropped or aborted first; as
+    /// [`Context::spawn_helper`] otherwise.
+    ///
+    /// # Panics
+    /// Outside a tokio runtime (a node's context is always inside one).
+    pub fn spawn_after<F>(&self, delay: Duration, task: F) -> HelperTask<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        crate::helper::spawn_after(delay, task)
     }
 
     /// Tells the sender of the last message `receive*` returned that the

@@ -37,6 +37,7 @@
 
 mod context;
 mod executor;
+mod helper;
 mod mailbox;
 mod relay;
 mod router;
@@ -61,6 +62,7 @@ pub mod __private {
     pub use ockam_core::async_trait;
 }
 pub use executor::{setup_tracing, start_node, Executor, APP_ADDRESS};
+pub use helper::HelperTask;
 pub use mailbox::{HIGH_WATER_BYTES, HIGH_WATER_MARK, PRESSURE_WAIT};
 pub use router::{
     Backpressure, InlineHandler, Onward, Routing, TransportRouter, SHUTDOWN_TIMEOUT, STOP_GRACE,

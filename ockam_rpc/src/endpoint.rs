@@ -571,7 +571,7 @@ impl<T: Message> futures_sink::Sink<T> for Sink<T> {
 /// each exactly once; `Ok(None)` only after a clean end with nothing
 /// missing. Taking a message grants its sender credit for more: a source
 /// takes the messages that arrived in batches of up to an eighth of its
-/// window (at most 256), and the credit for a batch is granted once the
+/// window (at most 256 messages), and the credit for a batch is granted once the
 /// application has taken its last message (the sender never waits on more
 /// than that).
 pub struct Source<T> {
@@ -692,7 +692,8 @@ impl<T: Message> Source<T> {
     ///
     /// # Errors
     /// [`RpcError::NoReverse`] when there is no peer to send to (a source
-    /// not made by a call), or the node's error registering the new end.
+    /// not made by a call); [`RpcError::Node`] when the node cannot
+    /// register the new end (it has stopped).
     pub async fn make_sink<U: Message>(&self) -> Result<Sink<U>, RpcError> {
         let (Some((route, _)), Some(ctx)) = (&self.reverse, &self.ctx_for_reverse) else {
             return Err(RpcError::NoReverse);

@@ -252,7 +252,12 @@ impl RpcServer {
     /// Starts the server at `address` on the node of `ctx`.
     ///
     /// # Errors
-    /// The node's, when the address is taken.
+    /// The errors of [`Context::start_worker`]: `AlreadyExists` when
+    /// `address` is taken, `InvalidInput` for an address that is not
+    /// local, `Shutdown` once the node has stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: it never suspends, so it completes on its first poll.
     pub async fn start(self, ctx: &Context, address: impl Into<Address>) -> Result<()> {
         let ends = Arc::new(ctx.new_context(Address::random_local()).await?);
         ctx.start_worker(
@@ -410,7 +415,8 @@ impl Worker for ServerWorker {
 /// source grants it credit.
 ///
 /// # Errors
-/// The node's, registering the new end.
+/// [`RpcError::Node`] when the node cannot register the new end (it has
+/// stopped).
 pub async fn make_sink<T: Message>(ctx: &Context) -> std::result::Result<Sink<T>, RpcError> {
     make_sink_with(ctx, Timing::default()).await
 }

@@ -88,7 +88,9 @@ impl ReceiverAddress {
     /// [`ockam_core::ErrorKind::Shutdown`] once the node stopped. A message
     /// that is not a `T` is logged and skipped (and counts as taken).
     ///
-    /// Cancel safe: a message is only taken when it is returned.
+    /// # Cancel safety
+    /// Cancel safe: a message is only taken when it is returned (as
+    /// [`Context::receive_block`](ockam_node::Context::receive_block)).
     pub async fn next<T: Message>(&mut self) -> Result<Routed<T>> {
         self.ctx.receive_block::<T>().await
     }

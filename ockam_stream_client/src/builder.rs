@@ -166,6 +166,12 @@ impl<'a> Stream<'a> {
     /// - [`ErrorKind::Timeout`]: the hub did not answer within the connect
     ///   timeout ([`Stream::with_connect_timeout`]; no such stream service
     ///   there, say).
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped while it waits for the hub, the producer
+    /// (and, in its second wait, the consumer) it started keeps running
+    /// with no [`SenderAddress`] handed out; the clean-up it does on failure
+    /// is skipped.
     pub async fn connect(
         self,
         route: impl Into<Route>,

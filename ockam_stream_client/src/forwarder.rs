@@ -65,7 +65,15 @@ impl RemoteForwarder {
     /// - the error of the first send when the hub cannot be reached (with
     ///   its kind, [`ErrorKind::Unavailable`] or [`ErrorKind::Timeout`] for
     ///   a TCP connection that fails), at once rather than after a timeout;
+    /// - [`ErrorKind::Protocol`]: the hub answered with something other
+    ///   than a local address;
     /// - [`ErrorKind::Timeout`]: no answer within [`REGISTRATION_TIMEOUT`].
+    ///
+    /// # Cancel safety
+    /// Not cancel safe: dropped after the request went out, the hub may
+    /// still register the forwarder, unknown here (registering again over
+    /// the same connection gives it back); the hub removes it once that
+    /// connection closes.
     pub async fn create(
         ctx: &Context,
         hub: impl HubAddress,
@@ -77,6 +85,9 @@ impl RemoteForwarder {
     /// Like [`RemoteForwarder::create`], with any route to the hub.
     ///
     /// # Errors
+    /// As [`RemoteForwarder::create`]'s.
+    ///
+    /// # Cancel safety
     /// As [`RemoteForwarder::create`]'s.
     pub async fn create_over(
         ctx: &Context,

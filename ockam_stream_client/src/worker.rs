@@ -13,10 +13,10 @@ use ockam_core::{
     Route, Routed, TransportMessage, Worker,
 };
 use ockam_node::Context;
+use ockam_node::HelperTask;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch, Notify};
-use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 /// Internal protocol id: the timer says the machine's timeout is due.
@@ -66,7 +66,8 @@ impl Receipts {
 struct Timer {
     deadline: watch::Sender<Option<Instant>>,
     armed: Option<Instant>,
-    task: JoinHandle<()>,
+    /// Aborted as the timer is dropped.
+    _task: HelperTask,
 }
 
 impl Timer {
@@ -77,11 +78,11 @@ impl Timer {
     ) -> Result<Timer> {
         let tctx = ctx.new_context(Address::random_local()).await?;
         let (deadline, rx) = watch::channel(None);
-        let task = tokio::spawn(run_timer(tctx, wake, rx, receipts));
+        let task = ctx.spawn_helper(run_timer(tctx, wake, rx, receipts));
         Ok(Timer {
             deadline,
             armed: None,
-            task,
+            _task: task,
         })
     }
 
@@ -98,12 +99,6 @@ impl Timer {
     /// The armed deadline went off.
     fn fired(&mut self) {
         self.armed = None;
-    }
-}
-
-impl Drop for Timer {
-    fn drop(&mut self) {
-        self.task.abort();
     }
 }
 

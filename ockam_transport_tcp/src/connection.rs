@@ -8,13 +8,13 @@ use ockam_core::{
     async_trait, Address, Any, Error, ErrorKind, LocalMessage, Result, Routed, TransportMessage,
     Worker, MAX_ROUTE_LEN, TCP,
 };
+use ockam_node::HelperTask;
 use ockam_node::{Backpressure, Context};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 /// How much the reader asks the socket for at a time.
@@ -152,8 +152,8 @@ pub(crate) struct TcpSendWorker {
     conn: Arc<ConnState>,
     shared: Arc<TcpShared>,
     /// The reader's task, and how to tell it to stop.
-    receiver: Option<(JoinHandle<()>, oneshot::Sender<()>)>,
-    writer: Option<JoinHandle<Option<(String, usize)>>>,
+    receiver: Option<(HelperTask, oneshot::Sender<()>)>,
+    writer: Option<HelperTask<Option<(String, usize)>>>,
 }
 
 impl TcpSendWorker {
@@ -235,13 +235,10 @@ impl Worker for TcpSendWorker {
         self.conn.set(Conn::Connected);
         let local = stream.local_addr().ok();
         let (reader, writer) = stream.into_split();
-        self.writer = Some(tokio::spawn(write_loop(
-            writer,
-            self.outbox.clone(),
-            self.peer.clone(),
-        )));
+        self.writer =
+            Some(ctx.spawn_helper(write_loop(writer, self.outbox.clone(), self.peer.clone())));
         let (stop, stopped) = oneshot::channel();
-        let reader = tokio::spawn(receive_loop(
+        let reader = ctx.spawn_helper(receive_loop(
             recv_ctx,
             reader,
             stopped,
@@ -277,7 +274,7 @@ impl Worker for TcpSendWorker {
         self.outbox.close();
         if let Some(mut w) = self.writer.take() {
             match tokio::time::timeout(WRITER_DRAIN, &mut w).await {
-                Ok(Ok(Some((reason, dropped)))) => {
+                Ok(Some(Some((reason, dropped)))) => {
                     warn!(peer = %self.peer, %reason, dropped, "TCP output that was queued is dropped: the connection broke")
                 }
                 Ok(_) => {}

@@ -4,17 +4,17 @@ use crate::connection::TcpSendWorker;
 use crate::peers::TcpShared;
 use ockam_core::{async_trait, Address, Any, Result, Worker};
 use ockam_node::Context;
+use ockam_node::HelperTask;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 /// Owns the accept loop of one listening socket; stopping it closes the socket.
 pub(crate) struct TcpListenWorker {
     listener: Option<TcpListener>,
     shared: Arc<TcpShared>,
-    accept: Option<JoinHandle<()>>,
+    accept: Option<HelperTask>,
 }
 
 impl TcpListenWorker {
@@ -35,19 +35,14 @@ impl Worker for TcpListenWorker {
     async fn initialize(&mut self, ctx: &mut Context) -> Result<()> {
         if let Some(listener) = self.listener.take() {
             let accept_ctx = ctx.new_context(Address::random_local()).await?;
-            self.accept = Some(tokio::spawn(accept_loop(
-                accept_ctx,
-                listener,
-                self.shared.clone(),
-            )));
+            self.accept =
+                Some(ctx.spawn_helper(accept_loop(accept_ctx, listener, self.shared.clone())));
         }
         Ok(())
     }
 
     async fn shutdown(&mut self, _ctx: &mut Context) -> Result<()> {
-        if let Some(a) = self.accept.take() {
-            a.abort();
-        }
+        self.accept = None; // aborts it
         Ok(())
     }
 }

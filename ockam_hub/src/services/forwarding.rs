@@ -1,6 +1,7 @@
 //! `forwarding_service` and the forwarders it starts.
 
 use super::*;
+use ockam_node::HelperTask;
 
 /// `forwarding_service`: registers forwarders (see `RemoteForwarder`). The
 /// request's payload is the name of the destination worker on the
@@ -21,7 +22,7 @@ pub(crate) struct ForwardingService {
     pub(crate) forwarders: Arc<Mutex<PeerTable<Route>>>,
     /// How often departed registrants are looked for.
     check: Duration,
-    janitor: Option<tokio::task::JoinHandle<()>>,
+    janitor: Option<HelperTask>,
     /// Who may register (issue 16).
     access: Access,
 }
@@ -164,7 +165,7 @@ impl Worker for ForwardingService {
 
     async fn initialize(&mut self, ctx: &mut Context) -> Result<()> {
         let janitor = ctx.new_context(Address::random_local()).await?;
-        self.janitor = Some(tokio::spawn(stop_departed(
+        self.janitor = Some(ctx.spawn_helper(stop_departed(
             janitor,
             Arc::downgrade(&self.forwarders),
             self.check,
@@ -173,9 +174,7 @@ impl Worker for ForwardingService {
     }
 
     async fn shutdown(&mut self, _ctx: &mut Context) -> Result<()> {
-        if let Some(janitor) = self.janitor.take() {
-            janitor.abort();
-        }
+        self.janitor = None; // aborts it
         Ok(())
     }
 

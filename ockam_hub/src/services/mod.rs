@@ -79,7 +79,7 @@ pub struct Limits {
     pub max_forwarders_per_peer: usize,
     /// Bytes of pushes one stream worker may have handed to the store and
     /// not had stored yet (default 32 MiB; each push counts its size plus
-    /// 64). Past it the worker takes no more until the store catches up:
+    /// 64 bytes). Past it the worker takes no more until the store catches up:
     /// its mailbox fills and the client's connection is read no further
     /// (back-pressure, not a refusal), so that a client pushing faster
     /// than the disk writes costs the hub a bounded amount of memory.
