@@ -27,13 +27,16 @@
 //! AES-256-GCM with associated data, SHA-256.
 #![deny(missing_docs)]
 
+#[cfg(feature = "ring")]
+mod aead_key;
+#[cfg(not(feature = "ring"))]
+#[path = "aead_rustcrypto.rs"]
 mod aead_key;
 pub use aead_key::AeadKey;
 
 use ockam_core::internal::sync::lock;
 use ockam_core::{Error, ErrorKind, Result};
 use ockam_node::Context;
-use ring::aead::{Aad, LessSafeKey, Nonce, Tag, UnboundKey, AES_256_GCM};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fmt;
@@ -310,11 +313,7 @@ fn opening_failed() -> Error {
 impl AeadKey {
     /// A key from its 32 bytes.
     pub fn new(key: &[u8; 32]) -> AeadKey {
-        match UnboundKey::new(&AES_256_GCM, key) {
-            Ok(k) => AeadKey::from_ring(LessSafeKey::new(k)),
-            // AES-256-GCM takes any 32 bytes.
-            Err(_) => unreachable!("ring refused a 32-byte AES-256-GCM key"),
-        }
+        AeadKey::from_bytes(key)
     }
 
     /// Encrypts `buf` in place and appends the tag.
@@ -334,37 +333,27 @@ impl AeadKey {
     /// [`ErrorKind::Security`] when authentication fails: `buf`, `aad` or
     /// `nonce` is not what was sealed, or `buf` is shorter than a tag.
     pub fn open_in_place(&self, nonce: &[u8; 12], aad: &[u8], buf: &mut Vec<u8>) -> Result<()> {
-        let len = self
-            .key()
-            .open_in_place(
-                Nonce::assume_unique_for_key(*nonce),
-                Aad::from(aad),
-                &mut buf[..],
-            )
-            .map_err(|_| opening_failed())?
-            .len();
+        let Some(len) = buf.len().checked_sub(AEAD_TAG_LEN) else {
+            return Err(opening_failed());
+        };
+        let mut tag = [0u8; AEAD_TAG_LEN];
+        tag.copy_from_slice(&buf[len..]);
         buf.truncate(len);
-        Ok(())
+        self.open_detached(nonce, aad, buf, &tag)
     }
 
     /// Encrypts `buf` in place and returns the tag (kept apart).
     ///
     /// # Errors
-    /// [`ErrorKind::Encoding`] when ring refuses to seal (`buf` is longer
-    /// than AES-GCM allows).
+    /// [`ErrorKind::Encoding`] when the AES-GCM implementation refuses to
+    /// seal (`buf` is longer than AES-GCM allows).
     pub fn seal_detached(
         &self,
         nonce: &[u8; 12],
         aad: &[u8],
         buf: &mut [u8],
     ) -> Result<[u8; AEAD_TAG_LEN]> {
-        let tag = self
-            .key()
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(*nonce), Aad::from(aad), buf)
-            .map_err(|_| sealing_failed())?;
-        let mut out = [0u8; AEAD_TAG_LEN];
-        out.copy_from_slice(tag.as_ref());
-        Ok(out)
+        self.seal_raw(nonce, aad, buf).ok_or_else(sealing_failed)
     }
 
     /// Checks `tag` and decrypts `buf` in place.
@@ -400,16 +389,11 @@ impl AeadKey {
         if src > buf.len() {
             return Err(opening_failed());
         }
-        self.key()
-            .open_in_place_separate_tag(
-                Nonce::assume_unique_for_key(*nonce),
-                Aad::from(aad),
-                Tag::from(*tag),
-                buf,
-                src..,
-            )
-            .map_err(|_| opening_failed())?;
-        Ok(())
+        if self.open_within_raw(nonce, aad, buf, src, tag) {
+            Ok(())
+        } else {
+            Err(opening_failed())
+        }
     }
 
     /// Encrypts `plaintext`; returns ciphertext and tag.
