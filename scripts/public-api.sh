@@ -5,7 +5,9 @@
 #
 # rustdoc's JSON output is unstable: RUSTC_BOOTSTRAP=1 lets the stable
 # toolchain write it (format 57 with rustc 1.95; the checker's public-api
-# version must read the format the toolchain writes).
+# version must read the format the toolchain writes). It is set for rustdoc
+# alone (scripts/rustdoc-bootstrap as RUSTDOC): set for cargo, it would
+# rebuild every build script that watches it (proc-macro2's) and all above.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +30,7 @@ libraries=()
 for entry in "${packages[@]}"; do
     package=${entry%%:*}
     libraries+=("${entry#*:}")
-    RUSTC_BOOTSTRAP=1 cargo rustdoc --quiet -p "$package" --lib -- \
+    RUSTDOC="$PWD/scripts/rustdoc-bootstrap" cargo rustdoc --quiet -p "$package" --lib -- \
         -Z unstable-options --output-format json
 done
 

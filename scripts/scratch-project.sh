@@ -47,6 +47,8 @@ debug = "line-tables-only"
 debug = false
 TOML
 echo 'fn main() {}' > "$scratch/src/main.rs"
+# The repository's lock file: the same dependency versions its CI tested.
+cp "$repo/Cargo.lock" "$scratch/Cargo.lock"
 
 # Each full program of the seeds (a rust block with #[ockam::node]) under
 # the name of the `touch examples/NAME.rs` line before it.

@@ -15,7 +15,8 @@ use tokio::task::JoinHandle;
 /// so no helper outlives its worker.
 ///
 /// Awaiting the handle waits for the task's end: `Some(output)`, or `None`
-/// when it was aborted or panicked (the panic is logged by the runtime).
+/// when it was aborted or panicked (a panic is printed by the panic hook,
+/// as any panic is).
 /// Awaiting is cancel safe: dropping the `await` (for example in a
 /// `timeout`) leaves the task running until the handle itself is dropped.
 #[must_use = "dropping a HelperTask aborts its task"]

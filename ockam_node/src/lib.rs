@@ -35,6 +35,10 @@
 //! worker registered as that type's router ([`Context::register`]).
 #![deny(missing_docs)]
 
+// So that `#[node]`/`#[worker]` inside this crate (its unit tests) reach
+// it by the name the expansion uses.
+extern crate self as ockam_node;
+
 mod context;
 mod executor;
 mod helper;

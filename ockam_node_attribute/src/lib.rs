@@ -13,9 +13,9 @@
 //! ```
 //!
 //! The expansion names the crate it needs by the name the user's
-//! `Cargo.toml` gives it (found with `proc-macro-crate`): the facade
-//! (package `ockam-rs`, library `ockam`) if the user depends on it, else the
-//! node crate (package `ockam-rs-node`, library `ockam_node`), also when
+//! `Cargo.toml` gives it (found with `proc-macro-crate`): the node crate
+//! (package `ockam-rs-node`, library `ockam_node`) if the user depends on
+//! it, else the facade (package `ockam-rs`, library `ockam`), also when
 //! either is renamed (`my_ockam = { package = "ockam-rs", .. }`). Both export
 //! the same hidden items the expansion uses (`__node_prelude`, `__private`,
 //! `setup_tracing`, `start_node`). One spelling cannot be told apart: a
@@ -43,16 +43,19 @@ struct Runtime {
     library: &'static str,
 }
 
-/// Searched in this order: the facade first, so a user of both gets the
-/// facade's paths.
+/// Searched in this order: the node crate first (the facade re-exports
+/// it, so a user of both gets paths that work either way), then the facade.
+/// proc-macro-crate also reads dev-dependencies, so a crate whose library
+/// uses the node crate and whose tests use the facade still gets paths its
+/// library can reach.
 const RUNTIMES: [Runtime; 2] = [
-    Runtime {
-        package: "ockam-rs",
-        library: "ockam",
-    },
     Runtime {
         package: "ockam-rs-node",
         library: "ockam_node",
+    },
+    Runtime {
+        package: "ockam-rs",
+        library: "ockam",
     },
 ];
 
@@ -63,8 +66,8 @@ const RUNTIMES: [Runtime; 2] = [
 fn runtime_path() -> TokenStream2 {
     for runtime in &RUNTIMES {
         let name = match proc_macro_crate::crate_name(runtime.package) {
-            // The crate itself (its examples, doc tests): they reach it by
-            // its library name.
+            // The crate itself (its examples, doc tests; its own library
+            // through `extern crate self as <library>`): its library name.
             Ok(FoundCrate::Itself) => runtime.library.to_string(),
             // proc-macro-crate spells an unrenamed dependency by its
             // package name (`ockam_rs`); the compiler calls it by its

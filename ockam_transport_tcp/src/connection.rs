@@ -152,7 +152,11 @@ pub(crate) struct TcpSendWorker {
     conn: Arc<ConnState>,
     shared: Arc<TcpShared>,
     /// The reader's task, and how to tell it to stop.
-    receiver: Option<(HelperTask, oneshot::Sender<()>)>,
+    /// The reader and what tells it to stop. Not a [`HelperTask`]: a reader
+    /// whose worker is gone without a `shutdown` (a panic) sees `stop`
+    /// dropped and reports the connection closed itself, so it must not be
+    /// aborted with the worker.
+    receiver: Option<(tokio::task::JoinHandle<()>, oneshot::Sender<()>)>,
     writer: Option<HelperTask<Option<(String, usize)>>>,
 }
 
@@ -238,7 +242,7 @@ impl Worker for TcpSendWorker {
         self.writer =
             Some(ctx.spawn_helper(write_loop(writer, self.outbox.clone(), self.peer.clone())));
         let (stop, stopped) = oneshot::channel();
-        let reader = ctx.spawn_helper(receive_loop(
+        let reader = tokio::spawn(receive_loop(
             recv_ctx,
             reader,
             stopped,

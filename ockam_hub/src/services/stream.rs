@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::store::{Fence, Ticket};
-use ockam_node::HelperTask;
 
 /// `stream`: answers `stream_create` by starting a stream worker for the
 /// requester; one that opens the same stream again gets a new stream
@@ -104,7 +103,10 @@ struct StreamWorker {
     in_flight: Arc<tokio::sync::Semaphore>,
     /// Pushes submitted to the store, in order, for the replier to confirm.
     confirms: Option<mpsc::UnboundedSender<(Push, Route, Uint)>>,
-    replier: Option<HelperTask>,
+    /// Not a [`HelperTask`](ockam_node::HelperTask): it outlives this
+    /// worker on purpose, to confirm the pushes still pending when the
+    /// worker stops (see `clean_up`).
+    replier: Option<tokio::task::JoinHandle<()>>,
     /// Milliseconds since `started()` at the end of the last request, or
     /// [`BUSY`] while one is in progress (a waiting pull included); the
     /// service's reaper ([`reap_idle_workers`]) stops the worker after
@@ -388,7 +390,7 @@ impl StreamWorker {
         }
         let (tx, rx) = mpsc::unbounded_channel();
         let replier_ctx = ctx.new_context(Address::random_local()).await?;
-        self.replier = Some(ctx.spawn_helper(confirm_loop(
+        self.replier = Some(tokio::spawn(confirm_loop(
             replier_ctx,
             self.stream.clone(),
             self.shared.clone(),
