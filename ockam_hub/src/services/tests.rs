@@ -44,13 +44,15 @@ fn ten_thousand_idle_streams_leave_nothing_behind() {
             }
             assert_eq!(shared.tracked().1, STREAMS, "a stream worker each");
             // A waiting pull on each (nothing there yet): each stream is
-            // watched for a while.
+            // watched for a while, long enough that the pulls sent first
+            // still wait when the last is sent on a loaded machine (at
+            // 300 ms they had all expired once, under CI's load).
             for (i, w) in workers.iter().enumerate() {
                 let pull = PullWaitRequest {
                     request_id: Uint(i as u64),
                     index: Uint(0),
                     limit: Uint(10),
-                    wait_ms: Uint(300),
+                    wait_ms: Uint(3_000),
                 };
                 ctx.send(w.clone(), ProtocolPayload::new(STREAM_PULL_WAIT, &pull)?)
                     .await?;
