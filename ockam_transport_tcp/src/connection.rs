@@ -8,13 +8,13 @@ use ockam_core::{
     async_trait, Address, Any, Error, ErrorKind, LocalMessage, Result, Routed, TransportMessage,
     Worker, MAX_ROUTE_LEN, TCP,
 };
-use ockam_node::HelperTask;
 use ockam_node::{Backpressure, Context};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 /// How much the reader asks the socket for at a time.
@@ -151,13 +151,15 @@ pub(crate) struct TcpSendWorker {
     outbox: Arc<Outbox>,
     conn: Arc<ConnState>,
     shared: Arc<TcpShared>,
-    /// The reader's task, and how to tell it to stop.
-    /// The reader and what tells it to stop. Not a [`HelperTask`]: a reader
-    /// whose worker is gone without a `shutdown` (a panic) sees `stop`
-    /// dropped and reports the connection closed itself, so it must not be
-    /// aborted with the worker.
-    receiver: Option<(tokio::task::JoinHandle<()>, oneshot::Sender<()>)>,
-    writer: Option<HelperTask<Option<(String, usize)>>>,
+    /// The reader's task, and how to tell it to stop. Not a
+    /// [`HelperTask`](ockam_node::HelperTask): a reader whose worker is gone
+    /// without a `shutdown` (a panic) sees `stop` dropped and reports the
+    /// connection closed itself, so it must not be aborted with the worker.
+    receiver: Option<(JoinHandle<()>, oneshot::Sender<()>)>,
+    /// The writer. Not a [`HelperTask`](ockam_node::HelperTask) either: a
+    /// worker gone without a `shutdown` (a panic) must not take the output
+    /// already queued with it; the writer sends it.
+    writer: Option<JoinHandle<Option<(String, usize)>>>,
 }
 
 impl TcpSendWorker {
@@ -239,8 +241,11 @@ impl Worker for TcpSendWorker {
         self.conn.set(Conn::Connected);
         let local = stream.local_addr().ok();
         let (reader, writer) = stream.into_split();
-        self.writer =
-            Some(ctx.spawn_helper(write_loop(writer, self.outbox.clone(), self.peer.clone())));
+        self.writer = Some(tokio::spawn(write_loop(
+            writer,
+            self.outbox.clone(),
+            self.peer.clone(),
+        )));
         let (stop, stopped) = oneshot::channel();
         let reader = tokio::spawn(receive_loop(
             recv_ctx,
@@ -278,7 +283,7 @@ impl Worker for TcpSendWorker {
         self.outbox.close();
         if let Some(mut w) = self.writer.take() {
             match tokio::time::timeout(WRITER_DRAIN, &mut w).await {
-                Ok(Some(Some((reason, dropped)))) => {
+                Ok(Ok(Some((reason, dropped)))) => {
                     warn!(peer = %self.peer, %reason, dropped, "TCP output that was queued is dropped: the connection broke")
                 }
                 Ok(_) => {}
