@@ -610,11 +610,13 @@ pub mod wire {
     use crate::route::Route;
 
     /// Appends a BARE `uint` (LEB128).
+    #[inline]
     pub fn put_uint(out: &mut Vec<u8>, v: u64) {
         put_uint_with(v, |b| out.push(b));
     }
 
     /// Gives the bytes of a BARE `uint` (LEB128), one at a time.
+    #[inline]
     pub fn put_uint_with(mut v: u64, mut put: impl FnMut(u8)) {
         while v >= 0x80 {
             put((v as u8) | 0x80);
@@ -628,6 +630,7 @@ pub mod wire {
         Error::new(ErrorKind::Decoding, e.to_string())
     }
 
+    #[cold]
     fn truncated() -> Error {
         Error::new(ErrorKind::Decoding, "transport message is truncated")
     }
@@ -639,6 +642,7 @@ pub mod wire {
 
     impl<'a> Reader<'a> {
         /// A reader over `buf`.
+        #[inline]
         pub fn new(buf: &'a [u8]) -> Self {
             Reader { buf }
         }
@@ -647,6 +651,7 @@ pub mod wire {
         ///
         /// # Errors
         /// [`ErrorKind::Decoding`] when no byte is left.
+        #[inline]
         pub fn u8(&mut self) -> Result<u8> {
             let (&b, rest) = self.buf.split_first().ok_or_else(truncated)?;
             self.buf = rest;
@@ -657,6 +662,7 @@ pub mod wire {
         ///
         /// # Errors
         /// [`ErrorKind::Decoding`] when fewer than 8 bytes are left.
+        #[inline]
         pub fn u64(&mut self) -> Result<u64> {
             if self.buf.len() < 8 {
                 return Err(truncated());
@@ -669,6 +675,7 @@ pub mod wire {
         }
 
         /// Bytes not read yet.
+        #[inline]
         pub fn remaining(&self) -> usize {
             self.buf.len()
         }
@@ -679,6 +686,7 @@ pub mod wire {
         /// # Errors
         /// [`ErrorKind::Decoding`] when it is truncated, overflows 64 bits,
         /// is longer than 10 bytes or is not canonical.
+        #[inline]
         pub fn uint(&mut self) -> Result<u64> {
             let mut v: u64 = 0;
             for i in 0..10 {
@@ -705,6 +713,7 @@ pub mod wire {
         /// # Errors
         /// [`ErrorKind::Decoding`] when the length is not a valid `uint` or
         /// more bytes than are left.
+        #[inline]
         pub fn bytes(&mut self) -> Result<&'a [u8]> {
             let len = self.uint()?;
             if len > self.buf.len() as u64 {

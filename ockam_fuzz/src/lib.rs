@@ -389,7 +389,7 @@ pub fn rpc_frames(data: &[u8]) {
     for step in steps.into_iter().take(256) {
         match step {
             RpcStep::ToReceiver(Frame::Data { first, bodies }) => {
-                recv.handle_data(first, bodies.into_slices(), now);
+                recv.handle_data(first, bodies.iter().collect(), now);
             }
             RpcStep::ToReceiver(f) => {
                 recv.handle(f, now);

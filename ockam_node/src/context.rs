@@ -7,8 +7,8 @@ use crate::relay;
 use crate::router::{InlineHandler, Onward, OwnerId, Router, TransportRouter};
 use ockam_core::internal::sync::{get_mut, lock};
 use ockam_core::{
-    Address, AddressSet, Error, ErrorKind, LocalMessage, Message, Receipt, Result, Route, Routed,
-    TransportType, Worker,
+    Address, AddressSet, EncodePayload, Error, ErrorKind, LocalMessage, Message, Receipt, Result,
+    Route, Routed, TransportType, Worker,
 };
 use std::future::Future;
 use std::sync::Arc;
@@ -123,6 +123,35 @@ impl Context {
     {
         // The primary address is ours by construction: no membership check.
         let pressure = self.router.send(route.into(), &self.addresses[0], &msg)?;
+        self.yield_to_pressure(pressure).await
+    }
+
+    /// Sends a payload that is already encoded, in parts, along `route`
+    /// (this context's primary address as the return route): like
+    /// [`Context::send`], but the message is not a [`Message`] to encode.
+    /// When the next hop is a transport that takes messages in parts, the
+    /// parts are written straight into its buffer; otherwise they are
+    /// joined into the message's payload. For a protocol that keeps its
+    /// messages in wire form (`ockam_rpc` writes a frame's header and its
+    /// queued items as two parts).
+    ///
+    /// # Errors
+    /// As [`Context::send`]'s ([`ErrorKind::Encoding`] being what
+    /// `payload` returns, if anything).
+    ///
+    /// # Cancel safety
+    /// As [`Context::send`]'s.
+    pub async fn send_payload<R>(
+        &self,
+        route: R,
+        payload: &(dyn EncodePayload + Sync),
+    ) -> Result<()>
+    where
+        R: Into<Route>,
+    {
+        let pressure = self
+            .router
+            .send_payload(route.into(), &self.addresses[0], payload)?;
         self.yield_to_pressure(pressure).await
     }
 

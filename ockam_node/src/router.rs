@@ -9,7 +9,7 @@ use crate::mailbox::{Mailbox, MailboxSender};
 use ockam_core::internal::sync::{lock, read, write};
 use ockam_core::{
     check_address, Address, EncodePayload, EncodedMessage, Error, ErrorKind, LocalMessage, Message,
-    Receipt, Result, Route, TransportMessage, TransportType, LOCAL,
+    Receipt, Result, Route, TransportMessage, TransportType, ENCODE_HEADROOM, LOCAL,
 };
 use std::any::{Any as StdAny, TypeId};
 use std::collections::HashMap;
@@ -712,6 +712,28 @@ impl Router {
             onward_route,
             return_route,
             payload,
+        )))
+    }
+
+    /// Sends a payload already encoded (in parts) from `from` along
+    /// `onward_route`: straight into a transport's buffer when the next hop
+    /// takes parts, else joined and delivered.
+    pub(crate) fn send_payload(
+        &self,
+        onward_route: Route,
+        from: &Address,
+        payload: &dyn EncodePayload,
+    ) -> Result<Waiting> {
+        let return_route = Route::from(from.clone());
+        if let Some(waiting) = self.route_parts(&onward_route, &return_route, payload) {
+            return waiting;
+        }
+        let mut joined = Vec::with_capacity(payload.payload_len() + ENCODE_HEADROOM);
+        payload.write_payload(&mut joined)?;
+        self.deliver(LocalMessage::new(TransportMessage::v1(
+            onward_route,
+            return_route,
+            joined,
         )))
     }
 

@@ -4,7 +4,9 @@
 //! it the peer's frames, and keeps its one timer.
 
 use crate::error::RpcError;
-use crate::proto::{End, Frame, RecvHalf, SendHalf, SendRefused, Timing, Window};
+use crate::proto::{
+    data_head, Bodies, End, Frame, RecvHalf, SendHalf, SendRefused, Timing, Window,
+};
 use ockam_core::internal::sync::lock;
 use ockam_core::{Address, Any, Message, Route, Routed};
 use ockam_node::Context;
@@ -280,7 +282,16 @@ async fn run<H: Half>(mut ctx: Context, shared: Arc<Shared<H>>) {
         }
         if let Some(p) = peer {
             for f in unsent.drain(..) {
-                if let Err(e) = ctx.send(p.clone(), f).await {
+                let sent = match &f {
+                    // Its header and its items as queued: not encoded again.
+                    Frame::Data { first, bodies } => {
+                        let (head, len) = data_head(*first, bodies);
+                        ctx.send_payload(p.clone(), &[&head[..len], bodies.wire()])
+                            .await
+                    }
+                    _ => ctx.send(p.clone(), f).await,
+                };
+                if let Err(e) = sent {
                     debug!(error = %e, "typed stream: the peer cannot be reached");
                     shared
                         .lock()
@@ -585,7 +596,7 @@ pub struct Source<T> {
     done: bool,
     /// Messages lent by the half ([`RecvHalf::lend`]), in order, not yet
     /// given to the application: taken one by one without the lock.
-    batch: VecDeque<bytes::Bytes>,
+    batch: VecDeque<Bodies>,
     /// Messages (and their bytes) of `batch` given to the application and
     /// not yet reported to the half (it grants credit for them then).
     used: (u64, u64),
@@ -652,37 +663,48 @@ impl<T: Message> Source<T> {
         } else {
             None
         };
-        let taken = match (taken, self.batch.pop_front()) {
-            (None, Some(body)) => {
+        let decoded = match taken {
+            // The next of the batch, decoded from its slice of the frame.
+            None => {
+                let Some(run) = self.batch.front_mut() else {
+                    return Poll::Pending;
+                };
+                let Some(body) = run.next_slice() else {
+                    // (Runs are never empty in a batch; were one, it goes.)
+                    self.batch.pop_front();
+                    return self.poll_recv(cx);
+                };
                 self.used.0 += 1;
                 self.used.1 += body.len() as u64;
-                if self.batch.is_empty() {
-                    // Credit as the application takes: the last of a batch
-                    // reports the whole batch (and borrows the next).
-                    self.refill();
+                let decoded = T::decode(body);
+                if run.is_empty() {
+                    self.batch.pop_front();
+                    if self.batch.is_empty() {
+                        // Credit as the application takes: the last of a
+                        // batch reports the whole batch (and borrows the
+                        // next).
+                        self.refill();
+                    }
                 }
-                Some(Ok(Some(body)))
+                decoded
             }
-            (taken, _) => taken,
-        };
-        match taken {
-            Some(Ok(Some(body))) => match T::decode(&body) {
-                Ok(t) => Poll::Ready(Ok(Some(t))),
-                Err(e) => {
-                    let why = format!("a message does not decode: {e}");
-                    self.cancel_inner(&why);
-                    Poll::Ready(Err(RpcError::Decode(why)))
-                }
-            },
+            Some(Ok(Some(body))) => T::decode(&body),
             Some(Ok(None)) => {
                 self.done = true;
-                Poll::Ready(Ok(None))
+                return Poll::Ready(Ok(None));
             }
             Some(Err(e)) => {
                 self.done = true;
-                Poll::Ready(Err(RpcError::from(e)))
+                return Poll::Ready(Err(RpcError::from(e)));
             }
-            None => Poll::Pending,
+        };
+        match decoded {
+            Ok(t) => Poll::Ready(Ok(Some(t))),
+            Err(e) => {
+                let why = format!("a message does not decode: {e}");
+                self.cancel_inner(&why);
+                Poll::Ready(Err(RpcError::Decode(why)))
+            }
         }
     }
 

@@ -69,59 +69,139 @@ pub enum Frame {
     Ping,
 }
 
-/// The messages of a `Data` frame: their encodings back to back in one
-/// buffer, and where each ends. On the wire a BARE list of byte strings
-/// (`list<data>`), as a `Vec` of byte buffers would be; kept whole so that
-/// a sender queues and frames messages without a buffer per message.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The messages of a `Data` frame as they are on the wire: a BARE list of
+/// byte strings (`list<data>`), whose items (each a length, then the
+/// message's encoding) lie back to back in one buffer. A sender queues
+/// its messages in this form (a `Data` frame is a header and a slice of
+/// the queue), and a receiver keeps and lends them so, splitting them only
+/// as they are taken: a message costs neither a buffer nor a reference
+/// count of its own on its way.
+///
+/// Every `Bodies` holds exactly [`len`](Self::len) well-formed items (it
+/// is checked where it is made: [`decode_data`], [`FromIterator`], the
+/// sending queue).
+#[derive(Debug, Clone, Default)]
 pub struct Bodies {
     data: Bytes,
-    /// The end of each body in `data` (ascending, the last `data.len()`).
-    ends: Vec<usize>,
+    /// Where the next message's encoding starts in `data`.
+    pos: usize,
+    /// Messages left.
+    count: usize,
+    /// Their bytes (the messages' own, without their lengths).
+    bytes: u64,
 }
 
 impl Bodies {
-    /// How many messages.
+    /// How many messages are left.
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.count
     }
 
-    /// Whether there are none.
+    /// Whether none is left.
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.count == 0
     }
 
-    /// Where each message's encoding lies in `data`, in order.
-    fn ranges(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
-        let starts = std::iter::once(0).chain(self.ends.iter().copied());
-        starts.zip(self.ends.iter().copied()).map(|(a, b)| a..b)
+    /// The bytes of the messages left (without their lengths).
+    pub fn body_bytes(&self) -> u64 {
+        self.bytes
     }
 
-    /// Each message's encoding, in order.
+    /// Where the next message lies in `data`, and where the one after it
+    /// starts.
+    fn next_range(&self) -> Option<(std::ops::Range<usize>, usize)> {
+        if self.count == 0 {
+            return None;
+        }
+        let mut r = ockam_core::internal::wire::Reader::new(self.data.get(self.pos..)?);
+        let len = r.bytes().ok()?.len();
+        let end = self.data.len() - r.remaining();
+        Some((end - len..end, end))
+    }
+
+    /// Takes the next message: a slice of the run's buffer.
+    pub fn next_slice(&mut self) -> Option<&[u8]> {
+        let Some((range, end)) = self.next_range() else {
+            // (Only if the run was not checked: it is empty from now on.)
+            self.count = 0;
+            self.bytes = 0;
+            return None;
+        };
+        self.pos = end;
+        self.count -= 1;
+        self.bytes -= range.len() as u64;
+        Some(&self.data[range])
+    }
+
+    /// Takes the next message as a [`Bytes`] (a slice of the run's
+    /// buffer: it keeps the buffer).
+    pub fn next_bytes(&mut self) -> Option<Bytes> {
+        let (range, _) = self.next_range()?;
+        self.next_slice();
+        Some(self.data.slice(range))
+    }
+
+    /// The items left as they are on the wire (each a BARE length, then
+    /// the message's encoding), without the list's count.
+    pub fn wire(&self) -> &[u8] {
+        self.data.get(self.pos..).unwrap_or(&[])
+    }
+
+    /// The messages left, in order, without taking them.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
-        self.ranges().map(|r| &self.data[r])
+        let mut r =
+            ockam_core::internal::wire::Reader::new(self.data.get(self.pos..).unwrap_or(&[]));
+        (0..self.count).map_while(move |_| r.bytes().ok())
     }
 
-    /// Each message's encoding as a slice of the one buffer (no copy).
-    pub fn into_slices(self) -> Vec<Bytes> {
-        self.ranges().map(|r| self.data.slice(r)).collect()
+    /// Splits off the first `n` messages (all if there are fewer).
+    fn split_to(&mut self, n: usize) -> Bodies {
+        if n >= self.count {
+            return std::mem::take(self);
+        }
+        let start = self.pos;
+        let mut bytes = 0;
+        for _ in 0..n {
+            bytes += self.next_slice().map_or(0, |b| b.len() as u64);
+        }
+        Bodies {
+            data: self.data.slice(start..self.pos),
+            pos: 0,
+            count: n,
+            bytes,
+        }
     }
 }
 
 impl<B: AsRef<[u8]>> FromIterator<B> for Bodies {
     fn from_iter<I: IntoIterator<Item = B>>(iter: I) -> Self {
         let mut data = Vec::new();
-        let mut ends = Vec::new();
+        let mut count = 0;
+        let mut bytes = 0;
         for b in iter {
-            data.extend_from_slice(b.as_ref());
-            ends.push(data.len());
+            let b = b.as_ref();
+            ockam_core::internal::wire::put_uint(&mut data, b.len() as u64);
+            data.extend_from_slice(b);
+            count += 1;
+            bytes += b.len() as u64;
         }
         Bodies {
             data: Bytes::from(data),
-            ends,
+            pos: 0,
+            count,
+            bytes,
         }
     }
 }
+
+/// The same messages, wherever they lie.
+impl PartialEq for Bodies {
+    fn eq(&self, other: &Self) -> bool {
+        self.count == other.count && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Bodies {}
 
 impl Serialize for Bodies {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -226,12 +306,18 @@ pub struct SendHalf {
     sent_bytes: u64,
     credit_messages: u64,
     credit_bytes: u64,
-    /// Messages the application gave, not yet sent (for batching): their
-    /// encodings back to back, and where each ends.
+    /// Messages the application gave, not yet sent (for batching), as
+    /// `Data` frames carry them (see [`Bodies`]): each a BARE length, then
+    /// its encoding.
     queued: Vec<u8>,
-    queued_ends: Vec<usize>,
+    /// Where each queued item ends in `queued`, and the bytes of the
+    /// messages up to it (without their lengths).
+    queued_ends: Vec<(usize, u64)>,
     /// The size of the last `Data` frame's bodies: room kept for the next.
     last_frame_bytes: usize,
+    /// The bytes the last queued message's length took (see
+    /// [`SendHalf::send_encoded`]).
+    last_len_room: usize,
     timing: Timing,
     last_heard: Instant,
     last_sent: Instant,
@@ -254,6 +340,7 @@ impl SendHalf {
             queued: Vec::new(),
             queued_ends: Vec::new(),
             last_frame_bytes: 0,
+            last_len_room: 1,
             timing,
             last_heard: now,
             last_sent: now,
@@ -270,9 +357,7 @@ impl SendHalf {
     /// bytes; [`SendRefused::NoCredit`] before the first credit or when the
     /// credit (messages or bytes) is used up.
     pub fn check(&self, len: usize) -> Result<(), SendRefused> {
-        let seq = self.next_seq + self.queued_ends.len() as u64;
-        let bytes = self.sent_bytes + self.queued.len() as u64;
-        self.check_at(seq, bytes, len)
+        self.check_at(self.queued_seq(), self.queued_bytes(), len)
     }
 
     /// [`check`](Self::check) of a message of `len` bytes that would be
@@ -298,6 +383,16 @@ impl SendHalf {
         Ok(())
     }
 
+    /// The sequence number the next queued message gets.
+    fn queued_seq(&self) -> u64 {
+        self.next_seq + self.queued_ends.len() as u64
+    }
+
+    /// The cumulative bytes before the next queued message.
+    fn queued_bytes(&self) -> u64 {
+        self.sent_bytes + self.queued_ends.last().map_or(0, |e| e.1)
+    }
+
     /// How many messages are queued and not yet in a frame.
     pub fn queued(&self) -> usize {
         self.queued_ends.len()
@@ -320,6 +415,10 @@ impl SendHalf {
     /// [`check`](Self::check) allows one of its length; otherwise takes
     /// it back out and says why.
     ///
+    /// The item's length goes before the encoding, in the room the last
+    /// message's length took: the encoding moves only when its length
+    /// takes another number of bytes (a stream of like messages never).
+    ///
     /// # Errors
     /// `encode`'s error (nothing queued); inside, as [`check`](Self::check).
     pub fn send_encoded<E>(
@@ -335,19 +434,34 @@ impl SendHalf {
                 .reserve(self.last_frame_bytes.clamp(256, MAX_FRAME_BODY_BYTES));
         }
         let start = self.queued.len();
+        let room = self.last_len_room;
+        self.queued.resize(start + room, 0);
         if let Err(e) = encode(&mut self.queued) {
             self.queued.truncate(start);
             return Err(e);
         }
-        let len = self.queued.len() - start;
+        let len = self.queued.len() - start - room;
         // `check` as it was before this message was written.
-        let seq = self.next_seq + self.queued_ends.len() as u64;
-        let bytes = self.sent_bytes + start as u64;
-        if let Err(refused) = self.check_at(seq, bytes, len) {
+        if let Err(refused) = self.check_at(self.queued_seq(), self.queued_bytes(), len) {
             self.queued.truncate(start);
             return Ok(Err(refused));
         }
-        self.queued_ends.push(self.queued.len());
+        let mut prefix = [0u8; 10];
+        let mut n = 0;
+        ockam_core::internal::wire::put_uint_with(len as u64, |b| {
+            prefix[n] = b;
+            n += 1;
+        });
+        if n == room {
+            self.queued[start..start + n].copy_from_slice(&prefix[..n]);
+        } else {
+            self.queued
+                .splice(start..start + room, prefix[..n].iter().copied());
+            self.last_len_room = n;
+        }
+        let before = self.queued_ends.last().map_or(0, |e| e.1);
+        self.queued_ends
+            .push((self.queued.len(), before + len as u64));
         Ok(Ok(()))
     }
 
@@ -443,24 +557,27 @@ impl SendHalf {
         let data = Bytes::from(std::mem::take(&mut self.queued));
         let ends = std::mem::take(&mut self.queued_ends);
         self.last_frame_bytes = data.len().min(MAX_FRAME_BODY_BYTES);
-        let mut start = 0;
+        let (mut start, mut body_start) = (0, 0);
         let mut from = 0;
         while from < ends.len() {
             // At least one message; more while they fit.
             let mut to = from + 1;
-            while to < ends.len() && ends[to] - start <= MAX_FRAME_BODY_BYTES {
+            while to < ends.len() && ends[to].0 - start <= MAX_FRAME_BODY_BYTES {
                 to += 1;
             }
-            let end = ends[to - 1];
+            let (end, body_end) = ends[to - 1];
             let bodies = Bodies {
                 data: data.slice(start..end),
-                ends: ends[from..to].iter().map(|e| e - start).collect(),
+                pos: 0,
+                count: to - from,
+                bytes: body_end - body_start,
             };
             let first = self.next_seq;
             self.next_seq += (to - from) as u64;
-            self.sent_bytes += (end - start) as u64;
+            self.sent_bytes += body_end - body_start;
             self.out.push_back(Frame::Data { first, bodies });
             start = end;
+            body_start = body_end;
             from = to;
         }
     }
@@ -542,10 +659,13 @@ pub struct RecvHalf {
     timing: Timing,
     /// The next sequence number to arrive in order.
     next: u64,
-    /// Arrived early, within the window.
-    early: BTreeMap<u64, Bytes>,
-    /// In order, for the application (slices of the frames they came in).
-    ready: VecDeque<Bytes>,
+    /// Arrived early, within the window (each copied out of its frame).
+    early: BTreeMap<u64, Bodies>,
+    /// In order, for the application: runs of the frames they came in
+    /// (none empty).
+    ready: VecDeque<Bodies>,
+    /// How many messages `ready` holds.
+    ready_count: usize,
     taken: u64,
     taken_bytes: u64,
     /// Bytes arrived and not yet taken (ready, early and lent).
@@ -576,6 +696,7 @@ impl RecvHalf {
             next: 0,
             early: BTreeMap::new(),
             ready: VecDeque::new(),
+            ready_count: 0,
             taken: 0,
             taken_bytes: 0,
             held_bytes: 0,
@@ -619,7 +740,7 @@ impl RecvHalf {
             return !matches!(frame, Frame::Data { .. });
         }
         match frame {
-            Frame::Data { first, bodies } => self.handle_data(first, bodies.into_slices(), now),
+            Frame::Data { first, bodies } => self.handle_data(first, bodies.iter().collect(), now),
             Frame::Close { total } => {
                 if total < self.next {
                     return false;
@@ -638,55 +759,62 @@ impl RecvHalf {
     }
 
     /// The messages of a `Data` frame (`first`, `first + 1`, ...), at
-    /// `now`: [`handle`](Self::handle) with the bodies already out of the
-    /// frame (see [`decode_data`]: slices of the frame, no copy). Returns
-    /// `false` if some were out of the credit granted (those are dropped).
+    /// `now`: [`handle`](Self::handle) with the messages already out of
+    /// the frame (see [`decode_data`]: one run over the frame, no copy).
+    /// Returns `false` if some were out of the credit granted (those are
+    /// dropped).
     ///
-    /// A body kept as a slice keeps its whole frame in memory: unless every
-    /// body of the frame is kept (the usual case: new, in order, within
-    /// the credit), the kept ones are copied out, so that a frame of
+    /// A run keeps its whole frame in memory: unless every message of the
+    /// frame is kept (the usual case: new, in order, within the credit),
+    /// the kept ones are copied out one by one, so that a frame of
     /// duplicates or of messages beyond the credit (a peer that
     /// misbehaves) holds no more memory than its kept messages.
-    pub fn handle_data(&mut self, first: u64, bodies: Vec<Bytes>, now: Instant) -> bool {
+    pub fn handle_data(&mut self, first: u64, mut run: Bodies, now: Instant) -> bool {
         self.timing_last_heard = now;
         if !matches!(self.state, RecvState::Open | RecvState::Closing(_)) {
             return false;
         }
-        let n = bodies.len() as u64;
-        let bytes: u64 = bodies.iter().map(|b| b.len() as u64).sum();
+        let n = run.len() as u64;
+        let bytes = run.body_bytes();
         let all_kept = first == self.next
             && self.early.is_empty()
             && first.saturating_add(n) <= self.granted.0
             && self.held_bytes + bytes <= self.window.bytes
             && !matches!(self.state, RecvState::Closing(total) if first.saturating_add(n) > total);
+        if all_kept {
+            self.held_bytes += bytes;
+            self.next += n;
+            self.push_ready(run);
+            self.gap_since = None;
+            self.check_closed();
+            return true;
+        }
         let mut ok = true;
-        for (i, body) in bodies.into_iter().enumerate() {
-            let seq = first.saturating_add(i as u64);
-            if seq < self.next || self.early.contains_key(&seq) {
+        let mut seq = first;
+        while let Some(body) = run.next_slice() {
+            let this = seq;
+            seq = seq.saturating_add(1);
+            if this < self.next || self.early.contains_key(&this) {
                 continue; // a duplicate
             }
-            let beyond = seq >= self.granted.0
+            let beyond = this >= self.granted.0
                 || self.held_bytes + body.len() as u64 > self.window.bytes
-                || matches!(self.state, RecvState::Closing(total) if seq >= total);
+                || matches!(self.state, RecvState::Closing(total) if this >= total);
             if beyond {
                 ok = false; // out of the credit granted: forged
                 continue;
             }
-            let body = if all_kept {
-                body
-            } else {
-                Bytes::copy_from_slice(&body)
-            };
             self.held_bytes += body.len() as u64;
-            if seq == self.next {
-                self.ready.push_back(body);
+            let one: Bodies = std::iter::once(body).collect();
+            if this == self.next {
+                self.push_ready(one);
                 self.next += 1;
                 while let Some(b) = self.early.remove(&self.next) {
-                    self.ready.push_back(b);
+                    self.push_ready(b);
                     self.next += 1;
                 }
             } else {
-                self.early.insert(seq, body);
+                self.early.insert(this, one);
             }
         }
         self.gap_since = if self.early.is_empty() {
@@ -696,6 +824,13 @@ impl RecvHalf {
         };
         self.check_closed();
         ok
+    }
+
+    fn push_ready(&mut self, run: Bodies) {
+        if !run.is_empty() {
+            self.ready_count += run.len();
+            self.ready.push_back(run);
+        }
     }
 
     fn check_closed(&mut self) {
@@ -716,7 +851,16 @@ impl RecvHalf {
     /// `Some(Err(end))`: the [`End`] of a stream that did not close cleanly,
     /// once the messages before it are taken.
     pub fn take(&mut self) -> Option<Result<Option<Bytes>, End>> {
-        if let Some(b) = self.ready.pop_front() {
+        while let Some(run) = self.ready.front_mut() {
+            let Some(b) = run.next_bytes() else {
+                // (A run is never empty in `ready`; were it, it goes.)
+                self.ready.pop_front();
+                continue;
+            };
+            if run.is_empty() {
+                self.ready.pop_front();
+            }
+            self.ready_count -= 1;
             self.taken += 1;
             self.taken_bytes += b.len() as u64;
             self.held_bytes -= b.len() as u64;
@@ -743,14 +887,26 @@ impl RecvHalf {
     /// whether the stream is over.
     ///
     /// [`held`]: Self::held
-    pub fn lend(&mut self, max: usize, into: &mut VecDeque<Bytes>) -> usize {
-        let n = max.min(self.ready.len());
-        for body in self.ready.drain(..n) {
-            self.lent.0 += 1;
-            self.lent.1 += body.len() as u64;
-            into.push_back(body);
+    pub fn lend(&mut self, max: usize, into: &mut VecDeque<Bodies>) -> usize {
+        let mut lent = 0;
+        while lent < max {
+            let Some(run) = self.ready.front_mut() else {
+                break;
+            };
+            let part = run.split_to(max - lent);
+            if run.is_empty() {
+                self.ready.pop_front();
+            }
+            let k = part.len();
+            self.ready_count -= k;
+            self.lent.0 += k as u64;
+            self.lent.1 += part.body_bytes();
+            lent += k;
+            if k > 0 {
+                into.push_back(part);
+            }
         }
-        n
+        lent
     }
 
     /// The application took `messages` lent messages of `bytes` bytes in
@@ -779,6 +935,7 @@ impl RecvHalf {
         if matches!(self.state, RecvState::Open | RecvState::Closing(_)) {
             self.state = RecvState::Ended(End::Cancelled(reason.into()));
             self.ready.clear();
+            self.ready_count = 0;
             self.early.clear();
             self.out.push_back(Frame::Cancel {
                 reason: reason.into(),
@@ -847,7 +1004,7 @@ impl RecvHalf {
     /// Messages and bytes held for the application (arrived, not taken).
     pub fn held(&self) -> (usize, u64) {
         (
-            self.ready.len() + self.early.len() + self.lent.0 as usize,
+            self.ready_count + self.early.len() + self.lent.0 as usize,
             self.held_bytes,
         )
     }
@@ -858,17 +1015,35 @@ impl RecvHalf {
     }
 }
 
+/// The BARE encoding of `Frame::Data { first, bodies }` up to its
+/// items: the variant, `first` and the list's count (at most 19 bytes);
+/// [`Bodies::wire`] follows it. A sender writes a `Data` frame as these
+/// two parts, without encoding its messages again.
+pub fn data_head(first: u64, bodies: &Bodies) -> ([u8; 19], usize) {
+    let mut head = [0u8; 19];
+    let mut len = 0;
+    let mut put = |b: u8| {
+        head[len] = b;
+        len += 1;
+    };
+    // `Frame::Data` is the enum's variant 0.
+    put(0);
+    first.to_le_bytes().into_iter().for_each(&mut put);
+    ockam_core::internal::wire::put_uint_with(bodies.len() as u64, put);
+    (head, len)
+}
+
 /// The messages of a `Data` frame in `payload` (its BARE encoding), as
-/// slices of `payload` (no copy): `None` if the payload is another frame,
-/// `Some(Err)` if it is a `Data` frame that does not decode (truncated, a
-/// lying length, bytes left over). The same frames as
-/// `Frame::decode`, without a buffer per message.
+/// one [`Bodies`] over `payload` (no copy, nothing per message): `None` if
+/// the payload is another frame, `Some(Err)` if it is a `Data` frame that
+/// does not decode (truncated, a lying length, bytes left over). The same
+/// frames as `Frame::decode`, without a buffer per message.
 ///
 /// # Errors
 /// `Some(Err(..))` of kind [`ErrorKind::Decoding`](ockam_core::ErrorKind::Decoding)
 /// for a `Data` frame that is truncated or malformed, claims more
 /// messages than it holds, or has bytes left over.
-pub fn decode_data(payload: &Bytes) -> Option<ockam_core::Result<(u64, Vec<Bytes>)>> {
+pub fn decode_data(payload: &Bytes) -> Option<ockam_core::Result<(u64, Bodies)>> {
     let mut r = ockam_core::internal::wire::Reader::new(payload);
     // `Frame::Data` is the enum's variant 0.
     if r.uint().ok()? != 0 {
@@ -878,17 +1053,17 @@ pub fn decode_data(payload: &Bytes) -> Option<ockam_core::Result<(u64, Vec<Bytes
         let first = r.u64()?;
         let count = r.uint()?;
         // Each body takes at least a byte (its length): a count beyond
-        // that is a lie and must not size an allocation.
+        // that is a lie.
         if count > r.remaining() as u64 {
             return Err(ockam_core::Error::new(
                 ockam_core::ErrorKind::Decoding,
                 "a Data frame claims more messages than it holds",
             ));
         }
-        // (Sized for the usual frame, not for what a peer claims.)
-        let mut bodies = Vec::with_capacity(count.min(1024) as usize);
+        let start = payload.len() - r.remaining();
+        let mut bytes = 0u64;
         for _ in 0..count {
-            bodies.push(payload.slice_ref(r.bytes()?));
+            bytes += r.bytes()?.len() as u64;
         }
         if r.remaining() != 0 {
             return Err(ockam_core::Error::new(
@@ -896,7 +1071,14 @@ pub fn decode_data(payload: &Bytes) -> Option<ockam_core::Result<(u64, Vec<Bytes
                 "bytes left over after a Data frame",
             ));
         }
-        Ok((first, bodies))
+        let run = Bodies {
+            data: payload.slice(start..),
+            pos: 0,
+            // (At most the payload's length: it fits.)
+            count: usize::try_from(count).unwrap_or(usize::MAX),
+            bytes,
+        };
+        Ok((first, run))
     };
     Some(parse(&mut r))
 }

@@ -309,8 +309,14 @@ proptest! {
         };
         prop_assert_eq!(&wire[..], &ockam_core::encode(&as_list).unwrap()[..]);
         prop_assert_eq!(&Frame::decode(&wire).unwrap(), &frame);
+        // A sender writes the same bytes as the frame's header and its
+        // items as queued.
+        let Frame::Data { bodies: queued, .. } = &frame else { unreachable!() };
+        let (head, len) = data_head(first, queued);
+        prop_assert_eq!([&head[..len], queued.wire()].concat(), wire.to_vec());
         let (f, got) = decode_data(&wire).expect("a Data frame").expect("decodes");
         prop_assert_eq!(f, first);
+        prop_assert_eq!(got.len(), bodies.len());
         let got: Vec<Vec<u8>> = got.iter().map(|b| b.to_vec()).collect();
         prop_assert_eq!(&got, &bodies);
         let short = wire.slice(..cut.index(wire.len()));
@@ -387,7 +393,10 @@ fn lent_messages_earn_credit_only_once_taken() {
     exchange(&mut s, &mut r, now);
     let mut batch = VecDeque::new();
     assert_eq!(r.lend(3, &mut batch), 3);
-    let lent: Vec<u8> = batch.iter().map(|b| b[0]).collect();
+    let lent: Vec<u8> = batch
+        .iter()
+        .flat_map(|run| run.iter().map(|b| b[0]))
+        .collect();
     assert_eq!(lent, [0, 1, 2], "in order");
     assert_eq!(r.held(), (4, 40), "lent messages are still held");
     exchange(&mut s, &mut r, now);
@@ -411,4 +420,27 @@ fn lent_messages_earn_credit_only_once_taken() {
     assert_eq!(r.held(), (1, 10), "the one never lent (message 3)");
     exchange(&mut s, &mut r, now);
     assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![3u8; 10])))));
+}
+
+/// The sending queue holds messages as `Data` frames carry them, each
+/// length in the room the last one took: lengths of other sizes move the
+/// encoding, and a message that fails to encode leaves nothing behind.
+#[test]
+fn queued_lengths_of_any_size_stay_in_order() {
+    let (mut s, mut r, now) = pair(Window {
+        messages: 64,
+        bytes: 1 << 20,
+    });
+    exchange(&mut s, &mut r, now);
+    let sizes = [3usize, 0, 200, 200, 20_000, 5, 127, 128, 16_384, 1];
+    for (i, &n) in sizes.iter().enumerate() {
+        s.send(&vec![i as u8; n]).unwrap();
+        assert_eq!(s.send_encoded(|_| Err("no")), Err("no"));
+    }
+    assert_eq!(s.queued(), sizes.len());
+    exchange(&mut s, &mut r, now);
+    for (i, &n) in sizes.iter().enumerate() {
+        assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![i as u8; n])))));
+    }
+    assert_eq!(r.take(), None);
 }
