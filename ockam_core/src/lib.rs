@@ -33,7 +33,7 @@ pub use address::{Address, AddressSet, TransportType, LOCAL, TCP};
 pub use error::{Error, ErrorKind, Result};
 pub use message::{
     check_address, check_route, decode, encode, encode_into, Any, Delivery, EncodePayload,
-    EncodedMessage, LocalMessage, Message, Receipt, TransportMessage, ENCODE_HEADROOM,
+    EncodedMessage, LocalMessage, Message, Receipt, SharedTail, TransportMessage, ENCODE_HEADROOM,
     MAX_ADDRESS_LEN, MAX_ROUTE_LEN, TRANSPORT_MESSAGE_VERSION,
 };
 pub use route::{Route, RouteBuilder, RouteIntoIter, RouteModifier};

@@ -83,6 +83,59 @@ pub trait EncodePayload {
     /// [`EncodedMessage`]) encodes to another length than it measured; a
     /// payload in byte parts never fails.
     fn write_payload(&self, out: &mut Vec<u8>) -> Result<()>;
+
+    /// Appends the payload to `out` but for its end, which it returns as a
+    /// shared buffer, for a transport that can send it by reference (a
+    /// vectored write) instead of copying it: the bytes appended and the
+    /// buffer returned are `payload_len()` bytes in all. The default
+    /// appends everything ([`EncodePayload::write_payload`]) and returns
+    /// `None`.
+    ///
+    /// # Errors
+    /// As [`EncodePayload::write_payload`]'s.
+    fn write_payload_shared(&self, out: &mut Vec<u8>) -> Result<Option<bytes::Bytes>> {
+        self.write_payload(out).map(|()| None)
+    }
+}
+
+/// A payload of a few bytes written in place (`head`) followed by a
+/// shared buffer (`tail`) that a transport may send by reference
+/// ([`EncodePayload::write_payload_shared`]): a frame header and a slice
+/// of a queue, say.
+///
+/// ```
+/// use ockam_core::{EncodePayload, SharedTail};
+///
+/// let tail = bytes::Bytes::from(vec![7u8; 3]);
+/// let payload = SharedTail { head: &[1, 2], tail: tail.clone() };
+/// assert_eq!(payload.payload_len(), 5);
+/// let mut out = Vec::new();
+/// assert_eq!(payload.write_payload_shared(&mut out).unwrap(), Some(tail));
+/// assert_eq!(out, [1, 2]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct SharedTail<'a> {
+    /// Written in place, first.
+    pub head: &'a [u8],
+    /// Follows `head`; shared with the transport when it can.
+    pub tail: bytes::Bytes,
+}
+
+impl EncodePayload for SharedTail<'_> {
+    fn payload_len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    fn write_payload(&self, out: &mut Vec<u8>) -> Result<()> {
+        out.extend_from_slice(self.head);
+        out.extend_from_slice(&self.tail);
+        Ok(())
+    }
+
+    fn write_payload_shared(&self, out: &mut Vec<u8>) -> Result<Option<bytes::Bytes>> {
+        out.extend_from_slice(self.head);
+        Ok(Some(self.tail.clone()))
+    }
 }
 
 /// A payload in parts, to be joined.

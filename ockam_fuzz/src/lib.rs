@@ -362,7 +362,7 @@ pub fn rpc_frames(data: &[u8]) {
             }),
         ) => {
             assert_eq!(first, *f, "decode_data disagrees with Frame::decode");
-            assert!(bodies.iter().map(|x| &x[..]).eq(b.iter()));
+            assert!(bodies.iter().eq(b.iter()));
         }
         (Some(Ok(_)), _) => panic!("decode_data took what Frame::decode refuses"),
         // decode_data reads only canonical BARE (minimal LEB128 `uint`s);

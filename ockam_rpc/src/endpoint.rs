@@ -286,8 +286,11 @@ async fn run<H: Half>(mut ctx: Context, shared: Arc<Shared<H>>) {
                     // Its header and its items as queued: not encoded again.
                     Frame::Data { first, bodies } => {
                         let (head, len) = data_head(*first, bodies);
-                        ctx.send_payload(p.clone(), &[&head[..len], bodies.wire()])
-                            .await
+                        let payload = ockam_core::SharedTail {
+                            head: &head[..len],
+                            tail: bodies.wire_bytes(),
+                        };
+                        ctx.send_payload(p.clone(), &payload).await
                     }
                     _ => ctx.send(p.clone(), f).await,
                 };

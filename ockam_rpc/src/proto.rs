@@ -147,6 +147,11 @@ impl Bodies {
         self.data.get(self.pos..).unwrap_or(&[])
     }
 
+    /// [`wire`](Self::wire) as a shared buffer (no copy).
+    pub fn wire_bytes(&self) -> Bytes {
+        self.data.slice(self.pos.min(self.data.len())..)
+    }
+
     /// The messages left, in order, without taking them.
     pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
         let mut r =

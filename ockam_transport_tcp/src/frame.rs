@@ -223,6 +223,53 @@ pub fn encode_frame_parts(
     out: &mut Vec<u8>,
     max_frame: usize,
 ) -> Result<()> {
+    encode_frame_inner(
+        version,
+        onward_route,
+        return_route,
+        payload,
+        out,
+        max_frame,
+        false,
+    )
+    .map(|_| ())
+}
+
+/// [`encode_frame_parts`], but the frame's end may be left out of `out`
+/// and returned as a shared buffer (see
+/// [`EncodePayload::write_payload_shared`]): the frame is what is
+/// appended followed by what is returned.
+///
+/// # Errors
+/// As [`encode_frame_parts`]'s; `out` is then left as it was.
+pub(crate) fn encode_frame_shared(
+    version: u8,
+    onward_route: &[Address],
+    return_route: &[Address],
+    payload: &dyn EncodePayload,
+    out: &mut Vec<u8>,
+    max_frame: usize,
+) -> Result<Option<bytes::Bytes>> {
+    encode_frame_inner(
+        version,
+        onward_route,
+        return_route,
+        payload,
+        out,
+        max_frame,
+        true,
+    )
+}
+
+fn encode_frame_inner(
+    version: u8,
+    onward_route: &[Address],
+    return_route: &[Address],
+    payload: &dyn EncodePayload,
+    out: &mut Vec<u8>,
+    max_frame: usize,
+    share: bool,
+) -> Result<Option<bytes::Bytes>> {
     // The peer's decoder refuses these: refuse them here, to the sender.
     check_route(onward_route)?;
     check_route(return_route)?;
@@ -241,24 +288,30 @@ pub fn encode_frame_parts(
         out.truncate(start);
         return Err(e);
     }
-    out.reserve(payload_len);
     let body = out.len();
-    if let Err(e) = payload.write_payload(out) {
-        out.truncate(start);
-        return Err(e);
-    }
-    if out.len() - body != payload_len {
+    let written = if share {
+        payload.write_payload_shared(out)
+    } else {
+        out.reserve(payload_len);
+        payload.write_payload(out).map(|()| None)
+    };
+    let tail = match written {
+        Ok(tail) => tail,
+        Err(e) => {
+            out.truncate(start);
+            return Err(e);
+        }
+    };
+    let wrote = out.len() - body + tail.as_ref().map_or(0, bytes::Bytes::len);
+    if wrote != payload_len {
         out.truncate(start);
         return Err(Error::new(
             ErrorKind::Encoding,
-            format!(
-                "a payload of {payload_len} bytes wrote {} bytes",
-                out.len() - body
-            ),
+            format!("a payload of {payload_len} bytes wrote {wrote} bytes"),
         ));
     }
     out[start..start + LENGTH_PREFIX].copy_from_slice(&(len as u32).to_be_bytes());
-    Ok(())
+    Ok(tail)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //! messages and the connection is closed (the peer reads nothing: a "slow
 //! consumer", which NATS disconnects too) instead of holding the backlog.
 
-use crate::frame::{encode_frame, encode_frame_parts};
+use crate::frame::{encode_frame, encode_frame_shared};
 use ockam_core::internal::sync::lock;
 use ockam_core::{
     Address, EncodePayload, Error, Result, TransportMessage, TRANSPORT_MESSAGE_VERSION,
@@ -62,14 +62,78 @@ pub(crate) struct Outbox {
 }
 
 struct State {
-    buf: Vec<u8>,
-    /// Frames in `buf`.
+    /// The frames, but for the shared ends in `batch.shared`.
+    batch: Batch,
+    /// Frames in `batch`.
     frames: usize,
     /// No more frames are accepted (connection closing or failed).
     closed: bool,
 }
 
 /// What happened to a message offered to the outbox.
+/// Frames queued for one write: bytes in `buf`, and buffers shared with
+/// their senders (the ends of large frames), each to be written before
+/// `buf[at..]`.
+#[derive(Default)]
+pub(crate) struct Batch {
+    pub(crate) buf: Vec<u8>,
+    /// `(at, bytes)`, `at` ascending.
+    pub(crate) shared: Vec<(usize, bytes::Bytes)>,
+    /// The bytes in `shared`.
+    shared_bytes: usize,
+}
+
+/// A frame's shared end shorter than this is copied into the buffer
+/// (a copy is cheaper than another piece of a vectored write).
+const SHARE_MIN: usize = 4096;
+
+impl Batch {
+    /// Bytes in all.
+    pub(crate) fn len(&self) -> usize {
+        self.buf.len() + self.shared_bytes
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Empties it, keeping the buffer's capacity.
+    pub(crate) fn clear(&mut self) {
+        self.buf.clear();
+        self.shared.clear();
+        self.shared_bytes = 0;
+    }
+
+    /// The pieces to write, in order.
+    pub(crate) fn pieces(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let mut from = 0;
+        let mut shared = self.shared.iter();
+        let mut next = shared.next();
+        let mut done = false;
+        std::iter::from_fn(move || {
+            if done {
+                return None;
+            }
+            Some(match next {
+                Some((at, b)) if *at == from => {
+                    next = shared.next();
+                    &b[..]
+                }
+                Some((at, _)) => {
+                    let piece = &self.buf[from..*at];
+                    from = *at;
+                    piece
+                }
+                None => {
+                    done = true;
+                    &self.buf[from..]
+                }
+            })
+        })
+        .filter(|p| !p.is_empty())
+    }
+}
+
 pub(crate) enum Push {
     Queued,
     /// Queued, and the outbox is over its limit: the sender should wait.
@@ -85,7 +149,7 @@ impl std::fmt::Debug for Outbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let st = self.lock();
         f.debug_struct("Outbox")
-            .field("queued_bytes", &st.buf.len())
+            .field("queued_bytes", &st.batch.len())
             .field("written_bytes", &self.written.load(Ordering::Relaxed))
             .field("closed", &st.closed)
             .finish()
@@ -96,7 +160,7 @@ impl Outbox {
     pub(crate) fn new(limit: usize, max_frame: usize) -> Self {
         Outbox {
             state: Mutex::new(State {
-                buf: Vec::new(),
+                batch: Batch::default(),
                 frames: 0,
                 closed: false,
             }),
@@ -118,7 +182,7 @@ impl Outbox {
 
     /// Appends `msg` (whose onward route no longer names this hop).
     pub(crate) fn push(&self, msg: &TransportMessage) -> Push {
-        self.append(|buf, max_frame| encode_frame(msg, buf, max_frame))
+        self.append(|buf, max_frame| encode_frame(msg, buf, max_frame).map(|()| None))
     }
 
     /// Appends a message that is not built (see [`encode_frame_parts`]);
@@ -130,7 +194,7 @@ impl Outbox {
         payload: &dyn EncodePayload,
     ) -> Push {
         self.append(|buf, max_frame| {
-            encode_frame_parts(
+            encode_frame_shared(
                 TRANSPORT_MESSAGE_VERSION,
                 onward_route,
                 return_route,
@@ -141,13 +205,17 @@ impl Outbox {
         })
     }
 
-    /// Appends one frame with `encode`, under the lock.
-    fn append(&self, encode: impl FnOnce(&mut Vec<u8>, usize) -> Result<()>) -> Push {
+    /// Appends one frame with `encode` (which may leave the frame's end
+    /// out of the buffer and return it, shared), under the lock.
+    fn append(
+        &self,
+        encode: impl FnOnce(&mut Vec<u8>, usize) -> Result<Option<bytes::Bytes>>,
+    ) -> Push {
         let mut st = self.lock();
         if st.closed {
             return Push::Closed;
         }
-        if st.buf.len() >= self.hard_limit {
+        if st.batch.len() >= self.hard_limit {
             // Closed: the writer stops its write, the connection goes.
             st.closed = true;
             drop(st);
@@ -156,12 +224,19 @@ impl Outbox {
             self.drained.notify_waiters();
             return Push::Overloaded;
         }
-        let was_empty = st.buf.is_empty();
-        if let Err(e) = encode(&mut st.buf, self.max_frame) {
-            return Push::Refused(e);
+        let was_empty = st.batch.is_empty();
+        match encode(&mut st.batch.buf, self.max_frame) {
+            Err(e) => return Push::Refused(e),
+            Ok(None) => {}
+            Ok(Some(tail)) if tail.len() < SHARE_MIN => st.batch.buf.extend_from_slice(&tail),
+            Ok(Some(tail)) => {
+                let at = st.batch.buf.len();
+                st.batch.shared_bytes += tail.len();
+                st.batch.shared.push((at, tail));
+            }
         }
         st.frames += 1;
-        let over = st.buf.len() >= self.limit;
+        let over = st.batch.len() >= self.limit;
         drop(st);
         if was_empty {
             self.ready.notify_one();
@@ -186,7 +261,7 @@ impl Outbox {
             drained.as_mut().enable();
             {
                 let st = self.lock();
-                if st.closed || st.buf.len() < self.limit {
+                if st.closed || st.batch.len() < self.limit {
                     return;
                 }
             }
@@ -209,7 +284,7 @@ impl Outbox {
 
     /// Bytes queued and not yet taken by the writer.
     pub(crate) fn queued_bytes(&self) -> usize {
-        self.lock().buf.len()
+        self.lock().batch.len()
     }
 
     /// Accepts no more frames; the writer sends what is queued and stops.
@@ -229,14 +304,14 @@ impl Outbox {
     /// Everything queued so far (swapped with `spare`, which must be
     /// empty), how many frames that is, and whether the outbox is closed.
     /// Waits while it is empty and open.
-    pub(crate) async fn take(&self, spare: Vec<u8>) -> (Vec<u8>, usize, bool) {
+    pub(crate) async fn take(&self, spare: Batch) -> (Batch, usize, bool) {
         let mut spare = Some(spare);
         loop {
             let ready = self.ready.notified();
             {
                 let mut st = self.lock();
-                if !st.buf.is_empty() || st.closed {
-                    let batch = std::mem::replace(&mut st.buf, spare.take().unwrap_or_default());
+                if !st.batch.is_empty() || st.closed {
+                    let batch = std::mem::replace(&mut st.batch, spare.take().unwrap_or_default());
                     let frames = std::mem::take(&mut st.frames);
                     let closed = st.closed;
                     drop(st);
