@@ -64,6 +64,9 @@ fn sink(port: &str, n: u64, secure: bool) {
                             }
                         }
                         let secs = first.map_or(0.0, |t| t.elapsed().as_secs_f64());
+                        // Until the sender's close (dropping the source
+                        // would cancel the stream under its `close`).
+                        while let Ok(Some(_)) = source.recv().await {}
                         println!(
                             "RESULT msgs={got} secs={secs:.3} msg_per_s={:.0}",
                             got as f64 / secs.max(1e-9)
