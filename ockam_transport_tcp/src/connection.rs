@@ -83,11 +83,11 @@ pub(crate) fn configure(stream: &TcpStream, options: &crate::TcpOptions) -> std:
     Ok(())
 }
 
-/// Writes whatever the outbox holds, until it is closed and empty. When a
-/// write fails: why, and how many frames were not (wholly) written.
 /// Most pieces one vectored write takes (Linux takes at most 1,024).
 const MAX_IOV: usize = 256;
 
+/// Writes whatever the outbox holds, until it is closed and empty. When a
+/// write fails: why, and how many frames were not (wholly) written.
 async fn write_loop(
     mut writer: OwnedWriteHalf,
     outbox: Arc<Outbox>,
