@@ -72,7 +72,8 @@ where
 
 /// The payload of a message that is not built yet: a transport writes it
 /// straight into its own buffer (see `TransportRouter::route_parts` in
-/// `ockam_node`), saving the sender an allocation and a copy.
+/// `ockam_node`), saving the sender an allocation and a copy, or keeps its
+/// shared end by reference ([`EncodePayload::write_payload_shared`]).
 pub trait EncodePayload {
     /// Bytes [`EncodePayload::write_payload`] appends.
     fn payload_len(&self) -> usize;
@@ -94,6 +95,7 @@ pub trait EncodePayload {
     /// # Errors
     /// As [`EncodePayload::write_payload`]'s.
     fn write_payload_shared(&self, out: &mut Vec<u8>) -> Result<Option<bytes::Bytes>> {
+        out.reserve(self.payload_len());
         self.write_payload(out).map(|()| None)
     }
 }

@@ -362,6 +362,12 @@ pub fn rpc_frames(data: &[u8]) {
             }),
         ) => {
             assert_eq!(first, *f, "decode_data disagrees with Frame::decode");
+            assert_eq!(bodies.len(), b.len(), "decode_data miscounts");
+            assert_eq!(
+                bodies.body_bytes(),
+                b.body_bytes(),
+                "decode_data mismeasures"
+            );
             assert!(bodies.iter().eq(b.iter()));
         }
         (Some(Ok(_)), _) => panic!("decode_data took what Frame::decode refuses"),
@@ -389,7 +395,7 @@ pub fn rpc_frames(data: &[u8]) {
     for step in steps.into_iter().take(256) {
         match step {
             RpcStep::ToReceiver(Frame::Data { first, bodies }) => {
-                recv.handle_data(first, bodies.iter().collect(), now);
+                recv.handle_data(first, bodies, now);
             }
             RpcStep::ToReceiver(f) => {
                 recv.handle(f, now);

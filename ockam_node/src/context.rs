@@ -130,8 +130,9 @@ impl Context {
     /// (this context's primary address as the return route): like
     /// [`Context::send`], but the message is not a [`Message`] to encode.
     /// When the next hop is a transport that takes messages in parts, the
-    /// parts are written straight into its buffer; otherwise they are
-    /// joined into the message's payload. For a protocol that keeps its
+    /// parts are written straight into its buffer (a shared end, see
+    /// [`EncodePayload::write_payload_shared`], is kept by reference);
+    /// otherwise they are joined into the message's payload. For a protocol that keeps its
     /// messages in wire form (`ockam_rpc` writes a frame's header and its
     /// queued items as two parts).
     ///

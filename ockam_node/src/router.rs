@@ -114,7 +114,8 @@ pub trait TransportRouter: Send + Sync + 'static {
 
     /// Takes a message that is not built: its routes and its payload (parts
     /// to be joined, or a message to encode), which the transport writes
-    /// straight into its own buffer (saves the sender building a message
+    /// straight into its own buffer, or keeps by reference for a shared end
+    /// ([`EncodePayload::write_payload_shared`]) (saves the sender building a message
     /// only for it to be encoded again). `None` when the transport does not
     /// take it this way now (the default; e.g. it has no open connection
     /// for the next hop): the sender then builds the message and calls

@@ -673,9 +673,12 @@ impl<T: Message> Source<T> {
                     return Poll::Pending;
                 };
                 let Some(body) = run.next_slice() else {
-                    // (Runs are never empty in a batch; were one, it goes.)
-                    self.batch.pop_front();
-                    return self.poll_recv(cx);
+                    // Runs in a batch are checked and never empty: this
+                    // cannot happen; were it to, the stream ends with an
+                    // error rather than without its messages.
+                    let why = "a received run of messages does not decode".to_string();
+                    self.cancel_inner(&why);
+                    return Poll::Ready(Err(RpcError::Decode(why)));
                 };
                 self.used.0 += 1;
                 self.used.1 += body.len() as u64;

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-/// Most message bytes one `Data` frame carries (a larger message goes
-/// alone).
+/// Most item bytes (messages with their lengths) one `Data` frame carries
+/// (a larger message goes alone).
 pub const MAX_FRAME_BODY_BYTES: usize = 64 * 1024;
 
 /// One frame between the two ends of a stream (BARE-encoded).
@@ -551,7 +551,6 @@ impl SendHalf {
         }
     }
 
-    /// Moves the queued messages into `Data` frames, as credit allows.
     /// Moves the queued messages into `Data` frames of at most
     /// [`MAX_FRAME_BODY_BYTES`] (but at least one message each), so that a
     /// receiver works on one while the next is on its way.
@@ -745,7 +744,7 @@ impl RecvHalf {
             return !matches!(frame, Frame::Data { .. });
         }
         match frame {
-            Frame::Data { first, bodies } => self.handle_data(first, bodies.iter().collect(), now),
+            Frame::Data { first, bodies } => self.handle_data(first, bodies, now),
             Frame::Close { total } => {
                 if total < self.next {
                     return false;
@@ -858,7 +857,9 @@ impl RecvHalf {
     pub fn take(&mut self) -> Option<Result<Option<Bytes>, End>> {
         while let Some(run) = self.ready.front_mut() {
             let Some(b) = run.next_bytes() else {
-                // (A run is never empty in `ready`; were it, it goes.)
+                // (A run is never empty or malformed in `ready`; were it,
+                // it goes, and its count with it.)
+                self.ready_count -= run.len();
                 self.ready.pop_front();
                 continue;
             };

@@ -2,8 +2,10 @@
 //!
 //! Senders on any thread append frames straight into it (no hop through a
 //! worker); the connection's writer task takes everything at once and
-//! writes it with one system call, so frames that arrive while a write is
-//! in progress go out together in the next one. Once more than the write
+//! writes it with vectored writes (the buffer, and the shared ends of large
+//! frames, which are not copied into it; up to 256 pieces a system call),
+//! so frames that arrive while a write is in progress go out together in
+//! the next one. Once more than the write
 //! batch size is queued, a sender that adds to it waits (as
 //! [`Backpressure`]) until the writer has made room, for as long as the
 //! peer keeps reading, so senders run at the speed of the peer. A peer that
@@ -70,7 +72,6 @@ struct State {
     closed: bool,
 }
 
-/// What happened to a message offered to the outbox.
 /// Frames queued for one write: bytes in `buf`, and buffers shared with
 /// their senders (the ends of large frames), each to be written before
 /// `buf[at..]`.
@@ -134,6 +135,7 @@ impl Batch {
     }
 }
 
+/// What happened to a message offered to the outbox.
 pub(crate) enum Push {
     Queued,
     /// Queued, and the outbox is over its limit: the sender should wait.
@@ -185,7 +187,7 @@ impl Outbox {
         self.append(|buf, max_frame| encode_frame(msg, buf, max_frame).map(|()| None))
     }
 
-    /// Appends a message that is not built (see [`encode_frame_parts`]);
+    /// Appends a message that is not built (see [`encode_frame_shared`]);
     /// its onward route no longer names this hop.
     pub(crate) fn push_parts(
         &self,
@@ -354,5 +356,38 @@ impl Backpressure for Outbox {
             self.gave_up_at.store(before, Ordering::Relaxed);
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(buf: &[u8], shared: &[(usize, &[u8])]) -> Batch {
+        Batch {
+            buf: buf.to_vec(),
+            shared: shared
+                .iter()
+                .map(|(at, b)| (*at, bytes::Bytes::copy_from_slice(b)))
+                .collect(),
+            shared_bytes: shared.iter().map(|(_, b)| b.len()).sum(),
+        }
+    }
+
+    /// The pieces are the buffer cut where each shared end goes, with the
+    /// ends between: at the start, back to back, at the end; none empty.
+    #[test]
+    fn pieces_put_each_shared_end_where_it_belongs() {
+        let b = batch(b"abcdef", &[(0, b"X"), (2, b"Y"), (2, b"Z"), (6, b"W")]);
+        let pieces: Vec<&[u8]> = b.pieces().collect();
+        assert_eq!(
+            pieces,
+            [&b"X"[..], b"ab", b"Y", b"Z", b"cdef", b"W"],
+            "in order"
+        );
+        assert_eq!(pieces.concat().len(), b.len());
+        let plain = batch(b"abc", &[]);
+        assert_eq!(plain.pieces().collect::<Vec<_>>(), [&b"abc"[..]]);
+        assert_eq!(batch(b"", &[]).pieces().count(), 0);
     }
 }
