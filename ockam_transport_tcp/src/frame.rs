@@ -223,16 +223,11 @@ pub fn encode_frame_parts(
     out: &mut Vec<u8>,
     max_frame: usize,
 ) -> Result<()> {
-    encode_frame_inner(
-        version,
-        onward_route,
-        return_route,
-        payload,
-        out,
-        max_frame,
-        false,
-    )
-    .map(|_| ())
+    let shared = encode_frame_shared(version, onward_route, return_route, payload, out, max_frame)?;
+    if let Some(tail) = shared {
+        out.extend_from_slice(&tail);
+    }
+    Ok(())
 }
 
 /// [`encode_frame_parts`], but the frame's end may be left out of `out`
@@ -249,26 +244,6 @@ pub(crate) fn encode_frame_shared(
     payload: &dyn EncodePayload,
     out: &mut Vec<u8>,
     max_frame: usize,
-) -> Result<Option<bytes::Bytes>> {
-    encode_frame_inner(
-        version,
-        onward_route,
-        return_route,
-        payload,
-        out,
-        max_frame,
-        true,
-    )
-}
-
-fn encode_frame_inner(
-    version: u8,
-    onward_route: &[Address],
-    return_route: &[Address],
-    payload: &dyn EncodePayload,
-    out: &mut Vec<u8>,
-    max_frame: usize,
-    share: bool,
 ) -> Result<Option<bytes::Bytes>> {
     // The peer's decoder refuses these: refuse them here, to the sender.
     check_route(onward_route)?;
@@ -289,13 +264,7 @@ fn encode_frame_inner(
         return Err(e);
     }
     let body = out.len();
-    let written = if share {
-        payload.write_payload_shared(out)
-    } else {
-        out.reserve(payload_len);
-        payload.write_payload(out).map(|()| None)
-    };
-    let tail = match written {
+    let tail = match payload.write_payload_shared(out) {
         Ok(tail) => tail,
         Err(e) => {
             out.truncate(start);
