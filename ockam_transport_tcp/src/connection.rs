@@ -2,7 +2,7 @@
 //! and a task that reads frames and hands their messages to the node.
 
 use crate::frame::FrameDecoder;
-use crate::outbox::{Batch, Outbox, Push};
+use crate::outbox::{Batch, Cursor, Outbox, Push};
 use crate::peers::{Conn, ConnState, TcpShared};
 use ockam_core::{
     async_trait, Address, Any, Error, ErrorKind, LocalMessage, Result, Routed, TransportMessage,
@@ -107,18 +107,10 @@ async fn write_loop(
         // and those), written with vectored writes: a shared end is not
         // copied again.
         let pieces: Vec<&[u8]> = batch.pieces().collect();
-        let (mut piece, mut offset) = (0, 0);
+        let mut cursor = Cursor::default();
         let mut left = batch.len();
         while left > 0 {
-            // (One small allocation per system call.)
-            let mut iov = Vec::with_capacity((pieces.len() - piece).min(MAX_IOV));
-            iov.push(std::io::IoSlice::new(&pieces[piece][offset..]));
-            iov.extend(
-                pieces[piece + 1..]
-                    .iter()
-                    .take(MAX_IOV - 1)
-                    .map(|p| std::io::IoSlice::new(p)),
-            );
+            let iov = cursor.slices(&pieces, MAX_IOV);
             let written = tokio::select! {
                 r = writer.write_vectored(&iov) => r,
                 () = outbox.overloaded() => {
@@ -141,21 +133,11 @@ async fn write_loop(
                         frames + left,
                     ));
                 }
-                Ok(mut n) => {
-                    left -= n;
+                Ok(n) => {
+                    left = left.saturating_sub(n);
                     // Senders waiting for room keep waiting while this moves.
                     outbox.wrote(n);
-                    while n > 0 {
-                        let rest = pieces[piece].len() - offset;
-                        if n < rest {
-                            offset += n;
-                            n = 0;
-                        } else {
-                            n -= rest;
-                            piece += 1;
-                            offset = 0;
-                        }
-                    }
+                    cursor.advance(&pieces, n);
                 }
                 Err(e) => {
                     let left = outbox.close();

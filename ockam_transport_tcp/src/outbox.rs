@@ -135,6 +135,57 @@ impl Batch {
     }
 }
 
+/// How far the vectored writes of a batch's pieces have gone: the piece
+/// the next write starts in, and the bytes of it already written. Plain
+/// arithmetic, no I/O: the writer asks it what to write and tells it what
+/// the socket took.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    piece: usize,
+    offset: usize,
+}
+
+impl Cursor {
+    /// What the next write offers: the rest of the current piece, then the
+    /// pieces after it, `max` slices at most (at least one while anything
+    /// is left).
+    pub(crate) fn slices<'a>(&self, pieces: &[&'a [u8]], max: usize) -> Vec<std::io::IoSlice<'a>> {
+        let Some(first) = pieces.get(self.piece) else {
+            return Vec::new();
+        };
+        // (One small allocation per system call.)
+        let mut iov = Vec::with_capacity((pieces.len() - self.piece).min(max.max(1)));
+        iov.push(std::io::IoSlice::new(
+            first.get(self.offset..).unwrap_or(&[]),
+        ));
+        iov.extend(
+            pieces[self.piece + 1..]
+                .iter()
+                .take(max.saturating_sub(1))
+                .map(|p| std::io::IoSlice::new(p)),
+        );
+        iov
+    }
+
+    /// The socket took `n` more bytes (at most what [`slices`](Self::slices)
+    /// offered; beyond the last piece, the rest is ignored).
+    pub(crate) fn advance(&mut self, pieces: &[&[u8]], mut n: usize) {
+        while n > 0 {
+            let Some(p) = pieces.get(self.piece) else {
+                return;
+            };
+            let rest = p.len() - self.offset.min(p.len());
+            if n < rest {
+                self.offset += n;
+                return;
+            }
+            n -= rest;
+            self.piece += 1;
+            self.offset = 0;
+        }
+    }
+}
+
 /// What happened to a message offered to the outbox.
 pub(crate) enum Push {
     Queued,
@@ -389,5 +440,40 @@ mod tests {
         let plain = batch(b"abc", &[]);
         assert_eq!(plain.pieces().collect::<Vec<_>>(), [&b"abc"[..]]);
         assert_eq!(batch(b"", &[]).pieces().count(), 0);
+    }
+
+    proptest::proptest! {
+        /// Whatever the pieces, the cap on slices per write and how much
+        /// each write takes (partial writes that stop anywhere, inside a
+        /// piece or at its end), the bytes written are the pieces in order,
+        /// each once.
+        #[test]
+        fn partial_vectored_writes_resume_where_they_stopped(
+            lens in proptest::collection::vec(1usize..50, 0..40),
+            max in 1usize..6,
+            takes in proptest::collection::vec(1usize..120, 1..200),
+        ) {
+            let data: Vec<Vec<u8>> = lens
+                .iter()
+                .enumerate()
+                .map(|(i, &n)| (0..n).map(|j| (i * 7 + j) as u8).collect())
+                .collect();
+            let pieces: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+            let want: Vec<u8> = data.concat();
+            let mut cursor = Cursor::default();
+            let mut out = Vec::new();
+            let mut takes = takes.into_iter().cycle();
+            while out.len() < want.len() {
+                let iov = cursor.slices(&pieces, max);
+                proptest::prop_assert!(!iov.is_empty() && iov.len() <= max);
+                let offered: Vec<u8> = iov.iter().flat_map(|s| s.iter().copied()).collect();
+                let n = takes.next().unwrap_or(1).min(offered.len());
+                proptest::prop_assert!(n > 0, "a write offered nothing");
+                out.extend_from_slice(&offered[..n]);
+                cursor.advance(&pieces, n);
+            }
+            proptest::prop_assert_eq!(out, want);
+            proptest::prop_assert!(cursor.slices(&pieces, max).is_empty());
+        }
     }
 }
