@@ -202,6 +202,16 @@ fn is_transient(e: &ockam_core::Error) -> bool {
 /// Confirms pushes in the order they were submitted, as each becomes
 /// durable: the stream worker keeps taking pushes meanwhile, so one
 /// client's pushes share commits instead of waiting for one each.
+/// A store's rows as the stream protocol's messages.
+fn stream_messages(rows: Vec<(u64, Vec<u8>)>) -> Vec<StreamMessage> {
+    rows.into_iter()
+        .map(|(index, data)| StreamMessage {
+            index: Uint(index),
+            data,
+        })
+        .collect()
+}
+
 async fn confirm_loop(
     ctx: Context,
     stream: String,
@@ -290,8 +300,14 @@ impl StreamWorker {
             }
         } else if messages.is_empty() {
             // Answer as soon as something is pushed, or at the deadline.
-            let _ = tokio::time::timeout(wait, head.wait_for(|next| *next > from)).await;
-            messages = self.pull(from, req.limit.0).await?;
+            let announced = tokio::time::timeout(wait, head.wait_for(|next| *next > from))
+                .await
+                .is_ok();
+            messages = if announced {
+                self.pull_fresh(from, req.limit.0).await?
+            } else {
+                self.pull(from, req.limit.0).await?
+            };
         }
         Ok(messages)
     }
@@ -353,6 +369,23 @@ impl StreamWorker {
             .await
     }
 
+    /// Pulls messages just announced (see [`StreamStore::pull_fresh`]).
+    async fn pull_fresh(&self, from: u64, limit: u64) -> Result<Vec<StreamMessage>> {
+        let rows = self
+            .shared
+            .store
+            .pull_fresh(&self.stream, from, self.pull_limit(limit), MAX_PULL_BYTES)
+            .await?;
+        Ok(stream_messages(rows))
+    }
+
+    /// A pull's limit, within the hub's.
+    fn pull_limit(&self, limit: u64) -> usize {
+        usize::try_from(limit)
+            .unwrap_or(usize::MAX)
+            .min(self.shared.limits.max_pull)
+    }
+
     /// Pulls; a store that can wait for messages waits up to `wait`.
     async fn pull_waiting(
         &self,
@@ -360,20 +393,18 @@ impl StreamWorker {
         limit: u64,
         wait: Duration,
     ) -> Result<Vec<StreamMessage>> {
-        let limit = usize::try_from(limit)
-            .unwrap_or(usize::MAX)
-            .min(self.shared.limits.max_pull);
-        Ok(self
+        let rows = self
             .shared
             .store
-            .pull_waiting(&self.stream, from, limit, MAX_PULL_BYTES, wait)
-            .await?
-            .into_iter()
-            .map(|(index, data)| StreamMessage {
-                index: Uint(index),
-                data,
-            })
-            .collect())
+            .pull_waiting(
+                &self.stream,
+                from,
+                self.pull_limit(limit),
+                MAX_PULL_BYTES,
+                wait,
+            )
+            .await?;
+        Ok(stream_messages(rows))
     }
 }
 

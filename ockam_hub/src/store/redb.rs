@@ -636,23 +636,24 @@ impl StreamStore for DurableStore {
         max_bytes: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
         let stream = stream.to_string();
-        self.read(move |txn| {
-            let table = txn
-                .open_table(MESSAGES)
-                .map_err(|e| storage_error("open", e))?;
-            let range = table
-                .range((stream.as_str(), from)..=(stream.as_str(), u64::MAX))
-                .map_err(|e| storage_error("range", e))?;
-            take_within(
-                range.map(|item| {
-                    item.map(|(k, v)| (k.value().1, v.value().to_vec()))
-                        .map_err(|e| storage_error("read", e))
-                }),
-                limit,
-                max_bytes,
-            )
-        })
-        .await
+        self.read(move |txn| read_messages(txn, &stream, from, limit, max_bytes))
+            .await
+    }
+
+    /// Reads on the caller's task: the messages were just committed, so
+    /// their pages are in redb's cache (no disk read to wait for).
+    async fn pull_fresh(
+        &self,
+        stream: &str,
+        from: u64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>> {
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| storage_error("begin read", e))?;
+        read_messages(&txn, stream, from, limit, max_bytes)
     }
 
     async fn next_index(&self, stream: &str) -> Result<u64> {
@@ -694,6 +695,31 @@ impl StreamStore for DurableStore {
         rx.await
             .map_err(|_| Error::new(ErrorKind::Unavailable, "storage writer stopped"))?
     }
+}
+
+/// Up to `limit` messages of `stream` from `from` on, within `max_bytes`
+/// (see [`StreamStore::pull`]).
+fn read_messages(
+    txn: &::redb::ReadTransaction,
+    stream: &str,
+    from: u64,
+    limit: usize,
+    max_bytes: usize,
+) -> Result<Vec<(u64, Vec<u8>)>> {
+    let table = txn
+        .open_table(MESSAGES)
+        .map_err(|e| storage_error("open", e))?;
+    let range = table
+        .range((stream, from)..=(stream, u64::MAX))
+        .map_err(|e| storage_error("range", e))?;
+    take_within(
+        range.map(|item| {
+            item.map(|(k, v)| (k.value().1, v.value().to_vec()))
+                .map_err(|e| storage_error("read", e))
+        }),
+        limit,
+        max_bytes,
+    )
 }
 
 /// Creates the tables that are missing, counts what each stream keeps if
