@@ -199,9 +199,6 @@ fn is_transient(e: &ockam_core::Error) -> bool {
     )
 }
 
-/// Confirms pushes in the order they were submitted, as each becomes
-/// durable: the stream worker keeps taking pushes meanwhile, so one
-/// client's pushes share commits instead of waiting for one each.
 /// A store's rows as the stream protocol's messages.
 fn stream_messages(rows: Vec<(u64, Vec<u8>)>) -> Vec<StreamMessage> {
     rows.into_iter()
@@ -212,6 +209,9 @@ fn stream_messages(rows: Vec<(u64, Vec<u8>)>) -> Vec<StreamMessage> {
         .collect()
 }
 
+/// Confirms pushes in the order they were submitted, as each becomes
+/// durable: the stream worker keeps taking pushes meanwhile, so one
+/// client's pushes share commits instead of waiting for one each.
 async fn confirm_loop(
     ctx: Context,
     stream: String,
