@@ -697,21 +697,14 @@ impl Router {
         from: &Address,
         msg: &M,
     ) -> Result<Waiting> {
-        let return_route = Route::from(from.clone());
         // Measured only for a transport: a local worker gets it built.
-        let payload = match onward_route.next() {
-            Ok(next) if !next.is_local() => {
-                let encoded = EncodedMessage::new(msg)?;
-                if let Some(waiting) = self.route_parts(&onward_route, &return_route, &encoded) {
-                    return waiting;
-                }
-                encoded.to_vec()?
-            }
-            _ => msg.encode()?,
-        };
+        if matches!(onward_route.next(), Ok(next) if !next.is_local()) {
+            return self.send_payload(onward_route, from, &EncodedMessage::new(msg)?);
+        }
+        let payload = msg.encode()?;
         self.deliver(LocalMessage::new(TransportMessage::v1(
             onward_route,
-            return_route,
+            Route::from(from.clone()),
             payload,
         )))
     }

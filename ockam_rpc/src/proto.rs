@@ -136,9 +136,8 @@ impl Bodies {
     /// Takes the next message as a [`Bytes`] (a slice of the run's
     /// buffer: it keeps the buffer).
     pub fn next_bytes(&mut self) -> Option<Bytes> {
-        let (range, _) = self.next_range()?;
-        self.next_slice();
-        Some(self.data.slice(range))
+        let len = self.next_slice()?.len();
+        Some(self.data.slice(self.pos - len..self.pos))
     }
 
     /// The items left as they are on the wire (each a BARE length, then
