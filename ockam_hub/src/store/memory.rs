@@ -56,14 +56,14 @@ impl StreamStore for MemoryStore {
         let Some(log) = streams.get(stream) else {
             return Ok(Vec::new());
         };
-        take_within(
+        Ok(take_within(
             log.iter()
                 .enumerate()
                 .skip(usize::try_from(from).unwrap_or(usize::MAX))
-                .map(|(i, d)| Ok((i as u64, d.clone()))),
+                .map(|(i, d)| (i as u64, d.as_slice())),
             limit,
             max_bytes,
-        )
+        ))
     }
 
     async fn next_index(&self, stream: &str) -> Result<u64> {

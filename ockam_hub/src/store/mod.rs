@@ -2,6 +2,7 @@
 //! in-memory store ([`MemoryStore`]), a durable store on the `redb`
 //! embedded database ([`DurableStore`]) and Apache Kafka ([`KafkaStore`]).
 
+mod batch;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[path = "kafka/config.rs"]
@@ -241,24 +242,53 @@ fn storage_error(what: &str, e: impl std::fmt::Display) -> Error {
     Error::new(ErrorKind::Io, format!("storage: {what}: {e}"))
 }
 
-/// Up to `limit` messages and no more than `max_bytes` of data, but always
-/// the first message (a pull must make progress).
-fn take_within(
-    items: impl Iterator<Item = Result<(u64, Vec<u8>)>>,
+/// What a pull takes: up to `limit` messages and no more than `max_bytes`
+/// of data, but always the first message (a pull must make progress).
+struct Within {
+    out: Vec<(u64, Vec<u8>)>,
+    bytes: usize,
     limit: usize,
     max_bytes: usize,
-) -> Result<Vec<(u64, Vec<u8>)>> {
-    let mut out = Vec::new();
-    let mut bytes = 0usize;
-    for item in items.take(limit) {
-        let (index, data) = item?;
-        bytes = bytes.saturating_add(data.len());
-        if bytes > max_bytes && !out.is_empty() {
+}
+
+impl Within {
+    fn new(limit: usize, max_bytes: usize) -> Within {
+        Within {
+            out: Vec::new(),
+            bytes: 0,
+            limit,
+            max_bytes,
+        }
+    }
+
+    /// Takes message `index` (copied) if there is room; `false` when there
+    /// is not, and the pull is complete.
+    fn take(&mut self, index: u64, data: &[u8]) -> bool {
+        if self.out.len() >= self.limit {
+            return false;
+        }
+        self.bytes = self.bytes.saturating_add(data.len());
+        if self.bytes > self.max_bytes && !self.out.is_empty() {
+            return false;
+        }
+        self.out.push((index, data.to_vec()));
+        true
+    }
+}
+
+/// The messages of `items` a pull takes (see [`Within`]).
+fn take_within<'a>(
+    items: impl Iterator<Item = (u64, &'a [u8])>,
+    limit: usize,
+    max_bytes: usize,
+) -> Vec<(u64, Vec<u8>)> {
+    let mut within = Within::new(limit, max_bytes);
+    for (index, data) in items {
+        if !within.take(index, data) {
             break;
         }
-        out.push((index, data));
     }
-    Ok(out)
+    within.out
 }
 
 #[cfg(test)]
@@ -345,8 +375,9 @@ mod tests {
         assert_eq!(store.push("s", vec![10]).await.unwrap(), 10);
     }
 
-    /// The hub's on-disk records are redb's pages (our values are message
-    /// bytes, handed to consumers unparsed): a data file damaged any way
+    /// The hub's on-disk records are redb's pages (checksummed) and our
+    /// record batches in them (see `batch`, whose own tests cut them
+    /// anywhere): a data file damaged any way
     /// (cut short, bytes flipped, a page zeroed) is refused with an error,
     /// or opened and served, but never panics the hub. Issue 18's "the
     /// hub's on-disk records" decoder; seeded, so each case replays.

@@ -1,11 +1,18 @@
 //! [`DurableStore`]: streams on disk in a `redb` database.
 
 use super::*;
-use ::redb::{ReadableDatabase, ReadableTable};
+use ::redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use std::path::Path;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error, info, warn};
 
+/// Messages, as record batches (see [`batch`]): `(stream, base) ->` the
+/// messages `base..` of `stream` stored by one commit.
+const BATCHES: ::redb::TableDefinition<(&str, u64), &[u8]> =
+    ::redb::TableDefinition::new("batches");
+/// Messages one record each, `(stream, index) -> data`: data files written
+/// before record batches; opening one moves them to [`BATCHES`] (see
+/// [`migrate_messages`]).
 const MESSAGES: ::redb::TableDefinition<(&str, u64), &[u8]> =
     ::redb::TableDefinition::new("messages");
 const HEADS: ::redb::TableDefinition<&str, u64> = ::redb::TableDefinition::new("heads");
@@ -174,8 +181,11 @@ impl DurableStore {
         // Make sure the tables exist, so that readers never see them
         // missing. A damaged file can make redb panic here as in opening
         // (see `open_database`): an error too.
-        let incarnation = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| prepare(&db)))
-            .unwrap_or_else(|p| Err(damaged(&path, p)))?;
+        let incarnation = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            migrate_messages(&db)?;
+            prepare(&db)
+        }))
+        .unwrap_or_else(|p| Err(damaged(&path, p)))?;
         // A log left by `--fsync interval`, whatever the mode now: what it
         // holds was confirmed.
         let logged = wal::read(dir)?;
@@ -292,6 +302,10 @@ fn writer(
         while let Some(w) = next.take() {
             match w {
                 Write::Push { ref ticket, .. } if !ticket.may_store() => w.refuse(after_gap()),
+                // Its length would not fit a record batch (see `batch`).
+                Write::Push { ref data, .. } if u32::try_from(data.len()).is_err() => w.refuse(
+                    Error::new(ErrorKind::InvalidInput, "a message of 4 GiB or more"),
+                ),
                 Write::Flush => flush = true,
                 w => batch.push(w),
             }
@@ -482,6 +496,29 @@ struct Pushed {
     next: u64,
     /// The bytes of its messages in the commit.
     bytes: u64,
+    /// The record batch being built: messages from `base` on.
+    batch: Vec<u8>,
+    /// The index of the batch's first message.
+    base: u64,
+}
+
+impl Pushed {
+    /// Stores the batch being built, if it holds anything, and starts the
+    /// next one at `self.next`.
+    fn store_batch(
+        &mut self,
+        batches: &mut ::redb::Table<(&str, u64), &[u8]>,
+        stream: &str,
+    ) -> Result<()> {
+        if !self.batch.is_empty() {
+            batches
+                .insert((stream, self.base), self.batch.as_slice())
+                .map_err(|e| storage_error("insert", e))?;
+            self.batch.clear();
+        }
+        self.base = self.next;
+        Ok(())
+    }
 }
 
 fn commit(
@@ -494,8 +531,8 @@ fn commit(
         .map_err(|e| storage_error("durability", e))?;
     let mut out = Vec::with_capacity(batch.len());
     {
-        let mut messages = txn
-            .open_table(MESSAGES)
+        let mut batches = txn
+            .open_table(BATCHES)
             .map_err(|e| storage_error("open", e))?;
         let mut heads = txn
             .open_table(HEADS)
@@ -510,8 +547,9 @@ fn commit(
             .open_table(TIMES)
             .map_err(|e| storage_error("open", e))?;
         // Per stream pushed to: its first index in this commit, its next,
-        // and the bytes added (its head read once and written once, one
-        // stats update and one time entry).
+        // the bytes added and its record batch (its head read once and
+        // written once, one stats update, one time entry, and one insert
+        // per batch).
         let mut pushed: HashMap<&str, Pushed> = HashMap::new();
         for w in batch {
             match w {
@@ -527,19 +565,22 @@ fn commit(
                                 first: next,
                                 next,
                                 bytes: 0,
+                                batch: Vec::new(),
+                                base: next,
                             })
                         }
                     };
+                    if !batch::fits(&p.batch, data) {
+                        p.store_batch(&mut batches, stream)?;
+                    }
+                    batch::append(&mut p.batch, data)?;
                     let index = p.next;
                     p.next += 1;
                     p.bytes += data.len() as u64;
-                    messages
-                        .insert((stream.as_str(), index), data.as_slice())
-                        .map_err(|e| storage_error("insert", e))?;
                     out.push(index);
                 }
                 Write::Trim { stream, to, .. } => {
-                    let oldest = trim(&mut messages, &mut stats, &mut times, stream, *to)?;
+                    let oldest = trim(&mut batches, &mut stats, &mut times, stream, *to)?;
                     out.push(oldest);
                 }
                 Write::Flush => out.push(0),
@@ -557,7 +598,8 @@ fn commit(
             }
         }
         let now = unix_millis();
-        for (stream, p) in pushed {
+        for (stream, mut p) in pushed {
+            p.store_batch(&mut batches, stream)?;
             heads
                 .insert(stream, p.next)
                 .map_err(|e| storage_error("update head", e))?;
@@ -698,7 +740,7 @@ impl StreamStore for DurableStore {
 }
 
 /// Up to `limit` messages of `stream` from `from` on, within `max_bytes`
-/// (see [`StreamStore::pull`]).
+/// (see [`StreamStore::pull`]): from the record batch holding `from` on.
 fn read_messages(
     txn: &::redb::ReadTransaction,
     stream: &str,
@@ -707,19 +749,38 @@ fn read_messages(
     max_bytes: usize,
 ) -> Result<Vec<(u64, Vec<u8>)>> {
     let table = txn
-        .open_table(MESSAGES)
+        .open_table(BATCHES)
         .map_err(|e| storage_error("open", e))?;
-    let range = table
-        .range((stream, from)..=(stream, u64::MAX))
-        .map_err(|e| storage_error("range", e))?;
-    take_within(
-        range.map(|item| {
-            item.map(|(k, v)| (k.value().1, v.value().to_vec()))
-                .map_err(|e| storage_error("read", e))
-        }),
-        limit,
-        max_bytes,
-    )
+    let start = batch_holding(&table, stream, from)?;
+    let mut within = Within::new(limit, max_bytes);
+    for entry in table
+        .range((stream, start)..=(stream, u64::MAX))
+        .map_err(|e| storage_error("range", e))?
+    {
+        let (key, value) = entry.map_err(|e| storage_error("read", e))?;
+        for (index, data) in (key.value().1..).zip(batch::messages(value.value())) {
+            if index >= from && !within.take(index, data?) {
+                return Ok(within.out);
+            }
+        }
+    }
+    Ok(within.out)
+}
+
+/// The base of the record batch of `stream` holding message `index`
+/// (the last to start at or before it), or `index` when there is none.
+fn batch_holding(
+    batches: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    stream: &str,
+    index: u64,
+) -> Result<u64> {
+    Ok(batches
+        .range((stream, 0)..=(stream, index))
+        .map_err(|e| storage_error("range", e))?
+        .next_back()
+        .transpose()
+        .map_err(|e| storage_error("read", e))?
+        .map_or(index, |(key, _)| key.value().1))
 }
 
 /// Creates the tables that are missing, counts what each stream keeps if
@@ -728,7 +789,7 @@ fn read_messages(
 fn prepare(db: &::redb::Database) -> Result<u64> {
     let txn = db.begin_write().map_err(|e| storage_error("begin", e))?;
     let incarnation = {
-        txn.open_table(MESSAGES)
+        txn.open_table(BATCHES)
             .map_err(|e| storage_error("open table", e))?;
         txn.open_table(HEADS)
             .map_err(|e| storage_error("open table", e))?;
@@ -784,8 +845,8 @@ fn backfill_stats(txn: &::redb::WriteTransaction) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let messages = txn
-        .open_table(MESSAGES)
+    let batches = txn
+        .open_table(BATCHES)
         .map_err(|e| storage_error("open table", e))?;
     let mut times = txn
         .open_table(TIMES)
@@ -797,7 +858,8 @@ fn backfill_stats(txn: &::redb::WriteTransaction) -> Result<()> {
     );
     let mut last_log = std::time::Instant::now();
     for (done, name) in missing.iter().enumerate() {
-        let kept = scan(&messages, name)?;
+        let mut kept = Kept::default();
+        kept.scan_batches(&batches, name)?;
         let next = heads
             .get(name.as_str())
             .map_err(|e| storage_error("read head", e))?
@@ -838,8 +900,8 @@ fn trim_targets(
     let times = txn
         .open_table(TIMES)
         .map_err(|e| storage_error("open", e))?;
-    let messages = txn
-        .open_table(MESSAGES)
+    let batches = txn
+        .open_table(BATCHES)
         .map_err(|e| storage_error("open", e))?;
     let mut out = Vec::new();
     for entry in heads.iter().map_err(|e| storage_error("read", e))? {
@@ -881,16 +943,22 @@ fn trim_targets(
                 // The oldest messages whose bytes bring the rest under it.
                 let mut over = bytes - max;
                 let mut cut = oldest;
-                for m in messages
-                    .range((name, oldest)..(name, next))
+                let start = batch_holding(&batches, name, oldest)?;
+                'batches: for entry in batches
+                    .range((name, start)..(name, next))
                     .map_err(|e| storage_error("read", e))?
                 {
-                    if over == 0 {
-                        break;
+                    let (key, value) = entry.map_err(|e| storage_error("read", e))?;
+                    for (index, data) in (key.value().1..).zip(batch::messages(value.value())) {
+                        if index < oldest {
+                            continue;
+                        }
+                        if over == 0 {
+                            break 'batches;
+                        }
+                        over = over.saturating_sub(data?.len() as u64);
+                        cut = index + 1;
                     }
-                    let (k, v) = m.map_err(|e| storage_error("read", e))?;
-                    over = over.saturating_sub(v.value().len() as u64);
-                    cut = k.value().1 + 1;
                 }
                 to = to.max(cut);
             }
@@ -904,6 +972,7 @@ fn trim_targets(
 }
 
 /// What a stream keeps, counted message by message.
+#[derive(Default)]
 struct Kept {
     count: u64,
     bytes: u64,
@@ -911,30 +980,156 @@ struct Kept {
     newest: Option<u64>,
 }
 
-/// Counts the messages of `stream` in `messages` (for files without
-/// `stream_stats`: see [`backfill_stats`] and [`inspect`]).
-fn scan(
-    messages: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
-    stream: &str,
-) -> Result<Kept> {
-    let mut kept = Kept {
-        count: 0,
-        bytes: 0,
-        oldest: None,
-        newest: None,
-    };
-    for m in messages
-        .range((stream, 0)..=(stream, u64::MAX))
-        .map_err(|e| storage_error("read", e))?
-    {
-        let (key, data) = m.map_err(|e| storage_error("read", e))?;
-        let index = key.value().1;
-        kept.oldest.get_or_insert(index);
-        kept.newest = Some(index);
-        kept.count += 1;
-        kept.bytes += data.value().len() as u64;
+impl Kept {
+    /// Counts message `index` of `bytes`.
+    fn add(&mut self, index: u64, bytes: usize) {
+        self.oldest.get_or_insert(index);
+        self.newest = Some(index);
+        self.count += 1;
+        self.bytes += bytes as u64;
     }
-    Ok(kept)
+
+    /// Counts the messages of `stream` in `batches` (for files without
+    /// `stream_stats`: see [`backfill_stats`] and [`inspect`]).
+    fn scan_batches(
+        &mut self,
+        batches: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+        stream: &str,
+    ) -> Result<()> {
+        for entry in batches
+            .range((stream, 0)..=(stream, u64::MAX))
+            .map_err(|e| storage_error("read", e))?
+        {
+            let (key, value) = entry.map_err(|e| storage_error("read", e))?;
+            for (index, data) in (key.value().1..).zip(batch::messages(value.value())) {
+                self.add(index, data?.len());
+            }
+        }
+        Ok(())
+    }
+
+    /// Counts the messages of `stream` in `messages`, a table of a data
+    /// file from before record batches that no hub has opened since (only
+    /// [`inspect`] reads one).
+    fn scan_messages(
+        &mut self,
+        messages: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+        stream: &str,
+    ) -> Result<()> {
+        for entry in messages
+            .range((stream, 0)..=(stream, u64::MAX))
+            .map_err(|e| storage_error("read", e))?
+        {
+            let (key, data) = entry.map_err(|e| storage_error("read", e))?;
+            self.add(key.value().1, data.value().len());
+        }
+        Ok(())
+    }
+}
+
+/// Most messages [`migrate_messages`] moves in one commit.
+const MIGRATE_CHUNK: u64 = 10_000;
+
+/// Moves the messages of a data file from before record batches (one
+/// record per message, in [`MESSAGES`]) into [`BATCHES`], the runs of a
+/// stream's consecutive messages as batches, [`MIGRATE_CHUNK`] messages a
+/// commit, with its progress logged at info; then drops the old table.
+/// Nothing to do for other files. A hub stopped halfway goes on from
+/// where it stopped when it opens the file again.
+fn migrate_messages(db: &::redb::Database) -> Result<()> {
+    let total = {
+        let txn = db
+            .begin_read()
+            .map_err(|e| storage_error("begin read", e))?;
+        let Some(messages) = open_if_exists(&txn, MESSAGES)? else {
+            return Ok(());
+        };
+        messages.len().map_err(|e| storage_error("read", e))?
+    };
+    info!(
+        messages = total,
+        "moving messages into record batches (a data file from before them; once)"
+    );
+    let (started, mut last_log, mut done) =
+        (std::time::Instant::now(), std::time::Instant::now(), 0u64);
+    loop {
+        let txn = db.begin_write().map_err(|e| storage_error("begin", e))?;
+        let moved = {
+            let mut messages = txn
+                .open_table(MESSAGES)
+                .map_err(|e| storage_error("open table", e))?;
+            let mut batches = txn
+                .open_table(BATCHES)
+                .map_err(|e| storage_error("open table", e))?;
+            // The batch being built: its stream, base, next index, bytes.
+            let mut building: Option<(String, u64, u64, Vec<u8>)> = None;
+            let mut moved = 0u64;
+            while moved < MIGRATE_CHUNK {
+                let Some((key, value)) =
+                    messages.pop_first().map_err(|e| storage_error("read", e))?
+                else {
+                    break;
+                };
+                let ((stream, index), data) = (key.value(), value.value());
+                match &mut building {
+                    Some((s, _, next, b))
+                        if s == stream && *next == index && batch::fits(b, data) =>
+                    {
+                        batch::append(b, data)?;
+                        *next += 1;
+                    }
+                    _ => {
+                        if let Some((s, base, _, b)) = building.take() {
+                            batches
+                                .insert((s.as_str(), base), b.as_slice())
+                                .map_err(|e| storage_error("insert", e))?;
+                        }
+                        let mut b = Vec::new();
+                        batch::append(&mut b, data)?;
+                        building = Some((stream.to_string(), index, index + 1, b));
+                    }
+                }
+                moved += 1;
+            }
+            if let Some((s, base, _, b)) = building {
+                batches
+                    .insert((s.as_str(), base), b.as_slice())
+                    .map_err(|e| storage_error("insert", e))?;
+            }
+            moved
+        };
+        if moved == 0 {
+            txn.delete_table(MESSAGES)
+                .map_err(|e| storage_error("drop the old messages table", e))?;
+        }
+        txn.commit().map_err(|e| storage_error("commit", e))?;
+        if moved == 0 {
+            break;
+        }
+        done += moved;
+        if last_log.elapsed() >= Duration::from_secs(2) {
+            last_log = std::time::Instant::now();
+            info!(
+                done,
+                left = total.saturating_sub(done),
+                "moving messages into record batches"
+            );
+        }
+    }
+    info!(messages = done, took = ?started.elapsed(), "moved messages into record batches");
+    Ok(())
+}
+
+/// `table` in `txn`, or `None` when the file has no such table.
+fn open_if_exists<K: ::redb::Key + 'static, V: ::redb::Value + 'static>(
+    txn: &::redb::ReadTransaction,
+    table: ::redb::TableDefinition<K, V>,
+) -> Result<Option<::redb::ReadOnlyTable<K, V>>> {
+    match txn.open_table(table) {
+        Ok(t) => Ok(Some(t)),
+        Err(::redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(storage_error("open", e)),
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -944,11 +1139,13 @@ fn unix_millis() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Removes the messages of `stream` before `to` (at most [`TRIM_CHUNK`]),
-/// with their bytes from its stats and the times that no longer cover a
-/// kept message; returns the new oldest index.
+/// Removes the messages of `stream` before `to`, whole record batches
+/// until at least [`TRIM_CHUNK`] messages are gone (the batch holding `to`
+/// is cut: its messages from `to` on are stored again, from `to`), with
+/// their bytes from its stats and the times that no longer cover a kept
+/// message; returns the new oldest index.
 fn trim(
-    messages: &mut ::redb::Table<(&str, u64), &[u8]>,
+    batches: &mut ::redb::Table<(&str, u64), &[u8]>,
     stats: &mut ::redb::Table<&str, (u64, u64)>,
     times: &mut ::redb::Table<(&str, u64), u64>,
     stream: &str,
@@ -961,18 +1158,47 @@ fn trim(
     else {
         return Ok(0);
     };
-    let until = to.min(oldest.saturating_add(TRIM_CHUNK));
-    if until <= oldest {
+    if to <= oldest {
         return Ok(oldest);
     }
-    let mut removed = 0u64;
-    for i in oldest..until {
-        if let Some(data) = messages
-            .remove((stream, i))
-            .map_err(|e| storage_error("trim", e))?
-        {
-            removed += data.value().len() as u64;
+    // The batches to remove whole, and the one to cut (its base and the
+    // messages it keeps).
+    let mut whole = Vec::new();
+    let mut cut: Option<(u64, Vec<u8>)> = None;
+    let (mut until, mut removed) = (to, 0u64);
+    for entry in batches
+        .range((stream, 0)..(stream, to))
+        .map_err(|e| storage_error("read", e))?
+    {
+        let (key, value) = entry.map_err(|e| storage_error("read", e))?;
+        let (base, value) = (key.value().1, value.value());
+        let (count, data_bytes) = batch::count(value)?;
+        let end = base + count;
+        if end > to {
+            let (gone, rest) = batch::split(value, to - base)?;
+            removed += gone;
+            cut = Some((base, rest.to_vec()));
+            break;
         }
+        whole.push(base);
+        removed += data_bytes;
+        if end.saturating_sub(oldest) >= TRIM_CHUNK && end < to {
+            until = end;
+            break;
+        }
+    }
+    for base in whole {
+        batches
+            .remove((stream, base))
+            .map_err(|e| storage_error("trim", e))?;
+    }
+    if let Some((base, rest)) = cut {
+        batches
+            .remove((stream, base))
+            .map_err(|e| storage_error("trim", e))?;
+        batches
+            .insert((stream, to), rest.as_slice())
+            .map_err(|e| storage_error("trim", e))?;
     }
     stats
         .insert(stream, (until, bytes.saturating_sub(removed)))
@@ -1229,13 +1455,14 @@ fn report(txn: &::redb::ReadTransaction, only: Option<&str>) -> Result<Vec<Strea
     let heads = txn
         .open_table(HEADS)
         .map_err(|e| storage_error("open", e))?;
-    let messages = txn
-        .open_table(MESSAGES)
-        .map_err(|e| storage_error("open", e))?;
+    // A file no hub opened since record batches came has no batches,
+    // and its messages one a record (counted where it has no stats).
+    let batches = open_if_exists(txn, BATCHES)?;
+    let messages = open_if_exists(txn, MESSAGES)?;
     let indexes = txn
         .open_table(INDEXES)
         .map_err(|e| storage_error("open", e))?;
-    let stats = txn.open_table(STREAM_STATS).ok();
+    let stats = open_if_exists(txn, STREAM_STATS)?;
     let mut readers: HashMap<String, Vec<(String, u64)>> = HashMap::new();
     for entry in indexes.iter().map_err(|e| storage_error("read", e))? {
         let (key, at) = entry.map_err(|e| storage_error("read", e))?;
@@ -1269,7 +1496,13 @@ fn report(txn: &::redb::ReadTransaction, only: Option<&str>) -> Result<Vec<Strea
             }
             // A file from before retention kept these (issue 17): counted.
             None => {
-                let kept = scan(&messages, &name)?;
+                let mut kept = Kept::default();
+                if let Some(batches) = &batches {
+                    kept.scan_batches(batches, &name)?;
+                }
+                if let Some(messages) = &messages {
+                    kept.scan_messages(messages, &name)?;
+                }
                 (kept.count, kept.bytes, kept.oldest, kept.newest)
             }
         };
@@ -1295,4 +1528,243 @@ fn report(txn: &::redb::ReadTransaction, only: Option<&str>) -> Result<Vec<Strea
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::retention::{Retention, RetentionPolicy};
+
+    /// Message `i` of the tests' streams: its size varies (0 to 3 KiB, and
+    /// every 97th bigger than a whole batch), its bytes say `i`.
+    fn message(i: u64) -> Vec<u8> {
+        let len = if i % 97 == 50 {
+            batch::MAX_BATCH_BYTES + 10
+        } else {
+            (i as usize * 37) % 3072
+        };
+        let mut m = vec![(i % 251) as u8; len];
+        if len >= 8 {
+            m[..8].copy_from_slice(&i.to_le_bytes());
+        }
+        m
+    }
+
+    /// Pushes messages `from..to` of `stream` at once, so that they share
+    /// commits (and record batches); returns when all are stored.
+    async fn push_all(store: &DurableStore, stream: &str, range: std::ops::Range<u64>) {
+        let pending: Vec<_> = range
+            .clone()
+            .map(|i| store.submit_push(stream, message(i), Ticket::alone()))
+            .collect();
+        for (i, p) in range.zip(pending) {
+            assert_eq!(p.await.unwrap(), i);
+        }
+    }
+
+    /// Every message of `stream` from `from` on, pulled `limit` at a time.
+    async fn pull_all(store: &DurableStore, stream: &str, from: u64, limit: usize) -> Vec<u64> {
+        let mut got = Vec::new();
+        let mut at = from;
+        loop {
+            let some = store.pull(stream, at, limit, usize::MAX).await.unwrap();
+            let Some(&(last, _)) = some.last() else {
+                return got;
+            };
+            for (i, data) in some {
+                assert_eq!(data, message(i), "message {i}");
+                got.push(i);
+            }
+            at = last + 1;
+        }
+    }
+
+    async fn kept(store: &DurableStore, stream: &str) -> StreamReport {
+        let stream = stream.to_string();
+        store
+            .read(move |txn| report(txn, Some(&stream)))
+            .await
+            .unwrap()
+            .remove(0)
+    }
+
+    fn bytes_of(range: std::ops::Range<u64>) -> u64 {
+        range.map(|i| message(i).len() as u64).sum()
+    }
+
+    /// Messages pushed together share record batches (several per commit
+    /// when they are many, a big one alone); a pull from any index, of any
+    /// size, reads them back in order, and so does a reopened store.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn pulls_read_messages_from_anywhere_in_their_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DurableStore::open(dir.path()).unwrap();
+        push_all(&store, "s", 0..600).await;
+        push_all(&store, "s", 600..601).await;
+        let batches = store
+            .read(|txn| {
+                let t = txn.open_table(BATCHES).unwrap();
+                Ok(t.len().unwrap())
+            })
+            .await
+            .unwrap();
+        assert!(
+            (10..300).contains(&batches),
+            "601 messages in {batches} batches"
+        );
+        for (from, limit) in [(0, 1000), (0, 7), (1, 1), (37, 50), (599, 3), (600, 1)] {
+            assert_eq!(
+                pull_all(&store, "s", from, limit).await,
+                (from..601).collect::<Vec<_>>(),
+                "from {from}, {limit} at a time"
+            );
+        }
+        assert!(store
+            .pull("s", 601, 10, usize::MAX)
+            .await
+            .unwrap()
+            .is_empty());
+        // The byte cap cuts inside a batch.
+        let cap = message(3).len() + message(4).len();
+        let capped = store.pull("s", 3, 100, cap).await.unwrap();
+        assert_eq!(capped.iter().map(|m| m.0).collect::<Vec<_>>(), [3, 4]);
+        let fresh = store.pull_fresh("s", 598, 2, usize::MAX).await.unwrap();
+        assert_eq!(fresh.iter().map(|m| m.0).collect::<Vec<_>>(), [598, 599]);
+        let shown = kept(&store, "s").await;
+        assert_eq!(
+            (shown.messages, shown.bytes, shown.oldest, shown.newest),
+            (601, bytes_of(0..601), Some(0), Some(600))
+        );
+        drop(store);
+        let store = DurableStore::open(dir.path()).unwrap();
+        assert_eq!(
+            pull_all(&store, "s", 250, 64).await,
+            (250..601).collect::<Vec<_>>()
+        );
+    }
+
+    /// Trimming removes whole batches and cuts the one holding its end:
+    /// what is left reads back from the new oldest index, and the stream's
+    /// count and bytes follow.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn trims_cut_batches_where_they_must() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DurableStore::open(dir.path()).unwrap();
+        push_all(&store, "s", 0..500).await;
+        push_all(&store, "s", 500..5000).await;
+        for to in [1u64, 2, 333, 499, 500, 2600, 5000] {
+            let mut at = kept(&store, "s").await.oldest.unwrap_or(5000);
+            while at < to {
+                let (done, answer) = oneshot::channel();
+                store
+                    .send(Write::Trim {
+                        stream: "s".into(),
+                        to,
+                        done,
+                    })
+                    .unwrap();
+                let next = answer.await.unwrap().unwrap();
+                assert!(next > at && next <= to, "trimmed {at} to {next}, not {to}");
+                at = next;
+            }
+            assert_eq!(
+                pull_all(&store, "s", 0, 100).await,
+                (to..5000).collect::<Vec<_>>()
+            );
+            let shown = kept(&store, "s").await;
+            assert_eq!(
+                (shown.messages, shown.bytes),
+                (5000 - to, bytes_of(to..5000)),
+                "after trimming to {to}"
+            );
+        }
+        push_all(&store, "s", 5000..5010).await;
+        assert_eq!(
+            pull_all(&store, "s", 0, 3).await,
+            (5000..5010).collect::<Vec<_>>()
+        );
+    }
+
+    /// Retention by bytes cuts inside a batch at the right message.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn retention_by_bytes_counts_messages_inside_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DurableStore::open(dir.path()).unwrap();
+        push_all(&store, "s", 0..300).await;
+        let max = bytes_of(120..300);
+        let policy = RetentionPolicy::new(Retention {
+            max_bytes: Some(max),
+            ..Retention::default()
+        });
+        store.enforce(&policy).await.unwrap();
+        let shown = kept(&store, "s").await;
+        assert_eq!((shown.oldest, shown.bytes), (Some(120), max));
+        store.enforce(&policy).await.unwrap();
+        assert_eq!(kept(&store, "s").await.oldest, Some(120));
+    }
+
+    /// A data file from before record batches (one record per message)
+    /// is read as it is by `inspect`, and moved into batches when a hub
+    /// opens it: every message, head, read position and count kept.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_data_file_from_before_record_batches_is_moved_into_them() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = ::redb::Database::create(dir.path().join(DATA_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut messages = txn.open_table(MESSAGES).unwrap();
+                let mut heads = txn.open_table(HEADS).unwrap();
+                let mut indexes = txn.open_table(INDEXES).unwrap();
+                // "a" from 0; "b" trimmed to 30 once (and no stats: from
+                // before retention too).
+                for i in 0..25_000u64 {
+                    messages.insert(("a", i), message(i).as_slice()).unwrap();
+                }
+                for i in 30..70u64 {
+                    messages.insert(("b", i), message(i).as_slice()).unwrap();
+                }
+                heads.insert("a", 25_000).unwrap();
+                heads.insert("b", 70).unwrap();
+                indexes.insert(("c", "a"), 10).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let before = inspect(dir.path(), None).unwrap();
+        assert_eq!(
+            (before[1].messages, before[1].oldest, before[1].newest),
+            (40, Some(30), Some(69))
+        );
+        let store = DurableStore::open(dir.path()).unwrap();
+        assert_eq!(
+            pull_all(&store, "a", 0, 5000).await,
+            (0..25_000).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            pull_all(&store, "b", 0, 7).await,
+            (30..70).collect::<Vec<_>>()
+        );
+        assert_eq!(store.get_index("c", "a").await.unwrap(), Some(10));
+        assert_eq!(store.next_index("b").await.unwrap(), 70);
+        let shown = kept(&store, "a").await;
+        assert_eq!((shown.messages, shown.bytes), (25_000, bytes_of(0..25_000)));
+        let gone = store
+            .read(|txn| Ok(open_if_exists(txn, MESSAGES)?.is_none()))
+            .await
+            .unwrap();
+        assert!(gone, "the old table is dropped once empty");
+        push_all(&store, "b", 70..72).await;
+        drop(store);
+        let after = inspect(dir.path(), None).unwrap();
+        assert_eq!(
+            (
+                after[1].messages,
+                after[1].oldest,
+                after[1].newest,
+                after[1].bytes
+            ),
+            (42, Some(30), Some(71), bytes_of(30..72))
+        );
+        assert_eq!(after[0].readers[0].lag, 25_000 - 10);
+    }
 }
