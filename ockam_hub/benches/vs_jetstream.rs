@@ -14,8 +14,13 @@
 //! once in the write-ahead log, fsynced every 100 ms), and `always` with
 //! retention trimming the stream during the publish.
 //!
+//! Each system runs once a round, in turn (3 rounds, `BENCH_ROUNDS=n`;
+//! one with `--quick`), and the figures are each one's medians: this
+//! machine's speed drifts by a third within minutes, and a slow spell
+//! then weighs on every system instead of one.
+//!
 //! `cargo bench -p ockam-rs-hub --bench vs_jetstream` (`-- --quick`: fewer
-//! messages). The same binary is our client: `publish PORT N SIZE
+//! messages, one round). The same binary is our client: `publish PORT N SIZE
 //! PRODUCERS`, `consume PORT N`, `latency PORT N SIZE`.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
 
@@ -265,6 +270,26 @@ fn figures(bin: &std::path::Path, port: &str, n: &str, rounds: &str) -> Figures 
     ]
 }
 
+/// The median of the successful values of `runs` (`a`, or `b` of each
+/// pair), or the first error when none succeeded.
+fn median(
+    runs: &[&std::result::Result<(f64, f64), String>],
+    second: bool,
+) -> std::result::Result<f64, String> {
+    let mut ok: Vec<f64> = runs
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|&(a, b)| if second { b } else { a }))
+        .collect();
+    if ok.is_empty() {
+        return Err(runs
+            .iter()
+            .find_map(|r| r.as_ref().err().cloned())
+            .unwrap_or_default());
+    }
+    ok.sort_by(f64::total_cmp);
+    Ok(ok[ok.len() / 2])
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let arg = |i: usize| args[i].parse::<u64>().unwrap();
@@ -280,23 +305,18 @@ fn main() {
     } else {
         ("200000", "2000")
     };
+    // Every system runs once a round, in turn, so that a slow spell of the
+    // machine weighs on all of them; the figures are the medians.
+    let repeats: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(if quick { 1 } else { 3 });
     let me = std::env::current_exe().expect("own path");
-    println!("hub vs NATS JetStream, separate processes over loopback, 1 KiB messages, {n} messages, {rounds} round trips");
-    let js = match (anchor("jetstream"), nats()) {
-        (Some(bin), Some((server, port, _dir))) => {
-            let f = figures(&bin, &port, n, rounds);
-            drop(server);
-            Some(f)
-        }
-        (None, _) => {
-            println!("(JetStream anchor not built: scripts/build-anchors.sh jetstream)");
-            None
-        }
-        (_, None) => {
-            println!("(no nats-server: apt-get install nats-server)");
-            None
-        }
-    };
+    println!("hub vs NATS JetStream, separate processes over loopback, 1 KiB messages, {n} messages, {rounds} round trips; {repeats} rounds, each system in turn, medians (BENCH_ROUNDS=n)");
+    let js_bin = anchor("jetstream");
+    if js_bin.is_none() {
+        println!("(JetStream anchor not built: scripts/build-anchors.sh jetstream)");
+    }
     // The last: retention on (the stream over its limit from a quarter of
     // the publish on, so trimming runs during it), beside `always` off.
     let modes: &[(&str, &[&str])] = &[
@@ -307,36 +327,59 @@ fn main() {
             &["--fsync", "always", "--retention-max-messages", "50000"],
         ),
     ];
+    let mut js_runs: Vec<Figures> = Vec::new();
+    let mut our_runs: Vec<Vec<Figures>> = vec![Vec::new(); modes.len()];
+    for round in 0..repeats {
+        eprintln!("round {} of {repeats}", round + 1);
+        if let Some(bin) = &js_bin {
+            match nats() {
+                Some((server, port, _dir)) => {
+                    js_runs.push(figures(bin, &port, n, rounds));
+                    drop(server);
+                }
+                None if round == 0 => println!("(no nats-server: apt-get install nats-server)"),
+                None => {}
+            }
+        }
+        for (m, (_, hub_args)) in modes.iter().enumerate() {
+            let (server, port, _dir) = hub(hub_args);
+            our_runs[m].push(figures(&me, &port, n, rounds));
+            drop(server);
+        }
+    }
     let labels = [
         "publish, 1 producer (msg/s)",
         "publish, 8 producers (msg/s)",
         "consume from the start (msg/s)",
         "latency p50 / p99 (µs)",
     ];
-    for (name, hub_args) in modes {
-        let (server, port, _dir) = hub(hub_args);
-        let ours = figures(&me, &port, n, rounds);
-        drop(server);
+    for ((name, _), ours) in modes.iter().zip(&our_runs) {
         println!();
         println!(
             "{:<32} | {:>16} | {:>16} | ours / JetStream",
             "", name, "JetStream"
         );
         for (i, label) in labels.iter().enumerate() {
-            let show = |r: &std::result::Result<(f64, f64), String>| match r {
-                Ok((a, b)) if i == 3 => format!("{a:.0} / {b:.0}"),
-                Ok((a, _)) => format!("{a:.0}"),
-                Err(e) => format!("({e})"),
+            let mine: Vec<_> = ours.iter().map(|f| &f[i]).collect();
+            let theirs: Vec<_> = js_runs.iter().map(|f| &f[i]).collect();
+            let show = |runs: &[&std::result::Result<(f64, f64), String>]| {
+                if runs.is_empty() {
+                    return "-".to_string();
+                }
+                match (median(runs, false), median(runs, true)) {
+                    (Ok(a), Ok(b)) if i == 3 => format!("{a:.0} / {b:.0}"),
+                    (Ok(a), _) => format!("{a:.0}"),
+                    (Err(e), _) => format!("({e})"),
+                }
             };
-            let theirs = js.as_ref().map(|f| &f[i]);
-            let ratio = match (&ours[i], theirs) {
-                (Ok((a, _)), Some(Ok((b, _)))) => format!("{:.2}", a / b),
+            let ratio = match (median(&mine, false), median(&theirs, false)) {
+                (Ok(a), Ok(b)) if !theirs.is_empty() => format!("{:.2}", a / b),
                 _ => "-".into(),
             };
             println!(
                 "{label:<32} | {:>16} | {:>16} | {ratio}",
-                show(&ours[i]),
-                theirs.map_or("-".into(), show)
+                show(&mine),
+                show(&theirs)
             );
         }
     }

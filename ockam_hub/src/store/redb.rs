@@ -512,25 +512,27 @@ impl Committer {
     fn write_batch(&mut self, batch: Vec<Write>) {
         let n = batch.len();
         let started = std::time::Instant::now();
-        let mut committed = commit(&self.db, &batch, self.durability);
+        let mut logged = Vec::new();
+        let log = self.wal.is_some().then_some(&mut logged);
+        let mut committed = commit(&self.db, &batch, self.durability, log);
         self.dirty = true;
         if let (Ok(indexes), Some(wal)) = (&committed, self.wal.as_mut()) {
-            let records: Vec<wal::RecordRef<'_>> = batch
+            // The record batches, then the read positions.
+            let records: Vec<wal::RecordRef<'_>> = logged
                 .iter()
-                .zip(indexes)
-                .filter_map(|(w, &index)| match w {
-                    Write::Push { stream, data, .. } => Some(wal::RecordRef::Push {
-                        stream,
-                        index,
-                        data,
-                    }),
+                .map(|(stream, base, batch)| wal::RecordRef::Batch {
+                    stream,
+                    base: *base,
+                    batch,
+                })
+                .chain(batch.iter().zip(indexes).filter_map(|(w, &index)| match w {
                     Write::SaveIndex { client, stream, .. } => Some(wal::RecordRef::Save {
                         client,
                         stream,
                         index,
                     }),
-                    Write::Trim { .. } => None,
-                })
+                    Write::Push { .. } | Write::Trim { .. } => None,
+                }))
                 .collect();
             if let Err(e) = wal.append(&records) {
                 // Committed, but not safe from a crash: not confirmed (the
@@ -585,13 +587,39 @@ fn replay(db: &::redb::Database, records: Vec<wal::Record>) -> Result<()> {
     let mut heads: HashMap<String, u64> = HashMap::new();
     let mut writes = Vec::new();
     let mut skipped = 0usize;
-    for r in records {
+    // Pushes as logged: one by one (logs from before record batches), or
+    // a batch's messages.
+    let pushes = records.into_iter().flat_map(|r| -> Vec<ReplayItem> {
         match r {
             wal::Record::Push {
                 stream,
                 index,
                 data,
-            } => {
+            } => vec![ReplayItem::Push(stream, index, data)],
+            wal::Record::Batch {
+                stream,
+                base,
+                batch,
+            } => (base..)
+                .zip(batch::messages(&batch))
+                .map(|(index, data)| match data {
+                    Ok(data) => ReplayItem::Push(stream.clone(), index, data.to_vec()),
+                    // Cut short: never, the log's own framing holds whole
+                    // records (counted as not applied).
+                    Err(_) => ReplayItem::Damaged,
+                })
+                .collect(),
+            wal::Record::Save {
+                client,
+                stream,
+                index,
+            } => vec![ReplayItem::Save(client, stream, index)],
+        }
+    });
+    for r in pushes {
+        match r {
+            ReplayItem::Damaged => skipped += 1,
+            ReplayItem::Push(stream, index, data) => {
                 let head = match heads.get_mut(&stream) {
                     Some(h) => h,
                     None => {
@@ -617,11 +645,7 @@ fn replay(db: &::redb::Database, records: Vec<wal::Record>) -> Result<()> {
                     ticket: Ticket::alone(),
                 });
             }
-            wal::Record::Save {
-                client,
-                stream,
-                index,
-            } => writes.push(Write::SaveIndex {
+            ReplayItem::Save(client, stream, index) => writes.push(Write::SaveIndex {
                 client,
                 stream,
                 index,
@@ -634,7 +658,7 @@ fn replay(db: &::redb::Database, records: Vec<wal::Record>) -> Result<()> {
     let total = writes.len();
     let mut done = 0usize;
     for chunk in writes.chunks(MAX_BATCH) {
-        commit(db, chunk, ::redb::Durability::Immediate)?;
+        commit(db, chunk, ::redb::Durability::Immediate, None)?;
         done += chunk.len();
         info!(done, left = total - done, "replaying the write-ahead log");
     }
@@ -644,6 +668,14 @@ fn replay(db: &::redb::Database, records: Vec<wal::Record>) -> Result<()> {
         "write-ahead log replayed"
     );
     Ok(())
+}
+
+/// What [`replay`] applies: a push, a read position, or a batch's
+/// message it could not read.
+enum ReplayItem {
+    Push(String, u64, Vec<u8>),
+    Save(String, String, u64),
+    Damaged,
 }
 
 /// An empty commit with fsync: makes every commit before it durable.
@@ -667,28 +699,37 @@ struct Pushed {
 }
 
 impl Pushed {
-    /// Stores the batch being built, if it holds anything, and starts the
-    /// next one at `self.next`.
-    fn store_batch(
+    /// Stores the batch being built, if it holds anything (and hands it
+    /// to `log`, if any), and starts the next one at `self.next`.
+    fn store_batch<'a>(
         &mut self,
         batches: &mut ::redb::Table<(&str, u64), &[u8]>,
-        stream: &str,
+        stream: &'a str,
+        log: Option<&mut Vec<(&'a str, u64, Vec<u8>)>>,
     ) -> Result<()> {
         if !self.batch.is_empty() {
             batches
                 .insert((stream, self.base), self.batch.as_slice())
                 .map_err(|e| storage_error("insert", e))?;
-            self.batch.clear();
+            match log {
+                Some(log) => log.push((stream, self.base, std::mem::take(&mut self.batch))),
+                None => self.batch.clear(),
+            }
         }
         self.base = self.next;
         Ok(())
     }
 }
 
-fn commit(
+/// Commits `batch` with `durability`; the index each write got (a push's,
+/// a trim's new oldest, a read position's). With `log`, the record
+/// batches written go there too (stream, base, batch), for the
+/// write-ahead log.
+fn commit<'a>(
     db: &::redb::Database,
-    batch: &[Write],
+    batch: &'a [Write],
     durability: ::redb::Durability,
+    mut log: Option<&mut Vec<(&'a str, u64, Vec<u8>)>>,
 ) -> Result<Vec<u64>> {
     let mut txn = db.begin_write().map_err(|e| storage_error("begin", e))?;
     txn.set_durability(durability)
@@ -735,7 +776,7 @@ fn commit(
                         }
                     };
                     if !batch::fits(&p.batch, data) {
-                        p.store_batch(&mut batches, stream)?;
+                        p.store_batch(&mut batches, stream, log.as_deref_mut())?;
                     }
                     batch::append(&mut p.batch, data)?;
                     let index = p.next;
@@ -762,7 +803,7 @@ fn commit(
         }
         let now = unix_millis();
         for (stream, mut p) in pushed {
-            p.store_batch(&mut batches, stream)?;
+            p.store_batch(&mut batches, stream, log.as_deref_mut())?;
             heads
                 .insert(stream, p.next)
                 .map_err(|e| storage_error("update head", e))?;
@@ -2012,5 +2053,54 @@ mod tests {
         );
         let pulled = store.pull("s", 0, usize::MAX, usize::MAX).await.unwrap();
         assert_eq!(pulled, all);
+    }
+
+    /// A write-ahead log left by a hub that was killed is replayed as the
+    /// store opens: its record batches, and the one-message records of
+    /// hubs from before batches, from each stream's head on (what the
+    /// database already has is skipped), and its read positions.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_log_of_batches_and_of_single_pushes_is_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = DurableStore::open(dir.path()).unwrap();
+            push_all(&store, "s", 0..2).await;
+        }
+        let mut two = Vec::new();
+        batch::append(&mut two, &message(3)).unwrap();
+        batch::append(&mut two, &message(4)).unwrap();
+        let mut wal = wal::Wal::open(dir.path()).unwrap();
+        wal.append(&[
+            // Already in the database: skipped.
+            wal::RecordRef::Push {
+                stream: "s",
+                index: 1,
+                data: &message(1),
+            },
+            wal::RecordRef::Push {
+                stream: "s",
+                index: 2,
+                data: &message(2),
+            },
+            wal::RecordRef::Batch {
+                stream: "s",
+                base: 3,
+                batch: &two,
+            },
+            wal::RecordRef::Save {
+                client: "c",
+                stream: "s",
+                index: 4,
+            },
+        ])
+        .unwrap();
+        drop(wal);
+        let store = DurableStore::open(dir.path()).unwrap();
+        assert_eq!(
+            pull_all(&store, "s", 0, 2).await,
+            (0..5).collect::<Vec<_>>()
+        );
+        assert_eq!(store.get_index("c", "s").await.unwrap(), Some(4));
+        assert_eq!(kept(&store, "s").await.bytes, bytes_of(0..5));
     }
 }

@@ -1,5 +1,6 @@
 //! The durable store's write-ahead log, for `--fsync interval` (issue 17):
-//! each commit's pushes and read positions are appended to `wal.log` in
+//! each commit's record batches (its pushes, see `batch`) and read
+//! positions are appended to `wal.log` in
 //! the data directory (written to the operating system, not fsynced)
 //! before they are confirmed, while the database commits them without
 //! fsync; every interval a durable commit makes everything before it safe
@@ -23,7 +24,8 @@ pub const WAL_FILE: &str = "wal.log";
 /// One logged write.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) enum Record {
-    /// Message `index` of `stream`.
+    /// Message `index` of `stream`: logs of hubs from before record
+    /// batches (still replayed).
     Push {
         stream: String,
         index: u64,
@@ -36,13 +38,22 @@ pub(super) enum Record {
         stream: String,
         index: u64,
     },
+    /// A record batch of `stream`: its messages from `base` on.
+    Batch {
+        stream: String,
+        base: u64,
+        #[serde(with = "serde_bytes")]
+        batch: Vec<u8>,
+    },
 }
 
-/// A [`Record`] as appended: borrowed from the commit's writes, so that
-/// logging copies a message only into its encoding. The same wire form.
+/// A [`Record`] as appended: borrowed from the commit, so that logging
+/// copies a batch only into its encoding. The same wire form.
 #[derive(Debug, Serialize)]
 pub(super) enum RecordRef<'a> {
-    /// See [`Record::Push`].
+    /// See [`Record::Push`]; not written any more (a hub logs batches),
+    /// here so that the variants keep their places in the wire form.
+    #[allow(dead_code)]
     Push {
         stream: &'a str,
         index: u64,
@@ -54,6 +65,13 @@ pub(super) enum RecordRef<'a> {
         client: &'a str,
         stream: &'a str,
         index: u64,
+    },
+    /// See [`Record::Batch`].
+    Batch {
+        stream: &'a str,
+        base: u64,
+        #[serde(with = "serde_bytes")]
+        batch: &'a [u8],
     },
 }
 
