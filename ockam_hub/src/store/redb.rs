@@ -144,6 +144,19 @@ struct Queue {
     last_commit: Option<std::time::Instant>,
 }
 
+/// `--fsync interval` under load: how long the writer thread lets writes
+/// gather before a commit, when few wait and its last commit held many
+/// (Kafka's `linger.ms`, on the side that stores). A commit without fsync
+/// is short, so without it the writer would commit a few writes at a
+/// time, paying a commit's fixed cost (its tables' pages, written back)
+/// for each few; with `always`, the fsync itself lets them gather. Writes
+/// that come alone or in small groups never wait for it.
+const LINGER: Duration = Duration::from_micros(500);
+/// Enough writes waiting to commit them without lingering.
+const LINGER_WRITES: usize = 256;
+/// The writes in the last commit from which the next lingers.
+const LINGER_AFTER: usize = 32;
+
 /// How long the store must have been idle (no commit) for a write to be
 /// committed by its submitter (see [`Writes`]): a write that follows
 /// another more closely is likely one of many (a client's pipelined
@@ -429,6 +442,8 @@ impl Write {
 /// when asked (`--fsync interval`) and when the store closes.
 fn writer(writes: &Writes) {
     let mut q = lock(&writes.queue);
+    // The writes in the last commit (see `LINGER`).
+    let mut last_commit = 0;
     loop {
         while !q.writer_turn && !q.closing && !q.broken {
             q = writes
@@ -441,6 +456,15 @@ fn writer(writes: &Writes) {
             // committer panicked.
             break;
         }
+        if writes.inline
+            && last_commit >= LINGER_AFTER
+            && !q.closing
+            && q.writes.len() < LINGER_WRITES
+        {
+            drop(q);
+            std::thread::sleep(LINGER);
+            q = lock(&writes.queue);
+        }
         let batch = std::mem::take(&mut q.writes);
         let flush = std::mem::take(&mut q.flush);
         if batch.is_empty() && !flush {
@@ -449,6 +473,7 @@ fn writer(writes: &Writes) {
             continue;
         }
         drop(q);
+        last_commit = batch.len();
         let committing = Committing(writes);
         lock(&writes.committer).commit(batch, flush);
         drop(committing);
@@ -2004,7 +2029,7 @@ mod tests {
 
     /// Pushes that come in bursts and alone, from several submitters to one
     /// stream, committed by their submitters and by the writer thread in
-    /// turn: each submitter's pushes are stored in the order it made them,
+    /// turn (lingering after big commits): each submitter's pushes are stored in the order it made them,
     /// every index once, each with its own data.
     #[tokio::test(flavor = "multi_thread")]
     async fn inline_and_grouped_commits_keep_each_submitters_order() {
@@ -2018,8 +2043,13 @@ mod tests {
                 tokio::spawn(async move {
                     let mut stored = Vec::new();
                     for round in 0..40u64 {
-                        // Bursts of 1 to 7, apart by 0 to 300 µs.
-                        let burst = 1 + (round * 7 + t * 3) % 7;
+                        // Bursts of 1 to 7, and now and then of 100 (the
+                        // writer thread then lingers), apart by 0 to 300 µs.
+                        let burst = if round % 10 == t {
+                            100
+                        } else {
+                            1 + (round * 7 + t * 3) % 7
+                        };
                         let pending: Vec<_> = (0..burst)
                             .map(|k| {
                                 let data = format!("{t}/{round}/{k}").into_bytes();
