@@ -142,6 +142,9 @@ struct Queue {
     broken: bool,
     /// When the last commit ended.
     last_commit: Option<std::time::Instant>,
+    /// The writer thread waits for more writes before its commit (see
+    /// [`LINGER`]).
+    lingering: bool,
 }
 
 /// `--fsync interval` under load: how long the writer thread lets writes
@@ -392,6 +395,9 @@ impl DurableStore {
             && q.last_commit.is_none_or(|t| t.elapsed() >= IDLE);
         if q.busy || !inline {
             q.writes.push(w);
+            if q.lingering && q.writes.len() == LINGER_WRITES {
+                writes.wake.notify_one();
+            }
             if !q.busy {
                 q.busy = true;
                 q.writer_turn = true;
@@ -456,14 +462,22 @@ fn writer(writes: &Writes) {
             // committer panicked.
             break;
         }
-        if writes.inline
-            && last_commit >= LINGER_AFTER
-            && !q.closing
-            && q.writes.len() < LINGER_WRITES
-        {
-            drop(q);
-            std::thread::sleep(LINGER);
-            q = lock(&writes.queue);
+        if writes.inline && last_commit >= LINGER_AFTER {
+            // Until enough wait (a submitter wakes it then) or time is up.
+            let until = std::time::Instant::now() + LINGER;
+            q.lingering = true;
+            while !q.closing && q.writes.len() < LINGER_WRITES {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                q = writes
+                    .wake
+                    .wait_timeout(q, left)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0;
+            }
+            q.lingering = false;
         }
         let batch = std::mem::take(&mut q.writes);
         let flush = std::mem::take(&mut q.flush);
@@ -2029,7 +2043,8 @@ mod tests {
 
     /// Pushes that come in bursts and alone, from several submitters to one
     /// stream, committed by their submitters and by the writer thread in
-    /// turn (lingering after big commits): each submitter's pushes are stored in the order it made them,
+    /// turn (lingering after big commits): each submitter's pushes are
+    /// stored in the order it made them,
     /// every index once, each with its own data.
     #[tokio::test(flavor = "multi_thread")]
     async fn inline_and_grouped_commits_keep_each_submitters_order() {
