@@ -37,8 +37,9 @@ pub struct Retention {
     pub max_bytes: Option<u64>,
     /// Most messages.
     pub max_messages: Option<u64>,
-    /// Oldest a message may be (from when the hub stored it, to the
-    /// second or so: times are kept per commit).
+    /// Oldest a message may be (from when the hub stored it; the durable
+    /// store knows that to the second, and removes a message up to a
+    /// second after it passed this age, never before).
     pub max_age: Option<Duration>,
 }
 

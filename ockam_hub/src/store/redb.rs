@@ -1600,8 +1600,9 @@ fn ask_hub(dir: &Path, only: Option<&str>) -> Result<Vec<StreamReport>> {
 impl DurableStore {
     /// Keeps each stream within its limits in `policy` (issue 17; see
     /// [`crate::retention`]): every second a task looks at every
-    /// stream and removes its oldest messages past a limit, a few thousand
-    /// per commit, between the pushes (which it never holds up for long).
+    /// stream and removes its oldest messages past a limit, whole record
+    /// batches of at least a few thousand messages per commit, between the
+    /// pushes (which it never holds up for long).
     /// Removed messages' pages are reused for new ones, so the data file
     /// stops growing; it does not shrink. Runs until the store is dropped.
     pub fn start_retention(self: &Arc<Self>, policy: crate::retention::RetentionPolicy) {
