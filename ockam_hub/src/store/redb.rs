@@ -36,8 +36,10 @@ const TIMES: ::redb::TableDefinition<(&str, u64), u64> = ::redb::TableDefinition
 /// (1 s): retention by age removes a message up to that much later.
 const TIME_GRAIN: u64 = 1000;
 
-/// Most messages one trim removes in one commit, so that trimming a large
-/// backlog never holds up pushes for long.
+/// How many messages one trim removes in one commit, at least, so that
+/// trimming a large backlog never holds up pushes for long: it removes
+/// whole record batches until this many are gone (so up to this plus one
+/// batch's messages).
 const TRIM_CHUNK: u64 = 2000;
 
 /// How often retention looks at every stream.
@@ -67,8 +69,10 @@ enum Write {
         done: oneshot::Sender<Result<u64>>,
         ticket: Ticket,
     },
-    /// Removes messages of `stream` before `to` (at most [`TRIM_CHUNK`]
-    /// of them); answers the new oldest index.
+    /// Removes messages of `stream` before `to` (about [`TRIM_CHUNK`] of
+    /// them, see [`trim`]); answers the new oldest index. Committed in a
+    /// transaction of its own: a trim that fails (a damaged batch) fails
+    /// alone.
     Trim {
         stream: String,
         to: u64,
@@ -100,6 +104,9 @@ impl Drop for DurableStore {
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
+        // Close the file and the log now, even if the flush thread still
+        // holds these writes for a moment.
+        drop(lock(&self.writes.committer).take());
     }
 }
 
@@ -114,8 +121,10 @@ struct Writes {
     /// Wakes the writer thread when it has work ([`Queue::writer_turn`])
     /// or the store closes.
     wake: std::sync::Condvar,
-    /// What commits: taken by the one committer ([`Queue::busy`]).
-    committer: Mutex<Committer>,
+    /// What commits: taken by the one committer ([`Queue::busy`]); `None`
+    /// once the store is closed (the database file and the log closed with
+    /// it, whoever holds the last reference to these writes).
+    committer: Mutex<Option<Committer>>,
     /// Whether a submitter may commit its write itself (`--fsync
     /// interval`: a commit without fsync is short; with `always`, an fsync
     /// would hold up the submitter's executor thread).
@@ -129,8 +138,9 @@ struct Queue {
     writes: Vec<Write>,
     /// `--fsync interval`: make everything committed so far durable.
     flush: bool,
-    /// A committer holds the writes: whatever is submitted meanwhile waits
-    /// here for it, or for the writer thread after it.
+    /// A committer is at work (the writer thread, or a submitter committing
+    /// its own write): whatever is submitted meanwhile waits here for the
+    /// writer thread (which a submitter that committed hands them to).
     busy: bool,
     /// The committer is the writer thread.
     writer_turn: bool,
@@ -167,8 +177,9 @@ const LINGER_AFTER: usize = 32;
 /// commit; committed one by one by their submitter, they would not be.
 const IDLE: Duration = Duration::from_micros(100);
 
-/// Held by the committer while it commits: if it panics (a bug, or redb
-/// on a damaged file), the store stops taking writes and refuses those
+/// Held by the writer thread while it commits (a submitter committing its
+/// own write catches a panic instead): if it panics (a bug, or redb on a
+/// damaged file), the store stops taking writes and refuses those
 /// waiting, instead of leaving them unanswered behind a committer that is
 /// gone. The writes of the commit it was making are answered too: their
 /// answer channels close as it unwinds.
@@ -177,13 +188,22 @@ struct Committing<'a>(&'a Writes);
 impl Drop for Committing<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let mut q = lock(&self.0.queue);
-            q.broken = true;
-            for w in std::mem::take(&mut q.writes) {
-                w.refuse(Error::new(ErrorKind::Unavailable, "storage writer stopped"));
-            }
-            self.0.wake.notify_one();
+            self.0.stop_after_panic();
         }
+    }
+}
+
+impl Writes {
+    /// A committer panicked: no more writes are taken, and those waiting
+    /// are refused (see [`Committing`]).
+    fn stop_after_panic(&self) {
+        error!("a storage commit panicked; the store takes no more writes (restart the hub)");
+        let mut q = lock(&self.queue);
+        q.broken = true;
+        for w in std::mem::take(&mut q.writes) {
+            w.refuse(Error::new(ErrorKind::Unavailable, "storage writer stopped"));
+        }
+        self.wake.notify_one();
     }
 }
 
@@ -312,22 +332,18 @@ impl DurableStore {
         let writes = Arc::new(Writes {
             queue: Mutex::new(Queue::default()),
             wake: std::sync::Condvar::new(),
-            committer: Mutex::new(Committer {
+            committer: Mutex::new(Some(Committer {
                 db: db.clone(),
                 wal,
                 durability,
                 dirty: false,
-            }),
+            })),
             inline: matches!(fsync, Fsync::Interval(_)),
         });
-        let for_writer = writes.clone();
-        let writer = std::thread::Builder::new()
-            .name("hub-store-writer".into())
-            .spawn(move || writer(&for_writer))
-            .map_err(|e| storage_error("cannot start the writer thread", e))?;
         if let Fsync::Interval(every) = fsync {
             // Asks the writer for a durable commit every interval. Holds
-            // the writes weakly, so that it ends once the store is gone.
+            // the writes weakly, so that it ends once the store is gone
+            // (started first: if the writer cannot be, it ends at once).
             let flushes = Arc::downgrade(&writes);
             std::thread::Builder::new()
                 .name("hub-store-flush".into())
@@ -349,6 +365,11 @@ impl DurableStore {
                 })
                 .map_err(|e| storage_error("cannot start the flush thread", e))?;
         }
+        let for_writer = writes.clone();
+        let writer = std::thread::Builder::new()
+            .name("hub-store-writer".into())
+            .spawn(move || writer(&for_writer))
+            .map_err(|e| storage_error("cannot start the writer thread", e))?;
         info!(path = %path.display(), ?fsync, "durable stream store open");
         Ok(DurableStore {
             db,
@@ -375,12 +396,14 @@ impl DurableStore {
 
     /// Submits `w` for a commit: into the queue, for the committer at work
     /// or for the writer thread; or, with `--fsync interval`, when nothing
-    /// waits and `w` is a push or a read position, committed at once on
-    /// the caller's thread (see [`Writes`]). `w` is answered through its
-    /// channel either way.
+    /// waits, no commit ended in the last [`IDLE`] and `w` is a push or a
+    /// read position, committed at once on the caller's thread (see
+    /// [`Writes`]). `w` is answered through its channel either way (a
+    /// commit that panics drops it unanswered: "storage writer stopped").
     ///
     /// # Errors
-    /// [`ErrorKind::Unavailable`] when the store is closing.
+    /// [`ErrorKind::Unavailable`] when the store is closing, or stopped
+    /// taking writes after a committer panicked.
     fn submit(&self, w: Write) -> Result<()> {
         let writes = &self.writes;
         let mut q = lock(&writes.queue);
@@ -408,9 +431,16 @@ impl DurableStore {
         // Nothing waits (no committer is busy): this write is the next.
         q.busy = true;
         drop(q);
-        let committing = Committing(writes);
-        lock(&writes.committer).commit(vec![w], false);
-        drop(committing);
+        let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            if let Some(c) = lock(&writes.committer).as_mut() {
+                c.commit(vec![w], false);
+            }
+        }));
+        if committed.is_err() {
+            // Its write's answer channel was dropped as it unwound.
+            writes.stop_after_panic();
+            return Ok(());
+        }
         let mut q = lock(&writes.queue);
         q.last_commit = Some(std::time::Instant::now());
         if q.writes.is_empty() && !q.flush {
@@ -484,19 +514,25 @@ fn writer(writes: &Writes) {
         if batch.is_empty() && !flush {
             q.writer_turn = false;
             q.busy = false;
+            // Idle: the next write does not linger.
+            last_commit = 0;
             continue;
         }
         drop(q);
         last_commit = batch.len();
         let committing = Committing(writes);
-        lock(&writes.committer).commit(batch, flush);
+        if let Some(c) = lock(&writes.committer).as_mut() {
+            c.commit(batch, flush);
+        }
         drop(committing);
         q = lock(&writes.queue);
         q.last_commit = Some(std::time::Instant::now());
     }
     drop(q);
     // The store is closing: what was committed becomes durable now.
-    lock(&writes.committer).flush();
+    if let Some(c) = lock(&writes.committer).as_mut() {
+        c.flush();
+    }
 }
 
 impl Committer {
@@ -507,8 +543,11 @@ impl Committer {
     /// submitters of its pushes store nothing more.
     fn commit(&mut self, batch: Vec<Write>, flush: bool) {
         let mut admitted = Vec::with_capacity(batch.len());
+        let mut trims = Vec::new();
         for w in batch {
             match w {
+                // Alone: a trim that fails fails no push.
+                Write::Trim { .. } => trims.push(w),
                 Write::Push { ref ticket, .. } if !ticket.may_store() => w.refuse(after_gap()),
                 // Its length would not fit a record batch (see `batch`).
                 Write::Push { ref data, .. } if u32::try_from(data.len()).is_err() => w.refuse(
@@ -522,6 +561,9 @@ impl Committer {
         }
         if !admitted.is_empty() {
             self.write_batch(admitted);
+        }
+        for trim in trims {
+            self.write_batch(vec![trim]);
         }
         if flush {
             self.flush();
@@ -1011,7 +1053,10 @@ fn read_messages(
     {
         let (key, value) = entry.map_err(|e| storage_error("read", e))?;
         for (index, data) in (key.value().1..).zip(batch::messages(value.value())) {
-            if index >= from && !within.take(index, data?) {
+            // A damaged batch is an error even before `from`: its
+            // messages after the damage cannot be read.
+            let data = data?;
+            if index >= from && !within.take(index, data) {
                 return Ok(within.out);
             }
         }
@@ -1193,27 +1238,14 @@ fn trim_targets(
         }
         if let Some(max) = limits.max_bytes {
             if bytes > max {
-                // The oldest messages whose bytes bring the rest under it.
-                let mut over = bytes - max;
-                let mut cut = oldest;
-                let start = batch_holding(&batches, name, oldest)?;
-                'batches: for entry in batches
-                    .range((name, start)..(name, next))
-                    .map_err(|e| storage_error("read", e))?
-                {
-                    let (key, value) = entry.map_err(|e| storage_error("read", e))?;
-                    for (index, data) in (key.value().1..).zip(batch::messages(value.value())) {
-                        if index < oldest {
-                            continue;
-                        }
-                        if over == 0 {
-                            break 'batches;
-                        }
-                        over = over.saturating_sub(data?.len() as u64);
-                        cut = index + 1;
+                match cut_for_bytes(&batches, name, oldest, next, bytes - max) {
+                    Ok(cut) => to = to.max(cut),
+                    // This stream alone: the others are still kept within
+                    // their limits.
+                    Err(e) => {
+                        warn!(stream = %name, error = %e, "retention: cannot count this stream's bytes; not trimming it by bytes");
                     }
                 }
-                to = to.max(cut);
             }
         }
         let to = to.min(next);
@@ -1222,6 +1254,41 @@ fn trim_targets(
         }
     }
     Ok(out)
+}
+
+/// Where to trim `stream` (kept from `oldest`, next index `next`) so that
+/// `over` bytes of its oldest messages go: the index after the last of
+/// them.
+///
+/// # Errors
+/// A batch cannot be read (or is damaged).
+fn cut_for_bytes(
+    batches: &impl ReadableTable<(&'static str, u64), &'static [u8]>,
+    stream: &str,
+    oldest: u64,
+    next: u64,
+    mut over: u64,
+) -> Result<u64> {
+    let mut cut = oldest;
+    let start = batch_holding(batches, stream, oldest)?;
+    for entry in batches
+        .range((stream, start)..(stream, next))
+        .map_err(|e| storage_error("read", e))?
+    {
+        let (key, value) = entry.map_err(|e| storage_error("read", e))?;
+        for (index, data) in (key.value().1..).zip(batch::messages(value.value())) {
+            let data = data?;
+            if index < oldest {
+                continue;
+            }
+            if over == 0 {
+                return Ok(cut);
+            }
+            over = over.saturating_sub(data.len() as u64);
+            cut = index + 1;
+        }
+    }
+    Ok(cut)
 }
 
 /// What a stream keeps, counted message by message.
@@ -2148,5 +2215,59 @@ mod tests {
         );
         assert_eq!(store.get_index("c", "s").await.unwrap(), Some(4));
         assert_eq!(kept(&store, "s").await.bytes, bytes_of(0..5));
+    }
+
+    /// A record batch damaged inside (a length that runs past its end): a
+    /// pull that needs it is an error, also from an index after the damage
+    /// (never a silent jump); retention skips that stream by bytes and
+    /// keeps the others within their limits; a trim of it fails alone, and
+    /// pushes go on.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_damaged_batch_is_an_error_where_it_is_needed_and_nowhere_else() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DurableStore::open(dir.path()).unwrap();
+        push_all(&store, "s", 0..300).await;
+        push_all(&store, "d", 0..4).await;
+        {
+            let mut bad = Vec::new();
+            for i in 0..4 {
+                batch::append(&mut bad, &message(i)).unwrap();
+            }
+            // The second message's length, made to run past the end.
+            let second = 4 + message(0).len();
+            bad[second..second + 4].copy_from_slice(&u32::MAX.to_le_bytes());
+            let txn = store.db.begin_write().unwrap();
+            {
+                let mut batches = txn.open_table(BATCHES).unwrap();
+                batches
+                    .retain_in(("d", 0)..=("d", u64::MAX), |_, _| false)
+                    .unwrap();
+                batches.insert(("d", 0), bad.as_slice()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        assert_eq!(pull_all(&store, "s", 0, 50).await.len(), 300);
+        assert!(store.pull("d", 2, 10, usize::MAX).await.is_err());
+        assert!(store.pull("d", 0, 10, usize::MAX).await.is_err());
+        let policy = RetentionPolicy::new(Retention {
+            max_bytes: Some(bytes_of(200..300)),
+            ..Retention::default()
+        });
+        store.enforce(&policy).await.unwrap();
+        assert_eq!(kept(&store, "s").await.oldest, Some(200));
+        let (done, answer) = oneshot::channel();
+        store
+            .submit(Write::Trim {
+                stream: "d".into(),
+                to: 3,
+                done,
+            })
+            .unwrap();
+        let pushed = store.submit_push("s", message(300), Ticket::alone());
+        assert!(
+            answer.await.unwrap().is_err(),
+            "the trim of the damaged batch fails"
+        );
+        assert_eq!(pushed.await.unwrap(), 300, "and alone");
     }
 }

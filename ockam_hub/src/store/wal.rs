@@ -79,6 +79,8 @@ pub(super) enum RecordRef<'a> {
 pub(super) struct Wal {
     file: std::fs::File,
     buf: Vec<u8>,
+    /// The log's length after its last whole append.
+    len: u64,
 }
 
 impl Wal {
@@ -90,13 +92,20 @@ impl Wal {
             .append(true)
             .open(&path)
             .map_err(|e| storage_error(&format!("cannot open {}", path.display()), e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| storage_error(&format!("cannot read {}", path.display()), e))?
+            .len();
         Ok(Wal {
             file,
             buf: Vec::new(),
+            len,
         })
     }
 
     /// Appends `records` in one write (to the operating system; no fsync).
+    /// An append that fails is cut off again, so that the records after it
+    /// do not follow a record cut short (which would end the log there).
     pub(super) fn append(&mut self, records: &[RecordRef<'_>]) -> Result<()> {
         self.buf.clear();
         for r in records {
@@ -107,9 +116,16 @@ impl Wal {
                 .map_err(|_| storage_error("log", "a record over 4 GiB"))?;
             self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
         }
-        self.file
-            .write_all(&self.buf)
-            .map_err(|e| storage_error("write the log", e))
+        match self.file.write_all(&self.buf) {
+            Ok(()) => {
+                self.len += self.buf.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                let _ = self.file.set_len(self.len);
+                Err(storage_error("write the log", e))
+            }
+        }
     }
 
     /// Empties the log (what it held is durable in the database).
@@ -117,7 +133,9 @@ impl Wal {
         self.file
             .set_len(0)
             .and_then(|()| self.file.rewind())
-            .map_err(|e| storage_error("empty the log", e))
+            .map_err(|e| storage_error("empty the log", e))?;
+        self.len = 0;
+        Ok(())
     }
 }
 
