@@ -18,8 +18,15 @@ const MESSAGES: ::redb::TableDefinition<(&str, u64), &[u8]> =
     ::redb::TableDefinition::new("messages");
 const HEADS: ::redb::TableDefinition<&str, u64> = ::redb::TableDefinition::new("heads");
 const INDEXES: ::redb::TableDefinition<(&str, &str), u64> = ::redb::TableDefinition::new("indexes");
-/// Facts about the store itself: its `incarnation`, made when the file is.
+/// Facts about the store itself: its `incarnation`, made when the file
+/// is, and its `format` ([`FORMAT`]).
 const META: ::redb::TableDefinition<&str, u64> = ::redb::TableDefinition::new("meta");
+
+/// The data file's layout, kept in [`META`] as `format`: 2 since messages
+/// are kept as record batches (1, or none: one record per message, moved
+/// into batches on opening). A hub refuses a file of a later format, made
+/// by a newer hub, instead of misreading it.
+const FORMAT: u64 = 2;
 /// Per stream: the index of its oldest kept message and the bytes of the
 /// messages kept (issue 17, retention).
 const STREAM_STATS: ::redb::TableDefinition<&str, (u64, u64)> =
@@ -303,6 +310,12 @@ impl DurableStore {
         // missing. A damaged file can make redb panic here as in opening
         // (see `open_database`): an error too.
         let incarnation = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            {
+                let txn = db
+                    .begin_read()
+                    .map_err(|e| storage_error("begin read", e))?;
+                check_format(&txn, &path)?;
+            }
             migrate_messages(&db)?;
             prepare(&db)
         }))
@@ -1103,6 +1116,8 @@ fn prepare(db: &::redb::Database) -> Result<u64> {
             .get("incarnation")
             .map_err(|e| storage_error("read meta", e))?
             .map(|g| g.value());
+        meta.insert("format", FORMAT)
+            .map_err(|e| storage_error("write meta", e))?;
         match known {
             Some(i) => i,
             None => {
@@ -1115,6 +1130,33 @@ fn prepare(db: &::redb::Database) -> Result<u64> {
     };
     txn.commit().map_err(|e| storage_error("commit", e))?;
     Ok(incarnation)
+}
+
+/// Refuses a data file (at `path`, read in `txn`) of a later [`FORMAT`]
+/// than this hub's.
+///
+/// # Errors
+/// [`ErrorKind::InvalidInput`] for such a file; [`ErrorKind::Io`] when its
+/// format cannot be read.
+fn check_format(txn: &::redb::ReadTransaction, path: &Path) -> Result<()> {
+    let Some(meta) = open_if_exists(txn, META)? else {
+        return Ok(());
+    };
+    let format = meta
+        .get("format")
+        .map_err(|e| storage_error("read meta", e))?
+        .map(|g| g.value());
+    match format {
+        Some(f) if f > FORMAT => Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "{} was written by a newer hub (data format {f}; this hub reads up to {FORMAT}): \
+                 run that hub, or a newer one",
+                path.display()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Counts what each stream keeps for streams that have no stats yet (a
@@ -1627,6 +1669,7 @@ pub fn inspect(dir: &Path, only: Option<&str>) -> Result<Vec<StreamReport>> {
     let txn = db
         .begin_read()
         .map_err(|e| storage_error("begin read", e))?;
+    check_format(&txn, &path)?;
     report(&txn, only)
 }
 
@@ -2270,5 +2313,32 @@ mod tests {
             "the trim of the damaged batch fails"
         );
         assert_eq!(pushed.await.unwrap(), 300, "and alone");
+    }
+
+    /// A data file of a later format (a newer hub's) is refused, by a hub
+    /// opening it and by `inspect`, with what to do; this hub's own
+    /// format is written as it opens a file.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_data_file_of_a_later_format_is_refused_not_misread() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(DurableStore::open(dir.path()).unwrap());
+        let path = dir.path().join(DATA_FILE);
+        {
+            let db = ::redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut meta = txn.open_table(META).unwrap();
+                assert_eq!(meta.get("format").unwrap().unwrap().value(), FORMAT);
+                meta.insert("format", FORMAT + 1).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let Err(e) = DurableStore::open(dir.path()) else {
+            panic!("a file of a later format opened");
+        };
+        assert_eq!(e.kind(), ErrorKind::InvalidInput, "{e}");
+        assert!(e.to_string().contains("newer hub"), "{e}");
+        let e = inspect(dir.path(), None).unwrap_err();
+        assert!(e.to_string().contains("newer hub"), "{e}");
     }
 }
