@@ -493,7 +493,7 @@ impl Write {
 fn writer(writes: &Writes) {
     let mut q = lock(&writes.queue);
     // The writes in the last commit (see `LINGER`).
-    let mut last_commit = 0;
+    let mut last_size = 0;
     loop {
         while !q.writer_turn && !q.closing && !q.broken {
             q = writes
@@ -506,7 +506,7 @@ fn writer(writes: &Writes) {
             // committer panicked.
             break;
         }
-        if writes.inline && last_commit >= LINGER_AFTER {
+        if writes.inline && last_size >= LINGER_AFTER {
             // Until enough wait (a submitter wakes it then) or time is up.
             let until = std::time::Instant::now() + LINGER;
             q.lingering = true;
@@ -529,11 +529,11 @@ fn writer(writes: &Writes) {
             q.writer_turn = false;
             q.busy = false;
             // Idle: the next write does not linger.
-            last_commit = 0;
+            last_size = 0;
             continue;
         }
         drop(q);
-        last_commit = batch.len();
+        last_size = batch.len();
         let committing = Committing(writes);
         if let Some(c) = lock(&writes.committer).as_mut() {
             c.commit(batch, flush);
