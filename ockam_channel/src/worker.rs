@@ -540,7 +540,7 @@ impl ChannelWorker {
         }
         if finished {
             self.establish(ctx)?;
-            self.watch(ctx).await?;
+            self.watch(ctx)?;
             info!(channel = %self.local, peer = %self.secure()?.remote_static, "secure channel handshake done");
             if !self.initiator {
                 // Tell the initiator it may send.
@@ -590,11 +590,13 @@ impl ChannelWorker {
     /// back to this end went with it (issue 18: a hub kept the responders
     /// of departed clients for ever). Sends through the channel fail from
     /// then on, saying why.
-    async fn watch(&mut self, ctx: &Context) -> Result<()> {
+    fn watch(&mut self, ctx: &Context) -> Result<()> {
         let secure = self.secure()?.clone();
         let hop = self.peer_route.next()?.clone();
         let carrier = ctx.carrier(&hop);
-        let watcher = ctx.new_context(Address::random_local()).await?;
+        // A handle, not a context: the watcher adds no address to the
+        // node, and nothing of it outlives the worker's `shutdown`.
+        let node = ctx.node_handle();
         let channel = self.local.clone();
         self.watcher = Some(ctx.spawn_helper(async move {
             loop {
@@ -602,7 +604,7 @@ impl ChannelWorker {
                     // A transport that cannot tell what carries the hop:
                     // only the peer's word ends the channel.
                     _ = tokio::time::sleep(PRESENCE_INTERVAL), if carrier.is_some() => {
-                        if watcher.carrier(&hop) != carrier && secure.end(Ended::Lost) {
+                        if node.carrier(&hop) != carrier && secure.end(Ended::Lost) {
                             warn!(channel = %channel, %hop, "secure channel lost: the connection to its peer closed; ending it");
                             break;
                         }
@@ -613,7 +615,7 @@ impl ChannelWorker {
                     }
                 }
             }
-            let _ = watcher.stop_worker(channel).await;
+            node.request_stop(&channel);
         }));
         Ok(())
     }
@@ -653,11 +655,11 @@ impl Worker for ChannelWorker {
     async fn initialize(&mut self, ctx: &mut Context) -> Result<()> {
         if self.first.is_some() {
             // A responder: give up if the initiator never finishes.
-            let watcher = ctx.new_context(Address::random_local()).await?;
+            let node = ctx.node_handle();
             let me = self.local.clone();
             self.deadline = Some(ctx.spawn_after(RESPONDER_TIMEOUT, async move {
                 warn!(channel = %me, "secure channel handshake not finished in time; giving up");
-                let _ = watcher.stop_worker(me).await;
+                node.request_stop(&me);
             }));
         }
         let r = async {

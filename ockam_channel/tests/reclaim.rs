@@ -103,7 +103,9 @@ fn a_channel_whose_connection_closes_ends_at_both_ends_and_says_so() {
             let to = route![(TCP, proxy.addr.as_str()), "listener"];
             let channel = SecureChannel::create(&ctx, to, &vault).await?;
             echo(&mut ctx, &channel, "hello").await?;
-            let established = listener.workers();
+            let established = listener.addresses();
+            println!("listener addresses while the channel is up: {established:?}");
+            let established = established.len();
             assert!(established > before, "no responder on the listener");
 
             proxy.cut();
@@ -123,9 +125,11 @@ fn a_channel_whose_connection_closes_ends_at_both_ends_and_says_so() {
 
             let after = listener.wait_for_workers(before, NOTICE);
             assert_eq!(
-                after, before,
+                after,
+                before,
                 "the listener's responder outlived its connection ({established} addresses while \
-                 the channel was up)"
+                 the channel was up; now {:?})",
+                listener.addresses()
             );
             ctx.stop().await
         })
@@ -178,6 +182,11 @@ fn a_peer_past_its_share_of_channels_is_refused_and_others_are_served() {
             let mut channels = Vec::new();
             for _ in 0..CAP {
                 channels.push(SecureChannel::create(&ctx, to.clone(), &vault).await?);
+            }
+            // `create` returns once it sent the last handshake message: a
+            // round trip makes sure each responder has read it too.
+            for channel in &channels {
+                echo(&mut ctx, channel, "up").await?;
             }
             let at_cap = listener.workers();
             for _ in 0..20 {

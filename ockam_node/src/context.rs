@@ -669,6 +669,13 @@ impl NodeHandle {
         start_worker(&router, address.into(), worker, true)
     }
 
+    /// [`Context::carrier`]: what carries messages to `address` now (for a
+    /// transport address, its connection's worker); `None` when nothing
+    /// does, or the node is gone.
+    pub fn carrier(&self, address: &Address) -> Option<Address> {
+        self.router.upgrade().and_then(|r| r.carrier(address))
+    }
+
     /// Stops the worker at `address` (see [`Context::stop_worker`]) without
     /// waiting for its `shutdown`; nothing happens when it is not running.
     pub fn request_stop(&self, address: &Address) {

@@ -34,9 +34,9 @@ impl Worker for TcpListenWorker {
 
     async fn initialize(&mut self, ctx: &mut Context) -> Result<()> {
         if let Some(listener) = self.listener.take() {
-            let accept_ctx = ctx.new_context(Address::random_local()).await?;
-            self.accept =
-                Some(ctx.spawn_helper(accept_loop(accept_ctx, listener, self.shared.clone())));
+            // Workers for accepted connections are started through the
+            // node's handle: the loop has no address of its own.
+            self.accept = Some(ctx.spawn_helper(accept_loop(listener, self.shared.clone())));
         }
         Ok(())
     }
@@ -47,7 +47,7 @@ impl Worker for TcpListenWorker {
     }
 }
 
-async fn accept_loop(ctx: Context, listener: TcpListener, shared: Arc<TcpShared>) {
+async fn accept_loop(listener: TcpListener, shared: Arc<TcpShared>) {
     let local = listener.local_addr().ok();
     info!(listen = ?local, "TCP listener up");
     // Refusals not logged yet, and when the last line about them went out.
@@ -87,7 +87,7 @@ async fn accept_loop(ctx: Context, listener: TcpListener, shared: Arc<TcpShared>
                     shared.clone(),
                 )
                 .accepted();
-                if let Err(e) = ctx.start_transport_worker(worker.clone(), w).await {
+                if let Err(e) = shared.start_transport_worker(worker.clone(), w) {
                     shared.closed(&peer, &worker, true);
                     let dropped = outbox.close();
                     warn!(%peer, error = %e, dropped, "could not start a worker for an accepted connection");

@@ -270,6 +270,16 @@ impl TcpShared {
         Ok((opening.outbox, opening.conn))
     }
 
+    /// Starts `w`, the worker of a connection, at `worker` on the node
+    /// (see [`NodeHandle::start_transport_worker`]).
+    ///
+    /// # Errors
+    /// As [`NodeHandle::start_transport_worker`]'s: `Shutdown` once the
+    /// node is gone.
+    pub(crate) fn start_transport_worker(&self, worker: Address, w: TcpSendWorker) -> Result<()> {
+        self.node.start_transport_worker(worker, w)
+    }
+
     /// `peer` connected to us: `worker`, about to be started by the
     /// caller, carries messages for it from now on. A connection it
     /// replaces is closed and its worker stopped.

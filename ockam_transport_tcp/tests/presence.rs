@@ -41,3 +41,31 @@ fn a_tcp_address_is_present_while_its_connection_is_open() {
         })
         .unwrap();
 }
+
+/// The addresses `listen` gives the node are all there when it returns:
+/// none comes a moment later (a test that counts a node's addresses to
+/// find leaks counted one too few when it asked at once, and saw a leak).
+#[test]
+fn listen_adds_its_addresses_before_it_returns() {
+    let (ctx, mut executor) = start_node();
+    executor
+        .execute(async move {
+            let tcp = TcpTransport::create(&ctx).await?;
+            let mut counts = Vec::new();
+            for _ in 0..20 {
+                let before = ctx.list_addresses().len();
+                tcp.listen("127.0.0.1:0").await?;
+                let at_return = ctx.list_addresses().len();
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                counts.push((before, at_return, ctx.list_addresses().len()));
+            }
+            assert!(
+                counts
+                    .iter()
+                    .all(|&(_, at_return, later)| at_return == later),
+                "(before, as listen returned, 20 ms later): {counts:?}"
+            );
+            ctx.stop().await
+        })
+        .unwrap();
+}

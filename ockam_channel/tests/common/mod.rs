@@ -23,7 +23,7 @@ pub struct ListenerNode {
     /// Its TCP listening address.
     pub addr: String,
     ask: Option<std::sync::mpsc::Sender<()>>,
-    counts: std::sync::mpsc::Receiver<usize>,
+    counts: std::sync::mpsc::Receiver<Vec<String>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -32,7 +32,7 @@ impl ListenerNode {
     pub fn start(options: ockam_channel::ListenerOptions) -> Self {
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
         let (ask_tx, ask_rx) = std::sync::mpsc::channel::<()>();
-        let (count_tx, counts) = std::sync::mpsc::channel::<usize>();
+        let (count_tx, counts) = std::sync::mpsc::channel::<Vec<String>>();
         let thread = std::thread::spawn(move || {
             let (ctx, mut executor) = ockam_node::start_node();
             executor
@@ -54,7 +54,8 @@ impl ListenerNode {
                         if asked.is_err() {
                             break;
                         }
-                        count_tx.send(ctx.list_addresses().len()).unwrap();
+                        let all = ctx.list_addresses().iter().map(|a| a.to_string()).collect();
+                        count_tx.send(all).unwrap();
                     }
                     ctx.stop().await
                 })
@@ -70,6 +71,11 @@ impl ListenerNode {
 
     /// How many addresses (workers and contexts) the node has now.
     pub fn workers(&self) -> usize {
+        self.addresses().len()
+    }
+
+    /// The node's addresses (workers and contexts) now, sorted.
+    pub fn addresses(&self) -> Vec<String> {
         self.ask.as_ref().unwrap().send(()).unwrap();
         self.counts.recv().unwrap()
     }
