@@ -9,6 +9,7 @@ pub mod kafka;
 mod kafka_config;
 mod memory;
 mod redb;
+mod tail;
 mod wal;
 
 pub use self::redb::{

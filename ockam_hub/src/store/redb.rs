@@ -1,5 +1,6 @@
 //! [`DurableStore`]: streams on disk in a `redb` database.
 
+use super::tail::{Snapshot, Tail, TailBatch};
 use super::*;
 use ::redb::{ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use ockam_core::internal::sync::lock;
@@ -69,7 +70,8 @@ const REPAIR_CACHE_BYTES: usize = 0;
 /// Most writes folded into one transaction (one fsync).
 const MAX_BATCH: usize = 4096;
 
-enum Write {
+/// A write submitted to the store (see [`DurableStore::submit`]).
+pub(super) enum Write {
     Push {
         stream: String,
         data: Vec<u8>,
@@ -95,21 +97,33 @@ enum Write {
 
 /// Streams on disk in one `redb` database file, written with group commit:
 /// every push waiting while a transaction commits goes into the next one,
-/// so many concurrent pushes share one fsync.
+/// so many concurrent pushes share one fsync. With `--fsync interval`, a
+/// push is confirmed once the write-ahead log has it, and a commit thread
+/// moves it into the database afterwards (see [`Tail`]).
 pub struct DurableStore {
     db: Arc<::redb::Database>,
     writes: Arc<Writes>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// `--fsync interval`: the commit thread (see [`commit_tail`]).
+    committer: Option<std::thread::JoinHandle<()>>,
     incarnation: u64,
 }
 
 impl Drop for DurableStore {
     fn drop(&mut self) {
-        // Let the writer finish what it was given, then close the file.
+        // Let the writer finish what it was given, then the commit thread
+        // commit it and make it durable, then close the file.
         lock(&self.writes.queue).closing = true;
         self.writes.wake.notify_one();
         if let Some(w) = self.writer.take() {
             let _ = w.join();
+        }
+        if let Some(tail) = &self.writes.tail {
+            lock(&tail.state).closing = true;
+            tail.wake.notify_one();
+        }
+        if let Some(c) = self.committer.take() {
+            let _ = c.join();
         }
         // Close the file and the log now, even if the flush thread still
         // holds these writes for a moment.
@@ -117,13 +131,13 @@ impl Drop for DurableStore {
     }
 }
 
-/// The writes waiting for a commit, and who commits them: one committer
-/// at a time, the writer thread or (`--fsync interval`, nothing waiting)
-/// the task that submits a push or a read position, which then commits it
-/// itself, without the two thread hand-offs a commit on the writer thread
-/// costs (an in-process push took 131 µs at p50 on this machine through
-/// the writer thread, 59 µs committed by its submitter; a commit without
-/// fsync takes about 40 µs in a tight loop). See [`DurableStore::submit`].
+/// The writes waiting for a commit (`--fsync always`) or for the log
+/// (`--fsync interval`), and who takes them: one committer at a time, the
+/// writer thread or (`--fsync interval`, nothing waiting) the task that
+/// submits a push or a read position, which then logs it itself, without
+/// the two thread hand-offs the writer thread costs (an in-process push
+/// took 131 µs at p50 on this machine through the writer thread, 59 µs
+/// committed by its submitter). See [`DurableStore::submit`].
 struct Writes {
     queue: Mutex<Queue>,
     /// Wakes the writer thread when it has work ([`Queue::writer_turn`])
@@ -134,9 +148,11 @@ struct Writes {
     /// it, whoever holds the last reference to these writes).
     committer: Mutex<Option<Committer>>,
     /// Whether a submitter may commit its write itself (`--fsync
-    /// interval`: a commit without fsync is short; with `always`, an fsync
+    /// interval`: an append to the log is short; with `always`, an fsync
     /// would hold up the submitter's executor thread).
     inline: bool,
+    /// `--fsync interval`: what the log has and the database not yet.
+    tail: Option<Arc<Tail>>,
 }
 
 /// See [`Writes`]. When no committer is busy, nothing waits.
@@ -144,8 +160,6 @@ struct Writes {
 struct Queue {
     /// In the order submitted.
     writes: Vec<Write>,
-    /// `--fsync interval`: make everything committed so far durable.
-    flush: bool,
     /// A committer is at work (the writer thread, or a submitter committing
     /// its own write): whatever is submitted meanwhile waits here for the
     /// writer thread (which a submitter that committed hands them to).
@@ -160,23 +174,7 @@ struct Queue {
     broken: bool,
     /// When the last commit ended.
     last_commit: Option<std::time::Instant>,
-    /// The writer thread waits for more writes before its commit (see
-    /// [`LINGER`]).
-    lingering: bool,
 }
-
-/// `--fsync interval` under load: how long the writer thread lets writes
-/// gather before a commit, when few wait and its last commit held many
-/// (Kafka's `linger.ms`, on the side that stores). A commit without fsync
-/// is short, so without it the writer would commit a few writes at a
-/// time, paying a commit's fixed cost (its tables' pages, written back)
-/// for each few; with `always`, the fsync itself lets them gather. Writes
-/// that come alone or in small groups never wait for it.
-const LINGER: Duration = Duration::from_micros(500);
-/// Enough writes waiting to commit them without lingering.
-const LINGER_WRITES: usize = 256;
-/// The writes in the last commit from which the next lingers.
-const LINGER_AFTER: usize = 32;
 
 /// How long the store must have been idle (no commit) for a write to be
 /// committed by its submitter (see [`Writes`]): a write that follows
@@ -221,8 +219,15 @@ struct Committer {
     db: Arc<::redb::Database>,
     wal: Option<wal::Wal>,
     durability: ::redb::Durability,
-    /// Commits since the last durable one (`--fsync interval`).
+    /// Appends to the log since the last durable commit (`--fsync
+    /// interval`).
     dirty: bool,
+    /// `--fsync interval`: what the log has and the database not yet.
+    tail: Option<Arc<Tail>>,
+    /// `--fsync interval`: the index the next message of each stream
+    /// pushed to since the store opened gets (the database's head, plus
+    /// what the tail holds).
+    heads: HashMap<String, u64>,
 }
 
 /// Opens (or creates) the database file at `path` with a page cache of
@@ -343,6 +348,7 @@ impl DurableStore {
         } else {
             ::redb::Durability::Immediate
         };
+        let tail = wal.is_some().then(|| Arc::new(Tail::default()));
         let writes = Arc::new(Writes {
             queue: Mutex::new(Queue::default()),
             wake: std::sync::Condvar::new(),
@@ -351,44 +357,66 @@ impl DurableStore {
                 wal,
                 durability,
                 dirty: false,
+                tail: tail.clone(),
+                heads: HashMap::new(),
             })),
             inline: matches!(fsync, Fsync::Interval(_)),
+            tail,
         });
-        if let Fsync::Interval(every) = fsync {
-            // Asks the writer for a durable commit every interval. Holds
-            // the writes weakly, so that it ends once the store is gone
-            // (started first: if the writer cannot be, it ends at once).
-            let flushes = Arc::downgrade(&writes);
+        // `--fsync interval`: the commit thread, and the flush thread,
+        // which asks it for a durable commit every interval. The flush
+        // thread holds the tail weakly, so that it ends once the store is
+        // gone (started first: if the others cannot be, it ends at once).
+        let mut committer = None;
+        if let (Fsync::Interval(every), Some(tail)) = (fsync, &writes.tail) {
+            let flushes = Arc::downgrade(tail);
             std::thread::Builder::new()
                 .name("hub-store-flush".into())
                 .spawn(move || loop {
                     std::thread::sleep(every);
-                    let Some(writes) = flushes.upgrade() else {
+                    let Some(tail) = flushes.upgrade() else {
                         return;
                     };
-                    let mut q = lock(&writes.queue);
-                    if q.closing {
+                    let mut st = lock(&tail.state);
+                    if st.closing {
                         return;
                     }
-                    q.flush = true;
-                    if !q.busy {
-                        q.busy = true;
-                        q.writer_turn = true;
-                        writes.wake.notify_one();
-                    }
+                    st.flush = true;
+                    tail.wake.notify_one();
                 })
                 .map_err(|e| storage_error("cannot start the flush thread", e))?;
+            let (for_committer, db) = (writes.clone(), db.clone());
+            committer = Some(
+                std::thread::Builder::new()
+                    .name("hub-store-commit".into())
+                    .spawn(move || commit_tail(&for_committer, &db))
+                    .map_err(|e| storage_error("cannot start the commit thread", e))?,
+            );
         }
         let for_writer = writes.clone();
         let writer = std::thread::Builder::new()
             .name("hub-store-writer".into())
-            .spawn(move || writer(&for_writer))
-            .map_err(|e| storage_error("cannot start the writer thread", e))?;
+            .spawn(move || writer(&for_writer));
+        let writer = match writer {
+            Ok(w) => w,
+            Err(e) => {
+                // The commit thread ends with the store (see `Drop`).
+                drop(DurableStore {
+                    db,
+                    writes,
+                    writer: None,
+                    committer,
+                    incarnation,
+                });
+                return Err(storage_error("cannot start the writer thread", e));
+            }
+        };
         info!(path = %path.display(), ?fsync, "durable stream store open");
         Ok(DurableStore {
             db,
             writes,
             writer: Some(writer),
+            committer,
             incarnation,
         })
     }
@@ -410,9 +438,10 @@ impl DurableStore {
 
     /// Submits `w` for a commit: into the queue, for the committer at work
     /// or for the writer thread; or, with `--fsync interval`, when nothing
-    /// waits, no commit ended in the last [`IDLE`] and `w` is a push or a
-    /// read position, committed at once on the caller's thread (see
-    /// [`Writes`]). `w` is answered through its channel either way (a
+    /// waits, no commit ended in the last [`IDLE`], the tail has room and
+    /// `w` is a push or a read position, logged at once on the caller's
+    /// thread (see [`Writes`]); a trim, with `--fsync interval`, to the
+    /// commit thread. `w` is answered through its channel either way (a
     /// commit that panics drops it unanswered: "storage writer stopped").
     ///
     /// # Errors
@@ -420,6 +449,15 @@ impl DurableStore {
     /// taking writes after a committer panicked.
     fn submit(&self, w: Write) -> Result<()> {
         let writes = &self.writes;
+        if let (Write::Trim { .. }, Some(tail)) = (&w, &writes.tail) {
+            let mut st = lock(&tail.state);
+            if st.closing || st.stopped {
+                return Err(Error::new(ErrorKind::Unavailable, "storage closed"));
+            }
+            st.trims.push(w);
+            tail.wake.notify_one();
+            return Ok(());
+        }
         let mut q = lock(&writes.queue);
         if q.closing {
             return Err(Error::new(ErrorKind::Unavailable, "storage closed"));
@@ -429,12 +467,10 @@ impl DurableStore {
         }
         let inline = writes.inline
             && !matches!(w, Write::Trim { .. })
-            && q.last_commit.is_none_or(|t| t.elapsed() >= IDLE);
+            && q.last_commit.is_none_or(|t| t.elapsed() >= IDLE)
+            && writes.tail.as_ref().is_none_or(|t| !t.is_full());
         if q.busy || !inline {
             q.writes.push(w);
-            if q.lingering && q.writes.len() == LINGER_WRITES {
-                writes.wake.notify_one();
-            }
             if !q.busy {
                 q.busy = true;
                 q.writer_turn = true;
@@ -447,7 +483,7 @@ impl DurableStore {
         drop(q);
         let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             if let Some(c) = lock(&writes.committer).as_mut() {
-                c.commit(vec![w], false);
+                c.commit(vec![w]);
             }
         }));
         if committed.is_err() {
@@ -457,7 +493,7 @@ impl DurableStore {
         }
         let mut q = lock(&writes.queue);
         q.last_commit = Some(std::time::Instant::now());
-        if q.writes.is_empty() && !q.flush {
+        if q.writes.is_empty() {
             q.busy = false;
         } else {
             // Submitted meanwhile: for the writer thread.
@@ -488,12 +524,10 @@ impl Write {
 }
 
 /// The writer thread: when it is its turn, takes every write waiting and
-/// commits them together, until none waits; makes the commits durable
-/// when asked (`--fsync interval`) and when the store closes.
+/// commits them together (`--fsync interval`: logs them), until none
+/// waits.
 fn writer(writes: &Writes) {
     let mut q = lock(&writes.queue);
-    // The writes in the last commit (see `LINGER`).
-    let mut last_size = 0;
     loop {
         while !q.writer_turn && !q.closing && !q.broken {
             q = writes
@@ -506,56 +540,139 @@ fn writer(writes: &Writes) {
             // committer panicked.
             break;
         }
-        if writes.inline && last_size >= LINGER_AFTER {
-            // Until enough wait (a submitter wakes it then) or time is up.
-            let until = std::time::Instant::now() + LINGER;
-            q.lingering = true;
-            while !q.closing && q.writes.len() < LINGER_WRITES {
-                let left = until.saturating_duration_since(std::time::Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                q = writes
-                    .wake
-                    .wait_timeout(q, left)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .0;
-            }
-            q.lingering = false;
-        }
         let batch = std::mem::take(&mut q.writes);
-        let flush = std::mem::take(&mut q.flush);
-        if batch.is_empty() && !flush {
+        if batch.is_empty() {
             q.writer_turn = false;
             q.busy = false;
-            // Idle: the next write does not linger.
-            last_size = 0;
             continue;
         }
         drop(q);
-        last_size = batch.len();
         let committing = Committing(writes);
         if let Some(c) = lock(&writes.committer).as_mut() {
-            c.commit(batch, flush);
+            c.commit(batch);
         }
         drop(committing);
         q = lock(&writes.queue);
         q.last_commit = Some(std::time::Instant::now());
     }
-    drop(q);
-    // The store is closing: what was committed becomes durable now.
-    if let Some(c) = lock(&writes.committer).as_mut() {
-        c.flush();
+}
+
+/// `--fsync interval`: the commit thread. Moves what the tail holds into
+/// the database, all of it in one transaction without fsync, as long as
+/// there is any (a commit takes what came during the last: the busier the
+/// store, the larger its commits); commits trims after it; makes
+/// everything durable when the flush thread asks and as the store closes,
+/// then ends. A commit that fails leaves the tail as it is (the log has
+/// it) and is tried again; one that panics stops the store taking writes
+/// (see [`Committing`]).
+fn commit_tail(writes: &Writes, db: &::redb::Database) {
+    let Some(tail) = writes.tail.as_deref() else {
+        return;
+    };
+    // Nothing waits for room once this thread is gone, however it ends.
+    struct Stopped<'a>(&'a Tail);
+    impl Drop for Stopped<'_> {
+        fn drop(&mut self) {
+            lock(&self.0.state).stopped = true;
+            self.0.room.notify_all();
+        }
+    }
+    let _stopped = Stopped(tail);
+    loop {
+        let (trims, flush, closing) = {
+            let mut st = lock(&tail.state);
+            while !st.has_work() {
+                st = tail
+                    .wake
+                    .wait(st)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            (
+                std::mem::take(&mut st.trims),
+                std::mem::take(&mut st.flush),
+                st.closing,
+            )
+        };
+        let committing = Committing(writes);
+        let committed = commit_snapshot(db, tail);
+        if let Err(e) = &committed {
+            error!(error = %e, "committing confirmed writes to the data file failed; the write-ahead log keeps them, trying again");
+        }
+        for trim in trims {
+            let done = commit(db, std::slice::from_ref(&trim), ::redb::Durability::None);
+            answer(vec![trim], done);
+        }
+        if flush || closing {
+            if let Some(c) = lock(&writes.committer).as_mut() {
+                c.flush();
+            }
+        }
+        drop(committing);
+        if closing {
+            return;
+        }
+        if committed.is_err() {
+            std::thread::sleep(RETRY_COMMIT);
+        }
+    }
+}
+
+/// How long the commit thread waits before it tries again a commit that
+/// failed.
+const RETRY_COMMIT: Duration = Duration::from_millis(100);
+
+/// Commits what `tail` holds now to the database (without fsync), then
+/// removes it from the tail.
+///
+/// # Errors
+/// A storage error when the commit fails; the tail is left as it was.
+fn commit_snapshot(db: &::redb::Database, tail: &Tail) -> Result<()> {
+    let snapshot = tail.snapshot();
+    if snapshot.is_empty() {
+        return Ok(());
+    }
+    commit_logged(db, &snapshot)?;
+    tail.committed(snapshot);
+    Ok(())
+}
+
+/// Answers each write of `batch` with the index its commit gave it, or
+/// refuses them all when the commit failed.
+fn answer(batch: Vec<Write>, committed: Result<Vec<u64>>) {
+    let n = batch.len();
+    match committed {
+        Ok(indexes) => {
+            for (w, index) in batch.into_iter().zip(indexes) {
+                match w {
+                    Write::Push { done, .. } => {
+                        let _ = done.send(Ok(index));
+                    }
+                    Write::SaveIndex { done, .. } => {
+                        let _ = done.send(Ok(()));
+                    }
+                    Write::Trim { done, .. } => {
+                        let _ = done.send(Ok(index));
+                    }
+                }
+            }
+            debug!(writes = n, "committed");
+        }
+        Err(e) => {
+            error!(error = %e, writes = n, "storage commit failed; the writes are refused");
+            for w in batch {
+                w.refuse(e.clone());
+            }
+        }
     }
 }
 
 impl Committer {
-    /// Commits `batch`, at most [`MAX_BATCH`] writes a transaction, and
-    /// answers each write; then, if `flush`, makes everything durable. A
-    /// push whose submitter failed meanwhile is left out (the gap rule);
+    /// Commits `batch` (`--fsync interval`: logs it, see [`Committer::log`]),
+    /// at most [`MAX_BATCH`] writes a transaction, and answers each write.
+    /// A push whose submitter failed meanwhile is left out (the gap rule);
     /// when a commit fails, every write in it is refused, and the
     /// submitters of its pushes store nothing more.
-    fn commit(&mut self, batch: Vec<Write>, flush: bool) {
+    fn commit(&mut self, batch: Vec<Write>) {
         let mut admitted = Vec::with_capacity(batch.len());
         let mut trims = Vec::new();
         for w in batch {
@@ -579,22 +696,24 @@ impl Committer {
         for trim in trims {
             self.write_batch(vec![trim]);
         }
-        if flush {
-            self.flush();
-        }
     }
 
-    /// `--fsync interval`: makes everything committed so far durable; the
-    /// log, whose records it all holds, starts over.
+    /// `--fsync interval`: commits what the tail holds, then makes
+    /// everything committed so far durable; the log, whose records it all
+    /// holds, starts over. The caller holds the committer, so that nothing
+    /// is logged meanwhile; if the tail cannot be committed, the log keeps
+    /// everything and the next flush tries again.
     fn flush(&mut self) {
-        let Some(wal) = self.wal.as_mut() else {
+        let (Some(wal), Some(tail)) = (self.wal.as_mut(), self.tail.as_deref()) else {
             return;
         };
         if !std::mem::take(&mut self.dirty) {
             return;
         }
         let started = std::time::Instant::now();
-        let flushed = durable_commit(&self.db).and_then(|()| wal.clear());
+        let flushed = commit_snapshot(&self.db, tail)
+            .and_then(|()| durable_commit(&self.db))
+            .and_then(|()| wal.clear());
         metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(started.elapsed());
         if let Err(e) = flushed {
             error!(error = %e, "the interval's fsync failed; trying again at the next");
@@ -602,66 +721,167 @@ impl Committer {
         }
     }
 
-    /// Commits `batch`, logs it in the write-ahead log if there is one,
-    /// then answers each write: a push is confirmed only after both.
+    /// Commits `batch` (`--fsync always`: durably), then answers each
+    /// write; `--fsync interval`: logs it instead ([`Committer::log`]).
     fn write_batch(&mut self, batch: Vec<Write>) {
-        let n = batch.len();
+        if self.tail.is_some() && !matches!(batch.first(), Some(Write::Trim { .. })) {
+            self.log(batch);
+            return;
+        }
         let started = std::time::Instant::now();
-        let mut logged = Vec::new();
-        let log = self.wal.is_some().then_some(&mut logged);
-        let mut committed = commit(&self.db, &batch, self.durability, log);
-        self.dirty = true;
-        if let (Ok(indexes), Some(wal)) = (&committed, self.wal.as_mut()) {
-            // The record batches, then the read positions.
-            let records: Vec<wal::RecordRef<'_>> = logged
-                .iter()
-                .map(|(stream, base, batch)| wal::RecordRef::Batch {
+        let committed = commit(&self.db, &batch, self.durability);
+        if matches!(self.durability, ::redb::Durability::Immediate) {
+            metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(started.elapsed());
+        }
+        answer(batch, committed);
+    }
+
+    /// `--fsync interval`: gives each push of `batch` its index, appends
+    /// the record batches and read positions to the write-ahead log (one
+    /// write), adds them to the tail, and answers each write: confirmed,
+    /// safe from a crash of the process, readable from the tail until the
+    /// commit thread has moved it into the database. Waits first while the
+    /// tail is full. When the log cannot be written, every write is
+    /// refused and no index is used.
+    fn log(&mut self, batch: Vec<Write>) {
+        let Some(tail) = self.tail.clone() else {
+            return;
+        };
+        tail.wait_for_room();
+        match self.log_records(&batch, &tail) {
+            Ok(indexes) => answer(batch, Ok(indexes)),
+            Err(e) => answer(batch, Err(e)),
+        }
+    }
+
+    /// See [`Committer::log`]: the indexes of `batch`'s writes.
+    fn log_records(&mut self, batch: &[Write], tail: &Tail) -> Result<Vec<u64>> {
+        // Per stream, the record batch being built and those done, in
+        // index order.
+        let mut building: HashMap<&str, Building> = HashMap::new();
+        let mut done: Vec<(&str, TailBatch)> = Vec::new();
+        let mut indexes = Vec::with_capacity(batch.len());
+        for w in batch {
+            match w {
+                Write::Push { stream, data, .. } => {
+                    let b = match building.get_mut(stream.as_str()) {
+                        Some(b) => b,
+                        None => {
+                            let next = self.head(stream)?;
+                            building
+                                .entry(stream.as_str())
+                                .or_insert(Building::at(next))
+                        }
+                    };
+                    if !batch::fits(&b.batch, data) {
+                        done.push((stream.as_str(), b.take()));
+                    }
+                    batch::append(&mut b.batch, data)?;
+                    indexes.push(b.next);
+                    b.next += 1;
+                    b.data_bytes += data.len() as u64;
+                }
+                Write::SaveIndex { index, .. } => indexes.push(*index),
+                Write::Trim { to, .. } => indexes.push(*to),
+            }
+        }
+        let mut heads = Vec::with_capacity(building.len());
+        for (stream, mut b) in building {
+            heads.push((stream, b.next));
+            done.push((stream, b.take()));
+        }
+        let saved: Vec<(&str, &str, u64)> = batch
+            .iter()
+            .filter_map(|w| match w {
+                Write::SaveIndex {
+                    client,
                     stream,
-                    base: *base,
-                    batch,
-                })
-                .chain(batch.iter().zip(indexes).filter_map(|(w, &index)| match w {
-                    Write::SaveIndex { client, stream, .. } => Some(wal::RecordRef::Save {
+                    index,
+                    ..
+                } => Some((client.as_str(), stream.as_str(), *index)),
+                Write::Push { .. } | Write::Trim { .. } => None,
+            })
+            .collect();
+        let records: Vec<wal::RecordRef<'_>> = done
+            .iter()
+            .map(|(stream, b)| wal::RecordRef::Batch {
+                stream,
+                base: b.base,
+                batch: b.batch.as_slice(),
+            })
+            .chain(
+                saved
+                    .iter()
+                    .map(|&(client, stream, index)| wal::RecordRef::Save {
                         client,
                         stream,
                         index,
                     }),
-                    Write::Push { .. } | Write::Trim { .. } => None,
-                }))
-                .collect();
-            if let Err(e) = wal.append(&records) {
-                // Committed, but not safe from a crash: not confirmed (the
-                // clients resend; the gap rule stops their later pushes).
-                committed = Err(e);
-            }
+            )
+            .collect();
+        if let Some(wal) = self.wal.as_mut() {
+            wal.append(&records)?;
         }
-        if matches!(self.durability, ::redb::Durability::Immediate) {
-            metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(started.elapsed());
+        drop(records);
+        self.dirty = true;
+        for (stream, next) in heads {
+            self.heads.insert(stream.to_string(), next);
         }
-        match committed {
-            Ok(indexes) => {
-                for (w, index) in batch.into_iter().zip(indexes) {
-                    match w {
-                        Write::Push { done, .. } => {
-                            let _ = done.send(Ok(index));
-                        }
-                        Write::SaveIndex { done, .. } => {
-                            let _ = done.send(Ok(()));
-                        }
-                        Write::Trim { done, .. } => {
-                            let _ = done.send(Ok(index));
-                        }
-                    }
-                }
-                debug!(writes = n, "committed");
-            }
-            Err(e) => {
-                error!(error = %e, writes = n, "storage commit failed; the writes are refused");
-                for w in batch {
-                    w.refuse(e.clone());
-                }
-            }
+        tail.add(done, saved);
+        Ok(indexes)
+    }
+
+    /// `--fsync interval`: the index the next message of `stream` gets.
+    ///
+    /// # Errors
+    /// A storage error when the database cannot be read.
+    fn head(&self, stream: &str) -> Result<u64> {
+        if let Some(&next) = self.heads.get(stream) {
+            return Ok(next);
         }
+        // Not pushed to since the store opened: the tail holds none of it.
+        let txn = self
+            .db
+            .begin_read()
+            .map_err(|e| storage_error("begin read", e))?;
+        let table = txn
+            .open_table(HEADS)
+            .map_err(|e| storage_error("open", e))?;
+        Ok(table
+            .get(stream)
+            .map_err(|e| storage_error("read head", e))?
+            .map_or(0, |g| g.value()))
+    }
+}
+
+/// A record batch being built by [`Committer::log_records`].
+struct Building {
+    base: u64,
+    next: u64,
+    data_bytes: u64,
+    batch: Vec<u8>,
+}
+
+impl Building {
+    fn at(next: u64) -> Building {
+        Building {
+            base: next,
+            next,
+            data_bytes: 0,
+            batch: Vec::new(),
+        }
+    }
+
+    /// The batch built so far, for the tail; the next starts after it.
+    fn take(&mut self) -> TailBatch {
+        let b = TailBatch {
+            base: self.base,
+            next: self.next,
+            data_bytes: std::mem::take(&mut self.data_bytes),
+            batch: Arc::new(std::mem::take(&mut self.batch)),
+        };
+        self.base = self.next;
+        b
     }
 }
 
@@ -753,7 +973,7 @@ fn replay(db: &::redb::Database, records: Vec<wal::Record>) -> Result<()> {
     let total = writes.len();
     let mut done = 0usize;
     for chunk in writes.chunks(MAX_BATCH) {
-        commit(db, chunk, ::redb::Durability::Immediate, None)?;
+        commit(db, chunk, ::redb::Durability::Immediate)?;
         done += chunk.len();
         info!(done, left = total - done, "replaying the write-ahead log");
     }
@@ -794,58 +1014,149 @@ struct Pushed {
 }
 
 impl Pushed {
-    /// Stores the batch being built, if it holds anything (and hands it
-    /// to `log`, if any), and starts the next one at `self.next`.
-    fn store_batch<'a>(
+    /// Stores the batch being built, if it holds anything, and starts the
+    /// next one at `self.next`.
+    fn store_batch(
         &mut self,
         batches: &mut ::redb::Table<(&str, u64), &[u8]>,
-        stream: &'a str,
-        log: Option<&mut Vec<(&'a str, u64, Vec<u8>)>>,
+        stream: &str,
     ) -> Result<()> {
         if !self.batch.is_empty() {
             batches
                 .insert((stream, self.base), self.batch.as_slice())
                 .map_err(|e| storage_error("insert", e))?;
-            match log {
-                Some(log) => log.push((stream, self.base, std::mem::take(&mut self.batch))),
-                None => self.batch.clear(),
-            }
+            self.batch.clear();
         }
         self.base = self.next;
         Ok(())
     }
 }
 
+/// The tables a commit writes.
+struct Tables<'t> {
+    batches: ::redb::Table<'t, (&'static str, u64), &'static [u8]>,
+    heads: ::redb::Table<'t, &'static str, u64>,
+    indexes: ::redb::Table<'t, (&'static str, &'static str), u64>,
+    stats: ::redb::Table<'t, &'static str, (u64, u64)>,
+    times: ::redb::Table<'t, (&'static str, u64), u64>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(txn: &'t ::redb::WriteTransaction) -> Result<Tables<'t>> {
+        let open = |e| storage_error("open", e);
+        Ok(Tables {
+            batches: txn.open_table(BATCHES).map_err(open)?,
+            heads: txn.open_table(HEADS).map_err(open)?,
+            indexes: txn.open_table(INDEXES).map_err(open)?,
+            stats: txn.open_table(STREAM_STATS).map_err(open)?,
+            times: txn.open_table(TIMES).map_err(open)?,
+        })
+    }
+
+    /// After a commit's record batches of `stream` (messages `first..next`,
+    /// `bytes` of data) are in: its head, what it keeps, and, at most once
+    /// every [`TIME_GRAIN`], when they were stored (`now`).
+    fn note_pushed(
+        &mut self,
+        stream: &str,
+        first: u64,
+        next: u64,
+        bytes: u64,
+        now: u64,
+    ) -> Result<()> {
+        self.heads
+            .insert(stream, next)
+            .map_err(|e| storage_error("update head", e))?;
+        let (oldest, kept) = self
+            .stats
+            .get(stream)
+            .map_err(|e| storage_error("read stats", e))?
+            .map_or((first, 0), |g| g.value());
+        self.stats
+            .insert(stream, (oldest, kept + bytes))
+            .map_err(|e| storage_error("update stats", e))?;
+        let last = self
+            .times
+            .range((stream, 0)..=(stream, u64::MAX))
+            .map_err(|e| storage_error("read times", e))?
+            .next_back()
+            .transpose()
+            .map_err(|e| storage_error("read times", e))?
+            .map(|(_, t)| t.value());
+        if last.is_none_or(|t| now.saturating_sub(t) >= TIME_GRAIN) {
+            self.times
+                .insert((stream, first), now)
+                .map_err(|e| storage_error("update times", e))?;
+        }
+        Ok(())
+    }
+}
+
+/// `--fsync interval`: commits what the tail held (`snapshot`) without
+/// fsync. Each stream's batches, logged one append at a time, are joined
+/// into record batches of up to [`batch::MAX_BATCH_BYTES`] (a batch's
+/// bytes are its messages back to back, so batches join by
+/// concatenation).
+///
+/// # Errors
+/// A storage error when the commit fails (nothing of it is kept).
+fn commit_logged(db: &::redb::Database, snapshot: &Snapshot) -> Result<()> {
+    let mut txn = db.begin_write().map_err(|e| storage_error("begin", e))?;
+    txn.set_durability(::redb::Durability::None)
+        .map_err(|e| storage_error("durability", e))?;
+    {
+        let mut t = Tables::open(&txn)?;
+        let now = unix_millis();
+        let mut joined: Vec<u8> = Vec::new();
+        for (stream, batches) in &snapshot.streams {
+            let (Some(first), Some(last)) = (batches.first(), batches.last()) else {
+                continue;
+            };
+            let mut base = first.base;
+            let mut bytes = 0;
+            for b in batches {
+                bytes += b.data_bytes;
+                if !joined.is_empty() && joined.len() + b.batch.len() > batch::MAX_BATCH_BYTES {
+                    t.batches
+                        .insert((stream.as_str(), base), joined.as_slice())
+                        .map_err(|e| storage_error("insert", e))?;
+                    joined.clear();
+                }
+                if joined.is_empty() {
+                    base = b.base;
+                }
+                joined.extend_from_slice(&b.batch);
+            }
+            if !joined.is_empty() {
+                t.batches
+                    .insert((stream.as_str(), base), joined.as_slice())
+                    .map_err(|e| storage_error("insert", e))?;
+                joined.clear();
+            }
+            t.note_pushed(stream, first.base, last.next, bytes, now)?;
+        }
+        for ((client, stream), index, _) in &snapshot.saved {
+            t.indexes
+                .insert((client.as_str(), stream.as_str()), *index)
+                .map_err(|e| storage_error("save index", e))?;
+        }
+    }
+    txn.commit().map_err(|e| storage_error("commit", e))
+}
+
 /// Commits `batch` with `durability`; the index each write got (a push's,
-/// a trim's new oldest, a read position's). With `log`, the record
-/// batches written go there too (stream, base, batch), for the
-/// write-ahead log.
-fn commit<'a>(
+/// a trim's new oldest, a read position's).
+fn commit(
     db: &::redb::Database,
-    batch: &'a [Write],
+    batch: &[Write],
     durability: ::redb::Durability,
-    mut log: Option<&mut Vec<(&'a str, u64, Vec<u8>)>>,
 ) -> Result<Vec<u64>> {
     let mut txn = db.begin_write().map_err(|e| storage_error("begin", e))?;
     txn.set_durability(durability)
         .map_err(|e| storage_error("durability", e))?;
     let mut out = Vec::with_capacity(batch.len());
     {
-        let mut batches = txn
-            .open_table(BATCHES)
-            .map_err(|e| storage_error("open", e))?;
-        let mut heads = txn
-            .open_table(HEADS)
-            .map_err(|e| storage_error("open", e))?;
-        let mut indexes = txn
-            .open_table(INDEXES)
-            .map_err(|e| storage_error("open", e))?;
-        let mut stats = txn
-            .open_table(STREAM_STATS)
-            .map_err(|e| storage_error("open", e))?;
-        let mut times = txn
-            .open_table(TIMES)
-            .map_err(|e| storage_error("open", e))?;
+        let mut t = Tables::open(&txn)?;
         // Per stream pushed to: its first index in this commit, its next,
         // the bytes added and its record batch (its head read once and
         // written once, one stats update, one time entry, and one insert
@@ -857,7 +1168,8 @@ fn commit<'a>(
                     let p = match pushed.get_mut(stream.as_str()) {
                         Some(p) => p,
                         None => {
-                            let next = heads
+                            let next = t
+                                .heads
                                 .get(stream.as_str())
                                 .map_err(|e| storage_error("read head", e))?
                                 .map_or(0, |g| g.value());
@@ -871,7 +1183,7 @@ fn commit<'a>(
                         }
                     };
                     if !batch::fits(&p.batch, data) {
-                        p.store_batch(&mut batches, stream, log.as_deref_mut())?;
+                        p.store_batch(&mut t.batches, stream)?;
                     }
                     batch::append(&mut p.batch, data)?;
                     let index = p.next;
@@ -880,7 +1192,7 @@ fn commit<'a>(
                     out.push(index);
                 }
                 Write::Trim { stream, to, .. } => {
-                    let oldest = trim(&mut batches, &mut stats, &mut times, stream, *to)?;
+                    let oldest = trim(&mut t.batches, &mut t.stats, &mut t.times, stream, *to)?;
                     out.push(oldest);
                 }
                 Write::SaveIndex {
@@ -889,7 +1201,7 @@ fn commit<'a>(
                     index,
                     ..
                 } => {
-                    indexes
+                    t.indexes
                         .insert((client.as_str(), stream.as_str()), *index)
                         .map_err(|e| storage_error("save index", e))?;
                     out.push(*index);
@@ -898,33 +1210,12 @@ fn commit<'a>(
         }
         let now = unix_millis();
         for (stream, mut p) in pushed {
-            p.store_batch(&mut batches, stream, log.as_deref_mut())?;
-            heads
-                .insert(stream, p.next)
-                .map_err(|e| storage_error("update head", e))?;
-            let (oldest, kept) = stats
-                .get(stream)
-                .map_err(|e| storage_error("read stats", e))?
-                .map_or((p.first, 0), |g| g.value());
-            stats
-                .insert(stream, (oldest, kept + p.bytes))
-                .map_err(|e| storage_error("update stats", e))?;
-            let last = times
-                .range((stream, 0)..=(stream, u64::MAX))
-                .map_err(|e| storage_error("read times", e))?
-                .next_back()
-                .transpose()
-                .map_err(|e| storage_error("read times", e))?
-                .map(|(_, t)| t.value());
-            if last.is_none_or(|t| now.saturating_sub(t) >= TIME_GRAIN) {
-                times
-                    .insert((stream, p.first), now)
-                    .map_err(|e| storage_error("update times", e))?;
-            }
+            p.store_batch(&mut t.batches, stream)?;
+            t.note_pushed(stream, p.first, p.next, p.bytes, now)?;
         }
     }
-    // Durability::Immediate: on disk when this returns; None: in this
-    // process's memory, logged by the caller, durable at the next flush.
+    // Durability::Immediate: on disk when this returns; None: a trim of
+    // `--fsync interval`, durable at the next flush.
     txn.commit().map_err(|e| storage_error("commit", e))?;
     Ok(out)
 }
@@ -936,31 +1227,37 @@ impl StreamStore for DurableStore {
     }
 
     async fn stats(&self) -> Result<Option<StoreStats>> {
-        self.read(|txn| {
-            let mut stats = StoreStats::default();
-            let heads = txn
-                .open_table(HEADS)
-                .map_err(|e| storage_error("open", e))?;
-            for entry in heads.iter().map_err(|e| storage_error("read heads", e))? {
-                let (name, next) = entry.map_err(|e| storage_error("read heads", e))?;
-                stats.streams.insert(name.value().to_string(), next.value());
-            }
-            let indexes = txn
-                .open_table(INDEXES)
-                .map_err(|e| storage_error("open", e))?;
-            for entry in indexes
-                .iter()
-                .map_err(|e| storage_error("read indexes", e))?
-            {
-                let (key, at) = entry.map_err(|e| storage_error("read indexes", e))?;
-                let (client, stream) = key.value();
-                stats
-                    .indexes
-                    .insert((client.to_string(), stream.to_string()), at.value());
-            }
-            Ok(Some(stats))
-        })
-        .await
+        let mut stats = self
+            .read(|txn| {
+                let mut stats = StoreStats::default();
+                let heads = txn
+                    .open_table(HEADS)
+                    .map_err(|e| storage_error("open", e))?;
+                for entry in heads.iter().map_err(|e| storage_error("read heads", e))? {
+                    let (name, next) = entry.map_err(|e| storage_error("read heads", e))?;
+                    stats.streams.insert(name.value().to_string(), next.value());
+                }
+                let indexes = txn
+                    .open_table(INDEXES)
+                    .map_err(|e| storage_error("open", e))?;
+                for entry in indexes
+                    .iter()
+                    .map_err(|e| storage_error("read indexes", e))?
+                {
+                    let (key, at) = entry.map_err(|e| storage_error("read indexes", e))?;
+                    let (client, stream) = key.value();
+                    stats
+                        .indexes
+                        .insert((client.to_string(), stream.to_string()), at.value());
+                }
+                Ok(Some(stats))
+            })
+            .await?;
+        // What the tail holds is newer than what the database said.
+        if let (Some(stats), Some(tail)) = (stats.as_mut(), &self.writes.tail) {
+            tail.add_to(stats);
+        }
+        Ok(stats)
     }
 
     fn submit_push(&self, stream: &str, data: Vec<u8>, ticket: Ticket) -> PendingPush {
@@ -985,13 +1282,21 @@ impl StreamStore for DurableStore {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
-        let stream = stream.to_string();
-        self.read(move |txn| read_messages(txn, &stream, from, limit, max_bytes))
-            .await
+        let (stream, db, tail) = (
+            stream.to_string(),
+            self.db.clone(),
+            self.writes.tail.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            read_messages(&db, tail.as_deref(), &stream, from, limit, max_bytes)
+        })
+        .await
+        .map_err(|e| storage_error("read task", e))?
     }
 
-    /// Reads on the caller's task: the messages were just committed, so
-    /// their pages are in redb's cache (no disk read to wait for).
+    /// Reads on the caller's task: the messages were just stored, so they
+    /// are in the tail (`--fsync interval`) or their pages in redb's cache
+    /// (no disk read to wait for).
     async fn pull_fresh(
         &self,
         stream: &str,
@@ -999,14 +1304,16 @@ impl StreamStore for DurableStore {
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>> {
-        let txn = self
-            .db
-            .begin_read()
-            .map_err(|e| storage_error("begin read", e))?;
-        read_messages(&txn, stream, from, limit, max_bytes)
+        let tail = self.writes.tail.as_deref();
+        read_messages(&self.db, tail, stream, from, limit, max_bytes)
     }
 
     async fn next_index(&self, stream: &str) -> Result<u64> {
+        if let Some(next) = self.writes.tail.as_ref().and_then(|t| t.next_index(stream)) {
+            return Ok(next);
+        }
+        // Not in the tail: the database has all of it (a batch leaves the
+        // tail only once committed).
         let stream = stream.to_string();
         self.read(move |txn| {
             let table = txn
@@ -1021,6 +1328,14 @@ impl StreamStore for DurableStore {
     }
 
     async fn get_index(&self, client: &str, stream: &str) -> Result<Option<u64>> {
+        if let Some(at) = self
+            .writes
+            .tail
+            .as_ref()
+            .and_then(|t| t.saved_index(client, stream))
+        {
+            return Ok(Some(at));
+        }
         let (client, stream) = (client.to_string(), stream.to_string());
         self.read(move |txn| {
             let table = txn
@@ -1048,31 +1363,53 @@ impl StreamStore for DurableStore {
 }
 
 /// Up to `limit` messages of `stream` from `from` on, within `max_bytes`
-/// (see [`StreamStore::pull`]): from the record batch holding `from` on.
+/// (see [`StreamStore::pull`]): those the `tail` holds (`--fsync
+/// interval`), copied first, after those the database holds before them,
+/// read from the record batch holding `from` on.
 fn read_messages(
-    txn: &::redb::ReadTransaction,
+    db: &::redb::Database,
+    tail: Option<&Tail>,
     stream: &str,
     from: u64,
     limit: usize,
     max_bytes: usize,
 ) -> Result<Vec<(u64, Vec<u8>)>> {
-    let table = txn
-        .open_table(BATCHES)
-        .map_err(|e| storage_error("open", e))?;
-    let start = batch_holding(&table, stream, from)?;
+    // The tail first: what leaves it meanwhile is in the database by the
+    // time the read transaction begins (see `tail`).
+    let (end, in_tail) = match tail {
+        Some(t) => t.copy(stream, from, limit, max_bytes)?,
+        None => (u64::MAX, Vec::new()),
+    };
     let mut within = Within::new(limit, max_bytes);
-    for entry in table
-        .range((stream, start)..=(stream, u64::MAX))
-        .map_err(|e| storage_error("range", e))?
-    {
-        let (key, value) = entry.map_err(|e| storage_error("read", e))?;
-        for (index, data) in (key.value().1..).zip(batch::messages(value.value())) {
-            // A damaged batch is an error even before `from`: its
-            // messages after the damage cannot be read.
-            let data = data?;
-            if index >= from && !within.take(index, data) {
-                return Ok(within.out);
+    if from < end {
+        let txn = db
+            .begin_read()
+            .map_err(|e| storage_error("begin read", e))?;
+        let table = txn
+            .open_table(BATCHES)
+            .map_err(|e| storage_error("open", e))?;
+        let start = batch_holding(&table, stream, from)?;
+        'read: for entry in table
+            .range((stream, start)..(stream, end))
+            .map_err(|e| storage_error("range", e))?
+        {
+            let (key, value) = entry.map_err(|e| storage_error("read", e))?;
+            for (index, data) in (key.value().1..).zip(batch::messages(value.value())) {
+                // A damaged batch is an error even before `from`: its
+                // messages after the damage cannot be read.
+                let data = data?;
+                if index >= end {
+                    break 'read;
+                }
+                if index >= from && !within.take(index, data) {
+                    return Ok(within.out);
+                }
             }
+        }
+    }
+    for (index, data) in in_tail {
+        if !within.take(index, &data) {
+            break;
         }
     }
     Ok(within.out)
@@ -2133,7 +2470,81 @@ mod tests {
         assert_eq!(after[0].readers[0].lag, 25_000 - 10);
     }
 
-    /// `--fsync interval`: a push to an idle store is committed by its
+    /// `--fsync interval`: while the commit thread moves the tail into the
+    /// database, every read sees both as one. A push or a read position
+    /// is readable as soon as it is confirmed; a pull returns every
+    /// message before the next index it was told of, once and in order,
+    /// wherever each one is (tail, database, or between them); and after
+    /// a reopen, the database has it all.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn reads_see_the_tail_and_the_database_as_one() {
+        const ROUNDS: u64 = 150;
+        const EACH: u64 = 20;
+        let dir = tempfile::tempdir().unwrap();
+        let interval = Fsync::Interval(Duration::from_millis(5));
+        let store = Arc::new(DurableStore::open_with(dir.path(), interval).unwrap());
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (store, done) = (store.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut k = 0u64;
+                let mut pulls = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let next = store.next_index("s").await.unwrap();
+                    let from = (k * 131) % (next + 1);
+                    k += 1;
+                    let got = pull_all(&store, "s", from, 7).await;
+                    assert!(
+                        got.len() as u64 >= next - from,
+                        "a pull from {from} missed messages before {next}: {got:?}"
+                    );
+                    assert!(
+                        got.iter().copied().eq(from..from + got.len() as u64),
+                        "from {from}: {got:?}"
+                    );
+                    pulls += 1;
+                }
+                pulls
+            })
+        };
+        for round in 0..ROUNDS {
+            let (from, to) = (round * EACH, (round + 1) * EACH);
+            push_all(&store, "s", from..to).await;
+            let fresh = store.pull_fresh("s", from, 100, usize::MAX).await.unwrap();
+            assert_eq!(
+                fresh.iter().map(|m| m.0).collect::<Vec<_>>(),
+                (from..to).collect::<Vec<_>>(),
+                "confirmed pushes, read at once"
+            );
+            store.save_index("c", "s", to).await.unwrap();
+            assert_eq!(store.get_index("c", "s").await.unwrap(), Some(to));
+            if round % 10 == 0 {
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let pulls = reader.await.unwrap();
+        assert!(pulls > 0);
+        let stats = store.stats().await.unwrap().unwrap();
+        assert_eq!(stats.streams.get("s"), Some(&(ROUNDS * EACH)));
+        assert_eq!(
+            stats.indexes.get(&("c".into(), "s".into())),
+            Some(&(ROUNDS * EACH))
+        );
+        drop(store);
+        let store = DurableStore::open_with(dir.path(), interval).unwrap();
+        assert_eq!(
+            pull_all(&store, "s", 0, 1000).await,
+            (0..ROUNDS * EACH).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            store.get_index("c", "s").await.unwrap(),
+            Some(ROUNDS * EACH)
+        );
+        assert_eq!(kept(&store, "s").await.messages, ROUNDS * EACH);
+    }
+
+    /// `--fsync interval`: a push to an idle store is logged by its
     /// submitter, so its answer is ready as `submit_push` returns. (With
     /// `always` the writer thread commits every write: an fsync would hold
     /// up the submitter's thread.)
