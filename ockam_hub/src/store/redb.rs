@@ -578,22 +578,41 @@ fn commit_tail(writes: &Writes, db: &::redb::Database) {
         }
     }
     let _stopped = Stopped(tail);
+    let mut last_commit = std::time::Instant::now();
     loop {
         let (trims, flush, closing) = {
             let mut st = lock(&tail.state);
-            while !st.has_work() {
-                st = tail
-                    .wake
-                    .wait(st)
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            loop {
+                if !st.has_work() {
+                    st = tail
+                        .wake
+                        .wait(st)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    continue;
+                }
+                // Only the tail to commit: let it gather (see COMMIT_EVERY).
+                let wait = COMMIT_EVERY.saturating_sub(last_commit.elapsed());
+                if st.trims.is_empty()
+                    && !st.flush
+                    && !st.closing
+                    && tail.bytes() < COMMIT_BYTES
+                    && !wait.is_zero()
+                {
+                    st = tail
+                        .wake
+                        .wait_timeout(st, wait)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .0;
+                    continue;
+                }
+                break;
             }
-            (
-                std::mem::take(&mut st.trims),
-                std::mem::take(&mut st.flush),
-                st.closing,
-            )
+            let flush = std::mem::take(&mut st.flush) || st.closing;
+            st.flushes_started += u64::from(flush);
+            (std::mem::take(&mut st.trims), flush, st.closing)
         };
         let committing = Committing(writes);
+        last_commit = std::time::Instant::now();
         let committed = commit_snapshot(db, tail);
         if let Err(e) = &committed {
             error!(error = %e, "committing confirmed writes to the data file failed; the write-ahead log keeps them, trying again");
@@ -602,10 +621,12 @@ fn commit_tail(writes: &Writes, db: &::redb::Database) {
             let done = commit(db, std::slice::from_ref(&trim), ::redb::Durability::None);
             answer(vec![trim], done);
         }
-        if flush || closing {
+        if flush {
             if let Some(c) = lock(&writes.committer).as_mut() {
                 c.flush();
             }
+            lock(&tail.state).flushes_done += 1;
+            tail.room.notify_all();
         }
         drop(committing);
         if closing {
@@ -616,6 +637,15 @@ fn commit_tail(writes: &Writes, db: &::redb::Database) {
         }
     }
 }
+
+/// How often at most the commit thread commits the tail, unless it holds
+/// [`COMMIT_BYTES`]: the fewer the commits, the less each message costs
+/// (a commit rewrites its tables' pages, checksums them, and writes them
+/// to the file); nobody waits for these commits, and readers find what
+/// they have not committed yet in the tail.
+const COMMIT_EVERY: Duration = Duration::from_millis(10);
+/// Bytes in the tail that make the commit thread commit at once (8 MiB).
+pub(super) const COMMIT_BYTES: usize = 8 * 1024 * 1024;
 
 /// How long the commit thread waits before it tries again a commit that
 /// failed.
@@ -1112,27 +1142,34 @@ fn commit_logged(db: &::redb::Database, snapshot: &Snapshot) -> Result<()> {
             let (Some(first), Some(last)) = (batches.first(), batches.last()) else {
                 continue;
             };
-            let mut base = first.base;
-            let mut bytes = 0;
-            for b in batches {
-                bytes += b.data_bytes;
-                if !joined.is_empty() && joined.len() + b.batch.len() > batch::MAX_BATCH_BYTES {
-                    t.batches
-                        .insert((stream.as_str(), base), joined.as_slice())
-                        .map_err(|e| storage_error("insert", e))?;
+            // Runs of batches that fit in one; a run of one is stored as
+            // it is, without a copy.
+            let mut rest = batches.as_slice();
+            while let Some(head) = rest.first() {
+                let mut len = head.batch.len();
+                let n = 1 + rest[1..]
+                    .iter()
+                    .take_while(|b| {
+                        len += b.batch.len();
+                        len <= batch::MAX_BATCH_BYTES
+                    })
+                    .count();
+                let (run, after) = rest.split_at(n);
+                let stored = if let [one] = run {
+                    one.batch.as_slice()
+                } else {
                     joined.clear();
-                }
-                if joined.is_empty() {
-                    base = b.base;
-                }
-                joined.extend_from_slice(&b.batch);
-            }
-            if !joined.is_empty() {
+                    for b in run {
+                        joined.extend_from_slice(&b.batch);
+                    }
+                    joined.as_slice()
+                };
                 t.batches
-                    .insert((stream.as_str(), base), joined.as_slice())
+                    .insert((stream.as_str(), head.base), stored)
                     .map_err(|e| storage_error("insert", e))?;
-                joined.clear();
+                rest = after;
             }
+            let bytes = batches.iter().map(|b| b.data_bytes).sum();
             t.note_pushed(stream, first.base, last.next, bytes, now)?;
         }
         for ((client, stream), index, _) in &snapshot.saved {
@@ -2139,6 +2176,10 @@ impl DurableStore {
                         Some(("show", name)) => Some(name.to_string()),
                         _ => None,
                     };
+                    // Everything confirmed so far, committed first.
+                    if let Some(tail) = store.writes.tail.clone() {
+                        let _ = tokio::task::spawn_blocking(move || tail.sync()).await;
+                    }
                     let answer = store
                         .read(move |txn| report(txn, only.as_deref()))
                         .await
@@ -2542,6 +2583,26 @@ mod tests {
             Some(ROUNDS * EACH)
         );
         assert_eq!(kept(&store, "s").await.messages, ROUNDS * EACH);
+    }
+
+    /// `--fsync interval`: what a hub's inspect command reads (the
+    /// database) has every push confirmed before it asked, also those
+    /// the commit thread had not committed yet.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_sync_commits_every_confirmed_push() {
+        let dir = tempfile::tempdir().unwrap();
+        let interval = Fsync::Interval(Duration::from_secs(60));
+        let store = DurableStore::open_with(dir.path(), interval).unwrap();
+        for round in 0..5 {
+            push_all(&store, "s", round * 10..(round + 1) * 10).await;
+            store.save_index("c", "s", round * 10).await.unwrap();
+            let tail = store.writes.tail.clone().unwrap();
+            tokio::task::spawn_blocking(move || tail.sync()).await.unwrap();
+            let report = kept(&store, "s").await;
+            assert_eq!(report.messages, (round + 1) * 10);
+            assert_eq!(report.readers[0].index, round * 10);
+            assert_eq!(store.writes.tail.as_ref().unwrap().bytes(), 0);
+        }
     }
 
     /// `--fsync interval`: a push to an idle store is logged by its

@@ -70,8 +70,12 @@ pub(super) struct TailState {
     next_seq: u64,
     /// Trims for the commit thread (committed after what the tail holds).
     pub(super) trims: Vec<super::redb::Write>,
-    /// The flush thread asks for a durable commit.
+    /// The flush thread (or [`Tail::sync`]) asks for a durable commit.
     pub(super) flush: bool,
+    /// Flushes the commit thread started, and finished (see
+    /// [`Tail::sync`]).
+    pub(super) flushes_started: u64,
+    pub(super) flushes_done: u64,
     /// The store is closing: the commit thread commits everything, makes
     /// it durable, and ends.
     pub(super) closing: bool,
@@ -116,6 +120,24 @@ impl Tail {
         self.bytes() >= MAX_TAIL_BYTES
     }
 
+    /// Asks the commit thread for a flush and waits for it: everything
+    /// confirmed before the call is then in the database, durable (the
+    /// inspect command's answer, which reads the database). Returns at
+    /// once when the commit thread is gone.
+    pub(super) fn sync(&self) {
+        let mut st = lock(&self.state);
+        // The next flush to start takes this request.
+        let target = st.flushes_started + 1;
+        st.flush = true;
+        self.wake.notify_one();
+        while st.flushes_done < target && !st.stopped {
+            st = self
+                .room
+                .wait(st)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
     /// Waits until the tail has room, or the commit thread is gone.
     pub(super) fn wait_for_room(&self) {
         let mut st = lock(&self.state);
@@ -136,6 +158,7 @@ impl Tail {
         saved: impl IntoIterator<Item = (&'a str, &'a str, u64)>,
     ) {
         let mut st = lock(&self.state);
+        let was_empty = st.streams.is_empty() && st.saved.is_empty();
         let mut added = 0;
         for (stream, b) in batches {
             added += b.batch.len();
@@ -152,8 +175,13 @@ impl Tail {
             st.saved
                 .insert((client.to_string(), stream.to_string()), (index, seq));
         }
-        self.bytes.fetch_add(added, Ordering::Relaxed);
-        self.wake.notify_one();
+        let before = self.bytes.fetch_add(added, Ordering::Relaxed);
+        // The commit thread waits for the tail's first write, then for
+        // time or bytes (see `COMMIT_BYTES`): woken only when it matters.
+        let commit_bytes = super::redb::COMMIT_BYTES;
+        if was_empty || (before < commit_bytes && before + added >= commit_bytes) {
+            self.wake.notify_one();
+        }
     }
 
     /// Everything the tail holds now, for one commit.
