@@ -547,6 +547,11 @@ fn writer(writes: &Writes) {
             continue;
         }
         drop(q);
+        // `--fsync interval`: room in the tail first, never while holding
+        // the committer, which the commit thread's flush needs.
+        if let Some(tail) = &writes.tail {
+            tail.wait_for_room();
+        }
         let committing = Committing(writes);
         if let Some(c) = lock(&writes.committer).as_mut() {
             c.commit(batch);
@@ -569,12 +574,20 @@ fn commit_tail(writes: &Writes, db: &::redb::Database) {
     let Some(tail) = writes.tail.as_deref() else {
         return;
     };
-    // Nothing waits for room once this thread is gone, however it ends.
+    // Nothing waits for room or a flush once this thread is gone, however
+    // it ends, and a trim left is refused, not left unanswered.
     struct Stopped<'a>(&'a Tail);
     impl Drop for Stopped<'_> {
         fn drop(&mut self) {
-            lock(&self.0.state).stopped = true;
+            let trims = {
+                let mut st = lock(&self.0.state);
+                st.stopped = true;
+                std::mem::take(&mut st.trims)
+            };
             self.0.room.notify_all();
+            for trim in trims {
+                trim.refuse(Error::new(ErrorKind::Unavailable, "storage writer stopped"));
+            }
         }
     }
     let _stopped = Stopped(tail);
@@ -614,6 +627,9 @@ fn commit_tail(writes: &Writes, db: &::redb::Database) {
         let committing = Committing(writes);
         last_commit = std::time::Instant::now();
         let committed = commit_snapshot(db, tail);
+        if matches!(committed, Ok(true)) {
+            metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(last_commit.elapsed());
+        }
         if let Err(e) = &committed {
             error!(error = %e, "committing confirmed writes to the data file failed; the write-ahead log keeps them, trying again");
         }
@@ -622,10 +638,14 @@ fn commit_tail(writes: &Writes, db: &::redb::Database) {
             answer(vec![trim], done);
         }
         if flush {
-            if let Some(c) = lock(&writes.committer).as_mut() {
-                c.flush();
-            }
-            lock(&tail.state).flushes_done += 1;
+            let flushed = match lock(&writes.committer).as_mut() {
+                Some(c) => c.flush(),
+                None => false,
+            };
+            let mut st = lock(&tail.state);
+            st.flushes_done += 1;
+            st.last_flush_ok = flushed;
+            drop(st);
             tail.room.notify_all();
         }
         drop(committing);
@@ -652,18 +672,18 @@ pub(super) const COMMIT_BYTES: usize = 8 * 1024 * 1024;
 const RETRY_COMMIT: Duration = Duration::from_millis(100);
 
 /// Commits what `tail` holds now to the database (without fsync), then
-/// removes it from the tail.
+/// removes it from the tail; `false` when it held nothing.
 ///
 /// # Errors
 /// A storage error when the commit fails; the tail is left as it was.
-fn commit_snapshot(db: &::redb::Database, tail: &Tail) -> Result<()> {
+fn commit_snapshot(db: &::redb::Database, tail: &Tail) -> Result<bool> {
     let snapshot = tail.snapshot();
     if snapshot.is_empty() {
-        return Ok(());
+        return Ok(false);
     }
     commit_logged(db, &snapshot)?;
     tail.committed(snapshot);
-    Ok(())
+    Ok(true)
 }
 
 /// Answers each write of `batch` with the index its commit gave it, or
@@ -732,23 +752,25 @@ impl Committer {
     /// everything committed so far durable; the log, whose records it all
     /// holds, starts over. The caller holds the committer, so that nothing
     /// is logged meanwhile; if the tail cannot be committed, the log keeps
-    /// everything and the next flush tries again.
-    fn flush(&mut self) {
+    /// everything and the next flush tries again. `false` when it failed.
+    fn flush(&mut self) -> bool {
         let (Some(wal), Some(tail)) = (self.wal.as_mut(), self.tail.as_deref()) else {
-            return;
+            return true;
         };
         if !std::mem::take(&mut self.dirty) {
-            return;
+            return true;
         }
         let started = std::time::Instant::now();
         let flushed = commit_snapshot(&self.db, tail)
-            .and_then(|()| durable_commit(&self.db))
+            .and_then(|_| durable_commit(&self.db))
             .and_then(|()| wal.clear());
         metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(started.elapsed());
         if let Err(e) = flushed {
             error!(error = %e, "the interval's fsync failed; trying again at the next");
             self.dirty = true;
+            return false;
         }
+        true
     }
 
     /// Commits `batch` (`--fsync always`: durably), then answers each
@@ -770,14 +792,16 @@ impl Committer {
     /// the record batches and read positions to the write-ahead log (one
     /// write), adds them to the tail, and answers each write: confirmed,
     /// safe from a crash of the process, readable from the tail until the
-    /// commit thread has moved it into the database. Waits first while the
-    /// tail is full. When the log cannot be written, every write is
-    /// refused and no index is used.
+    /// commit thread has moved it into the database. (The writer thread
+    /// waits for room in the tail before it takes the committer, and a
+    /// submitter logs its own write only when the tail has room: a tail
+    /// can go past [`MAX_TAIL_BYTES`](super::tail::MAX_TAIL_BYTES) by one
+    /// batch.) When the log cannot be written, every write is refused and
+    /// no index is used.
     fn log(&mut self, batch: Vec<Write>) {
         let Some(tail) = self.tail.clone() else {
             return;
         };
-        tail.wait_for_room();
         match self.log_records(&batch, &tail) {
             Ok(indexes) => answer(batch, Ok(indexes)),
             Err(e) => answer(batch, Err(e)),
@@ -1252,7 +1276,9 @@ fn commit(
         }
     }
     // Durability::Immediate: on disk when this returns; None: a trim of
-    // `--fsync interval`, durable at the next flush.
+    // `--fsync interval`, durable with the next flush that follows a push
+    // or a saved position, or as the store closes (a trim a power cut
+    // undoes, retention makes again).
     txn.commit().map_err(|e| storage_error("commit", e))?;
     Ok(out)
 }
@@ -1264,6 +1290,9 @@ impl StreamStore for DurableStore {
     }
 
     async fn stats(&self) -> Result<Option<StoreStats>> {
+        // The tail first (see `tail`): what leaves it meanwhile is in the
+        // database by the time the read transaction begins.
+        let in_tail = self.writes.tail.as_ref().map(|t| t.stats());
         let mut stats = self
             .read(|txn| {
                 let mut stats = StoreStats::default();
@@ -1291,8 +1320,12 @@ impl StreamStore for DurableStore {
             })
             .await?;
         // What the tail holds is newer than what the database said.
-        if let (Some(stats), Some(tail)) = (stats.as_mut(), &self.writes.tail) {
-            tail.add_to(stats);
+        if let (Some(stats), Some(in_tail)) = (stats.as_mut(), in_tail) {
+            for (stream, next) in in_tail.streams {
+                let at = stats.streams.entry(stream).or_insert(next);
+                *at = (*at).max(next);
+            }
+            stats.indexes.extend(in_tail.indexes);
         }
         Ok(stats)
     }
@@ -2178,7 +2211,10 @@ impl DurableStore {
                     };
                     // Everything confirmed so far, committed first.
                     if let Some(tail) = store.writes.tail.clone() {
-                        let _ = tokio::task::spawn_blocking(move || tail.sync()).await;
+                        let synced = tokio::task::spawn_blocking(move || tail.sync()).await;
+                        if !matches!(synced, Ok(true)) {
+                            warn!("inspect: the last confirmed writes could not be committed; the answer shows the data file as it is");
+                        }
                     }
                     let answer = store
                         .read(move |txn| report(txn, only.as_deref()))
@@ -2585,6 +2621,52 @@ mod tests {
         assert_eq!(kept(&store, "s").await.messages, ROUNDS * EACH);
     }
 
+    /// `--fsync interval`: producers faster than the commit thread fill
+    /// the tail, then wait for it, and every push is stored; also while
+    /// the flush thread asks for a flush every millisecond (a writer that
+    /// waited for room holding what the flush needs hung the store).
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_full_tail_holds_producers_back_and_loses_nothing() {
+        const EACH: u64 = 1500;
+        let dir = tempfile::tempdir().unwrap();
+        let interval = Fsync::Interval(Duration::from_millis(1));
+        let store = Arc::new(DurableStore::open_with(dir.path(), interval).unwrap());
+        store.writes.tail.as_ref().unwrap().set_max_bytes(64 * 1024);
+        let tasks: Vec<_> = (0..4u64)
+            .map(|t| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let stream = format!("s{t}");
+                    for chunk in 0..EACH / 100 {
+                        push_all(&store, &stream, chunk * 100..(chunk + 1) * 100).await;
+                    }
+                })
+            })
+            .collect();
+        // A hung store blocks the runtime's threads too: a watchdog of its
+        // own ends the test then.
+        let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watched = finished.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(120));
+            if !watched.load(std::sync::atomic::Ordering::Relaxed) {
+                eprintln!("the store hung with a full tail");
+                std::process::abort();
+            }
+        });
+        for t in tasks {
+            t.await.unwrap();
+        }
+        finished.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in 0..4 {
+            let stream = format!("s{t}");
+            assert_eq!(
+                pull_all(&store, &stream, 0, 500).await,
+                (0..EACH).collect::<Vec<_>>()
+            );
+        }
+    }
+
     /// `--fsync interval`: what a hub's inspect command reads (the
     /// database) has every push confirmed before it asked, also those
     /// the commit thread had not committed yet.
@@ -2597,7 +2679,9 @@ mod tests {
             push_all(&store, "s", round * 10..(round + 1) * 10).await;
             store.save_index("c", "s", round * 10).await.unwrap();
             let tail = store.writes.tail.clone().unwrap();
-            tokio::task::spawn_blocking(move || tail.sync()).await.unwrap();
+            tokio::task::spawn_blocking(move || tail.sync())
+                .await
+                .unwrap();
             let report = kept(&store, "s").await;
             assert_eq!(report.messages, (round + 1) * 10);
             assert_eq!(report.readers[0].index, round * 10);

@@ -32,7 +32,6 @@ use std::sync::{Arc, Condvar, Mutex};
 pub(super) const MAX_TAIL_BYTES: usize = 64 * 1024 * 1024;
 
 /// See the [module](self).
-#[derive(Default)]
 pub(super) struct Tail {
     pub(super) state: Mutex<TailState>,
     /// Wakes the commit thread: the tail has something, or a trim, a flush
@@ -42,6 +41,20 @@ pub(super) struct Tail {
     pub(super) room: Condvar,
     /// The bytes of the record batches held, readable without the lock.
     bytes: AtomicUsize,
+    /// [`MAX_TAIL_BYTES`] (tests make it smaller).
+    max_bytes: AtomicUsize,
+}
+
+impl Default for Tail {
+    fn default() -> Tail {
+        Tail {
+            state: Mutex::default(),
+            wake: Condvar::new(),
+            room: Condvar::new(),
+            bytes: AtomicUsize::new(0),
+            max_bytes: AtomicUsize::new(MAX_TAIL_BYTES),
+        }
+    }
 }
 
 /// A record batch confirmed and not committed: messages `base..next`.
@@ -79,8 +92,11 @@ pub(super) struct TailState {
     /// The store is closing: the commit thread commits everything, makes
     /// it durable, and ends.
     pub(super) closing: bool,
-    /// The commit thread is gone (it panicked): nothing waits for room.
+    /// The commit thread is gone (the store closed, or it panicked):
+    /// nothing waits for room or a flush.
     pub(super) stopped: bool,
+    /// Whether the last flush made everything durable.
+    pub(super) last_flush_ok: bool,
 }
 
 /// What the commit thread takes from the tail for one transaction.
@@ -117,14 +133,20 @@ impl Tail {
 
     /// Whether the tail holds [`MAX_TAIL_BYTES`] or more.
     pub(super) fn is_full(&self) -> bool {
-        self.bytes() >= MAX_TAIL_BYTES
+        self.bytes() >= self.max_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Sets the most bytes the tail holds (instead of [`MAX_TAIL_BYTES`]).
+    #[cfg(test)]
+    pub(super) fn set_max_bytes(&self, n: usize) {
+        self.max_bytes.store(n, Ordering::Relaxed);
     }
 
     /// Asks the commit thread for a flush and waits for it: everything
     /// confirmed before the call is then in the database, durable (the
-    /// inspect command's answer, which reads the database). Returns at
-    /// once when the commit thread is gone.
-    pub(super) fn sync(&self) {
+    /// inspect command's answer, which reads the database). `false` when
+    /// the flush failed (see the hub's log), or the commit thread is gone.
+    pub(super) fn sync(&self) -> bool {
         let mut st = lock(&self.state);
         // The next flush to start takes this request.
         let target = st.flushes_started + 1;
@@ -136,6 +158,7 @@ impl Tail {
                 .wait(st)
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
         }
+        st.flushes_done >= target && st.last_flush_ok
     }
 
     /// Waits until the tail has room, or the commit thread is gone.
@@ -277,10 +300,11 @@ impl Tail {
             .map(|&(index, _)| index)
     }
 
-    /// Adds to `stats` (what the database says) the streams' next indexes
-    /// and the read positions the tail holds, which are newer.
-    pub(super) fn add_to(&self, stats: &mut super::StoreStats) {
+    /// The streams' next indexes and the read positions the tail holds,
+    /// newer than the database's (for the store's stats).
+    pub(super) fn stats(&self) -> super::StoreStats {
         let st = lock(&self.state);
+        let mut stats = super::StoreStats::default();
         for (name, q) in &st.streams {
             if let Some(b) = q.back() {
                 stats.streams.insert(name.clone(), b.next);
@@ -289,6 +313,7 @@ impl Tail {
         for (key, &(index, _)) in &st.saved {
             stats.indexes.insert(key.clone(), index);
         }
+        stats
     }
 }
 
