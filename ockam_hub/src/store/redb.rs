@@ -174,7 +174,24 @@ struct Queue {
     broken: bool,
     /// When the last commit ended.
     last_commit: Option<std::time::Instant>,
+    /// The writer thread waits for more writes before it logs them (see
+    /// [`LINGER`]).
+    lingering: bool,
 }
+
+/// `--fsync interval` under load: how long the writer thread lets writes
+/// gather before it logs them, when few wait and it last logged many
+/// (Kafka's `linger.ms`, on the side that stores). Fewer, larger appends
+/// cost less per write (a system call, the tail's lock, the commit
+/// thread's wake-up, each confirmation task's): measured on this machine
+/// at one producer with 1,024 unconfirmed pushes, 117 k msg/s without it
+/// against 125 k with it (medians of 5 alternating runs). Writes that come
+/// alone or in small groups never wait for it (the latency bench's).
+const LINGER: Duration = Duration::from_millis(1);
+/// Enough writes waiting to log them without lingering.
+const LINGER_WRITES: usize = 512;
+/// The writes in the last append from which the next lingers.
+const LINGER_AFTER: usize = 32;
 
 /// How long the store must have been idle (no commit) for a write to be
 /// committed by its submitter (see [`Writes`]): a write that follows
@@ -471,6 +488,9 @@ impl DurableStore {
             && writes.tail.as_ref().is_none_or(|t| !t.is_full());
         if q.busy || !inline {
             q.writes.push(w);
+            if q.lingering && q.writes.len() == LINGER_WRITES {
+                writes.wake.notify_one();
+            }
             if !q.busy {
                 q.busy = true;
                 q.writer_turn = true;
@@ -528,6 +548,8 @@ impl Write {
 /// waits.
 fn writer(writes: &Writes) {
     let mut q = lock(&writes.queue);
+    // The writes in the last commit or append (see `LINGER`).
+    let mut last_size = 0;
     loop {
         while !q.writer_turn && !q.closing && !q.broken {
             q = writes
@@ -540,12 +562,32 @@ fn writer(writes: &Writes) {
             // committer panicked.
             break;
         }
+        if writes.inline && last_size >= LINGER_AFTER {
+            // Until enough wait (a submitter wakes it then) or time is up.
+            let until = std::time::Instant::now() + LINGER;
+            q.lingering = true;
+            while !q.closing && q.writes.len() < LINGER_WRITES {
+                let left = until.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                q = writes
+                    .wake
+                    .wait_timeout(q, left)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0;
+            }
+            q.lingering = false;
+        }
         let batch = std::mem::take(&mut q.writes);
         if batch.is_empty() {
             q.writer_turn = false;
             q.busy = false;
+            // Idle: the next write does not linger.
+            last_size = 0;
             continue;
         }
+        last_size = batch.len();
         drop(q);
         // `--fsync interval`: room in the tail first, never while holding
         // the committer, which the commit thread's flush needs.
