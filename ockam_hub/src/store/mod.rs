@@ -32,7 +32,8 @@ pub enum Fsync {
     #[default]
     Always,
     /// A push is confirmed once written to the operating system (a
-    /// write-ahead log in the data directory) and committed without fsync;
+    /// write-ahead log in the data directory), readable from memory at
+    /// once, and committed to the database without fsync within 10 ms;
     /// everything is fsynced every interval, as NATS JetStream's and
     /// Kafka's defaults do. A power cut loses up to one interval of
     /// confirmed pushes.

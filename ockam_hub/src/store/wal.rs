@@ -1,10 +1,10 @@
 //! The durable store's write-ahead log, for `--fsync interval` (issue 17):
-//! each commit's record batches (its pushes, see `batch`) and read
-//! positions are appended to `wal.log` in
-//! the data directory (written to the operating system, not fsynced)
-//! before they are confirmed, while the database commits them without
-//! fsync; every interval a durable commit makes everything before it safe
-//! and the log starts over. After a crash of the process (`kill -9`) the
+//! the record batches of each group of pushes (see `batch`) and read
+//! positions are appended to `wal.log` in the data directory (written to
+//! the operating system, not fsynced), and then confirmed; the commit
+//! thread moves them into the database afterwards, without fsync (see
+//! `tail`); every interval, once the database has everything logged, a
+//! durable commit makes it safe and the log starts over. After a crash of the process (`kill -9`) the
 //! operating system still has the log: opening the store replays what the
 //! database lost. After a power cut, up to one interval is lost.
 //!
