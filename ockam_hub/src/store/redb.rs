@@ -869,13 +869,11 @@ impl Committer {
                                 .or_insert(Building::at(next))
                         }
                     };
-                    if !batch::fits(&b.batch, data) {
-                        done.push((stream.as_str(), b.take()));
+                    let (index, full) = b.push(data)?;
+                    if let Some(full) = full {
+                        done.push((stream.as_str(), full));
                     }
-                    batch::append(&mut b.batch, data)?;
-                    indexes.push(b.next);
-                    b.next += 1;
-                    b.data_bytes += data.len() as u64;
+                    indexes.push(index);
                 }
                 Write::SaveIndex { index, .. } => indexes.push(*index),
                 Write::Trim { to, .. } => indexes.push(*to),
@@ -952,15 +950,22 @@ impl Committer {
 
 /// A record batch being built by [`Committer::log_records`].
 struct Building {
+    /// The index of the stream's first message in this commit or append.
+    first: u64,
+    /// The index of the batch's first message.
     base: u64,
+    /// The index the next message gets.
     next: u64,
+    /// The bytes of the batch's messages' data.
     data_bytes: u64,
+    /// The record batch being built: messages from `base` on.
     batch: Vec<u8>,
 }
 
 impl Building {
     fn at(next: u64) -> Building {
         Building {
+            first: next,
             base: next,
             next,
             data_bytes: 0,
@@ -968,7 +973,21 @@ impl Building {
         }
     }
 
-    /// The batch built so far, for the tail; the next starts after it.
+    /// Adds `data` as the next message; its index, and the batch it did
+    /// not fit in, if any (done: the next batch starts with `data`).
+    ///
+    /// # Errors
+    /// [`ErrorKind::InvalidInput`] when `data` is 4 GiB or more.
+    fn push(&mut self, data: &[u8]) -> Result<(u64, Option<TailBatch>)> {
+        let full = (!batch::fits(&self.batch, data)).then(|| self.take());
+        batch::append(&mut self.batch, data)?;
+        let index = self.next;
+        self.next += 1;
+        self.data_bytes += data.len() as u64;
+        Ok((index, full))
+    }
+
+    /// The batch built so far; the next starts after it.
     fn take(&mut self) -> TailBatch {
         let b = TailBatch {
             base: self.base,
@@ -1095,39 +1114,6 @@ fn durable_commit(db: &::redb::Database) -> Result<()> {
     txn.commit().map_err(|e| storage_error("commit", e))
 }
 
-/// What one commit pushed to one stream.
-struct Pushed {
-    /// The index of its first message in the commit.
-    first: u64,
-    /// The index its next message gets.
-    next: u64,
-    /// The bytes of its messages in the commit.
-    bytes: u64,
-    /// The record batch being built: messages from `base` on.
-    batch: Vec<u8>,
-    /// The index of the batch's first message.
-    base: u64,
-}
-
-impl Pushed {
-    /// Stores the batch being built, if it holds anything, and starts the
-    /// next one at `self.next`.
-    fn store_batch(
-        &mut self,
-        batches: &mut ::redb::Table<(&str, u64), &[u8]>,
-        stream: &str,
-    ) -> Result<()> {
-        if !self.batch.is_empty() {
-            batches
-                .insert((stream, self.base), self.batch.as_slice())
-                .map_err(|e| storage_error("insert", e))?;
-            self.batch.clear();
-        }
-        self.base = self.next;
-        Ok(())
-    }
-}
-
 /// The tables a commit writes.
 struct Tables<'t> {
     batches: ::redb::Table<'t, (&'static str, u64), &'static [u8]>,
@@ -1147,6 +1133,15 @@ impl<'t> Tables<'t> {
             stats: txn.open_table(STREAM_STATS).map_err(open)?,
             times: txn.open_table(TIMES).map_err(open)?,
         })
+    }
+
+    /// Stores `b`, a record batch of `stream`; the bytes of its messages'
+    /// data.
+    fn insert_batch(&mut self, stream: &str, b: &TailBatch) -> Result<u64> {
+        self.batches
+            .insert((stream, b.base), b.batch.as_slice())
+            .map_err(|e| storage_error("insert", e))?;
+        Ok(b.data_bytes)
     }
 
     /// After a commit's record batches of `stream` (messages `first..next`,
@@ -1260,15 +1255,14 @@ fn commit(
     let mut out = Vec::with_capacity(batch.len());
     {
         let mut t = Tables::open(&txn)?;
-        // Per stream pushed to: its first index in this commit, its next,
-        // the bytes added and its record batch (its head read once and
-        // written once, one stats update, one time entry, and one insert
-        // per batch).
-        let mut pushed: HashMap<&str, Pushed> = HashMap::new();
+        // Per stream pushed to: its record batches, and the bytes of those
+        // done (its head read once and written once, one stats update, one
+        // time entry, and one insert per batch).
+        let mut pushed: HashMap<&str, (Building, u64)> = HashMap::new();
         for w in batch {
             match w {
                 Write::Push { stream, data, .. } => {
-                    let p = match pushed.get_mut(stream.as_str()) {
+                    let (b, bytes) = match pushed.get_mut(stream.as_str()) {
                         Some(p) => p,
                         None => {
                             let next = t
@@ -1276,22 +1270,15 @@ fn commit(
                                 .get(stream.as_str())
                                 .map_err(|e| storage_error("read head", e))?
                                 .map_or(0, |g| g.value());
-                            pushed.entry(stream.as_str()).or_insert(Pushed {
-                                first: next,
-                                next,
-                                bytes: 0,
-                                batch: Vec::new(),
-                                base: next,
-                            })
+                            pushed
+                                .entry(stream.as_str())
+                                .or_insert((Building::at(next), 0))
                         }
                     };
-                    if !batch::fits(&p.batch, data) {
-                        p.store_batch(&mut t.batches, stream)?;
+                    let (index, full) = b.push(data)?;
+                    if let Some(full) = full {
+                        *bytes += t.insert_batch(stream, &full)?;
                     }
-                    batch::append(&mut p.batch, data)?;
-                    let index = p.next;
-                    p.next += 1;
-                    p.bytes += data.len() as u64;
                     out.push(index);
                 }
                 Write::Trim { stream, to, .. } => {
@@ -1312,9 +1299,9 @@ fn commit(
             }
         }
         let now = unix_millis();
-        for (stream, mut p) in pushed {
-            p.store_batch(&mut t.batches, stream)?;
-            t.note_pushed(stream, p.first, p.next, p.bytes, now)?;
+        for (stream, (mut b, mut bytes)) in pushed {
+            bytes += t.insert_batch(stream, &b.take())?;
+            t.note_pushed(stream, b.first, b.next, bytes, now)?;
         }
     }
     // Durability::Immediate: on disk when this returns; None: a trim of
