@@ -98,8 +98,9 @@ pub(super) enum Write {
 /// Streams on disk in one `redb` database file, written with group commit:
 /// every push waiting while a transaction commits goes into the next one,
 /// so many concurrent pushes share one fsync. With `--fsync interval`, a
-/// push is confirmed once the write-ahead log has it, and a commit thread
-/// moves it into the database afterwards (see [`Tail`]).
+/// push is confirmed once the write-ahead log has it, readable at once
+/// from memory, and a commit thread moves it into the database within
+/// 10 ms (see [`Fsync::Interval`]).
 pub struct DurableStore {
     db: Arc<::redb::Database>,
     writes: Arc<Writes>,
