@@ -80,7 +80,7 @@ pub(crate) fn install(listen: SocketAddr) -> Result<()> {
     metrics::describe_histogram!(
         COMMIT_SECONDS,
         metrics::Unit::Seconds,
-        "durable store commits (a group of writes, fsync included)"
+        "durable store commits: a group of writes with fsync (--fsync always), or the data file's share of what the write-ahead log confirmed and the interval's fsync (--fsync interval)"
     );
     metrics::describe_gauge!(CONNECTIONS, "TCP connections open");
     metrics::describe_gauge!(WORKERS, "workers on the hub's node");

@@ -33,9 +33,9 @@ pub enum Fsync {
     Always,
     /// A push is confirmed once written to the operating system (a
     /// write-ahead log in the data directory), readable from memory at
-    /// once, and committed to the database without fsync within 10 ms;
-    /// everything is fsynced every interval, as NATS JetStream's and
-    /// Kafka's defaults do. A power cut loses up to one interval of
+    /// once, and committed to the database without fsync, usually within
+    /// 10 ms; everything is fsynced every interval, as NATS JetStream's
+    /// and Kafka's defaults do. A power cut loses up to one interval of
     /// confirmed pushes.
     Interval(Duration),
 }

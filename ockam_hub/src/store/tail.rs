@@ -95,6 +95,8 @@ pub(super) struct TailState {
     /// The commit thread is gone (the store closed, or it panicked):
     /// nothing waits for room or a flush.
     pub(super) stopped: bool,
+    /// The store is closing: the writer no longer waits for room.
+    pub(super) draining: bool,
     /// Whether the last flush made everything durable.
     pub(super) last_flush_ok: bool,
 }
@@ -161,10 +163,11 @@ impl Tail {
         st.flushes_done >= target && st.last_flush_ok
     }
 
-    /// Waits until the tail has room, or the commit thread is gone.
+    /// Waits until the tail has room, the commit thread is gone, or the
+    /// store is closing.
     pub(super) fn wait_for_room(&self) {
         let mut st = lock(&self.state);
-        while self.is_full() && !st.stopped {
+        while self.is_full() && !st.stopped && !st.draining {
             st = self
                 .room
                 .wait(st)

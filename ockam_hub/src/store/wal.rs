@@ -4,9 +4,10 @@
 //! the operating system, not fsynced), and then confirmed; the commit
 //! thread moves them into the database afterwards, without fsync (see
 //! `tail`); every interval, once the database has everything logged, a
-//! durable commit makes it safe and the log starts over. After a crash of the process (`kill -9`) the
-//! operating system still has the log: opening the store replays what the
-//! database lost. After a power cut, up to one interval is lost.
+//! durable commit makes it safe and the log starts over. After a crash of
+//! the process (`kill -9`) the operating system still has the log: opening
+//! the store replays what the database lost. After a power cut, up to one
+//! interval is lost.
 //!
 //! A record is a little-endian `u32` length and a BARE [`Record`]; a record
 //! cut short (the process died while writing it, so it was never
