@@ -9,7 +9,7 @@
 //! | `ockam_hub_refusals_total` | counter | `protocol` | requests answered with a `stream_error` (access, limits, malformed, store failures) |
 //! | `ockam_hub_pushed_messages_total` | counter | `service` | pushes stored and confirmed |
 //! | `ockam_hub_pulled_messages_total` | counter | `service` | messages returned by pulls |
-//! | `ockam_hub_store_commit_seconds` | histogram | | time of each durable store commit (a group of writes, fsync included) |
+//! | `ockam_hub_store_commit_seconds` | histogram | | time of each durable store commit: a group of writes with fsync (`--fsync always`); with `--fsync interval`, each move of confirmed writes into the data file and each interval's fsync |
 //! | `ockam_hub_connections` | gauge | | TCP connections open |
 //! | `ockam_hub_workers` | gauge | | workers on the hub's node (services, stream workers, forwarders, channel ends) |
 //! | `ockam_hub_streams` | gauge | `service` | streams in the store |
