@@ -853,10 +853,8 @@ impl Committer {
         let Some(tail) = self.tail.clone() else {
             return;
         };
-        match self.log_records(&batch, &tail) {
-            Ok(indexes) => answer(batch, Ok(indexes)),
-            Err(e) => answer(batch, Err(e)),
-        }
+        let logged = self.log_records(&batch, &tail);
+        answer(batch, logged);
     }
 
     /// See [`Committer::log`]: the indexes of `batch`'s writes.
@@ -947,14 +945,23 @@ impl Committer {
             .db
             .begin_read()
             .map_err(|e| storage_error("begin read", e))?;
-        let table = txn
-            .open_table(HEADS)
-            .map_err(|e| storage_error("open", e))?;
-        Ok(table
-            .get(stream)
-            .map_err(|e| storage_error("read head", e))?
-            .map_or(0, |g| g.value()))
+        head_in(&txn, stream)
     }
+}
+
+/// The index the next message of `stream` gets, as the database has it
+/// (0 for a stream it does not know).
+///
+/// # Errors
+/// A storage error when the table cannot be read.
+fn head_in(txn: &::redb::ReadTransaction, stream: &str) -> Result<u64> {
+    let table = txn
+        .open_table(HEADS)
+        .map_err(|e| storage_error("open", e))?;
+    Ok(table
+        .get(stream)
+        .map_err(|e| storage_error("read head", e))?
+        .map_or(0, |g| g.value()))
 }
 
 /// A stream's record batches being built from its pushes, by a commit
@@ -1424,16 +1431,7 @@ impl StreamStore for DurableStore {
         // Not in the tail: the database has all of it (a batch leaves the
         // tail only once committed).
         let stream = stream.to_string();
-        self.read(move |txn| {
-            let table = txn
-                .open_table(HEADS)
-                .map_err(|e| storage_error("open", e))?;
-            Ok(table
-                .get(stream.as_str())
-                .map_err(|e| storage_error("read head", e))?
-                .map_or(0, |g| g.value()))
-        })
-        .await
+        self.read(move |txn| head_in(txn, &stream)).await
     }
 
     async fn get_index(&self, client: &str, stream: &str) -> Result<Option<u64>> {
