@@ -584,6 +584,20 @@ impl TransportMessage {
         Self::checked(head, data[payload].to_vec())
     }
 
+    #[doc(hidden)] // for the TCP transport's frame decoder
+    /// Where the payload starts in the encoding of a transport message
+    /// whose first bytes are `data` (which may stop anywhere in the
+    /// payload): `(head_len, payload_len)`, the payload being the
+    /// `payload_len` bytes after the first `head_len`. `None` when `data`
+    /// does not hold the whole head, or the head is malformed (decoding
+    /// the whole message then says why).
+    pub fn payload_position(data: &[u8]) -> Option<(usize, usize)> {
+        let mut r = wire::Reader::new(data);
+        Self::read_routes(&mut r).ok()?;
+        let len = usize::try_from(r.uint().ok()?).ok()?;
+        Some((data.len() - r.remaining(), len))
+    }
+
     #[doc(hidden)] // for the transport and channel crates: see `internal`
     /// Decodes a message stored payload first: `buf[..head.start]` is the
     /// payload and `buf[head]` the rest of the encoding (the bytes of
@@ -743,6 +757,14 @@ pub mod wire {
         /// is longer than 10 bytes or is not canonical.
         #[inline]
         pub fn uint(&mut self) -> Result<u64> {
+            // One byte (below 128: lengths of short strings and lists, the
+            // common case) is always canonical.
+            if let Some((&b, rest)) = self.buf.split_first() {
+                if b < 0x80 {
+                    self.buf = rest;
+                    return Ok(u64::from(b));
+                }
+            }
             let mut v: u64 = 0;
             for i in 0..10 {
                 let b = self.u8()?;

@@ -17,7 +17,10 @@
 //! Each system runs once a round, in turn (3 rounds, `BENCH_ROUNDS=n`;
 //! one with `--quick`), and the figures are each one's medians: this
 //! machine's speed drifts by a third within minutes, and a slow spell
-//! then weighs on every system instead of one.
+//! then weighs on every system instead of one. Each round starts one
+//! system later than the last, and before each system the page cache is
+//! written back (`sync`), so that no system can be measured during the
+//! previous one's writeback, and none always runs after the same one.
 //!
 //! `cargo bench -p ockam-rs-hub --bench vs_jetstream` (`-- --quick`: fewer
 //! messages, one round). The same binary is our client: `publish PORT N SIZE
@@ -73,9 +76,12 @@ fn publish(port: &str, n: u64, size: usize, producers: u64) {
                     let (mut sent, mut confirmed) = (0u64, 0u64);
                     while confirmed < count {
                         while sent < count && sent - confirmed < window {
-                            let req = PushRequest {
+                            // Borrowed, as the JetStream anchor publishes a
+                            // shared `Bytes`: no copy of the message per push
+                            // before its encoding.
+                            let req = PushRequestRef {
                                 request_id: Uint(sent),
-                                data: data.clone(),
+                                data: &data,
                             };
                             c.send(worker.clone(), ProtocolPayload::new(STREAM_PUSH, &req)?)
                                 .await?;
@@ -214,6 +220,14 @@ fn nats() -> Option<(Server, String, tempfile::TempDir)> {
     Some((Server(child), port, dir))
 }
 
+/// Before each system: writes back what is dirty in the page cache
+/// (`sync`) and lets the machine settle, so that no system can be measured
+/// during the previous one's writeback (the same for JetStream and ours).
+fn settle() {
+    let _ = Command::new("sync").status();
+    std::thread::sleep(Duration::from_millis(500));
+}
+
 /// A hub process with a new data directory and `args`.
 fn hub(args: &[&str]) -> (Server, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -329,22 +343,33 @@ fn main() {
     ];
     let mut js_runs: Vec<Figures> = Vec::new();
     let mut our_runs: Vec<Vec<Figures>> = vec![Vec::new(); modes.len()];
+    // System 0 is JetStream, system m + 1 our mode m. Each round starts
+    // one system later than the last, so that no system always runs right
+    // after the same one.
+    let systems = modes.len() + 1;
     for round in 0..repeats {
         eprintln!("round {} of {repeats}", round + 1);
-        if let Some(bin) = &js_bin {
-            match nats() {
-                Some((server, port, _dir)) => {
-                    js_runs.push(figures(bin, &port, n, rounds));
-                    drop(server);
+        for k in 0..systems {
+            let system = (round + k) % systems;
+            settle();
+            if system == 0 {
+                if let Some(bin) = &js_bin {
+                    match nats() {
+                        Some((server, port, _dir)) => {
+                            js_runs.push(figures(bin, &port, n, rounds));
+                            drop(server);
+                        }
+                        None if round == 0 => {
+                            println!("(no nats-server: apt-get install nats-server)")
+                        }
+                        None => {}
+                    }
                 }
-                None if round == 0 => println!("(no nats-server: apt-get install nats-server)"),
-                None => {}
+            } else {
+                let (server, port, _dir) = hub(modes[system - 1].1);
+                our_runs[system - 1].push(figures(&me, &port, n, rounds));
+                drop(server);
             }
-        }
-        for (m, (_, hub_args)) in modes.iter().enumerate() {
-            let (server, port, _dir) = hub(hub_args);
-            our_runs[m].push(figures(&me, &port, n, rounds));
-            drop(server);
         }
     }
     let labels = [

@@ -33,7 +33,7 @@
 
 pub mod access;
 pub mod kafka_child;
-mod memory;
+pub mod memory;
 pub mod metrics;
 pub mod retention;
 pub mod sequencer;
@@ -432,13 +432,8 @@ async fn start_stream_services(
         },
     )
     .await?;
-    ctx.start_worker(
-        index,
-        IndexService {
-            shared: shared.clone(),
-        },
-    )
-    .await?;
+    ctx.start_worker(index, IndexService::new(shared.clone()))
+        .await?;
     Ok(shared)
 }
 

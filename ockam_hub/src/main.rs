@@ -10,6 +10,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+/// The binary's allocator (the `mimalloc` feature, on by default). With
+/// glibc's, an allocation of 1 KiB or more (a message) first merges every
+/// freed small chunk (its fast bins), and allocation took a seventh of the
+/// hub's time under load; see BENCHMARKS.md, "The hub's allocator".
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum Storage {
     /// On disk in --data-dir (survives restarts and crashes).
@@ -294,7 +302,11 @@ fn main() -> ExitCode {
         timeout: Duration::from_millis(args.kafka_timeout_ms),
         ..KafkaConfig::new(servers)
     });
-    let (ctx, mut executor) = ockam_node::start_node();
+    // Each worker thread gives the memory it freed back as it goes idle,
+    // when asked (see `ockam_hub::memory`).
+    let (ctx, mut executor) = ockam_node::start_node_with(|runtime| {
+        runtime.on_thread_park(ockam_hub::memory::collect_when_asked);
+    });
     if args.kafka_child {
         let Some(kafka) = kafka else {
             eprintln!("ockam_hub: --kafka-child needs --kafka-bootstrap-servers");

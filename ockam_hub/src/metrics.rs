@@ -9,7 +9,9 @@
 //! | `ockam_hub_refusals_total` | counter | `protocol` | requests answered with a `stream_error` (access, limits, malformed, store failures) |
 //! | `ockam_hub_pushed_messages_total` | counter | `service` | pushes stored and confirmed |
 //! | `ockam_hub_pulled_messages_total` | counter | `service` | messages returned by pulls |
-//! | `ockam_hub_store_commit_seconds` | histogram | | time of each durable store commit: a group of writes with fsync (`--fsync always`); with `--fsync interval`, each move of confirmed writes into the data file and each interval's fsync |
+//! | `ockam_hub_store_commit_seconds` | histogram | | time of each commit to the durable store's data file: a group of writes with fsync (`--fsync always`); with `--fsync interval`, each move of writes the write-ahead log confirmed into the data file, without fsync |
+//! | `ockam_hub_store_flush_seconds` | histogram | | `--fsync interval`: time of each interval's flush that succeeded (what the write-ahead log has into the data file, fsync, the log emptied) |
+//! | `ockam_hub_store_errors_total` | counter | `op` | failures of the durable store, each also logged at error. `commit`: writes refused (a commit, or with `--fsync interval` an append to the write-ahead log, failed), or with `--fsync interval` a move into the data file failed (the log keeps the writes; tried again). `flush`: an interval's flush failed (tried again at the next). `stopped`: a commit panicked and the store takes no more writes (restart the hub) |
 //! | `ockam_hub_connections` | gauge | | TCP connections open |
 //! | `ockam_hub_workers` | gauge | | workers on the hub's node (services, stream workers, forwarders, channel ends) |
 //! | `ockam_hub_streams` | gauge | `service` | streams in the store |
@@ -40,6 +42,8 @@ pub(crate) const REFUSALS: &str = "ockam_hub_refusals_total";
 pub(crate) const PUSHED: &str = "ockam_hub_pushed_messages_total";
 pub(crate) const PULLED: &str = "ockam_hub_pulled_messages_total";
 pub(crate) const COMMIT_SECONDS: &str = "ockam_hub_store_commit_seconds";
+pub(crate) const FLUSH_SECONDS: &str = "ockam_hub_store_flush_seconds";
+const STORE_ERRORS: &str = "ockam_hub_store_errors_total";
 const CONNECTIONS: &str = "ockam_hub_connections";
 const WORKERS: &str = "ockam_hub_workers";
 const STREAMS: &str = "ockam_hub_streams";
@@ -71,6 +75,8 @@ pub(crate) fn install(listen: SocketAddr) -> Result<()> {
         .with_http_listener(listen)
         .set_buckets_for_metric(Matcher::Full(COMMIT_SECONDS.into()), &buckets)
         .map_err(failed)?
+        .set_buckets_for_metric(Matcher::Full(FLUSH_SECONDS.into()), &buckets)
+        .map_err(failed)?
         .install()
         .map_err(failed)?;
     metrics::describe_counter!(REQUESTS, "stream protocol requests received");
@@ -80,8 +86,21 @@ pub(crate) fn install(listen: SocketAddr) -> Result<()> {
     metrics::describe_histogram!(
         COMMIT_SECONDS,
         metrics::Unit::Seconds,
-        "durable store commits: a group of writes with fsync (--fsync always), or the data file's share of what the write-ahead log confirmed and the interval's fsync (--fsync interval)"
+        "commits to the data file: a group of writes with fsync (--fsync always), or writes the write-ahead log confirmed, without fsync (--fsync interval)"
     );
+    metrics::describe_histogram!(
+        FLUSH_SECONDS,
+        metrics::Unit::Seconds,
+        "--fsync interval: each interval's flush that succeeded (the log's writes into the data file, fsync, the log emptied)"
+    );
+    metrics::describe_counter!(
+        STORE_ERRORS,
+        "durable store failures (op: commit, flush, stopped); each is also logged at error"
+    );
+    // At 0 from the start, for alerts on any increase.
+    for op in [StoreOp::Commit, StoreOp::Flush, StoreOp::Stopped] {
+        store_failed(op, 0);
+    }
     metrics::describe_gauge!(CONNECTIONS, "TCP connections open");
     metrics::describe_gauge!(WORKERS, "workers on the hub's node");
     metrics::describe_gauge!(STREAMS, "streams in the store");
@@ -142,6 +161,31 @@ impl ServiceMetrics {
         }
         .increment(1);
     }
+}
+
+/// What failed in the durable store (the `op` label of
+/// `ockam_hub_store_errors_total`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StoreOp {
+    /// Writes refused (their commit, or their append to the write-ahead
+    /// log, failed), or a move of logged writes into the data file that
+    /// failed and is tried again (`--fsync interval`).
+    Commit,
+    /// An interval's flush failed: the move into the data file, the fsync
+    /// or emptying the log (`--fsync interval`; tried again at the next).
+    Flush,
+    /// A commit panicked: the store takes no more writes.
+    Stopped,
+}
+
+/// Counts `n` failures of `op` in the durable store.
+pub(crate) fn store_failed(op: StoreOp, n: u64) {
+    let op = match op {
+        StoreOp::Commit => "commit",
+        StoreOp::Flush => "flush",
+        StoreOp::Stopped => "stopped",
+    };
+    counter!(STORE_ERRORS, "op" => op).increment(n);
 }
 
 /// Counts a refusal of a request of `protocol`.

@@ -47,22 +47,28 @@ fn sample(page: &str, name: &str, labels: &[&str]) -> Option<f64> {
         .and_then(|(_, v)| v.parse().ok())
 }
 
-#[test]
-fn the_metrics_page_counts_what_the_hub_does() {
+/// A hub on a new data directory, serving metrics, with `args` besides;
+/// up. Its directory, address, metrics address and process.
+fn hub_with_metrics(args: &[&str]) -> (tempfile::TempDir, String, String, HubProcess) {
     let dir = tempfile::tempdir().unwrap();
     let addr = free_address();
     let metrics = free_address();
-    let hub = HubProcess::start(
-        &addr,
-        &[
-            "--data-dir",
-            dir.path().to_str().unwrap(),
-            "--metrics-listen",
-            &metrics,
-        ],
-    );
+    let mut all = vec![
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+        "--metrics-listen",
+        &metrics,
+    ];
+    all.extend_from_slice(args);
+    let hub = HubProcess::start(&addr, &all);
     hub.wait_for_log("serving Prometheus metrics", Duration::from_secs(10));
     hub.wait_for_log("hub up", Duration::from_secs(10));
+    (dir, addr, metrics, hub)
+}
+
+#[test]
+fn the_metrics_page_counts_what_the_hub_does() {
+    let (_dir, addr, metrics, hub) = hub_with_metrics(&[]);
     let before = scrape(&metrics);
     assert_eq!(
         sample(
@@ -121,20 +127,10 @@ fn the_metrics_page_counts_what_the_hub_does() {
         .unwrap();
 
     // Gauges are sampled every second.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let page = loop {
-        let page = scrape(&metrics);
-        let lag = sample(
-            &page,
-            "ockam_hub_consumer_lag_messages",
-            &[r#"client="c""#, r#"stream="m-1""#],
-        );
-        if lag == Some(6.0) {
-            break page;
-        }
-        assert!(Instant::now() < deadline, "lag {lag:?} after 15 s:\n{page}");
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let page = scrape_until(&metrics, "a lag of 6", |page| {
+        let lag = &[r#"client="c""#, r#"stream="m-1""#];
+        sample(page, "ockam_hub_consumer_lag_messages", lag) == Some(6.0)
+    });
     let s = |name: &str, labels: &[&str]| {
         sample(&page, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in\n{page}"))
     };
@@ -169,11 +165,63 @@ fn the_metrics_page_counts_what_the_hub_does() {
         s("ockam_hub_store_commit_seconds_count", &[]) >= 2.0,
         "a commit for the pushes and one for the index"
     );
+    // `--fsync always` (the default) has no flushes, and nothing failed.
+    assert_eq!(
+        sample(&page, "ockam_hub_store_flush_seconds_count", &[]).unwrap_or(0.0),
+        0.0
+    );
+    assert_eq!(s("ockam_hub_store_errors_total", &[r#"op="commit""#]), 0.0);
+    assert_eq!(s("ockam_hub_store_errors_total", &[r#"op="flush""#]), 0.0);
     assert_eq!(s("ockam_hub_streams", &[stream]), 1.0);
     assert_eq!(s("ockam_hub_stored_messages", &[stream]), 10.0);
     assert!(s("ockam_hub_stored_bytes", &[]) > 0.0);
     assert!(s("ockam_hub_workers", &[]) >= 4.0, "services at least");
     drop(hub);
+}
+
+#[test]
+fn with_fsync_interval_the_metrics_page_times_commits_and_flushes_apart() {
+    let (_dir, addr, metrics, hub) = hub_with_metrics(&["--fsync", "interval=20"]);
+    push_from_new_node(&addr, "f-1", 10);
+    // The commit thread moves the pushes into the data file within about
+    // 10 ms, and a flush follows within the interval.
+    let page = scrape_until(&metrics, "a commit and a flush", |page| {
+        let count = |name: &str| sample(page, name, &[]).unwrap_or(0.0);
+        count("ockam_hub_store_commit_seconds_count") >= 1.0
+            && count("ockam_hub_store_flush_seconds_count") >= 1.0
+    });
+    assert_eq!(
+        sample(&page, "ockam_hub_store_errors_total", &[r#"op="flush""#]),
+        Some(0.0),
+        "{page}"
+    );
+    drop(hub);
+}
+
+/// Scrapes the metrics page at `metrics` until `done` holds of it (15 s
+/// at most, then fails saying it waited for `what`); the page.
+fn scrape_until(metrics: &str, what: &str, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let page = scrape(metrics);
+        if done(&page) {
+            return page;
+        }
+        assert!(Instant::now() < deadline, "no {what} after 15 s:\n{page}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// [`push_n`] from a node of its own, stopped after.
+fn push_from_new_node(addr: &str, stream: &str, n: u64) {
+    let (mut ctx, mut executor) = start_node();
+    let (addr, stream) = (addr.to_string(), stream.to_string());
+    executor
+        .execute(async move {
+            push_n(&mut ctx, &addr, &stream, n).await?;
+            ctx.stop().await
+        })
+        .unwrap();
 }
 
 /// Pushes `n` messages of 100 bytes to `stream` at the hub at `addr`.
@@ -299,14 +347,7 @@ fn streams_list_and_show_read_a_data_directory_while_the_hub_runs() {
 
     // The hub still serves (the reader took nothing from it), and after it
     // stops the directory reads the same.
-    let (mut ctx, mut executor) = start_node();
-    let a = addr.clone();
-    executor
-        .execute(async move {
-            push_n(&mut ctx, &a, "i-2", 1).await?;
-            ctx.stop().await
-        })
-        .unwrap();
+    push_from_new_node(&addr, "i-2", 1);
     // Killed: the file needs the repair a hub makes, which a reader
     // cannot; it says so. A hub started and stopped again repairs it.
     drop(hub);
@@ -484,15 +525,19 @@ fn retention_keeps_streams_within_their_limits_and_tells_trimmed_readers() {
                 sizes.push(std::fs::metadata(data.join("streams.redb"))?.len());
             }
             println!("data file after each round of 2,000 KiB: {sizes:?} bytes");
+            // Kept growing, it would triple from the first third to the
+            // last (8 MB to 24 MB). Reclaimed, it may still grow a step
+            // when a trim lags a burst on a loaded machine (3.1 MB to
+            // 4.4 MB once, in round 7 of 12), then stay there.
             let early = sizes[..4].iter().max().copied().unwrap_or(0);
             let late = sizes[8..].iter().max().copied().unwrap_or(0);
             assert!(
-                late <= early + early / 5,
+                late <= early * 2,
                 "the data file kept growing under a byte limit: {sizes:?}"
             );
             let pushed = 12 * 2000 * 1024;
             assert!(
-                late < pushed / 2,
+                late < pushed / 4,
                 "a data file of {late} bytes for {pushed} bytes pushed, 200,000 kept"
             );
 

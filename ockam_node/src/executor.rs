@@ -36,9 +36,32 @@ pub struct Executor {
 /// # Panics
 /// If the operating system refuses to create the runtime's threads.
 pub fn start_node() -> (Context, Executor) {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("ockam-node")
+    start_node_with(|_| {})
+}
+
+/// [`start_node`], with `configure` given the node's tokio runtime builder
+/// before the runtime is built: for a program that needs a hook on the
+/// runtime's threads (`on_thread_park`, `on_thread_start`) or a number of
+/// worker threads of its own. The builder comes multi-threaded, with every
+/// driver enabled (I/O, time) and its threads named `ockam-node`; the node
+/// needs both drivers, so `configure` must not take them away.
+///
+/// ```
+/// let (ctx, mut executor) = ockam_node::start_node_with(|runtime| {
+///     runtime.worker_threads(2);
+/// });
+/// executor.execute(async move { ctx.stop().await }).unwrap();
+/// ```
+///
+/// # Panics
+/// If the operating system refuses to create the runtime's threads.
+pub fn start_node_with(
+    configure: impl FnOnce(&mut tokio::runtime::Builder),
+) -> (Context, Executor) {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("ockam-node");
+    configure(&mut builder);
+    let runtime = builder
         .build()
         .unwrap_or_else(|e| panic!("cannot start the node's tokio runtime: {e}"));
     let router = Router::new();

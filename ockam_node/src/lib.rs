@@ -65,7 +65,7 @@ pub mod __node_prelude {
 pub mod __private {
     pub use ockam_core::async_trait;
 }
-pub use executor::{setup_tracing, start_node, Executor, APP_ADDRESS};
+pub use executor::{setup_tracing, start_node, start_node_with, Executor, APP_ADDRESS};
 pub use helper::HelperTask;
 pub use mailbox::{HIGH_WATER_BYTES, HIGH_WATER_MARK, PRESSURE_WAIT};
 pub use router::{

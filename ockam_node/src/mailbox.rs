@@ -131,9 +131,16 @@ impl MailboxSender {
     #[allow(clippy::result_large_err)]
     pub(crate) fn send(&self, msg: LocalMessage) -> Result<bool, LocalMessage> {
         let bytes = msg.transport().payload.len();
+        // Counted before it is queued: the receiver may take it (and
+        // uncount it) before `send` returns, and the counts must never go
+        // below zero (they did, under load: `release` overflowed).
+        let over = self.pressure.add(bytes);
         match self.tx.send(msg) {
-            Ok(()) => Ok(self.pressure.add(bytes)),
-            Err(e) => Err(e.0),
+            Ok(()) => Ok(over),
+            Err(e) => {
+                self.pressure.release(1, bytes);
+                Err(e.0)
+            }
         }
     }
 

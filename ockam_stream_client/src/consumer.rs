@@ -44,6 +44,10 @@ use tracing::{debug, info, warn};
 /// got (the pause doubles from `retry_after` at each such round).
 pub const MAX_REDELIVERY_PAUSE: Duration = Duration::from_secs(64);
 
+/// Most times the time given for an answer doubles after requests lost in
+/// a row (see [`Consumer::poll_timeout`]): `retry_after` × 4 at most.
+pub const MAX_LOSS_DOUBLINGS: u32 = 2;
+
 /// How a [`Consumer`] behaves.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
@@ -60,8 +64,10 @@ pub struct ConsumerConfig {
     pub pull_wait: Duration,
     /// A request unanswered for this long (plus `pull_wait` for a waiting
     /// pull) means the hub lost it: the consumer opens the stream again
-    /// (default [`crate::RETRY_AFTER`]). Also the pause before delivering
-    /// again a message the application never got.
+    /// (default [`crate::RETRY_AFTER`]); after requests lost in a row it
+    /// waits twice, then four times as long ([`MAX_LOSS_DOUBLINGS`]),
+    /// until the hub answers again. Also the pause before delivering again
+    /// a message the application never got.
     pub retry_after: Duration,
     /// Without waiting pulls, the pause between two empty pulls; also the
     /// least time between two index saves (default 100 ms: the builder's
@@ -159,7 +165,9 @@ enum Kind {
 #[derive(Debug, Clone, Copy)]
 struct Request {
     kind: Kind,
-    sent_at: Instant,
+    /// When it is taken as lost if unanswered (fixed when it is sent:
+    /// see [`Consumer::answer_within`]).
+    lost_at: Instant,
     id: u64,
 }
 
@@ -214,6 +222,11 @@ pub struct Consumer {
     missed: u64,
     /// The ranges missed, not yet polled ([`Consumer::poll_missed`]).
     missed_ranges: VecDeque<(u64, u64)>,
+    /// Requests in a row given up on unanswered: each doubles the time the
+    /// next one is given (see [`Consumer::answer_within`]). Back to 0 once
+    /// the index service or a stream worker answers (a stream opened is
+    /// not enough: the index service may be the slow one).
+    losses: u32,
     /// Rounds of delivering again a message the application never got,
     /// since the saved position last moved (the pause doubles each round).
     redeliveries: u32,
@@ -250,6 +263,7 @@ impl Consumer {
             reset: false,
             redeliver_at: None,
             redeliveries: 0,
+            losses: 0,
             incarnation: None,
             other_log: false,
             trimmed_to: None,
@@ -309,6 +323,7 @@ impl Consumer {
             }
             Input::Index(h) if self.expects(Kind::Index) => {
                 self.request = None;
+                self.losses = 0;
                 self.on_index(h);
                 self.state = State::Pulling;
             }
@@ -392,6 +407,7 @@ impl Consumer {
             return;
         }
         self.request = None;
+        self.losses = 0;
         let Some(mut next) = self.next_pull else {
             return;
         };
@@ -456,6 +472,13 @@ impl Consumer {
                     Kind::Index => protocol == STREAM_INDEX,
                     Kind::Pull { .. } => protocol == STREAM_PULL || protocol == STREAM_PULL_WAIT,
                 });
+                if protocol == STREAM_INDEX && self.save_in_flight.is_some() {
+                    // Which of the two (the save, or the `Get` in flight)
+                    // was refused is not said: the save is sent again
+                    // later either way (a save twice is harmless).
+                    self.take_back_save();
+                    self.last_save_at = Some(now + self.config.refused_retry);
+                }
                 if for_ours {
                     self.request = None;
                     let pause = if protocol == STREAM_CREATE {
@@ -632,7 +655,7 @@ impl Consumer {
         };
         self.request = Some(Request {
             kind,
-            sent_at: now,
+            lost_at: now + self.answer_within(kind),
             id: self.request_id,
         });
         Some(transmit)
@@ -670,13 +693,7 @@ impl Consumer {
     /// [`poll_transmit`](Self::poll_transmit)) has something to do, if
     /// ever.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let lost = self.request.map(|r| {
-            let wait = match r.kind {
-                Kind::Pull { waiting: true } => self.config.pull_wait,
-                _ => Duration::ZERO,
-            };
-            r.sent_at + wait + self.config.retry_after
-        });
+        let lost = self.request.map(|r| r.lost_at);
         // (A save never sent before goes out at the next poll_transmit.)
         let save = if self.save_wanted() {
             self.last_save_at.map(|t| t + self.config.poll_interval)
@@ -693,16 +710,31 @@ impl Consumer {
     /// stream opened again (keeping the read position).
     pub fn handle_timeout(&mut self, now: Instant) {
         if let Some(lost) = self.request {
-            let wait = match lost.kind {
-                Kind::Pull { waiting: true } => self.config.pull_wait,
-                _ => Duration::ZERO,
-            };
-            if now >= lost.sent_at + wait + self.config.retry_after {
-                info!(stream = %self.stream, request = ?lost.kind, "no answer from the hub; opening the stream again");
+            if now >= lost.lost_at {
+                self.losses = self.losses.saturating_add(1);
+                info!(stream = %self.stream, request = ?lost.kind, lost_in_a_row = self.losses, "no answer from the hub; opening the stream again");
                 self.request = None;
                 self.state = State::Opening;
             }
         }
+    }
+
+    /// How long a request of `kind` is given for its answer before it is
+    /// taken as lost: a waiting pull's own wait, plus `retry_after`
+    /// doubled for each request in a row given up on, up to
+    /// [`MAX_LOSS_DOUBLINGS`] times (2, 4, 8 s by default), as TCP's
+    /// retransmission timer backs off (RFC 6298, 5.5). A hub slow to
+    /// answer (its back end under load) is then not sent the same requests
+    /// again every `retry_after`, each opening another stream worker, the
+    /// longer it is slow; an answer of the index service or a pull's sets
+    /// it back to `retry_after`.
+    fn answer_within(&self, kind: Kind) -> Duration {
+        let wait = match kind {
+            Kind::Pull { waiting: true } => self.config.pull_wait,
+            _ => Duration::ZERO,
+        };
+        let backoff = 1u32 << self.losses.min(MAX_LOSS_DOUBLINGS);
+        wait + self.config.retry_after.saturating_mul(backoff)
     }
 }
 
@@ -723,17 +755,7 @@ mod tests {
     /// returns it and its first pull.
     fn opened(index: Option<u64>, now: Instant) -> (Consumer, Transmit) {
         let mut c = Consumer::new("s", "c", config());
-        assert!(matches!(c.poll_transmit(now), Some(Transmit::Create(_))));
-        c.handle(
-            Input::Init {
-                incarnation: Some(1),
-            },
-            now,
-        );
-        assert!(matches!(
-            c.poll_transmit(now),
-            Some(Transmit::Index(IndexRequest::Get { .. }))
-        ));
+        open_again(&mut c, Some(1), now);
         c.handle(Input::Index(index), now);
         let pull = c.poll_transmit(now).expect("a pull");
         (c, pull)
@@ -768,6 +790,27 @@ mod tests {
             },
             now,
         );
+    }
+
+    /// The request out is lost at its deadline; the stream opens again
+    /// (the hub answering with `incarnation`) and the `Get` goes out.
+    /// When, as an instant.
+    fn lose_and_reopen(c: &mut Consumer, incarnation: Option<u64>) -> Instant {
+        let lost = c.poll_timeout().unwrap();
+        c.handle_timeout(lost);
+        open_again(c, incarnation, lost);
+        lost
+    }
+
+    /// The stream opens (the hub answering with `incarnation`) and the
+    /// `Get` goes out, at `now`.
+    fn open_again(c: &mut Consumer, incarnation: Option<u64>, now: Instant) {
+        assert!(matches!(c.poll_transmit(now), Some(Transmit::Create(_))));
+        c.handle(Input::Init { incarnation }, now);
+        assert!(matches!(
+            c.poll_transmit(now),
+            Some(Transmit::Index(IndexRequest::Get { .. }))
+        ));
     }
 
     fn saves(c: &mut Consumer, now: Instant) -> Vec<u64> {
@@ -895,19 +938,7 @@ mod tests {
         take(&mut c, &d[1], t0);
         assert_eq!(saves(&mut c, t0), [5]);
         // The hub restarts empty: the waiting pull is lost.
-        let lost = c.poll_timeout().unwrap();
-        c.handle_timeout(lost);
-        assert!(matches!(c.poll_transmit(lost), Some(Transmit::Create(_))));
-        c.handle(
-            Input::Init {
-                incarnation: Some(1),
-            },
-            lost,
-        );
-        assert!(matches!(
-            c.poll_transmit(lost),
-            Some(Transmit::Index(IndexRequest::Get { .. }))
-        ));
+        let lost = lose_and_reopen(&mut c, Some(1));
         c.handle(Input::Index(None), lost);
         let pull = c.poll_transmit(lost).unwrap();
         answer(&mut c, &pull, 0, 1, lost);
@@ -941,6 +972,68 @@ mod tests {
         let pull = c.poll_transmit(lost).unwrap();
         answer(&mut c, &pull, 0, 1, lost);
         assert_eq!(c.poll_deliver().map(|d| d.index), Some(0));
+    }
+
+    /// A refusal of `stream_index` while both a save and a `Get` are out
+    /// (a busy index service): which one was refused is not said, so the
+    /// save is sent again.
+    #[test]
+    fn an_index_refusal_with_a_get_out_sends_the_save_again() {
+        let t0 = Instant::now();
+        let (mut c, pull) = opened(Some(0), t0);
+        answer(&mut c, &pull, 0, 2, t0);
+        let d: Vec<Deliver> = std::iter::from_fn(|| c.poll_deliver()).collect();
+        take(&mut c, &d[0], t0);
+        take(&mut c, &d[1], t0);
+        assert_eq!(saves(&mut c, t0), [2]);
+        // The pull is lost; the stream opens again, its `Get` goes out.
+        let lost = lose_and_reopen(&mut c, None);
+        c.handle(
+            Input::Refused(StreamError::new(STREAM_INDEX, "the index service is busy")),
+            lost,
+        );
+        let later = lost + Duration::from_secs(5);
+        c.handle(Input::Index(Some(0)), later);
+        assert_eq!(saves(&mut c, later), [2]);
+    }
+
+    /// A hub slow to answer (its back end under load): each request lost
+    /// in a row is given twice as long, up to four times `retry_after`,
+    /// and the first answer sets it back.
+    #[test]
+    fn requests_lost_in_a_row_are_given_longer_each_time() {
+        let t0 = Instant::now();
+        let retry = ConsumerConfig::default().retry_after;
+        let (mut c, pull) = opened(Some(0), t0);
+        let pull_wait = ConsumerConfig::default().pull_wait;
+        // The waiting pull: its wait, then retry_after.
+        assert_eq!(c.poll_timeout(), Some(t0 + pull_wait + retry));
+        drop(pull);
+        let mut now = t0 + pull_wait + retry;
+        c.handle_timeout(now);
+        // The reopening requests, each lost: 2x, 4x, then 4x again.
+        for factor in [2, 4, 4] {
+            assert!(matches!(c.poll_transmit(now), Some(Transmit::Create(_))));
+            let due = c.poll_timeout().unwrap();
+            assert_eq!(due - now, retry * factor, "{c:?}");
+            c.handle_timeout(due - Duration::from_millis(1));
+            assert!(c.awaits_init(), "not lost before its time");
+            now = due;
+            c.handle_timeout(now);
+            assert!(!c.awaits_init());
+        }
+        // The stream opens; the index service may be the slow one: its
+        // `Get` is still given four times as long.
+        open_again(&mut c, Some(1), now);
+        assert_eq!(c.poll_timeout(), Some(now + retry * 4));
+        // A refusal of something else meanwhile (an old pull's) moves no
+        // deadline.
+        c.handle(Input::Refused(StreamError::new(STREAM_PULL, "busy")), now);
+        assert_eq!(c.poll_timeout(), Some(now + retry * 4));
+        // It answers: back to retry_after (after the pull's own wait).
+        c.handle(Input::Index(Some(0)), now);
+        assert!(matches!(c.poll_transmit(now), Some(Transmit::PullWait(_))));
+        assert_eq!(c.poll_timeout(), Some(now + pull_wait + retry));
     }
 
     #[test]

@@ -73,7 +73,9 @@ use std::time::Duration;
 /// Pushes sent and not yet confirmed, at most.
 pub const MAX_IN_FLIGHT: usize = 1024;
 /// A request unanswered for this long is sent again (after opening the
-/// stream again).
+/// stream again). A consumer gives twice, then four times as long after
+/// requests lost in a row, until the hub answers again (see
+/// `ConsumerConfig::retry_after`).
 pub const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// Refusals of one message after which the producer gives it up.
 pub const MAX_REFUSALS: u32 = 3;

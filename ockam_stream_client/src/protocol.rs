@@ -130,6 +130,18 @@ pub struct PushRequest {
     pub data: Vec<u8>,
 }
 
+/// A [`PushRequest`] that borrows its message, for encoding only (the same
+/// wire form): `ProtocolPayload::new(STREAM_PUSH, &PushRequestRef { .. })`
+/// pushes a message without copying it into a `Vec` of its own first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PushRequestRef<'a> {
+    /// See [`PushRequest::request_id`].
+    pub request_id: Uint,
+    /// See [`PushRequest::data`].
+    #[serde(with = "serde_bytes")]
+    pub data: &'a [u8],
+}
+
 /// Outcome of a push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PushStatus {
@@ -419,6 +431,11 @@ mod tests {
         .unwrap();
         // request_id 300 as a uint is two bytes; data is length + bytes.
         assert_eq!(p.data, vec![0xac, 0x02, 1, 7]);
+        let borrowed = PushRequestRef {
+            request_id: Uint(300),
+            data: &[7],
+        };
+        assert_eq!(ProtocolPayload::new(STREAM_PUSH, &borrowed).unwrap(), p);
         let bytes = encode(&p).unwrap();
         assert_eq!(&bytes[..12], b"\x0bstream_push");
         let back: ProtocolPayload = decode(&bytes).unwrap();

@@ -5,8 +5,8 @@ use crate::frame::FrameDecoder;
 use crate::outbox::{Batch, Cursor, Outbox, Push};
 use crate::peers::{Conn, ConnState, TcpShared};
 use ockam_core::{
-    async_trait, Address, Any, Error, ErrorKind, LocalMessage, Result, Routed, TransportMessage,
-    Worker, MAX_ROUTE_LEN, TCP,
+    async_trait, Address, Any, Error, ErrorKind, LocalMessage, Result, Routed, Worker,
+    MAX_ROUTE_LEN, TCP,
 };
 use ockam_node::{Backpressure, Context};
 use std::sync::Arc;
@@ -346,6 +346,7 @@ async fn receive_loop(
     let hop = Address::new(TCP, &peer);
     let mut decoder = FrameDecoder::new(shared.options.max_frame_size);
     let reason = 'conn: loop {
+        let mut target = decoder.read_target(READ_CHUNK);
         let read = tokio::select! {
             biased;
             _ = &mut stop => break 'conn None,
@@ -355,7 +356,7 @@ async fn receive_loop(
                 "the peer reads nothing: {} bytes waited for it (a peer that stops reading is disconnected)",
                 outbox.queued_bytes()
             )),
-            r = reader.read_buf(decoder.read_buffer(READ_CHUNK)) => r,
+            r = reader.read_buf(&mut target) => r,
         };
         match read {
             Ok(0) if decoder.pending() == 0 => {
@@ -374,14 +375,14 @@ async fn receive_loop(
             if !matches!(stop.try_recv(), Err(oneshot::error::TryRecvError::Empty)) {
                 break 'conn None;
             }
-            let frame = match decoder.next_frame() {
-                Ok(Some(f)) => f,
+            let decoded = match decoder.next_message() {
+                Ok(Some(m)) => m,
                 Ok(None) => break,
                 Err(e) => break 'conn Some(format!("invalid frame: {e}")),
             };
             // A well-framed message that does not decode is that message's
             // problem: the frames behind it are intact.
-            let mut transport = match TransportMessage::decode(frame) {
+            let mut transport = match decoded {
                 Ok(t) => t,
                 Err(e) => {
                     warn!(%peer, error = %e, dropped = 1, "dropped a frame that is not a valid transport message");
@@ -413,7 +414,7 @@ async fn receive_loop(
         // or is gone (a panic): either way, no more sends to this peer.
         shared.closed(&peer, &sender, accepted);
         let mut dropped = 0;
-        while let Ok(Some(_)) = decoder.next_frame() {
+        while let Ok(Some(_)) = decoder.next_message() {
             dropped += 1;
         }
         if dropped > 0 {

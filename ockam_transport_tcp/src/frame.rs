@@ -65,6 +65,30 @@ pub struct FrameDecoder {
     buf: Vec<u8>,
     start: usize,
     max_frame: usize,
+    /// A large frame whose payload is read straight into a buffer of its
+    /// own (see [`FrameDecoder::next_message`]).
+    direct: Option<Direct>,
+}
+
+/// Frames at least this long have the rest of their payload read straight
+/// into the message's own buffer (no copy out of the read buffer), when
+/// their head is in before their payload is.
+pub(crate) const DIRECT_MIN: usize = 16 * 1024;
+
+/// Bytes of a large frame read so far: its payload, then (once it is all
+/// in) its head, the layout [`TransportMessage::decode_split`] takes.
+#[derive(Debug)]
+struct Direct {
+    buf: Vec<u8>,
+    payload_len: usize,
+    /// The frame's bytes before its payload (version, routes, length).
+    head: Vec<u8>,
+}
+
+impl Direct {
+    fn missing(&self) -> usize {
+        self.payload_len - self.buf.len()
+    }
 }
 
 impl FrameDecoder {
@@ -74,22 +98,36 @@ impl FrameDecoder {
             buf: Vec::new(),
             start: 0,
             max_frame,
+            direct: None,
         }
     }
 
-    /// Bytes received but not yet returned as frames.
+    /// Bytes received but not yet returned as frames or messages.
     pub fn pending(&self) -> usize {
-        self.buf.len() - self.start
+        let direct = self
+            .direct
+            .as_ref()
+            .map_or(0, |d| LENGTH_PREFIX + d.head.len() + d.buf.len());
+        self.buf.len() - self.start + direct
     }
 
-    /// Appends received bytes.
-    pub fn extend(&mut self, bytes: &[u8]) {
+    /// Appends received bytes (to the large frame being read, first).
+    pub fn extend(&mut self, mut bytes: &[u8]) {
+        if let Some(d) = &mut self.direct {
+            let n = d.missing().min(bytes.len());
+            d.buf.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+        }
         self.compact();
         self.buf.extend_from_slice(bytes);
     }
 
     /// The buffer to read into (append at its end), with room for at least
     /// `min` more bytes, or for the rest of a frame already announced.
+    ///
+    /// Only for [`next_frame`](Self::next_frame); a reader of
+    /// [`next_message`](Self::next_message) reads into
+    /// [`read_target`](Self::read_target).
     pub fn read_buffer(&mut self, min: usize) -> &mut Vec<u8> {
         self.compact();
         let avail = &self.buf[self.start..];
@@ -107,6 +145,27 @@ impl FrameDecoder {
         &mut self.buf
     }
 
+    /// Where the next read goes and how much it may take: the payload
+    /// buffer of a large frame being read, up to its end; else
+    /// [`read_buffer`](Self::read_buffer) (with room for `min` bytes).
+    pub fn read_target(&mut self, min: usize) -> bytes::buf::Limit<&mut Vec<u8>> {
+        use bytes::BufMut;
+        if self.direct.is_none() {
+            return self.read_buffer(min).limit(usize::MAX);
+        }
+        match &mut self.direct {
+            Some(d) => {
+                let missing = d.missing();
+                // In bounded steps (an announced length is the peer's
+                // word), with room for the head at the end.
+                d.buf.reserve(missing.min(1 << 20) + d.head.len());
+                (&mut d.buf).limit(missing)
+            }
+            // (Not reached: looked at above.)
+            None => (&mut self.buf).limit(0),
+        }
+    }
+
     /// Drops consumed bytes once they are the larger part of the buffer, so
     /// the partial frame at the end moves rarely and only a short way.
     fn compact(&mut self) {
@@ -119,13 +178,12 @@ impl FrameDecoder {
         }
     }
 
-    /// The next whole frame, if one has arrived. After an error the stream
-    /// is unusable: close the connection.
+    /// The length of the frame at the read position, once its prefix is
+    /// in.
     ///
     /// # Errors
-    /// [`FrameError::Oversize`] when the length prefix announces more than
-    /// the decoder's maximum; [`FrameError::Empty`] for a zero length.
-    pub fn next_frame(&mut self) -> std::result::Result<Option<&[u8]>, FrameError> {
+    /// As [`next_frame`](Self::next_frame)'s.
+    fn announced(&self) -> std::result::Result<Option<usize>, FrameError> {
         let avail = &self.buf[self.start..];
         if avail.len() < LENGTH_PREFIX {
             return Ok(None);
@@ -140,12 +198,88 @@ impl FrameDecoder {
         if len == 0 {
             return Err(FrameError::Empty);
         }
-        if avail.len() < LENGTH_PREFIX + len {
+        Ok(Some(len))
+    }
+
+    /// The next whole frame, if one has arrived. After an error the stream
+    /// is unusable: close the connection.
+    ///
+    /// # Errors
+    /// [`FrameError::Oversize`] when the length prefix announces more than
+    /// the decoder's maximum; [`FrameError::Empty`] for a zero length.
+    pub fn next_frame(&mut self) -> std::result::Result<Option<&[u8]>, FrameError> {
+        let Some(len) = self.announced()? else {
+            return Ok(None);
+        };
+        if self.buf.len() - self.start < LENGTH_PREFIX + len {
             return Ok(None);
         }
         let body = self.start + LENGTH_PREFIX;
         self.start = body + len;
         Ok(Some(&self.buf[body..body + len]))
+    }
+
+    /// The next whole frame, decoded, if one has arrived: the outer error
+    /// breaks the stream (as [`next_frame`](Self::next_frame)'s), the
+    /// inner one is that message's ([`TransportMessage::decode`]'s; the
+    /// frames after it are intact).
+    ///
+    /// A frame of 16 KiB or more whose head (version, routes, payload
+    /// length) is in before the rest of its payload is taken out of the
+    /// read buffer at once, and the rest of its payload read straight into
+    /// the message's own buffer ([`read_target`](Self::read_target)): those
+    /// bytes are never copied from one buffer to another.
+    ///
+    /// # Errors
+    /// As [`next_frame`](Self::next_frame)'s.
+    #[allow(clippy::type_complexity)] // two levels of failure, each named above
+    pub fn next_message(
+        &mut self,
+    ) -> std::result::Result<Option<Result<TransportMessage>>, FrameError> {
+        if let Some(d) = &self.direct {
+            if d.missing() > 0 {
+                return Ok(None);
+            }
+            let Some(Direct {
+                mut buf,
+                payload_len,
+                head,
+            }) = self.direct.take()
+            else {
+                return Ok(None);
+            };
+            buf.extend_from_slice(&head);
+            let end = buf.len();
+            return Ok(Some(TransportMessage::decode_split(buf, payload_len..end)));
+        }
+        let Some(len) = self.announced()? else {
+            return Ok(None);
+        };
+        let avail = &self.buf[self.start + LENGTH_PREFIX..];
+        if avail.len() >= len {
+            let body = self.start + LENGTH_PREFIX;
+            self.start = body + len;
+            return Ok(Some(TransportMessage::decode(&self.buf[body..body + len])));
+        }
+        if len >= DIRECT_MIN {
+            // A head that does not parse, or does not add up to the frame,
+            // stays in the read buffer: the whole frame's decoding says
+            // what is wrong with it.
+            if let Some((head_len, payload_len)) = TransportMessage::payload_position(avail) {
+                if head_len.checked_add(payload_len) == Some(len) {
+                    let mut buf = Vec::with_capacity((payload_len + head_len).min(1 << 20));
+                    buf.extend_from_slice(&avail[head_len..]);
+                    let head = avail[..head_len].to_vec();
+                    self.start = self.buf.len();
+                    self.direct = Some(Direct {
+                        buf,
+                        payload_len,
+                        head,
+                    });
+                }
+            }
+        }
+        Ok(None)
     }
 }
 
@@ -288,6 +422,50 @@ mod tests {
     use super::*;
     use ockam_core::{route, Message};
     use proptest::prelude::*;
+
+    /// One read of at most `chunk` bytes of `data` into `d`'s read
+    /// target, as the connection does it; how many were read.
+    fn feed(d: &mut FrameDecoder, data: &[u8], chunk: usize) -> usize {
+        use bytes::BufMut;
+        let mut target = d.read_target(16);
+        let n = chunk.min(data.len()).min(target.remaining_mut());
+        target.put_slice(&data[..n]);
+        n
+    }
+
+    /// How many bytes the next read may take.
+    fn room(d: &mut FrameDecoder) -> usize {
+        bytes::BufMut::remaining_mut(&d.read_target(16))
+    }
+
+    /// A large frame whose head comes first: the rest of its payload is
+    /// read straight into the message's buffer, and no further than its
+    /// end (the next frame's bytes go to the read buffer).
+    #[test]
+    fn a_large_frame_is_read_straight_into_its_own_buffer() {
+        let payload = vec![5u8; 40_000];
+        let mut stream = Vec::new();
+        encode_frame(&msg(payload.clone()), &mut stream, 1 << 20).unwrap();
+        encode_frame(&msg(payload.clone()), &mut stream, 1 << 20).unwrap();
+        let frame = stream.len() / 2;
+        let mut d = FrameDecoder::new(1 << 20);
+        let mut at = feed(&mut d, &stream, 100);
+        assert!(d.next_message().unwrap().is_none());
+        assert_eq!(d.pending(), 100);
+        // Only the rest of the first frame's payload is asked for.
+        assert_eq!(room(&mut d), frame - 100);
+        at += feed(&mut d, &stream[at..], usize::MAX);
+        assert_eq!(at, frame);
+        let m = d.next_message().unwrap().unwrap().unwrap();
+        assert_eq!(m, msg(payload.clone()));
+        assert_eq!(d.pending(), 0);
+        assert!(room(&mut d) > frame, "the read buffer again");
+        while at < stream.len() {
+            at += feed(&mut d, &stream[at..], usize::MAX);
+        }
+        assert_eq!(d.next_message().unwrap().unwrap().unwrap(), msg(payload));
+        assert_eq!(d.pending(), 0);
+    }
 
     fn msg(payload: Vec<u8>) -> TransportMessage {
         TransportMessage::v1(route!["echoer"], route!["app"], payload)
@@ -444,6 +622,50 @@ mod tests {
             while let Ok(Some(f)) = d.next_frame() {
                 let _ = TransportMessage::decode(f);
             }
+            let mut d = FrameDecoder::new(1 << 20);
+            feed(&mut d, &data, 7);
+            while let Ok(Some(_)) = d.next_message() {}
+        }
+
+        /// Large frames read straight into their own buffers, small ones
+        /// out of the read buffer, a damaged one among them: whatever the
+        /// reads' sizes, the same messages in the same order.
+        #[test]
+        fn any_reads_give_the_same_messages(
+            sizes in prop::collection::vec(
+                prop_oneof![0usize..300, DIRECT_MIN - 64..DIRECT_MIN * 3], 1..8),
+            damaged in any::<prop::sample::Index>(),
+            reads in prop::collection::vec(1usize..70_000, 1..50),
+        ) {
+            let damaged = damaged.index(sizes.len() + 1); // == len: none
+            let mut stream = Vec::new();
+            let mut want = Vec::new();
+            for (i, &n) in sizes.iter().enumerate() {
+                let payload: Vec<u8> = (0..n).map(|b| (b * 31 + i) as u8).collect();
+                let at = stream.len();
+                encode_frame(&msg(payload.clone()), &mut stream, 1 << 20).unwrap();
+                if i == damaged {
+                    // The version byte: the message is refused, the frame
+                    // is well formed.
+                    stream[at + LENGTH_PREFIX] = 9;
+                    want.push(None);
+                } else {
+                    want.push(Some(payload));
+                }
+            }
+            let mut d = FrameDecoder::new(1 << 20);
+            let mut got = Vec::new();
+            let mut rest = &stream[..];
+            let mut read = reads.iter().cycle();
+            while !rest.is_empty() {
+                let n = feed(&mut d, rest, *read.next().unwrap());
+                rest = &rest[n..];
+                while let Some(m) = d.next_message().unwrap() {
+                    got.push(m.ok().map(|m| m.payload));
+                }
+            }
+            prop_assert_eq!(got, want);
+            prop_assert_eq!(d.pending(), 0);
         }
     }
 }

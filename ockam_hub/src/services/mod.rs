@@ -421,10 +421,44 @@ pub(crate) async fn denied(
 
 /// Answers a refused request with why.
 pub(crate) async fn refuse(ctx: &Context, to: Route, err: StreamError) -> Result<()> {
+    let refusal = refusal(&err, &to)?;
+    ctx.send(to, refusal).await
+}
+
+/// [`refuse`], the answer coming from `from` (a service's address) though
+/// sent through `ctx` (a task of the service's own).
+pub(crate) async fn refuse_from(
+    ctx: &Context,
+    from: &Address,
+    to: Route,
+    err: StreamError,
+) -> Result<()> {
+    let refusal = refusal(&err, &to)?;
+    answer_from(ctx, from, to, &refusal).await
+}
+
+/// A refusal, counted and logged.
+fn refusal(err: &StreamError, to: &Route) -> Result<ProtocolPayload> {
     crate::metrics::refused(&err.protocol);
     warn!(protocol = %err.protocol, reason = %err.reason, to = %to, "refused a request");
-    ctx.send(to, ProtocolPayload::new(STREAM_ERROR, &err)?)
-        .await
+    ProtocolPayload::new(STREAM_ERROR, err)
+}
+
+/// Sends `answer` to `to` with `from` as its return route, through `ctx`:
+/// how a service's helper task answers for the service, so that whatever
+/// the peer sends back reaches the service, not a mailbox nobody reads.
+pub(crate) async fn answer_from(
+    ctx: &Context,
+    from: &Address,
+    to: Route,
+    answer: &ProtocolPayload,
+) -> Result<()> {
+    ctx.forward(LocalMessage::new(ockam_core::TransportMessage::v1(
+        to,
+        from.clone(),
+        answer.encode()?,
+    )))
+    .await
 }
 
 /// The stream protocol request in `msg` and where to answer it; `None`

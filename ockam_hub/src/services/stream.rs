@@ -318,8 +318,7 @@ impl StreamWorker {
     /// reconciles it instead of waiting there for messages it would then
     /// take for the ones it missed.
     async fn past_end(&self, from: u64) -> Result<Option<u64>> {
-        let end = self.shared.store.next_index(&self.stream).await?;
-        Ok((from > end).then_some(end))
+        self.shared.store.end_before(&self.stream, from).await
     }
 
     /// Answers a pull (`protocol`: `stream_pull` or `stream_pull_wait`)

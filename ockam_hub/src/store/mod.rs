@@ -152,6 +152,24 @@ pub trait StreamStore: Send + Sync + 'static {
     /// # Errors
     /// As [`StreamStore::pull`]'s: the back end cannot be read.
     async fn next_index(&self, stream: &str) -> Result<u64>;
+    /// The end of `stream` ([`next_index`](Self::next_index)) if `index`
+    /// is past it, `None` if the stream reaches `index`: the check made
+    /// before a read position is answered or saved.
+    ///
+    /// The default asks [`next_index`](Self::next_index) each time. A
+    /// store whose `next_index` is a round trip to a back end (Kafka)
+    /// answers `None` without one when it already saw the stream reach
+    /// `index` (a stream's end only grows, unless the back end loses
+    /// records: the Kafka store notices that at its next look), and asks
+    /// only otherwise: a check must never refuse a position the stream
+    /// does reach.
+    ///
+    /// # Errors
+    /// As [`StreamStore::next_index`]'s.
+    async fn end_before(&self, stream: &str, index: u64) -> Result<Option<u64>> {
+        let end = self.next_index(stream).await?;
+        Ok((index > end).then_some(end))
+    }
     /// The read position saved for `(client, stream)`.
     ///
     /// # Errors

@@ -230,6 +230,7 @@ impl Writes {
     /// are refused (see [`Committing`]).
     fn stop_after_panic(&self) {
         error!("a storage commit panicked; the store takes no more writes (restart the hub)");
+        crate::metrics::store_failed(crate::metrics::StoreOp::Stopped, 1);
         let mut q = lock(&self.queue);
         q.broken = true;
         for w in std::mem::take(&mut q.writes) {
@@ -683,6 +684,7 @@ fn commit_tail(writes: &Writes, db: &::redb::Database) {
         }
         if let Err(e) = &committed {
             error!(error = %e, "committing confirmed writes to the data file failed; the write-ahead log keeps them, trying again");
+            crate::metrics::store_failed(crate::metrics::StoreOp::Commit, 1);
         }
         for trim in trims {
             let done = commit(db, std::slice::from_ref(&trim), ::redb::Durability::None);
@@ -760,6 +762,7 @@ fn answer(batch: Vec<Write>, committed: Result<Vec<u64>>) {
         }
         Err(e) => {
             error!(error = %e, writes = n, "storage commit failed; the writes are refused");
+            crate::metrics::store_failed(crate::metrics::StoreOp::Commit, 1);
             for w in batch {
                 w.refuse(e.clone());
             }
@@ -815,13 +818,18 @@ impl Committer {
         let flushed = commit_snapshot(&self.db, tail)
             .and_then(|_| durable_commit(&self.db))
             .and_then(|()| wal.clear());
-        metrics::histogram!(crate::metrics::COMMIT_SECONDS).record(started.elapsed());
-        if let Err(e) = flushed {
-            error!(error = %e, "the interval's fsync failed; trying again at the next");
-            self.dirty = true;
-            return false;
+        match flushed {
+            Ok(()) => {
+                metrics::histogram!(crate::metrics::FLUSH_SECONDS).record(started.elapsed());
+                true
+            }
+            Err(e) => {
+                error!(error = %e, "the interval's fsync failed; trying again at the next");
+                crate::metrics::store_failed(crate::metrics::StoreOp::Flush, 1);
+                self.dirty = true;
+                false
+            }
         }
-        true
     }
 
     /// Commits `batch` (`--fsync always`: durably), then answers each

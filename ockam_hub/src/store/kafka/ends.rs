@@ -30,9 +30,10 @@ pub(super) const END_FRESH: Duration = Duration::from_millis(100);
 struct Watched {
     /// The log end offset (the offset the next message gets): the
     /// highest the broker said or a push acknowledged through this hub
-    /// showed. Never lowered: an answer the broker gave before a push was
-    /// acknowledged may arrive after it (a topic does not shrink under a
-    /// hub: streams are append-only, and the hub never deletes records).
+    /// showed. Not lowered by an answer the broker gave before a push was
+    /// acknowledged and that arrives after it; lowered only when the
+    /// broker shows fewer records than were known before it was asked (the
+    /// topic lost records: see [`Ends::polled`]).
     end: watch::Sender<u64>,
     /// When the watcher last read the end from the broker.
     polled: Option<Instant>,
@@ -68,6 +69,17 @@ impl Ends {
         let w = Self::wanted(&mut all, topic);
         let fresh = w.polled.is_some_and(|t| t.elapsed() <= END_FRESH);
         fresh.then(|| *w.end.borrow())
+    }
+
+    /// Whether `topic` is known to end at `index` or later: a known end
+    /// is one the broker gave or a push through this hub showed. A topic's
+    /// end only grows unless it loses records, which the watcher notices
+    /// at its next poll ([`Ends::polled`]): until then a `true` may stand
+    /// for a position the topic lost.
+    pub(super) fn reaches(&self, topic: &str, index: u64) -> bool {
+        lock(&self.topics)
+            .get(topic)
+            .is_some_and(|w| *w.end.borrow() >= index)
     }
 
     /// Waits up to `wait` for `topic` to end past `from`; whether it does.
@@ -107,6 +119,47 @@ impl Ends {
         });
     }
 
+    /// The ends known now of `topics` (to tell, once the broker answers,
+    /// whether a topic lost records: see [`Ends::polled`]).
+    pub(super) fn known(&self, topics: &[String]) -> HashMap<String, u64> {
+        let all = lock(&self.topics);
+        topics
+            .iter()
+            .filter_map(|t| Some((t.clone(), *all.get(t)?.end.borrow())))
+            .collect()
+    }
+
+    /// The broker says `topic` ends at `end` (an offset it gave, not a
+    /// topic taken for absent), asked when this hub knew it to end at
+    /// `before`. Less than `before` (not merely less than an end
+    /// a push showed since the question left) means the topic lost records
+    /// (a broker that came back empty, a topic deleted and made again):
+    /// the known end goes down with it, so that read positions past the
+    /// new end are refused again instead of taken for reached
+    /// ([`StreamStore::end_before`]).
+    pub(super) fn polled(&self, topic: &str, end: u64, before: Option<u64>) {
+        let lost = {
+            let mut all = lock(&self.topics);
+            let Some(w) = all.get_mut(topic) else {
+                return;
+            };
+            match before {
+                Some(was) if end < was => {
+                    w.polled = Some(Instant::now());
+                    w.end.send_replace(end);
+                    Some(was)
+                }
+                _ => None,
+            }
+        };
+        match lost {
+            Some(was) => {
+                warn!(%topic, was, now = end, "kafka: a topic ends before where it ended (the broker lost records, or the topic was made again)");
+            }
+            None => self.advance(topic, end, true),
+        }
+    }
+
     /// The topics to ask about now; forgets those nobody waits on and
     /// nobody asked about for `idle`.
     pub(super) fn watched(&self, idle: Duration) -> Vec<String> {
@@ -140,6 +193,7 @@ impl KafkaStore {
                 if topics.is_empty() {
                     continue;
                 }
+                let before = inner.ends.known(&topics);
                 let asked = tokio::task::spawn_blocking(move || {
                     let out = inner.list_ends(&topics, &mut absent);
                     (inner, absent, out)
@@ -154,8 +208,13 @@ impl KafkaStore {
                         if std::mem::take(&mut failing) {
                             info!("kafka: topic ends readable again");
                         }
-                        for (topic, end) in ends {
-                            inner.ends.advance(&topic, end, true);
+                        for (topic, end, counted) in ends {
+                            if counted {
+                                let was = before.get(&topic).copied();
+                                inner.ends.polled(&topic, end, was);
+                            } else {
+                                inner.ends.advance(&topic, end, true);
+                            }
                         }
                     }
                     Err(e) => {
@@ -185,15 +244,22 @@ const ABSENT_POLL: Duration = Duration::from_millis(100);
 
 impl Inner {
     /// The log end offsets of `topics`, in one `ListOffsets` request per
-    /// broker (blocking). A topic that does not exist ends at 0; a topic
-    /// whose end the broker did not give is left out.
+    /// broker (blocking), as `(topic, end, counted)`: `counted` when the
+    /// broker gave the offset, not when the topic is taken for absent (0:
+    /// it may be librdkafka's stale metadata, or a leader election). A
+    /// topic whose end the broker did not give is left out.
     ///
     /// librdkafka keeps taking a topic it found missing for missing, even
     /// once created (through another hub): such topics are not asked about
     /// again until a metadata request for all topics (every
     /// [`ABSENT_POLL`] at most, which also refreshes what librdkafka
     /// knows) lists them.
-    fn list_ends(&self, topics: &[String], absent: &mut Absent) -> Result<Vec<(String, u64)>> {
+    #[allow(clippy::type_complexity)] // (topic, end, counted), named below
+    fn list_ends(
+        &self,
+        topics: &[String],
+        absent: &mut Absent,
+    ) -> Result<Vec<(String, u64, bool)>> {
         let watched: std::collections::HashSet<&str> = topics.iter().map(String::as_str).collect();
         absent.topics.retain(|t| watched.contains(t.as_str()));
         let mut out = Vec::with_capacity(topics.len());
@@ -211,7 +277,7 @@ impl Inner {
                 .collect();
             absent.topics.retain(|t| !found.contains(t.as_str()));
         }
-        out.extend(absent.topics.iter().map(|t| (t.clone(), 0)));
+        out.extend(absent.topics.iter().map(|t| (t.clone(), 0, false)));
         let present: Vec<&String> = topics
             .iter()
             .filter(|t| !absent.topics.contains(*t))
@@ -229,7 +295,7 @@ impl Inner {
             // No partition of the list has a leader: no topic of the list
             // exists, or leaders are being elected. Looked for with the
             // absent ones (a metadata request tells the two apart); ends
-            // known meanwhile stand (they are never lowered).
+            // known meanwhile stand (an absent topic never lowers one).
             Err(e) if is_unknown_topic(&e) => {
                 absent.topics.extend(present.into_iter().cloned());
                 return Ok(out);
@@ -240,16 +306,53 @@ impl Inner {
             match (e.error(), e.offset()) {
                 (Ok(()), Offset::Offset(end)) => {
                     if let Ok(end) = u64::try_from(end) {
-                        out.push((e.topic().to_string(), end));
+                        out.push((e.topic().to_string(), end, true));
                     }
                 }
                 (Err(err), _) if is_unknown_topic(&err) => {
                     absent.topics.insert(e.topic().to_string());
-                    out.push((e.topic().to_string(), 0));
+                    out.push((e.topic().to_string(), 0, false));
                 }
                 _ => {}
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `end_before` relies on to skip the broker: a known end only
+    /// proves that a topic reaches an index, never that it does not; and
+    /// it goes down when the broker shows the topic lost records.
+    #[test]
+    fn a_known_end_proves_only_what_it_reaches() {
+        let ends = Ends::default();
+        assert!(!ends.reaches("t", 0), "nothing known of an unwatched topic");
+        assert_eq!(ends.fresh("t"), None); // watched from now on
+        assert!(ends.reaches("t", 0));
+        assert!(!ends.reaches("t", 1));
+        ends.advance("t", 7, true);
+        assert!(ends.reaches("t", 7));
+        assert!(!ends.reaches("t", 8));
+        // An older answer arriving late never lowers it.
+        ends.advance("t", 3, true);
+        assert!(ends.reaches("t", 7));
+        assert!(!ends.reaches("u", 0));
+        // A poll asked while the end was 7 answers 9: up.
+        ends.polled("t", 9, Some(7));
+        assert!(ends.reaches("t", 9));
+        // One asked at 9 answering 2: the topic lost records; positions
+        // past 2 are no longer taken for reached.
+        ends.polled("t", 2, Some(9));
+        assert!(ends.reaches("t", 2));
+        assert!(!ends.reaches("t", 3));
+        // One asked before a push showed 5 (asked at 2) answering 4: the
+        // answer is older than the push, the end stays.
+        ends.advance("t", 5, false);
+        ends.polled("t", 4, Some(2));
+        assert!(ends.reaches("t", 5));
     }
 }
