@@ -56,7 +56,7 @@ where
     }
 
     fn decode(data: &[u8]) -> Result<Self> {
-        decode(data)
+        decode_measured(data)
     }
 
     fn encoded_len(&self) -> Result<usize> {
@@ -283,17 +283,7 @@ pub fn decode<T: DeserializeOwned>(data: &[u8]) -> Result<T> {
     // byte field in one go; its io::Read reader reads them in steps), then
     // look for one more byte.
     let (value, Trailer(left_over)) =
-        serde_bare::from_slice::<(T, Trailer)>(data).map_err(|e| {
-            Error::with_source(
-                ErrorKind::Decoding,
-                format!(
-                    "{} bytes are not a valid {}",
-                    data.len(),
-                    std::any::type_name::<T>()
-                ),
-                e,
-            )
-        })?;
+        serde_bare::from_slice::<(T, Trailer)>(data).map_err(|e| decoding_error::<T>(data, e))?;
     if left_over {
         return Err(Error::new(
             ErrorKind::Decoding,
@@ -305,6 +295,42 @@ pub fn decode<T: DeserializeOwned>(data: &[u8]) -> Result<T> {
         ));
     }
     Ok(value)
+}
+
+/// [`decode`] for a type that can also be encoded (every [`Message`] of
+/// serde): the same values and errors, without allocating on success.
+///
+/// [`decode`] learns that nothing follows the value by asking serde_bare
+/// for one more byte, and serde_bare answers "end of input" with an error
+/// it allocates (a `Box`), once per decoded message: without it, a process
+/// receiving 64 B typed-stream messages used about an eighth less CPU
+/// (BENCHMARKS.md, typed streams, session 13). serde_bare does not say how
+/// much of its input it read, so this decodes the value alone and measures
+/// the value's encoding instead (a walk over it that copies nothing): a
+/// type whose `Serialize` writes what its `Deserialize` read (every derived
+/// type) encodes back to exactly the bytes it was read from, so equal
+/// lengths mean nothing was left over. When the lengths differ (bytes left
+/// over, or an input serde_bare accepts but would not write, such as a
+/// varint longer than it needs), [`decode`] decides, as before.
+fn decode_measured<T: Serialize + DeserializeOwned>(data: &[u8]) -> Result<T> {
+    let value = serde_bare::from_slice::<T>(data).map_err(|e| decoding_error::<T>(data, e))?;
+    let mut size = Counter(0);
+    match serde_bare::to_writer(&mut size, &value) {
+        Ok(()) if size.0 == data.len() => Ok(value),
+        _ => decode(data),
+    }
+}
+
+fn decoding_error<T>(data: &[u8], e: serde_bare::error::Error) -> Error {
+    Error::with_source(
+        ErrorKind::Decoding,
+        format!(
+            "{} bytes are not a valid {}",
+            data.len(),
+            std::any::type_name::<T>()
+        ),
+        e,
+    )
 }
 
 /// Whether any byte follows a decoded value: deserializing it reads one
@@ -1144,7 +1170,76 @@ mod tests {
         assert!(Any::decode(&[9, 9, 9]).is_ok());
     }
 
+    /// A message of several shapes, for the measured decode's tests.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    enum Shapes {
+        Unit,
+        Numbers(u8, u64, i32),
+        Text {
+            name: String,
+            tags: Vec<String>,
+            blob: Option<Vec<u8>>,
+        },
+        Map(std::collections::BTreeMap<u16, String>),
+    }
+
+    /// `Message::decode` (measured) and [`decode`] (exact) give the same
+    /// value or both an error, for `data` as a `T`.
+    fn measured_agrees<T>(data: &[u8]) -> std::result::Result<(), String>
+    where
+        T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug + Send + 'static,
+    {
+        match (<T as Message>::decode(data), decode::<T>(data)) {
+            (Ok(a), Ok(b)) if a == b => Ok(()),
+            (Err(a), Err(b)) if a.kind() == b.kind() => Ok(()),
+            (a, b) => Err(format!("{data:?}: measured {a:?}, exact {b:?}")),
+        }
+    }
+
+    #[test]
+    fn the_measured_decode_refuses_what_the_exact_one_refuses() {
+        let m = Shapes::Text {
+            name: "n".into(),
+            tags: vec!["a".into()],
+            blob: Some(vec![1, 2]),
+        };
+        let bytes = crate::encode(&m).unwrap();
+        assert_eq!(Shapes::decode(&bytes).unwrap(), m);
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let e = Shapes::decode(&longer).unwrap_err();
+        assert!(e.to_string().contains("left over"), "{e}");
+        // Inputs serde_bare reads but would not write: a varint longer than
+        // it needs (0 as 0x80 0x00), a map's keys out of order or twice.
+        for data in [
+            &[0x80, 0x00][..],
+            &[0x80, 0x00, 0x00][..],
+            &[3, 2, 2, 0, 0, 1, 0, 1, b'x'][..],
+            &[3, 2, 1, 0, 0, 1, 0, 0][..],
+            &[3, 2, 1, 0, 0, 1, 0, 0, 7][..],
+        ] {
+            measured_agrees::<u64>(data).unwrap();
+            measured_agrees::<Shapes>(data).unwrap();
+        }
+    }
+
     proptest::proptest! {
+        #[test]
+        fn the_measured_decode_agrees_with_the_exact_one(
+            data in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+            head in 0u8..4,
+        ) {
+            // Mostly well-formed starts (an enum's tag in range), then garbage.
+            let mut data = data;
+            if let Some(first) = data.first_mut() {
+                *first = head;
+            }
+            measured_agrees::<Shapes>(&data).map_err(proptest::test_runner::TestCaseError::fail)?;
+            measured_agrees::<(u8, Vec<u8>)>(&data).map_err(proptest::test_runner::TestCaseError::fail)?;
+            measured_agrees::<String>(&data).map_err(proptest::test_runner::TestCaseError::fail)?;
+            measured_agrees::<Vec<u64>>(&data).map_err(proptest::test_runner::TestCaseError::fail)?;
+        }
+
         #[test]
         fn decoding_garbage_never_panics(data in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
             let _ = TransportMessage::decode(&data);
