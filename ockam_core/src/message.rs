@@ -803,13 +803,21 @@ pub mod wire {
         #[inline]
         pub fn uint(&mut self) -> Result<u64> {
             // One byte (below 128: lengths of short strings and lists, the
-            // common case) is always canonical.
+            // common case) is always canonical; it is read here, inlined
+            // where it is called, and longer ones out of line.
             if let Some((&b, rest)) = self.buf.split_first() {
                 if b < 0x80 {
                     self.buf = rest;
                     return Ok(u64::from(b));
                 }
             }
+            self.long_uint()
+        }
+
+        /// [`uint`](Self::uint) of more than one byte (or none left).
+        #[cold]
+        #[inline(never)]
+        fn long_uint(&mut self) -> Result<u64> {
             let mut v: u64 = 0;
             for i in 0..10 {
                 let b = self.u8()?;

@@ -109,6 +109,7 @@ impl Bodies {
 
     /// Where the next message lies in `data`, and where the one after it
     /// starts.
+    #[inline]
     fn next_range(&self) -> Option<(std::ops::Range<usize>, usize)> {
         if self.count == 0 {
             return None;
@@ -120,6 +121,7 @@ impl Bodies {
     }
 
     /// Takes the next message: a slice of the run's buffer.
+    #[inline]
     pub fn next_slice(&mut self) -> Option<&[u8]> {
         let Some((range, end)) = self.next_range() else {
             // (Only if the run was not checked: it is empty from now on.)
@@ -360,12 +362,14 @@ impl SendHalf {
     /// [`SendRefused::TooLarge`] when `len` is over the receiver's window in
     /// bytes; [`SendRefused::NoCredit`] before the first credit or when the
     /// credit (messages or bytes) is used up.
+    #[inline]
     pub fn check(&self, len: usize) -> Result<(), SendRefused> {
         self.check_at(self.queued_seq(), self.queued_bytes(), len)
     }
 
     /// [`check`](Self::check) of a message of `len` bytes that would be
     /// number `seq` and start at cumulative byte `bytes`.
+    #[inline]
     fn check_at(&self, seq: u64, bytes: u64, len: usize) -> Result<(), SendRefused> {
         match self.state {
             SendState::Attaching | SendState::Open => {}
@@ -388,16 +392,19 @@ impl SendHalf {
     }
 
     /// The sequence number the next queued message gets.
+    #[inline]
     fn queued_seq(&self) -> u64 {
         self.next_seq + self.queued_ends.len() as u64
     }
 
     /// The cumulative bytes before the next queued message.
+    #[inline]
     fn queued_bytes(&self) -> u64 {
         self.sent_bytes + self.queued_ends.last().map_or(0, |e| e.1)
     }
 
     /// How many messages are queued and not yet in a frame.
+    #[inline]
     pub fn queued(&self) -> usize {
         self.queued_ends.len()
     }
