@@ -798,8 +798,10 @@ pub mod wire {
         /// groups (the encoding is canonical).
         ///
         /// # Errors
-        /// [`ErrorKind::Decoding`] when it is truncated, overflows 64 bits,
-        /// is longer than 10 bytes or is not canonical.
+        /// [`ErrorKind::Decoding`] when it is truncated, overflows 64 bits
+        /// (a 10th byte above 1, which is also how one longer than 10 bytes
+        /// is refused) or is not canonical. After an error the reader is
+        /// left inside the number: not to be read further.
         #[inline]
         pub fn uint(&mut self) -> Result<u64> {
             // One byte (below 128: lengths of short strings and lists, the
@@ -814,7 +816,8 @@ pub mod wire {
             self.long_uint()
         }
 
-        /// [`uint`](Self::uint) of more than one byte (or none left).
+        /// [`uint`](Self::uint) when the first byte is not below 128 (a
+        /// number of more than one byte), or no byte is left.
         #[cold]
         #[inline(never)]
         fn long_uint(&mut self) -> Result<u64> {
@@ -832,6 +835,8 @@ pub mod wire {
                     return Ok(v);
                 }
             }
+            // (Not reached: a 10th byte either overflows or ends the
+            // number.)
             Err(Error::new(
                 ErrorKind::Decoding,
                 "uint is longer than 10 bytes",
@@ -1160,6 +1165,71 @@ mod tests {
             TransportMessage::decode(&[1, 0, 0, 1, 7]).unwrap().payload,
             vec![7]
         );
+    }
+
+    /// `Reader::uint`, one-byte (inline) and longer (out of line): every
+    /// length of number up to `u64::MAX` read with exactly its own bytes,
+    /// and each kind of refusal with its error, where the reader stops.
+    #[test]
+    fn reader_uint_takes_canonical_leb128_and_refuses_the_rest() {
+        use wire::Reader;
+        let mut values = vec![0u64, 1, 127, 128, 255, 300, u64::MAX - 1, u64::MAX];
+        for k in 1..64 {
+            values.extend([(1u64 << k) - 1, 1u64 << k]);
+        }
+        for v in values {
+            let mut b = Vec::new();
+            wire::put_uint(&mut b, v);
+            b.push(0xAA);
+            let mut r = Reader::new(&b);
+            assert_eq!(r.uint().unwrap(), v, "{b:02x?}");
+            assert_eq!(r.remaining(), 1, "{b:02x?}");
+            assert_eq!(r.u8().unwrap(), 0xAA);
+        }
+        let ten = |last: u8| {
+            let mut b = vec![0xff; 9];
+            b.push(last);
+            b
+        };
+        assert_eq!(Reader::new(&ten(0x01)).uint().unwrap(), u64::MAX);
+        // (input, what the error says, bytes left after it)
+        let refused: Vec<(Vec<u8>, &str, usize)> = vec![
+            (vec![], "truncated", 0),
+            (vec![0x80], "truncated", 0),
+            (vec![0xff; 9], "truncated", 0),
+            (vec![0x80, 0x00, 0xAA], "not canonical", 1),
+            (vec![0xff, 0x80, 0x00, 0xAA], "not canonical", 1),
+            ([ten(0x00), vec![0xAA]].concat(), "not canonical", 1),
+            ([ten(0x02), vec![0xAA]].concat(), "overflows", 1),
+            ([ten(0x7f), vec![0xAA]].concat(), "overflows", 1),
+            // 11 bytes: refused at the 10th (its continuation bit makes it
+            // more than 1).
+            ([ten(0x81), vec![0x00, 0xAA]].concat(), "overflows", 2),
+            ([vec![0x80; 10], vec![0x01]].concat(), "overflows", 1),
+        ];
+        for (b, says, left) in refused {
+            let mut r = Reader::new(&b);
+            let e = r.uint().unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Decoding, "{b:02x?}");
+            assert!(e.to_string().contains(says), "{b:02x?}: {e}");
+            assert_eq!(r.remaining(), left, "{b:02x?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever `Reader::uint` accepts is exactly what `put_uint`
+        /// writes for that number (so it is canonical).
+        #[test]
+        fn reader_uint_accepts_only_what_put_uint_writes(
+            data in proptest::collection::vec(proptest::num::u8::ANY, 0..12),
+        ) {
+            let mut r = wire::Reader::new(&data);
+            if let Ok(v) = r.uint() {
+                let mut b = Vec::new();
+                wire::put_uint(&mut b, v);
+                proptest::prop_assert_eq!(&data[..data.len() - r.remaining()], &b[..]);
+            }
+        }
     }
 
     #[test]
