@@ -8,12 +8,13 @@ use crate::proto::{
     data_head, Bodies, End, Frame, RecvHalf, SendHalf, SendRefused, Timing, Window,
 };
 use ockam_core::internal::sync::lock;
-use ockam_core::{Address, Any, Message, Route, Routed};
-use ockam_node::Context;
+use ockam_core::{Address, Any, LocalMessage, Message, Route};
+use ockam_node::{Context, InlineHandler, Onward};
 use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::marker::PhantomData;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Instant;
@@ -35,6 +36,16 @@ pub(crate) trait Half: Send + 'static {
     fn lost(&mut self, why: &str);
     /// Nothing more to send or receive.
     fn finished(&self) -> bool;
+    /// Whether the shell has something to do after a frame was handled:
+    /// frames to send, or the end to finish.
+    fn wants_shell(&self) -> bool;
+    /// Whether small frames are handled on the task that delivers them
+    /// (see [`Inline`]): a receiving end's are (messages and the end: a
+    /// round trip's path); a sending end's (credits, acknowledgements) are
+    /// not: they are off that path, and a credit would wake a sending
+    /// application from the connection's reader, moving its task onto the
+    /// connection's thread.
+    const INLINE: bool;
 }
 
 impl Half for SendHalf {
@@ -59,6 +70,10 @@ impl Half for SendHalf {
     fn finished(&self) -> bool {
         self.is_over()
     }
+    fn wants_shell(&self) -> bool {
+        self.has_transmit() || self.is_over()
+    }
+    const INLINE: bool = false;
 }
 
 impl Half for RecvHalf {
@@ -100,6 +115,10 @@ impl Half for RecvHalf {
     fn finished(&self) -> bool {
         self.poll_timeout().is_none()
     }
+    fn wants_shell(&self) -> bool {
+        self.has_transmit() || Half::finished(self)
+    }
+    const INLINE: bool = true;
 }
 
 /// Where the other end of a stream is.
@@ -138,6 +157,10 @@ pub(crate) struct Shared<H> {
     kick: Notify,
     /// The application's tasks waiting for the half to change.
     wakers: Mutex<Vec<Waker>>,
+    /// Frames the inline handler passed to the end's mailbox that the
+    /// shell has not handled yet (see [`Inline`]); while there are any,
+    /// later frames take the mailbox too, so as not to overtake them.
+    mailed: AtomicUsize,
 }
 
 impl<H: Half> Shared<H> {
@@ -250,7 +273,11 @@ pub(crate) async fn start<H: Half>(
         }),
         kick: Notify::new(),
         wakers: Mutex::new(Vec::new()),
+        mailed: AtomicUsize::new(0),
     });
+    if H::INLINE {
+        end_ctx.set_inline_handler(&address, Some(Arc::new(Inline(shared.clone()))))?;
+    }
     LIVE_ENDS.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     let live = LiveEnd(on_end);
     let task_shared = shared.clone();
@@ -316,7 +343,16 @@ async fn run<H: Half>(mut ctx: Context, shared: Arc<Shared<H>>) {
         };
         tokio::select! {
             m = ctx.receive_block::<Any>() => match m {
-                Ok(m) => on_frame(&shared, m),
+                Ok(m) => {
+                    let t = m.into_transport_message();
+                    on_frame(&shared, t.return_route, t.payload);
+                    // (Frames that came to the mailbox some other way
+                    // count nothing: at worst a small frame overtakes one,
+                    // which the protocol puts back in order.)
+                    let _ = shared
+                        .mailed
+                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+                }
                 Err(_) => {
                     shared.lock().lost("the node stopped");
                     shared.wake_app();
@@ -329,9 +365,54 @@ async fn run<H: Half>(mut ctx: Context, shared: Arc<Shared<H>>) {
     }
 }
 
-fn on_frame<H: Half>(shared: &Shared<H>, m: Routed<Any>) {
-    let from = m.return_route();
-    let payload = bytes::Bytes::from(m.into_transport_message().payload);
+/// Frames of at most this many bytes are handled on the task that
+/// delivers them (see [`Inline`]).
+const INLINE_MAX: usize = 512;
+
+/// Takes an end's small frames (credits, acknowledgements, pings, a few
+/// small messages: what a round trip is made of) on the task that delivers
+/// them, the TCP connection's reader or a worker of this node, instead of
+/// through the end's mailbox ([`Context::set_inline_handler`]): the
+/// application's task is woken from there, and the end's task only when it
+/// has something to do (frames to send, the end to finish). One task
+/// switch less per small frame; a round trip has two.
+///
+/// Larger frames go to the mailbox as before: handling a batch of many
+/// messages on the reader's task would stop it reading meanwhile
+/// (`BENCHMARKS.md`, typed streams, sessions 11 and 14). So that a small
+/// frame does not overtake a large one still in the mailbox, frames take
+/// the mailbox while any this handler put there is unhandled. Frames that
+/// still come through the mailbox another way (those an inline handler
+/// passes on, such as a secure channel's: handlers do not nest) are
+/// handled by the shell as before; the protocol puts frames that overtook
+/// each other back in order.
+struct Inline<H>(Arc<Shared<H>>);
+
+impl<H: Half> InlineHandler for Inline<H> {
+    fn handle(
+        &self,
+        msg: LocalMessage,
+        _onward: &mut Onward<'_>,
+    ) -> ockam_core::Result<Option<LocalMessage>> {
+        let shared = &self.0;
+        if msg.transport().payload.len() > INLINE_MAX || shared.mailed.load(Ordering::Acquire) > 0 {
+            shared.mailed.fetch_add(1, Ordering::AcqRel);
+            return Ok(Some(msg));
+        }
+        let t = msg.into_transport_message();
+        on_frame(shared, t.return_route, t.payload);
+        shared.wake_app();
+        if shared.lock().wants_shell() {
+            shared.kick.notify_one();
+        }
+        Ok(None)
+    }
+}
+
+/// A frame from `from`: handled if it comes from the other end, kept if
+/// that end is not known yet (see [`Peer::early`]), else dropped.
+fn on_frame<H: Half>(shared: &Shared<H>, from: Route, payload: Vec<u8>) {
+    let payload = bytes::Bytes::from(payload);
     {
         let mut peer = lock(&shared.peer);
         match &peer.route {

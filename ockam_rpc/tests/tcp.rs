@@ -87,6 +87,55 @@ fn a_hundred_thousand_messages_in_order_then_a_clean_end() {
     t.join().unwrap();
 }
 
+/// Small frames are handled on the connection's reader, large ones by the
+/// end's task (`endpoint::Inline`): messages of both kinds mixed, in
+/// bursts and one at a time, come back through an echo in order, each
+/// once.
+#[test]
+fn small_and_large_messages_mixed_come_back_in_order() {
+    let (hub, stop, t) = server(Window::default());
+    client(move |ctx| async move {
+        let _tcp = TcpTransport::create(&ctx).await?;
+        let mut sink: Sink<String> = make_sink(&ctx).await?;
+        let mut back: Source<String> =
+            call(&ctx, route![(TCP, hub.as_str()), "rpc"], "echo", 0u8, &sink)
+                .await?
+                .expect("a reverse stream");
+        let message = |i: usize| {
+            if i % 7 == 3 {
+                format!("{i}:{}", "x".repeat(20_000))
+            } else {
+                i.to_string()
+            }
+        };
+        let n = 3000;
+        let reader = tokio::spawn(async move {
+            for i in 0..n {
+                match back.recv().await {
+                    Ok(Some(m)) if m == message(i) => {}
+                    other => return Err(format!("message {i}: {other:?}")),
+                }
+            }
+            match back.recv().await {
+                Ok(None) => Ok(()),
+                other => Err(format!("after the last: {other:?}")),
+            }
+        });
+        for i in 0..n {
+            sink.send(message(i)).await?;
+            // Now and then one at a time: each small frame alone.
+            if i % 500 > 450 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        sink.close().await?;
+        reader.await.unwrap().unwrap();
+        ctx.stop().await
+    });
+    drop(stop);
+    t.join().unwrap();
+}
+
 #[test]
 fn every_ending_is_told_apart_on_both_sides() {
     let (hub, stop, t) = server(Window::default());
