@@ -9,7 +9,8 @@
 //! consumer is stalled while its producer tries to send 1 GiB.
 //!
 //! `cargo bench -p ockam-rs-rpc --bench typed_stream` (`-- --quick`: fewer
-//! messages). The same binary is the two processes: `sink PORT N` (also the
+//! messages; `BENCH_ROUNDS=n`: medians of n alternating runs of each, 9 by
+//! default). The same binary is the two processes: `sink PORT N` (also the
 //! echo and stalled servers) and `source PORT N SIZE`, `echo PORT N SIZE`,
 //! `flood PORT BYTES SIZE`.
 #![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: see clippy.toml
@@ -262,10 +263,17 @@ fn main() {
     let n: u64 = if quick { 20_000 } else { 1_000_000 };
     let to = Duration::from_secs(if quick { 60 } else { 180 });
     // Runs of ours and tonic alternate; medians are shown (this machine's
-    // two cores are shared by both processes: single runs vary by 1.5 x).
-    let runs = if quick { 1 } else { 5 };
+    // two cores are shared by both processes: single runs vary by 1.5 x,
+    // so the median of 9, and 64 B messages four times as many, so that a
+    // run lasts long enough not to be one scheduling hiccup).
+    // `BENCH_ROUNDS=n` for another number of runs.
+    let runs: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(if quick { 1 } else { 9 });
     println!(
-        "typed stream one-way over loopback TCP, two processes, {n} messages, median of {runs} alternating runs"
+        "typed stream one-way over loopback TCP, two processes, {n} messages ({} at 64 B), median of {runs} alternating runs",
+        4 * n
     );
     println!(
         "{:>6} | {:>12} | {:>12} | ours/tonic (of medians; per-run range)",
@@ -274,7 +282,7 @@ fn main() {
     let cases: [(usize, bool); 3] = [(64, false), (4096, false), (1024, true)];
     for (size, secure) in cases {
         let s = size.to_string();
-        let ns = n.to_string();
+        let ns = if size <= 64 { 4 * n } else { n }.to_string();
         let (sink_mode, source_mode) = if secure {
             ("sink-secure", "source-secure")
         } else {

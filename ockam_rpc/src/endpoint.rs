@@ -1,7 +1,9 @@
 //! The two ends of a typed stream: [`Sink`] and [`Source`], each a handle
 //! on a [`SendHalf`] / [`RecvHalf`] that a small task (the end's shell)
 //! connects to the node: it sends the half's frames to the peer end, feeds
-//! it the peer's frames, and keeps its one timer.
+//! it the peer's frames, and keeps its one timer. A receiving end's small
+//! frames are fed to its half by the task that delivers them instead
+//! ([`Inline`]), which wakes the shell when it has something to send.
 
 use crate::error::RpcError;
 use crate::proto::{
@@ -14,7 +16,6 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::Instant;
@@ -131,6 +132,16 @@ struct Peer {
     /// can overtake the call's answer. Those from the other end are handled
     /// once it is known; the rest are dropped.
     early: Vec<(Route, bytes::Bytes)>,
+    /// The frames the inline handler passed to the end's mailbox and the
+    /// shell has not handled yet, in order, each known by where its
+    /// payload lies (the same buffer arrives through the mailbox): while
+    /// there are any, later frames take the mailbox too, so as not to
+    /// overtake them (see [`Inline`]). Frames that come to the mailbox
+    /// another way are not among them.
+    mailed: VecDeque<usize>,
+    /// A frame came to the mailbox another way: from then on every frame
+    /// takes the mailbox, so that none overtakes such a frame.
+    mailbox_only: bool,
 }
 
 /// Most frames an end keeps before it knows where its other end is.
@@ -153,14 +164,11 @@ pub(crate) struct Shared<H> {
     /// The route to the other end, once known, and the frames that came
     /// before it was.
     peer: Mutex<Peer>,
-    /// Wakes the shell: the application changed the half.
+    /// Wakes the shell: the application changed the half, or a frame
+    /// handled inline left something to send.
     kick: Notify,
     /// The application's tasks waiting for the half to change.
     wakers: Mutex<Vec<Waker>>,
-    /// Frames the inline handler passed to the end's mailbox that the
-    /// shell has not handled yet (see [`Inline`]); while there are any,
-    /// later frames take the mailbox too, so as not to overtake them.
-    mailed: AtomicUsize,
 }
 
 impl<H: Half> Shared<H> {
@@ -270,10 +278,11 @@ pub(crate) async fn start<H: Half>(
         peer: Mutex::new(Peer {
             route: peer,
             early: Vec::new(),
+            mailed: VecDeque::new(),
+            mailbox_only: false,
         }),
         kick: Notify::new(),
         wakers: Mutex::new(Vec::new()),
-        mailed: AtomicUsize::new(0),
     });
     if H::INLINE {
         end_ctx.set_inline_handler(&address, Some(Arc::new(Inline(shared.clone()))))?;
@@ -345,13 +354,17 @@ async fn run<H: Half>(mut ctx: Context, shared: Arc<Shared<H>>) {
             m = ctx.receive_block::<Any>() => match m {
                 Ok(m) => {
                     let t = m.into_transport_message();
+                    let at = payload_at(&t.payload);
                     on_frame(&shared, t.return_route, t.payload);
-                    // (Frames that came to the mailbox some other way
-                    // count nothing: at worst a small frame overtakes one,
-                    // which the protocol puts back in order.)
-                    let _ = shared
-                        .mailed
-                        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+                    // Handled: no longer one that a later frame must not
+                    // overtake (a frame that came another way was never
+                    // among them).
+                    let mut peer = lock(&shared.peer);
+                    if peer.mailed.front() == Some(&at) {
+                        peer.mailed.pop_front();
+                    } else {
+                        peer.mailbox_only = true;
+                    }
                 }
                 Err(_) => {
                     shared.lock().lost("the node stopped");
@@ -369,9 +382,15 @@ async fn run<H: Half>(mut ctx: Context, shared: Arc<Shared<H>>) {
 /// delivers them (see [`Inline`]).
 const INLINE_MAX: usize = 512;
 
-/// Takes an end's small frames (credits, acknowledgements, pings, a few
-/// small messages: what a round trip is made of) on the task that delivers
-/// them, the TCP connection's reader or a worker of this node, instead of
+/// Where a frame's payload lies: the same buffer goes through the mailbox,
+/// and no other frame's can lie there while it is alive (frames are never
+/// empty).
+fn payload_at(payload: &[u8]) -> usize {
+    payload.as_ptr() as usize
+}
+
+/// Takes a receiving end's small frames (a few small messages, the end,
+/// pings: what a round trip is made of) on the task that delivers them, the TCP connection's reader or a worker of this node, instead of
 /// through the end's mailbox ([`Context::set_inline_handler`]): the
 /// application's task is woken from there, and the end's task only when it
 /// has something to do (frames to send, the end to finish). One task
@@ -379,13 +398,18 @@ const INLINE_MAX: usize = 512;
 ///
 /// Larger frames go to the mailbox as before: handling a batch of many
 /// messages on the reader's task would stop it reading meanwhile
-/// (`BENCHMARKS.md`, typed streams, sessions 11 and 14). So that a small
-/// frame does not overtake a large one still in the mailbox, frames take
-/// the mailbox while any this handler put there is unhandled. Frames that
-/// still come through the mailbox another way (those an inline handler
-/// passes on, such as a secure channel's: handlers do not nest) are
-/// handled by the shell as before; the protocol puts frames that overtook
-/// each other back in order.
+/// (`BENCHMARKS.md`, typed streams, sessions 11 and 14). So that no frame
+/// overtakes one still in the mailbox (the protocol puts `Data` back in
+/// order, but an `Abort` that overtook `Data` would end the stream before
+/// it), frames take the mailbox while any this handler put there is
+/// unhandled ([`Peer::mailed`]). Frames that come through the mailbox
+/// another way (those an inline handler passes on, such as a secure
+/// channel's: handlers do not nest) are handled by the shell as before,
+/// and once one has, every later frame of the end takes the mailbox
+/// ([`Peer::mailbox_only`]). (Only a frame handled here while the first
+/// such frame waits in the mailbox could overtake it: a route whose hops
+/// pass one stream's frames on sometimes from inside an inline handler and
+/// sometimes not; none in this workspace does.)
 struct Inline<H>(Arc<Shared<H>>);
 
 impl<H: Half> InlineHandler for Inline<H> {
@@ -395,9 +419,13 @@ impl<H: Half> InlineHandler for Inline<H> {
         _onward: &mut Onward<'_>,
     ) -> ockam_core::Result<Option<LocalMessage>> {
         let shared = &self.0;
-        if msg.transport().payload.len() > INLINE_MAX || shared.mailed.load(Ordering::Acquire) > 0 {
-            shared.mailed.fetch_add(1, Ordering::AcqRel);
-            return Ok(Some(msg));
+        {
+            let mut peer = lock(&shared.peer);
+            let payload = &msg.transport().payload;
+            if payload.len() > INLINE_MAX || !peer.mailed.is_empty() || peer.mailbox_only {
+                peer.mailed.push_back(payload_at(payload));
+                return Ok(Some(msg));
+            }
         }
         let t = msg.into_transport_message();
         on_frame(shared, t.return_route, t.payload);
@@ -889,5 +917,155 @@ impl<T: Message> futures_core::Stream for Source<T> {
             Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod inline_tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::proto::{Frame, Timing, Window};
+    use crate::RpcError;
+    use ockam_core::{route, TransportMessage};
+    use std::time::Duration;
+
+    /// No timer gets in the way: wakes must come from the frames.
+    const SLOW: Timing = Timing {
+        ping_every: Duration::from_secs(3600),
+        liveness: Duration::from_secs(7200),
+    };
+
+    fn frame(to: &Address, f: Frame) -> LocalMessage {
+        LocalMessage::new(TransportMessage::v1(
+            route![to.clone()],
+            route!["peer"],
+            f.encode().unwrap(),
+        ))
+    }
+
+    fn data(first: u64, m: &str) -> Frame {
+        Frame::Data {
+            first,
+            bodies: [m.to_string().encode().unwrap()].iter().collect(),
+        }
+    }
+
+    /// A node of one worker thread (the end's task runs only when the test
+    /// awaits), running `f`.
+    fn node<F>(f: impl FnOnce(Context) -> F)
+    where
+        F: std::future::Future<Output = ockam_core::Result<()>> + Send + 'static,
+    {
+        let (ctx, mut executor) = ockam_node::start_node_with(|b| {
+            b.worker_threads(1);
+        });
+        executor.execute(f(ctx)).unwrap();
+    }
+
+    /// A source whose other end is "peer", and its inline handler.
+    async fn source(ctx: &Context) -> ockam_core::Result<(Source<String>, Inline<RecvHalf>)> {
+        let s = Source::<String>::start(ctx, Window::default(), SLOW, Some(route!["peer"]), None)
+            .await?;
+        let inline = Inline(s.shared.clone());
+        Ok((s, inline))
+    }
+
+    #[test]
+    fn small_frames_are_handled_inline_and_none_overtakes_one_in_the_mailbox() {
+        node(|ctx| async move {
+            let _peer = ctx.new_context(Address::from("peer")).await?;
+            let (mut src, inline) = source(&ctx).await?;
+            let to = src.address().clone();
+            let big = "x".repeat(4096);
+            // Small: handled here, ready before any task ran.
+            assert!(inline
+                .handle(frame(&to, data(0, "a")), &mut ctx.onward())?
+                .is_none());
+            assert_eq!(src.shared.lock().held().0, 1);
+            // Large: the mailbox; and the abort behind it too, so that it
+            // cannot end the stream before the large message arrives.
+            let a = inline
+                .handle(frame(&to, data(1, &big)), &mut ctx.onward())?
+                .expect("a large frame takes the mailbox");
+            let b = inline
+                .handle(
+                    frame(&to, Frame::Abort { reason: "r".into() }),
+                    &mut ctx.onward(),
+                )?
+                .expect("behind a large frame: the mailbox");
+            assert_eq!(lock(&src.shared.peer).mailed.len(), 2);
+            ctx.forward_to(&to, a).await?;
+            ctx.forward_to(&to, b).await?;
+            assert_eq!(src.recv().await.unwrap(), Some("a".to_string()));
+            assert_eq!(src.recv().await.unwrap(), Some(big));
+            assert!(matches!(src.recv().await, Err(RpcError::Aborted(_))));
+            assert!(lock(&src.shared.peer).mailed.is_empty());
+            // Nothing waits in the mailbox: small frames are handled here
+            // again.
+            assert!(inline
+                .handle(frame(&to, Frame::Ping), &mut ctx.onward())?
+                .is_none());
+            ctx.stop().await
+        });
+    }
+
+    #[test]
+    fn after_a_frame_that_came_another_way_every_frame_takes_the_mailbox() {
+        node(|ctx| async move {
+            let _peer = ctx.new_context(Address::from("peer")).await?;
+            let (mut src, inline) = source(&ctx).await?;
+            let to = src.address().clone();
+            // Straight to the mailbox, as from inside another inline
+            // handler.
+            ctx.forward_to(&to, frame(&to, data(0, "a"))).await?;
+            assert_eq!(src.recv().await.unwrap(), Some("a".to_string()));
+            assert!(lock(&src.shared.peer).mailbox_only);
+            let b = inline
+                .handle(frame(&to, data(1, "b")), &mut ctx.onward())?
+                .expect("the mailbox, as the one before it");
+            ctx.forward_to(&to, b).await?;
+            assert_eq!(src.recv().await.unwrap(), Some("b".to_string()));
+            ctx.stop().await
+        });
+    }
+
+    #[test]
+    fn inline_frames_wake_the_application_and_the_end_without_a_timer() {
+        node(|ctx| async move {
+            let mut peer = ctx.new_context(Address::from("peer")).await?;
+            let (src, inline) = source(&ctx).await?;
+            let to = src.address().clone();
+            let reader = tokio::spawn(async move {
+                let mut s = src;
+                let m = s.recv().await;
+                (s, m)
+            });
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert!(inline
+                .handle(frame(&to, data(0, "a")), &mut ctx.onward())?
+                .is_none());
+            let (mut src, m) = tokio::time::timeout(Duration::from_secs(5), reader)
+                .await
+                .expect("the application was not woken")
+                .unwrap();
+            assert_eq!(m.unwrap(), Some("a".to_string()));
+            // The end: acknowledged by the end's task, woken from here.
+            assert!(inline
+                .handle(frame(&to, Frame::Close { total: 1 }), &mut ctx.onward())?
+                .is_none());
+            let ack = async {
+                loop {
+                    let m = peer.receive_block::<Frame>().await?;
+                    if matches!(m.body(), Frame::CloseAck) {
+                        return Ok::<_, ockam_core::Error>(());
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(5), ack)
+                .await
+                .expect("the acknowledgement waited for a timer")?;
+            assert_eq!(src.recv().await.unwrap(), None);
+            ctx.stop().await
+        });
     }
 }
