@@ -37,16 +37,18 @@ pub(crate) trait Half: Send + 'static {
     fn lost(&mut self, why: &str);
     /// Nothing more to send or receive.
     fn finished(&self) -> bool;
-    /// Whether the shell has something to do after a frame was handled:
-    /// frames to send, or the end to finish.
-    fn wants_shell(&self) -> bool;
-    /// Whether small frames are handled on the task that delivers them
-    /// (see [`Inline`]): a receiving end's are (messages and the end: a
-    /// round trip's path); a sending end's (credits, acknowledgements) are
-    /// not: they are off that path, and a credit would wake a sending
-    /// application from the connection's reader, moving its task onto the
-    /// connection's thread.
-    const INLINE: bool;
+    /// The handler that takes the end's small frames on the task that
+    /// delivers them, if it has one (see [`Inline`]): a receiving end does
+    /// (messages and the end: a round trip's path); a sending end does not
+    /// (credits, acknowledgements: off that path, and a credit would wake
+    /// a sending application from the connection's reader, moving its task
+    /// onto the connection's thread).
+    fn inline_handler(_shared: &Arc<Shared<Self>>) -> Option<Arc<dyn InlineHandler>>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 impl Half for SendHalf {
@@ -71,10 +73,6 @@ impl Half for SendHalf {
     fn finished(&self) -> bool {
         self.is_over()
     }
-    fn wants_shell(&self) -> bool {
-        self.has_transmit() || self.is_over()
-    }
-    const INLINE: bool = false;
 }
 
 impl Half for RecvHalf {
@@ -116,10 +114,9 @@ impl Half for RecvHalf {
     fn finished(&self) -> bool {
         self.poll_timeout().is_none()
     }
-    fn wants_shell(&self) -> bool {
-        self.has_transmit() || Half::finished(self)
+    fn inline_handler(shared: &Arc<Shared<Self>>) -> Option<Arc<dyn InlineHandler>> {
+        Some(Arc::new(Inline(shared.clone())))
     }
-    const INLINE: bool = true;
 }
 
 /// Where the other end of a stream is.
@@ -284,21 +281,24 @@ pub(crate) async fn start<H: Half>(
         kick: Notify::new(),
         wakers: Mutex::new(Vec::new()),
     });
-    if H::INLINE {
-        end_ctx.set_inline_handler(&address, Some(Arc::new(Inline(shared.clone()))))?;
+    let inline = H::inline_handler(&shared);
+    let inlined = inline.is_some();
+    if inline.is_some() {
+        end_ctx.set_inline_handler(&address, inline)?;
     }
     LIVE_ENDS.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     let live = LiveEnd(on_end);
     let task_shared = shared.clone();
     tokio::spawn(async move {
         let _live = live;
-        run(end_ctx, task_shared).await
+        run(end_ctx, task_shared, inlined).await
     });
     Ok((shared, address))
 }
 
-/// The shell: sends, receives, keeps time, until the half is finished.
-async fn run<H: Half>(mut ctx: Context, shared: Arc<Shared<H>>) {
+/// The shell: sends, receives, keeps time, until the half is finished;
+/// `inlined`: the end has an inline handler (see [`Inline`]).
+async fn run<H: Half>(mut ctx: Context, shared: Arc<Shared<H>>, inlined: bool) {
     let mut unsent: Vec<Frame> = Vec::new();
     loop {
         let now = Instant::now();
@@ -359,11 +359,13 @@ async fn run<H: Half>(mut ctx: Context, shared: Arc<Shared<H>>) {
                     // Handled: no longer one that a later frame must not
                     // overtake (a frame that came another way was never
                     // among them).
-                    let mut peer = lock(&shared.peer);
-                    if peer.mailed.front() == Some(&at) {
-                        peer.mailed.pop_front();
-                    } else {
-                        peer.mailbox_only = true;
+                    if inlined {
+                        let mut peer = lock(&shared.peer);
+                        if peer.mailed.front() == Some(&at) {
+                            peer.mailed.pop_front();
+                        } else {
+                            peer.mailbox_only = true;
+                        }
                     }
                 }
                 Err(_) => {
@@ -410,9 +412,9 @@ fn payload_at(payload: &[u8]) -> usize {
 /// such frame waits in the mailbox could overtake it: a route whose hops
 /// pass one stream's frames on sometimes from inside an inline handler and
 /// sometimes not; none in this workspace does.)
-struct Inline<H>(Arc<Shared<H>>);
+struct Inline(Arc<Shared<RecvHalf>>);
 
-impl<H: Half> InlineHandler for Inline<H> {
+impl InlineHandler for Inline {
     fn handle(
         &self,
         msg: LocalMessage,
@@ -430,7 +432,13 @@ impl<H: Half> InlineHandler for Inline<H> {
         let t = msg.into_transport_message();
         on_frame(shared, t.return_route, t.payload);
         shared.wake_app();
-        if shared.lock().wants_shell() {
+        // Something to send (a credit, the end's acknowledgement), or the
+        // end is over: the shell's to do.
+        let shell = {
+            let h = shared.lock();
+            h.has_transmit() || Half::finished(&*h)
+        };
+        if shell {
             shared.kick.notify_one();
         }
         Ok(None)
@@ -962,20 +970,23 @@ mod inline_tests {
         executor.execute(f(ctx)).unwrap();
     }
 
-    /// A source whose other end is "peer", and its inline handler.
-    async fn source(ctx: &Context) -> ockam_core::Result<(Source<String>, Inline<RecvHalf>)> {
+    /// A source whose other end is "peer" (a context of its own, to
+    /// receive what the source sends), its inline handler and its address.
+    async fn source(
+        ctx: &Context,
+    ) -> ockam_core::Result<(Context, Source<String>, Inline, Address)> {
+        let peer = ctx.new_context(Address::from("peer")).await?;
         let s = Source::<String>::start(ctx, Window::default(), SLOW, Some(route!["peer"]), None)
             .await?;
         let inline = Inline(s.shared.clone());
-        Ok((s, inline))
+        let to = s.address().clone();
+        Ok((peer, s, inline, to))
     }
 
     #[test]
     fn small_frames_are_handled_inline_and_none_overtakes_one_in_the_mailbox() {
         node(|ctx| async move {
-            let _peer = ctx.new_context(Address::from("peer")).await?;
-            let (mut src, inline) = source(&ctx).await?;
-            let to = src.address().clone();
+            let (_peer, mut src, inline, to) = source(&ctx).await?;
             let big = "x".repeat(4096);
             // Small: handled here, ready before any task ran.
             assert!(inline
@@ -1012,9 +1023,7 @@ mod inline_tests {
     #[test]
     fn after_a_frame_that_came_another_way_every_frame_takes_the_mailbox() {
         node(|ctx| async move {
-            let _peer = ctx.new_context(Address::from("peer")).await?;
-            let (mut src, inline) = source(&ctx).await?;
-            let to = src.address().clone();
+            let (_peer, mut src, inline, to) = source(&ctx).await?;
             // Straight to the mailbox, as from inside another inline
             // handler.
             ctx.forward_to(&to, frame(&to, data(0, "a"))).await?;
@@ -1032,9 +1041,7 @@ mod inline_tests {
     #[test]
     fn inline_frames_wake_the_application_and_the_end_without_a_timer() {
         node(|ctx| async move {
-            let mut peer = ctx.new_context(Address::from("peer")).await?;
-            let (src, inline) = source(&ctx).await?;
-            let to = src.address().clone();
+            let (mut peer, src, inline, to) = source(&ctx).await?;
             let reader = tokio::spawn(async move {
                 let mut s = src;
                 let m = s.recv().await;

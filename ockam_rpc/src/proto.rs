@@ -649,11 +649,6 @@ impl SendHalf {
     pub fn is_over(&self) -> bool {
         self.outcome().is_some()
     }
-
-    /// Whether [`poll_transmit`](Self::poll_transmit) has a frame to give.
-    pub fn has_transmit(&self) -> bool {
-        !self.out.is_empty() || (self.state == SendState::Open && !self.queued_ends.is_empty())
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
