@@ -3,6 +3,7 @@
 //! docs, and with no stability promise across versions (rustls's way).
 //! Applications should not use it.
 
+pub mod recycle;
 pub mod sync;
 
 /// Hand-written BARE primitives (the other crates' hot-path codecs).

@@ -626,7 +626,10 @@ impl TransportMessage {
     /// when its version is not [`TRANSPORT_MESSAGE_VERSION`].
     pub fn decode(data: &[u8]) -> Result<Self> {
         let (head, payload) = Self::decode_head(data)?;
-        Self::checked(head, data[payload].to_vec())
+        // A large payload's buffer is a reused one (see `internal::recycle`).
+        let mut buf = crate::internal::recycle::take(payload.len());
+        buf.extend_from_slice(&data[payload]);
+        Self::checked(head, buf)
     }
 
     #[doc(hidden)] // for the TCP transport's frame decoder

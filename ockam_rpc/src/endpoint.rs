@@ -9,6 +9,7 @@ use crate::error::RpcError;
 use crate::proto::{
     data_head, Bodies, End, Frame, RecvHalf, SendHalf, SendRefused, Timing, Window,
 };
+use ockam_core::internal::recycle;
 use ockam_core::internal::sync::lock;
 use ockam_core::{Address, Any, LocalMessage, Message, Route};
 use ockam_node::{Context, InlineHandler, Onward};
@@ -448,7 +449,8 @@ impl InlineHandler for Inline {
 /// A frame from `from`: handled if it comes from the other end, kept if
 /// that end is not known yet (see [`Peer::early`]), else dropped.
 fn on_frame<H: Half>(shared: &Shared<H>, from: Route, payload: Vec<u8>) {
-    let payload = bytes::Bytes::from(payload);
+    // Given back to the process's pool once read (see `recycle`).
+    let payload = recycle::shared(payload);
     {
         let mut peer = lock(&shared.peer);
         match &peer.route {

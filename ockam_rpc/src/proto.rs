@@ -19,6 +19,7 @@
 //!   end it with their own [`End`].
 
 use bytes::Bytes;
+use ockam_core::internal::recycle;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -304,6 +305,17 @@ enum SendState {
     Ended(End),
 }
 
+/// Queued messages that make one `Data` frame (see [`SendHalf`]).
+#[derive(Debug, Default)]
+struct Batch {
+    /// Each message's BARE length, then its encoding.
+    data: Vec<u8>,
+    /// How many messages.
+    count: usize,
+    /// Their bytes (without their lengths).
+    bytes: u64,
+}
+
 /// The sending end of one stream; see the module docs.
 #[derive(Debug)]
 pub struct SendHalf {
@@ -313,14 +325,21 @@ pub struct SendHalf {
     credit_messages: u64,
     credit_bytes: u64,
     /// Messages the application gave, not yet sent (for batching), as
-    /// `Data` frames carry them (see [`Bodies`]): each a BARE length, then
-    /// its encoding.
-    queued: Vec<u8>,
-    /// Where each queued item ends in `queued`, and the bytes of the
-    /// messages up to it (without their lengths).
-    queued_ends: Vec<(usize, u64)>,
+    /// `Data` frames carry them (see [`Bodies`]: each a BARE length, then
+    /// its encoding), a frame's worth to a buffer: full ones, waiting for
+    /// the shell (see [`SendHalf::send_encoded`])...
+    sealed: VecDeque<Batch>,
+    /// ... and the one being filled.
+    queued: Batch,
+    /// Messages, and their bytes (without their lengths), in `sealed` and
+    /// `queued` together.
+    queued_count: u64,
+    queued_body_bytes: u64,
     /// The size of the last `Data` frame's bodies: room kept for the next.
     last_frame_bytes: usize,
+    /// The size of the last queued item (length and encoding): a stream's
+    /// messages are mostly alike, so the next is expected to take as much.
+    last_item: usize,
     /// The bytes the last queued message's length took (see
     /// [`SendHalf::send_encoded`]).
     last_len_room: usize,
@@ -343,9 +362,12 @@ impl SendHalf {
             sent_bytes: 0,
             credit_messages: 0,
             credit_bytes: 0,
-            queued: Vec::new(),
-            queued_ends: Vec::new(),
+            sealed: VecDeque::new(),
+            queued: Batch::default(),
+            queued_count: 0,
+            queued_body_bytes: 0,
             last_frame_bytes: 0,
+            last_item: 0,
             last_len_room: 1,
             timing,
             last_heard: now,
@@ -394,19 +416,19 @@ impl SendHalf {
     /// The sequence number the next queued message gets.
     #[inline]
     fn queued_seq(&self) -> u64 {
-        self.next_seq + self.queued_ends.len() as u64
+        self.next_seq + self.queued_count
     }
 
     /// The cumulative bytes before the next queued message.
     #[inline]
     fn queued_bytes(&self) -> u64 {
-        self.sent_bytes + self.queued_ends.last().map_or(0, |e| e.1)
+        self.sent_bytes + self.queued_body_bytes
     }
 
     /// How many messages are queued and not yet in a frame.
     #[inline]
     pub fn queued(&self) -> usize {
-        self.queued_ends.len()
+        self.queued_count as usize
     }
 
     /// Queues a message's encoding.
@@ -440,23 +462,31 @@ impl SendHalf {
         if let Err(refused @ SendRefused::Ended) = self.check(0) {
             return Ok(Err(refused));
         }
-        if self.queued.capacity() == 0 {
-            self.queued
-                .reserve(self.last_frame_bytes.clamp(256, MAX_FRAME_BODY_BYTES));
+        // A message like the last would make this batch more than a
+        // frame's worth: the batch is a frame of its own.
+        if self.queued.count > 0 && self.queued.data.len() + self.last_item > MAX_FRAME_BODY_BYTES {
+            self.seal();
         }
-        let start = self.queued.len();
+        if self.queued.data.capacity() == 0 {
+            // A reused buffer for a large batch (see `recycle`).
+            self.queued.data =
+                recycle::take(self.last_frame_bytes.clamp(256, MAX_FRAME_BODY_BYTES));
+        }
+        let buf = &mut self.queued.data;
+        let start = buf.len();
         let room = self.last_len_room;
-        self.queued.resize(start + room, 0);
-        if let Err(e) = encode(&mut self.queued) {
-            self.queued.truncate(start);
+        buf.resize(start + room, 0);
+        if let Err(e) = encode(buf) {
+            buf.truncate(start);
             return Err(e);
         }
-        let len = self.queued.len() - start - room;
+        let len = buf.len() - start - room;
         // `check` as it was before this message was written.
         if let Err(refused) = self.check_at(self.queued_seq(), self.queued_bytes(), len) {
-            self.queued.truncate(start);
+            self.queued.data.truncate(start);
             return Ok(Err(refused));
         }
+        let buf = &mut self.queued.data;
         let mut prefix = [0u8; 10];
         let mut n = 0;
         ockam_core::internal::wire::put_uint_with(len as u64, |b| {
@@ -464,16 +494,42 @@ impl SendHalf {
             n += 1;
         });
         if n == room {
-            self.queued[start..start + n].copy_from_slice(&prefix[..n]);
+            buf[start..start + n].copy_from_slice(&prefix[..n]);
         } else {
-            self.queued
-                .splice(start..start + room, prefix[..n].iter().copied());
+            buf.splice(start..start + room, prefix[..n].iter().copied());
             self.last_len_room = n;
         }
-        let before = self.queued_ends.last().map_or(0, |e| e.1);
-        self.queued_ends
-            .push((self.queued.len(), before + len as u64));
+        self.last_item = buf.len() - start;
+        if self.queued.count > 0 && buf.len() > MAX_FRAME_BODY_BYTES {
+            // Larger than the last: it starts the next batch (copied, as
+            // only a message larger than the one before it is).
+            let mut next = recycle::take(self.last_item.max(MAX_FRAME_BODY_BYTES));
+            next.extend_from_slice(&buf[start..]);
+            buf.truncate(start);
+            self.seal();
+            self.queued.data = next;
+        }
+        self.queued.count += 1;
+        self.queued.bytes += len as u64;
+        self.queued_count += 1;
+        self.queued_body_bytes += len as u64;
         Ok(Ok(()))
+    }
+
+    /// The batch being filled joins the full ones.
+    fn seal(&mut self) {
+        if self.queued.count > 0 {
+            self.last_frame_bytes = self.queued.data.len().min(MAX_FRAME_BODY_BYTES);
+            self.sealed.push_back(std::mem::take(&mut self.queued));
+        }
+    }
+
+    /// Drops what is queued (the stream ended).
+    fn drop_queued(&mut self) {
+        self.sealed.clear();
+        self.queued = Batch::default();
+        self.queued_count = 0;
+        self.queued_body_bytes = 0;
     }
 
     /// The way to the receiver is known from `now` on: liveness counts
@@ -505,8 +561,7 @@ impl SendHalf {
             if self.state == SendState::Open {
                 self.flush_data();
             }
-            self.queued.clear();
-            self.queued_ends.clear();
+            self.drop_queued();
             self.state = SendState::Ended(End::Aborted(reason.into()));
             self.out.push_back(Frame::Abort {
                 reason: reason.into(),
@@ -517,8 +572,7 @@ impl SendHalf {
     /// The way to the peer failed (a send failed): the stream is lost.
     pub fn lost(&mut self, why: &str) {
         if !matches!(self.state, SendState::Closed | SendState::Ended(_)) {
-            self.queued.clear();
-            self.queued_ends.clear();
+            self.drop_queued();
             self.state = SendState::Ended(End::Lost(why.into()));
         }
     }
@@ -549,46 +603,33 @@ impl SendHalf {
             Frame::Cancel { reason }
                 if !matches!(self.state, SendState::Closed | SendState::Ended(_)) =>
             {
-                self.queued.clear();
-                self.queued_ends.clear();
+                self.drop_queued();
                 self.state = SendState::Ended(End::Cancelled(reason));
             }
             _ => {}
         }
     }
 
-    /// Moves the queued messages into `Data` frames of at most
-    /// [`MAX_FRAME_BODY_BYTES`] (but at least one message each), so that a
-    /// receiver works on one while the next is on its way.
+    /// Moves the queued messages into `Data` frames, one a batch: at most
+    /// [`MAX_FRAME_BODY_BYTES`] each (but at least one message), so that a
+    /// receiver works on one while the next is on its way. Each frame's
+    /// buffer goes back to the process's pool (see `recycle`) once the
+    /// frame is sent and dropped.
     fn flush_data(&mut self) {
-        if self.queued_ends.is_empty() {
-            return;
-        }
-        let data = Bytes::from(std::mem::take(&mut self.queued));
-        let ends = std::mem::take(&mut self.queued_ends);
-        self.last_frame_bytes = data.len().min(MAX_FRAME_BODY_BYTES);
-        let (mut start, mut body_start) = (0, 0);
-        let mut from = 0;
-        while from < ends.len() {
-            // At least one message; more while they fit.
-            let mut to = from + 1;
-            while to < ends.len() && ends[to].0 - start <= MAX_FRAME_BODY_BYTES {
-                to += 1;
-            }
-            let (end, body_end) = ends[to - 1];
-            let bodies = Bodies {
-                data: data.slice(start..end),
-                pos: 0,
-                count: to - from,
-                bytes: body_end - body_start,
-            };
+        self.seal();
+        while let Some(batch) = self.sealed.pop_front() {
             let first = self.next_seq;
-            self.next_seq += (to - from) as u64;
-            self.sent_bytes += body_end - body_start;
+            self.next_seq += batch.count as u64;
+            self.sent_bytes += batch.bytes;
+            self.queued_count -= batch.count as u64;
+            self.queued_body_bytes -= batch.bytes;
+            let bodies = Bodies {
+                data: recycle::shared(batch.data),
+                pos: 0,
+                count: batch.count,
+                bytes: batch.bytes,
+            };
             self.out.push_back(Frame::Data { first, bodies });
-            start = end;
-            body_start = body_end;
-            from = to;
         }
     }
 

@@ -2,6 +2,7 @@
 //! one BARE-encoded [`TransportMessage`]. A plain state machine with no I/O:
 //! the connection reads bytes into it and takes whole frames out.
 
+use ockam_core::internal::recycle;
 use ockam_core::{check_route, Address, EncodePayload, Error, ErrorKind, Result, TransportMessage};
 
 /// Bytes of the length prefix.
@@ -267,7 +268,7 @@ impl FrameDecoder {
             // what is wrong with it.
             if let Some((head_len, payload_len)) = TransportMessage::payload_position(avail) {
                 if head_len.checked_add(payload_len) == Some(len) {
-                    let mut buf = Vec::with_capacity((payload_len + head_len).min(1 << 20));
+                    let mut buf = recycle::take((payload_len + head_len).min(1 << 20));
                     buf.extend_from_slice(&avail[head_len..]);
                     let head = avail[..head_len].to_vec();
                     self.start = self.buf.len();

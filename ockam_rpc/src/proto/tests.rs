@@ -469,6 +469,10 @@ fn queued_frames_on_the_wire_decode_to_the_messages_sent() {
             continue;
         };
         assert_eq!(first, got.len() as u64, "frames in order");
+        assert!(
+            bodies.wire_bytes().len() <= MAX_FRAME_BODY_BYTES || bodies.len() == 1,
+            "a frame's worth at most, or one message"
+        );
         let (head, len) = data_head(first, &bodies);
         let wire = Bytes::from([&head[..len], &bodies.wire_bytes()[..]].concat());
         let (f, mut run) = decode_data(&wire).expect("a Data frame").expect("decodes");
@@ -479,4 +483,68 @@ fn queued_frames_on_the_wire_decode_to_the_messages_sent() {
         }
     }
     assert_eq!(got, sent);
+}
+
+/// The queue is cut into frames as messages are queued, a frame's worth to
+/// a buffer: like messages fill each frame, and a message larger than
+/// what fits starts the next frame, in order.
+#[test]
+fn like_messages_fill_each_frame_and_a_larger_one_starts_the_next() {
+    let (mut s, mut r, now) = pair(Window {
+        messages: 1000,
+        bytes: 1 << 22,
+    });
+    exchange(&mut s, &mut r, now);
+    // The messages of each `Data` frame sent, the frames delivered.
+    let mut got = Vec::new();
+    let mut frames = |s: &mut SendHalf, r: &mut RecvHalf| {
+        let mut counts = Vec::new();
+        while let Some(f) = s.poll_transmit(now) {
+            if let Frame::Data { bodies, .. } = &f {
+                assert!(bodies.wire_bytes().len() <= MAX_FRAME_BODY_BYTES || bodies.len() == 1);
+                counts.push(bodies.len());
+            }
+            r.handle(f, now);
+        }
+        while let Some(Ok(Some(m))) = r.take() {
+            got.push(m.to_vec());
+        }
+        exchange(s, r, now);
+        counts
+    };
+    // 4 KiB messages take 4,098 bytes each with their lengths: 15 a frame.
+    for _ in 0..40 {
+        s.send(&[1; 4096]).unwrap();
+    }
+    assert_eq!(s.queued(), 40);
+    assert_eq!(frames(&mut s, &mut r), [15, 15, 10]);
+    assert_eq!(s.queued(), 0);
+    // Small ones (11 bytes each with their lengths), then one that does
+    // not fit beside them (65,503): it starts the next frame. One that
+    // would fit beside it (11) goes in the frame after, as a message like
+    // the last would not fit. Then one larger than a frame, alone, and a
+    // small one after it.
+    for _ in 0..10 {
+        s.send(&[2; 10]).unwrap();
+    }
+    s.send(&[3; 65_500]).unwrap();
+    s.send(&[4; 10]).unwrap();
+    s.send(&[5; 70_000]).unwrap();
+    s.send(&[6; 10]).unwrap();
+    assert_eq!(s.queued(), 14);
+    assert_eq!(frames(&mut s, &mut r), [10, 1, 1, 1, 1]);
+    // Small ones with one that fits beside them: one frame.
+    for _ in 0..10 {
+        s.send(&[7; 10]).unwrap();
+    }
+    s.send(&[8; 65_000]).unwrap();
+    assert_eq!(frames(&mut s, &mut r), [11]);
+    // Everything arrives, in order.
+    let mut sent = vec![vec![1u8; 4096]; 40];
+    sent.extend(vec![vec![2u8; 10]; 10]);
+    sent.extend([vec![3; 65_500], vec![4; 10], vec![5; 70_000], vec![6; 10]]);
+    sent.extend(vec![vec![7u8; 10]; 10]);
+    sent.push(vec![8; 65_000]);
+    assert_eq!(got.len(), sent.len());
+    assert!(got == sent);
 }

@@ -1,0 +1,202 @@
+//! Frame-sized byte buffers, reused across a process instead of freed.
+//!
+//! A node that receives a stream of large frames takes a buffer for each
+//! (the TCP reader: a transport message's payload) and frees it on another
+//! thread once the application has read what it holds. glibc's allocator
+//! gives each thread its own arena and, when a free leaves more than its
+//! trim threshold (128 KiB by default) free at the top of that arena,
+//! hands the pages back to the kernel (`MADV_DONTNEED`): the next frame's
+//! buffer is faulted in again, page by page. In one run of several that is
+//! a quarter of a million page faults for 4 GB received, and the run
+//! is a third slower (`BENCHMARKS.md`, typed streams, session 15).
+//!
+//! The owner of a buffer that is done with it gives it back here
+//! ([`give`], or [`shared`], whose [`Bytes`] gives it back when its last
+//! clone goes) instead of freeing it, and the next large frame takes it
+//! ([`take`]). Only buffers of [`MIN_CAPACITY`] to [`MAX_CAPACITY`] bytes
+//! are kept, [`MAX_KEPT_BYTES`] (16 MiB) in all at most: about what a
+//! typed stream with a 16 MiB window has in flight (the default window is
+//! 1 MiB; a receiver whose application falls behind by more than what is
+//! kept frees the rest as before). Smaller buffers come from the
+//! allocator's own caches, which serve them well.
+
+use crate::internal::sync::lock;
+use bytes::Bytes;
+use std::sync::Mutex;
+
+/// Buffers smaller than this are neither taken from nor given to the pool.
+pub const MIN_CAPACITY: usize = 16 * 1024;
+
+/// Buffers larger than this are not kept (a rare huge frame's buffer is
+/// freed as usual).
+pub const MAX_CAPACITY: usize = 256 * 1024;
+
+/// The most bytes (of capacity) kept at once.
+pub const MAX_KEPT_BYTES: usize = 16 * 1024 * 1024;
+
+/// A pool of buffers; the process has one ([`take`], [`give`], [`shared`]).
+pub struct Pool {
+    kept: Mutex<Kept>,
+}
+
+struct Kept {
+    buffers: Vec<Vec<u8>>,
+    /// Their capacities' sum.
+    bytes: usize,
+}
+
+impl Pool {
+    /// An empty pool.
+    pub const fn new() -> Self {
+        Pool {
+            kept: Mutex::new(Kept {
+                buffers: Vec::new(),
+                bytes: 0,
+            }),
+        }
+    }
+
+    /// An empty buffer with room for at least `len` bytes: when `len` is
+    /// within [`MIN_CAPACITY`] to [`MAX_CAPACITY`], a kept one large enough
+    /// or else a new one of `len` rounded up to a multiple of
+    /// [`MIN_CAPACITY`] (so that it serves frames a little larger later);
+    /// else a new one of exactly `len`.
+    pub fn take(&self, len: usize) -> Vec<u8> {
+        if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&len) {
+            return Vec::with_capacity(len);
+        }
+        {
+            let mut kept = lock(&self.kept);
+            if let Some(i) = kept.buffers.iter().rposition(|b| b.capacity() >= len) {
+                let buf = kept.buffers.swap_remove(i);
+                kept.bytes -= buf.capacity();
+                return buf;
+            }
+        }
+        Vec::with_capacity(len.next_multiple_of(MIN_CAPACITY))
+    }
+
+    /// Keeps `buf` for a later [`take`](Self::take) if its capacity is
+    /// within [`MIN_CAPACITY`] to [`MAX_CAPACITY`] and keeping it stays
+    /// within [`MAX_KEPT_BYTES`]; else frees it.
+    pub fn give(&self, mut buf: Vec<u8>) {
+        let cap = buf.capacity();
+        if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&cap) {
+            return;
+        }
+        buf.clear();
+        let mut kept = lock(&self.kept);
+        if kept.bytes + cap <= MAX_KEPT_BYTES {
+            kept.bytes += cap;
+            kept.buffers.push(buf);
+        }
+    }
+
+    /// `buf` as [`Bytes`] (no copy) that is [given](Self::give) back once
+    /// the last of its clones and slices is dropped.
+    pub fn shared(&'static self, buf: Vec<u8>) -> Bytes {
+        if (MIN_CAPACITY..=MAX_CAPACITY).contains(&buf.capacity()) {
+            Bytes::from_owner(Recycled { buf, home: self })
+        } else {
+            Bytes::from(buf)
+        }
+    }
+
+    /// How many buffers are kept now, and their capacities' sum.
+    pub fn kept(&self) -> (usize, usize) {
+        let kept = lock(&self.kept);
+        (kept.buffers.len(), kept.bytes)
+    }
+}
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool::new()
+    }
+}
+
+/// The process's pool.
+static POOL: Pool = Pool::new();
+
+/// [`Pool::take`] from the process's pool.
+pub fn take(len: usize) -> Vec<u8> {
+    POOL.take(len)
+}
+
+/// [`Pool::give`] to the process's pool.
+pub fn give(buf: Vec<u8>) {
+    POOL.give(buf)
+}
+
+/// [`Pool::shared`] with the process's pool.
+pub fn shared(buf: Vec<u8>) -> Bytes {
+    POOL.shared(buf)
+}
+
+/// A buffer that goes back to its pool when dropped.
+struct Recycled {
+    buf: Vec<u8>,
+    home: &'static Pool,
+}
+
+impl AsRef<[u8]> for Recycled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        self.home.give(std::mem::take(&mut self.buf));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_within_the_bounds_come_back_and_others_do_not() {
+        static P: Pool = Pool::new();
+        let mut buf = P.take(64 * 1024);
+        assert!(buf.capacity() >= 64 * 1024 && buf.is_empty());
+        let at = buf.as_ptr();
+        buf.extend_from_slice(&[1; 1000]);
+        let bytes = P.shared(buf);
+        let slice = bytes.slice(10..20);
+        drop(bytes);
+        assert_eq!(P.kept().0, 0, "a slice still holds it");
+        assert_eq!(&slice[..], &[1; 10]);
+        drop(slice);
+        assert_eq!(P.kept().0, 1);
+        // The same allocation comes back, empty; a smaller request takes
+        // it too, a larger one does not.
+        assert_eq!(P.take(100 * 1024 + 1).capacity(), 112 * 1024);
+        let again = P.take(20 * 1024);
+        assert_eq!(again.as_ptr(), at);
+        assert!(again.is_empty());
+        P.give(again);
+        assert_eq!(P.kept().0, 1);
+        // Too small or too large: not kept, and a small take is not served
+        // from the pool.
+        P.give(Vec::with_capacity(MIN_CAPACITY - 1));
+        P.give(Vec::with_capacity(MAX_CAPACITY + 1));
+        assert_eq!(P.kept().0, 1);
+        assert_eq!(P.take(100).capacity(), 100);
+        assert_eq!(P.kept().0, 1);
+        // Bytes of a buffer outside the bounds are plain ones.
+        drop(P.shared(vec![0; 10]));
+        assert_eq!(P.kept().0, 1);
+        // Never more than MAX_KEPT_BYTES.
+        let (_, before) = P.kept();
+        for _ in 0..MAX_KEPT_BYTES / MIN_CAPACITY + 5 {
+            P.give(Vec::with_capacity(MIN_CAPACITY));
+        }
+        let (n, bytes) = P.kept();
+        assert!(bytes <= MAX_KEPT_BYTES && bytes + MIN_CAPACITY > MAX_KEPT_BYTES);
+        assert_eq!(n, 1 + (bytes - before) / MIN_CAPACITY);
+        // What is taken is no longer counted.
+        let b = P.take(MIN_CAPACITY);
+        assert_eq!(P.kept().1, bytes - b.capacity());
+    }
+}
