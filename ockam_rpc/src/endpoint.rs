@@ -402,17 +402,18 @@ fn payload_at(payload: &[u8]) -> usize {
 /// Larger frames go to the mailbox as before: handling a batch of many
 /// messages on the reader's task would stop it reading meanwhile
 /// (`BENCHMARKS.md`, typed streams, sessions 11 and 14). So that no frame
-/// overtakes one still in the mailbox (the protocol puts `Data` back in
-/// order, but an `Abort` that overtook `Data` would end the stream before
-/// it), frames take the mailbox while any this handler put there is
-/// unhandled ([`Peer::mailed`]). Frames that come through the mailbox
-/// another way (those an inline handler passes on, such as a secure
-/// channel's: handlers do not nest) are handled by the shell as before,
-/// and once one has, every later frame of the end takes the mailbox
-/// ([`Peer::mailbox_only`]). (Only a frame handled here while the first
-/// such frame waits in the mailbox could overtake it: a route whose hops
-/// pass one stream's frames on sometimes from inside an inline handler and
-/// sometimes not; none in this workspace does.)
+/// overtakes one still in the mailbox, frames take the mailbox while any
+/// this handler put there is unhandled ([`Peer::mailed`]): the protocol
+/// puts frames back in order (`Data` by sequence number, `Close` and
+/// `Abort` by the total they carry), but a message that arrives early is
+/// copied out of its frame and held, and an end waits. Frames that come
+/// through the mailbox another way (those an inline handler passes on,
+/// such as a secure channel's: handlers do not nest) are handled by the
+/// shell as before, and once one has, every later frame of the end takes
+/// the mailbox ([`Peer::mailbox_only`]). (Only a frame handled here while
+/// the first such frame waits in the mailbox could overtake it: a route
+/// whose hops pass one stream's frames on sometimes from inside an inline
+/// handler and sometimes not; none in this workspace does.)
 struct Inline(Arc<Shared<RecvHalf>>);
 
 impl InlineHandler for Inline {
@@ -996,13 +997,19 @@ mod inline_tests {
                 .is_none());
             assert_eq!(src.shared.lock().held().0, 1);
             // Large: the mailbox; and the abort behind it too, so that it
-            // cannot end the stream before the large message arrives.
+            // does not overtake the large message.
             let a = inline
                 .handle(frame(&to, data(1, &big)), &mut ctx.onward())?
                 .expect("a large frame takes the mailbox");
             let b = inline
                 .handle(
-                    frame(&to, Frame::Abort { reason: "r".into() }),
+                    frame(
+                        &to,
+                        Frame::Abort {
+                            reason: "r".into(),
+                            total: 2,
+                        },
+                    ),
                     &mut ctx.onward(),
                 )?
                 .expect("behind a large frame: the mailbox");

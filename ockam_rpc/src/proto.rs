@@ -14,9 +14,10 @@
 //!   flight or buffered anywhere on the route.
 //! - **Endings that can't be confused.** `Close { total }` ends cleanly only
 //!   once all `total` messages arrived (`CloseAck` then tells the sender);
-//!   `Abort` (the sender gave up, or dropped its sink), `Cancel` (the
-//!   receiver gave up) and silence (no frame for the liveness timeout) each
-//!   end it with their own [`End`].
+//!   `Abort { total }` (the sender gave up, or dropped its sink: its
+//!   `total` messages are delivered first), `Cancel` (the receiver gave
+//!   up) and silence (no frame for the liveness timeout) each end it with
+//!   their own [`End`].
 
 use bytes::Bytes;
 use ockam_core::internal::recycle;
@@ -56,10 +57,14 @@ pub enum Frame {
     },
     /// From the receiver: all `total` messages arrived; the end is clean.
     CloseAck,
-    /// From the sender: the stream ends without a clean end.
+    /// From the sender: the stream ends without a clean end, after
+    /// `total` messages (those sent before it: the receiver delivers them,
+    /// then the abort, also when this frame overtook some of them).
     Abort {
         /// Why.
         reason: String,
+        /// How many messages were sent in all.
+        total: u64,
     },
     /// From the receiver: it wants no more.
     Cancel {
@@ -565,6 +570,7 @@ impl SendHalf {
             self.state = SendState::Ended(End::Aborted(reason.into()));
             self.out.push_back(Frame::Abort {
                 reason: reason.into(),
+                total: self.next_seq,
             });
         }
     }
@@ -695,8 +701,12 @@ impl SendHalf {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum RecvState {
     Open,
-    /// `Close { total }` received.
-    Closing(u64),
+    /// `Close { total }` (`abort` `None`) or `Abort { reason, total }`
+    /// (`abort` the reason) received: the end once all `total` arrived.
+    Ending {
+        total: u64,
+        abort: Option<String>,
+    },
     /// Everything arrived and the end is acknowledged.
     Closed,
     Ended(End),
@@ -787,22 +797,35 @@ impl RecvHalf {
     /// never sends).
     pub fn handle(&mut self, frame: Frame, now: Instant) -> bool {
         self.timing_last_heard = now;
-        if !matches!(self.state, RecvState::Open | RecvState::Closing(_)) {
+        if !matches!(self.state, RecvState::Open | RecvState::Ending { .. }) {
             return !matches!(frame, Frame::Data { .. });
         }
         match frame {
             Frame::Data { first, bodies } => self.handle_data(first, bodies, now),
             Frame::Close { total } => {
-                if total < self.next {
+                if total < self.next || matches!(self.state, RecvState::Ending { .. }) {
                     return false;
                 }
-                self.state = RecvState::Closing(total);
+                self.state = RecvState::Ending { total, abort: None };
                 self.check_closed();
                 true
             }
-            Frame::Abort { reason } => {
-                self.state = RecvState::Ended(End::Aborted(reason));
-                true
+            Frame::Abort { reason, total } => {
+                // More arrived than it says were sent: forged; it ends the
+                // stream all the same.
+                let forged = total < self.next;
+                let total = total.max(self.next);
+                // After a `Close`, the end waits for no more than it did.
+                let total = match self.state {
+                    RecvState::Ending { total: closing, .. } => closing.min(total),
+                    _ => total,
+                };
+                self.state = RecvState::Ending {
+                    total,
+                    abort: Some(reason),
+                };
+                self.check_closed();
+                !forged
             }
             Frame::Ping => true,
             _ => false,
@@ -822,7 +845,7 @@ impl RecvHalf {
     /// misbehaves) holds no more memory than its kept messages.
     pub fn handle_data(&mut self, first: u64, mut run: Bodies, now: Instant) -> bool {
         self.timing_last_heard = now;
-        if !matches!(self.state, RecvState::Open | RecvState::Closing(_)) {
+        if !matches!(self.state, RecvState::Open | RecvState::Ending { .. }) {
             return false;
         }
         let n = run.len() as u64;
@@ -831,7 +854,7 @@ impl RecvHalf {
             && self.early.is_empty()
             && first.saturating_add(n) <= self.granted.0
             && self.held_bytes + bytes <= self.window.bytes
-            && !matches!(self.state, RecvState::Closing(total) if first.saturating_add(n) > total);
+            && !matches!(self.state, RecvState::Ending { total, .. } if first.saturating_add(n) > total);
         if all_kept {
             self.held_bytes += bytes;
             self.next += n;
@@ -850,7 +873,7 @@ impl RecvHalf {
             }
             let beyond = this >= self.granted.0
                 || self.held_bytes + body.len() as u64 > self.window.bytes
-                || matches!(self.state, RecvState::Closing(total) if this >= total);
+                || matches!(self.state, RecvState::Ending { total, .. } if this >= total);
             if beyond {
                 ok = false; // out of the credit granted: forged
                 continue;
@@ -885,10 +908,15 @@ impl RecvHalf {
     }
 
     fn check_closed(&mut self) {
-        if let RecvState::Closing(total) = self.state {
-            if self.next == total {
-                self.state = RecvState::Closed;
-                self.out.push_back(Frame::CloseAck);
+        if let RecvState::Ending { total, abort } = &mut self.state {
+            if self.next >= *total {
+                self.state = match abort.take() {
+                    None => {
+                        self.out.push_back(Frame::CloseAck);
+                        RecvState::Closed
+                    }
+                    Some(reason) => RecvState::Ended(End::Aborted(reason)),
+                };
             }
         }
     }
@@ -985,7 +1013,7 @@ impl RecvHalf {
 
     /// The application wants no more.
     pub fn cancel(&mut self, reason: &str) {
-        if matches!(self.state, RecvState::Open | RecvState::Closing(_)) {
+        if matches!(self.state, RecvState::Open | RecvState::Ending { .. }) {
             self.state = RecvState::Ended(End::Cancelled(reason.into()));
             self.ready.clear();
             self.ready_count = 0;
@@ -996,10 +1024,25 @@ impl RecvHalf {
         }
     }
 
-    /// The way to the peer failed: the stream is lost.
+    /// The way to the peer failed: the stream is lost (or, once the
+    /// sender aborted it and messages sent before its abort are missing,
+    /// aborted, with which are missing and `why` after the reason).
     pub fn lost(&mut self, why: &str) {
-        if matches!(self.state, RecvState::Open | RecvState::Closing(_)) {
-            self.state = RecvState::Ended(End::Lost(why.into()));
+        match &self.state {
+            RecvState::Ending {
+                abort: Some(reason),
+                total,
+            } => {
+                let why = format!(
+                    "{reason} (messages {}..{total} sent before the abort never arrived: {why})",
+                    self.next
+                );
+                self.state = RecvState::Ended(End::Aborted(why))
+            }
+            RecvState::Open | RecvState::Ending { .. } => {
+                self.state = RecvState::Ended(End::Lost(why.into()))
+            }
+            _ => {}
         }
     }
 
@@ -1014,7 +1057,7 @@ impl RecvHalf {
 
     /// When [`handle_timeout`](Self::handle_timeout) has something to do.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if !matches!(self.state, RecvState::Open | RecvState::Closing(_)) {
+        if !matches!(self.state, RecvState::Open | RecvState::Ending { .. }) {
             return None;
         }
         let mut t = (self.last_sent + self.timing.ping_every)
@@ -1028,7 +1071,7 @@ impl RecvHalf {
     /// Time passed: a `Credit` (as a ping) when quiet, [`End::Lost`] when
     /// the peer is, or a gap stayed open too long.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if !matches!(self.state, RecvState::Open | RecvState::Closing(_)) {
+        if !matches!(self.state, RecvState::Open | RecvState::Ending { .. }) {
             return;
         }
         if now >= self.timing_last_heard + self.timing.liveness {

@@ -373,6 +373,7 @@ fn forged_and_garbage_frames_are_dropped_and_the_stream_goes_on() {
                 at.clone(),
                 Frame::Abort {
                     reason: "forged".into(),
+                    total: 1,
                 },
             )
             .await?;

@@ -196,6 +196,8 @@ enum Net {
     Wait(u64),
     /// The sender closes.
     Close,
+    /// The sender aborts.
+    Abort,
 }
 
 fn net() -> impl Strategy<Value = Net> {
@@ -208,6 +210,7 @@ fn net() -> impl Strategy<Value = Net> {
         1 => (any::<bool>(), 0usize..4).prop_map(|(d, i)| Net::Drop(d, i)),
         1 => (0u64..4000).prop_map(Net::Wait),
         1 => Just(Net::Close),
+        1 => Just(Net::Abort),
     ]
 }
 
@@ -215,7 +218,8 @@ proptest! {
     /// Through a network that drops, duplicates, delays and reorders: the
     /// application gets the messages sent, in order, each once, for as
     /// far as it gets; a clean end (and a confirmed close) only if all of
-    /// them arrived; the receiver never holds more than its window.
+    /// them arrived, and the sender's abort as it sent it only after all
+    /// it sent before it; the receiver never holds more than its window.
     #[test]
     fn order_exactly_once_and_honest_endings(steps in proptest::collection::vec(net(), 0..400)) {
         let window = Window { messages: 4, bytes: 64 };
@@ -262,6 +266,7 @@ proptest! {
                     r.handle_timeout(now);
                 }
                 Net::Close => s.close(),
+                Net::Abort => s.abort("a"),
             }
             while let Some(f) = s.poll_transmit(now) { to_r.push_back(f); }
             while let Some(f) = r.poll_transmit(now) { to_s.push_back(f); }
@@ -272,6 +277,11 @@ proptest! {
         }
         if end == Some(Ok(())) {
             prop_assert_eq!(&got, &sent, "a clean end with messages missing");
+        }
+        if end == Some(Err(End::Aborted("a".into()))) {
+            // The abort as sent, nothing added: everything sent before it
+            // arrived first, also when the abort overtook some of it.
+            prop_assert_eq!(&got, &sent, "an abort that overtook messages");
         }
         if s.outcome() == Some(Ok(())) {
             // The receiver acknowledged the end: it had everything.
@@ -547,4 +557,55 @@ fn like_messages_fill_each_frame_and_a_larger_one_starts_the_next() {
     sent.push(vec![8; 65_000]);
     assert_eq!(got.len(), sent.len());
     assert!(got == sent);
+}
+
+/// An `Abort` says how many messages came before it: one that overtakes
+/// them (a route that reorders) ends the stream only after they arrived;
+/// if some never do, the abort is reported with what is missing.
+#[test]
+fn an_abort_that_overtakes_data_ends_the_stream_after_it() {
+    let window = Window {
+        messages: 16,
+        bytes: 1024,
+    };
+    for lose_one in [false, true] {
+        let (mut s, mut r, now) = pair(window);
+        exchange(&mut s, &mut r, now);
+        s.send(&[1]).unwrap();
+        let first = s.poll_transmit(now).unwrap();
+        s.send(&[2]).unwrap();
+        s.abort("changed my mind");
+        let second = s.poll_transmit(now).unwrap();
+        let abort = s.poll_transmit(now).unwrap();
+        assert_eq!(
+            abort,
+            Frame::Abort {
+                reason: "changed my mind".into(),
+                total: 2
+            }
+        );
+        // The abort, then the first message: the second is awaited.
+        assert!(r.handle(abort, now));
+        assert!(r.handle(first, now));
+        assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![1u8])))));
+        assert_eq!(r.take(), None, "message 2 is still on its way");
+        if lose_one {
+            let later = now + Timing::default().liveness;
+            r.handle_timeout(later);
+            let Some(Err(End::Aborted(why))) = r.take() else {
+                panic!("an abort with a message missing")
+            };
+            assert!(
+                why.starts_with(
+                    "changed my mind (messages 1..2 sent before the abort never arrived"
+                ),
+                "{why}"
+            );
+        } else {
+            assert!(r.handle(second, now));
+            assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![2u8])))));
+            assert_eq!(r.take(), Some(Err(End::Aborted("changed my mind".into()))));
+        }
+        assert_eq!(r.poll_transmit(now), None, "no CloseAck for an abort");
+    }
 }
