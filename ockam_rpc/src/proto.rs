@@ -78,8 +78,8 @@ pub enum Frame {
 /// The messages of a `Data` frame as they are on the wire: a BARE list of
 /// byte strings (`list<data>`), whose items (each a length, then the
 /// message's encoding) lie back to back in one buffer. A sender queues
-/// its messages in this form (a `Data` frame is a header and a slice of
-/// the queue), and a receiver keeps and lends them so, splitting them only
+/// its messages in this form (a `Data` frame is a header and one of the
+/// queue's buffers), and a receiver keeps and lends them so, splitting them only
 /// as they are taken: a message costs neither a buffer nor a reference
 /// count of its own on its way.
 ///
@@ -355,6 +355,10 @@ pub struct SendHalf {
     /// The largest message the receiver's window allows (learnt from its
     /// first credit).
     max_message: u64,
+    /// When the `Close` went out: its `CloseAck` is due within the
+    /// liveness timeout (everything before it was within the credit, so
+    /// was sent already; the route may have lost some of it).
+    close_sent: Option<Instant>,
 }
 
 impl SendHalf {
@@ -374,6 +378,7 @@ impl SendHalf {
             last_frame_bytes: 0,
             last_item: 0,
             last_len_room: 1,
+            close_sent: None,
             timing,
             last_heard: now,
             last_sent: now,
@@ -449,7 +454,9 @@ impl SendHalf {
     }
 
     /// Queues a message that `encode` appends to the queue's buffer (so
-    /// that it is encoded once, in place, with no buffer of its own), if
+    /// that it is encoded once, in place, with no buffer of its own; a
+    /// message larger than the last that does not fit in the frame being
+    /// filled is copied once, to start the next), if
     /// [`check`](Self::check) allows one of its length; otherwise takes
     /// it back out and says why.
     ///
@@ -648,6 +655,9 @@ impl SendHalf {
         if f.is_some() {
             self.last_sent = now;
         }
+        if matches!(f, Some(Frame::Close { .. })) {
+            self.close_sent = Some(now);
+        }
         f
     }
 
@@ -655,14 +665,21 @@ impl SendHalf {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             SendState::Closed | SendState::Ended(_) => None,
-            _ => Some(
-                (self.last_sent + self.timing.ping_every)
-                    .min(self.last_heard + self.timing.liveness),
-            ),
+            _ => {
+                let t = (self.last_sent + self.timing.ping_every)
+                    .min(self.last_heard + self.timing.liveness);
+                Some(match self.close_sent {
+                    Some(c) => t.min(c + self.timing.liveness),
+                    None => t,
+                })
+            }
         }
     }
 
-    /// Time passed: a `Ping` when quiet, [`End::Lost`] when the peer is.
+    /// Time passed: a `Ping` when quiet, [`End::Lost`] when the peer is,
+    /// or when the end was not acknowledged within the liveness timeout
+    /// (the route lost some of what was sent: the receiver, which answers
+    /// pings, does not have it all; an `Abort` tells it so).
     pub fn handle_timeout(&mut self, now: Instant) {
         if matches!(self.state, SendState::Closed | SendState::Ended(_)) {
             return;
@@ -672,6 +689,23 @@ impl SendHalf {
                 "no word from the receiver for {:?}",
                 self.timing.liveness
             ));
+            return;
+        }
+        if self
+            .close_sent
+            .is_some_and(|c| now >= c + self.timing.liveness)
+        {
+            let why = format!(
+                "the receiver did not acknowledge the end within {:?}",
+                self.timing.liveness
+            );
+            self.lost(&why);
+            // The receiver may have lost the `Close` only: it learns now
+            // rather than after its own liveness timeout.
+            self.out.push_back(Frame::Abort {
+                reason: why,
+                total: self.next_seq,
+            });
             return;
         }
         if now >= self.last_sent + self.timing.ping_every && self.out.is_empty() {
@@ -775,6 +809,10 @@ impl RecvHalf {
     /// Sends a `Credit` if the application took enough since the last one
     /// (a quarter of the window), or `always`.
     fn grant(&mut self, always: bool) {
+        if matches!(self.state, RecvState::Ending { abort: Some(_), .. }) {
+            // The sender is gone: nothing more goes to it.
+            return;
+        }
         let credit = (
             self.taken + self.window.messages,
             self.taken_bytes + self.window.bytes,
@@ -803,28 +841,34 @@ impl RecvHalf {
         match frame {
             Frame::Data { first, bodies } => self.handle_data(first, bodies, now),
             Frame::Close { total } => {
-                if total < self.next || matches!(self.state, RecvState::Ending { .. }) {
+                if let RecvState::Ending { total: t, .. } = self.state {
+                    // Again (a route that redelivers), or after an abort
+                    // that overtook it: nothing changes.
+                    return total == t;
+                }
+                if total < self.next {
                     return false;
                 }
                 self.state = RecvState::Ending { total, abort: None };
-                self.check_closed();
+                self.ending(now);
                 true
             }
             Frame::Abort { reason, total } => {
                 // More arrived than it says were sent: forged; it ends the
                 // stream all the same.
-                let forged = total < self.next;
-                let total = total.max(self.next);
-                // After a `Close`, the end waits for no more than it did.
-                let total = match self.state {
-                    RecvState::Ending { total: closing, .. } => closing.min(total),
-                    _ => total,
-                };
+                let mut forged = total < self.next;
+                let mut total = total.max(self.next);
+                // After a `Close` (an abort after `close()`), the end waits
+                // for no more than it did.
+                if let RecvState::Ending { total: t, .. } = self.state {
+                    forged |= total != t;
+                    total = total.min(t);
+                }
                 self.state = RecvState::Ending {
                     total,
                     abort: Some(reason),
                 };
-                self.check_closed();
+                self.ending(now);
                 !forged
             }
             Frame::Ping => true,
@@ -859,7 +903,7 @@ impl RecvHalf {
             self.held_bytes += bytes;
             self.next += n;
             self.push_ready(run);
-            self.gap_since = None;
+            self.check_gap(now);
             self.check_closed();
             return true;
         }
@@ -891,11 +935,7 @@ impl RecvHalf {
                 self.early.insert(this, one);
             }
         }
-        self.gap_since = if self.early.is_empty() {
-            None
-        } else {
-            self.gap_since.or(Some(now))
-        };
+        self.check_gap(now);
         self.check_closed();
         ok
     }
@@ -905,6 +945,33 @@ impl RecvHalf {
             self.ready_count += run.len();
             self.ready.push_back(run);
         }
+    }
+
+    /// The end's `total` is known from `now` on: what was held early
+    /// beyond it goes (a correct sender sends nothing beyond it), and the
+    /// messages still missing before it are a gap.
+    fn ending(&mut self, now: Instant) {
+        if let RecvState::Ending { total, .. } = self.state {
+            for (_, b) in self.early.split_off(&total) {
+                self.held_bytes -= b.body_bytes();
+            }
+        }
+        self.check_gap(now);
+        self.check_closed();
+    }
+
+    /// Whether messages are missing: some arrived after them (held early),
+    /// or the end's `total` is beyond them. A gap open for the liveness
+    /// timeout ends the stream (see [`handle_timeout`](Self::handle_timeout)):
+    /// pings alone do not keep a stream with a hole in it going.
+    fn check_gap(&mut self, now: Instant) {
+        let missing = !self.early.is_empty()
+            || matches!(self.state, RecvState::Ending { total, .. } if self.next < total);
+        self.gap_since = if missing {
+            self.gap_since.or(Some(now))
+        } else {
+            None
+        };
     }
 
     fn check_closed(&mut self) {
@@ -1034,7 +1101,7 @@ impl RecvHalf {
                 total,
             } => {
                 let why = format!(
-                    "{reason} (messages {}..{total} sent before the abort never arrived: {why})",
+                    "{reason} (not all {total} messages sent before the abort arrived: message {} never did; {why})",
                     self.next
                 );
                 self.state = RecvState::Ended(End::Aborted(why))

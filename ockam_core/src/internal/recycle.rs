@@ -39,10 +39,19 @@ pub struct Pool {
     kept: Mutex<Kept>,
 }
 
+/// How many size classes: class `k` holds buffers of `(k + 1) *
+/// MIN_CAPACITY` bytes or more, and less than the next class's.
+const CLASSES: usize = MAX_CAPACITY / MIN_CAPACITY;
+
 struct Kept {
-    buffers: Vec<Vec<u8>>,
+    classes: [Vec<Vec<u8>>; CLASSES],
     /// Their capacities' sum.
     bytes: usize,
+}
+
+/// The class of a buffer of `capacity` bytes (within the bounds).
+fn class_of(capacity: usize) -> usize {
+    capacity / MIN_CAPACITY - 1
 }
 
 impl Pool {
@@ -50,30 +59,35 @@ impl Pool {
     pub const fn new() -> Self {
         Pool {
             kept: Mutex::new(Kept {
-                buffers: Vec::new(),
+                classes: [const { Vec::new() }; CLASSES],
                 bytes: 0,
             }),
         }
     }
 
-    /// An empty buffer with room for at least `len` bytes: when `len` is
-    /// within [`MIN_CAPACITY`] to [`MAX_CAPACITY`], a kept one large enough
-    /// or else a new one of `len` rounded up to a multiple of
-    /// [`MIN_CAPACITY`] (so that it serves frames a little larger later);
-    /// else a new one of exactly `len`.
+    /// An empty buffer with room for at least `len` bytes. When `len` is
+    /// within [`MIN_CAPACITY`] to [`MAX_CAPACITY`]: a kept one that fits
+    /// (`len` rounded up to a multiple of [`MIN_CAPACITY`], and not more
+    /// than a quarter larger, so that a small payload does not hold a large
+    /// buffer), or else a new one of `len` rounded up (so that it serves
+    /// frames a little larger later). Else a new one of `len`.
     pub fn take(&self, len: usize) -> Vec<u8> {
         if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&len) {
             return Vec::with_capacity(len);
         }
+        let rounded = len.next_multiple_of(MIN_CAPACITY);
+        let first = class_of(rounded);
+        let last = (first + (first + 1) / 4).min(CLASSES - 1);
         {
             let mut kept = lock(&self.kept);
-            if let Some(i) = kept.buffers.iter().rposition(|b| b.capacity() >= len) {
-                let buf = kept.buffers.swap_remove(i);
-                kept.bytes -= buf.capacity();
-                return buf;
+            for class in first..=last {
+                if let Some(buf) = kept.classes[class].pop() {
+                    kept.bytes -= buf.capacity();
+                    return buf;
+                }
             }
         }
-        Vec::with_capacity(len.next_multiple_of(MIN_CAPACITY))
+        Vec::with_capacity(rounded)
     }
 
     /// Keeps `buf` for a later [`take`](Self::take) if its capacity is
@@ -88,7 +102,7 @@ impl Pool {
         let mut kept = lock(&self.kept);
         if kept.bytes + cap <= MAX_KEPT_BYTES {
             kept.bytes += cap;
-            kept.buffers.push(buf);
+            kept.classes[class_of(cap)].push(buf);
         }
     }
 
@@ -105,7 +119,7 @@ impl Pool {
     /// How many buffers are kept now, and their capacities' sum.
     pub fn kept(&self) -> (usize, usize) {
         let kept = lock(&self.kept);
-        (kept.buffers.len(), kept.bytes)
+        (kept.classes.iter().map(Vec::len).sum(), kept.bytes)
     }
 }
 
@@ -169,10 +183,14 @@ mod tests {
         assert_eq!(&slice[..], &[1; 10]);
         drop(slice);
         assert_eq!(P.kept().0, 1);
-        // The same allocation comes back, empty; a smaller request takes
-        // it too, a larger one does not.
-        assert_eq!(P.take(100 * 1024 + 1).capacity(), 112 * 1024);
-        let again = P.take(20 * 1024);
+        // A larger request does not take it (a new buffer, rounded up); a
+        // much smaller one neither; one a little smaller does, and it is
+        // the same allocation, empty.
+        assert!(P.take(100 * 1024 + 1).capacity() >= 112 * 1024);
+        let small = P.take(20 * 1024);
+        assert_ne!(small.as_ptr(), at);
+        assert_eq!(P.kept().0, 1);
+        let again = P.take(60 * 1024);
         assert_eq!(again.as_ptr(), at);
         assert!(again.is_empty());
         P.give(again);
@@ -182,7 +200,7 @@ mod tests {
         P.give(Vec::with_capacity(MIN_CAPACITY - 1));
         P.give(Vec::with_capacity(MAX_CAPACITY + 1));
         assert_eq!(P.kept().0, 1);
-        assert_eq!(P.take(100).capacity(), 100);
+        assert!(P.take(100).capacity() < MIN_CAPACITY);
         assert_eq!(P.kept().0, 1);
         // Bytes of a buffer outside the bounds are plain ones.
         drop(P.shared(vec![0; 10]));

@@ -8,6 +8,24 @@ fn pair(window: Window) -> (SendHalf, RecvHalf, Instant) {
     (s, r, now)
 }
 
+/// Delivers the frames in flight (`to_r`, `to_s`), then every frame each
+/// way until both are quiet.
+fn exchange_queued(
+    s: &mut SendHalf,
+    r: &mut RecvHalf,
+    to_r: &mut VecDeque<Frame>,
+    to_s: &mut VecDeque<Frame>,
+    now: Instant,
+) {
+    while let Some(f) = to_r.pop_front() {
+        r.handle(f, now);
+    }
+    while let Some(f) = to_s.pop_front() {
+        s.handle(f, now);
+    }
+    exchange(s, r, now);
+}
+
 /// Delivers every frame each way until both are quiet.
 fn exchange(s: &mut SendHalf, r: &mut RecvHalf, now: Instant) {
     loop {
@@ -219,7 +237,8 @@ proptest! {
     /// application gets the messages sent, in order, each once, for as
     /// far as it gets; a clean end (and a confirmed close) only if all of
     /// them arrived, and the sender's abort as it sent it only after all
-    /// it sent before it; the receiver never holds more than its window.
+    /// it sent before it; the receiver never holds more than its window;
+    /// once the sender closed or aborted, both ends end in bounded time.
     #[test]
     fn order_exactly_once_and_honest_endings(steps in proptest::collection::vec(net(), 0..400)) {
         let window = Window { messages: 4, bytes: 64 };
@@ -228,6 +247,7 @@ proptest! {
         let mut to_s: VecDeque<Frame> = VecDeque::new();
         let (mut sent, mut got) = (Vec::new(), Vec::new());
         let mut end: Option<Result<(), End>> = None;
+        let mut ended_by_sender = false;
         for step in steps {
             match step {
                 Net::Send(b) => {
@@ -265,8 +285,8 @@ proptest! {
                     s.handle_timeout(now);
                     r.handle_timeout(now);
                 }
-                Net::Close => s.close(),
-                Net::Abort => s.abort("a"),
+                Net::Close => { s.close(); ended_by_sender = true; }
+                Net::Abort => { s.abort("a"); ended_by_sender = true; }
             }
             while let Some(f) = s.poll_transmit(now) { to_r.push_back(f); }
             while let Some(f) = r.poll_transmit(now) { to_s.push_back(f); }
@@ -287,6 +307,31 @@ proptest! {
             // The receiver acknowledged the end: it had everything.
             while let Some(Ok(Some(b))) = r.take() { got.push(b[0]); }
             prop_assert_eq!(&got, &sent, "a confirmed close with messages missing");
+        }
+        if ended_by_sender {
+            // Once the sender closed or aborted, both ends end within the
+            // liveness timeout (and a ping's), whatever the route lost
+            // before: frames still in flight arrive, nothing more is lost,
+            // the application takes what there is, time passes.
+            let timing = Timing::default();
+            let deadline = now + timing.liveness + timing.ping_every * 2;
+            let mut r_end = end.clone();
+            while now <= deadline {
+                now += Duration::from_millis(500);
+                s.handle_timeout(now);
+                r.handle_timeout(now);
+                exchange_queued(&mut s, &mut r, &mut to_r, &mut to_s, now);
+                loop {
+                    match r.take() {
+                        Some(Ok(Some(b))) => got.push(b[0]),
+                        Some(e) => { r_end = Some(e.map(|_| ())); break; }
+                        None => break,
+                    }
+                }
+                prop_assert_eq!(&got[..], &sent[..got.len()]);
+            }
+            prop_assert!(r_end.is_some(), "the receiver never ended");
+            prop_assert!(s.outcome().is_some(), "the sender never ended");
         }
     }
 }
@@ -597,7 +642,7 @@ fn an_abort_that_overtakes_data_ends_the_stream_after_it() {
             };
             assert!(
                 why.starts_with(
-                    "changed my mind (messages 1..2 sent before the abort never arrived"
+                    "changed my mind (not all 2 messages sent before the abort arrived: message 1 never did"
                 ),
                 "{why}"
             );
@@ -608,4 +653,108 @@ fn an_abort_that_overtakes_data_ends_the_stream_after_it() {
         }
         assert_eq!(r.poll_transmit(now), None, "no CloseAck for an abort");
     }
+}
+
+/// A stream whose last message the route lost and whose `Close` arrived
+/// does not go on forever on pings: the receiver reports the message
+/// missing and the sender the end unacknowledged, each within the
+/// liveness timeout.
+#[test]
+fn a_close_after_a_lost_message_ends_both_ends_within_the_liveness_timeout() {
+    let (mut s, mut r, mut now) = pair(Window {
+        messages: 16,
+        bytes: 1024,
+    });
+    exchange(&mut s, &mut r, now);
+    s.send(&[1]).unwrap();
+    exchange(&mut s, &mut r, now);
+    s.send(&[2]).unwrap();
+    let _lost = s.poll_transmit(now).unwrap();
+    s.close();
+    let timing = Timing::default();
+    let deadline = now + timing.liveness + timing.ping_every;
+    assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![1u8])))));
+    let mut r_end = None;
+    while now <= deadline && (r_end.is_none() || s.outcome().is_none()) {
+        exchange(&mut s, &mut r, now);
+        if let Some(e) = r.take() {
+            r_end = Some(e);
+        }
+        now += Duration::from_millis(500);
+        s.handle_timeout(now);
+        r.handle_timeout(now);
+    }
+    let Some(Err(End::Lost(why))) = r_end else {
+        panic!("the receiver: {r_end:?}")
+    };
+    assert!(why.contains("message 1 never arrived"), "{why}");
+    let Some(Err(End::Lost(why))) = s.outcome() else {
+        panic!("the sender: {:?}", s.outcome())
+    };
+    assert!(why.contains("did not acknowledge the end"), "{why}");
+}
+
+/// `Close` and `Abort` again (a route that redelivers), or in the other
+/// order (an abort after `close()` that overtook it), are no forgery and
+/// change nothing; a different total is, and what was held beyond a total
+/// goes.
+#[test]
+fn repeated_ends_are_accepted_and_messages_beyond_the_end_dropped() {
+    let window = Window {
+        messages: 16,
+        bytes: 1024,
+    };
+    let (mut s, mut r, now) = pair(window);
+    exchange(&mut s, &mut r, now);
+    for b in 0..3 {
+        s.send(&[b]).unwrap();
+    }
+    exchange(&mut s, &mut r, now);
+    // Not yet acknowledged: the receiver has 3 and waits for a 4th.
+    assert!(r.handle(Frame::Close { total: 4 }, now));
+    assert!(r.handle(Frame::Close { total: 4 }, now), "again");
+    assert!(!r.handle(Frame::Close { total: 5 }, now), "another total");
+    assert!(r.handle(
+        Frame::Abort {
+            reason: "x".into(),
+            total: 4
+        },
+        now
+    ));
+    assert!(
+        r.handle(Frame::Close { total: 4 }, now),
+        "overtaken by the abort"
+    );
+    for b in 0..3 {
+        assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![b])))));
+    }
+    assert_eq!(r.take(), None, "message 3 is awaited");
+
+    // Held early beyond the end's total: dropped when the total is known.
+    let (mut s, mut r, now) = pair(window);
+    exchange(&mut s, &mut r, now);
+    let bodies: Bodies = [&[9u8; 10][..]].into_iter().collect();
+    assert!(r.handle(
+        Frame::Data {
+            first: 5,
+            bodies: bodies.clone()
+        },
+        now
+    ));
+    assert_eq!(r.held(), (1, 10));
+    assert!(r.handle(Frame::Close { total: 2 }, now));
+    assert_eq!(r.held(), (0, 0));
+    s.send(&[0]).unwrap();
+    s.send(&[1]).unwrap();
+    while let Some(f) = s.poll_transmit(now) {
+        r.handle(f, now);
+    }
+    assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![0u8])))));
+    assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![1u8])))));
+    assert_eq!(
+        r.take(),
+        Some(Ok(None)),
+        "a clean end after 2, nothing more"
+    );
+    assert!(!r.handle(Frame::Data { first: 2, bodies }, now));
 }
