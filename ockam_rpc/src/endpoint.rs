@@ -639,7 +639,10 @@ impl<T: Message> Sink<T> {
     ///
     /// # Errors
     /// How the stream ended otherwise (cancelled, lost, ...): then the
-    /// receiver may not have everything.
+    /// receiver may not have everything. [`RpcError::Lost`] when the end is
+    /// not acknowledged within the liveness timeout
+    /// ([`Timing::liveness`](crate::Timing::liveness), 10 s by default) of the
+    /// end going out: the route lost some of what was sent.
     ///
     /// # Cancel safety
     /// Cancel safe: the stream is closing once `close` was first polled;
