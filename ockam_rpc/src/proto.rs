@@ -355,10 +355,14 @@ pub struct SendHalf {
     /// The largest message the receiver's window allows (learnt from its
     /// first credit).
     max_message: u64,
-    /// When the `Close` went out: its `CloseAck` is due within the
-    /// liveness timeout (everything before it was within the credit, so
-    /// was sent already; the route may have lost some of it).
+    /// When the `Close` went out, or the receiver last said more had
+    /// arrived since (`acked`): its `CloseAck` is due within the liveness
+    /// timeout of that (everything before it was within the credit, so was
+    /// sent already; a slow route may still carry some of it, and a lossy
+    /// one may have lost some).
     close_sent: Option<Instant>,
+    /// The receiver's latest `next`: everything before it arrived.
+    acked: u64,
 }
 
 impl SendHalf {
@@ -379,6 +383,7 @@ impl SendHalf {
             last_item: 0,
             last_len_room: 1,
             close_sent: None,
+            acked: 0,
             timing,
             last_heard: now,
             last_sent: now,
@@ -603,6 +608,11 @@ impl SendHalf {
                     // Acknowledges what was never sent: forged.
                     return;
                 }
+                if next > self.acked {
+                    self.acked = next;
+                    // Progress: the end is not overdue.
+                    self.close_sent = self.close_sent.map(|_| now);
+                }
                 if self.state == SendState::Attaching {
                     self.state = SendState::Open;
                     self.max_message = credit_bytes.saturating_sub(self.sent_bytes);
@@ -677,8 +687,9 @@ impl SendHalf {
     }
 
     /// Time passed: a `Ping` when quiet, [`End::Lost`] when the peer is,
-    /// or when the end was not acknowledged within the liveness timeout
-    /// (the route lost some of what was sent: the receiver, which answers
+    /// or when the end was not acknowledged within the liveness timeout of
+    /// it going out, or of the receiver's last word that more arrived (the
+    /// route lost some of what was sent: the receiver, which answers
     /// pings, does not have it all; an `Abort` tells it so).
     pub fn handle_timeout(&mut self, now: Instant) {
         if matches!(self.state, SendState::Closed | SendState::Ended(_)) {
