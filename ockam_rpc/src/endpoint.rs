@@ -641,8 +641,10 @@ impl<T: Message> Sink<T> {
     /// How the stream ended otherwise (cancelled, lost, ...): then the
     /// receiver may not have everything. [`RpcError::Lost`] when the end is
     /// not acknowledged within the liveness timeout
-    /// ([`Timing::liveness`](crate::Timing::liveness), 10 s by default) of the
-    /// end going out: the route lost some of what was sent.
+    /// ([`Timing::liveness`](crate::Timing::liveness), 10 s by default) of
+    /// the end going out or of the receiver's last word that more arrived:
+    /// the route lost some of what was sent, or the end or its
+    /// acknowledgement (the receiver may then have it all).
     ///
     /// # Cancel safety
     /// Cancel safe: the stream is closing once `close` was first polled;

@@ -7,7 +7,8 @@
 //!   receiver delivers in order, drops duplicates (routes such as hub
 //!   streams redeliver), holds what arrives early within its window, and
 //!   never skips: a gap not filled within the liveness timeout ends the
-//!   stream as [`End::Lost`].
+//!   stream as [`End::Lost`] (or as the sender's [`End::Aborted`], after
+//!   its abort, saying what is missing).
 //! - **Credits, end to end.** The receiver grants credit in messages and
 //!   bytes as its application takes messages (`taken + window`); the
 //!   sender sends only within it. So at most one window of a stream is in
@@ -270,7 +271,11 @@ pub struct Timing {
     /// A half that sent nothing for this long sends a `Ping` (default 2 s).
     pub ping_every: Duration,
     /// A half that heard nothing from its peer for this long ends the
-    /// stream as lost (default 10 s).
+    /// stream as lost (default 10 s). Also how long a receiver waits for a
+    /// missing message (later ones, or the end's total, say it was sent)
+    /// while none arrives in order, and how long a sender waits for the
+    /// end's acknowledgement while the receiver reports no more arrived.
+    /// Keep it above `ping_every`: pings are what carry that progress.
     pub liveness: Duration,
 }
 
@@ -554,6 +559,7 @@ impl SendHalf {
     /// other end is: a handler may take its time before answering a call).
     pub fn attached(&mut self, now: Instant) {
         self.last_heard = now;
+        self.close_sent = self.close_sent.map(|_| now);
     }
 
     /// Ends the stream cleanly after what was queued.
@@ -781,8 +787,11 @@ pub struct RecvHalf {
     lent: (u64, u64),
     /// The credit last granted (messages, bytes).
     granted: (u64, u64),
-    /// Since when a gap has been waiting to be filled.
+    /// Since when a gap has been waiting to be filled, without messages
+    /// arriving in order meanwhile...
     gap_since: Option<Instant>,
+    /// ... and `next` then.
+    gap_next: u64,
     timing_last_heard: Instant,
     last_sent: Instant,
     out: VecDeque<Frame>,
@@ -809,6 +818,7 @@ impl RecvHalf {
             lent: (0, 0),
             granted: (0, 0),
             gap_since: None,
+            gap_next: 0,
             timing_last_heard: now,
             last_sent: now,
             out: VecDeque::new(),
@@ -973,16 +983,19 @@ impl RecvHalf {
 
     /// Whether messages are missing: some arrived after them (held early),
     /// or the end's `total` is beyond them. A gap open for the liveness
-    /// timeout ends the stream (see [`handle_timeout`](Self::handle_timeout)):
-    /// pings alone do not keep a stream with a hole in it going.
+    /// timeout without a message arriving in order meanwhile ends the
+    /// stream (see [`handle_timeout`](Self::handle_timeout)): pings alone do
+    /// not keep a stream with a hole in it going.
     fn check_gap(&mut self, now: Instant) {
         let missing = !self.early.is_empty()
             || matches!(self.state, RecvState::Ending { total, .. } if self.next < total);
-        self.gap_since = if missing {
-            self.gap_since.or(Some(now))
-        } else {
-            None
-        };
+        if !missing {
+            self.gap_since = None;
+        } else if self.gap_since.is_none() || self.next > self.gap_next {
+            // A new gap, or progress on a slow route: counts from now.
+            self.gap_since = Some(now);
+            self.gap_next = self.next;
+        }
     }
 
     fn check_closed(&mut self) {
@@ -1138,8 +1151,11 @@ impl RecvHalf {
         if !matches!(self.state, RecvState::Open | RecvState::Ending { .. }) {
             return None;
         }
-        let mut t = (self.last_sent + self.timing.ping_every)
-            .min(self.timing_last_heard + self.timing.liveness);
+        let mut t = self.timing_last_heard + self.timing.liveness;
+        // After an abort nothing more goes to the sender: no pings.
+        if !matches!(self.state, RecvState::Ending { abort: Some(_), .. }) {
+            t = t.min(self.last_sent + self.timing.ping_every);
+        }
         if let Some(g) = self.gap_since {
             t = t.min(g + self.timing.liveness);
         }
@@ -1162,8 +1178,8 @@ impl RecvHalf {
             .is_some_and(|g| now >= g + self.timing.liveness)
         {
             self.lost(&format!(
-                "message {} never arrived (later ones did)",
-                self.next
+                "message {} never arrived within {:?} (later ones, or the end after it, did)",
+                self.next, self.timing.liveness
             ));
         } else if now >= self.last_sent + self.timing.ping_every && self.out.is_empty() {
             self.grant(true);

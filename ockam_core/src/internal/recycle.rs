@@ -66,11 +66,13 @@ impl Pool {
     }
 
     /// An empty buffer with room for at least `len` bytes. When `len` is
-    /// within [`MIN_CAPACITY`] to [`MAX_CAPACITY`]: a kept one that fits
-    /// (`len` rounded up to a multiple of [`MIN_CAPACITY`], and not more
-    /// than a quarter larger, so that a small payload does not hold a large
-    /// buffer), or else a new one of `len` rounded up (so that it serves
-    /// frames a little larger later). Else a new one of `len`.
+    /// within [`MIN_CAPACITY`] to [`MAX_CAPACITY`]: a kept one of the size
+    /// class of `len` rounded up to a multiple of [`MIN_CAPACITY`], or of
+    /// the classes up to a quarter above it (so that a small payload does
+    /// not hold a large buffer: its capacity is under `len` rounded up,
+    /// plus a quarter, plus [`MIN_CAPACITY`]), or else a new one of `len`
+    /// rounded up (so that it serves frames a little larger later). Else a
+    /// new one of `len`.
     pub fn take(&self, len: usize) -> Vec<u8> {
         if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&len) {
             return Vec::with_capacity(len);
@@ -91,19 +93,34 @@ impl Pool {
     }
 
     /// Keeps `buf` for a later [`take`](Self::take) if its capacity is
-    /// within [`MIN_CAPACITY`] to [`MAX_CAPACITY`] and keeping it stays
-    /// within [`MAX_KEPT_BYTES`]; else frees it.
+    /// within [`MIN_CAPACITY`] to [`MAX_CAPACITY`]; else frees it. Beyond
+    /// [`MAX_KEPT_BYTES`], kept buffers of other sizes are freed to make
+    /// room (the size coming back is the one in use now: a burst of other
+    /// sizes does not fill the pool for good), and failing that `buf`.
     pub fn give(&self, mut buf: Vec<u8>) {
         let cap = buf.capacity();
         if !(MIN_CAPACITY..=MAX_CAPACITY).contains(&cap) {
             return;
         }
         buf.clear();
+        let class = class_of(cap);
+        // Freed once the lock is released.
+        let mut evicted = Vec::new();
         let mut kept = lock(&self.kept);
-        if kept.bytes + cap <= MAX_KEPT_BYTES {
-            kept.bytes += cap;
-            kept.classes[class_of(cap)].push(buf);
+        while kept.bytes + cap > MAX_KEPT_BYTES {
+            let Some(other) = (0..CLASSES)
+                .rev()
+                .find(|&c| c != class && !kept.classes[c].is_empty())
+            else {
+                return;
+            };
+            if let Some(old) = kept.classes[other].pop() {
+                kept.bytes -= old.capacity();
+                evicted.push(old);
+            }
         }
+        kept.bytes += cap;
+        kept.classes[class].push(buf);
     }
 
     /// `buf` as [`Bytes`] (no copy) that is [given](Self::give) back once
@@ -190,6 +207,9 @@ mod tests {
         let small = P.take(20 * 1024);
         assert_ne!(small.as_ptr(), at);
         assert_eq!(P.kept().0, 1);
+        let larger_class = P.take(48 * 1024);
+        assert_ne!(larger_class.as_ptr(), at, "more than a quarter larger");
+        assert_eq!(P.kept().0, 1);
         let again = P.take(60 * 1024);
         assert_eq!(again.as_ptr(), at);
         assert!(again.is_empty());
@@ -205,16 +225,29 @@ mod tests {
         // Bytes of a buffer outside the bounds are plain ones.
         drop(P.shared(vec![0; 10]));
         assert_eq!(P.kept().0, 1);
-        // Never more than MAX_KEPT_BYTES.
-        let (_, before) = P.kept();
+        // Never more than MAX_KEPT_BYTES; full, the 64 KiB one made room
+        // for the 16 KiB ones coming back (the size in use now).
         for _ in 0..MAX_KEPT_BYTES / MIN_CAPACITY + 5 {
             P.give(Vec::with_capacity(MIN_CAPACITY));
         }
         let (n, bytes) = P.kept();
         assert!(bytes <= MAX_KEPT_BYTES && bytes + MIN_CAPACITY > MAX_KEPT_BYTES);
-        assert_eq!(n, 1 + (bytes - before) / MIN_CAPACITY);
+        assert!(lock(&P.kept).classes[class_of(64 * 1024)].is_empty());
+        assert_eq!(n, lock(&P.kept).classes[0].len());
         // What is taken is no longer counted.
         let b = P.take(MIN_CAPACITY);
         assert_eq!(P.kept().1, bytes - b.capacity());
+        // Full of one size, a buffer of another size takes the room of
+        // those (the size in use now), and the pool stays within bounds.
+        P.give(b);
+        for _ in 0..10 {
+            P.give(Vec::with_capacity(64 * 1024));
+        }
+        let (_, bytes) = P.kept();
+        assert!(bytes <= MAX_KEPT_BYTES);
+        let sixty_four = lock(&P.kept).classes[class_of(64 * 1024)].len();
+        assert_eq!(sixty_four, 10, "kept, evicting 16 KiB ones");
+        let got = P.take(64 * 1024);
+        assert!(got.capacity() >= 64 * 1024 && got.capacity() < 80 * 1024);
     }
 }

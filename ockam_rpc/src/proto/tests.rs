@@ -249,6 +249,7 @@ proptest! {
         let mut end: Option<Result<(), End>> = None;
         let mut ended_by_sender = false;
         for step in steps {
+            let mut waited = false;
             match step {
                 Net::Send(b) => {
                     if s.send(&[b]).is_ok() {
@@ -284,12 +285,19 @@ proptest! {
                     now += Duration::from_millis(ms);
                     s.handle_timeout(now);
                     r.handle_timeout(now);
+                    waited = true;
                 }
                 Net::Close => { s.close(); ended_by_sender = true; }
                 Net::Abort => { s.abort("a"); ended_by_sender = true; }
             }
             while let Some(f) = s.poll_transmit(now) { to_r.push_back(f); }
             while let Some(f) = r.poll_transmit(now) { to_s.push_back(f); }
+            if waited {
+                // Timers handled: none is still due (a shell that sleeps
+                // until the next one never spins).
+                prop_assert!(s.poll_timeout().is_none_or(|t| t > now));
+                prop_assert!(r.poll_timeout().is_none_or(|t| t > now));
+            }
             prop_assert!(r.held().0 <= window.messages as usize);
             prop_assert!(r.held().1 <= window.bytes);
             // In order, each once: what arrived is a prefix of what was sent.
@@ -310,9 +318,10 @@ proptest! {
         }
         if ended_by_sender {
             // Once the sender closed or aborted, both ends end within the
-            // liveness timeout (and a ping's), whatever the route lost
+            // liveness timeout (and two pings'), whatever the route lost
             // before: frames still in flight arrive, nothing more is lost,
-            // the application takes what there is, time passes.
+            // the application takes what there is, time passes; the ends
+            // are as honest as above.
             let timing = Timing::default();
             let deadline = now + timing.liveness + timing.ping_every * 2;
             let mut r_end = end.clone();
@@ -321,6 +330,8 @@ proptest! {
                 s.handle_timeout(now);
                 r.handle_timeout(now);
                 exchange_queued(&mut s, &mut r, &mut to_r, &mut to_s, now);
+                prop_assert!(s.poll_timeout().is_none_or(|t| t > now));
+                prop_assert!(r.poll_timeout().is_none_or(|t| t > now));
                 loop {
                     match r.take() {
                         Some(Ok(Some(b))) => got.push(b[0]),
@@ -332,6 +343,12 @@ proptest! {
             }
             prop_assert!(r_end.is_some(), "the receiver never ended");
             prop_assert!(s.outcome().is_some(), "the sender never ended");
+            if r_end == Some(Ok(())) || r_end == Some(Err(End::Aborted("a".into()))) {
+                prop_assert_eq!(&got, &sent, "an end as sent with messages missing");
+            }
+            if s.outcome() == Some(Ok(())) {
+                prop_assert_eq!(&got, &sent, "a confirmed close with messages missing");
+            }
         }
     }
 }
@@ -692,6 +709,40 @@ fn a_close_after_a_lost_message_ends_both_ends_within_the_liveness_timeout() {
         panic!("the sender: {:?}", s.outcome())
     };
     assert!(why.contains("did not acknowledge the end"), "{why}");
+
+    // The `Close` itself lost: the receiver has everything but no end,
+    // and learns it from the sender's abort when its close times out.
+    let (mut s, mut r, mut now) = pair(Window {
+        messages: 16,
+        bytes: 1024,
+    });
+    exchange(&mut s, &mut r, now);
+    s.send(&[1]).unwrap();
+    exchange(&mut s, &mut r, now);
+    s.close();
+    assert!(matches!(
+        s.poll_transmit(now),
+        Some(Frame::Close { total: 1 })
+    ));
+    let deadline = now + timing.liveness + timing.ping_every;
+    let mut r_end = None;
+    while now <= deadline && r_end.is_none() {
+        now += Duration::from_millis(500);
+        s.handle_timeout(now);
+        r.handle_timeout(now);
+        exchange(&mut s, &mut r, now);
+        while let Some(m) = r.take() {
+            if !matches!(m, Ok(Some(_))) {
+                r_end = Some(m);
+                break;
+            }
+        }
+    }
+    let Some(Err(End::Aborted(why))) = r_end else {
+        panic!("the receiver: {r_end:?}")
+    };
+    assert!(why.contains("did not acknowledge the end"), "{why}");
+    assert!(matches!(s.outcome(), Some(Err(End::Lost(_)))));
 }
 
 /// `Close` and `Abort` again (a route that redelivers), or in the other
@@ -795,5 +846,63 @@ fn a_close_on_a_slow_route_waits_while_messages_still_arrive() {
     for b in 0..5 {
         assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![b])))));
     }
+    assert_eq!(r.take(), Some(Ok(None)));
+
+    // The same with the `Close` first (a route that reorders): the
+    // receiver waits while messages arrive in order, however slowly.
+    let (mut s, mut r, mut now) = pair(Window {
+        messages: 16,
+        bytes: 1024,
+    });
+    exchange(&mut s, &mut r, now);
+    let mut in_flight = VecDeque::new();
+    for b in 0..5 {
+        s.send(&[b]).unwrap();
+        in_flight.extend(std::iter::from_fn(|| s.poll_transmit(now)));
+    }
+    s.close();
+    in_flight.push_front(s.poll_transmit(now).unwrap());
+    while let Some(f) = in_flight.pop_front() {
+        r.handle(f, now);
+        exchange(&mut s, &mut r, now);
+        for _ in 0..8 {
+            now += Duration::from_millis(500);
+            s.handle_timeout(now);
+            r.handle_timeout(now);
+            exchange(&mut s, &mut r, now);
+        }
+        if !in_flight.is_empty() {
+            assert_eq!(s.outcome(), None, "still closing");
+        }
+    }
+    for b in 0..5 {
+        assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![b])))));
+    }
+    assert_eq!(r.take(), Some(Ok(None)));
+    exchange(&mut s, &mut r, now);
+    assert_eq!(s.outcome(), Some(Ok(())));
+}
+
+/// A sink closed before its other end is known (a call not answered yet):
+/// the end's acknowledgement is due from when the way is known, not from
+/// when the `Close` was queued.
+#[test]
+fn a_close_before_the_peer_is_known_is_timed_from_when_it_is() {
+    let (mut s, mut r, mut now) = pair(Window {
+        messages: 16,
+        bytes: 1024,
+    });
+    s.close();
+    let close = s.poll_transmit(now).unwrap();
+    assert_eq!(close, Frame::Close { total: 0 });
+    // The call's answer comes after longer than the liveness timeout.
+    now += Timing::default().liveness * 2;
+    s.attached(now);
+    r.attached(now);
+    s.handle_timeout(now);
+    assert_eq!(s.outcome(), None);
+    r.handle(close, now);
+    exchange(&mut s, &mut r, now);
+    assert_eq!(s.outcome(), Some(Ok(())));
     assert_eq!(r.take(), Some(Ok(None)));
 }
