@@ -812,75 +812,53 @@ fn repeated_ends_are_accepted_and_messages_beyond_the_end_dropped() {
 
 /// A slow route still carrying what was sent before the end does not make
 /// `close` fail: the end is overdue only after the liveness timeout
-/// without the receiver saying more arrived.
+/// without the receiver saying more arrived; and with the `Close` first (a
+/// route that reorders), the receiver waits while messages arrive in
+/// order, however slowly.
 #[test]
 fn a_close_on_a_slow_route_waits_while_messages_still_arrive() {
-    let (mut s, mut r, mut now) = pair(Window {
-        messages: 16,
-        bytes: 1024,
-    });
-    exchange(&mut s, &mut r, now);
-    let mut in_flight = VecDeque::new();
-    for b in 0..5 {
-        s.send(&[b]).unwrap();
-        in_flight.extend(std::iter::from_fn(|| s.poll_transmit(now)));
-    }
-    s.close();
-    in_flight.extend(std::iter::from_fn(|| s.poll_transmit(now)));
-    assert_eq!(in_flight.len(), 6, "five Data frames and the Close");
-    // One frame every 4 s: 24 s in all, over twice the liveness timeout.
     let timing = Timing::default();
+    // One frame every 4 s: 24 s in all, over twice the liveness timeout.
     assert!(timing.liveness < Duration::from_secs(24));
-    while let Some(f) = in_flight.pop_front() {
-        for _ in 0..8 {
-            now += Duration::from_millis(500);
-            s.handle_timeout(now);
-            r.handle_timeout(now);
-            exchange(&mut s, &mut r, now);
-        }
-        assert_eq!(s.outcome(), None, "still closing");
-        r.handle(f, now);
+    for close_first in [false, true] {
+        let (mut s, mut r, mut now) = pair(Window {
+            messages: 16,
+            bytes: 1024,
+        });
         exchange(&mut s, &mut r, now);
-    }
-    assert_eq!(s.outcome(), Some(Ok(())));
-    for b in 0..5 {
-        assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![b])))));
-    }
-    assert_eq!(r.take(), Some(Ok(None)));
-
-    // The same with the `Close` first (a route that reorders): the
-    // receiver waits while messages arrive in order, however slowly.
-    let (mut s, mut r, mut now) = pair(Window {
-        messages: 16,
-        bytes: 1024,
-    });
-    exchange(&mut s, &mut r, now);
-    let mut in_flight = VecDeque::new();
-    for b in 0..5 {
-        s.send(&[b]).unwrap();
-        in_flight.extend(std::iter::from_fn(|| s.poll_transmit(now)));
-    }
-    s.close();
-    in_flight.push_front(s.poll_transmit(now).unwrap());
-    while let Some(f) = in_flight.pop_front() {
-        r.handle(f, now);
-        exchange(&mut s, &mut r, now);
-        for _ in 0..8 {
-            now += Duration::from_millis(500);
-            s.handle_timeout(now);
-            r.handle_timeout(now);
-            exchange(&mut s, &mut r, now);
+        let mut in_flight = VecDeque::new();
+        for b in 0..5 {
+            s.send(&[b]).unwrap();
+            in_flight.extend(std::iter::from_fn(|| s.poll_transmit(now)));
         }
-        if !in_flight.is_empty() {
+        s.close();
+        let close = s.poll_transmit(now).unwrap();
+        if close_first {
+            in_flight.push_front(close);
+        } else {
+            in_flight.push_back(close);
+        }
+        assert_eq!(in_flight.len(), 6, "five Data frames and the Close");
+        while let Some(f) = in_flight.pop_front() {
+            r.handle(f, now);
+            exchange(&mut s, &mut r, now);
+            if in_flight.is_empty() {
+                break;
+            }
+            for _ in 0..8 {
+                now += Duration::from_millis(500);
+                s.handle_timeout(now);
+                r.handle_timeout(now);
+                exchange(&mut s, &mut r, now);
+            }
             assert_eq!(s.outcome(), None, "still closing");
         }
+        assert_eq!(s.outcome(), Some(Ok(())));
+        for b in 0..5 {
+            assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![b])))));
+        }
+        assert_eq!(r.take(), Some(Ok(None)));
     }
-    for b in 0..5 {
-        assert_eq!(r.take(), Some(Ok(Some(Bytes::from(vec![b])))));
-    }
-    assert_eq!(r.take(), Some(Ok(None)));
-    exchange(&mut s, &mut r, now);
-    assert_eq!(s.outcome(), Some(Ok(())));
 }
 
 /// A sink closed before its other end is known (a call not answered yet):
