@@ -284,7 +284,7 @@ pub(crate) async fn start<H: Half>(
     });
     let inline = H::inline_handler(&shared);
     let inlined = inline.is_some();
-    if inline.is_some() {
+    if inlined {
         end_ctx.set_inline_handler(&address, inline)?;
     }
     LIVE_ENDS.fetch_add(1, std::sync::atomic::Ordering::AcqRel);

@@ -8,6 +8,13 @@ fn pair(window: Window) -> (SendHalf, RecvHalf, Instant) {
     (s, r, now)
 }
 
+/// A pair whose first credit has reached the sender: open.
+fn open(window: Window) -> (SendHalf, RecvHalf, Instant) {
+    let (mut s, mut r, now) = pair(window);
+    exchange(&mut s, &mut r, now);
+    (s, r, now)
+}
+
 /// Delivers the frames in flight (`to_r`, `to_s`), then every frame each
 /// way until both are quiet.
 fn exchange_queued(
@@ -165,11 +172,10 @@ fn duplicates_are_dropped_and_early_messages_wait_for_the_gap() {
 
 #[test]
 fn frames_beyond_the_credit_are_refused() {
-    let (mut s, mut r, now) = pair(Window {
+    let (mut s, mut r, now) = open(Window {
         messages: 2,
         bytes: 10,
     });
-    exchange(&mut s, &mut r, now);
     let forged = Frame::Data {
         first: 5,
         bodies: [vec![1u8]].into_iter().collect(),
@@ -453,11 +459,10 @@ fn kept_messages_hold_their_frame_only_when_all_of_it_is_kept() {
 /// reports them taken; then they earn what `take` would have.
 #[test]
 fn lent_messages_earn_credit_only_once_taken() {
-    let (mut s, mut r, now) = pair(Window {
+    let (mut s, mut r, now) = open(Window {
         messages: 4,
         bytes: 1000,
     });
-    exchange(&mut s, &mut r, now);
     for b in 0..4u8 {
         s.send(&[b; 10]).unwrap();
     }
@@ -499,11 +504,10 @@ fn lent_messages_earn_credit_only_once_taken() {
 /// encoding, and a message that fails to encode leaves nothing behind.
 #[test]
 fn queued_lengths_of_any_size_stay_in_order() {
-    let (mut s, mut r, now) = pair(Window {
+    let (mut s, mut r, now) = open(Window {
         messages: 64,
         bytes: 1 << 20,
     });
-    exchange(&mut s, &mut r, now);
     let sizes = [3usize, 0, 200, 200, 20_000, 5, 127, 128, 16_384, 1];
     for (i, &n) in sizes.iter().enumerate() {
         s.send(&vec![i as u8; n]).unwrap();
@@ -523,11 +527,10 @@ fn queued_lengths_of_any_size_stay_in_order() {
 /// split at `MAX_FRAME_BODY_BYTES`.
 #[test]
 fn queued_frames_on_the_wire_decode_to_the_messages_sent() {
-    let (mut s, mut r, now) = pair(Window {
+    let (mut s, _r, now) = open(Window {
         messages: 1000,
         bytes: 1 << 22,
     });
-    exchange(&mut s, &mut r, now);
     let sizes = [0usize, 1, 127, 128, 300, 16_383, 16_384, 40_000, 70_000, 5];
     let sent: Vec<Vec<u8>> = (0..200)
         .map(|i| vec![i as u8; sizes[i % sizes.len()]])
@@ -562,11 +565,10 @@ fn queued_frames_on_the_wire_decode_to_the_messages_sent() {
 /// what fits starts the next frame, in order.
 #[test]
 fn like_messages_fill_each_frame_and_a_larger_one_starts_the_next() {
-    let (mut s, mut r, now) = pair(Window {
+    let (mut s, mut r, now) = open(Window {
         messages: 1000,
         bytes: 1 << 22,
     });
-    exchange(&mut s, &mut r, now);
     // The messages of each `Data` frame sent, the frames delivered.
     let mut got = Vec::new();
     let mut frames = |s: &mut SendHalf, r: &mut RecvHalf| {
@@ -631,8 +633,7 @@ fn an_abort_that_overtakes_data_ends_the_stream_after_it() {
         bytes: 1024,
     };
     for lose_one in [false, true] {
-        let (mut s, mut r, now) = pair(window);
-        exchange(&mut s, &mut r, now);
+        let (mut s, mut r, now) = open(window);
         s.send(&[1]).unwrap();
         let first = s.poll_transmit(now).unwrap();
         s.send(&[2]).unwrap();
@@ -678,11 +679,10 @@ fn an_abort_that_overtakes_data_ends_the_stream_after_it() {
 /// liveness timeout.
 #[test]
 fn a_close_after_a_lost_message_ends_both_ends_within_the_liveness_timeout() {
-    let (mut s, mut r, mut now) = pair(Window {
+    let (mut s, mut r, mut now) = open(Window {
         messages: 16,
         bytes: 1024,
     });
-    exchange(&mut s, &mut r, now);
     s.send(&[1]).unwrap();
     exchange(&mut s, &mut r, now);
     s.send(&[2]).unwrap();
@@ -712,11 +712,10 @@ fn a_close_after_a_lost_message_ends_both_ends_within_the_liveness_timeout() {
 
     // The `Close` itself lost: the receiver has everything but no end,
     // and learns it from the sender's abort when its close times out.
-    let (mut s, mut r, mut now) = pair(Window {
+    let (mut s, mut r, mut now) = open(Window {
         messages: 16,
         bytes: 1024,
     });
-    exchange(&mut s, &mut r, now);
     s.send(&[1]).unwrap();
     exchange(&mut s, &mut r, now);
     s.close();
@@ -755,8 +754,7 @@ fn repeated_ends_are_accepted_and_messages_beyond_the_end_dropped() {
         messages: 16,
         bytes: 1024,
     };
-    let (mut s, mut r, now) = pair(window);
-    exchange(&mut s, &mut r, now);
+    let (mut s, mut r, now) = open(window);
     for b in 0..3 {
         s.send(&[b]).unwrap();
     }
@@ -782,8 +780,7 @@ fn repeated_ends_are_accepted_and_messages_beyond_the_end_dropped() {
     assert_eq!(r.take(), None, "message 3 is awaited");
 
     // Held early beyond the end's total: dropped when the total is known.
-    let (mut s, mut r, now) = pair(window);
-    exchange(&mut s, &mut r, now);
+    let (mut s, mut r, now) = open(window);
     let bodies: Bodies = [&[9u8; 10][..]].into_iter().collect();
     assert!(r.handle(
         Frame::Data {
@@ -821,11 +818,10 @@ fn a_close_on_a_slow_route_waits_while_messages_still_arrive() {
     // One frame every 4 s: 24 s in all, over twice the liveness timeout.
     assert!(timing.liveness < Duration::from_secs(24));
     for close_first in [false, true] {
-        let (mut s, mut r, mut now) = pair(Window {
+        let (mut s, mut r, mut now) = open(Window {
             messages: 16,
             bytes: 1024,
         });
-        exchange(&mut s, &mut r, now);
         let mut in_flight = VecDeque::new();
         for b in 0..5 {
             s.send(&[b]).unwrap();
